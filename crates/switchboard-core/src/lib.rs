@@ -7,6 +7,7 @@
 //! and property tested without a runtime. The `no_io_dependencies` test
 //! enforces this boundary.
 
+pub mod clock;
 pub mod error_class;
 pub mod ids;
 pub mod message;
@@ -15,8 +16,10 @@ pub mod retry;
 pub mod secret;
 pub mod segments;
 pub mod state;
+pub mod telemetry;
 pub mod time;
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use error_class::ErrorClass;
 pub use ids::{ApiKeyId, AttemptId, EventId, MessageId, ProviderId, SenderId, WorkspaceId};
 pub use message::{Category, Channel, NewMessage, Priority, SubmitInput, ValidationError};

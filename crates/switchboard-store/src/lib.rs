@@ -1,1 +1,76 @@
+//! Switchboard's storage: the `Store` trait and its backends.
+//!
+//! Handlers and workers see only `Arc<dyn Store>`. Each backend owns its
+//! migrations and implements the same behaviour; the conformance tests in
+//! `tests/` state that behaviour once.
+//!
+//! *Invariant*: every change of a message's status happens in the same
+//! transaction as the event row that records it, and is decided by
+//! `switchboard_core::state::transition`.
 
+mod error;
+mod model;
+pub mod sqlite;
+
+pub use error::StoreError;
+pub use model::{
+    AcceptOutcome, AcceptRequest, Accepted, ApiKey, AttemptOutcome, AttemptRecord, AttemptReport,
+    ClaimedMessage, EventRecord, GroupCommitStats, MessageDetail, MessageFilter, MessagePage,
+    MessageRecord, ReceiptKind, ReceiptOutcome, Sender, TransitionOutcome, Workspace,
+};
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use switchboard_core::{Channel, MessageId, Status, Timestamp, WorkspaceId};
+
+/// Everything Switchboard stores, behind one object-safe trait.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// The stored hash of the instance admin token, if one was set.
+    async fn admin_token_hash(&self) -> Result<Option<String>, StoreError>;
+    /// Stores the hash of the instance admin token.
+    async fn set_admin_token_hash(&self, hash: &str) -> Result<(), StoreError>;
+
+    /// Creates a workspace, with the built-in `sim` sender on every channel.
+    async fn create_workspace(&self, name: &str, now: Timestamp) -> Result<Workspace, StoreError>;
+    /// A workspace by id.
+    async fn get_workspace(&self, id: &WorkspaceId) -> Result<Option<Workspace>, StoreError>;
+    /// All workspaces, oldest first.
+    async fn list_workspaces(&self) -> Result<Vec<Workspace>, StoreError>;
+    /// Stores a new API key (only its hash) for a workspace.
+    async fn create_api_key(&self, workspace: &WorkspaceId, key_hash: &str, hint: &str, now: Timestamp) -> Result<ApiKey, StoreError>;
+    /// Finds the live key with this hash.
+    async fn find_api_key(&self, key_hash: &str) -> Result<Option<ApiKey>, StoreError>;
+    /// The senders of a workspace on a channel, default first.
+    async fn senders(&self, workspace: &WorkspaceId, channel: Channel) -> Result<Vec<Sender>, StoreError>;
+
+    /// Stores a message (or finds its idempotent twin) and answers only after
+    /// the transaction holding it has committed.
+    async fn accept_message(&self, req: AcceptRequest) -> Result<AcceptOutcome, StoreError>;
+    /// A message of a workspace with its timeline and attempts.
+    async fn get_message(&self, workspace: &WorkspaceId, id: &MessageId) -> Result<Option<MessageDetail>, StoreError>;
+    /// Messages of a workspace, newest first.
+    async fn list_messages(&self, workspace: &WorkspaceId, filter: &MessageFilter) -> Result<MessagePage, StoreError>;
+    /// Cancels a `scheduled` or `queued` message.
+    async fn cancel_message(&self, workspace: &WorkspaceId, id: &MessageId, now: Timestamp) -> Result<Option<TransitionOutcome>, StoreError>;
+
+    /// Releases due scheduled messages, expires stale ones, and claims up to
+    /// `limit` due messages (and messages whose lease ran out) for sending.
+    async fn claim_due(&self, now: Timestamp, limit: usize, lease: Duration) -> Result<Vec<ClaimedMessage>, StoreError>;
+    /// Records the result of an attempt and moves the message on.
+    async fn complete_attempt(&self, report: AttemptReport) -> Result<TransitionOutcome, StoreError>;
+    /// Applies a provider receipt to the message it names.
+    async fn apply_receipt(&self, provider_id: &str, provider_message_id: &str, kind: ReceiptKind, detail: Option<&str>, now: Timestamp) -> Result<ReceiptOutcome, StoreError>;
+    /// Makes all in-flight work claimable at once. Only for a backend that
+    /// knows it is the single node (SQLite holds an exclusive lock on its data dir).
+    async fn recover_in_flight(&self) -> Result<u64, StoreError>;
+    /// The earliest time at which some message becomes due, if any.
+    async fn next_due_at(&self) -> Result<Option<Timestamp>, StoreError>;
+    /// Message counts by status.
+    async fn status_counts(&self) -> Result<Vec<(Status, u64)>, StoreError>;
+    /// Checks the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Counters of the accept path's group commit.
+    fn group_commit_stats(&self) -> GroupCommitStats;
+}

@@ -1,0 +1,372 @@
+//! The records the store reads and writes.
+
+use serde_json::{Map, Value};
+use switchboard_core::message::NewMessage;
+use switchboard_core::retry::GiveUpReason;
+use switchboard_core::{Channel, ErrorClass, EventType, MessageId, ProviderId, Status, Timestamp, WorkspaceId};
+
+/// A tenant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workspace {
+    /// Id.
+    pub id: WorkspaceId,
+    /// Display name.
+    pub name: String,
+    /// myCRMSIM routing alias.
+    pub location_id: Option<String>,
+    /// Creation time.
+    pub created_at: Timestamp,
+}
+
+/// An API key, without its secret.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKey {
+    /// Public id (`key_…`).
+    pub id: String,
+    /// The workspace it opens.
+    pub workspace_id: WorkspaceId,
+    /// The first characters of the secret, to recognise it.
+    pub hint: String,
+    /// Creation time.
+    pub created_at: Timestamp,
+}
+
+/// An address a workspace may send from on a channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sender {
+    /// Id (`snd_…`).
+    pub id: String,
+    /// The channel.
+    pub channel: Channel,
+    /// The provider that carries it.
+    pub provider_id: ProviderId,
+    /// The address (number, alphanumeric id, …).
+    pub address: String,
+    /// Used when a submission names no `from`.
+    pub is_default: bool,
+}
+
+/// A validated submission and what the store needs to keep it.
+#[derive(Debug, Clone)]
+pub struct AcceptRequest {
+    /// Owning workspace.
+    pub workspace_id: WorkspaceId,
+    /// The message.
+    pub message: NewMessage,
+    /// Hash of the canonical request, to tell an idempotent replay from a conflict.
+    pub request_hash: String,
+    /// Provider chosen at submit.
+    pub provider_id: ProviderId,
+    /// Sender address chosen at submit.
+    pub from: String,
+    /// Acceptance time.
+    pub now: Timestamp,
+}
+
+/// The 202 answer to a submission; the same again for an idempotent replay.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accepted {
+    /// Message id.
+    pub id: MessageId,
+    /// The status it was stored in (`queued` or `scheduled`).
+    pub status: Status,
+    /// Echo of the caller's reference.
+    pub client_ref: Option<String>,
+    /// Segments of the body.
+    pub segments: u32,
+    /// Encoding of the body.
+    pub encoding: String,
+    /// When it was accepted.
+    pub created_at: Timestamp,
+}
+
+/// What `accept_message` did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AcceptOutcome {
+    /// A new message was stored.
+    Created(Accepted),
+    /// The idempotency key was seen with the same request: nothing new stored.
+    Replayed(Accepted),
+    /// The idempotency key was seen with a different request.
+    Conflict {
+        /// The message that holds the key.
+        existing: MessageId,
+    },
+}
+
+/// A stored message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageRecord {
+    /// Id.
+    pub id: MessageId,
+    /// Workspace.
+    pub workspace_id: WorkspaceId,
+    /// Recipient (E.164).
+    pub to: String,
+    /// Sender address.
+    pub from: Option<String>,
+    /// Channel.
+    pub channel: String,
+    /// Text.
+    pub body: String,
+    /// Media.
+    pub media_urls: Vec<String>,
+    /// Encoding.
+    pub encoding: String,
+    /// Segments.
+    pub segments: u32,
+    /// Caller's reference.
+    pub client_ref: Option<String>,
+    /// Caller's metadata.
+    pub metadata: Option<Map<String, Value>>,
+    /// Category.
+    pub category: String,
+    /// Priority.
+    pub priority: String,
+    /// Recipient zone.
+    pub timezone: Option<String>,
+    /// Current status.
+    pub status: Status,
+    /// Provider.
+    pub provider_id: Option<String>,
+    /// Provider's id for it, once sent.
+    pub provider_message_id: Option<String>,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Next due time while scheduled or queued.
+    pub next_attempt_at: Option<Timestamp>,
+    /// Requested send time.
+    pub send_at: Option<Timestamp>,
+    /// Expiry.
+    pub expires_at: Timestamp,
+    /// Last error code.
+    pub error_code: Option<String>,
+    /// Last error message.
+    pub error_message: Option<String>,
+    /// Idempotency key.
+    pub idempotency_key: Option<String>,
+    /// Accepted at.
+    pub created_at: Timestamp,
+    /// Last change.
+    pub updated_at: Timestamp,
+}
+
+/// One entry of a message's timeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    /// Event id.
+    pub id: String,
+    /// Event type.
+    pub event_type: String,
+    /// Status after the event.
+    pub status: String,
+    /// Free-text detail.
+    pub detail: Option<String>,
+    /// Error code, if the event records a failure.
+    pub error_code: Option<String>,
+    /// When.
+    pub created_at: Timestamp,
+}
+
+/// One send attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRecord {
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    /// Provider used.
+    pub provider_id: String,
+    /// Start.
+    pub started_at: Timestamp,
+    /// Duration in ms.
+    pub duration_ms: i64,
+    /// `accepted`, `failed` or `interrupted`.
+    pub outcome: String,
+    /// Error class, for failures.
+    pub error_class: Option<String>,
+    /// Error code.
+    pub error_code: Option<String>,
+    /// Error message.
+    pub error_message: Option<String>,
+    /// Provider's id, when accepted.
+    pub provider_message_id: Option<String>,
+}
+
+/// A message with its timeline and attempts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageDetail {
+    /// The message.
+    pub message: MessageRecord,
+    /// Events, oldest first.
+    pub events: Vec<EventRecord>,
+    /// Attempts, oldest first.
+    pub attempts: Vec<AttemptRecord>,
+}
+
+/// Filters for listing messages.
+#[derive(Debug, Clone, Default)]
+pub struct MessageFilter {
+    /// Only this status.
+    pub status: Option<Status>,
+    /// Only to this number.
+    pub to: Option<String>,
+    /// Only with this reference.
+    pub client_ref: Option<String>,
+    /// Created at or after.
+    pub created_after: Option<Timestamp>,
+    /// Created before.
+    pub created_before: Option<Timestamp>,
+    /// Continue after this id (exclusive), from a previous page.
+    pub cursor: Option<MessageId>,
+    /// Page size.
+    pub limit: usize,
+}
+
+/// A page of messages.
+#[derive(Debug, Clone)]
+pub struct MessagePage {
+    /// Messages, newest first.
+    pub data: Vec<MessageRecord>,
+    /// Pass as `cursor` for the next page; `None` on the last page.
+    pub next_cursor: Option<MessageId>,
+}
+
+/// A message claimed for one send attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedMessage {
+    /// Id; also the idempotency key given to the provider.
+    pub id: MessageId,
+    /// Workspace.
+    pub workspace_id: WorkspaceId,
+    /// Recipient.
+    pub to: String,
+    /// Sender address.
+    pub from: String,
+    /// Channel.
+    pub channel: String,
+    /// Text.
+    pub body: String,
+    /// Media.
+    pub media_urls: Vec<String>,
+    /// Provider to use.
+    pub provider_id: ProviderId,
+    /// This attempt's number, from 1.
+    pub attempt: u32,
+    /// Expiry.
+    pub expires_at: Timestamp,
+    /// When it was claimed.
+    pub claimed_at: Timestamp,
+}
+
+/// How an attempt ended, as decided by the dispatcher.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptOutcome {
+    /// The provider accepted it.
+    Accepted {
+        /// Provider's message id.
+        provider_message_id: String,
+    },
+    /// A transient failure; retry at `next_at`.
+    Retry {
+        /// Error class.
+        class: ErrorClass,
+        /// Error code.
+        code: String,
+        /// Error message.
+        message: String,
+        /// Next attempt.
+        next_at: Timestamp,
+    },
+    /// Give up: the message fails (or is suppressed for a consent error).
+    GiveUp {
+        /// Error class.
+        class: ErrorClass,
+        /// Provider's error code.
+        code: String,
+        /// Error message.
+        message: String,
+        /// Why no retry.
+        reason: GiveUpReason,
+    },
+    /// The message expired before the attempt could be made.
+    Expired,
+}
+
+/// The result of one attempt, reported by the dispatcher.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptReport {
+    /// Message.
+    pub message_id: MessageId,
+    /// Attempt number the claim handed out.
+    pub attempt: u32,
+    /// Provider used.
+    pub provider_id: ProviderId,
+    /// When the attempt started.
+    pub started_at: Timestamp,
+    /// When it ended.
+    pub finished_at: Timestamp,
+    /// Outcome.
+    pub outcome: AttemptOutcome,
+}
+
+/// What a state-changing call did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TransitionOutcome {
+    /// The message moved; this event was recorded.
+    Applied {
+        /// New status.
+        status: Status,
+        /// Event recorded.
+        event: EventType,
+    },
+    /// The message was not in a state that allows it; nothing changed.
+    Refused {
+        /// Its current status.
+        status: Status,
+    },
+    /// The report belongs to a claim that is no longer current (the lease
+    /// was taken over); it was logged as an attempt but changed nothing.
+    Stale,
+}
+
+/// What a provider receipt says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiptKind {
+    /// Delivered to the handset.
+    Delivered,
+    /// Read.
+    Read,
+    /// Not delivered.
+    Undelivered,
+}
+
+/// What applying a receipt did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReceiptOutcome {
+    /// The message moved.
+    Applied {
+        /// The message.
+        message_id: MessageId,
+        /// New status.
+        status: Status,
+    },
+    /// Late or duplicate: recorded and ignored.
+    Ignored {
+        /// The message.
+        message_id: MessageId,
+        /// Its status, unchanged.
+        status: Status,
+    },
+    /// No message has that provider id (yet).
+    UnknownMessage,
+}
+
+/// Counters of the accept path's group commit, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupCommitStats {
+    /// Transactions committed by the writer.
+    pub commits: u64,
+    /// Jobs (accepts, claims, updates) carried by those commits.
+    pub jobs: u64,
+    /// The largest batch seen.
+    pub max_batch: u64,
+}

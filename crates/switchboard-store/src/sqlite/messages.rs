@@ -1,0 +1,506 @@
+//! Messages: accept, read, and every state change. The write functions run
+//! inside the group commit (see `group_commit.rs`), so each reads and writes
+//! without interference; every state change goes through
+//! `switchboard_core::state::transition` and records exactly its one event.
+
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use switchboard_core::retry::GiveUpReason;
+use switchboard_core::state::transition;
+use switchboard_core::{
+    AttemptId, ErrorClass, EventId, EventType, MessageId, ProviderId, Status, Timestamp, Trigger, WorkspaceId,
+};
+
+use super::rows::{self, MESSAGE_COLUMNS};
+use crate::error::StoreError;
+use crate::model::*;
+
+fn record_event(
+    c: &Connection,
+    ws: &str,
+    message_id: &str,
+    event: EventType,
+    status: Status,
+    detail: Option<&str>,
+    error_code: Option<&str>,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    let mut stmt = c.prepare_cached(
+        "INSERT INTO events (id, workspace_id, message_id, type, status, detail, error_code, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    stmt.execute(params![
+        EventId::new_at(now).as_str(),
+        ws,
+        message_id,
+        event.as_str(),
+        status.as_str(),
+        detail,
+        error_code,
+        now.as_millis()
+    ])?;
+    Ok(())
+}
+
+fn accepted_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, Option<String>, u32, String, i64)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+}
+
+/// Stores a message or resolves its idempotency key.
+pub fn accept(c: &Connection, req: &AcceptRequest) -> Result<AcceptOutcome, StoreError> {
+    let m = &req.message;
+    let ws = req.workspace_id.as_str();
+    if let Some(key) = &m.idempotency_key {
+        let mut stmt = c.prepare_cached(
+            "SELECT id, request_hash, initial_status, client_ref, segments, encoding, created_at
+             FROM messages WHERE workspace_id = ?1 AND idempotency_key = ?2",
+        )?;
+        if let Some((id, hash, status, client_ref, segments, encoding, created)) =
+            stmt.query_row(params![ws, key], accepted_from_row).optional()?
+        {
+            let id = MessageId::parse(&id).map_err(|_| StoreError::Corrupt(id.clone()))?;
+            if hash != req.request_hash {
+                return Ok(AcceptOutcome::Conflict { existing: id });
+            }
+            return Ok(AcceptOutcome::Replayed(Accepted {
+                id,
+                status: rows::status(&status)?,
+                client_ref,
+                segments,
+                encoding,
+                created_at: Timestamp::from_millis(created),
+            }));
+        }
+    }
+    let now = req.now;
+    let id = MessageId::new_at(now);
+    let status = if m.send_at.is_some() { Status::Scheduled } else { Status::Queued };
+    let start = m.send_at.unwrap_or(now);
+    let expires_at = start.add(m.ttl);
+    let media = if m.media_urls.is_empty() { None } else { Some(serde_json::to_string(&m.media_urls).expect("strings serialize")) };
+    let metadata = m.metadata.as_ref().map(|v| serde_json::to_string(v).expect("json serializes"));
+    let mut stmt = c.prepare_cached(
+        "INSERT INTO messages (id, workspace_id, to_phone, from_addr, channel, body, media_urls, encoding, segments,
+            client_ref, metadata, category, priority, timezone, status, initial_status, provider_id, attempts,
+            next_attempt_at, send_at, expires_at, idempotency_key, request_hash, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, ?16, 0, ?17, ?18, ?19, ?20, ?21, ?22, ?22)",
+    )?;
+    stmt.execute(params![
+        id.as_str(),
+        ws,
+        m.to.as_str(),
+        req.from,
+        m.channel.as_str(),
+        m.body,
+        media,
+        m.segments.encoding.as_str(),
+        m.segments.segments,
+        m.client_ref,
+        metadata,
+        m.category.as_str(),
+        m.priority.rank(),
+        m.timezone,
+        status.as_str(),
+        req.provider_id.as_str(),
+        start.as_millis(),
+        m.send_at.map(Timestamp::as_millis),
+        expires_at.as_millis(),
+        m.idempotency_key,
+        req.request_hash,
+        now.as_millis(),
+    ])?;
+    let detail = match m.send_at {
+        Some(t) => format!("scheduled for {t}"),
+        None => "accepted".to_owned(),
+    };
+    record_event(c, ws, id.as_str(), EventType::on_accept(status), status, Some(&detail), None, now)?;
+    Ok(AcceptOutcome::Created(Accepted {
+        id,
+        status,
+        client_ref: m.client_ref.clone(),
+        segments: m.segments.segments,
+        encoding: m.segments.encoding.as_str().to_owned(),
+        created_at: now,
+    }))
+}
+
+/// A message with its timeline and attempts, scoped to the workspace.
+pub fn get(c: &Connection, ws: &WorkspaceId, id: &MessageId) -> Result<Option<MessageDetail>, StoreError> {
+    let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE workspace_id = ?1 AND id = ?2");
+    let mut stmt = c.prepare_cached(&sql)?;
+    let mut found = stmt.query(params![ws.as_str(), id.as_str()])?;
+    let Some(row) = found.next()? else { return Ok(None) };
+    let message = rows::message(row)?;
+    let mut stmt = c.prepare_cached(
+        "SELECT id, type, status, detail, error_code, created_at FROM events WHERE message_id = ?1 ORDER BY seq",
+    )?;
+    let events = stmt
+        .query_map([id.as_str()], |r| {
+            Ok(EventRecord {
+                id: r.get(0)?,
+                event_type: r.get(1)?,
+                status: r.get(2)?,
+                detail: r.get(3)?,
+                error_code: r.get(4)?,
+                created_at: Timestamp::from_millis(r.get(5)?),
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut stmt = c.prepare_cached(
+        "SELECT attempt, provider_id, started_at, duration_ms, outcome, error_class, error_code, error_message, provider_message_id
+         FROM attempts WHERE message_id = ?1 ORDER BY attempt, started_at",
+    )?;
+    let attempts = stmt
+        .query_map([id.as_str()], |r| {
+            Ok(AttemptRecord {
+                attempt: r.get(0)?,
+                provider_id: r.get(1)?,
+                started_at: Timestamp::from_millis(r.get(2)?),
+                duration_ms: r.get(3)?,
+                outcome: r.get(4)?,
+                error_class: r.get(5)?,
+                error_code: r.get(6)?,
+                error_message: r.get(7)?,
+                provider_message_id: r.get(8)?,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(MessageDetail { message, events, attempts }))
+}
+
+/// A page of a workspace's messages, newest first.
+pub fn list(c: &Connection, ws: &WorkspaceId, f: &MessageFilter) -> Result<MessagePage, StoreError> {
+    let mut sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE workspace_id = ?");
+    let mut args: Vec<rusqlite::types::Value> = vec![ws.as_str().to_owned().into()];
+    if let Some(s) = f.status {
+        sql.push_str(" AND status = ?");
+        args.push(s.as_str().to_owned().into());
+    }
+    if let Some(to) = &f.to {
+        sql.push_str(" AND to_phone = ?");
+        args.push(to.clone().into());
+    }
+    if let Some(r) = &f.client_ref {
+        sql.push_str(" AND client_ref = ?");
+        args.push(r.clone().into());
+    }
+    if let Some(t) = f.created_after {
+        sql.push_str(" AND created_at >= ?");
+        args.push(t.as_millis().into());
+    }
+    if let Some(t) = f.created_before {
+        sql.push_str(" AND created_at < ?");
+        args.push(t.as_millis().into());
+    }
+    if let Some(cursor) = &f.cursor {
+        sql.push_str(" AND id < ?");
+        args.push(cursor.as_str().to_owned().into());
+    }
+    sql.push_str(" ORDER BY id DESC LIMIT ?");
+    let limit = f.limit.clamp(1, 100);
+    args.push(i64::try_from(limit + 1).unwrap_or(101).into());
+    let mut stmt = c.prepare_cached(&sql)?;
+    let mut rows_ = stmt.query(rusqlite::params_from_iter(args))?;
+    let mut data = Vec::with_capacity(limit + 1);
+    while let Some(r) = rows_.next()? {
+        data.push(rows::message(r)?);
+    }
+    let next_cursor = if data.len() > limit {
+        data.truncate(limit);
+        data.last().map(|m| m.id.clone())
+    } else {
+        None
+    };
+    Ok(MessagePage { data, next_cursor })
+}
+
+/// Cancels a message that has not been sent yet. `None` if it does not exist.
+pub fn cancel(c: &Connection, ws: &WorkspaceId, id: &MessageId, now: Timestamp) -> Result<Option<TransitionOutcome>, StoreError> {
+    let current: Option<String> = c
+        .query_row(
+            "SELECT status FROM messages WHERE workspace_id = ?1 AND id = ?2",
+            params![ws.as_str(), id.as_str()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let Some(current) = current else { return Ok(None) };
+    let from = rows::status(&current)?;
+    match transition(from, Trigger::Cancel) {
+        Ok(t) => {
+            c.execute(
+                "UPDATE messages SET status = ?1, next_attempt_at = NULL, error_code = 'canceled', updated_at = ?2 WHERE id = ?3",
+                params![t.to.as_str(), now.as_millis(), id.as_str()],
+            )?;
+            record_event(c, ws.as_str(), id.as_str(), t.event, t.to, Some("canceled by API request"), None, now)?;
+            Ok(Some(TransitionOutcome::Applied { status: t.to, event: t.event }))
+        }
+        Err(_) => Ok(Some(TransitionOutcome::Refused { status: from })),
+    }
+}
+
+type Candidate = (String, String, String, Option<String>, String, String, Option<String>, Option<String>, u32, i64, Option<i64>, String);
+
+const CANDIDATE_COLUMNS: &str =
+    "id, workspace_id, to_phone, from_addr, channel, body, media_urls, provider_id, attempts, expires_at, claimed_at, status";
+
+fn candidate(r: &rusqlite::Row<'_>) -> rusqlite::Result<Candidate> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?, r.get(11)?))
+}
+
+fn release_scheduled(c: &Connection, now: Timestamp) -> Result<(), StoreError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT id, workspace_id FROM messages WHERE status = 'scheduled' AND next_attempt_at <= ?1 LIMIT 1000",
+    )?;
+    let due = stmt
+        .query_map([now.as_millis()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    for (id, ws) in due {
+        let t = transition(Status::Scheduled, Trigger::Release).expect("scheduled can be released");
+        c.execute(
+            "UPDATE messages SET status = ?1, updated_at = ?2 WHERE id = ?3",
+            params![t.to.as_str(), now.as_millis(), id],
+        )?;
+        record_event(c, &ws, &id, t.event, t.to, Some("send_at reached"), None, now)?;
+    }
+    Ok(())
+}
+
+/// Releases due scheduled messages, then claims due queued messages and
+/// messages whose lease ran out. Expired ones are expired instead of claimed.
+pub fn claim_due(c: &Connection, now: Timestamp, limit: usize, lease: Duration) -> Result<Vec<ClaimedMessage>, StoreError> {
+    release_scheduled(c, now)?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut candidates = {
+        let sql = format!(
+            "SELECT {CANDIDATE_COLUMNS} FROM messages WHERE status = 'queued' AND next_attempt_at <= ?1
+             ORDER BY priority DESC, next_attempt_at LIMIT ?2"
+        );
+        let mut stmt = c.prepare_cached(&sql)?;
+        stmt.query_map(params![now.as_millis(), limit], candidate)?.collect::<Result<Vec<_>, _>>()?
+    };
+    let room = limit - candidates.len() as i64;
+    if room > 0 {
+        let sql = format!("SELECT {CANDIDATE_COLUMNS} FROM messages WHERE status = 'sending' AND lease_until <= ?1 LIMIT ?2");
+        let mut stmt = c.prepare_cached(&sql)?;
+        candidates.extend(stmt.query_map(params![now.as_millis(), room], candidate)?.collect::<Result<Vec<_>, _>>()?);
+    }
+    let lease_until = now.add(lease).as_millis();
+    let mut claimed = Vec::with_capacity(candidates.len());
+    for (id, ws, to, from, channel, body, media, provider, attempts, expires_at, claimed_at, status) in candidates {
+        let from_status = rows::status(&status)?;
+        if from_status == Status::Sending {
+            // The node that held this claim stopped before reporting. The
+            // attempt is logged as interrupted; the retry reuses the message
+            // id as the provider's idempotency key, so a send that did reach
+            // the provider is not repeated.
+            c.execute(
+                "INSERT INTO attempts (id, message_id, attempt, provider_id, started_at, duration_ms, outcome, error_class, error_message)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'interrupted', 'transport', 'the dispatcher stopped before the attempt finished')",
+                params![
+                    AttemptId::new_at(now).as_str(),
+                    id,
+                    attempts,
+                    provider.as_deref().unwrap_or("unknown"),
+                    claimed_at.unwrap_or(now.as_millis()),
+                    now.as_millis() - claimed_at.unwrap_or(now.as_millis())
+                ],
+            )?;
+        }
+        if Timestamp::from_millis(expires_at) <= now {
+            let t = transition(from_status, Trigger::Expire).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            c.execute(
+                "UPDATE messages SET status = ?1, next_attempt_at = NULL, lease_until = NULL, error_code = 'expired', updated_at = ?2 WHERE id = ?3",
+                params![t.to.as_str(), now.as_millis(), id],
+            )?;
+            record_event(c, &ws, &id, t.event, t.to, Some("the TTL passed before the message could be sent"), Some("expired"), now)?;
+            continue;
+        }
+        let attempt = attempts + 1;
+        c.execute(
+            "UPDATE messages SET status = 'sending', attempts = ?1, lease_until = ?2, claimed_at = ?3, next_attempt_at = NULL, updated_at = ?3 WHERE id = ?4",
+            params![attempt, lease_until, now.as_millis(), id],
+        )?;
+        if from_status == Status::Queued {
+            let t = transition(from_status, Trigger::Claim).expect("queued can be claimed");
+            record_event(c, &ws, &id, t.event, t.to, Some(&format!("attempt {attempt}")), None, now)?;
+        }
+        let corrupt = |what: &str, v: &str| StoreError::Corrupt(format!("{what}: {v}"));
+        claimed.push(ClaimedMessage {
+            id: MessageId::parse(&id).map_err(|_| corrupt("message id", &id))?,
+            workspace_id: WorkspaceId::parse(&ws).map_err(|_| corrupt("workspace id", &ws))?,
+            to,
+            from: from.unwrap_or_default(),
+            channel,
+            body,
+            media_urls: match media {
+                Some(m) => serde_json::from_str(&m).map_err(|_| corrupt("media_urls", &m))?,
+                None => Vec::new(),
+            },
+            provider_id: provider
+                .as_deref()
+                .and_then(|p| ProviderId::parse(p).ok())
+                .ok_or_else(|| corrupt("provider id", provider.as_deref().unwrap_or("")))?,
+            attempt,
+            expires_at: Timestamp::from_millis(expires_at),
+            claimed_at: now,
+        });
+    }
+    Ok(claimed)
+}
+
+fn log_attempt(c: &Connection, r: &AttemptReport) -> Result<(), StoreError> {
+    let (outcome, class, code, message, pmid): (&str, Option<ErrorClass>, Option<&str>, Option<&str>, Option<&str>) = match &r.outcome {
+        AttemptOutcome::Accepted { provider_message_id } => ("accepted", None, None, None, Some(provider_message_id)),
+        AttemptOutcome::Retry { class, code, message, .. } | AttemptOutcome::GiveUp { class, code, message, .. } => {
+            ("failed", Some(*class), Some(code), Some(message), None)
+        }
+        AttemptOutcome::Expired => return Ok(()),
+    };
+    let mut stmt = c.prepare_cached(
+        "INSERT INTO attempts (id, message_id, attempt, provider_id, started_at, duration_ms, outcome, error_class, error_code, error_message, provider_message_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?;
+    stmt.execute(params![
+        AttemptId::new_at(r.started_at).as_str(),
+        r.message_id.as_str(),
+        r.attempt,
+        r.provider_id.as_str(),
+        r.started_at.as_millis(),
+        r.finished_at.as_millis() - r.started_at.as_millis(),
+        outcome,
+        class.map(ErrorClass::as_str),
+        code,
+        message,
+        pmid
+    ])?;
+    Ok(())
+}
+
+/// Records an attempt's result and applies the transition it implies.
+pub fn complete_attempt(c: &Connection, r: &AttemptReport) -> Result<TransitionOutcome, StoreError> {
+    log_attempt(c, r)?;
+    let row: Option<(String, u32, String)> = c
+        .query_row(
+            "SELECT status, attempts, workspace_id FROM messages WHERE id = ?1",
+            [r.message_id.as_str()],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
+        .optional()?;
+    let Some((status, attempts, ws)) = row else {
+        return Err(StoreError::Corrupt(format!("attempt reported for unknown message {}", r.message_id)));
+    };
+    let from = rows::status(&status)?;
+    let id = r.message_id.as_str();
+    let now = r.finished_at;
+    if attempts != r.attempt || from != Status::Sending {
+        // A receipt can overtake the provider's answer: keep the provider id.
+        if let AttemptOutcome::Accepted { provider_message_id } = &r.outcome {
+            c.execute(
+                "UPDATE messages SET provider_message_id = COALESCE(provider_message_id, ?1) WHERE id = ?2",
+                params![provider_message_id, id],
+            )?;
+        }
+        return Ok(if attempts != r.attempt { TransitionOutcome::Stale } else { TransitionOutcome::Refused { status: from } });
+    }
+    let (trigger, detail, error_code) = match &r.outcome {
+        AttemptOutcome::Accepted { provider_message_id } => (Trigger::ProviderAccepted, format!("accepted by {} as {provider_message_id}", r.provider_id), None),
+        AttemptOutcome::Retry { class, code, message, next_at } => (
+            Trigger::RetryScheduled,
+            format!("attempt {} failed ({} {code}: {message}); next attempt at {next_at}", r.attempt, class.as_str()),
+            Some(code.clone()),
+        ),
+        AttemptOutcome::GiveUp { class: ErrorClass::Consent, code, message, .. } => (Trigger::Suppress, format!("provider refused for consent ({code}: {message})"), Some(code.clone())),
+        AttemptOutcome::GiveUp { class, code, message, reason } => {
+            let code_out = match reason {
+                GiveUpReason::NotRetryable => code.clone(),
+                other => other.code().to_owned(),
+            };
+            (Trigger::Fail, format!("attempt {} failed ({} {code}: {message}); {}", r.attempt, class.as_str(), reason.code().replace('_', " ")), Some(code_out))
+        }
+        AttemptOutcome::Expired => (Trigger::Expire, "the TTL passed before the message could be sent".to_owned(), Some("expired".to_owned())),
+    };
+    let t = transition(from, trigger).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    match &r.outcome {
+        AttemptOutcome::Accepted { provider_message_id } => {
+            c.execute(
+                "UPDATE messages SET status = ?1, provider_message_id = ?2, lease_until = NULL, error_code = NULL, error_message = NULL, updated_at = ?3 WHERE id = ?4",
+                params![t.to.as_str(), provider_message_id, now.as_millis(), id],
+            )?;
+        }
+        AttemptOutcome::Retry { message, next_at, .. } => {
+            c.execute(
+                "UPDATE messages SET status = ?1, next_attempt_at = ?2, lease_until = NULL, error_code = ?3, error_message = ?4, updated_at = ?5 WHERE id = ?6",
+                params![t.to.as_str(), next_at.as_millis(), error_code, message, now.as_millis(), id],
+            )?;
+        }
+        AttemptOutcome::GiveUp { message, .. } => {
+            c.execute(
+                "UPDATE messages SET status = ?1, lease_until = NULL, error_code = ?2, error_message = ?3, updated_at = ?4 WHERE id = ?5",
+                params![t.to.as_str(), error_code, message, now.as_millis(), id],
+            )?;
+        }
+        AttemptOutcome::Expired => {
+            c.execute(
+                "UPDATE messages SET status = ?1, lease_until = NULL, error_code = 'expired', updated_at = ?2 WHERE id = ?3",
+                params![t.to.as_str(), now.as_millis(), id],
+            )?;
+        }
+    }
+    record_event(c, &ws, id, t.event, t.to, Some(&detail), error_code.as_deref(), now)?;
+    Ok(TransitionOutcome::Applied { status: t.to, event: t.event })
+}
+
+/// Applies a receipt to the message with this provider id.
+pub fn apply_receipt(
+    c: &Connection,
+    provider_id: &str,
+    provider_message_id: &str,
+    kind: ReceiptKind,
+    detail: Option<&str>,
+    now: Timestamp,
+) -> Result<ReceiptOutcome, StoreError> {
+    let row: Option<(String, String, String)> = c
+        .prepare_cached("SELECT id, status, workspace_id FROM messages WHERE provider_id = ?1 AND provider_message_id = ?2")?
+        .query_row(params![provider_id, provider_message_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let Some((id, status, ws)) = row else { return Ok(ReceiptOutcome::UnknownMessage) };
+    let message_id = MessageId::parse(&id).map_err(|_| StoreError::Corrupt(id.clone()))?;
+    let from = rows::status(&status)?;
+    let (trigger, code) = match kind {
+        ReceiptKind::Delivered => (Trigger::ReceiptDelivered, None),
+        ReceiptKind::Read => (Trigger::ReceiptRead, None),
+        ReceiptKind::Undelivered => (Trigger::ReceiptUndelivered, Some("undelivered")),
+    };
+    match transition(from, trigger) {
+        Ok(t) => {
+            c.prepare_cached("UPDATE messages SET status = ?1, lease_until = NULL, error_code = COALESCE(?2, error_code), updated_at = ?3 WHERE id = ?4")?
+                .execute(params![t.to.as_str(), code, now.as_millis(), id])?;
+            record_event(c, &ws, &id, t.event, t.to, detail, code, now)?;
+            Ok(ReceiptOutcome::Applied { message_id, status: t.to })
+        }
+        Err(_) => Ok(ReceiptOutcome::Ignored { message_id, status: from }),
+    }
+}
+
+/// The earliest due time among scheduled, queued and leased messages.
+pub fn next_due_at(c: &Connection) -> Result<Option<Timestamp>, StoreError> {
+    let t: Option<i64> = c.query_row(
+        "SELECT MIN(t) FROM (
+            SELECT MIN(next_attempt_at) AS t FROM messages WHERE status = 'queued'
+            UNION ALL SELECT MIN(next_attempt_at) FROM messages WHERE status = 'scheduled'
+            UNION ALL SELECT MIN(lease_until) FROM messages WHERE status = 'sending')",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(t.map(Timestamp::from_millis))
+}
+
+/// Counts by status.
+pub fn status_counts(c: &Connection) -> Result<Vec<(Status, u64)>, StoreError> {
+    let mut stmt = c.prepare_cached("SELECT status, COUNT(*) FROM messages GROUP BY status")?;
+    let rows_ = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    rows_.into_iter().map(|(s, n)| Ok((rows::status(&s)?, u64::try_from(n).unwrap_or(0)))).collect()
+}

@@ -1,0 +1,65 @@
+//! Reading message rows back into records.
+
+use rusqlite::Row;
+use switchboard_core::{MessageId, Status, Timestamp, WorkspaceId};
+
+use crate::error::StoreError;
+use crate::model::MessageRecord;
+
+/// The column list that `message` reads, in order.
+pub const MESSAGE_COLUMNS: &str = "id, workspace_id, to_phone, from_addr, channel, body, media_urls, encoding, segments, \
+     client_ref, metadata, category, priority, timezone, status, provider_id, provider_message_id, attempts, \
+     next_attempt_at, send_at, expires_at, error_code, error_message, idempotency_key, created_at, updated_at";
+
+fn corrupt(what: &str, value: &str) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {value:?}"))
+}
+
+/// Parses a stored status.
+pub fn status(s: &str) -> Result<Status, StoreError> {
+    Status::parse(s).ok_or_else(|| corrupt("status", s))
+}
+
+/// Reads a row selected with `MESSAGE_COLUMNS`.
+pub fn message(r: &Row<'_>) -> Result<MessageRecord, StoreError> {
+    let id: String = r.get(0)?;
+    let ws: String = r.get(1)?;
+    let media: Option<String> = r.get(6)?;
+    let metadata: Option<String> = r.get(10)?;
+    let status_s: String = r.get(14)?;
+    let priority: i64 = r.get(12)?;
+    Ok(MessageRecord {
+        id: MessageId::parse(&id).map_err(|_| corrupt("message id", &id))?,
+        workspace_id: WorkspaceId::parse(&ws).map_err(|_| corrupt("workspace id", &ws))?,
+        to: r.get(2)?,
+        from: r.get(3)?,
+        channel: r.get(4)?,
+        body: r.get(5)?,
+        media_urls: match media {
+            Some(m) => serde_json::from_str(&m).map_err(|_| corrupt("media_urls", &m))?,
+            None => Vec::new(),
+        },
+        encoding: r.get(7)?,
+        segments: r.get(8)?,
+        client_ref: r.get(9)?,
+        metadata: match metadata {
+            Some(m) => Some(serde_json::from_str(&m).map_err(|_| corrupt("metadata", &m))?),
+            None => None,
+        },
+        category: r.get(11)?,
+        priority: if priority > 0 { "high" } else { "normal" }.to_owned(),
+        timezone: r.get(13)?,
+        status: status(&status_s)?,
+        provider_id: r.get(15)?,
+        provider_message_id: r.get(16)?,
+        attempts: r.get(17)?,
+        next_attempt_at: r.get::<_, Option<i64>>(18)?.map(Timestamp::from_millis),
+        send_at: r.get::<_, Option<i64>>(19)?.map(Timestamp::from_millis),
+        expires_at: Timestamp::from_millis(r.get(20)?),
+        error_code: r.get(21)?,
+        error_message: r.get(22)?,
+        idempotency_key: r.get(23)?,
+        created_at: Timestamp::from_millis(r.get(24)?),
+        updated_at: Timestamp::from_millis(r.get(25)?),
+    })
+}

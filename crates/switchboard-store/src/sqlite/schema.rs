@@ -1,0 +1,149 @@
+//! SQLite migrations, applied in order at open. Each is run once, recorded in
+//! `schema_migrations`; never edit a released migration, add a new one.
+
+use rusqlite::Connection;
+
+use crate::error::StoreError;
+
+const MIGRATIONS: &[(&str, &str)] = &[(
+    "0001_foundation",
+    r#"
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+CREATE TABLE workspaces (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    location_id TEXT UNIQUE,
+    created_at  INTEGER NOT NULL
+);
+
+CREATE TABLE api_keys (
+    id           TEXT PRIMARY KEY,
+    workspace_id TEXT NOT NULL REFERENCES workspaces(id),
+    key_hash     TEXT NOT NULL UNIQUE,
+    hint         TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    revoked_at   INTEGER
+);
+
+CREATE TABLE providers (
+    id         TEXT PRIMARY KEY,
+    kind       TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    config     TEXT NOT NULL DEFAULT '{}',
+    created_at INTEGER NOT NULL
+);
+INSERT INTO providers (id, kind, name, created_at) VALUES ('pr_sim', 'sim', 'Built-in simulator', 0);
+
+CREATE TABLE senders (
+    id           TEXT PRIMARY KEY,
+    workspace_id TEXT NOT NULL REFERENCES workspaces(id),
+    channel      TEXT NOT NULL,
+    provider_id  TEXT NOT NULL REFERENCES providers(id),
+    address      TEXT NOT NULL,
+    is_default   INTEGER NOT NULL DEFAULT 0,
+    created_at   INTEGER NOT NULL,
+    UNIQUE (workspace_id, channel, address)
+);
+
+CREATE TABLE messages (
+    id                  TEXT PRIMARY KEY,
+    workspace_id        TEXT NOT NULL,
+    to_phone            TEXT NOT NULL,
+    from_addr           TEXT,
+    channel             TEXT NOT NULL,
+    body                TEXT NOT NULL,
+    media_urls          TEXT,
+    encoding            TEXT NOT NULL,
+    segments            INTEGER NOT NULL,
+    client_ref          TEXT,
+    metadata            TEXT,
+    category            TEXT NOT NULL,
+    priority            INTEGER NOT NULL,
+    timezone            TEXT,
+    status              TEXT NOT NULL,
+    initial_status      TEXT NOT NULL,
+    provider_id         TEXT,
+    provider_message_id TEXT,
+    attempts            INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at     INTEGER,
+    lease_until         INTEGER,
+    claimed_at          INTEGER,
+    send_at             INTEGER,
+    expires_at          INTEGER NOT NULL,
+    error_code          TEXT,
+    error_message       TEXT,
+    idempotency_key     TEXT,
+    request_hash        TEXT NOT NULL,
+    created_at          INTEGER NOT NULL,
+    updated_at          INTEGER NOT NULL
+);
+CREATE UNIQUE INDEX messages_idempotency ON messages (workspace_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX messages_queued ON messages (priority DESC, next_attempt_at) WHERE status = 'queued';
+CREATE INDEX messages_scheduled ON messages (next_attempt_at) WHERE status = 'scheduled';
+CREATE INDEX messages_leased ON messages (lease_until) WHERE status = 'sending';
+CREATE INDEX messages_by_workspace ON messages (workspace_id, id);
+CREATE INDEX messages_by_status ON messages (workspace_id, status, id);
+CREATE INDEX messages_by_phone ON messages (workspace_id, to_phone, id);
+CREATE INDEX messages_by_ref ON messages (workspace_id, client_ref, id) WHERE client_ref IS NOT NULL;
+CREATE INDEX messages_by_provider_id ON messages (provider_id, provider_message_id) WHERE provider_message_id IS NOT NULL;
+
+CREATE TABLE events (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    id           TEXT NOT NULL UNIQUE,
+    workspace_id TEXT NOT NULL,
+    message_id   TEXT,
+    type         TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    detail       TEXT,
+    error_code   TEXT,
+    created_at   INTEGER NOT NULL
+);
+CREATE INDEX events_by_message ON events (message_id, seq);
+
+CREATE TABLE attempts (
+    id                  TEXT PRIMARY KEY,
+    message_id          TEXT NOT NULL,
+    attempt             INTEGER NOT NULL,
+    provider_id         TEXT NOT NULL,
+    started_at          INTEGER NOT NULL,
+    duration_ms         INTEGER NOT NULL,
+    outcome             TEXT NOT NULL,
+    error_class         TEXT,
+    error_code          TEXT,
+    error_message       TEXT,
+    provider_message_id TEXT
+);
+CREATE INDEX attempts_by_message ON attempts (message_id, attempt);
+"#,
+)];
+
+/// Applies the migrations not yet applied, each in its own transaction.
+pub fn migrate(conn: &mut Connection) -> Result<usize, StoreError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    )?;
+    let mut applied = 0;
+    for (name, sql) in MIGRATIONS {
+        let done: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE name = ?1)",
+            [name],
+            |r| r.get(0),
+        )?;
+        if done {
+            continue;
+        }
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (name, applied_at) VALUES (?1, strftime('%s','now'))",
+            [name],
+        )?;
+        tx.commit()?;
+        applied += 1;
+    }
+    Ok(applied)
+}

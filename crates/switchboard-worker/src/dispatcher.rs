@@ -1,0 +1,308 @@
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use switchboard_core::telemetry::Metrics;
+use switchboard_core::{Clock, ErrorClass, ProviderId, RetryDecision, RetryPolicy};
+use switchboard_providers::sim::SimProvider;
+use switchboard_providers::{ProviderError, Providers, SendRequest};
+use switchboard_store::{AttemptOutcome, AttemptReport, ClaimedMessage, ReceiptKind, ReceiptOutcome, Store, StoreError};
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// How the dispatcher works.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Messages claimed per store round trip.
+    pub batch: usize,
+    /// Provider calls in flight at once.
+    pub concurrency: usize,
+    /// How long a claim is held before another node may take it over. Must
+    /// exceed `send_timeout`.
+    pub lease: Duration,
+    /// Longest a provider call may take before it counts as a transport error.
+    pub send_timeout: Duration,
+    /// Retry limits.
+    pub retry: RetryPolicy,
+    /// Longest sleep when nothing is due (new work wakes it earlier).
+    pub idle_poll: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            batch: 256,
+            concurrency: 512,
+            lease: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(30),
+            retry: RetryPolicy::default(),
+            idle_poll: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The dispatcher and receipt pump, sharing one store and provider set.
+#[derive(Debug, Clone)]
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Arc<dyn Store>,
+    providers: Providers,
+    sim: Option<Arc<SimProvider>>,
+    clock: Arc<dyn Clock>,
+    config: WorkerConfig,
+    metrics: Arc<Metrics>,
+    wake: Arc<Notify>,
+}
+
+const SIM_PROVIDER: &str = "pr_sim";
+
+impl Worker {
+    /// A worker over these parts. `wake` is notified by the accept path when
+    /// new work is stored, so a fresh message is claimed at once.
+    pub fn new(
+        store: Arc<dyn Store>,
+        providers: Providers,
+        sim: Option<Arc<SimProvider>>,
+        clock: Arc<dyn Clock>,
+        config: WorkerConfig,
+        metrics: Arc<Metrics>,
+        wake: Arc<Notify>,
+    ) -> Self {
+        Worker { inner: Arc::new(Inner { store, providers, sim, clock, config, metrics, wake }) }
+    }
+
+    /// Claims what is due and sends it, waiting for every send to finish.
+    /// Returns how many messages were claimed.
+    pub async fn dispatch_once(&self) -> Result<usize, StoreError> {
+        let inner = &self.inner;
+        let claimed = inner.store.claim_due(inner.clock.now(), inner.config.batch, inner.config.lease).await?;
+        let n = claimed.len();
+        let mut tasks = JoinSet::new();
+        for m in claimed {
+            let inner = self.inner.clone();
+            tasks.spawn(async move { inner.process(m).await });
+        }
+        while tasks.join_next().await.is_some() {}
+        Ok(n)
+    }
+
+    /// Applies the simulator's due receipts. Returns how many were applied.
+    pub async fn pump_receipts_once(&self) -> Result<usize, StoreError> {
+        let Some(sim) = &self.inner.sim else { return Ok(0) };
+        let now = self.inner.clock.now();
+        let due = sim.due_receipts(now, 1000).await.map_err(|e| StoreError::Corrupt(format!("sim ledger: {e}")))?;
+        let mut done = Vec::with_capacity(due.len());
+        let mut tasks = JoinSet::new();
+        for r in due {
+            let store = self.inner.store.clone();
+            tasks.spawn(async move {
+                let kind = match r.kind.as_str() {
+                    "read" => ReceiptKind::Read,
+                    "undelivered" => ReceiptKind::Undelivered,
+                    _ => ReceiptKind::Delivered,
+                };
+                let detail = format!("receipt from the simulator: {}", r.kind);
+                let out = store.apply_receipt(SIM_PROVIDER, &r.provider_message_id, kind, Some(&detail), now).await;
+                (r.id, out)
+            });
+        }
+        while let Some(joined) = tasks.join_next().await {
+            let Ok((id, out)) = joined else { continue };
+            match out {
+                Ok(ReceiptOutcome::UnknownMessage) => {
+                    // The send's result is not committed yet; try again next pass.
+                }
+                Ok(ReceiptOutcome::Ignored { message_id, status }) => {
+                    tracing::debug!(%message_id, ?status, "late or duplicate receipt ignored");
+                    done.push(id);
+                }
+                Ok(ReceiptOutcome::Applied { .. }) => done.push(id),
+                Err(e) => tracing::warn!(error = %e, "applying a receipt failed; will retry"),
+            }
+        }
+        let applied = done.len();
+        if !done.is_empty() {
+            sim.mark_reported(done).await.map_err(|e| StoreError::Corrupt(format!("sim ledger: {e}")))?;
+        }
+        Ok(applied)
+    }
+
+    /// Runs dispatch and receipt passes until a pass finds nothing to do at
+    /// the clock's current time. For tests and the CLI; no timers involved.
+    pub async fn run_until_idle(&self) -> Result<(), StoreError> {
+        loop {
+            let sent = self.dispatch_once().await?;
+            let receipts = self.pump_receipts_once().await?;
+            if sent == 0 && receipts == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The earliest time anything (a message or a receipt) becomes due.
+    pub async fn next_due_at(&self) -> Result<Option<switchboard_core::Timestamp>, StoreError> {
+        let message = self.inner.store.next_due_at().await?;
+        let receipt = match &self.inner.sim {
+            Some(sim) => sim.next_receipt_at().await.map_err(|e| StoreError::Corrupt(format!("sim ledger: {e}")))?,
+            None => None,
+        };
+        Ok(match (message, receipt) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+    }
+
+    /// Runs until `shutdown` is cancelled, then stops claiming and waits for
+    /// the sends in flight to finish (each bounded by the send timeout).
+    pub async fn run(self, shutdown: CancellationToken) {
+        let receipts = tokio::spawn(self.clone().run_receipts(shutdown.clone()));
+        let inner = &self.inner;
+        let permits = Arc::new(Semaphore::new(inner.config.concurrency));
+        let mut tasks = JoinSet::new();
+        while !shutdown.is_cancelled() {
+            while tasks.try_join_next().is_some() {}
+            let free = permits.available_permits().min(inner.config.batch);
+            if free == 0 {
+                tokio::select! {
+                    _ = tasks.join_next() => {}
+                    () = shutdown.cancelled() => break,
+                }
+                continue;
+            }
+            let claimed = match inner.store.claim_due(inner.clock.now(), free, inner.config.lease).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, "claiming due messages failed");
+                    Vec::new()
+                }
+            };
+            if claimed.is_empty() {
+                let wait = self.idle_wait().await;
+                tokio::select! {
+                    () = inner.wake.notified() => {}
+                    () = tokio::time::sleep(wait) => {}
+                    () = shutdown.cancelled() => break,
+                }
+                continue;
+            }
+            for m in claimed {
+                let permit = permits.clone().acquire_owned().await.expect("semaphore is never closed");
+                let inner = self.inner.clone();
+                tasks.spawn(async move {
+                    inner.process(m).await;
+                    drop(permit);
+                });
+            }
+        }
+        let in_flight = tasks.len();
+        if in_flight > 0 {
+            tracing::info!(in_flight, "draining sends in flight");
+        }
+        while tasks.join_next().await.is_some() {}
+        let _ = receipts.await;
+    }
+
+    async fn idle_wait(&self) -> Duration {
+        let poll = self.inner.config.idle_poll;
+        match self.inner.store.next_due_at().await {
+            Ok(Some(t)) => t.since(self.inner.clock.now()).clamp(Duration::from_millis(1), poll),
+            _ => poll,
+        }
+    }
+
+    async fn run_receipts(self, shutdown: CancellationToken) {
+        if self.inner.sim.is_none() {
+            return;
+        }
+        while !shutdown.is_cancelled() {
+            let applied = self.pump_receipts_once().await.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "receipt pass failed");
+                0
+            });
+            if applied == 0 {
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    () = shutdown.cancelled() => break,
+                }
+            }
+        }
+    }
+}
+
+impl Inner {
+    async fn process(&self, m: ClaimedMessage) {
+        let started = self.clock.now();
+        let outcome = if m.expires_at <= started {
+            AttemptOutcome::Expired
+        } else {
+            let result = self.send(&m).await;
+            let now = self.clock.now();
+            self.metrics.send_duration.observe(now.since(started));
+            match result {
+                Ok(provider_message_id) => {
+                    self.metrics.attempts_accepted.fetch_add(1, Ordering::Relaxed);
+                    AttemptOutcome::Accepted { provider_message_id }
+                }
+                Err(e) => {
+                    self.metrics.attempt_failed(e.class);
+                    let decision =
+                        self.config.retry.decide(m.attempt, e.class, now, m.expires_at, fastrand::f64(), e.retry_after);
+                    match decision {
+                        RetryDecision::RetryAt(next_at) => {
+                            AttemptOutcome::Retry { class: e.class, code: e.code, message: e.message, next_at }
+                        }
+                        RetryDecision::GiveUp(reason) => {
+                            AttemptOutcome::GiveUp { class: e.class, code: e.code, message: e.message, reason }
+                        }
+                    }
+                }
+            }
+        };
+        let report = AttemptReport {
+            message_id: m.id.clone(),
+            attempt: m.attempt,
+            provider_id: m.provider_id.clone(),
+            started_at: started,
+            finished_at: self.clock.now(),
+            outcome,
+        };
+        match self.store.complete_attempt(report).await {
+            Ok(_) => {}
+            // The lease runs out and the message is claimed again; the
+            // provider sees the same idempotency key.
+            Err(e) => tracing::error!(message_id = %m.id, error = %e, "recording an attempt failed"),
+        }
+    }
+
+    async fn send(&self, m: &ClaimedMessage) -> Result<String, ProviderError> {
+        let Some(provider) = self.providers.get(&m.provider_id) else {
+            return Err(unknown_provider(&m.provider_id));
+        };
+        let req = SendRequest {
+            idempotency_key: m.id.to_string(),
+            to: m.to.clone(),
+            from: m.from.clone(),
+            channel: m.channel.clone(),
+            body: m.body.clone(),
+            media_urls: m.media_urls.clone(),
+        };
+        match tokio::time::timeout(self.config.send_timeout, provider.send(&req)).await {
+            Ok(Ok(accepted)) => Ok(accepted.provider_message_id),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ProviderError::new(
+                ErrorClass::Transport,
+                "timeout",
+                format!("no answer from the provider within {:?}", self.config.send_timeout),
+            )),
+        }
+    }
+}
+
+fn unknown_provider(id: &ProviderId) -> ProviderError {
+    ProviderError::new(ErrorClass::Permanent, "unknown_provider", format!("provider {id} is not configured on this node"))
+}
