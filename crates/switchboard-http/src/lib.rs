@@ -1,1 +1,64 @@
+//! The HTTP edge: the axum router, its extractors and middleware, `ApiError`,
+//! and the OpenAPI document.
+//!
+//! *Boundary*: handlers never write SQL; they parse with the core, act
+//! through `Store`, and map outcomes to answers. Every route under `/v1`
+//! is behind `auth::require_api_key` (workspace routes) or
+//! `auth::require_admin` (admin routes), so a handler cannot forget it.
 
+pub mod admin;
+pub mod auth;
+mod body;
+pub mod error;
+pub mod messages;
+pub mod openapi;
+pub mod ops;
+pub mod rate_limit;
+pub mod state;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Router, middleware};
+
+pub use error::ApiError;
+pub use state::{AppState, KeyCache};
+
+/// Settings of the HTTP edge.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpConfig {
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { max_body_bytes: 64 * 1024 }
+    }
+}
+
+/// The whole API.
+pub fn router(state: AppState, config: HttpConfig) -> Router {
+    let workspace = Router::new()
+        .route("/v1/messages", post(messages::submit).get(messages::list))
+        .route("/v1/messages/{id}", get(messages::get))
+        .route("/v1/messages/{id}/cancel", post(messages::cancel))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_api_key));
+    let admin = Router::new()
+        .route("/v1/workspaces", post(admin::create_workspace).get(admin::list_workspaces))
+        .route("/v1/workspaces/{id}/keys", post(admin::create_key))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_admin));
+    Router::new()
+        .merge(workspace)
+        .merge(admin)
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "no such route; see /openapi.json") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not accept that method")
+        })
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .with_state(state)
+}

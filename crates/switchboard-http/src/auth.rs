@@ -1,0 +1,132 @@
+//! Authentication and rate limiting, as middleware in front of the `/v1`
+//! routes: API-key routes get a `WorkspaceCtx` in their request extensions
+//! and `X-RateLimit-*` headers on their response; admin routes check the
+//! instance admin token.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use switchboard_core::message::ALL_CHANNELS;
+
+use crate::error::ApiError;
+use crate::rate_limit::RateLimitStatus;
+use crate::state::{AppState, WorkspaceCtx};
+
+/// SHA-256 of a secret, hex. API keys and the admin token carry 256 bits of
+/// entropy, so a fast hash is the right tool (no password stretching needed).
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("missing `Authorization: Bearer <key>` header"))?;
+    let value = value.to_str().map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .ok_or_else(|| ApiError::unauthorized("the Authorization header must be `Bearer <key>`"))?
+        .trim();
+    if token.is_empty() || token.len() > 200 {
+        return Err(ApiError::unauthorized("malformed bearer token"));
+    }
+    Ok(token)
+}
+
+/// Constant-time comparison of two equal-length strings.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn workspace_for(state: &AppState, token: &str) -> Result<Arc<WorkspaceCtx>, ApiError> {
+    let hash = hash_secret(token);
+    if let Some(ctx) = state.keys.get(&hash) {
+        return Ok(ctx);
+    }
+    if !token.starts_with("sk_") {
+        return Err(ApiError::unauthorized("invalid API key"));
+    }
+    let key = state.store.find_api_key(&hash).await?.ok_or_else(|| ApiError::unauthorized("invalid API key"))?;
+    let mut senders = HashMap::new();
+    for channel in ALL_CHANNELS {
+        senders.insert(channel.as_str(), state.store.senders(&key.workspace_id, channel).await?);
+    }
+    let ctx = Arc::new(WorkspaceCtx { workspace_id: key.workspace_id, key_id: key.id, senders });
+    state.keys.insert(hash, ctx.clone());
+    Ok(ctx)
+}
+
+fn rate_headers(headers: &mut HeaderMap, s: &RateLimitStatus) {
+    headers.insert("x-ratelimit-limit", HeaderValue::from(s.limit));
+    headers.insert("x-ratelimit-remaining", HeaderValue::from(s.remaining));
+    headers.insert("x-ratelimit-reset", HeaderValue::from(s.reset_secs));
+}
+
+/// Middleware: authenticates an API key and applies its rate limit.
+pub async fn require_api_key(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let ctx = match bearer(req.headers()) {
+        Ok(token) => workspace_for(&state, token).await,
+        Err(e) => Err(e),
+    };
+    let ctx = match ctx {
+        Ok(ctx) => ctx,
+        Err(e) => return e.into_response(),
+    };
+    let limit = state.limiter.check(&ctx.key_id, Instant::now());
+    if !limit.allowed {
+        let mut resp = ApiError {
+            retry_after: Some(limit.retry_after_secs),
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests for this API key; retry after the number of seconds in Retry-After")
+        }
+        .into_response();
+        rate_headers(resp.headers_mut(), &limit);
+        return resp;
+    }
+    req.extensions_mut().insert(ctx);
+    let mut resp = next.run(req).await;
+    rate_headers(resp.headers_mut(), &limit);
+    resp
+}
+
+/// Middleware: requires the instance admin token.
+pub async fn require_admin(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match bearer(req.headers()) {
+        Ok(token) if same(&hash_secret(token), &state.admin_token_hash) => next.run(req).await,
+        Ok(token) if token.starts_with("sk_") => {
+            ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this route needs the instance admin token, not a workspace API key").into_response()
+        }
+        Ok(_) => ApiError::unauthorized("invalid admin token").into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_equality() {
+        assert!(same("abc", "abc"));
+        assert!(!same("abc", "abd"));
+        assert!(!same("abc", "abcd"));
+    }
+
+    #[test]
+    fn bearer_parsing() {
+        let mut h = HeaderMap::new();
+        assert_eq!(bearer(&h).unwrap_err().code, "unauthorized");
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert!(bearer(&h).is_err());
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer sk_abc"));
+        assert_eq!(bearer(&h).unwrap(), "sk_abc");
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer "));
+        assert!(bearer(&h).is_err());
+    }
+}

@@ -1,0 +1,38 @@
+//! The OpenAPI document, generated from the handlers' annotations.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::{admin, error, messages, ops};
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        let bearer = |desc: &str| {
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some(desc)).build())
+        };
+        components.add_security_scheme("api_key", bearer("A workspace API key, `sk_…`"));
+        components.add_security_scheme("admin_token", bearer("The instance admin token"));
+    }
+}
+
+/// The API description served at `/openapi.json`.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Switchboard", description = "Messaging gateway between CRMs and SMS/WhatsApp providers."),
+    paths(
+        messages::submit, messages::get, messages::list, messages::cancel,
+        admin::create_workspace, admin::list_workspaces, admin::create_key,
+        ops::healthz, ops::readyz, ops::metrics, ops::openapi,
+    ),
+    components(schemas(
+        messages::SubmitMessageRequest, messages::TemplateRefDoc, messages::AcceptedResponse, messages::MessageResponse,
+        messages::EventResponse, messages::AttemptResponse, messages::MessageList,
+        admin::WorkspaceResponse, admin::CreateWorkspaceRequest, admin::WorkspaceList, admin::ApiKeyResponse,
+        error::ErrorResponse, error::ErrorBody,
+    )),
+    modifiers(&Security),
+)]
+pub struct ApiDoc;

@@ -1,0 +1,62 @@
+//! Operations: health, readiness, Prometheus metrics, the OpenAPI document.
+
+use std::fmt::Write;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use switchboard_core::state::ALL_STATUSES;
+use utoipa::OpenApi;
+
+use crate::openapi::ApiDoc;
+use crate::state::AppState;
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "Alive")))]
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Readiness: the database answers.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "Ready"), (status = 503, description = "Database unavailable")))]
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable", "reason": "database"}))).into_response()
+        }
+    }
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let mut out = String::with_capacity(4096);
+    state.metrics.render(&mut out);
+    let gc = state.store.group_commit_stats();
+    let _ = writeln!(out, "# HELP switchboard_group_commits_total Write transactions committed by the group-commit writer.\n# TYPE switchboard_group_commits_total counter\nswitchboard_group_commits_total {}", gc.commits);
+    let _ = writeln!(out, "# HELP switchboard_group_commit_jobs_total Writes carried by those transactions.\n# TYPE switchboard_group_commit_jobs_total counter\nswitchboard_group_commit_jobs_total {}", gc.jobs);
+    let _ = writeln!(out, "# HELP switchboard_group_commit_max_batch Largest number of writes in one transaction.\n# TYPE switchboard_group_commit_max_batch gauge\nswitchboard_group_commit_max_batch {}", gc.max_batch);
+    match state.store.status_counts().await {
+        Ok(counts) => {
+            let _ = writeln!(out, "# HELP switchboard_messages Messages by current status.\n# TYPE switchboard_messages gauge");
+            for s in ALL_STATUSES {
+                let n = counts.iter().find(|(st, _)| *st == s).map_or(0, |(_, n)| *n);
+                let _ = writeln!(out, "switchboard_messages{{status=\"{}\"}} {n}", s.as_str());
+            }
+            let depth: u64 = counts.iter().filter(|(s, _)| matches!(s.as_str(), "queued" | "scheduled" | "sending")).map(|(_, n)| n).sum();
+            let _ = writeln!(out, "# HELP switchboard_queue_depth Messages not yet handed to a provider (scheduled, queued, sending).\n# TYPE switchboard_queue_depth gauge\nswitchboard_queue_depth {depth}");
+        }
+        Err(e) => tracing::warn!(error = %e, "status counts for /metrics failed"),
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// The OpenAPI document of this API.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "OpenAPI 3.1 document")))]
+pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

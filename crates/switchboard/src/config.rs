@@ -1,0 +1,246 @@
+//! Configuration: defaults → TOML file (`--config`) → `SWITCHBOARD_*`
+//! environment variables → command-line flags, then `validate()`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// A secret that never appears in `Debug` output or logs.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Everything Switchboard can be configured with.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Where the SQLite database and the simulator's ledger live.
+    pub data_dir: PathBuf,
+    /// The instance admin token; generated on first start if unset.
+    pub admin_token: Option<Secret>,
+    /// Largest request body, bytes.
+    pub max_body_bytes: usize,
+    /// Per-key API rate limit.
+    pub rate_limit: RateLimitSection,
+    /// The dispatcher.
+    pub dispatcher: DispatcherSection,
+    /// The built-in simulator.
+    pub sim: SimSection,
+}
+
+/// `[rate_limit]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitSection {
+    /// Sustained requests per second per API key.
+    pub per_second: f64,
+    /// Burst size.
+    pub burst: u32,
+}
+
+/// `[dispatcher]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DispatcherSection {
+    /// Messages claimed per round trip.
+    pub batch: usize,
+    /// Provider calls in flight.
+    pub concurrency: usize,
+    /// Claim lease, seconds.
+    pub lease_seconds: u64,
+    /// Provider call timeout, milliseconds.
+    pub send_timeout_ms: u64,
+    /// Attempts per message.
+    pub max_attempts: u32,
+    /// First backoff ceiling, milliseconds.
+    pub backoff_base_ms: u64,
+    /// Largest backoff ceiling, seconds.
+    pub backoff_cap_seconds: u64,
+}
+
+/// `[sim]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimSection {
+    /// Send latency, milliseconds.
+    pub latency_ms: u64,
+    /// Delay from acceptance to receipt, milliseconds.
+    pub receipt_delay_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./switchboard-data"),
+            admin_token: None,
+            max_body_bytes: 64 * 1024,
+            rate_limit: RateLimitSection::default(),
+            dispatcher: DispatcherSection::default(),
+            sim: SimSection::default(),
+        }
+    }
+}
+
+impl Default for RateLimitSection {
+    fn default() -> Self {
+        RateLimitSection { per_second: 200.0, burst: 400 }
+    }
+}
+
+impl Default for DispatcherSection {
+    fn default() -> Self {
+        DispatcherSection {
+            batch: 256,
+            concurrency: 512,
+            lease_seconds: 60,
+            send_timeout_ms: 30_000,
+            max_attempts: 8,
+            backoff_base_ms: 1000,
+            backoff_cap_seconds: 300,
+        }
+    }
+}
+
+impl Default for SimSection {
+    fn default() -> Self {
+        SimSection { latency_ms: 20, receipt_delay_ms: 500 }
+    }
+}
+
+fn parse_env<T: std::str::FromStr>(name: &str, value: &str) -> anyhow::Result<T>
+where
+    T::Err: fmt::Display,
+{
+    value.parse().map_err(|e| anyhow::anyhow!("{name}={value:?}: {e}"))
+}
+
+impl Config {
+    /// Loads the configuration: defaults, then the file if given, then the
+    /// environment (`vars`, usually `std::env::vars()`).
+    pub fn load(file: Option<&Path>, vars: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Config> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        for (name, value) in vars {
+            let Some(key) = name.strip_prefix("SWITCHBOARD_") else { continue };
+            match key {
+                "LISTEN" => config.listen = parse_env(&name, &value)?,
+                "DATA_DIR" => config.data_dir = PathBuf::from(value),
+                "ADMIN_TOKEN" => config.admin_token = Some(Secret(value)),
+                "MAX_BODY_BYTES" => config.max_body_bytes = parse_env(&name, &value)?,
+                "RATE_LIMIT_PER_SECOND" => config.rate_limit.per_second = parse_env(&name, &value)?,
+                "RATE_LIMIT_BURST" => config.rate_limit.burst = parse_env(&name, &value)?,
+                "DISPATCH_BATCH" => config.dispatcher.batch = parse_env(&name, &value)?,
+                "DISPATCH_CONCURRENCY" => config.dispatcher.concurrency = parse_env(&name, &value)?,
+                "LEASE_SECONDS" => config.dispatcher.lease_seconds = parse_env(&name, &value)?,
+                "SEND_TIMEOUT_MS" => config.dispatcher.send_timeout_ms = parse_env(&name, &value)?,
+                "MAX_ATTEMPTS" => config.dispatcher.max_attempts = parse_env(&name, &value)?,
+                "BACKOFF_BASE_MS" => config.dispatcher.backoff_base_ms = parse_env(&name, &value)?,
+                "BACKOFF_CAP_SECONDS" => config.dispatcher.backoff_cap_seconds = parse_env(&name, &value)?,
+                "SIM_LATENCY_MS" => config.sim.latency_ms = parse_env(&name, &value)?,
+                "SIM_RECEIPT_DELAY_MS" => config.sim.receipt_delay_ms = parse_env(&name, &value)?,
+                // Variables of other tools that share the prefix (the test
+                // database URL, the CLI's own) are not configuration.
+                _ => {}
+            }
+        }
+        Ok(config)
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let d = &self.dispatcher;
+        if self.max_body_bytes < 1024 || self.max_body_bytes > 16 * 1024 * 1024 {
+            bail!("max_body_bytes must be between 1 KiB and 16 MiB");
+        }
+        if !(self.rate_limit.per_second > 0.0) || self.rate_limit.burst == 0 {
+            bail!("rate_limit.per_second and rate_limit.burst must be positive");
+        }
+        if d.batch == 0 || d.concurrency == 0 || d.max_attempts == 0 {
+            bail!("dispatcher.batch, dispatcher.concurrency and dispatcher.max_attempts must be positive");
+        }
+        if d.send_timeout_ms == 0 || d.lease_seconds.saturating_mul(1000) <= d.send_timeout_ms {
+            bail!("dispatcher.lease_seconds ({}) must exceed dispatcher.send_timeout_ms ({} ms), which must be positive", d.lease_seconds, d.send_timeout_ms);
+        }
+        if let Some(Secret(t)) = &self.admin_token {
+            if t.len() < 16 {
+                bail!("the admin token must be at least 16 characters");
+            }
+        }
+        Ok(())
+    }
+
+    /// The lease as a duration.
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.dispatcher.lease_seconds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::load(None, vars(&[])).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.data_dir, PathBuf::from("./switchboard-data"));
+    }
+
+    #[test]
+    fn the_file_overrides_defaults_and_the_environment_overrides_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sb.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\n[sim]\nlatency_ms = 5\n").unwrap();
+        let c = Config::load(Some(&path), vars(&[("SWITCHBOARD_LISTEN", "127.0.0.1:9100"), ("OTHER", "x")])).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9100");
+        assert_eq!(c.sim.latency_ms, 5);
+    }
+
+    #[test]
+    fn unknown_file_keys_and_bad_env_values_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sb.toml");
+        std::fs::write(&path, "lisen = \"127.0.0.1:9000\"\n").unwrap();
+        assert!(Config::load(Some(&path), vars(&[])).is_err());
+        assert!(Config::load(None, vars(&[("SWITCHBOARD_LISTEN", "not an address")])).is_err());
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        let c = Config::load(None, vars(&[("SWITCHBOARD_ADMIN_TOKEN", "very-secret-token-123")])).unwrap();
+        assert!(!format!("{c:?}").contains("very-secret"));
+    }
+
+    #[test]
+    fn validation_catches_nonsense() {
+        let mut c = Config::default();
+        c.dispatcher.lease_seconds = 10;
+        assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.admin_token = Some(Secret("short".into()));
+        assert!(c.validate().is_err());
+    }
+}
