@@ -255,6 +255,8 @@ pub struct ClaimedMessage {
     pub expires_at: Timestamp,
     /// When it was claimed.
     pub claimed_at: Timestamp,
+    /// When it was accepted.
+    pub created_at: Timestamp,
 }
 
 /// How an attempt ended, as decided by the dispatcher.

@@ -246,6 +246,7 @@ impl Inner {
             match result {
                 Ok(provider_message_id) => {
                     self.metrics.attempts_accepted.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.dispatch_latency.observe(now.since(m.created_at));
                     AttemptOutcome::Accepted { provider_message_id }
                 }
                 Err(e) => {

@@ -239,13 +239,13 @@ pub fn cancel(c: &Connection, ws: &WorkspaceId, id: &MessageId, now: Timestamp) 
     }
 }
 
-type Candidate = (String, String, String, Option<String>, String, String, Option<String>, Option<String>, u32, i64, Option<i64>, String);
+type Candidate = (String, String, String, Option<String>, String, String, Option<String>, Option<String>, u32, i64, Option<i64>, String, i64);
 
 const CANDIDATE_COLUMNS: &str =
-    "id, workspace_id, to_phone, from_addr, channel, body, media_urls, provider_id, attempts, expires_at, claimed_at, status";
+    "id, workspace_id, to_phone, from_addr, channel, body, media_urls, provider_id, attempts, expires_at, claimed_at, status, created_at";
 
 fn candidate(r: &rusqlite::Row<'_>) -> rusqlite::Result<Candidate> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?, r.get(11)?))
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?, r.get(11)?, r.get(12)?))
 }
 
 fn release_scheduled(c: &Connection, now: Timestamp) -> Result<(), StoreError> {
@@ -287,7 +287,7 @@ pub fn claim_due(c: &Connection, now: Timestamp, limit: usize, lease: Duration) 
     }
     let lease_until = now.add(lease).as_millis();
     let mut claimed = Vec::with_capacity(candidates.len());
-    for (id, ws, to, from, channel, body, media, provider, attempts, expires_at, claimed_at, status) in candidates {
+    for (id, ws, to, from, channel, body, media, provider, attempts, expires_at, claimed_at, status, created_at) in candidates {
         let from_status = rows::status(&status)?;
         if from_status == Status::Sending {
             // The node that held this claim stopped before reporting. The
@@ -344,6 +344,7 @@ pub fn claim_due(c: &Connection, now: Timestamp, limit: usize, lease: Duration) 
             attempt,
             expires_at: Timestamp::from_millis(expires_at),
             claimed_at: now,
+            created_at: Timestamp::from_millis(created_at),
         });
     }
     Ok(claimed)

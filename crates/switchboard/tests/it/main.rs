@@ -1,0 +1,8 @@
+//! Integration tests of the whole gateway: a real server on a loopback port,
+//! a real SQLite database in a temporary directory, the real simulator.
+//! One binary for all of them (see ARCHITECTURE.md).
+
+mod api;
+mod crash;
+mod dispatch;
+mod harness;
