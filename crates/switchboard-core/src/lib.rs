@@ -38,7 +38,9 @@ mod boundary {
         let manifest = include_str!("../Cargo.toml");
         let deps = manifest.split("[dependencies]").nth(1).unwrap_or("");
         let deps = deps.split("\n[").next().unwrap_or("");
-        for forbidden in ["tokio", "sqlx", "rusqlite", "axum", "reqwest", "hyper", "postgres"] {
+        for forbidden in [
+            "tokio", "sqlx", "rusqlite", "axum", "reqwest", "hyper", "postgres",
+        ] {
             assert!(
                 !deps.lines().any(|l| l.trim_start().starts_with(forbidden)),
                 "switchboard-core must not depend on {forbidden}"

@@ -47,11 +47,21 @@ pub struct ValidationError {
 
 impl ValidationError {
     fn shape(code: &'static str, field: &str, message: impl Into<String>) -> Self {
-        ValidationError { status: 400, code, message: message.into(), field: Some(field.to_owned()) }
+        ValidationError {
+            status: 400,
+            code,
+            message: message.into(),
+            field: Some(field.to_owned()),
+        }
     }
 
     fn content(code: &'static str, field: &str, message: impl Into<String>) -> Self {
-        ValidationError { status: 422, code, message: message.into(), field: Some(field.to_owned()) }
+        ValidationError {
+            status: 422,
+            code,
+            message: message.into(),
+            field: Some(field.to_owned()),
+        }
     }
 }
 
@@ -69,7 +79,12 @@ pub enum Channel {
 }
 
 /// Every channel.
-pub const ALL_CHANNELS: [Channel; 4] = [Channel::Sms, Channel::Whatsapp, Channel::Imessage, Channel::Rcs];
+pub const ALL_CHANNELS: [Channel; 4] = [
+    Channel::Sms,
+    Channel::Whatsapp,
+    Channel::Imessage,
+    Channel::Rcs,
+];
 
 impl Channel {
     /// Wire name.
@@ -215,7 +230,11 @@ fn opt_string(obj: &Map<String, Value>, field: &str) -> Result<Option<String>, V
     match obj.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(ValidationError::shape("invalid_type", field, format!("`{field}` must be a string"))),
+        Some(_) => Err(ValidationError::shape(
+            "invalid_type",
+            field,
+            format!("`{field}` must be a string"),
+        )),
     }
 }
 
@@ -223,10 +242,19 @@ impl SubmitInput {
     /// Reads the fields of a submission from parsed JSON, checking types.
     pub fn from_json(value: &Value) -> Result<Self, ValidationError> {
         let Value::Object(obj) = value else {
-            return Err(ValidationError { status: 400, code: "invalid_type", message: "the request body must be a JSON object".into(), field: None });
+            return Err(ValidationError {
+                status: 400,
+                code: "invalid_type",
+                message: "the request body must be a JSON object".into(),
+                field: None,
+            });
         };
         if let Some(unknown) = obj.keys().find(|k| !KNOWN_FIELDS.contains(&k.as_str())) {
-            return Err(ValidationError::shape("unknown_field", unknown, format!("unknown field `{unknown}`")));
+            return Err(ValidationError::shape(
+                "unknown_field",
+                unknown,
+                format!("unknown field `{unknown}`"),
+            ));
         }
         let template = match obj.get("template") {
             None | Some(Value::Null) => None,
@@ -235,15 +263,33 @@ impl SubmitInput {
                     e.field = Some("template.name".into());
                     e
                 })?;
-                let name = name.ok_or_else(|| ValidationError::shape("missing_field", "template.name", "`template.name` is required"))?;
+                let name = name.ok_or_else(|| {
+                    ValidationError::shape(
+                        "missing_field",
+                        "template.name",
+                        "`template.name` is required",
+                    )
+                })?;
                 let variables = match t.get("variables") {
                     None | Some(Value::Null) => Map::new(),
                     Some(Value::Object(v)) => v.clone(),
-                    Some(_) => return Err(ValidationError::shape("invalid_type", "template.variables", "`template.variables` must be an object")),
+                    Some(_) => {
+                        return Err(ValidationError::shape(
+                            "invalid_type",
+                            "template.variables",
+                            "`template.variables` must be an object",
+                        ));
+                    }
                 };
                 Some(TemplateRef { name, variables })
             }
-            Some(_) => return Err(ValidationError::shape("invalid_type", "template", "`template` must be an object")),
+            Some(_) => {
+                return Err(ValidationError::shape(
+                    "invalid_type",
+                    "template",
+                    "`template` must be an object",
+                ));
+            }
         };
         let media_urls = match obj.get("media_urls") {
             None | Some(Value::Null) => Vec::new(),
@@ -251,13 +297,31 @@ impl SubmitInput {
                 .iter()
                 .map(|v| v.as_str().map(str::to_owned))
                 .collect::<Option<Vec<_>>>()
-                .ok_or_else(|| ValidationError::shape("invalid_type", "media_urls", "`media_urls` must be an array of strings"))?,
-            Some(_) => return Err(ValidationError::shape("invalid_type", "media_urls", "`media_urls` must be an array of strings")),
+                .ok_or_else(|| {
+                    ValidationError::shape(
+                        "invalid_type",
+                        "media_urls",
+                        "`media_urls` must be an array of strings",
+                    )
+                })?,
+            Some(_) => {
+                return Err(ValidationError::shape(
+                    "invalid_type",
+                    "media_urls",
+                    "`media_urls` must be an array of strings",
+                ));
+            }
         };
         let metadata = match obj.get("metadata") {
             None | Some(Value::Null) => None,
             Some(Value::Object(m)) => Some(m.clone()),
-            Some(_) => return Err(ValidationError::shape("invalid_type", "metadata", "`metadata` must be an object")),
+            Some(_) => {
+                return Err(ValidationError::shape(
+                    "invalid_type",
+                    "metadata",
+                    "`metadata` must be an object",
+                ));
+            }
         };
         let ttl_seconds = match obj.get("ttl_seconds") {
             None | Some(Value::Null) => None,
@@ -347,8 +411,15 @@ fn check_timezone(tz: &str) -> bool {
 impl NewMessage {
     /// Checks the content of a submission. `now` bounds `send_at`;
     /// `header_key` is the `Idempotency-Key` header, which wins over the field.
-    pub fn parse(input: SubmitInput, header_key: Option<&str>, now: Timestamp) -> Result<Self, ValidationError> {
-        let to_raw = input.to.as_deref().ok_or_else(|| content_err("missing_field", "to", "`to` is required"))?;
+    pub fn parse(
+        input: SubmitInput,
+        header_key: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Self, ValidationError> {
+        let to_raw = input
+            .to
+            .as_deref()
+            .ok_or_else(|| content_err("missing_field", "to", "`to` is required"))?;
         let to = PhoneNumber::parse(to_raw).map_err(|e| {
             let detail = match e {
                 PhoneError::NotE164 => "must be an E.164 number such as +14155550123",
@@ -358,66 +429,133 @@ impl NewMessage {
         })?;
         let channel = match input.channel.as_deref() {
             None => Channel::Sms,
-            Some(c) => Channel::parse(c).ok_or_else(|| content_err("invalid_channel", "channel", format!("unknown channel `{}`; expected one of sms, whatsapp, imessage, rcs", truncate(c))))?,
+            Some(c) => Channel::parse(c).ok_or_else(|| {
+                content_err(
+                    "invalid_channel",
+                    "channel",
+                    format!(
+                        "unknown channel `{}`; expected one of sms, whatsapp, imessage, rcs",
+                        truncate(c)
+                    ),
+                )
+            })?,
         };
-        if let Some(from) = &input.from {
-            if from.trim().is_empty() || from.len() > 64 {
-                return Err(content_err("invalid_from", "from", "`from` must be a sender address of 1 to 64 characters"));
-            }
+        if let Some(from) = &input.from
+            && (from.trim().is_empty() || from.len() > 64)
+        {
+            return Err(content_err(
+                "invalid_from",
+                "from",
+                "`from` must be a sender address of 1 to 64 characters",
+            ));
         }
         if input.body.is_some() && input.template.is_some() {
-            return Err(content_err("body_and_template", "body", "give either `body` or `template`, not both"));
+            return Err(content_err(
+                "body_and_template",
+                "body",
+                "give either `body` or `template`, not both",
+            ));
         }
         let body = match (&input.body, &input.template) {
             (Some(b), _) => {
                 if b.trim().is_empty() {
-                    return Err(content_err("empty_body", "body", "`body` must not be empty"));
+                    return Err(content_err(
+                        "empty_body",
+                        "body",
+                        "`body` must not be empty",
+                    ));
                 }
                 b.clone()
             }
             (None, Some(_)) => String::new(),
             (None, None) if !input.media_urls.is_empty() => String::new(),
-            (None, None) => return Err(content_err("missing_body", "body", "`body` (or `template`) is required")),
+            (None, None) => {
+                return Err(content_err(
+                    "missing_body",
+                    "body",
+                    "`body` (or `template`) is required",
+                ));
+            }
         };
         let chars = body.chars().count();
         if chars > MAX_BODY_CHARS {
-            return Err(content_err("body_too_long", "body", format!("`body` has {chars} characters; the limit is {MAX_BODY_CHARS}")));
+            return Err(content_err(
+                "body_too_long",
+                "body",
+                format!("`body` has {chars} characters; the limit is {MAX_BODY_CHARS}"),
+            ));
         }
         if body.contains('\0') {
-            return Err(content_err("invalid_body", "body", "`body` must not contain NUL characters"));
+            return Err(content_err(
+                "invalid_body",
+                "body",
+                "`body` must not contain NUL characters",
+            ));
         }
         if input.media_urls.len() > MAX_MEDIA_URLS {
-            return Err(content_err("too_many_media_urls", "media_urls", format!("at most {MAX_MEDIA_URLS} media URLs")));
+            return Err(content_err(
+                "too_many_media_urls",
+                "media_urls",
+                format!("at most {MAX_MEDIA_URLS} media URLs"),
+            ));
         }
         for url in &input.media_urls {
-            let ok = (url.starts_with("https://") || url.starts_with("http://")) && url.len() <= 2048 && !url.contains(char::is_whitespace);
+            let ok = (url.starts_with("https://") || url.starts_with("http://"))
+                && url.len() <= 2048
+                && !url.contains(char::is_whitespace);
             if !ok {
-                return Err(content_err("invalid_media_url", "media_urls", "each media URL must be an http(s) URL without spaces, at most 2048 characters"));
+                return Err(content_err(
+                    "invalid_media_url",
+                    "media_urls",
+                    "each media URL must be an http(s) URL without spaces, at most 2048 characters",
+                ));
             }
         }
-        if let Some(r) = &input.client_ref {
-            if r.len() > MAX_REF_LEN {
-                return Err(content_err("client_ref_too_long", "client_ref", format!("`client_ref` is limited to {MAX_REF_LEN} bytes")));
-            }
+        if let Some(r) = &input.client_ref
+            && r.len() > MAX_REF_LEN
+        {
+            return Err(content_err(
+                "client_ref_too_long",
+                "client_ref",
+                format!("`client_ref` is limited to {MAX_REF_LEN} bytes"),
+            ));
         }
-        let idempotency_key = header_key.map(str::to_owned).or(input.idempotency_key.clone());
-        if let Some(k) = &idempotency_key {
-            if k.is_empty() || k.len() > MAX_REF_LEN || k.chars().any(char::is_control) {
-                return Err(content_err("invalid_idempotency_key", "idempotency_key", format!("the idempotency key must be 1 to {MAX_REF_LEN} printable characters")));
-            }
+        let idempotency_key = header_key
+            .map(str::to_owned)
+            .or(input.idempotency_key.clone());
+        if let Some(k) = &idempotency_key
+            && (k.is_empty() || k.len() > MAX_REF_LEN || k.chars().any(char::is_control))
+        {
+            return Err(content_err(
+                "invalid_idempotency_key",
+                "idempotency_key",
+                format!("the idempotency key must be 1 to {MAX_REF_LEN} printable characters"),
+            ));
         }
         if let Some(m) = &input.metadata {
-            let size = serde_json::to_string(m).map(|s| s.len()).unwrap_or(usize::MAX);
+            let size = serde_json::to_string(m)
+                .map(|s| s.len())
+                .unwrap_or(usize::MAX);
             if size > MAX_METADATA_BYTES {
-                return Err(content_err("metadata_too_large", "metadata", format!("`metadata` is {size} bytes serialized; the limit is {MAX_METADATA_BYTES}")));
+                return Err(content_err(
+                    "metadata_too_large",
+                    "metadata",
+                    format!(
+                        "`metadata` is {size} bytes serialized; the limit is {MAX_METADATA_BYTES}"
+                    ),
+                ));
             }
         }
         let send_at = match input.send_at.as_deref() {
             None => None,
             Some(s) => {
                 let t = Timestamp::parse_rfc3339(s).ok_or_else(|| content_err("invalid_send_at", "send_at", "`send_at` must be an RFC 3339 time with an offset, e.g. 2026-11-21T17:00:00Z"))?;
-                if t > now.add(MAX_SCHEDULE_AHEAD) {
-                    return Err(content_err("send_at_too_far", "send_at", "`send_at` may be at most 30 days ahead"));
+                if t > now.plus(MAX_SCHEDULE_AHEAD) {
+                    return Err(content_err(
+                        "send_at_too_far",
+                        "send_at",
+                        "`send_at` may be at most 30 days ahead",
+                    ));
                 }
                 // A time in the past means "now".
                 (t > now).then_some(t)
@@ -426,20 +564,42 @@ impl NewMessage {
         let ttl = match input.ttl_seconds {
             None => DEFAULT_TTL,
             Some(s) if (MIN_TTL_SECONDS..=MAX_TTL_SECONDS).contains(&s) => Duration::from_secs(s),
-            Some(_) => return Err(content_err("invalid_ttl", "ttl_seconds", format!("`ttl_seconds` must be from {MIN_TTL_SECONDS} to {MAX_TTL_SECONDS}"))),
+            Some(_) => {
+                return Err(content_err(
+                    "invalid_ttl",
+                    "ttl_seconds",
+                    format!("`ttl_seconds` must be from {MIN_TTL_SECONDS} to {MAX_TTL_SECONDS}"),
+                ));
+            }
         };
         let category = match input.category.as_deref() {
             None => Category::Transactional,
-            Some(c) => Category::parse(c).ok_or_else(|| content_err("invalid_category", "category", "`category` must be `transactional` or `marketing`"))?,
+            Some(c) => Category::parse(c).ok_or_else(|| {
+                content_err(
+                    "invalid_category",
+                    "category",
+                    "`category` must be `transactional` or `marketing`",
+                )
+            })?,
         };
         let priority = match input.priority.as_deref() {
             None => Priority::Normal,
-            Some(p) => Priority::parse(p).ok_or_else(|| content_err("invalid_priority", "priority", "`priority` must be `normal` or `high`"))?,
+            Some(p) => Priority::parse(p).ok_or_else(|| {
+                content_err(
+                    "invalid_priority",
+                    "priority",
+                    "`priority` must be `normal` or `high`",
+                )
+            })?,
         };
-        if let Some(tz) = &input.timezone {
-            if !check_timezone(tz) {
-                return Err(content_err("invalid_timezone", "timezone", "`timezone` must be an IANA zone (America/New_York) or an offset such as UTC-8 or UTC+5:30"));
-            }
+        if let Some(tz) = &input.timezone
+            && !check_timezone(tz)
+        {
+            return Err(content_err(
+                "invalid_timezone",
+                "timezone",
+                "`timezone` must be an IANA zone (America/New_York) or an offset such as UTC-8 or UTC+5:30",
+            ));
         }
         let segments = segments::analyze(&body);
         Ok(NewMessage {
@@ -478,7 +638,11 @@ mod tests {
         match (got, expect) {
             (Ok(_), Ok(())) => {}
             (Err(e), Err((status, code, field))) => {
-                assert_eq!((e.status, e.code, e.field.as_deref()), (status, code, field), "{body}: {e}");
+                assert_eq!(
+                    (e.status, e.code, e.field.as_deref()),
+                    (status, code, field),
+                    "{body}: {e}"
+                );
             }
             (got, expect) => panic!("{body}: got {got:?}, expected {expect:?}"),
         }
@@ -486,65 +650,184 @@ mod tests {
 
     #[test]
     fn a_minimal_message_is_valid_with_defaults() {
-        let m = NewMessage::parse(SubmitInput::from_json(&json!({"to":"+14155550123","body":"hi"})).unwrap(), None, NOW).unwrap();
-        assert_eq!((m.channel, m.category, m.priority, m.ttl), (Channel::Sms, Category::Transactional, Priority::Normal, DEFAULT_TTL));
+        let m = NewMessage::parse(
+            SubmitInput::from_json(&json!({"to":"+14155550123","body":"hi"})).unwrap(),
+            None,
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(
+            (m.channel, m.category, m.priority, m.ttl),
+            (
+                Channel::Sms,
+                Category::Transactional,
+                Priority::Normal,
+                DEFAULT_TTL
+            )
+        );
         assert_eq!(m.segments.segments, 1);
     }
 
     #[test]
     fn shape_errors_are_400() {
         check(json!([1, 2]), Err((400, "invalid_type", None)));
-        check(json!({"to": 14155550123u64, "body": "x"}), Err((400, "invalid_type", Some("to"))));
-        check(json!({"to": "+14155550123", "body": ["x"]}), Err((400, "invalid_type", Some("body"))));
-        check(json!({"to": "+14155550123", "body": "x", "metadata": "no"}), Err((400, "invalid_type", Some("metadata"))));
-        check(json!({"to": "+14155550123", "body": "x", "ttl_seconds": "60"}), Err((400, "invalid_type", Some("ttl_seconds"))));
-        check(json!({"to": "+14155550123", "body": "x", "too": 1}), Err((400, "unknown_field", Some("too"))));
-        check(json!({"to": "+14155550123", "body": "x", "media_urls": [1]}), Err((400, "invalid_type", Some("media_urls"))));
+        check(
+            json!({"to": 14155550123u64, "body": "x"}),
+            Err((400, "invalid_type", Some("to"))),
+        );
+        check(
+            json!({"to": "+14155550123", "body": ["x"]}),
+            Err((400, "invalid_type", Some("body"))),
+        );
+        check(
+            json!({"to": "+14155550123", "body": "x", "metadata": "no"}),
+            Err((400, "invalid_type", Some("metadata"))),
+        );
+        check(
+            json!({"to": "+14155550123", "body": "x", "ttl_seconds": "60"}),
+            Err((400, "invalid_type", Some("ttl_seconds"))),
+        );
+        check(
+            json!({"to": "+14155550123", "body": "x", "too": 1}),
+            Err((400, "unknown_field", Some("too"))),
+        );
+        check(
+            json!({"to": "+14155550123", "body": "x", "media_urls": [1]}),
+            Err((400, "invalid_type", Some("media_urls"))),
+        );
     }
 
     #[test]
     fn content_errors_are_422_with_their_field() {
-        check(json!({"body": "x"}), Err((422, "missing_field", Some("to"))));
-        check(json!({"to": "4155550123", "body": "x"}), Err((422, "invalid_phone", Some("to"))));
-        check(json!({"to": "+11234567890", "body": "x"}), Err((422, "invalid_phone", Some("to"))));
-        check(json!({"to": "+14155550123", "body": "x", "channel": "fax"}), Err((422, "invalid_channel", Some("channel"))));
-        check(json!({"to": "+14155550123", "body": ""}), Err((422, "empty_body", Some("body"))));
-        check(json!({"to": "+14155550123", "body": "  \n"}), Err((422, "empty_body", Some("body"))));
-        check(json!({"to": "+14155550123"}), Err((422, "missing_body", Some("body"))));
-        check(json!({"to": "+14155550123", "body": "a".repeat(1601)}), Err((422, "body_too_long", Some("body"))));
-        check(json!({"to": "+14155550123", "body": "x", "ttl_seconds": 1}), Err((422, "invalid_ttl", Some("ttl_seconds"))));
-        check(json!({"to": "+14155550123", "body": "x", "ttl_seconds": -5}), Err((422, "invalid_ttl", Some("ttl_seconds"))));
-        check(json!({"to": "+14155550123", "body": "x", "send_at": "soon"}), Err((422, "invalid_send_at", Some("send_at"))));
-        check(json!({"to": "+14155550123", "body": "x", "send_at": "2099-01-01T00:00:00Z"}), Err((422, "send_at_too_far", Some("send_at"))));
-        check(json!({"to": "+14155550123", "body": "x", "category": "spam"}), Err((422, "invalid_category", Some("category"))));
-        check(json!({"to": "+14155550123", "body": "x", "priority": "urgent"}), Err((422, "invalid_priority", Some("priority"))));
-        check(json!({"to": "+14155550123", "body": "x", "timezone": "Mars/Olympus"}), Err((422, "invalid_timezone", Some("timezone"))));
-        check(json!({"to": "+14155550123", "body": "x", "client_ref": "r".repeat(256)}), Err((422, "client_ref_too_long", Some("client_ref"))));
-        check(json!({"to": "+14155550123", "body": "x", "media_urls": ["file:///etc/passwd"]}), Err((422, "invalid_media_url", Some("media_urls"))));
-        check(json!({"to": "+14155550123", "body": "x", "metadata": {"k": "v".repeat(9000)}}), Err((422, "metadata_too_large", Some("metadata"))));
-        check(json!({"to": "+14155550123", "body": "x\u{0}y"}), Err((422, "invalid_body", Some("body"))));
+        check(
+            json!({"body": "x"}),
+            Err((422, "missing_field", Some("to"))),
+        );
+        check(
+            json!({"to": "4155550123", "body": "x"}),
+            Err((422, "invalid_phone", Some("to"))),
+        );
+        check(
+            json!({"to": "+11234567890", "body": "x"}),
+            Err((422, "invalid_phone", Some("to"))),
+        );
+        check(
+            json!({"to": "+14155550123", "body": "x", "channel": "fax"}),
+            Err((422, "invalid_channel", Some("channel"))),
+        );
+        check(
+            json!({"to": "+14155550123", "body": ""}),
+            Err((422, "empty_body", Some("body"))),
+        );
+        check(
+            json!({"to": "+14155550123", "body": "  \n"}),
+            Err((422, "empty_body", Some("body"))),
+        );
+        check(
+            json!({"to": "+14155550123"}),
+            Err((422, "missing_body", Some("body"))),
+        );
+        check(
+            json!({"to": "+14155550123", "body": "a".repeat(1601)}),
+            Err((422, "body_too_long", Some("body"))),
+        );
+        check(
+            json!({"to": "+14155550123", "body": "x", "ttl_seconds": 1}),
+            Err((422, "invalid_ttl", Some("ttl_seconds"))),
+        );
+        check(
+            json!({"to": "+14155550123", "body": "x", "ttl_seconds": -5}),
+            Err((422, "invalid_ttl", Some("ttl_seconds"))),
+        );
+        check(
+            json!({"to": "+14155550123", "body": "x", "send_at": "soon"}),
+            Err((422, "invalid_send_at", Some("send_at"))),
+        );
+        check(
+            json!({"to": "+14155550123", "body": "x", "send_at": "2099-01-01T00:00:00Z"}),
+            Err((422, "send_at_too_far", Some("send_at"))),
+        );
+        check(
+            json!({"to": "+14155550123", "body": "x", "category": "spam"}),
+            Err((422, "invalid_category", Some("category"))),
+        );
+        check(
+            json!({"to": "+14155550123", "body": "x", "priority": "urgent"}),
+            Err((422, "invalid_priority", Some("priority"))),
+        );
+        check(
+            json!({"to": "+14155550123", "body": "x", "timezone": "Mars/Olympus"}),
+            Err((422, "invalid_timezone", Some("timezone"))),
+        );
+        check(
+            json!({"to": "+14155550123", "body": "x", "client_ref": "r".repeat(256)}),
+            Err((422, "client_ref_too_long", Some("client_ref"))),
+        );
+        check(
+            json!({"to": "+14155550123", "body": "x", "media_urls": ["file:///etc/passwd"]}),
+            Err((422, "invalid_media_url", Some("media_urls"))),
+        );
+        check(
+            json!({"to": "+14155550123", "body": "x", "metadata": {"k": "v".repeat(9000)}}),
+            Err((422, "metadata_too_large", Some("metadata"))),
+        );
+        check(
+            json!({"to": "+14155550123", "body": "x\u{0}y"}),
+            Err((422, "invalid_body", Some("body"))),
+        );
     }
 
     #[test]
     fn accepted_timezones() {
-        for tz in ["America/New_York", "Europe/Berlin", "UTC", "UTC-8", "UTC+5:30", "GMT+1"] {
-            check(json!({"to": "+14155550123", "body": "x", "timezone": tz}), Ok(()));
+        for tz in [
+            "America/New_York",
+            "Europe/Berlin",
+            "UTC",
+            "UTC-8",
+            "UTC+5:30",
+            "GMT+1",
+        ] {
+            check(
+                json!({"to": "+14155550123", "body": "x", "timezone": tz}),
+                Ok(()),
+            );
         }
         for tz in ["UTC+99", "UTC+", "UTC*3", "Nowhere"] {
-            check(json!({"to": "+14155550123", "body": "x", "timezone": tz}), Err((422, "invalid_timezone", Some("timezone"))));
+            check(
+                json!({"to": "+14155550123", "body": "x", "timezone": tz}),
+                Err((422, "invalid_timezone", Some("timezone"))),
+            );
         }
     }
 
     #[test]
     fn the_header_key_wins_over_the_field() {
-        let input = SubmitInput::from_json(&json!({"to":"+14155550123","body":"x","idempotency_key":"field"})).unwrap();
-        assert_eq!(NewMessage::parse(input.clone(), Some("header"), NOW).unwrap().idempotency_key.as_deref(), Some("header"));
-        assert_eq!(NewMessage::parse(input, None, NOW).unwrap().idempotency_key.as_deref(), Some("field"));
+        let input = SubmitInput::from_json(
+            &json!({"to":"+14155550123","body":"x","idempotency_key":"field"}),
+        )
+        .unwrap();
+        assert_eq!(
+            NewMessage::parse(input.clone(), Some("header"), NOW)
+                .unwrap()
+                .idempotency_key
+                .as_deref(),
+            Some("header")
+        );
+        assert_eq!(
+            NewMessage::parse(input, None, NOW)
+                .unwrap()
+                .idempotency_key
+                .as_deref(),
+            Some("field")
+        );
     }
 
     #[test]
     fn a_past_send_at_means_now() {
-        let input = SubmitInput::from_json(&json!({"to":"+14155550123","body":"x","send_at":"2000-01-01T00:00:00Z"})).unwrap();
+        let input = SubmitInput::from_json(
+            &json!({"to":"+14155550123","body":"x","send_at":"2000-01-01T00:00:00Z"}),
+        )
+        .unwrap();
         assert_eq!(NewMessage::parse(input, None, NOW).unwrap().send_at, None);
     }
 }

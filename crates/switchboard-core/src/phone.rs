@@ -63,7 +63,11 @@ mod tests {
 
     fn check(input: &str, expect: Result<&str, PhoneError>) {
         let got = PhoneNumber::parse(input);
-        assert_eq!(got.as_ref().map(|p| p.as_str()), expect.as_ref().map(|s| *s), "{input}");
+        assert_eq!(
+            got.as_ref().map(|p| p.as_str()),
+            expect.as_ref().map(|s| *s),
+            "{input}"
+        );
     }
 
     #[test]
@@ -76,8 +80,14 @@ mod tests {
 
     #[test]
     fn the_region_is_known() {
-        assert_eq!(PhoneNumber::parse("+442071838750").unwrap().region(), Some("GB"));
-        assert_eq!(PhoneNumber::parse("+14155550123").unwrap().region(), Some("US"));
+        assert_eq!(
+            PhoneNumber::parse("+442071838750").unwrap().region(),
+            Some("GB")
+        );
+        assert_eq!(
+            PhoneNumber::parse("+14155550123").unwrap().region(),
+            Some("US")
+        );
     }
 
     #[test]

@@ -92,7 +92,7 @@ impl RetryPolicy {
         if attempt >= self.max_attempts {
             return RetryDecision::GiveUp(GiveUpReason::AttemptsExhausted);
         }
-        let at = now.add(self.delay(attempt, unit, retry_after));
+        let at = now.plus(self.delay(attempt, unit, retry_after));
         if at >= expires_at {
             return RetryDecision::GiveUp(GiveUpReason::TtlExhausted);
         }
@@ -118,32 +118,47 @@ mod tests {
     #[test]
     fn retry_after_is_a_floor() {
         let p = RetryPolicy::default();
-        assert_eq!(p.delay(1, 0.0, Some(Duration::from_secs(30))), Duration::from_secs(30));
+        assert_eq!(
+            p.delay(1, 0.0, Some(Duration::from_secs(30))),
+            Duration::from_secs(30)
+        );
         assert_eq!(p.delay(1, 0.5, None), Duration::from_millis(500));
     }
 
     #[test]
     fn permanent_and_consent_errors_are_not_retried() {
         let p = RetryPolicy::default();
-        let far = T0.add(Duration::from_secs(86_400));
+        let far = T0.plus(Duration::from_secs(86_400));
         for class in [ErrorClass::Permanent, ErrorClass::Consent] {
-            assert_eq!(p.decide(1, class, T0, far, 0.5, None), RetryDecision::GiveUp(GiveUpReason::NotRetryable));
+            assert_eq!(
+                p.decide(1, class, T0, far, 0.5, None),
+                RetryDecision::GiveUp(GiveUpReason::NotRetryable)
+            );
         }
     }
 
     #[test]
     fn attempts_run_out_at_the_maximum() {
         let p = RetryPolicy::default();
-        let far = T0.add(Duration::from_secs(86_400));
-        assert!(matches!(p.decide(7, ErrorClass::Transport, T0, far, 0.5, None), RetryDecision::RetryAt(_)));
-        assert_eq!(p.decide(8, ErrorClass::Transport, T0, far, 0.5, None), RetryDecision::GiveUp(GiveUpReason::AttemptsExhausted));
+        let far = T0.plus(Duration::from_secs(86_400));
+        assert!(matches!(
+            p.decide(7, ErrorClass::Transport, T0, far, 0.5, None),
+            RetryDecision::RetryAt(_)
+        ));
+        assert_eq!(
+            p.decide(8, ErrorClass::Transport, T0, far, 0.5, None),
+            RetryDecision::GiveUp(GiveUpReason::AttemptsExhausted)
+        );
     }
 
     #[test]
     fn a_retry_past_the_ttl_gives_up() {
         let p = RetryPolicy::default();
-        let soon = T0.add(Duration::from_millis(100));
-        assert_eq!(p.decide(3, ErrorClass::Throttled, T0, soon, 0.9, None), RetryDecision::GiveUp(GiveUpReason::TtlExhausted));
+        let soon = T0.plus(Duration::from_millis(100));
+        assert_eq!(
+            p.decide(3, ErrorClass::Throttled, T0, soon, 0.9, None),
+            RetryDecision::GiveUp(GiveUpReason::TtlExhausted)
+        );
     }
 
     proptest! {

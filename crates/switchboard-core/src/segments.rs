@@ -99,7 +99,11 @@ pub fn analyze(body: &str) -> SegmentInfo {
     } else {
         count_parts(costs.into_iter(), multi)
     };
-    SegmentInfo { encoding, segments, units }
+    SegmentInfo {
+        encoding,
+        segments,
+        units,
+    }
 }
 
 #[cfg(test)]
@@ -108,7 +112,15 @@ mod tests {
 
     fn check(body: &str, encoding: Encoding, segments: u32, units: u32) {
         let got = analyze(body);
-        assert_eq!(got, SegmentInfo { encoding, segments, units }, "{body:?}");
+        assert_eq!(
+            got,
+            SegmentInfo {
+                encoding,
+                segments,
+                units
+            },
+            "{body:?}"
+        );
     }
 
     #[test]

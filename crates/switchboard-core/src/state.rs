@@ -325,12 +325,25 @@ mod tests {
     fn the_happy_path_is_queued_sending_sent_delivered_read() {
         let mut s = Status::Queued;
         let mut events = vec![];
-        for t in [Trigger::Claim, Trigger::ProviderAccepted, Trigger::ReceiptDelivered, Trigger::ReceiptRead] {
+        for t in [
+            Trigger::Claim,
+            Trigger::ProviderAccepted,
+            Trigger::ReceiptDelivered,
+            Trigger::ReceiptRead,
+        ] {
             let tr = transition(s, t).unwrap();
             events.push(tr.event.as_str());
             s = tr.to;
         }
-        assert_eq!(events, ["message.sending", "message.sent", "message.delivered", "message.read"]);
+        assert_eq!(
+            events,
+            [
+                "message.sending",
+                "message.sent",
+                "message.delivered",
+                "message.read"
+            ]
+        );
     }
 
     #[test]

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use crate::error_class::ErrorClass;
 
-const BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+const BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 /// A cumulative histogram of durations with fixed buckets (seconds).
 #[derive(Debug, Default)]
@@ -28,18 +30,29 @@ impl Histogram {
             }
         }
         self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros.fetch_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.sum_micros.fetch_add(
+            u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 
     /// Appends the histogram in Prometheus text format.
     pub fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
         for (i, b) in BUCKETS.iter().enumerate() {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {}", self.counts[i].load(Ordering::Relaxed));
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{b}\"}} {}",
+                self.counts[i].load(Ordering::Relaxed)
+            );
         }
         let count = self.count.load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum {}", self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
         let _ = writeln!(out, "{name}_count {count}");
     }
 }
@@ -78,16 +91,50 @@ impl Metrics {
     /// Appends the counters and histograms in Prometheus text format.
     pub fn render(&self, out: &mut String) {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let _ = writeln!(out, "# HELP switchboard_messages_accepted_total Messages accepted (202), excluding idempotent replays.\n# TYPE switchboard_messages_accepted_total counter\nswitchboard_messages_accepted_total {}", get(&self.accepted));
-        let _ = writeln!(out, "# HELP switchboard_messages_replayed_total Idempotent replays answered without a new message.\n# TYPE switchboard_messages_replayed_total counter\nswitchboard_messages_replayed_total {}", get(&self.replayed));
-        let _ = writeln!(out, "# HELP switchboard_messages_rejected_total Submissions refused with a 4xx.\n# TYPE switchboard_messages_rejected_total counter\nswitchboard_messages_rejected_total {}", get(&self.rejected));
-        let _ = writeln!(out, "# HELP switchboard_send_attempts_total Provider send attempts by outcome.\n# TYPE switchboard_send_attempts_total counter");
-        let _ = writeln!(out, "switchboard_send_attempts_total{{outcome=\"accepted\"}} {}", get(&self.attempts_accepted));
-        for (i, class) in ["transport", "throttled", "permanent", "consent"].iter().enumerate() {
-            let _ = writeln!(out, "switchboard_send_attempts_total{{outcome=\"{class}\"}} {}", get(&self.attempts_failed[i]));
+        let _ = writeln!(
+            out,
+            "# HELP switchboard_messages_accepted_total Messages accepted (202), excluding idempotent replays.\n# TYPE switchboard_messages_accepted_total counter\nswitchboard_messages_accepted_total {}",
+            get(&self.accepted)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP switchboard_messages_replayed_total Idempotent replays answered without a new message.\n# TYPE switchboard_messages_replayed_total counter\nswitchboard_messages_replayed_total {}",
+            get(&self.replayed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP switchboard_messages_rejected_total Submissions refused with a 4xx.\n# TYPE switchboard_messages_rejected_total counter\nswitchboard_messages_rejected_total {}",
+            get(&self.rejected)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP switchboard_send_attempts_total Provider send attempts by outcome.\n# TYPE switchboard_send_attempts_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "switchboard_send_attempts_total{{outcome=\"accepted\"}} {}",
+            get(&self.attempts_accepted)
+        );
+        for (i, class) in ["transport", "throttled", "permanent", "consent"]
+            .iter()
+            .enumerate()
+        {
+            let _ = writeln!(
+                out,
+                "switchboard_send_attempts_total{{outcome=\"{class}\"}} {}",
+                get(&self.attempts_failed[i])
+            );
         }
-        self.send_duration.render(out, "switchboard_send_duration_seconds", "Duration of provider send calls.");
-        self.dispatch_latency.render(out, "switchboard_dispatch_latency_seconds", "Time from acceptance to the provider accepting the message.");
+        self.send_duration.render(
+            out,
+            "switchboard_send_duration_seconds",
+            "Duration of provider send calls.",
+        );
+        self.dispatch_latency.render(
+            out,
+            "switchboard_dispatch_latency_seconds",
+            "Time from acceptance to the provider accepting the message.",
+        );
     }
 }
 

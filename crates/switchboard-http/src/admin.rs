@@ -29,7 +29,12 @@ pub struct WorkspaceResponse {
 
 impl From<Workspace> for WorkspaceResponse {
     fn from(w: Workspace) -> Self {
-        WorkspaceResponse { id: w.id.to_string(), name: w.name, location_id: w.location_id, created_at: w.created_at.to_rfc3339() }
+        WorkspaceResponse {
+            id: w.id.to_string(),
+            name: w.name,
+            location_id: w.location_id,
+            created_at: w.created_at.to_rfc3339(),
+        }
     }
 }
 
@@ -66,10 +71,16 @@ pub struct ApiKeyResponse {
 }
 
 /// Creates an API key for a workspace and returns it with its one-time secret.
-pub async fn issue_key(store: &dyn Store, workspace: &WorkspaceId, now: Timestamp) -> Result<(ApiKey, String), StoreError> {
+pub async fn issue_key(
+    store: &dyn Store,
+    workspace: &WorkspaceId,
+    now: Timestamp,
+) -> Result<(ApiKey, String), StoreError> {
     let secret = new_token("sk_");
     let hint = format!("{}…", &secret[..10]);
-    let key = store.create_api_key(workspace, &hash_secret(&secret), &hint, now).await?;
+    let key = store
+        .create_api_key(workspace, &hash_secret(&secret), &hint, now)
+        .await?;
     Ok((key, secret))
 }
 
@@ -77,7 +88,12 @@ pub async fn issue_key(store: &dyn Store, workspace: &WorkspaceId, now: Timestam
 pub fn workspace_name(name: &str) -> Result<&str, ApiError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
-        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_name", "`name` must be 1 to 200 printable characters").with_field("name"));
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_name",
+            "`name` must be 1 to 200 printable characters",
+        )
+        .with_field("name"));
     }
     Ok(name)
 }
@@ -86,13 +102,33 @@ pub fn workspace_name(name: &str) -> Result<&str, ApiError> {
 #[utoipa::path(post, path = "/v1/workspaces", tag = "admin", request_body = CreateWorkspaceRequest,
     responses((status = 201, body = WorkspaceResponse), (status = 400, body = ErrorResponse), (status = 401, body = ErrorResponse), (status = 422, body = ErrorResponse)),
     security(("admin_token" = [])))]
-pub async fn create_workspace(State(state): State<AppState>, JsonBody(body): JsonBody) -> Result<(StatusCode, Json<WorkspaceResponse>), ApiError> {
+pub async fn create_workspace(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> Result<(StatusCode, Json<WorkspaceResponse>), ApiError> {
     let name = match body.get("name") {
         Some(serde_json::Value::String(s)) => s.as_str(),
-        Some(_) => return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_type", "`name` must be a string").with_field("name")),
-        None => return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "missing_field", "`name` is required").with_field("name")),
+        Some(_) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_type",
+                "`name` must be a string",
+            )
+            .with_field("name"));
+        }
+        None => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "missing_field",
+                "`name` is required",
+            )
+            .with_field("name"));
+        }
     };
-    let ws = state.store.create_workspace(workspace_name(name)?, state.clock.now()).await?;
+    let ws = state
+        .store
+        .create_workspace(workspace_name(name)?, state.clock.now())
+        .await?;
     Ok((StatusCode::CREATED, Json(ws.into())))
 }
 
@@ -100,9 +136,20 @@ pub async fn create_workspace(State(state): State<AppState>, JsonBody(body): Jso
 #[utoipa::path(get, path = "/v1/workspaces", tag = "admin",
     responses((status = 200, body = WorkspaceList), (status = 401, body = ErrorResponse)),
     security(("admin_token" = [])))]
-pub async fn list_workspaces(State(state): State<AppState>) -> Result<Json<WorkspaceList>, ApiError> {
-    let data = state.store.list_workspaces().await?.into_iter().map(WorkspaceResponse::from).collect();
-    Ok(Json(WorkspaceList { data, next_cursor: None }))
+pub async fn list_workspaces(
+    State(state): State<AppState>,
+) -> Result<Json<WorkspaceList>, ApiError> {
+    let data = state
+        .store
+        .list_workspaces()
+        .await?
+        .into_iter()
+        .map(WorkspaceResponse::from)
+        .collect();
+    Ok(Json(WorkspaceList {
+        data,
+        next_cursor: None,
+    }))
 }
 
 /// Create an API key for a workspace.
@@ -110,12 +157,25 @@ pub async fn list_workspaces(State(state): State<AppState>) -> Result<Json<Works
     params(("id" = String, Path, description = "Workspace id")),
     responses((status = 201, body = ApiKeyResponse), (status = 401, body = ErrorResponse), (status = 404, body = ErrorResponse)),
     security(("admin_token" = [])))]
-pub async fn create_key(State(state): State<AppState>, Path(id): Path<String>) -> Result<(StatusCode, Json<ApiKeyResponse>), ApiError> {
+pub async fn create_key(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<ApiKeyResponse>), ApiError> {
     let ws = WorkspaceId::parse(&id).map_err(|_| ApiError::not_found("workspace"))?;
-    state.store.get_workspace(&ws).await?.ok_or_else(|| ApiError::not_found("workspace"))?;
+    state
+        .store
+        .get_workspace(&ws)
+        .await?
+        .ok_or_else(|| ApiError::not_found("workspace"))?;
     let (key, secret) = issue_key(state.store.as_ref(), &ws, state.clock.now()).await?;
     Ok((
         StatusCode::CREATED,
-        Json(ApiKeyResponse { id: key.id, workspace_id: ws.to_string(), key: secret, hint: key.hint, created_at: key.created_at.to_rfc3339() }),
+        Json(ApiKeyResponse {
+            id: key.id,
+            workspace_id: ws.to_string(),
+            key: secret,
+            hint: key.hint,
+            created_at: key.created_at.to_rfc3339(),
+        }),
     ))
 }

@@ -28,7 +28,9 @@ fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
     let value = headers
         .get(header::AUTHORIZATION)
         .ok_or_else(|| ApiError::unauthorized("missing `Authorization: Bearer <key>` header"))?;
-    let value = value.to_str().map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("malformed Authorization header"))?;
     let token = value
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
@@ -42,7 +44,11 @@ fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
 
 /// Constant-time comparison of two equal-length strings.
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 async fn workspace_for(state: &AppState, token: &str) -> Result<Arc<WorkspaceCtx>, ApiError> {
@@ -53,12 +59,23 @@ async fn workspace_for(state: &AppState, token: &str) -> Result<Arc<WorkspaceCtx
     if !token.starts_with("sk_") {
         return Err(ApiError::unauthorized("invalid API key"));
     }
-    let key = state.store.find_api_key(&hash).await?.ok_or_else(|| ApiError::unauthorized("invalid API key"))?;
+    let key = state
+        .store
+        .find_api_key(&hash)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("invalid API key"))?;
     let mut senders = HashMap::new();
     for channel in ALL_CHANNELS {
-        senders.insert(channel.as_str(), state.store.senders(&key.workspace_id, channel).await?);
+        senders.insert(
+            channel.as_str(),
+            state.store.senders(&key.workspace_id, channel).await?,
+        );
     }
-    let ctx = Arc::new(WorkspaceCtx { workspace_id: key.workspace_id, key_id: key.id, senders });
+    let ctx = Arc::new(WorkspaceCtx {
+        workspace_id: key.workspace_id,
+        key_id: key.id,
+        senders,
+    });
     state.keys.insert(hash, ctx.clone());
     Ok(ctx)
 }
@@ -70,7 +87,11 @@ fn rate_headers(headers: &mut HeaderMap, s: &RateLimitStatus) {
 }
 
 /// Middleware: authenticates an API key and applies its rate limit.
-pub async fn require_api_key(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn require_api_key(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let ctx = match bearer(req.headers()) {
         Ok(token) => workspace_for(&state, token).await,
         Err(e) => Err(e),
@@ -99,9 +120,12 @@ pub async fn require_api_key(State(state): State<AppState>, mut req: Request, ne
 pub async fn require_admin(State(state): State<AppState>, req: Request, next: Next) -> Response {
     match bearer(req.headers()) {
         Ok(token) if same(&hash_secret(token), &state.admin_token_hash) => next.run(req).await,
-        Ok(token) if token.starts_with("sk_") => {
-            ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this route needs the instance admin token, not a workspace API key").into_response()
-        }
+        Ok(token) if token.starts_with("sk_") => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this route needs the instance admin token, not a workspace API key",
+        )
+        .into_response(),
         Ok(_) => ApiError::unauthorized("invalid admin token").into_response(),
         Err(e) => e.into_response(),
     }
@@ -124,7 +148,10 @@ mod tests {
         assert_eq!(bearer(&h).unwrap_err().code, "unauthorized");
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
         assert!(bearer(&h).is_err());
-        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer sk_abc"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer sk_abc"),
+        );
         assert_eq!(bearer(&h).unwrap(), "sk_abc");
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("Bearer "));
         assert!(bearer(&h).is_err());

@@ -47,7 +47,13 @@ pub struct ErrorBody {
 impl ApiError {
     /// An error with a status, code and message.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, code, message: message.into(), field: None, retry_after: None }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+            retry_after: None,
+        }
     }
 
     /// Names the field at fault.
@@ -58,7 +64,11 @@ impl ApiError {
 
     /// 404 for a resource that does not exist in the caller's workspace.
     pub fn not_found(what: &str) -> Self {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no such {what}"))
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no such {what}"),
+        )
     }
 
     /// 401 with a reason.
@@ -69,7 +79,11 @@ impl ApiError {
     /// An unexpected failure: logged here, shown as an opaque 500.
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "an internal error occurred; it has been logged")
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            "an internal error occurred; it has been logged",
+        )
     }
 }
 
@@ -82,16 +96,29 @@ impl From<StoreError> for ApiError {
 impl From<ValidationError> for ApiError {
     fn from(e: ValidationError) -> Self {
         let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
-        ApiError { status, code: e.code, message: e.message, field: e.field, retry_after: None }
+        ApiError {
+            status,
+            code: e.code,
+            message: e.message,
+            field: e.field,
+            retry_after: None,
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorResponse { error: ErrorBody { code: self.code.to_owned(), message: self.message, field: self.field } };
+        let body = ErrorResponse {
+            error: ErrorBody {
+                code: self.code.to_owned(),
+                message: self.message,
+                field: self.field,
+            },
+        };
         let mut resp = (self.status, Json(body)).into_response();
         if let Some(secs) = self.retry_after {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     }

@@ -33,7 +33,9 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { max_body_bytes: 64 * 1024 }
+        HttpConfig {
+            max_body_bytes: 64 * 1024,
+        }
     }
 }
 
@@ -43,11 +45,20 @@ pub fn router(state: AppState, config: HttpConfig) -> Router {
         .route("/v1/messages", post(messages::submit).get(messages::list))
         .route("/v1/messages/{id}", get(messages::get))
         .route("/v1/messages/{id}/cancel", post(messages::cancel))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_api_key));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_api_key,
+        ));
     let admin = Router::new()
-        .route("/v1/workspaces", post(admin::create_workspace).get(admin::list_workspaces))
+        .route(
+            "/v1/workspaces",
+            post(admin::create_workspace).get(admin::list_workspaces),
+        )
         .route("/v1/workspaces/{id}/keys", post(admin::create_key))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_admin));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_admin,
+        ));
     Router::new()
         .merge(workspace)
         .merge(admin)
@@ -55,9 +66,19 @@ pub fn router(state: AppState, config: HttpConfig) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
-        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "no such route; see /openapi.json") })
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "route_not_found",
+                "no such route; see /openapi.json",
+            )
+        })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this route does not accept that method")
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not accept that method",
+            )
         })
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .with_state(state)

@@ -7,16 +7,19 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use axum::Extension;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use switchboard_core::{MessageId, NewMessage, Status, SubmitInput, Timestamp};
-use switchboard_store::{AcceptOutcome, AcceptRequest, Accepted, MessageDetail, MessageFilter, MessageRecord, TransitionOutcome};
+use switchboard_store::{
+    AcceptOutcome, AcceptRequest, Accepted, MessageDetail, MessageFilter, MessageRecord,
+    TransitionOutcome,
+};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::body::JsonBody;
@@ -332,7 +335,12 @@ fn idempotency_header(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     match headers.get("idempotency-key") {
         None => Ok(None),
         Some(v) => v.to_str().map(Some).map_err(|_| {
-            ApiError::new(StatusCode::BAD_REQUEST, "invalid_idempotency_key", "the Idempotency-Key header must be printable ASCII").with_field("Idempotency-Key")
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_idempotency_key",
+                "the Idempotency-Key header must be printable ASCII",
+            )
+            .with_field("Idempotency-Key")
         }),
     }
 }
@@ -362,17 +370,45 @@ pub async fn submit(
     result
 }
 
-async fn accept(state: &AppState, ctx: &WorkspaceCtx, headers: &HeaderMap, body: &Value) -> Result<Response, ApiError> {
+async fn accept(
+    state: &AppState,
+    ctx: &WorkspaceCtx,
+    headers: &HeaderMap,
+    body: &Value,
+) -> Result<Response, ApiError> {
     let input = SubmitInput::from_json(body)?;
     let now = state.clock.now();
     let message = NewMessage::parse(input, idempotency_header(headers)?, now)?;
     if let Some(t) = &message.template {
-        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "template_not_found", format!("no template named `{}` in this workspace", t.name)).with_field("template.name"));
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "template_not_found",
+            format!("no template named `{}` in this workspace", t.name),
+        )
+        .with_field("template.name"));
     }
-    let sender = ctx.sender(message.channel, message.from.as_deref()).ok_or_else(|| match &message.from {
-        Some(from) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unknown_sender", format!("`{from}` is not a sender of this workspace on {}", message.channel.as_str())).with_field("from"),
-        None => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "channel_not_enabled", format!("this workspace has no sender on {}", message.channel.as_str())).with_field("channel"),
-    })?;
+    let sender = ctx
+        .sender(message.channel, message.from.as_deref())
+        .ok_or_else(|| match &message.from {
+            Some(from) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unknown_sender",
+                format!(
+                    "`{from}` is not a sender of this workspace on {}",
+                    message.channel.as_str()
+                ),
+            )
+            .with_field("from"),
+            None => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "channel_not_enabled",
+                format!(
+                    "this workspace has no sender on {}",
+                    message.channel.as_str()
+                ),
+            )
+            .with_field("channel"),
+        })?;
     let req = AcceptRequest {
         workspace_id: ctx.workspace_id.clone(),
         provider_id: sender.provider_id.clone(),
@@ -390,13 +426,16 @@ async fn accept(state: &AppState, ctx: &WorkspaceCtx, headers: &HeaderMap, body:
         AcceptOutcome::Replayed(a) => {
             state.metrics.replayed.fetch_add(1, Ordering::Relaxed);
             let mut resp = (StatusCode::ACCEPTED, Json(AcceptedResponse::from(a))).into_response();
-            resp.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+            resp.headers_mut()
+                .insert("idempotent-replayed", HeaderValue::from_static("true"));
             Ok(resp)
         }
         AcceptOutcome::Conflict { existing } => Err(ApiError::new(
             StatusCode::CONFLICT,
             "idempotency_conflict",
-            format!("this idempotency key was used for message {existing} with a different request body"),
+            format!(
+                "this idempotency key was used for message {existing} with a different request body"
+            ),
         )
         .with_field("Idempotency-Key")),
     }
@@ -412,16 +451,29 @@ fn parse_id(id: &str) -> Result<MessageId, ApiError> {
     params(("id" = String, Path, description = "Message id")),
     responses((status = 200, body = MessageResponse), (status = 404, body = ErrorResponse)),
     security(("api_key" = [])))]
-pub async fn get(State(state): State<AppState>, Extension(ctx): Extension<Arc<WorkspaceCtx>>, Path(id): Path<String>) -> Result<Json<MessageResponse>, ApiError> {
+pub async fn get(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<Arc<WorkspaceCtx>>,
+    Path(id): Path<String>,
+) -> Result<Json<MessageResponse>, ApiError> {
     let id = parse_id(&id)?;
-    let detail = state.store.get_message(&ctx.workspace_id, &id).await?.ok_or_else(|| ApiError::not_found("message"))?;
+    let detail = state
+        .store
+        .get_message(&ctx.workspace_id, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("message"))?;
     Ok(Json(detail.into()))
 }
 
 fn time_param(v: Option<&str>, field: &str) -> Result<Option<Timestamp>, ApiError> {
     v.map(|s| {
         Timestamp::parse_rfc3339(s).ok_or_else(|| {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_time", format!("`{field}` must be an RFC 3339 time")).with_field(field)
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_time",
+                format!("`{field}` must be an RFC 3339 time"),
+            )
+            .with_field(field)
         })
     })
     .transpose()
@@ -431,17 +483,39 @@ fn time_param(v: Option<&str>, field: &str) -> Result<Option<Timestamp>, ApiErro
 #[utoipa::path(get, path = "/v1/messages", tag = "messages", params(ListParams),
     responses((status = 200, body = MessageList), (status = 422, body = ErrorResponse)),
     security(("api_key" = [])))]
-pub async fn list(State(state): State<AppState>, Extension(ctx): Extension<Arc<WorkspaceCtx>>, Query(p): Query<ListParams>) -> Result<Json<MessageList>, ApiError> {
-    let bad = |code, field: &str, msg: &str| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, msg).with_field(field);
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<Arc<WorkspaceCtx>>,
+    Query(p): Query<ListParams>,
+) -> Result<Json<MessageList>, ApiError> {
+    let bad = |code, field: &str, msg: &str| {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, msg).with_field(field)
+    };
     let status = p
         .status
         .as_deref()
         .map(|s| Status::parse(s).ok_or_else(|| bad("invalid_status", "status", "unknown status")))
         .transpose()?;
-    let cursor = p.cursor.as_deref().map(|c| MessageId::parse(c).map_err(|_| bad("invalid_cursor", "cursor", "not a cursor from a previous page"))).transpose()?;
+    let cursor = p
+        .cursor
+        .as_deref()
+        .map(|c| {
+            MessageId::parse(c).map_err(|_| {
+                bad(
+                    "invalid_cursor",
+                    "cursor",
+                    "not a cursor from a previous page",
+                )
+            })
+        })
+        .transpose()?;
     let limit = p.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
-        return Err(bad("invalid_limit", "limit", "`limit` must be from 1 to 100"));
+        return Err(bad(
+            "invalid_limit",
+            "limit",
+            "`limit` must be from 1 to 100",
+        ));
     }
     let filter = MessageFilter {
         status,
@@ -452,7 +526,10 @@ pub async fn list(State(state): State<AppState>, Extension(ctx): Extension<Arc<W
         cursor,
         limit,
     };
-    let page = state.store.list_messages(&ctx.workspace_id, &filter).await?;
+    let page = state
+        .store
+        .list_messages(&ctx.workspace_id, &filter)
+        .await?;
     Ok(Json(MessageList {
         data: page.data.into_iter().map(MessageResponse::from).collect(),
         next_cursor: page.next_cursor.map(|c| c.to_string()),
@@ -465,17 +542,32 @@ pub async fn list(State(state): State<AppState>, Extension(ctx): Extension<Arc<W
     responses((status = 200, body = MessageResponse), (status = 404, body = ErrorResponse),
         (status = 409, description = "Already sending or past it", body = ErrorResponse)),
     security(("api_key" = [])))]
-pub async fn cancel(State(state): State<AppState>, Extension(ctx): Extension<Arc<WorkspaceCtx>>, Path(id): Path<String>) -> Result<Json<MessageResponse>, ApiError> {
+pub async fn cancel(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<Arc<WorkspaceCtx>>,
+    Path(id): Path<String>,
+) -> Result<Json<MessageResponse>, ApiError> {
     let id = parse_id(&id)?;
-    match state.store.cancel_message(&ctx.workspace_id, &id, state.clock.now()).await? {
+    match state
+        .store
+        .cancel_message(&ctx.workspace_id, &id, state.clock.now())
+        .await?
+    {
         None => Err(ApiError::not_found("message")),
         Some(TransitionOutcome::Refused { status }) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "not_cancelable",
-            format!("the message is {} and can no longer be canceled", status.as_str()),
+            format!(
+                "the message is {} and can no longer be canceled",
+                status.as_str()
+            ),
         )),
         Some(_) => {
-            let detail = state.store.get_message(&ctx.workspace_id, &id).await?.ok_or_else(|| ApiError::not_found("message"))?;
+            let detail = state
+                .store
+                .get_message(&ctx.workspace_id, &id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("message"))?;
             Ok(Json(detail.into()))
         }
     }
@@ -489,7 +581,8 @@ mod tests {
     #[test]
     fn the_request_hash_ignores_field_order_and_the_key() {
         let a = json!({"to": "+1", "body": "x", "metadata": {"a": 1, "b": 2}});
-        let b = json!({"metadata": {"b": 2, "a": 1}, "body": "x", "to": "+1", "idempotency_key": "k"});
+        let b =
+            json!({"metadata": {"b": 2, "a": 1}, "body": "x", "to": "+1", "idempotency_key": "k"});
         assert_eq!(request_hash(&a), request_hash(&b));
         let c = json!({"to": "+1", "body": "y"});
         assert_ne!(request_hash(&a), request_hash(&c));

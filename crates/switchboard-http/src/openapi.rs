@@ -11,7 +11,12 @@ impl Modify for Security {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
         let components = doc.components.get_or_insert_with(Default::default);
         let bearer = |desc: &str| {
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).description(Some(desc)).build())
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(desc))
+                    .build(),
+            )
         };
         components.add_security_scheme("api_key", bearer("A workspace API key, `sk_…`"));
         components.add_security_scheme("admin_token", bearer("The instance admin token"));

@@ -26,7 +26,11 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         Ok(()) => Json(json!({"status": "ready"})).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable", "reason": "database"}))).into_response()
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "unavailable", "reason": "database"})),
+            )
+                .into_response()
         }
     }
 }
@@ -37,18 +41,43 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     let mut out = String::with_capacity(4096);
     state.metrics.render(&mut out);
     let gc = state.store.group_commit_stats();
-    let _ = writeln!(out, "# HELP switchboard_group_commits_total Write transactions committed by the group-commit writer.\n# TYPE switchboard_group_commits_total counter\nswitchboard_group_commits_total {}", gc.commits);
-    let _ = writeln!(out, "# HELP switchboard_group_commit_jobs_total Writes carried by those transactions.\n# TYPE switchboard_group_commit_jobs_total counter\nswitchboard_group_commit_jobs_total {}", gc.jobs);
-    let _ = writeln!(out, "# HELP switchboard_group_commit_max_batch Largest number of writes in one transaction.\n# TYPE switchboard_group_commit_max_batch gauge\nswitchboard_group_commit_max_batch {}", gc.max_batch);
+    let _ = writeln!(
+        out,
+        "# HELP switchboard_group_commits_total Write transactions committed by the group-commit writer.\n# TYPE switchboard_group_commits_total counter\nswitchboard_group_commits_total {}",
+        gc.commits
+    );
+    let _ = writeln!(
+        out,
+        "# HELP switchboard_group_commit_jobs_total Writes carried by those transactions.\n# TYPE switchboard_group_commit_jobs_total counter\nswitchboard_group_commit_jobs_total {}",
+        gc.jobs
+    );
+    let _ = writeln!(
+        out,
+        "# HELP switchboard_group_commit_max_batch Largest number of writes in one transaction.\n# TYPE switchboard_group_commit_max_batch gauge\nswitchboard_group_commit_max_batch {}",
+        gc.max_batch
+    );
     match state.store.status_counts().await {
         Ok(counts) => {
-            let _ = writeln!(out, "# HELP switchboard_messages Messages by current status.\n# TYPE switchboard_messages gauge");
+            let _ = writeln!(
+                out,
+                "# HELP switchboard_messages Messages by current status.\n# TYPE switchboard_messages gauge"
+            );
             for s in ALL_STATUSES {
-                let n = counts.iter().find(|(st, _)| *st == s).map_or(0, |(_, n)| *n);
+                let n = counts
+                    .iter()
+                    .find(|(st, _)| *st == s)
+                    .map_or(0, |(_, n)| *n);
                 let _ = writeln!(out, "switchboard_messages{{status=\"{}\"}} {n}", s.as_str());
             }
-            let depth: u64 = counts.iter().filter(|(s, _)| matches!(s.as_str(), "queued" | "scheduled" | "sending")).map(|(_, n)| n).sum();
-            let _ = writeln!(out, "# HELP switchboard_queue_depth Messages not yet handed to a provider (scheduled, queued, sending).\n# TYPE switchboard_queue_depth gauge\nswitchboard_queue_depth {depth}");
+            let depth: u64 = counts
+                .iter()
+                .filter(|(s, _)| matches!(s.as_str(), "queued" | "scheduled" | "sending"))
+                .map(|(_, n)| n)
+                .sum();
+            let _ = writeln!(
+                out,
+                "# HELP switchboard_queue_depth Messages not yet handed to a provider (scheduled, queued, sending).\n# TYPE switchboard_queue_depth gauge\nswitchboard_queue_depth {depth}"
+            );
         }
         Err(e) => tracing::warn!(error = %e, "status counts for /metrics failed"),
     }

@@ -20,7 +20,10 @@ pub struct RateLimitConfig {
 
 impl Default for RateLimitConfig {
     fn default() -> Self {
-        RateLimitConfig { per_second: 200.0, burst: 400 }
+        RateLimitConfig {
+            per_second: 200.0,
+            burst: 400,
+        }
     }
 }
 
@@ -56,7 +59,10 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// A limiter with these limits.
     pub fn new(config: RateLimitConfig) -> Self {
-        RateLimiter { config, buckets: Mutex::new(HashMap::new()) }
+        RateLimiter {
+            config,
+            buckets: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Takes one token for `key` at `now`.
@@ -64,7 +70,10 @@ impl RateLimiter {
         let cap = f64::from(self.config.burst);
         let rate = self.config.per_second.max(f64::MIN_POSITIVE);
         let mut buckets = self.buckets.lock().expect("rate limiter lock");
-        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket { tokens: cap, last: now });
+        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
+            tokens: cap,
+            last: now,
+        });
         let elapsed = now.saturating_duration_since(bucket.last).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * rate).min(cap);
         bucket.last = now;
@@ -77,7 +86,11 @@ impl RateLimiter {
             limit: self.config.burst,
             remaining: bucket.tokens.floor() as u32,
             reset_secs: ((cap - bucket.tokens) / rate).ceil() as u64,
-            retry_after_secs: if allowed { 0 } else { ((1.0 - bucket.tokens) / rate).ceil().max(1.0) as u64 },
+            retry_after_secs: if allowed {
+                0
+            } else {
+                ((1.0 - bucket.tokens) / rate).ceil().max(1.0) as u64
+            },
         }
     }
 }
@@ -89,7 +102,10 @@ mod tests {
 
     #[test]
     fn a_burst_is_allowed_then_refused_then_refilled() {
-        let rl = RateLimiter::new(RateLimitConfig { per_second: 2.0, burst: 3 });
+        let rl = RateLimiter::new(RateLimitConfig {
+            per_second: 2.0,
+            burst: 3,
+        });
         let t0 = Instant::now();
         let got: Vec<bool> = (0..4).map(|_| rl.check("k", t0).allowed).collect();
         assert_eq!(got, [true, true, true, false]);
@@ -101,7 +117,10 @@ mod tests {
 
     #[test]
     fn headers_count_down() {
-        let rl = RateLimiter::new(RateLimitConfig { per_second: 10.0, burst: 10 });
+        let rl = RateLimiter::new(RateLimitConfig {
+            per_second: 10.0,
+            burst: 10,
+        });
         let t0 = Instant::now();
         let s = rl.check("k", t0);
         assert_eq!((s.limit, s.remaining, s.reset_secs), (10, 9, 1));

@@ -63,11 +63,18 @@ pub struct KeyCache {
 impl KeyCache {
     /// A cached context.
     pub fn get(&self, hash: &str) -> Option<Arc<WorkspaceCtx>> {
-        self.by_hash.read().expect("key cache lock").get(hash).cloned()
+        self.by_hash
+            .read()
+            .expect("key cache lock")
+            .get(hash)
+            .cloned()
     }
 
     /// Caches a context.
     pub fn insert(&self, hash: String, ctx: Arc<WorkspaceCtx>) {
-        self.by_hash.write().expect("key cache lock").insert(hash, ctx);
+        self.by_hash
+            .write()
+            .expect("key cache lock")
+            .insert(hash, ctx);
     }
 }

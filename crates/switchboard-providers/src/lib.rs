@@ -55,7 +55,12 @@ pub struct ProviderError {
 impl ProviderError {
     /// An error of `class` with a code and message.
     pub fn new(class: ErrorClass, code: &str, message: impl Into<String>) -> Self {
-        ProviderError { class, code: code.to_owned(), message: message.into(), retry_after: None }
+        ProviderError {
+            class,
+            code: code.to_owned(),
+            message: message.into(),
+            retry_after: None,
+        }
     }
 }
 

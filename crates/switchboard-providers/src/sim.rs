@@ -40,7 +40,10 @@ pub struct SimConfig {
 
 impl Default for SimConfig {
     fn default() -> Self {
-        SimConfig { latency: Duration::from_millis(20), receipt_delay: Duration::from_millis(500) }
+        SimConfig {
+            latency: Duration::from_millis(20),
+            receipt_delay: Duration::from_millis(500),
+        }
     }
 }
 
@@ -69,8 +72,15 @@ pub enum Behaviour {
 
 /// The behaviour for a recipient number (see the module table).
 pub fn behaviour_for(to: &str) -> Behaviour {
-    let tail = to.len().checked_sub(4).and_then(|i| to.get(i..)).unwrap_or("");
-    let n = tail.as_bytes().get(3).map_or(0, |b| u32::from(b.wrapping_sub(b'0')));
+    let tail = to
+        .len()
+        .checked_sub(4)
+        .and_then(|i| to.get(i..))
+        .unwrap_or("");
+    let n = tail
+        .as_bytes()
+        .get(3)
+        .map_or(0, |b| u32::from(b.wrapping_sub(b'0')));
     match tail {
         "0400" => Behaviour::InvalidNumber,
         "0404" => Behaviour::Undeliver,
@@ -147,14 +157,22 @@ enum CallResult {
 
 impl SimProvider {
     /// Opens (creating) the ledger in `data_dir`.
-    pub fn open(data_dir: &Path, config: SimConfig, clock: Arc<dyn Clock>) -> Result<Self, rusqlite::Error> {
+    pub fn open(
+        data_dir: &Path,
+        config: SimConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, rusqlite::Error> {
         let conn = Connection::open(data_dir.join(LEDGER_FILE))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // NORMAL in WAL mode survives a process crash, which is all a
         // simulator needs to model a provider that remembers.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(LEDGER_SCHEMA)?;
-        Ok(SimProvider { ledger: Arc::new(Mutex::new(conn)), config, clock })
+        Ok(SimProvider {
+            ledger: Arc::new(Mutex::new(conn)),
+            config,
+            clock,
+        })
     }
 
     async fn with_ledger<R: Send + 'static>(
@@ -168,7 +186,11 @@ impl SimProvider {
     }
 
     /// Receipts due at `now`, oldest first, at most `limit`.
-    pub async fn due_receipts(&self, now: Timestamp, limit: usize) -> Result<Vec<SimReceipt>, rusqlite::Error> {
+    pub async fn due_receipts(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<SimReceipt>, rusqlite::Error> {
         self.with_ledger(move |c| {
             let mut stmt = c.prepare_cached(
                 "SELECT id, provider_message_id, kind FROM sim_receipts WHERE reported = 0 AND due_at <= ?1 ORDER BY due_at, id LIMIT ?2",
@@ -184,7 +206,11 @@ impl SimProvider {
     /// The earliest time a receipt is due, if any is pending.
     pub async fn next_receipt_at(&self) -> Result<Option<Timestamp>, rusqlite::Error> {
         self.with_ledger(|c| {
-            let t: Option<i64> = c.query_row("SELECT MIN(due_at) FROM sim_receipts WHERE reported = 0", [], |r| r.get(0))?;
+            let t: Option<i64> = c.query_row(
+                "SELECT MIN(due_at) FROM sim_receipts WHERE reported = 0",
+                [],
+                |r| r.get(0),
+            )?;
             Ok(t.map(Timestamp::from_millis))
         })
         .await
@@ -207,7 +233,12 @@ impl SimProvider {
         self.with_ledger(|c| read_sends(c)).await
     }
 
-    fn call(c: &mut Connection, req: &SendRequest, now: Timestamp, receipt_delay: Duration) -> Result<CallResult, rusqlite::Error> {
+    fn call(
+        c: &mut Connection,
+        req: &SendRequest,
+        now: Timestamp,
+        receipt_delay: Duration,
+    ) -> Result<CallResult, rusqlite::Error> {
         let tx = c.transaction()?;
         let (calls, existing): (u32, Option<String>) = tx.query_row(
             "INSERT INTO sim_sends (key, to_phone, calls) VALUES (?1, ?2, 1)
@@ -222,19 +253,44 @@ impl SimProvider {
             return Ok(CallResult::Accepted(pmid));
         }
         let behaviour = behaviour_for(&req.to);
-        let fail = |class, code: &str, msg: &str| Ok(CallResult::Failed(ProviderError::new(class, code, msg)));
+        let fail = |class, code: &str, msg: &str| {
+            Ok(CallResult::Failed(ProviderError::new(class, code, msg)))
+        };
         let result = match behaviour {
-            Behaviour::InvalidNumber => fail(ErrorClass::Permanent, "invalid_number", "the simulator treats this number as invalid"),
-            Behaviour::OptedOut => fail(ErrorClass::Consent, "recipient_opted_out", "the recipient has opted out at the carrier"),
-            Behaviour::AlwaysTransportError => fail(ErrorClass::Transport, "upstream_unavailable", "simulated upstream outage"),
-            Behaviour::TransportErrors(n) if calls <= n => fail(ErrorClass::Transport, "upstream_unavailable", "simulated transient upstream error"),
+            Behaviour::InvalidNumber => fail(
+                ErrorClass::Permanent,
+                "invalid_number",
+                "the simulator treats this number as invalid",
+            ),
+            Behaviour::OptedOut => fail(
+                ErrorClass::Consent,
+                "recipient_opted_out",
+                "the recipient has opted out at the carrier",
+            ),
+            Behaviour::AlwaysTransportError => fail(
+                ErrorClass::Transport,
+                "upstream_unavailable",
+                "simulated upstream outage",
+            ),
+            Behaviour::TransportErrors(n) if calls <= n => fail(
+                ErrorClass::Transport,
+                "upstream_unavailable",
+                "simulated transient upstream error",
+            ),
             Behaviour::Throttle(n) if calls <= n => Ok(CallResult::Failed(ProviderError {
                 retry_after: Some(Duration::from_secs(1)),
-                ..ProviderError::new(ErrorClass::Throttled, "rate_limited", "simulated throttling")
+                ..ProviderError::new(
+                    ErrorClass::Throttled,
+                    "rate_limited",
+                    "simulated throttling",
+                )
             })),
             Behaviour::NeverAcknowledge => Ok(CallResult::Hang),
             _ => {
-                let pmid = format!("SIM{}", &req.idempotency_key.replace('_', "").to_lowercase());
+                let pmid = format!(
+                    "SIM{}",
+                    &req.idempotency_key.replace('_', "").to_lowercase()
+                );
                 tx.execute(
                     "UPDATE sim_sends SET provider_message_id = ?1, accepted_at = ?2 WHERE key = ?3",
                     params![pmid, now.as_millis(), req.idempotency_key],
@@ -242,12 +298,14 @@ impl SimProvider {
                 let receipt = |kind: &str, after: u32| {
                     tx.execute(
                         "INSERT INTO sim_receipts (provider_message_id, kind, due_at) VALUES (?1, ?2, ?3)",
-                        params![pmid, kind, now.add(receipt_delay * after).as_millis()],
+                        params![pmid, kind, now.plus(receipt_delay * after).as_millis()],
                     )
                 };
                 match behaviour {
                     Behaviour::Undeliver => receipt("undelivered", 1)?,
-                    Behaviour::DeliverAndRead => receipt("delivered", 1).and_then(|_| receipt("read", 2))?,
+                    Behaviour::DeliverAndRead => {
+                        receipt("delivered", 1).and_then(|_| receipt("read", 2))?
+                    }
                     _ => receipt("delivered", 1)?,
                 };
                 Ok(CallResult::Accepted(pmid))
@@ -260,9 +318,16 @@ impl SimProvider {
 
 /// Reads the ledger's per-key counts from an open connection.
 pub fn read_sends(c: &Connection) -> Result<Vec<SimSendRecord>, rusqlite::Error> {
-    let mut stmt = c.prepare("SELECT key, calls, calls_after_accept, provider_message_id FROM sim_sends ORDER BY key")?;
+    let mut stmt = c.prepare(
+        "SELECT key, calls, calls_after_accept, provider_message_id FROM sim_sends ORDER BY key",
+    )?;
     stmt.query_map([], |r| {
-        Ok(SimSendRecord { key: r.get(0)?, calls: r.get(1)?, calls_after_accept: r.get(2)?, provider_message_id: r.get(3)? })
+        Ok(SimSendRecord {
+            key: r.get(0)?,
+            calls: r.get(1)?,
+            calls_after_accept: r.get(2)?,
+            provider_message_id: r.get(3)?,
+        })
     })?
     .collect()
 }
@@ -271,7 +336,11 @@ pub fn read_sends(c: &Connection) -> Result<Vec<SimSendRecord>, rusqlite::Error>
 pub fn read_ledger(data_dir: &Path) -> Result<Vec<SimSendRecord>, rusqlite::Error> {
     let c = Connection::open(data_dir.join(LEDGER_FILE))?;
     let exists: Option<String> = c
-        .query_row("SELECT name FROM sqlite_master WHERE name = 'sim_sends'", [], |r| r.get(0))
+        .query_row(
+            "SELECT name FROM sqlite_master WHERE name = 'sim_sends'",
+            [],
+            |r| r.get(0),
+        )
         .optional()?;
     if exists.is_none() {
         return Ok(Vec::new());
@@ -291,9 +360,13 @@ impl Provider for SimProvider {
         let result = self
             .with_ledger(move |c| Self::call(c, &owned, now, delay))
             .await
-            .map_err(|e| ProviderError::new(ErrorClass::Transport, "sim_ledger_error", e.to_string()))?;
+            .map_err(|e| {
+                ProviderError::new(ErrorClass::Transport, "sim_ledger_error", e.to_string())
+            })?;
         match result {
-            CallResult::Accepted(provider_message_id) => Ok(SendAccepted { provider_message_id }),
+            CallResult::Accepted(provider_message_id) => Ok(SendAccepted {
+                provider_message_id,
+            }),
             CallResult::Failed(e) => Err(e),
             CallResult::Hang => std::future::pending().await,
         }

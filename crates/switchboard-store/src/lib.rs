@@ -39,29 +39,67 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// All workspaces, oldest first.
     async fn list_workspaces(&self) -> Result<Vec<Workspace>, StoreError>;
     /// Stores a new API key (only its hash) for a workspace.
-    async fn create_api_key(&self, workspace: &WorkspaceId, key_hash: &str, hint: &str, now: Timestamp) -> Result<ApiKey, StoreError>;
+    async fn create_api_key(
+        &self,
+        workspace: &WorkspaceId,
+        key_hash: &str,
+        hint: &str,
+        now: Timestamp,
+    ) -> Result<ApiKey, StoreError>;
     /// Finds the live key with this hash.
     async fn find_api_key(&self, key_hash: &str) -> Result<Option<ApiKey>, StoreError>;
     /// The senders of a workspace on a channel, default first.
-    async fn senders(&self, workspace: &WorkspaceId, channel: Channel) -> Result<Vec<Sender>, StoreError>;
+    async fn senders(
+        &self,
+        workspace: &WorkspaceId,
+        channel: Channel,
+    ) -> Result<Vec<Sender>, StoreError>;
 
     /// Stores a message (or finds its idempotent twin) and answers only after
     /// the transaction holding it has committed.
     async fn accept_message(&self, req: AcceptRequest) -> Result<AcceptOutcome, StoreError>;
     /// A message of a workspace with its timeline and attempts.
-    async fn get_message(&self, workspace: &WorkspaceId, id: &MessageId) -> Result<Option<MessageDetail>, StoreError>;
+    async fn get_message(
+        &self,
+        workspace: &WorkspaceId,
+        id: &MessageId,
+    ) -> Result<Option<MessageDetail>, StoreError>;
     /// Messages of a workspace, newest first.
-    async fn list_messages(&self, workspace: &WorkspaceId, filter: &MessageFilter) -> Result<MessagePage, StoreError>;
+    async fn list_messages(
+        &self,
+        workspace: &WorkspaceId,
+        filter: &MessageFilter,
+    ) -> Result<MessagePage, StoreError>;
     /// Cancels a `scheduled` or `queued` message.
-    async fn cancel_message(&self, workspace: &WorkspaceId, id: &MessageId, now: Timestamp) -> Result<Option<TransitionOutcome>, StoreError>;
+    async fn cancel_message(
+        &self,
+        workspace: &WorkspaceId,
+        id: &MessageId,
+        now: Timestamp,
+    ) -> Result<Option<TransitionOutcome>, StoreError>;
 
     /// Releases due scheduled messages, expires stale ones, and claims up to
     /// `limit` due messages (and messages whose lease ran out) for sending.
-    async fn claim_due(&self, now: Timestamp, limit: usize, lease: Duration) -> Result<Vec<ClaimedMessage>, StoreError>;
+    async fn claim_due(
+        &self,
+        now: Timestamp,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedMessage>, StoreError>;
     /// Records the result of an attempt and moves the message on.
-    async fn complete_attempt(&self, report: AttemptReport) -> Result<TransitionOutcome, StoreError>;
+    async fn complete_attempt(
+        &self,
+        report: AttemptReport,
+    ) -> Result<TransitionOutcome, StoreError>;
     /// Applies a provider receipt to the message it names.
-    async fn apply_receipt(&self, provider_id: &str, provider_message_id: &str, kind: ReceiptKind, detail: Option<&str>, now: Timestamp) -> Result<ReceiptOutcome, StoreError>;
+    async fn apply_receipt(
+        &self,
+        provider_id: &str,
+        provider_message_id: &str,
+        kind: ReceiptKind,
+        detail: Option<&str>,
+        now: Timestamp,
+    ) -> Result<ReceiptOutcome, StoreError>;
     /// Makes all in-flight work claimable at once. Only for a backend that
     /// knows it is the single node (SQLite holds an exclusive lock on its data dir).
     async fn recover_in_flight(&self) -> Result<u64, StoreError>;

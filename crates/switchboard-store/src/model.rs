@@ -3,7 +3,9 @@
 use serde_json::{Map, Value};
 use switchboard_core::message::NewMessage;
 use switchboard_core::retry::GiveUpReason;
-use switchboard_core::{Channel, ErrorClass, EventType, MessageId, ProviderId, Status, Timestamp, WorkspaceId};
+use switchboard_core::{
+    Channel, ErrorClass, EventType, MessageId, ProviderId, Status, Timestamp, WorkspaceId,
+};
 
 /// A tenant.
 #[derive(Debug, Clone, PartialEq)]

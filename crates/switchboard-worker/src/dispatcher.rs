@@ -6,7 +6,9 @@ use switchboard_core::telemetry::Metrics;
 use switchboard_core::{Clock, ErrorClass, ProviderId, RetryDecision, RetryPolicy};
 use switchboard_providers::sim::SimProvider;
 use switchboard_providers::{ProviderError, Providers, SendRequest};
-use switchboard_store::{AttemptOutcome, AttemptReport, ClaimedMessage, ReceiptKind, ReceiptOutcome, Store, StoreError};
+use switchboard_store::{
+    AttemptOutcome, AttemptReport, ClaimedMessage, ReceiptKind, ReceiptOutcome, Store, StoreError,
+};
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -73,14 +75,27 @@ impl Worker {
         metrics: Arc<Metrics>,
         wake: Arc<Notify>,
     ) -> Self {
-        Worker { inner: Arc::new(Inner { store, providers, sim, clock, config, metrics, wake }) }
+        Worker {
+            inner: Arc::new(Inner {
+                store,
+                providers,
+                sim,
+                clock,
+                config,
+                metrics,
+                wake,
+            }),
+        }
     }
 
     /// Claims what is due and sends it, waiting for every send to finish.
     /// Returns how many messages were claimed.
     pub async fn dispatch_once(&self) -> Result<usize, StoreError> {
         let inner = &self.inner;
-        let claimed = inner.store.claim_due(inner.clock.now(), inner.config.batch, inner.config.lease).await?;
+        let claimed = inner
+            .store
+            .claim_due(inner.clock.now(), inner.config.batch, inner.config.lease)
+            .await?;
         let n = claimed.len();
         let mut tasks = JoinSet::new();
         for m in claimed {
@@ -93,9 +108,14 @@ impl Worker {
 
     /// Applies the simulator's due receipts. Returns how many were applied.
     pub async fn pump_receipts_once(&self) -> Result<usize, StoreError> {
-        let Some(sim) = &self.inner.sim else { return Ok(0) };
+        let Some(sim) = &self.inner.sim else {
+            return Ok(0);
+        };
         let now = self.inner.clock.now();
-        let due = sim.due_receipts(now, 1000).await.map_err(|e| StoreError::Corrupt(format!("sim ledger: {e}")))?;
+        let due = sim
+            .due_receipts(now, 1000)
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("sim ledger: {e}")))?;
         let mut done = Vec::with_capacity(due.len());
         let mut tasks = JoinSet::new();
         for r in due {
@@ -107,7 +127,15 @@ impl Worker {
                     _ => ReceiptKind::Delivered,
                 };
                 let detail = format!("receipt from the simulator: {}", r.kind);
-                let out = store.apply_receipt(SIM_PROVIDER, &r.provider_message_id, kind, Some(&detail), now).await;
+                let out = store
+                    .apply_receipt(
+                        SIM_PROVIDER,
+                        &r.provider_message_id,
+                        kind,
+                        Some(&detail),
+                        now,
+                    )
+                    .await;
                 (r.id, out)
             });
         }
@@ -127,7 +155,9 @@ impl Worker {
         }
         let applied = done.len();
         if !done.is_empty() {
-            sim.mark_reported(done).await.map_err(|e| StoreError::Corrupt(format!("sim ledger: {e}")))?;
+            sim.mark_reported(done)
+                .await
+                .map_err(|e| StoreError::Corrupt(format!("sim ledger: {e}")))?;
         }
         Ok(applied)
     }
@@ -148,7 +178,10 @@ impl Worker {
     pub async fn next_due_at(&self) -> Result<Option<switchboard_core::Timestamp>, StoreError> {
         let message = self.inner.store.next_due_at().await?;
         let receipt = match &self.inner.sim {
-            Some(sim) => sim.next_receipt_at().await.map_err(|e| StoreError::Corrupt(format!("sim ledger: {e}")))?,
+            Some(sim) => sim
+                .next_receipt_at()
+                .await
+                .map_err(|e| StoreError::Corrupt(format!("sim ledger: {e}")))?,
             None => None,
         };
         Ok(match (message, receipt) {
@@ -174,7 +207,11 @@ impl Worker {
                 }
                 continue;
             }
-            let claimed = match inner.store.claim_due(inner.clock.now(), free, inner.config.lease).await {
+            let claimed = match inner
+                .store
+                .claim_due(inner.clock.now(), free, inner.config.lease)
+                .await
+            {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(error = %e, "claiming due messages failed");
@@ -191,7 +228,11 @@ impl Worker {
                 continue;
             }
             for m in claimed {
-                let permit = permits.clone().acquire_owned().await.expect("semaphore is never closed");
+                let permit = permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("semaphore is never closed");
                 let inner = self.inner.clone();
                 tasks.spawn(async move {
                     inner.process(m).await;
@@ -210,7 +251,9 @@ impl Worker {
     async fn idle_wait(&self) -> Duration {
         let poll = self.inner.config.idle_poll;
         match self.inner.store.next_due_at().await {
-            Ok(Some(t)) => t.since(self.inner.clock.now()).clamp(Duration::from_millis(1), poll),
+            Ok(Some(t)) => t
+                .since(self.inner.clock.now())
+                .clamp(Duration::from_millis(1), poll),
             _ => poll,
         }
     }
@@ -245,21 +288,39 @@ impl Inner {
             self.metrics.send_duration.observe(now.since(started));
             match result {
                 Ok(provider_message_id) => {
-                    self.metrics.attempts_accepted.fetch_add(1, Ordering::Relaxed);
-                    self.metrics.dispatch_latency.observe(now.since(m.created_at));
-                    AttemptOutcome::Accepted { provider_message_id }
+                    self.metrics
+                        .attempts_accepted
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.metrics
+                        .dispatch_latency
+                        .observe(now.since(m.created_at));
+                    AttemptOutcome::Accepted {
+                        provider_message_id,
+                    }
                 }
                 Err(e) => {
                     self.metrics.attempt_failed(e.class);
-                    let decision =
-                        self.config.retry.decide(m.attempt, e.class, now, m.expires_at, fastrand::f64(), e.retry_after);
+                    let decision = self.config.retry.decide(
+                        m.attempt,
+                        e.class,
+                        now,
+                        m.expires_at,
+                        fastrand::f64(),
+                        e.retry_after,
+                    );
                     match decision {
-                        RetryDecision::RetryAt(next_at) => {
-                            AttemptOutcome::Retry { class: e.class, code: e.code, message: e.message, next_at }
-                        }
-                        RetryDecision::GiveUp(reason) => {
-                            AttemptOutcome::GiveUp { class: e.class, code: e.code, message: e.message, reason }
-                        }
+                        RetryDecision::RetryAt(next_at) => AttemptOutcome::Retry {
+                            class: e.class,
+                            code: e.code,
+                            message: e.message,
+                            next_at,
+                        },
+                        RetryDecision::GiveUp(reason) => AttemptOutcome::GiveUp {
+                            class: e.class,
+                            code: e.code,
+                            message: e.message,
+                            reason,
+                        },
                     }
                 }
             }
@@ -276,7 +337,9 @@ impl Inner {
             Ok(_) => {}
             // The lease runs out and the message is claimed again; the
             // provider sees the same idempotency key.
-            Err(e) => tracing::error!(message_id = %m.id, error = %e, "recording an attempt failed"),
+            Err(e) => {
+                tracing::error!(message_id = %m.id, error = %e, "recording an attempt failed")
+            }
         }
     }
 
@@ -298,12 +361,19 @@ impl Inner {
             Err(_) => Err(ProviderError::new(
                 ErrorClass::Transport,
                 "timeout",
-                format!("no answer from the provider within {:?}", self.config.send_timeout),
+                format!(
+                    "no answer from the provider within {:?}",
+                    self.config.send_timeout
+                ),
             )),
         }
     }
 }
 
 fn unknown_provider(id: &ProviderId) -> ProviderError {
-    ProviderError::new(ErrorClass::Permanent, "unknown_provider", format!("provider {id} is not configured on this node"))
+    ProviderError::new(
+        ErrorClass::Permanent,
+        "unknown_provider",
+        format!("provider {id} is not configured on this node"),
+    )
 }

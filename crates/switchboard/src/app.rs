@@ -40,7 +40,10 @@ pub struct App {
 
 /// The admin token's hash: from the configuration if given (and stored),
 /// else the stored one, else a new token that is stored and returned.
-async fn admin_token(store: &dyn Store, configured: Option<&Secret>) -> anyhow::Result<(String, Option<String>)> {
+async fn admin_token(
+    store: &dyn Store,
+    configured: Option<&Secret>,
+) -> anyhow::Result<(String, Option<String>)> {
     if let Some(Secret(token)) = configured {
         let hash = hash_secret(token);
         if store.admin_token_hash().await?.as_deref() != Some(hash.as_str()) {
@@ -60,20 +63,28 @@ async fn admin_token(store: &dyn Store, configured: Option<&Secret>) -> anyhow::
 /// Builds the app from configuration, on the given clock.
 pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App> {
     config.validate()?;
-    let sqlite = SqliteStore::open(&config.data_dir).with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
+    let sqlite = SqliteStore::open(&config.data_dir)
+        .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
     let store: Arc<dyn Store> = Arc::new(sqlite);
-    let (admin_hash, generated_admin_token) = admin_token(store.as_ref(), config.admin_token.as_ref()).await?;
+    let (admin_hash, generated_admin_token) =
+        admin_token(store.as_ref(), config.admin_token.as_ref()).await?;
     // This process holds the data directory's lock, so nothing else can be
     // sending: work left in flight by a previous process is claimable now.
     let recovered = store.recover_in_flight().await?;
     if recovered > 0 {
-        tracing::warn!(recovered, "resuming messages that were in flight when the previous process stopped");
+        tracing::warn!(
+            recovered,
+            "resuming messages that were in flight when the previous process stopped"
+        );
     }
     let sim_config = SimConfig {
         latency: Duration::from_millis(config.sim.latency_ms),
         receipt_delay: Duration::from_millis(config.sim.receipt_delay_ms),
     };
-    let sim = Arc::new(SimProvider::open(&config.data_dir, sim_config, clock.clone()).context("opening the simulator's ledger")?);
+    let sim = Arc::new(
+        SimProvider::open(&config.data_dir, sim_config, clock.clone())
+            .context("opening the simulator's ledger")?,
+    );
     let mut providers = Providers::default();
     providers.insert(ProviderId::parse("pr_sim").expect("valid id"), sim.clone());
     let metrics = Arc::new(Metrics::default());
@@ -91,24 +102,51 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App
         },
         idle_poll: Duration::from_secs(1),
     };
-    let worker = Worker::new(store.clone(), providers, Some(sim.clone()), clock.clone(), worker_config, metrics.clone(), wake.clone());
+    let worker = Worker::new(
+        store.clone(),
+        providers,
+        Some(sim.clone()),
+        clock.clone(),
+        worker_config,
+        metrics.clone(),
+        wake.clone(),
+    );
     let state = AppState {
         store: store.clone(),
         clock,
         metrics,
         wake,
         admin_token_hash: admin_hash.into(),
-        limiter: Arc::new(RateLimiter::new(RateLimitConfig { per_second: config.rate_limit.per_second, burst: config.rate_limit.burst })),
+        limiter: Arc::new(RateLimiter::new(RateLimitConfig {
+            per_second: config.rate_limit.per_second,
+            burst: config.rate_limit.burst,
+        })),
         keys: Arc::new(KeyCache::default()),
     };
-    let router = switchboard_http::router(state, HttpConfig { max_body_bytes: config.max_body_bytes });
-    Ok(App { store, worker, router, sim, generated_admin_token })
+    let router = switchboard_http::router(
+        state,
+        HttpConfig {
+            max_body_bytes: config.max_body_bytes,
+        },
+    );
+    Ok(App {
+        store,
+        worker,
+        router,
+        sim,
+        generated_admin_token,
+    })
 }
 
 /// Serves the API on `listener` and, if `run_workers`, runs the dispatcher,
 /// until `shutdown` is cancelled; then stops accepting, finishes the requests
 /// and sends in flight, and returns.
-pub async fn serve(app: App, listener: TcpListener, shutdown: CancellationToken, run_workers: bool) -> anyhow::Result<()> {
+pub async fn serve(
+    app: App,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    run_workers: bool,
+) -> anyhow::Result<()> {
     use axum::serve::ListenerExt;
     let worker = run_workers.then(|| tokio::spawn(app.worker.clone().run(shutdown.clone())));
     let listener = listener.tap_io(|tcp| {

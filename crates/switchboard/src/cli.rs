@@ -81,7 +81,13 @@ pub struct Remote {
     #[arg(long, global = true, value_name = "URL")]
     pub url: Option<String>,
     /// Admin token (default: SWITCHBOARD_ADMIN_TOKEN).
-    #[arg(long, global = true, value_name = "TOKEN", env = "SWITCHBOARD_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        value_name = "TOKEN",
+        env = "SWITCHBOARD_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
     pub admin_token: Option<String>,
 }
 
@@ -130,7 +136,11 @@ fn load_config(common: &Common, listen: Option<std::net::SocketAddr>) -> anyhow:
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { listen, common } => serve(load_config(&common, listen)?).await,
-        Command::Workspace { action, common, remote } => {
+        Command::Workspace {
+            action,
+            common,
+            remote,
+        } => {
             let config = load_config(&common, None)?;
             let admin = Admin::connect(&config, &remote).await?;
             match action {
@@ -145,7 +155,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Key { action: KeyAction::Create { workspace }, common, remote } => {
+        Command::Key {
+            action: KeyAction::Create { workspace },
+            common,
+            remote,
+        } => {
             let config = load_config(&common, None)?;
             let admin = Admin::connect(&config, &remote).await?;
             let key = admin.create_key(&workspace).await?;
@@ -153,13 +167,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("Store the key now: it is shown only once.");
             Ok(())
         }
-        Command::Sim { action: SimAction::Sends, common } => {
+        Command::Sim {
+            action: SimAction::Sends,
+            common,
+        } => {
             let config = load_config(&common, None)?;
-            let sends = switchboard_providers::sim::read_ledger(&config.data_dir).context("reading the simulator's ledger")?;
-            let accepted = sends.iter().filter(|s| s.provider_message_id.is_some()).count();
+            let sends = switchboard_providers::sim::read_ledger(&config.data_dir)
+                .context("reading the simulator's ledger")?;
+            let accepted = sends
+                .iter()
+                .filter(|s| s.provider_message_id.is_some())
+                .count();
             let calls: u64 = sends.iter().map(|s| u64::from(s.calls)).sum();
             let dup: u64 = sends.iter().map(|s| u64::from(s.calls_after_accept)).sum();
-            println!("messages seen   {}\nsends accepted  {accepted}\nprovider calls  {calls}\nrepeat calls after acceptance (deduplicated, not re-sent)  {dup}", sends.len());
+            println!(
+                "messages seen   {}\nsends accepted  {accepted}\nprovider calls  {calls}\nrepeat calls after acceptance (deduplicated, not re-sent)  {dup}",
+                sends.len()
+            );
             Ok(())
         }
     }
@@ -170,11 +194,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let app = app::build(&config, clock).await?;
     if let Some(token) = &app.generated_admin_token {
         // Printed once, on the start that created it; only its hash is kept.
-        println!("Generated the instance admin token (shown only this once):\n\n    {token}\n\nUse it as `Authorization: Bearer <token>` on /v1/workspaces, or set SWITCHBOARD_ADMIN_TOKEN.\n");
+        println!(
+            "Generated the instance admin token (shown only this once):\n\n    {token}\n\nUse it as `Authorization: Bearer <token>` on /v1/workspaces, or set SWITCHBOARD_ADMIN_TOKEN.\n"
+        );
     }
-    let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
-    println!("switchboard listening on http://{addr} (data in {})", config.data_dir.display());
+    println!(
+        "switchboard listening on http://{addr} (data in {})",
+        config.data_dir.display()
+    );
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "started");
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_shutdown(shutdown.clone()));
@@ -209,7 +240,11 @@ async fn signal_shutdown(token: CancellationToken) {
 /// Admin operations, on the data directory or over HTTP.
 enum Admin {
     Local(Box<SqliteStore>),
-    Remote { client: reqwest::Client, url: String, token: String },
+    Remote {
+        client: reqwest::Client,
+        url: String,
+        token: String,
+    },
 }
 
 impl Admin {
@@ -221,26 +256,50 @@ impl Admin {
                 Err(e) => return Err(e).context("opening the data directory"),
             }
         }
-        let url = remote.url.clone().unwrap_or_else(|| format!("http://{}", config.listen));
+        let url = remote
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", config.listen));
         let token = remote
             .admin_token
             .clone()
             .or_else(|| config.admin_token.clone().map(|Secret(t)| t))
             .context("the gateway is running and holds the data directory: pass --admin-token (or set SWITCHBOARD_ADMIN_TOKEN) to manage it over HTTP")?;
-        Ok(Admin::Remote { client: reqwest::Client::new(), url: url.trim_end_matches('/').to_owned(), token })
+        Ok(Admin::Remote {
+            client: reqwest::Client::new(),
+            url: url.trim_end_matches('/').to_owned(),
+            token,
+        })
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
-        let Admin::Remote { client, url, token } = self else { unreachable!("only called remotely") };
-        let mut req = client.request(method, format!("{url}{path}")).bearer_auth(token);
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let Admin::Remote { client, url, token } = self else {
+            unreachable!("only called remotely")
+        };
+        let mut req = client
+            .request(method, format!("{url}{path}"))
+            .bearer_auth(token);
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await.with_context(|| format!("calling {url}{path}"))?;
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("calling {url}{path}"))?;
         let status = resp.status();
         let value: Value = resp.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
-            bail!("{status}: {}", value["error"]["message"].as_str().unwrap_or("unexpected answer"));
+            bail!(
+                "{status}: {}",
+                value["error"]["message"]
+                    .as_str()
+                    .unwrap_or("unexpected answer")
+            );
         }
         Ok(value)
     }
@@ -250,9 +309,18 @@ impl Admin {
             Admin::Local(store) => {
                 let name = workspace_name(name).map_err(|e| anyhow::anyhow!(e.message))?;
                 let ws = store.create_workspace(name, SystemClock.now()).await?;
-                Ok(serde_json::json!({"id": ws.id.to_string(), "name": ws.name, "created_at": ws.created_at.to_rfc3339()}))
+                Ok(
+                    serde_json::json!({"id": ws.id.to_string(), "name": ws.name, "created_at": ws.created_at.to_rfc3339()}),
+                )
             }
-            Admin::Remote { .. } => self.call(reqwest::Method::POST, "/v1/workspaces", Some(serde_json::json!({ "name": name }))).await,
+            Admin::Remote { .. } => {
+                self.call(
+                    reqwest::Method::POST,
+                    "/v1/workspaces",
+                    Some(serde_json::json!({ "name": name })),
+                )
+                .await
+            }
         }
     }
 
@@ -267,21 +335,34 @@ impl Admin {
                     .collect();
                 Ok(serde_json::json!({ "data": list }))
             }
-            Admin::Remote { .. } => self.call(reqwest::Method::GET, "/v1/workspaces", None).await,
+            Admin::Remote { .. } => {
+                self.call(reqwest::Method::GET, "/v1/workspaces", None)
+                    .await
+            }
         }
     }
 
     async fn create_key(&self, workspace: &str) -> anyhow::Result<Value> {
         match self {
             Admin::Local(store) => {
-                let ws = WorkspaceId::parse(workspace).map_err(|_| anyhow::anyhow!("{workspace:?} is not a workspace id (ws_…)"))?;
+                let ws = WorkspaceId::parse(workspace)
+                    .map_err(|_| anyhow::anyhow!("{workspace:?} is not a workspace id (ws_…)"))?;
                 if store.get_workspace(&ws).await?.is_none() {
                     bail!("no workspace {ws}");
                 }
                 let (key, secret) = issue_key(store.as_ref(), &ws, SystemClock.now()).await?;
-                Ok(serde_json::json!({"id": key.id, "workspace_id": ws.to_string(), "key": secret, "hint": key.hint}))
+                Ok(
+                    serde_json::json!({"id": key.id, "workspace_id": ws.to_string(), "key": secret, "hint": key.hint}),
+                )
             }
-            Admin::Remote { .. } => self.call(reqwest::Method::POST, &format!("/v1/workspaces/{workspace}/keys"), None).await,
+            Admin::Remote { .. } => {
+                self.call(
+                    reqwest::Method::POST,
+                    &format!("/v1/workspaces/{workspace}/keys"),
+                    None,
+                )
+                .await
+            }
         }
     }
 }

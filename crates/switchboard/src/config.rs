@@ -96,7 +96,10 @@ impl Default for Config {
 
 impl Default for RateLimitSection {
     fn default() -> Self {
-        RateLimitSection { per_second: 200.0, burst: 400 }
+        RateLimitSection {
+            per_second: 200.0,
+            burst: 400,
+        }
     }
 }
 
@@ -116,7 +119,10 @@ impl Default for DispatcherSection {
 
 impl Default for SimSection {
     fn default() -> Self {
-        SimSection { latency_ms: 20, receipt_delay_ms: 500 }
+        SimSection {
+            latency_ms: 20,
+            receipt_delay_ms: 500,
+        }
     }
 }
 
@@ -124,22 +130,31 @@ fn parse_env<T: std::str::FromStr>(name: &str, value: &str) -> anyhow::Result<T>
 where
     T::Err: fmt::Display,
 {
-    value.parse().map_err(|e| anyhow::anyhow!("{name}={value:?}: {e}"))
+    value
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{name}={value:?}: {e}"))
 }
 
 impl Config {
     /// Loads the configuration: defaults, then the file if given, then the
     /// environment (`vars`, usually `std::env::vars()`).
-    pub fn load(file: Option<&Path>, vars: impl IntoIterator<Item = (String, String)>) -> anyhow::Result<Config> {
+    pub fn load(
+        file: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Config> {
         let mut config = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
-                toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))?
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("parsing config file {}", path.display()))?
             }
             None => Config::default(),
         };
         for (name, value) in vars {
-            let Some(key) = name.strip_prefix("SWITCHBOARD_") else { continue };
+            let Some(key) = name.strip_prefix("SWITCHBOARD_") else {
+                continue;
+            };
             match key {
                 "LISTEN" => config.listen = parse_env(&name, &value)?,
                 "DATA_DIR" => config.data_dir = PathBuf::from(value),
@@ -153,7 +168,9 @@ impl Config {
                 "SEND_TIMEOUT_MS" => config.dispatcher.send_timeout_ms = parse_env(&name, &value)?,
                 "MAX_ATTEMPTS" => config.dispatcher.max_attempts = parse_env(&name, &value)?,
                 "BACKOFF_BASE_MS" => config.dispatcher.backoff_base_ms = parse_env(&name, &value)?,
-                "BACKOFF_CAP_SECONDS" => config.dispatcher.backoff_cap_seconds = parse_env(&name, &value)?,
+                "BACKOFF_CAP_SECONDS" => {
+                    config.dispatcher.backoff_cap_seconds = parse_env(&name, &value)?
+                }
                 "SIM_LATENCY_MS" => config.sim.latency_ms = parse_env(&name, &value)?,
                 "SIM_RECEIPT_DELAY_MS" => config.sim.receipt_delay_ms = parse_env(&name, &value)?,
                 // Variables of other tools that share the prefix (the test
@@ -170,19 +187,28 @@ impl Config {
         if self.max_body_bytes < 1024 || self.max_body_bytes > 16 * 1024 * 1024 {
             bail!("max_body_bytes must be between 1 KiB and 16 MiB");
         }
-        if !(self.rate_limit.per_second > 0.0) || self.rate_limit.burst == 0 {
+        if !self.rate_limit.per_second.is_finite()
+            || self.rate_limit.per_second <= 0.0
+            || self.rate_limit.burst == 0
+        {
             bail!("rate_limit.per_second and rate_limit.burst must be positive");
         }
         if d.batch == 0 || d.concurrency == 0 || d.max_attempts == 0 {
-            bail!("dispatcher.batch, dispatcher.concurrency and dispatcher.max_attempts must be positive");
+            bail!(
+                "dispatcher.batch, dispatcher.concurrency and dispatcher.max_attempts must be positive"
+            );
         }
         if d.send_timeout_ms == 0 || d.lease_seconds.saturating_mul(1000) <= d.send_timeout_ms {
-            bail!("dispatcher.lease_seconds ({}) must exceed dispatcher.send_timeout_ms ({} ms), which must be positive", d.lease_seconds, d.send_timeout_ms);
+            bail!(
+                "dispatcher.lease_seconds ({}) must exceed dispatcher.send_timeout_ms ({} ms), which must be positive",
+                d.lease_seconds,
+                d.send_timeout_ms
+            );
         }
-        if let Some(Secret(t)) = &self.admin_token {
-            if t.len() < 16 {
-                bail!("the admin token must be at least 16 characters");
-            }
+        if let Some(Secret(t)) = &self.admin_token
+            && t.len() < 16
+        {
+            bail!("the admin token must be at least 16 characters");
         }
         Ok(())
     }
@@ -198,7 +224,10 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect()
     }
 
     #[test]
@@ -213,8 +242,16 @@ mod tests {
     fn the_file_overrides_defaults_and_the_environment_overrides_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sb.toml");
-        std::fs::write(&path, "listen = \"127.0.0.1:9000\"\n[sim]\nlatency_ms = 5\n").unwrap();
-        let c = Config::load(Some(&path), vars(&[("SWITCHBOARD_LISTEN", "127.0.0.1:9100"), ("OTHER", "x")])).unwrap();
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\n[sim]\nlatency_ms = 5\n",
+        )
+        .unwrap();
+        let c = Config::load(
+            Some(&path),
+            vars(&[("SWITCHBOARD_LISTEN", "127.0.0.1:9100"), ("OTHER", "x")]),
+        )
+        .unwrap();
         assert_eq!(c.listen.to_string(), "127.0.0.1:9100");
         assert_eq!(c.sim.latency_ms, 5);
     }
@@ -230,7 +267,11 @@ mod tests {
 
     #[test]
     fn secrets_are_redacted_in_debug_output() {
-        let c = Config::load(None, vars(&[("SWITCHBOARD_ADMIN_TOKEN", "very-secret-token-123")])).unwrap();
+        let c = Config::load(
+            None,
+            vars(&[("SWITCHBOARD_ADMIN_TOKEN", "very-secret-token-123")]),
+        )
+        .unwrap();
         assert!(!format!("{c:?}").contains("very-secret"));
     }
 
@@ -239,8 +280,10 @@ mod tests {
         let mut c = Config::default();
         c.dispatcher.lease_seconds = 10;
         assert!(c.validate().is_err());
-        let mut c = Config::default();
-        c.admin_token = Some(Secret("short".into()));
+        let c = Config {
+            admin_token: Some(Secret("short".into())),
+            ..Config::default()
+        };
         assert!(c.validate().is_err());
     }
 }

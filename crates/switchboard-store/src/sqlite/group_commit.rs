@@ -73,21 +73,27 @@ impl GroupCommit {
         F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |conn| match conn.map_err(StoreError::for_each_job).and_then(f) {
-            Ok(value) => (
-                true,
-                Box::new(move |commit: Result<(), StoreError>| {
-                    let _ = tx.send(commit.map(|()| value));
-                }),
-            ),
-            Err(e) => (
-                false,
-                Box::new(move |_| {
-                    let _ = tx.send(Err(e));
-                }),
-            ),
-        });
-        self.tx.send(job).await.map_err(|_| StoreError::WriterGone)?;
+        let job: Job =
+            Box::new(
+                move |conn| match conn.map_err(StoreError::for_each_job).and_then(f) {
+                    Ok(value) => (
+                        true,
+                        Box::new(move |commit: Result<(), StoreError>| {
+                            let _ = tx.send(commit.map(|()| value));
+                        }),
+                    ),
+                    Err(e) => (
+                        false,
+                        Box::new(move |_| {
+                            let _ = tx.send(Err(e));
+                        }),
+                    ),
+                },
+            );
+        self.tx
+            .send(job)
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
 
@@ -119,7 +125,12 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, counters: &Counter
             tracing::error!(error = ?outcome, jobs = n, "group commit failed");
         }
         for reply in replies {
-            reply(outcome.as_ref().map(|_| ()).map_err(StoreError::for_each_job));
+            reply(
+                outcome
+                    .as_ref()
+                    .map(|_| ())
+                    .map_err(StoreError::for_each_job),
+            );
         }
         counters.commits.fetch_add(1, Ordering::Relaxed);
         counters.jobs.fetch_add(n, Ordering::Relaxed);

@@ -9,13 +9,18 @@ use rusqlite::{Connection, OptionalExtension, params};
 use switchboard_core::retry::GiveUpReason;
 use switchboard_core::state::transition;
 use switchboard_core::{
-    AttemptId, ErrorClass, EventId, EventType, MessageId, ProviderId, Status, Timestamp, Trigger, WorkspaceId,
+    AttemptId, ErrorClass, EventId, EventType, MessageId, ProviderId, Status, Timestamp, Trigger,
+    WorkspaceId,
 };
 
 use super::rows::{self, MESSAGE_COLUMNS};
 use crate::error::StoreError;
 use crate::model::*;
 
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one row's columns; a struct would only restate them"
+)]
 fn record_event(
     c: &Connection,
     ws: &str,
@@ -43,8 +48,19 @@ fn record_event(
     Ok(())
 }
 
-fn accepted_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, String, Option<String>, u32, String, i64)> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+/// id, request hash, initial status, client_ref, segments, encoding, created_at.
+type AcceptedRow = (String, String, String, Option<String>, u32, String, i64);
+
+fn accepted_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AcceptedRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
 }
 
 /// Stores a message or resolves its idempotency key.
@@ -56,8 +72,9 @@ pub fn accept(c: &Connection, req: &AcceptRequest) -> Result<AcceptOutcome, Stor
             "SELECT id, request_hash, initial_status, client_ref, segments, encoding, created_at
              FROM messages WHERE workspace_id = ?1 AND idempotency_key = ?2",
         )?;
-        if let Some((id, hash, status, client_ref, segments, encoding, created)) =
-            stmt.query_row(params![ws, key], accepted_from_row).optional()?
+        if let Some((id, hash, status, client_ref, segments, encoding, created)) = stmt
+            .query_row(params![ws, key], accepted_from_row)
+            .optional()?
         {
             let id = MessageId::parse(&id).map_err(|_| StoreError::Corrupt(id.clone()))?;
             if hash != req.request_hash {
@@ -75,11 +92,22 @@ pub fn accept(c: &Connection, req: &AcceptRequest) -> Result<AcceptOutcome, Stor
     }
     let now = req.now;
     let id = MessageId::new_at(now);
-    let status = if m.send_at.is_some() { Status::Scheduled } else { Status::Queued };
+    let status = if m.send_at.is_some() {
+        Status::Scheduled
+    } else {
+        Status::Queued
+    };
     let start = m.send_at.unwrap_or(now);
-    let expires_at = start.add(m.ttl);
-    let media = if m.media_urls.is_empty() { None } else { Some(serde_json::to_string(&m.media_urls).expect("strings serialize")) };
-    let metadata = m.metadata.as_ref().map(|v| serde_json::to_string(v).expect("json serializes"));
+    let expires_at = start.plus(m.ttl);
+    let media = if m.media_urls.is_empty() {
+        None
+    } else {
+        Some(serde_json::to_string(&m.media_urls).expect("strings serialize"))
+    };
+    let metadata = m
+        .metadata
+        .as_ref()
+        .map(|v| serde_json::to_string(v).expect("json serializes"));
     let mut stmt = c.prepare_cached(
         "INSERT INTO messages (id, workspace_id, to_phone, from_addr, channel, body, media_urls, encoding, segments,
             client_ref, metadata, category, priority, timezone, status, initial_status, provider_id, attempts,
@@ -114,7 +142,16 @@ pub fn accept(c: &Connection, req: &AcceptRequest) -> Result<AcceptOutcome, Stor
         Some(t) => format!("scheduled for {t}"),
         None => "accepted".to_owned(),
     };
-    record_event(c, ws, id.as_str(), EventType::on_accept(status), status, Some(&detail), None, now)?;
+    record_event(
+        c,
+        ws,
+        id.as_str(),
+        EventType::on_accept(status),
+        status,
+        Some(&detail),
+        None,
+        now,
+    )?;
     Ok(AcceptOutcome::Created(Accepted {
         id,
         status,
@@ -126,11 +163,17 @@ pub fn accept(c: &Connection, req: &AcceptRequest) -> Result<AcceptOutcome, Stor
 }
 
 /// A message with its timeline and attempts, scoped to the workspace.
-pub fn get(c: &Connection, ws: &WorkspaceId, id: &MessageId) -> Result<Option<MessageDetail>, StoreError> {
+pub fn get(
+    c: &Connection,
+    ws: &WorkspaceId,
+    id: &MessageId,
+) -> Result<Option<MessageDetail>, StoreError> {
     let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE workspace_id = ?1 AND id = ?2");
     let mut stmt = c.prepare_cached(&sql)?;
     let mut found = stmt.query(params![ws.as_str(), id.as_str()])?;
-    let Some(row) = found.next()? else { return Ok(None) };
+    let Some(row) = found.next()? else {
+        return Ok(None);
+    };
     let message = rows::message(row)?;
     let mut stmt = c.prepare_cached(
         "SELECT id, type, status, detail, error_code, created_at FROM events WHERE message_id = ?1 ORDER BY seq",
@@ -166,11 +209,19 @@ pub fn get(c: &Connection, ws: &WorkspaceId, id: &MessageId) -> Result<Option<Me
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Some(MessageDetail { message, events, attempts }))
+    Ok(Some(MessageDetail {
+        message,
+        events,
+        attempts,
+    }))
 }
 
 /// A page of a workspace's messages, newest first.
-pub fn list(c: &Connection, ws: &WorkspaceId, f: &MessageFilter) -> Result<MessagePage, StoreError> {
+pub fn list(
+    c: &Connection,
+    ws: &WorkspaceId,
+    f: &MessageFilter,
+) -> Result<MessagePage, StoreError> {
     let mut sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE workspace_id = ?");
     let mut args: Vec<rusqlite::types::Value> = vec![ws.as_str().to_owned().into()];
     if let Some(s) = f.status {
@@ -216,7 +267,12 @@ pub fn list(c: &Connection, ws: &WorkspaceId, f: &MessageFilter) -> Result<Messa
 }
 
 /// Cancels a message that has not been sent yet. `None` if it does not exist.
-pub fn cancel(c: &Connection, ws: &WorkspaceId, id: &MessageId, now: Timestamp) -> Result<Option<TransitionOutcome>, StoreError> {
+pub fn cancel(
+    c: &Connection,
+    ws: &WorkspaceId,
+    id: &MessageId,
+    now: Timestamp,
+) -> Result<Option<TransitionOutcome>, StoreError> {
     let current: Option<String> = c
         .query_row(
             "SELECT status FROM messages WHERE workspace_id = ?1 AND id = ?2",
@@ -224,7 +280,9 @@ pub fn cancel(c: &Connection, ws: &WorkspaceId, id: &MessageId, now: Timestamp) 
             |r| r.get(0),
         )
         .optional()?;
-    let Some(current) = current else { return Ok(None) };
+    let Some(current) = current else {
+        return Ok(None);
+    };
     let from = rows::status(&current)?;
     match transition(from, Trigger::Cancel) {
         Ok(t) => {
@@ -232,20 +290,59 @@ pub fn cancel(c: &Connection, ws: &WorkspaceId, id: &MessageId, now: Timestamp) 
                 "UPDATE messages SET status = ?1, next_attempt_at = NULL, error_code = 'canceled', updated_at = ?2 WHERE id = ?3",
                 params![t.to.as_str(), now.as_millis(), id.as_str()],
             )?;
-            record_event(c, ws.as_str(), id.as_str(), t.event, t.to, Some("canceled by API request"), None, now)?;
-            Ok(Some(TransitionOutcome::Applied { status: t.to, event: t.event }))
+            record_event(
+                c,
+                ws.as_str(),
+                id.as_str(),
+                t.event,
+                t.to,
+                Some("canceled by API request"),
+                None,
+                now,
+            )?;
+            Ok(Some(TransitionOutcome::Applied {
+                status: t.to,
+                event: t.event,
+            }))
         }
         Err(_) => Ok(Some(TransitionOutcome::Refused { status: from })),
     }
 }
 
-type Candidate = (String, String, String, Option<String>, String, String, Option<String>, Option<String>, u32, i64, Option<i64>, String, i64);
+type Candidate = (
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    u32,
+    i64,
+    Option<i64>,
+    String,
+    i64,
+);
 
-const CANDIDATE_COLUMNS: &str =
-    "id, workspace_id, to_phone, from_addr, channel, body, media_urls, provider_id, attempts, expires_at, claimed_at, status, created_at";
+const CANDIDATE_COLUMNS: &str = "id, workspace_id, to_phone, from_addr, channel, body, media_urls, provider_id, attempts, expires_at, claimed_at, status, created_at";
 
 fn candidate(r: &rusqlite::Row<'_>) -> rusqlite::Result<Candidate> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get(8)?, r.get(9)?, r.get(10)?, r.get(11)?, r.get(12)?))
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+        r.get(10)?,
+        r.get(11)?,
+        r.get(12)?,
+    ))
 }
 
 fn release_scheduled(c: &Connection, now: Timestamp) -> Result<(), StoreError> {
@@ -253,7 +350,9 @@ fn release_scheduled(c: &Connection, now: Timestamp) -> Result<(), StoreError> {
         "SELECT id, workspace_id FROM messages WHERE status = 'scheduled' AND next_attempt_at <= ?1 LIMIT 1000",
     )?;
     let due = stmt
-        .query_map([now.as_millis()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+        .query_map([now.as_millis()], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?
         .collect::<Result<Vec<_>, _>>()?;
     for (id, ws) in due {
         let t = transition(Status::Scheduled, Trigger::Release).expect("scheduled can be released");
@@ -261,14 +360,28 @@ fn release_scheduled(c: &Connection, now: Timestamp) -> Result<(), StoreError> {
             "UPDATE messages SET status = ?1, updated_at = ?2 WHERE id = ?3",
             params![t.to.as_str(), now.as_millis(), id],
         )?;
-        record_event(c, &ws, &id, t.event, t.to, Some("send_at reached"), None, now)?;
+        record_event(
+            c,
+            &ws,
+            &id,
+            t.event,
+            t.to,
+            Some("send_at reached"),
+            None,
+            now,
+        )?;
     }
     Ok(())
 }
 
 /// Releases due scheduled messages, then claims due queued messages and
 /// messages whose lease ran out. Expired ones are expired instead of claimed.
-pub fn claim_due(c: &Connection, now: Timestamp, limit: usize, lease: Duration) -> Result<Vec<ClaimedMessage>, StoreError> {
+pub fn claim_due(
+    c: &Connection,
+    now: Timestamp,
+    limit: usize,
+    lease: Duration,
+) -> Result<Vec<ClaimedMessage>, StoreError> {
     release_scheduled(c, now)?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let mut candidates = {
@@ -277,17 +390,38 @@ pub fn claim_due(c: &Connection, now: Timestamp, limit: usize, lease: Duration) 
              ORDER BY priority DESC, next_attempt_at LIMIT ?2"
         );
         let mut stmt = c.prepare_cached(&sql)?;
-        stmt.query_map(params![now.as_millis(), limit], candidate)?.collect::<Result<Vec<_>, _>>()?
+        stmt.query_map(params![now.as_millis(), limit], candidate)?
+            .collect::<Result<Vec<_>, _>>()?
     };
     let room = limit - candidates.len() as i64;
     if room > 0 {
-        let sql = format!("SELECT {CANDIDATE_COLUMNS} FROM messages WHERE status = 'sending' AND lease_until <= ?1 LIMIT ?2");
+        let sql = format!(
+            "SELECT {CANDIDATE_COLUMNS} FROM messages WHERE status = 'sending' AND lease_until <= ?1 LIMIT ?2"
+        );
         let mut stmt = c.prepare_cached(&sql)?;
-        candidates.extend(stmt.query_map(params![now.as_millis(), room], candidate)?.collect::<Result<Vec<_>, _>>()?);
+        candidates.extend(
+            stmt.query_map(params![now.as_millis(), room], candidate)?
+                .collect::<Result<Vec<_>, _>>()?,
+        );
     }
-    let lease_until = now.add(lease).as_millis();
+    let lease_until = now.plus(lease).as_millis();
     let mut claimed = Vec::with_capacity(candidates.len());
-    for (id, ws, to, from, channel, body, media, provider, attempts, expires_at, claimed_at, status, created_at) in candidates {
+    for (
+        id,
+        ws,
+        to,
+        from,
+        channel,
+        body,
+        media,
+        provider,
+        attempts,
+        expires_at,
+        claimed_at,
+        status,
+        created_at,
+    ) in candidates
+    {
         let from_status = rows::status(&status)?;
         if from_status == Status::Sending {
             // The node that held this claim stopped before reporting. The
@@ -308,12 +442,22 @@ pub fn claim_due(c: &Connection, now: Timestamp, limit: usize, lease: Duration) 
             )?;
         }
         if Timestamp::from_millis(expires_at) <= now {
-            let t = transition(from_status, Trigger::Expire).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let t = transition(from_status, Trigger::Expire)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             c.execute(
                 "UPDATE messages SET status = ?1, next_attempt_at = NULL, lease_until = NULL, error_code = 'expired', updated_at = ?2 WHERE id = ?3",
                 params![t.to.as_str(), now.as_millis(), id],
             )?;
-            record_event(c, &ws, &id, t.event, t.to, Some("the TTL passed before the message could be sent"), Some("expired"), now)?;
+            record_event(
+                c,
+                &ws,
+                &id,
+                t.event,
+                t.to,
+                Some("the TTL passed before the message could be sent"),
+                Some("expired"),
+                now,
+            )?;
             continue;
         }
         let attempt = attempts + 1;
@@ -323,7 +467,16 @@ pub fn claim_due(c: &Connection, now: Timestamp, limit: usize, lease: Duration) 
         )?;
         if from_status == Status::Queued {
             let t = transition(from_status, Trigger::Claim).expect("queued can be claimed");
-            record_event(c, &ws, &id, t.event, t.to, Some(&format!("attempt {attempt}")), None, now)?;
+            record_event(
+                c,
+                &ws,
+                &id,
+                t.event,
+                t.to,
+                Some(&format!("attempt {attempt}")),
+                None,
+                now,
+            )?;
         }
         let corrupt = |what: &str, v: &str| StoreError::Corrupt(format!("{what}: {v}"));
         claimed.push(ClaimedMessage {
@@ -351,11 +504,28 @@ pub fn claim_due(c: &Connection, now: Timestamp, limit: usize, lease: Duration) 
 }
 
 fn log_attempt(c: &Connection, r: &AttemptReport) -> Result<(), StoreError> {
-    let (outcome, class, code, message, pmid): (&str, Option<ErrorClass>, Option<&str>, Option<&str>, Option<&str>) = match &r.outcome {
-        AttemptOutcome::Accepted { provider_message_id } => ("accepted", None, None, None, Some(provider_message_id)),
-        AttemptOutcome::Retry { class, code, message, .. } | AttemptOutcome::GiveUp { class, code, message, .. } => {
-            ("failed", Some(*class), Some(code), Some(message), None)
+    let (outcome, class, code, message, pmid): (
+        &str,
+        Option<ErrorClass>,
+        Option<&str>,
+        Option<&str>,
+        Option<&str>,
+    ) = match &r.outcome {
+        AttemptOutcome::Accepted {
+            provider_message_id,
+        } => ("accepted", None, None, None, Some(provider_message_id)),
+        AttemptOutcome::Retry {
+            class,
+            code,
+            message,
+            ..
         }
+        | AttemptOutcome::GiveUp {
+            class,
+            code,
+            message,
+            ..
+        } => ("failed", Some(*class), Some(code), Some(message), None),
         AttemptOutcome::Expired => return Ok(()),
     };
     let mut stmt = c.prepare_cached(
@@ -379,7 +549,10 @@ fn log_attempt(c: &Connection, r: &AttemptReport) -> Result<(), StoreError> {
 }
 
 /// Records an attempt's result and applies the transition it implies.
-pub fn complete_attempt(c: &Connection, r: &AttemptReport) -> Result<TransitionOutcome, StoreError> {
+pub fn complete_attempt(
+    c: &Connection,
+    r: &AttemptReport,
+) -> Result<TransitionOutcome, StoreError> {
     log_attempt(c, r)?;
     let row: Option<(String, u32, String)> = c
         .query_row(
@@ -389,47 +562,103 @@ pub fn complete_attempt(c: &Connection, r: &AttemptReport) -> Result<TransitionO
         )
         .optional()?;
     let Some((status, attempts, ws)) = row else {
-        return Err(StoreError::Corrupt(format!("attempt reported for unknown message {}", r.message_id)));
+        return Err(StoreError::Corrupt(format!(
+            "attempt reported for unknown message {}",
+            r.message_id
+        )));
     };
     let from = rows::status(&status)?;
     let id = r.message_id.as_str();
     let now = r.finished_at;
     if attempts != r.attempt || from != Status::Sending {
         // A receipt can overtake the provider's answer: keep the provider id.
-        if let AttemptOutcome::Accepted { provider_message_id } = &r.outcome {
+        if let AttemptOutcome::Accepted {
+            provider_message_id,
+        } = &r.outcome
+        {
             c.execute(
                 "UPDATE messages SET provider_message_id = COALESCE(provider_message_id, ?1) WHERE id = ?2",
                 params![provider_message_id, id],
             )?;
         }
-        return Ok(if attempts != r.attempt { TransitionOutcome::Stale } else { TransitionOutcome::Refused { status: from } });
+        return Ok(if attempts != r.attempt {
+            TransitionOutcome::Stale
+        } else {
+            TransitionOutcome::Refused { status: from }
+        });
     }
     let (trigger, detail, error_code) = match &r.outcome {
-        AttemptOutcome::Accepted { provider_message_id } => (Trigger::ProviderAccepted, format!("accepted by {} as {provider_message_id}", r.provider_id), None),
-        AttemptOutcome::Retry { class, code, message, next_at } => (
+        AttemptOutcome::Accepted {
+            provider_message_id,
+        } => (
+            Trigger::ProviderAccepted,
+            format!("accepted by {} as {provider_message_id}", r.provider_id),
+            None,
+        ),
+        AttemptOutcome::Retry {
+            class,
+            code,
+            message,
+            next_at,
+        } => (
             Trigger::RetryScheduled,
-            format!("attempt {} failed ({} {code}: {message}); next attempt at {next_at}", r.attempt, class.as_str()),
+            format!(
+                "attempt {} failed ({} {code}: {message}); next attempt at {next_at}",
+                r.attempt,
+                class.as_str()
+            ),
             Some(code.clone()),
         ),
-        AttemptOutcome::GiveUp { class: ErrorClass::Consent, code, message, .. } => (Trigger::Suppress, format!("provider refused for consent ({code}: {message})"), Some(code.clone())),
-        AttemptOutcome::GiveUp { class, code, message, reason } => {
+        AttemptOutcome::GiveUp {
+            class: ErrorClass::Consent,
+            code,
+            message,
+            ..
+        } => (
+            Trigger::Suppress,
+            format!("provider refused for consent ({code}: {message})"),
+            Some(code.clone()),
+        ),
+        AttemptOutcome::GiveUp {
+            class,
+            code,
+            message,
+            reason,
+        } => {
             let code_out = match reason {
                 GiveUpReason::NotRetryable => code.clone(),
                 other => other.code().to_owned(),
             };
-            (Trigger::Fail, format!("attempt {} failed ({} {code}: {message}); {}", r.attempt, class.as_str(), reason.code().replace('_', " ")), Some(code_out))
+            (
+                Trigger::Fail,
+                format!(
+                    "attempt {} failed ({} {code}: {message}); {}",
+                    r.attempt,
+                    class.as_str(),
+                    reason.code().replace('_', " ")
+                ),
+                Some(code_out),
+            )
         }
-        AttemptOutcome::Expired => (Trigger::Expire, "the TTL passed before the message could be sent".to_owned(), Some("expired".to_owned())),
+        AttemptOutcome::Expired => (
+            Trigger::Expire,
+            "the TTL passed before the message could be sent".to_owned(),
+            Some("expired".to_owned()),
+        ),
     };
     let t = transition(from, trigger).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     match &r.outcome {
-        AttemptOutcome::Accepted { provider_message_id } => {
+        AttemptOutcome::Accepted {
+            provider_message_id,
+        } => {
             c.execute(
                 "UPDATE messages SET status = ?1, provider_message_id = ?2, lease_until = NULL, error_code = NULL, error_message = NULL, updated_at = ?3 WHERE id = ?4",
                 params![t.to.as_str(), provider_message_id, now.as_millis(), id],
             )?;
         }
-        AttemptOutcome::Retry { message, next_at, .. } => {
+        AttemptOutcome::Retry {
+            message, next_at, ..
+        } => {
             c.execute(
                 "UPDATE messages SET status = ?1, next_attempt_at = ?2, lease_until = NULL, error_code = ?3, error_message = ?4, updated_at = ?5 WHERE id = ?6",
                 params![t.to.as_str(), next_at.as_millis(), error_code, message, now.as_millis(), id],
@@ -448,8 +677,20 @@ pub fn complete_attempt(c: &Connection, r: &AttemptReport) -> Result<TransitionO
             )?;
         }
     }
-    record_event(c, &ws, id, t.event, t.to, Some(&detail), error_code.as_deref(), now)?;
-    Ok(TransitionOutcome::Applied { status: t.to, event: t.event })
+    record_event(
+        c,
+        &ws,
+        id,
+        t.event,
+        t.to,
+        Some(&detail),
+        error_code.as_deref(),
+        now,
+    )?;
+    Ok(TransitionOutcome::Applied {
+        status: t.to,
+        event: t.event,
+    })
 }
 
 /// Applies a receipt to the message with this provider id.
@@ -465,7 +706,9 @@ pub fn apply_receipt(
         .prepare_cached("SELECT id, status, workspace_id FROM messages WHERE provider_id = ?1 AND provider_message_id = ?2")?
         .query_row(params![provider_id, provider_message_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
-    let Some((id, status, ws)) = row else { return Ok(ReceiptOutcome::UnknownMessage) };
+    let Some((id, status, ws)) = row else {
+        return Ok(ReceiptOutcome::UnknownMessage);
+    };
     let message_id = MessageId::parse(&id).map_err(|_| StoreError::Corrupt(id.clone()))?;
     let from = rows::status(&status)?;
     let (trigger, code) = match kind {
@@ -478,9 +721,15 @@ pub fn apply_receipt(
             c.prepare_cached("UPDATE messages SET status = ?1, lease_until = NULL, error_code = COALESCE(?2, error_code), updated_at = ?3 WHERE id = ?4")?
                 .execute(params![t.to.as_str(), code, now.as_millis(), id])?;
             record_event(c, &ws, &id, t.event, t.to, detail, code, now)?;
-            Ok(ReceiptOutcome::Applied { message_id, status: t.to })
+            Ok(ReceiptOutcome::Applied {
+                message_id,
+                status: t.to,
+            })
         }
-        Err(_) => Ok(ReceiptOutcome::Ignored { message_id, status: from }),
+        Err(_) => Ok(ReceiptOutcome::Ignored {
+            message_id,
+            status: from,
+        }),
     }
 }
 
@@ -503,5 +752,8 @@ pub fn status_counts(c: &Connection) -> Result<Vec<(Status, u64)>, StoreError> {
     let rows_ = stmt
         .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
         .collect::<Result<Vec<_>, _>>()?;
-    rows_.into_iter().map(|(s, n)| Ok((rows::status(&s)?, u64::try_from(n).unwrap_or(0)))).collect()
+    rows_
+        .into_iter()
+        .map(|(s, n)| Ok((rows::status(&s)?, u64::try_from(n).unwrap_or(0))))
+        .collect()
 }

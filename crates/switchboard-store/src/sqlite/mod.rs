@@ -21,9 +21,9 @@ use switchboard_core::{Channel, MessageId, Status, Timestamp, WorkspaceId};
 pub use group_commit::GroupCommit;
 use read_pool::ReadPool;
 
+use crate::Store;
 use crate::error::StoreError;
 use crate::model::*;
-use crate::Store;
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "switchboard.db";
@@ -53,15 +53,18 @@ impl SqliteStore {
     /// Opens (creating if needed) the store in `data_dir`, applies
     /// migrations and starts the writer thread.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| StoreError::DataDir(format!("cannot create {}: {e}", data_dir.display())))?;
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            StoreError::DataDir(format!("cannot create {}: {e}", data_dir.display()))
+        })?;
         let lock_path = data_dir.join(LOCK_FILE);
         let lock = File::options()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|e| StoreError::DataDir(format!("cannot open {}: {e}", lock_path.display())))?;
+            .map_err(|e| {
+                StoreError::DataDir(format!("cannot open {}: {e}", lock_path.display()))
+            })?;
         lock.try_lock().map_err(|_| {
             StoreError::DataDir(format!(
                 "{} is in use by another Switchboard process",
@@ -81,7 +84,12 @@ impl SqliteStore {
             c.pragma_update(None, "busy_timeout", 5000)?;
             Ok(c)
         });
-        Ok(SqliteStore { writer, readers, path, _lock: lock })
+        Ok(SqliteStore {
+            writer,
+            readers,
+            path,
+            _lock: lock,
+        })
     }
 
     /// The database file.
@@ -98,73 +106,142 @@ impl Store for SqliteStore {
 
     async fn set_admin_token_hash(&self, hash: &str) -> Result<(), StoreError> {
         let hash = hash.to_owned();
-        self.writer.run(move |c| tenants::set_admin_token_hash(c, &hash)).await
+        self.writer
+            .run(move |c| tenants::set_admin_token_hash(c, &hash))
+            .await
     }
 
     async fn create_workspace(&self, name: &str, now: Timestamp) -> Result<Workspace, StoreError> {
         let name = name.to_owned();
-        self.writer.run(move |c| tenants::create_workspace(c, &name, now)).await
+        self.writer
+            .run(move |c| tenants::create_workspace(c, &name, now))
+            .await
     }
 
     async fn get_workspace(&self, id: &WorkspaceId) -> Result<Option<Workspace>, StoreError> {
         let id = id.clone();
-        self.readers.run(move |c| tenants::get_workspace(c, &id)).await
+        self.readers
+            .run(move |c| tenants::get_workspace(c, &id))
+            .await
     }
 
     async fn list_workspaces(&self) -> Result<Vec<Workspace>, StoreError> {
         self.readers.run(tenants::list_workspaces).await
     }
 
-    async fn create_api_key(&self, workspace: &WorkspaceId, key_hash: &str, hint: &str, now: Timestamp) -> Result<ApiKey, StoreError> {
+    async fn create_api_key(
+        &self,
+        workspace: &WorkspaceId,
+        key_hash: &str,
+        hint: &str,
+        now: Timestamp,
+    ) -> Result<ApiKey, StoreError> {
         let (ws, hash, hint) = (workspace.clone(), key_hash.to_owned(), hint.to_owned());
-        self.writer.run(move |c| tenants::create_api_key(c, &ws, &hash, &hint, now)).await
+        self.writer
+            .run(move |c| tenants::create_api_key(c, &ws, &hash, &hint, now))
+            .await
     }
 
     async fn find_api_key(&self, key_hash: &str) -> Result<Option<ApiKey>, StoreError> {
         let hash = key_hash.to_owned();
-        self.readers.run(move |c| tenants::find_api_key(c, &hash)).await
+        self.readers
+            .run(move |c| tenants::find_api_key(c, &hash))
+            .await
     }
 
-    async fn senders(&self, workspace: &WorkspaceId, channel: Channel) -> Result<Vec<Sender>, StoreError> {
+    async fn senders(
+        &self,
+        workspace: &WorkspaceId,
+        channel: Channel,
+    ) -> Result<Vec<Sender>, StoreError> {
         let ws = workspace.clone();
-        self.readers.run(move |c| tenants::senders(c, &ws, channel)).await
+        self.readers
+            .run(move |c| tenants::senders(c, &ws, channel))
+            .await
     }
 
     async fn accept_message(&self, req: AcceptRequest) -> Result<AcceptOutcome, StoreError> {
         self.writer.run(move |c| messages::accept(c, &req)).await
     }
 
-    async fn get_message(&self, workspace: &WorkspaceId, id: &MessageId) -> Result<Option<MessageDetail>, StoreError> {
+    async fn get_message(
+        &self,
+        workspace: &WorkspaceId,
+        id: &MessageId,
+    ) -> Result<Option<MessageDetail>, StoreError> {
         let (ws, id) = (workspace.clone(), id.clone());
         self.readers.run(move |c| messages::get(c, &ws, &id)).await
     }
 
-    async fn list_messages(&self, workspace: &WorkspaceId, filter: &MessageFilter) -> Result<MessagePage, StoreError> {
+    async fn list_messages(
+        &self,
+        workspace: &WorkspaceId,
+        filter: &MessageFilter,
+    ) -> Result<MessagePage, StoreError> {
         let (ws, filter) = (workspace.clone(), filter.clone());
-        self.readers.run(move |c| messages::list(c, &ws, &filter)).await
+        self.readers
+            .run(move |c| messages::list(c, &ws, &filter))
+            .await
     }
 
-    async fn cancel_message(&self, workspace: &WorkspaceId, id: &MessageId, now: Timestamp) -> Result<Option<TransitionOutcome>, StoreError> {
+    async fn cancel_message(
+        &self,
+        workspace: &WorkspaceId,
+        id: &MessageId,
+        now: Timestamp,
+    ) -> Result<Option<TransitionOutcome>, StoreError> {
         let (ws, id) = (workspace.clone(), id.clone());
-        self.writer.run(move |c| messages::cancel(c, &ws, &id, now)).await
+        self.writer
+            .run(move |c| messages::cancel(c, &ws, &id, now))
+            .await
     }
 
-    async fn claim_due(&self, now: Timestamp, limit: usize, lease: Duration) -> Result<Vec<ClaimedMessage>, StoreError> {
-        self.writer.run(move |c| messages::claim_due(c, now, limit, lease)).await
+    async fn claim_due(
+        &self,
+        now: Timestamp,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedMessage>, StoreError> {
+        self.writer
+            .run(move |c| messages::claim_due(c, now, limit, lease))
+            .await
     }
 
-    async fn complete_attempt(&self, report: AttemptReport) -> Result<TransitionOutcome, StoreError> {
-        self.writer.run(move |c| messages::complete_attempt(c, &report)).await
+    async fn complete_attempt(
+        &self,
+        report: AttemptReport,
+    ) -> Result<TransitionOutcome, StoreError> {
+        self.writer
+            .run(move |c| messages::complete_attempt(c, &report))
+            .await
     }
 
-    async fn apply_receipt(&self, provider_id: &str, provider_message_id: &str, kind: ReceiptKind, detail: Option<&str>, now: Timestamp) -> Result<ReceiptOutcome, StoreError> {
-        let (p, pm, d) = (provider_id.to_owned(), provider_message_id.to_owned(), detail.map(str::to_owned));
-        self.writer.run(move |c| messages::apply_receipt(c, &p, &pm, kind, d.as_deref(), now)).await
+    async fn apply_receipt(
+        &self,
+        provider_id: &str,
+        provider_message_id: &str,
+        kind: ReceiptKind,
+        detail: Option<&str>,
+        now: Timestamp,
+    ) -> Result<ReceiptOutcome, StoreError> {
+        let (p, pm, d) = (
+            provider_id.to_owned(),
+            provider_message_id.to_owned(),
+            detail.map(str::to_owned),
+        );
+        self.writer
+            .run(move |c| messages::apply_receipt(c, &p, &pm, kind, d.as_deref(), now))
+            .await
     }
 
     async fn recover_in_flight(&self) -> Result<u64, StoreError> {
         self.writer
-            .run(|c| Ok(c.execute("UPDATE messages SET lease_until = 0 WHERE status = 'sending'", [])? as u64))
+            .run(|c| {
+                Ok(c.execute(
+                    "UPDATE messages SET lease_until = 0 WHERE status = 'sending'",
+                    [],
+                )? as u64)
+            })
             .await
     }
 
@@ -177,7 +254,9 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.readers.run(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?)).await
+        self.readers
+            .run(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
     }
 
     fn group_commit_stats(&self) -> GroupCommitStats {

@@ -23,7 +23,12 @@ pub struct ReadPool {
 impl ReadPool {
     /// A pool of at most `size` connections to `path`.
     pub fn new(path: PathBuf, size: usize, open: Opener) -> Self {
-        ReadPool { path, idle: Mutex::new(Vec::new()), permits: Semaphore::new(size), open }
+        ReadPool {
+            path,
+            idle: Mutex::new(Vec::new()),
+            permits: Semaphore::new(size),
+            open,
+        }
     }
 
     /// Runs `f` on a pooled connection on a blocking thread.
@@ -32,7 +37,11 @@ impl ReadPool {
         R: Send + 'static,
         F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     {
-        let _permit = self.permits.acquire().await.map_err(|_| StoreError::WriterGone)?;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
         // A std Mutex, not a Tokio one: it is held only to pop or push.
         let conn = self.idle.lock().expect("read pool lock").pop();
         let conn = match conn {

@@ -11,8 +11,12 @@ use crate::model::{ApiKey, Sender, Workspace};
 pub const SIM_SENDER_ADDRESS: &str = "Switchboard";
 
 pub fn admin_token_hash(c: &Connection) -> Result<Option<String>, StoreError> {
-    Ok(c.query_row("SELECT value FROM meta WHERE key = 'admin_token_hash'", [], |r| r.get(0))
-        .optional()?)
+    Ok(c.query_row(
+        "SELECT value FROM meta WHERE key = 'admin_token_hash'",
+        [],
+        |r| r.get(0),
+    )
+    .optional()?)
 }
 
 pub fn set_admin_token_hash(c: &Connection, hash: &str) -> Result<(), StoreError> {
@@ -24,7 +28,11 @@ pub fn set_admin_token_hash(c: &Connection, hash: &str) -> Result<(), StoreError
     Ok(())
 }
 
-pub fn create_workspace(c: &Connection, name: &str, now: Timestamp) -> Result<Workspace, StoreError> {
+pub fn create_workspace(
+    c: &Connection,
+    name: &str,
+    now: Timestamp,
+) -> Result<Workspace, StoreError> {
     let id = WorkspaceId::new_at(now);
     c.execute(
         "INSERT INTO workspaces (id, name, created_at) VALUES (?1, ?2, ?3)",
@@ -37,14 +45,21 @@ pub fn create_workspace(c: &Connection, name: &str, now: Timestamp) -> Result<Wo
             params![SenderId::new_at(now).as_str(), id.as_str(), channel.as_str(), SIM_SENDER_ADDRESS, now.as_millis()],
         )?;
     }
-    Ok(Workspace { id, name: name.to_owned(), location_id: None, created_at: now })
+    Ok(Workspace {
+        id,
+        name: name.to_owned(),
+        location_id: None,
+        created_at: now,
+    })
 }
 
 fn workspace_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, Option<String>, i64)> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
 }
 
-fn to_workspace((id, name, location_id, created): (String, String, Option<String>, i64)) -> Result<Workspace, StoreError> {
+fn to_workspace(
+    (id, name, location_id, created): (String, String, Option<String>, i64),
+) -> Result<Workspace, StoreError> {
     Ok(Workspace {
         id: WorkspaceId::parse(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
         name,
@@ -65,18 +80,32 @@ pub fn get_workspace(c: &Connection, id: &WorkspaceId) -> Result<Option<Workspac
 }
 
 pub fn list_workspaces(c: &Connection) -> Result<Vec<Workspace>, StoreError> {
-    let mut stmt = c.prepare("SELECT id, name, location_id, created_at FROM workspaces ORDER BY id")?;
-    let rows = stmt.query_map([], workspace_row)?.collect::<Result<Vec<_>, _>>()?;
+    let mut stmt =
+        c.prepare("SELECT id, name, location_id, created_at FROM workspaces ORDER BY id")?;
+    let rows = stmt
+        .query_map([], workspace_row)?
+        .collect::<Result<Vec<_>, _>>()?;
     rows.into_iter().map(to_workspace).collect()
 }
 
-pub fn create_api_key(c: &Connection, ws: &WorkspaceId, hash: &str, hint: &str, now: Timestamp) -> Result<ApiKey, StoreError> {
+pub fn create_api_key(
+    c: &Connection,
+    ws: &WorkspaceId,
+    hash: &str,
+    hint: &str,
+    now: Timestamp,
+) -> Result<ApiKey, StoreError> {
     let id = ApiKeyId::new_at(now);
     c.execute(
         "INSERT INTO api_keys (id, workspace_id, key_hash, hint, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![id.as_str(), ws.as_str(), hash, hint, now.as_millis()],
     )?;
-    Ok(ApiKey { id: id.to_string(), workspace_id: ws.clone(), hint: hint.to_owned(), created_at: now })
+    Ok(ApiKey {
+        id: id.to_string(),
+        workspace_id: ws.clone(),
+        hint: hint.to_owned(),
+        created_at: now,
+    })
 }
 
 pub fn find_api_key(c: &Connection, hash: &str) -> Result<Option<ApiKey>, StoreError> {
@@ -90,7 +119,8 @@ pub fn find_api_key(c: &Connection, hash: &str) -> Result<Option<ApiKey>, StoreE
     row.map(|(id, ws, hint, created)| {
         Ok(ApiKey {
             id,
-            workspace_id: WorkspaceId::parse(&ws).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            workspace_id: WorkspaceId::parse(&ws)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
             hint,
             created_at: Timestamp::from_millis(created),
         })
@@ -98,14 +128,23 @@ pub fn find_api_key(c: &Connection, hash: &str) -> Result<Option<ApiKey>, StoreE
     .transpose()
 }
 
-pub fn senders(c: &Connection, ws: &WorkspaceId, channel: Channel) -> Result<Vec<Sender>, StoreError> {
+pub fn senders(
+    c: &Connection,
+    ws: &WorkspaceId,
+    channel: Channel,
+) -> Result<Vec<Sender>, StoreError> {
     let mut stmt = c.prepare_cached(
         "SELECT id, provider_id, address, is_default FROM senders
          WHERE workspace_id = ?1 AND channel = ?2 ORDER BY is_default DESC, created_at",
     )?;
     let rows = stmt
         .query_map(params![ws.as_str(), channel.as_str()], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, bool>(3)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, bool>(3)?,
+            ))
         })?
         .collect::<Result<Vec<_>, _>>()?;
     rows.into_iter()
@@ -113,7 +152,8 @@ pub fn senders(c: &Connection, ws: &WorkspaceId, channel: Channel) -> Result<Vec
             Ok(Sender {
                 id,
                 channel,
-                provider_id: ProviderId::parse(&provider).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                provider_id: ProviderId::parse(&provider)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
                 address,
                 is_default,
             })

@@ -9,13 +9,37 @@ use crate::harness::{ADMIN_TOKEN, spawn_app, spawn_app_with, timeline};
 async fn a_message_is_accepted_with_its_encoding_and_segments() {
     let app = spawn_app().await;
     let (_, key) = app.workspace("acme").await;
-    let resp = app.post_message(&key, &json!({"to": "+14155550123", "body": "Hello", "client_ref": "lead-1"})).await;
+    let resp = app
+        .post_message(
+            &key,
+            &json!({"to": "+14155550123", "body": "Hello", "client_ref": "lead-1"}),
+        )
+        .await;
     assert_eq!(resp.status(), 202);
     let v: Value = resp.json().await.unwrap();
     assert!(v["id"].as_str().unwrap().starts_with("msg_"));
-    assert_eq!((v["status"].as_str(), v["client_ref"].as_str(), v["segments"].as_u64(), v["encoding"].as_str()), (Some("queued"), Some("lead-1"), Some(1), Some("GSM-7")));
-    let v: Value = app.post_message(&key, &json!({"to": "+14155550123", "body": "Привет ".repeat(12)})).await.json().await.unwrap();
-    assert_eq!((v["segments"].as_u64(), v["encoding"].as_str()), (Some(2), Some("UCS-2")));
+    assert_eq!(
+        (
+            v["status"].as_str(),
+            v["client_ref"].as_str(),
+            v["segments"].as_u64(),
+            v["encoding"].as_str()
+        ),
+        (Some("queued"), Some("lead-1"), Some(1), Some("GSM-7"))
+    );
+    let v: Value = app
+        .post_message(
+            &key,
+            &json!({"to": "+14155550123", "body": "Привет ".repeat(12)}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (v["segments"].as_u64(), v["encoding"].as_str()),
+        (Some(2), Some("UCS-2"))
+    );
 }
 
 #[tokio::test]
@@ -23,7 +47,15 @@ async fn an_idempotent_replay_returns_the_same_answer_and_creates_nothing() {
     let app = spawn_app().await;
     let (_, key) = app.workspace("acme").await;
     let body = json!({"to": "+14155550123", "body": "once", "metadata": {"a": 1, "b": 2}});
-    let first = app.client.post(app.url("/v1/messages")).bearer_auth(&key).header("Idempotency-Key", "order-7").json(&body).send().await.unwrap();
+    let first = app
+        .client
+        .post(app.url("/v1/messages"))
+        .bearer_auth(&key)
+        .header("Idempotency-Key", "order-7")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(first.status(), 202);
     let first: Value = first.json().await.unwrap();
     // Same fields in another order, and the key in the body instead of the header.
@@ -36,11 +68,26 @@ async fn an_idempotent_replay_returns_the_same_answer_and_creates_nothing() {
     // Concurrent replays also resolve to the one message.
     let mut tasks = Vec::new();
     for _ in 0..16 {
-        let (client, url, key, body) = (app.client.clone(), app.url("/v1/messages"), key.clone(), body.clone());
+        let (client, url, key, body) = (
+            app.client.clone(),
+            app.url("/v1/messages"),
+            key.clone(),
+            body.clone(),
+        );
         tasks.push(tokio::spawn(async move {
-            let r = client.post(url).bearer_auth(key).header("Idempotency-Key", "order-8").json(&body).send().await.unwrap();
+            let r = client
+                .post(url)
+                .bearer_auth(key)
+                .header("Idempotency-Key", "order-8")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
             assert_eq!(r.status(), 202);
-            r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
+            r.json::<Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
         }));
     }
     let mut ids = Vec::new();
@@ -49,17 +96,45 @@ async fn an_idempotent_replay_returns_the_same_answer_and_creates_nothing() {
     }
     ids.dedup();
     assert_eq!(ids.len(), 1, "one message for one key");
-    let list: Value = app.client.get(app.url("/v1/messages")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
-    assert_eq!(list["data"].as_array().unwrap().len(), 2, "order-7 and order-8, nothing else");
+    let list: Value = app
+        .client
+        .get(app.url("/v1/messages"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        list["data"].as_array().unwrap().len(),
+        2,
+        "order-7 and order-8, nothing else"
+    );
 }
 
 #[tokio::test]
 async fn reusing_an_idempotency_key_with_a_different_body_is_a_conflict() {
     let app = spawn_app().await;
     let (_, key) = app.workspace("acme").await;
-    let send = |body: Value| app.client.post(app.url("/v1/messages")).bearer_auth(&key).header("Idempotency-Key", "k1").json(&body).send();
-    assert_eq!(send(json!({"to": "+14155550123", "body": "one"})).await.unwrap().status(), 202);
-    let resp = send(json!({"to": "+14155550123", "body": "two"})).await.unwrap();
+    let send = |body: Value| {
+        app.client
+            .post(app.url("/v1/messages"))
+            .bearer_auth(&key)
+            .header("Idempotency-Key", "k1")
+            .json(&body)
+            .send()
+    };
+    assert_eq!(
+        send(json!({"to": "+14155550123", "body": "one"}))
+            .await
+            .unwrap()
+            .status(),
+        202
+    );
+    let resp = send(json!({"to": "+14155550123", "body": "two"}))
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 409);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["error"]["code"], "idempotency_conflict");
@@ -76,8 +151,21 @@ async fn idempotency_keys_belong_to_one_workspace() {
     assert_ne!(ida, idb);
 }
 
-async fn raw(app: &crate::harness::TestApp, key: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
-    let resp = app.client.post(app.url("/v1/messages")).bearer_auth(key).header("content-type", content_type).body(body).send().await.unwrap();
+async fn raw(
+    app: &crate::harness::TestApp,
+    key: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (u16, Value) {
+    let resp = app
+        .client
+        .post(app.url("/v1/messages"))
+        .bearer_auth(key)
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(Value::Null))
 }
@@ -90,28 +178,139 @@ async fn malformed_hostile_and_oversized_input_gets_its_specific_code_and_stores
     let deep = format!("{}{}", "[".repeat(5000), "]".repeat(5000));
     let big = json!({"to": "+14155550123", "body": "x".repeat(70 * 1024)}).to_string();
     let cases: Vec<(&str, String, u16, &str, Option<&str>)> = vec![
-        (json_ct, r#"{"to": "+14155550123", "body": "#.into(), 400, "malformed_json", None),
+        (
+            json_ct,
+            r#"{"to": "+14155550123", "body": "#.into(),
+            400,
+            "malformed_json",
+            None,
+        ),
         (json_ct, "".into(), 400, "malformed_json", None),
         (json_ct, deep, 400, "malformed_json", None),
         (json_ct, "[1,2,3]".into(), 400, "invalid_type", None),
-        (json_ct, r#""just a string""#.into(), 400, "invalid_type", None),
-        (json_ct, r#"{"to": 14155550123, "body": "x"}"#.into(), 400, "invalid_type", Some("to")),
-        (json_ct, r#"{"to": "+14155550123", "body": {"text": "x"}}"#.into(), 400, "invalid_type", Some("body")),
-        (json_ct, r#"{"to": "+14155550123", "body": "x", "priority": 1}"#.into(), 400, "invalid_type", Some("priority")),
-        (json_ct, r#"{"to": "+14155550123", "body": "x", "bodyy": "y"}"#.into(), 400, "unknown_field", Some("bodyy")),
-        (json_ct, r#"{"to": "4155550123", "body": "x"}"#.into(), 422, "invalid_phone", Some("to")),
-        (json_ct, r#"{"to": "+1 415 555 0123", "body": "x"}"#.into(), 422, "invalid_phone", Some("to")),
-        (json_ct, r#"{"to": "+11234567890", "body": "x"}"#.into(), 422, "invalid_phone", Some("to")),
-        (json_ct, r#"{"to": "+14155550123", "body": "x", "channel": "fax"}"#.into(), 422, "invalid_channel", Some("channel")),
-        (json_ct, r#"{"to": "+14155550123", "body": ""}"#.into(), 422, "empty_body", Some("body")),
-        (json_ct, r#"{"to": "+14155550123"}"#.into(), 422, "missing_body", Some("body")),
-        (json_ct, r#"{"body": "x"}"#.into(), 422, "missing_field", Some("to")),
-        (json_ct, format!(r#"{{"to": "+14155550123", "body": "{}"}}"#, "a".repeat(1601)), 422, "body_too_long", Some("body")),
-        (json_ct, r#"{"to": "+14155550123", "body": "x", "from": "Nobody"}"#.into(), 422, "unknown_sender", Some("from")),
-        (json_ct, r#"{"to": "+14155550123", "template": {"name": "welcome"}}"#.into(), 422, "template_not_found", Some("template.name")),
+        (
+            json_ct,
+            r#""just a string""#.into(),
+            400,
+            "invalid_type",
+            None,
+        ),
+        (
+            json_ct,
+            r#"{"to": 14155550123, "body": "x"}"#.into(),
+            400,
+            "invalid_type",
+            Some("to"),
+        ),
+        (
+            json_ct,
+            r#"{"to": "+14155550123", "body": {"text": "x"}}"#.into(),
+            400,
+            "invalid_type",
+            Some("body"),
+        ),
+        (
+            json_ct,
+            r#"{"to": "+14155550123", "body": "x", "priority": 1}"#.into(),
+            400,
+            "invalid_type",
+            Some("priority"),
+        ),
+        (
+            json_ct,
+            r#"{"to": "+14155550123", "body": "x", "bodyy": "y"}"#.into(),
+            400,
+            "unknown_field",
+            Some("bodyy"),
+        ),
+        (
+            json_ct,
+            r#"{"to": "4155550123", "body": "x"}"#.into(),
+            422,
+            "invalid_phone",
+            Some("to"),
+        ),
+        (
+            json_ct,
+            r#"{"to": "+1 415 555 0123", "body": "x"}"#.into(),
+            422,
+            "invalid_phone",
+            Some("to"),
+        ),
+        (
+            json_ct,
+            r#"{"to": "+11234567890", "body": "x"}"#.into(),
+            422,
+            "invalid_phone",
+            Some("to"),
+        ),
+        (
+            json_ct,
+            r#"{"to": "+14155550123", "body": "x", "channel": "fax"}"#.into(),
+            422,
+            "invalid_channel",
+            Some("channel"),
+        ),
+        (
+            json_ct,
+            r#"{"to": "+14155550123", "body": ""}"#.into(),
+            422,
+            "empty_body",
+            Some("body"),
+        ),
+        (
+            json_ct,
+            r#"{"to": "+14155550123"}"#.into(),
+            422,
+            "missing_body",
+            Some("body"),
+        ),
+        (
+            json_ct,
+            r#"{"body": "x"}"#.into(),
+            422,
+            "missing_field",
+            Some("to"),
+        ),
+        (
+            json_ct,
+            format!(
+                r#"{{"to": "+14155550123", "body": "{}"}}"#,
+                "a".repeat(1601)
+            ),
+            422,
+            "body_too_long",
+            Some("body"),
+        ),
+        (
+            json_ct,
+            r#"{"to": "+14155550123", "body": "x", "from": "Nobody"}"#.into(),
+            422,
+            "unknown_sender",
+            Some("from"),
+        ),
+        (
+            json_ct,
+            r#"{"to": "+14155550123", "template": {"name": "welcome"}}"#.into(),
+            422,
+            "template_not_found",
+            Some("template.name"),
+        ),
         (json_ct, big, 413, "payload_too_large", None),
-        ("text/plain", r#"{"to": "+14155550123", "body": "x"}"#.into(), 415, "unsupported_media_type", None),
-        ("application/x-www-form-urlencoded", "to=%2B14155550123&body=x".into(), 415, "unsupported_media_type", None),
+        (
+            "text/plain",
+            r#"{"to": "+14155550123", "body": "x"}"#.into(),
+            415,
+            "unsupported_media_type",
+            None,
+        ),
+        (
+            "application/x-www-form-urlencoded",
+            "to=%2B14155550123&body=x".into(),
+            415,
+            "unsupported_media_type",
+            None,
+        ),
     ];
     for (ct, body, status, code, field) in cases {
         let shown: String = body.chars().take(60).collect();
@@ -119,13 +318,33 @@ async fn malformed_hostile_and_oversized_input_gets_its_specific_code_and_stores
         assert_eq!(got_status, status, "{shown}: {v}");
         assert_eq!(v["error"]["code"], code, "{shown}: {v}");
         assert_eq!(v["error"]["field"].as_str(), field, "{shown}: {v}");
-        assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
     }
     // Invalid UTF-8 is malformed JSON, not a crash.
     let (status, v) = raw(&app, &key, json_ct, b"{\"to\": \"\xff\xfe\"}".to_vec()).await;
-    assert_eq!((status, v["error"]["code"].as_str()), (400, Some("malformed_json")));
-    let list: Value = app.client.get(app.url("/v1/messages")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
-    assert_eq!(list["data"].as_array().unwrap().len(), 0, "nothing refused was stored");
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("malformed_json"))
+    );
+    let list: Value = app
+        .client
+        .get(app.url("/v1/messages"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        list["data"].as_array().unwrap().len(),
+        0,
+        "nothing refused was stored"
+    );
 }
 
 #[tokio::test]
@@ -133,19 +352,50 @@ async fn requests_without_valid_credentials_are_refused() {
     let app = spawn_app().await;
     let (ws, key) = app.workspace("acme").await;
     let body = json!({"to": "+14155550123", "body": "x"});
-    let no_auth = app.client.post(app.url("/v1/messages")).json(&body).send().await.unwrap();
+    let no_auth = app
+        .client
+        .post(app.url("/v1/messages"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(no_auth.status(), 401);
     for bad in ["sk_not_a_real_key", ADMIN_TOKEN, "Basic"] {
         assert_eq!(app.post_message(bad, &body).await.status(), 401, "{bad}");
     }
     // A workspace key is not an admin token.
-    let r = app.client.post(app.url(&format!("/v1/workspaces/{ws}/keys"))).bearer_auth(&key).send().await.unwrap();
+    let r = app
+        .client
+        .post(app.url(&format!("/v1/workspaces/{ws}/keys")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
-    let r = app.client.get(app.url("/v1/workspaces")).bearer_auth("wrong-admin-token-000000").send().await.unwrap();
+    let r = app
+        .client
+        .get(app.url("/v1/workspaces"))
+        .bearer_auth("wrong-admin-token-000000")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = app.client.post(app.url("/v1/workspaces/ws_nope/keys")).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    let r = app
+        .client
+        .post(app.url("/v1/workspaces/ws_nope/keys"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
-    let r = app.client.post(app.url("/v1/workspaces")).bearer_auth(ADMIN_TOKEN).json(&json!({"name": ""})).send().await.unwrap();
+    let r = app
+        .client
+        .post(app.url("/v1/workspaces"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"name": ""}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 422);
 }
 
@@ -154,18 +404,47 @@ async fn a_key_of_workspace_a_cannot_see_or_touch_workspace_b_messages() {
     let app = spawn_app().await;
     let (_, a) = app.workspace("a").await;
     let (_, b) = app.workspace("b").await;
-    let id = app.send(&b, json!({"to": "+14155550123", "body": "b's secret"})).await;
-    let r = app.client.get(app.url(&format!("/v1/messages/{id}"))).bearer_auth(&a).send().await.unwrap();
+    let id = app
+        .send(&b, json!({"to": "+14155550123", "body": "b's secret"}))
+        .await;
+    let r = app
+        .client
+        .get(app.url(&format!("/v1/messages/{id}")))
+        .bearer_auth(&a)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "not_found");
-    let r = app.client.post(app.url(&format!("/v1/messages/{id}/cancel"))).bearer_auth(&a).send().await.unwrap();
+    let r = app
+        .client
+        .post(app.url(&format!("/v1/messages/{id}/cancel")))
+        .bearer_auth(&a)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
-    let list: Value = app.client.get(app.url("/v1/messages")).bearer_auth(&a).send().await.unwrap().json().await.unwrap();
+    let list: Value = app
+        .client
+        .get(app.url("/v1/messages"))
+        .bearer_auth(&a)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(list["data"].as_array().unwrap().is_empty());
     // B still sees it, uncanceled.
     assert_eq!(app.get_message(&b, &id).await["status"], "queued");
-    let r = app.client.get(app.url("/v1/messages/msg_../../etc")).bearer_auth(&a).send().await.unwrap();
+    let r = app
+        .client
+        .get(app.url("/v1/messages/msg_../../etc"))
+        .bearer_auth(&a)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
 }
 
@@ -175,30 +454,83 @@ async fn listing_filters_and_pages_with_a_cursor() {
     let (_, key) = app.workspace("acme").await;
     let mut ids = Vec::new();
     for i in 0..5 {
-        let to = if i % 2 == 0 { "+14155550123" } else { "+14155550124" };
-        ids.push(app.send(&key, json!({"to": to, "body": format!("m{i}"), "client_ref": format!("ref-{i}")})).await);
+        let to = if i % 2 == 0 {
+            "+14155550123"
+        } else {
+            "+14155550124"
+        };
+        ids.push(
+            app.send(
+                &key,
+                json!({"to": to, "body": format!("m{i}"), "client_ref": format!("ref-{i}")}),
+            )
+            .await,
+        );
         app.clock.advance(std::time::Duration::from_millis(5));
     }
     let get = |q: &str| {
         let url = app.url(&format!("/v1/messages?{q}"));
         let c = app.client.clone();
         let key = key.clone();
-        async move { c.get(url).bearer_auth(key).send().await.unwrap().json::<Value>().await.unwrap() }
+        async move {
+            c.get(url)
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
     };
-    let ids_of = |v: &Value| v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_owned()).collect::<Vec<_>>();
+    let ids_of = |v: &Value| {
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
     let p1 = get("limit=2").await;
-    assert_eq!(ids_of(&p1), vec![ids[4].clone(), ids[3].clone()], "newest first");
-    let p2 = get(&format!("limit=2&cursor={}", p1["next_cursor"].as_str().unwrap())).await;
+    assert_eq!(
+        ids_of(&p1),
+        vec![ids[4].clone(), ids[3].clone()],
+        "newest first"
+    );
+    let p2 = get(&format!(
+        "limit=2&cursor={}",
+        p1["next_cursor"].as_str().unwrap()
+    ))
+    .await;
     assert_eq!(ids_of(&p2), vec![ids[2].clone(), ids[1].clone()]);
-    let p3 = get(&format!("limit=2&cursor={}", p2["next_cursor"].as_str().unwrap())).await;
+    let p3 = get(&format!(
+        "limit=2&cursor={}",
+        p2["next_cursor"].as_str().unwrap()
+    ))
+    .await;
     assert_eq!(ids_of(&p3), vec![ids[0].clone()]);
     assert!(p3["next_cursor"].is_null());
     assert_eq!(ids_of(&get("client_ref=ref-3").await), vec![ids[3].clone()]);
-    assert_eq!(ids_of(&get("to=%2B14155550124").await), vec![ids[3].clone(), ids[1].clone()]);
+    assert_eq!(
+        ids_of(&get("to=%2B14155550124").await),
+        vec![ids[3].clone(), ids[1].clone()]
+    );
     assert_eq!(ids_of(&get("status=queued&limit=100").await).len(), 5);
     assert!(ids_of(&get("status=delivered").await).is_empty());
-    for bad in ["status=lost", "limit=0", "limit=101", "cursor=nope", "created_after=yesterday"] {
-        let r = app.client.get(app.url(&format!("/v1/messages?{bad}"))).bearer_auth(&key).send().await.unwrap();
+    for bad in [
+        "status=lost",
+        "limit=0",
+        "limit=101",
+        "cursor=nope",
+        "created_after=yesterday",
+    ] {
+        let r = app
+            .client
+            .get(app.url(&format!("/v1/messages?{bad}")))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 422, "{bad}");
     }
 }
@@ -207,18 +539,38 @@ async fn listing_filters_and_pages_with_a_cursor() {
 async fn a_queued_message_can_be_canceled_and_a_delivered_one_cannot() {
     let app = spawn_app().await;
     let (_, key) = app.workspace("acme").await;
-    let id = app.send(&key, json!({"to": "+14155550123", "body": "never mind"})).await;
-    let r = app.client.post(app.url(&format!("/v1/messages/{id}/cancel"))).bearer_auth(&key).send().await.unwrap();
+    let id = app
+        .send(&key, json!({"to": "+14155550123", "body": "never mind"}))
+        .await;
+    let r = app
+        .client
+        .post(app.url(&format!("/v1/messages/{id}/cancel")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let m: Value = r.json().await.unwrap();
     assert_eq!(m["status"], "canceled");
     assert_eq!(timeline(&m), ["message.queued", "message.canceled"]);
     app.drive().await;
-    assert_eq!(app.get_message(&key, &id).await["status"], "canceled", "a canceled message is never sent");
+    assert_eq!(
+        app.get_message(&key, &id).await["status"],
+        "canceled",
+        "a canceled message is never sent"
+    );
 
-    let id = app.send(&key, json!({"to": "+14155550123", "body": "go"})).await;
+    let id = app
+        .send(&key, json!({"to": "+14155550123", "body": "go"}))
+        .await;
     app.drive().await;
-    let r = app.client.post(app.url(&format!("/v1/messages/{id}/cancel"))).bearer_auth(&key).send().await.unwrap();
+    let r = app
+        .client
+        .post(app.url(&format!("/v1/messages/{id}/cancel")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 409);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "not_cancelable");
@@ -229,15 +581,36 @@ async fn a_scheduled_message_waits_for_send_at() {
     let app = spawn_app().await;
     let (_, key) = app.workspace("acme").await;
     let at = switchboard_core::Timestamp::from_millis(app.clock_now_ms() + 3_600_000).to_rfc3339();
-    let r: Value = app.post_message(&key, &json!({"to": "+14155550123", "body": "later", "send_at": at})).await.json().await.unwrap();
+    let r: Value = app
+        .post_message(
+            &key,
+            &json!({"to": "+14155550123", "body": "later", "send_at": at}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(r["status"], "scheduled");
     let id = r["id"].as_str().unwrap();
     app.worker.run_until_idle().await.unwrap();
-    assert_eq!(app.get_message(&key, id).await["status"], "scheduled", "not before its time");
+    assert_eq!(
+        app.get_message(&key, id).await["status"],
+        "scheduled",
+        "not before its time"
+    );
     let moved = app.drive().await;
     assert!(moved >= std::time::Duration::from_secs(3600));
     let m = app.get_message(&key, id).await;
-    assert_eq!(timeline(&m), ["message.scheduled", "message.queued", "message.sending", "message.sent", "message.delivered"]);
+    assert_eq!(
+        timeline(&m),
+        [
+            "message.scheduled",
+            "message.queued",
+            "message.sending",
+            "message.sent",
+            "message.delivered"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -271,11 +644,36 @@ async fn the_rate_limit_refuses_with_retry_after_and_reports_headers() {
 async fn operations_endpoints_answer() {
     let app = spawn_app().await;
     let (_, key) = app.workspace("acme").await;
-    app.send(&key, json!({"to": "+14155550123", "body": "x"})).await;
+    app.send(&key, json!({"to": "+14155550123", "body": "x"}))
+        .await;
     app.drive().await;
-    assert_eq!(app.client.get(app.url("/healthz")).send().await.unwrap().status(), 200);
-    assert_eq!(app.client.get(app.url("/readyz")).send().await.unwrap().status(), 200);
-    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(
+        app.client
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        app.client
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     for line in [
         "switchboard_messages_accepted_total 1",
         "switchboard_messages{status=\"delivered\"} 1",
@@ -288,14 +686,28 @@ async fn operations_endpoints_answer() {
     }
     let r = app.client.get(app.url("/nope")).send().await.unwrap();
     assert_eq!(r.status(), 404);
-    let r = app.client.delete(app.url("/v1/messages")).bearer_auth(&key).send().await.unwrap();
+    let r = app
+        .client
+        .delete(app.url("/v1/messages"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 405);
 }
 
 #[tokio::test]
 async fn the_openapi_document_describes_every_route() {
     let app = spawn_app().await;
-    let doc: Value = app.client.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let doc: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     let routes = [
         ("/v1/messages", "post"),
@@ -312,12 +724,25 @@ async fn the_openapi_document_describes_every_route() {
     ];
     let paths = doc["paths"].as_object().unwrap();
     let documented: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
-    assert_eq!(documented, routes.len(), "the document has exactly the served routes: {:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(
+        documented,
+        routes.len(),
+        "the document has exactly the served routes: {:?}",
+        paths.keys().collect::<Vec<_>>()
+    );
     for (path, method) in routes {
-        assert!(doc["paths"][path][method].is_object(), "{method} {path} is not documented");
+        assert!(
+            doc["paths"][path][method].is_object(),
+            "{method} {path} is not documented"
+        );
         // And the server has the route: anything but the router's 404/405.
         let url = app.url(&path.replace("{id}", "ws_x"));
-        let r = app.client.request(method.to_uppercase().parse().unwrap(), url).send().await.unwrap();
+        let r = app
+            .client
+            .request(method.to_uppercase().parse().unwrap(), url)
+            .send()
+            .await
+            .unwrap();
         let v: Value = r.json().await.unwrap_or(Value::Null);
         assert_ne!(v["error"]["code"], "route_not_found", "{method} {path}");
         assert_ne!(v["error"]["code"], "method_not_allowed", "{method} {path}");

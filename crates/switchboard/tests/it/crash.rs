@@ -42,7 +42,10 @@ fn start(dir: &Path, env: &[(&str, &str)]) -> Gateway {
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
     let base = loop {
-        let line = lines.next().expect("the gateway exited before listening").expect("read stdout");
+        let line = lines
+            .next()
+            .expect("the gateway exited before listening")
+            .expect("read stdout");
         if let Some(rest) = line.strip_prefix("switchboard listening on ") {
             break rest.split_whitespace().next().unwrap().to_owned();
         }
@@ -53,9 +56,21 @@ fn start(dir: &Path, env: &[(&str, &str)]) -> Gateway {
 }
 
 async fn setup_key(client: &Client, base: &str) -> String {
-    let ws: Value = client.post(format!("{base}/v1/workspaces")).bearer_auth(ADMIN_TOKEN).json(&json!({"name": "crash"})).send().await.unwrap().json().await.unwrap();
+    let ws: Value = client
+        .post(format!("{base}/v1/workspaces"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"name": "crash"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let key: Value = client
-        .post(format!("{base}/v1/workspaces/{}/keys", ws["id"].as_str().unwrap()))
+        .post(format!(
+            "{base}/v1/workspaces/{}/keys",
+            ws["id"].as_str().unwrap()
+        ))
         .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
@@ -82,7 +97,12 @@ async fn submit_many(client: &Client, base: &str, key: &str, n: usize) -> Vec<St
                     .await
                     .unwrap();
                 assert_eq!(r.status(), 202);
-                ids.push(r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
+                ids.push(
+                    r.json::<Value>().await.unwrap()["id"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned(),
+                );
             }
             ids
         }));
@@ -95,8 +115,17 @@ async fn submit_many(client: &Client, base: &str, key: &str, n: usize) -> Vec<St
 }
 
 async fn metric(client: &Client, base: &str, name: &str) -> u64 {
-    let text = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
-    text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok())).unwrap_or(0)
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0)
 }
 
 /// Polls a metric until it reaches `target` (bounded: 60 s).
@@ -107,13 +136,24 @@ async fn wait_for(client: &Client, base: &str, name: &str, target: u64) {
         if v >= target {
             return;
         }
-        assert!(Instant::now() < deadline, "{name} stuck at {v}, expected {target}");
+        assert!(
+            Instant::now() < deadline,
+            "{name} stuck at {v}, expected {target}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
 async fn fetch(client: &Client, base: &str, key: &str, id: &str) -> Value {
-    client.get(format!("{base}/v1/messages/{id}")).bearer_auth(key).send().await.unwrap().json().await.unwrap()
+    client
+        .get(format!("{base}/v1/messages/{id}"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,19 +163,41 @@ async fn sigkill_between_accept_and_delivery_loses_nothing_and_sends_nothing_twi
     const N: usize = 300;
     // Slow sends and few at a time, so the kill finds messages queued,
     // in flight and sent-but-not-delivered.
-    let slow = [("SWITCHBOARD_SIM_LATENCY_MS", "200"), ("SWITCHBOARD_SIM_RECEIPT_DELAY_MS", "3000"), ("SWITCHBOARD_DISPATCH_CONCURRENCY", "32")];
+    let slow = [
+        ("SWITCHBOARD_SIM_LATENCY_MS", "200"),
+        ("SWITCHBOARD_SIM_RECEIPT_DELAY_MS", "3000"),
+        ("SWITCHBOARD_DISPATCH_CONCURRENCY", "32"),
+    ];
     let (key, ids) = {
         let mut gw = start(dir.path(), &slow);
         let key = setup_key(&client, &gw.base).await;
         let ids = submit_many(&client, &gw.base, &key, N).await;
-        wait_for(&client, &gw.base, "switchboard_send_attempts_total{outcome=\"accepted\"}", 40).await;
+        wait_for(
+            &client,
+            &gw.base,
+            "switchboard_send_attempts_total{outcome=\"accepted\"}",
+            40,
+        )
+        .await;
         gw.child.kill().expect("SIGKILL");
         gw.child.wait().unwrap();
         (key, ids)
     };
     assert_eq!(ids.len(), N);
-    let gw = start(dir.path(), &[("SWITCHBOARD_SIM_LATENCY_MS", "0"), ("SWITCHBOARD_SIM_RECEIPT_DELAY_MS", "50")]);
-    wait_for(&client, &gw.base, "switchboard_messages{status=\"delivered\"}", N as u64).await;
+    let gw = start(
+        dir.path(),
+        &[
+            ("SWITCHBOARD_SIM_LATENCY_MS", "0"),
+            ("SWITCHBOARD_SIM_RECEIPT_DELAY_MS", "50"),
+        ],
+    );
+    wait_for(
+        &client,
+        &gw.base,
+        "switchboard_messages{status=\"delivered\"}",
+        N as u64,
+    )
+    .await;
     let mut interrupted = HashSet::new();
     for id in &ids {
         let m = fetch(&client, &gw.base, &key, id).await;
@@ -144,20 +206,43 @@ async fn sigkill_between_accept_and_delivery_loses_nothing_and_sends_nothing_twi
         if attempts.iter().any(|a| a["outcome"] == "interrupted") {
             interrupted.insert(id.clone());
         }
-        let sent = m["events"].as_array().unwrap().iter().filter(|e| e["type"] == "message.sent").count();
+        let sent = m["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "message.sent")
+            .count();
         assert_eq!(sent, 1, "{id}: one sent event");
     }
-    assert_eq!(metric(&client, &gw.base, "switchboard_messages_accepted_total").await, 0, "the restart accepted nothing new");
+    assert_eq!(
+        metric(&client, &gw.base, "switchboard_messages_accepted_total").await,
+        0,
+        "the restart accepted nothing new"
+    );
     drop(gw);
-    let ledger: HashMap<String, _> = read_ledger(dir.path()).unwrap().into_iter().map(|r| (r.key.clone(), r)).collect();
-    assert_eq!(ledger.len(), N, "the provider saw every message, and no other");
+    let ledger: HashMap<String, _> = read_ledger(dir.path())
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.key.clone(), r))
+        .collect();
+    assert_eq!(
+        ledger.len(),
+        N,
+        "the provider saw every message, and no other"
+    );
     for id in &ids {
         let rec = &ledger[id];
-        assert!(rec.provider_message_id.is_some(), "{id} was accepted by the provider once");
+        assert!(
+            rec.provider_message_id.is_some(),
+            "{id} was accepted by the provider once"
+        );
         // A repeat call can only come from a claim whose outcome was lost
         // in the kill; the provider deduplicated it by the message id.
         if rec.calls_after_accept > 0 {
-            assert!(interrupted.contains(id), "{id} was called again without having been interrupted");
+            assert!(
+                interrupted.contains(id),
+                "{id} was called again without having been interrupted"
+            );
         }
     }
 }
@@ -166,21 +251,55 @@ async fn sigkill_between_accept_and_delivery_loses_nothing_and_sends_nothing_twi
 async fn sigterm_drains_sends_in_flight_before_exiting() {
     let dir = tempfile::tempdir().unwrap();
     let client = Client::new();
-    let mut gw = start(dir.path(), &[("SWITCHBOARD_SIM_LATENCY_MS", "500"), ("SWITCHBOARD_SIM_RECEIPT_DELAY_MS", "50")]);
+    let mut gw = start(
+        dir.path(),
+        &[
+            ("SWITCHBOARD_SIM_LATENCY_MS", "500"),
+            ("SWITCHBOARD_SIM_RECEIPT_DELAY_MS", "50"),
+        ],
+    );
     let key = setup_key(&client, &gw.base).await;
     let ids = submit_many(&client, &gw.base, &key, 20).await;
     // Wait until the sends are in flight (claimed), then ask to stop.
-    wait_for(&client, &gw.base, "switchboard_messages{status=\"sending\"}", 1).await;
+    wait_for(
+        &client,
+        &gw.base,
+        "switchboard_messages{status=\"sending\"}",
+        1,
+    )
+    .await;
     let pid = gw.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let status = gw.child.wait().unwrap();
     assert!(status.success(), "a clean exit: {status}");
     drop(gw);
-    let gw = start(dir.path(), &[("SWITCHBOARD_SIM_LATENCY_MS", "0"), ("SWITCHBOARD_SIM_RECEIPT_DELAY_MS", "50")]);
-    wait_for(&client, &gw.base, "switchboard_messages{status=\"delivered\"}", 20).await;
+    let gw = start(
+        dir.path(),
+        &[
+            ("SWITCHBOARD_SIM_LATENCY_MS", "0"),
+            ("SWITCHBOARD_SIM_RECEIPT_DELAY_MS", "50"),
+        ],
+    );
+    wait_for(
+        &client,
+        &gw.base,
+        "switchboard_messages{status=\"delivered\"}",
+        20,
+    )
+    .await;
     for id in &ids {
         let m = fetch(&client, &gw.base, &key, id).await;
-        let interrupted = m["attempts"].as_array().unwrap().iter().any(|a| a["outcome"] == "interrupted");
+        let interrupted = m["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["outcome"] == "interrupted");
         assert!(!interrupted, "{id}: a graceful stop interrupts nothing");
     }
 }

@@ -34,9 +34,11 @@ impl Drop for TestApp {
 }
 
 pub fn test_config(dir: &TempDir) -> Config {
-    let mut c = Config::default();
-    c.data_dir = dir.path().to_path_buf();
-    c.admin_token = Some(Secret(ADMIN_TOKEN.into()));
+    let mut c = Config {
+        data_dir: dir.path().to_path_buf(),
+        admin_token: Some(Secret(ADMIN_TOKEN.into())),
+        ..Config::default()
+    };
     c.sim.latency_ms = 0;
     c.sim.receipt_delay_ms = 1_000;
     // "Never acknowledged" hangs until this timeout: keep it short in tests.
@@ -54,14 +56,26 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     let mut config = test_config(&dir);
     tweak(&mut config);
     let clock = ManualClock::new(Timestamp::from_millis(1_790_000_000_000));
-    let built = app::build(&config, Arc::new(clock.clone())).await.expect("app builds");
+    let built = app::build(&config, Arc::new(clock.clone()))
+        .await
+        .expect("app builds");
     let worker = built.worker.clone();
     let store = built.store.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let shutdown = CancellationToken::new();
     tokio::spawn(app::serve(built, listener, shutdown.clone(), false));
-    TestApp { base: format!("http://{addr}"), client: Client::new(), clock, worker, store, _dir: dir, shutdown }
+    TestApp {
+        base: format!("http://{addr}"),
+        client: Client::new(),
+        clock,
+        worker,
+        store,
+        _dir: dir,
+        shutdown,
+    }
 }
 
 impl TestApp {
@@ -97,7 +111,13 @@ impl TestApp {
     }
 
     pub async fn post_message(&self, key: &str, body: &Value) -> Response {
-        self.client.post(self.url("/v1/messages")).bearer_auth(key).json(body).send().await.unwrap()
+        self.client
+            .post(self.url("/v1/messages"))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// Submits and expects a 202; returns the message id.
@@ -109,7 +129,13 @@ impl TestApp {
     }
 
     pub async fn get_message(&self, key: &str, id: &str) -> Value {
-        let resp = self.client.get(self.url(&format!("/v1/messages/{id}"))).bearer_auth(key).send().await.unwrap();
+        let resp = self
+            .client
+            .get(self.url(&format!("/v1/messages/{id}")))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 200);
         resp.json().await.unwrap()
     }
@@ -131,7 +157,12 @@ impl TestApp {
 
 /// The event types of a message's timeline, in order.
 pub fn timeline(message: &Value) -> Vec<String> {
-    message["events"].as_array().unwrap().iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect()
+    message["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 impl TestApp {
