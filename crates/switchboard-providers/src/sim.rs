@@ -103,6 +103,8 @@ pub struct SimReceipt {
     pub provider_message_id: String,
     /// `delivered`, `read` or `undelivered`.
     pub kind: String,
+    /// When it fell due.
+    pub due_at: Timestamp,
 }
 
 /// Per-key counts from the ledger, for tests and `switchboard sim sends`.
@@ -193,10 +195,10 @@ impl SimProvider {
     ) -> Result<Vec<SimReceipt>, rusqlite::Error> {
         self.with_ledger(move |c| {
             let mut stmt = c.prepare_cached(
-                "SELECT id, provider_message_id, kind FROM sim_receipts WHERE reported = 0 AND due_at <= ?1 ORDER BY due_at, id LIMIT ?2",
+                "SELECT id, provider_message_id, kind, due_at FROM sim_receipts WHERE reported = 0 AND due_at <= ?1 ORDER BY due_at, id LIMIT ?2",
             )?;
             stmt.query_map(params![now.as_millis(), limit as i64], |r| {
-                Ok(SimReceipt { id: r.get(0)?, provider_message_id: r.get(1)?, kind: r.get(2)? })
+                Ok(SimReceipt { id: r.get(0)?, provider_message_id: r.get(1)?, kind: r.get(2)?, due_at: Timestamp::from_millis(r.get(3)?) })
             })?
             .collect()
         })

@@ -62,6 +62,8 @@ struct Inner {
 }
 
 const SIM_PROVIDER: &str = "pr_sim";
+/// How long a receipt may wait for the send it refers to be recorded.
+const UNMATCHED_RECEIPT_GRACE: Duration = Duration::from_secs(600);
 
 impl Worker {
     /// A worker over these parts. `wake` is notified by the accept path when
@@ -136,12 +138,26 @@ impl Worker {
                         now,
                     )
                     .await;
-                (r.id, out)
+                (r.id, r.due_at, out)
             });
         }
         while let Some(joined) = tasks.join_next().await {
-            let Ok((id, out)) = joined else { continue };
+            let Ok((id, due_at, out)) = joined else {
+                continue;
+            };
             match out {
+                Ok(ReceiptOutcome::UnknownMessage)
+                    if now.since(due_at) > UNMATCHED_RECEIPT_GRACE =>
+                {
+                    // Its message never recorded the send (it expired before a
+                    // retry could learn the provider id): drop it rather than
+                    // let it block the receipts behind it.
+                    tracing::warn!(
+                        receipt = id,
+                        "dropping a simulator receipt that matches no message"
+                    );
+                    done.push(id);
+                }
                 Ok(ReceiptOutcome::UnknownMessage) => {
                     // The send's result is not committed yet; try again next pass.
                 }

@@ -13,9 +13,9 @@ use switchboard_providers::sim::read_ledger;
 
 use crate::harness::ADMIN_TOKEN;
 
-struct Gateway {
-    child: Child,
-    base: String,
+pub struct Gateway {
+    pub child: Child,
+    pub base: String,
 }
 
 impl Drop for Gateway {
@@ -27,7 +27,7 @@ impl Drop for Gateway {
 
 /// Starts `switchboard serve` on a free port and waits for its
 /// "listening" line (the process prints it once the port is bound).
-fn start(dir: &Path, env: &[(&str, &str)]) -> Gateway {
+pub fn start(dir: &Path, env: &[(&str, &str)]) -> Gateway {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard"));
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)

@@ -3,6 +3,7 @@
 //! One binary for all of them (see ARCHITECTURE.md).
 
 mod api;
+mod cli;
 mod crash;
 mod dispatch;
 mod harness;

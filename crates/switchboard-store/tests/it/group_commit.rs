@@ -1,0 +1,68 @@
+use std::sync::Arc;
+
+use rusqlite::Connection;
+use switchboard_store::sqlite::GroupCommit;
+use switchboard_store::{AcceptOutcome, StoreError};
+
+use crate::{simple, sqlite};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_accepts_share_commits() {
+    let f = sqlite().await;
+    let mut tasks = Vec::new();
+    for _ in 0..500 {
+        let (store, req) = (f.store.clone(), simple(&f.ws));
+        tasks.push(tokio::spawn(async move { store.accept_message(req).await }));
+    }
+    for t in tasks {
+        assert!(matches!(
+            t.await.unwrap().unwrap(),
+            AcceptOutcome::Created(_)
+        ));
+    }
+    let stats = f.store.group_commit_stats();
+    assert!(stats.jobs >= 500, "{stats:?}");
+    assert!(
+        stats.max_batch > 1,
+        "writes queued together commit together: {stats:?}"
+    );
+    assert!(stats.commits < stats.jobs, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_write_rolls_back_alone_and_its_batch_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+        .unwrap();
+    let (gc, _thread) = GroupCommit::start(conn);
+    let gc = Arc::new(gc);
+    let mut tasks = Vec::new();
+    for n in 0..50i64 {
+        let gc = gc.clone();
+        tasks.push(tokio::spawn(async move {
+            gc.run(move |c| {
+                c.execute("INSERT INTO t (n) VALUES (?1)", [n])?;
+                if n == 25 {
+                    return Err(StoreError::Corrupt("refused on purpose".into()));
+                }
+                Ok(n)
+            })
+            .await
+        }));
+    }
+    for (n, t) in tasks.into_iter().enumerate() {
+        let r = t.await.unwrap();
+        assert_eq!(r.is_err(), n == 25, "job {n}: {r:?}");
+    }
+    let check = Connection::open(&path).unwrap();
+    let (count, has25): (i64, bool) = check
+        .query_row(
+            "SELECT COUNT(*), EXISTS (SELECT 1 FROM t WHERE n = 25) FROM t",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((count, has25), (49, false));
+}

@@ -1,0 +1,81 @@
+//! The admin commands of the CLI, on a stopped gateway's data directory and
+//! over HTTP against a running one.
+
+use std::process::Command;
+
+use reqwest::Client;
+use serde_json::{Value, json};
+
+use crate::crash::start;
+use crate::harness::ADMIN_TOKEN;
+
+fn cli(args: &[&str]) -> (bool, Value, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
+        .args(args)
+        .env_remove("SWITCHBOARD_ADMIN_TOKEN")
+        .env("SWITCHBOARD_LOG", "warn")
+        .output()
+        .expect("run the CLI");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    (
+        out.status.success(),
+        serde_json::from_str(&stdout).unwrap_or(Value::Null),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workspaces_and_keys_made_offline_work_once_the_gateway_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let (ok, ws, err) = cli(&["workspace", "create", "Acme", "--data-dir", d]);
+    assert!(ok, "{err}");
+    let ws_id = ws["id"].as_str().unwrap();
+    assert!(ws_id.starts_with("ws_"));
+    let (ok, key, err) = cli(&["key", "create", ws_id, "--data-dir", d]);
+    assert!(ok, "{err}");
+    assert!(err.contains("shown only once"));
+    let key = key["key"].as_str().unwrap().to_owned();
+    let (ok, _, err) = cli(&["key", "create", "ws_missing", "--data-dir", d]);
+    assert!(!ok && err.contains("no workspace"), "{err}");
+
+    let gw = start(dir.path(), &[]);
+    let client = Client::new();
+    let r = client
+        .post(format!("{}/v1/messages", gw.base))
+        .bearer_auth(&key)
+        .json(&json!({"to": "+14155550123", "body": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+
+    // While it runs, the data directory is locked: the CLI goes over HTTP.
+    let (ok, _, err) = cli(&["workspace", "list", "--data-dir", d, "--url", &gw.base]);
+    assert!(!ok && err.contains("--admin-token"), "{err}");
+    let (ok, ws2, err) = cli(&[
+        "workspace",
+        "create",
+        "Beta",
+        "--data-dir",
+        d,
+        "--url",
+        &gw.base,
+        "--admin-token",
+        ADMIN_TOKEN,
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(ws2["name"], "Beta");
+    let (ok, list, err) = cli(&[
+        "workspace",
+        "list",
+        "--data-dir",
+        d,
+        "--url",
+        &gw.base,
+        "--admin-token",
+        ADMIN_TOKEN,
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(list["data"].as_array().unwrap().len(), 2);
+}
