@@ -11,6 +11,7 @@ pub mod clock;
 pub mod error_class;
 pub mod ids;
 pub mod message;
+pub mod netpolicy;
 pub mod phone;
 pub mod retry;
 pub mod secret;
@@ -18,6 +19,8 @@ pub mod segments;
 pub mod state;
 pub mod telemetry;
 pub mod time;
+pub mod webhook_endpoint;
+pub mod webhook_signature;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error_class::ErrorClass;

@@ -5,9 +5,10 @@ use rusqlite::Connection;
 
 use crate::error::StoreError;
 
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_foundation",
-    r#"
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_foundation",
+        r#"
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -119,7 +120,73 @@ CREATE TABLE attempts (
 );
 CREATE INDEX attempts_by_message ON attempts (message_id, attempt);
 "#,
-)];
+    ),
+    (
+        "0002_webhooks",
+        r#"
+ALTER TABLE events ADD COLUMN payload TEXT;
+
+CREATE TABLE webhook_endpoints (
+    id                    TEXT PRIMARY KEY,
+    workspace_id          TEXT NOT NULL REFERENCES workspaces(id),
+    url                   TEXT NOT NULL,
+    method                TEXT NOT NULL,
+    content_type          TEXT NOT NULL,
+    event_types           TEXT,
+    headers               TEXT NOT NULL,
+    description           TEXT,
+    enabled               INTEGER NOT NULL,
+    disabled_reason       TEXT,
+    format                TEXT NOT NULL,
+    template              TEXT,
+    retry_schedule        TEXT NOT NULL,
+    timeout_ms            INTEGER NOT NULL,
+    disable_after         INTEGER NOT NULL,
+    consecutive_failures  INTEGER NOT NULL DEFAULT 0,
+    secret                TEXT NOT NULL,
+    previous_secret       TEXT,
+    previous_secret_until INTEGER,
+    deleted_at            INTEGER,
+    created_at            INTEGER NOT NULL,
+    updated_at            INTEGER NOT NULL
+);
+CREATE INDEX webhook_endpoints_by_workspace ON webhook_endpoints (workspace_id) WHERE deleted_at IS NULL;
+
+CREATE TABLE webhook_deliveries (
+    id              TEXT PRIMARY KEY,
+    endpoint_id     TEXT NOT NULL,
+    workspace_id    TEXT NOT NULL,
+    event_id        TEXT NOT NULL,
+    event_seq       INTEGER NOT NULL,
+    ordering_key    TEXT,
+    status          TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    lease_until     INTEGER,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_order ON webhook_deliveries (endpoint_id, ordering_key, event_seq) WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_by_event ON webhook_deliveries (event_id);
+
+CREATE TABLE webhook_attempts (
+    id            TEXT PRIMARY KEY,
+    endpoint_id   TEXT NOT NULL,
+    delivery_id   TEXT,
+    event_id      TEXT NOT NULL,
+    attempt       INTEGER NOT NULL,
+    trigger       TEXT NOT NULL,
+    status_code   INTEGER,
+    error         TEXT,
+    response_body TEXT,
+    duration_ms   INTEGER NOT NULL,
+    created_at    INTEGER NOT NULL
+);
+CREATE INDEX webhook_attempts_by_endpoint ON webhook_attempts (endpoint_id, created_at);
+"#,
+    ),
+];
 
 /// Applies the migrations not yet applied, each in its own transaction.
 pub fn migrate(conn: &mut Connection) -> Result<usize, StoreError> {

@@ -749,3 +749,69 @@ async fn the_openapi_document_describes_every_route() {
     }
     assert!(doc["components"]["schemas"]["SubmitMessageRequest"].is_object());
 }
+
+#[tokio::test]
+async fn the_admin_endpoints_refuse_bad_input_with_codes() {
+    let app = spawn_app().await;
+    let post = |body: &'static str, ct: &'static str| {
+        app.client
+            .post(app.url("/v1/workspaces"))
+            .bearer_auth(ADMIN_TOKEN)
+            .header("content-type", ct)
+            .body(body)
+            .send()
+    };
+    let cases = [
+        ("{\"name\": ", "application/json", 400, "malformed_json"),
+        ("{\"name\": 7}", "application/json", 400, "invalid_type"),
+        ("{}", "application/json", 422, "missing_field"),
+        (
+            "{\"name\": \"   \"}",
+            "application/json",
+            422,
+            "invalid_name",
+        ),
+        (
+            "{\"name\": \"a\\u0000b\"}",
+            "application/json",
+            422,
+            "invalid_name",
+        ),
+        (
+            "name=acme",
+            "application/x-www-form-urlencoded",
+            415,
+            "unsupported_media_type",
+        ),
+    ];
+    for (body, ct, status, code) in cases {
+        let r = post(body, ct).await.unwrap();
+        assert_eq!(r.status(), status, "{body}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], code, "{body}");
+    }
+    let long = json!({"name": "x".repeat(201)});
+    let r = app
+        .client
+        .post(app.url("/v1/workspaces"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&long)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let list: Value = app
+        .client
+        .get(app.url("/v1/workspaces"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        list["data"].as_array().unwrap().is_empty(),
+        "nothing refused was created"
+    );
+}
