@@ -15,6 +15,7 @@ pub mod openapi;
 pub mod ops;
 pub mod rate_limit;
 pub mod state;
+pub mod webhooks;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
@@ -45,6 +46,17 @@ pub fn router(state: AppState, config: HttpConfig) -> Router {
         .route("/v1/messages", post(messages::submit).get(messages::list))
         .route("/v1/messages/{id}", get(messages::get))
         .route("/v1/messages/{id}/cancel", post(messages::cancel))
+        .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
+        .route(
+            "/v1/webhooks/{id}",
+            get(webhooks::get)
+                .patch(webhooks::update)
+                .delete(webhooks::delete),
+        )
+        .route("/v1/webhooks/{id}/rotate-secret", post(webhooks::rotate))
+        .route("/v1/webhooks/{id}/attempts", get(webhooks::attempts))
+        .route("/v1/webhooks/{id}/test", post(webhooks::test))
+        .route("/v1/webhooks/{id}/redeliver", post(webhooks::redeliver))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_api_key,

@@ -27,6 +27,8 @@ pub struct AppState {
     pub limiter: Arc<RateLimiter>,
     /// Authenticated keys, by key hash.
     pub keys: Arc<KeyCache>,
+    /// The webhook deliverer's checks and immediate sends.
+    pub webhooks: Arc<dyn crate::webhooks::WebhookGateway>,
 }
 
 /// What a request authenticated with an API key may act as.

@@ -15,8 +15,10 @@ pub mod sqlite;
 pub use error::StoreError;
 pub use model::{
     AcceptOutcome, AcceptRequest, Accepted, ApiKey, AttemptOutcome, AttemptRecord, AttemptReport,
-    ClaimedMessage, EventRecord, GroupCommitStats, MessageDetail, MessageFilter, MessagePage,
-    MessageRecord, ReceiptKind, ReceiptOutcome, Sender, TransitionOutcome, Workspace,
+    ClaimedMessage, EndpointChanges, EndpointRecord, EventRecord, GroupCommitStats, MessageDetail,
+    MessageFilter, MessagePage, MessageRecord, ReceiptKind, ReceiptOutcome, Redelivery, Sender,
+    TransitionOutcome, WebhookAttemptRecord, WebhookAttemptReport, WebhookEvent, WebhookJob,
+    WebhookOutcome, Workspace,
 };
 
 use std::time::Duration;
@@ -111,4 +113,85 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
     /// Counters of the accept path's group commit.
     fn group_commit_stats(&self) -> GroupCommitStats;
+
+    /// Creates a webhook endpoint from validated settings.
+    async fn create_endpoint(
+        &self,
+        workspace: &WorkspaceId,
+        settings: &EndpointChanges,
+        id: &str,
+        secret: &str,
+        now: Timestamp,
+    ) -> Result<EndpointRecord, StoreError>;
+    /// The workspace's endpoints.
+    async fn list_endpoints(
+        &self,
+        workspace: &WorkspaceId,
+    ) -> Result<Vec<EndpointRecord>, StoreError>;
+    /// One endpoint of the workspace.
+    async fn get_endpoint(
+        &self,
+        workspace: &WorkspaceId,
+        id: &str,
+    ) -> Result<Option<EndpointRecord>, StoreError>;
+    /// Applies a partial update; re-enabling resets the failure count.
+    async fn update_endpoint(
+        &self,
+        workspace: &WorkspaceId,
+        id: &str,
+        changes: &EndpointChanges,
+        now: Timestamp,
+    ) -> Result<Option<EndpointRecord>, StoreError>;
+    /// Deletes an endpoint and cancels its pending deliveries.
+    async fn delete_endpoint(
+        &self,
+        workspace: &WorkspaceId,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+    /// Replaces an endpoint's secret; the old one signs too until `grace_until`.
+    async fn rotate_endpoint_secret(
+        &self,
+        workspace: &WorkspaceId,
+        id: &str,
+        new_secret: &str,
+        grace_until: Timestamp,
+        now: Timestamp,
+    ) -> Result<Option<EndpointRecord>, StoreError>;
+    /// Claims due webhook deliveries (per-message order kept).
+    async fn claim_webhook_deliveries(
+        &self,
+        now: Timestamp,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<WebhookJob>, StoreError>;
+    /// Logs a webhook attempt and applies its outcome.
+    async fn complete_webhook_attempt(
+        &self,
+        report: WebhookAttemptReport,
+    ) -> Result<(), StoreError>;
+    /// An endpoint's attempt log, newest first; `None` if no such endpoint.
+    async fn webhook_attempts(
+        &self,
+        workspace: &WorkspaceId,
+        endpoint_id: &str,
+        limit: usize,
+    ) -> Result<Option<Vec<WebhookAttemptRecord>>, StoreError>;
+    /// Queues events again for an endpoint.
+    async fn redeliver(
+        &self,
+        workspace: &WorkspaceId,
+        endpoint_id: &str,
+        what: &Redelivery,
+        now: Timestamp,
+    ) -> Result<Option<usize>, StoreError>;
+    /// Records a `webhook.test` event and claims its delivery for the caller.
+    async fn webhook_test_job(
+        &self,
+        workspace: &WorkspaceId,
+        endpoint_id: &str,
+        now: Timestamp,
+    ) -> Result<Option<WebhookJob>, StoreError>;
+    /// The earliest time a webhook delivery becomes due.
+    async fn next_webhook_due_at(&self) -> Result<Option<Timestamp>, StoreError>;
 }

@@ -374,3 +374,162 @@ pub struct GroupCommitStats {
     /// The largest batch seen.
     pub max_batch: u64,
 }
+
+/// A webhook endpoint as stored (secrets included: never render it whole).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointRecord {
+    /// Id (`wh_…`).
+    pub id: String,
+    /// Owner.
+    pub workspace_id: WorkspaceId,
+    /// Destination.
+    pub url: String,
+    /// HTTP method.
+    pub method: String,
+    /// `json` or `form`.
+    pub content_type: String,
+    /// Subscribed types; `None` for every event.
+    pub event_types: Option<Vec<String>>,
+    /// Custom headers.
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// Description.
+    pub description: Option<String>,
+    /// Whether deliveries are made.
+    pub enabled: bool,
+    /// Why it was disabled automatically.
+    pub disabled_reason: Option<String>,
+    /// `standard` or `template`.
+    pub format: String,
+    /// Payload template.
+    pub template: Option<String>,
+    /// Seconds before each retry.
+    pub retry_schedule: Vec<u32>,
+    /// Per-attempt timeout.
+    pub timeout_ms: u32,
+    /// Consecutive failures before disabling.
+    pub disable_after: u32,
+    /// Failures in a row so far.
+    pub consecutive_failures: u32,
+    /// Current secret (`whsec_…`).
+    pub secret: String,
+    /// Previous secret, still signing during the rotation grace period.
+    pub previous_secret: Option<String>,
+    /// End of the grace period.
+    pub previous_secret_until: Option<Timestamp>,
+    /// Created.
+    pub created_at: Timestamp,
+    /// Last change.
+    pub updated_at: Timestamp,
+}
+
+/// One event as a webhook carries it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookEvent {
+    /// Event id; the `webhook-id` header, stable across retries.
+    pub id: String,
+    /// Event type.
+    pub event_type: String,
+    /// When it happened.
+    pub created_at: Timestamp,
+    /// Workspace.
+    pub workspace_id: WorkspaceId,
+    /// The message, inbound message, contact or other object it is about.
+    pub data: Value,
+}
+
+/// A delivery claimed for one attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookJob {
+    /// Delivery id (`{event id}/{endpoint id}`).
+    pub delivery_id: String,
+    /// This attempt's number, from 1.
+    pub attempt: u32,
+    /// `scheduled`, `manual` or `test`.
+    pub trigger: String,
+    /// Where to.
+    pub endpoint: EndpointRecord,
+    /// What.
+    pub event: WebhookEvent,
+}
+
+/// How a webhook attempt ended, as decided by the deliverer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookOutcome {
+    /// 2xx.
+    Succeeded,
+    /// Failed; try again at this time.
+    RetryAt(Timestamp),
+    /// Failed and the schedule is used up.
+    GaveUp,
+    /// 410 Gone: the endpoint is disabled.
+    Gone,
+}
+
+/// The result of one webhook attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookAttemptReport {
+    /// Delivery.
+    pub delivery_id: String,
+    /// Endpoint.
+    pub endpoint_id: String,
+    /// Event.
+    pub event_id: String,
+    /// Attempt number.
+    pub attempt: u32,
+    /// What started it.
+    pub trigger: String,
+    /// HTTP status, if a response came.
+    pub status_code: Option<u16>,
+    /// Transport error, if none came.
+    pub error: Option<String>,
+    /// First 1000 characters of the response body.
+    pub response_body: Option<String>,
+    /// Duration.
+    pub duration_ms: i64,
+    /// When it ended.
+    pub finished_at: Timestamp,
+    /// What follows.
+    pub outcome: WebhookOutcome,
+}
+
+/// One logged webhook attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookAttemptRecord {
+    /// Attempt id.
+    pub id: String,
+    /// Delivery.
+    pub delivery_id: Option<String>,
+    /// Event.
+    pub event_id: String,
+    /// Attempt number.
+    pub attempt: u32,
+    /// `scheduled`, `manual` or `test`.
+    pub trigger: String,
+    /// HTTP status.
+    pub status_code: Option<u16>,
+    /// Transport error.
+    pub error: Option<String>,
+    /// First 1000 characters of the response body.
+    pub response_body: Option<String>,
+    /// Duration.
+    pub duration_ms: i64,
+    /// When.
+    pub created_at: Timestamp,
+}
+
+/// What to deliver again.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Redelivery {
+    /// One event.
+    Event(String),
+    /// Every event of the workspace created in `[since, until)` that the endpoint subscribes to.
+    Range {
+        /// From (inclusive).
+        since: Timestamp,
+        /// To (exclusive).
+        until: Timestamp,
+    },
+}
+
+/// A partial update of an endpoint's settings, already validated.
+pub type EndpointChanges = switchboard_core::webhook_endpoint::EndpointSettings;

@@ -11,5 +11,7 @@
 //! a `ManualClock`.
 
 mod dispatcher;
+pub mod webhooks;
 
 pub use dispatcher::{Worker, WorkerConfig};
+pub use webhooks::{WebhookConfig, WebhookDeliverer};

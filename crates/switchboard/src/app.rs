@@ -11,12 +11,15 @@ use switchboard_core::telemetry::Metrics;
 use switchboard_core::{Clock, ProviderId, RetryPolicy};
 use switchboard_http::auth::hash_secret;
 use switchboard_http::rate_limit::{RateLimitConfig, RateLimiter};
+use switchboard_http::webhooks::WebhookGateway;
 use switchboard_http::{AppState, HttpConfig, KeyCache};
 use switchboard_providers::Providers;
 use switchboard_providers::sim::{SimConfig, SimProvider};
 use switchboard_store::Store;
 use switchboard_store::sqlite::SqliteStore;
-use switchboard_worker::{Worker, WorkerConfig};
+use switchboard_store::{StoreError, WebhookAttemptRecord, WebhookJob};
+use switchboard_worker::webhooks::check_template;
+use switchboard_worker::{WebhookConfig, WebhookDeliverer, Worker, WorkerConfig};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +37,8 @@ pub struct App {
     pub router: Router,
     /// The simulator (for its ledger).
     pub sim: Arc<SimProvider>,
+    /// The webhook deliverer.
+    pub webhooks: WebhookDeliverer,
     /// Set when this start generated the admin token: print it once.
     pub generated_admin_token: Option<String>,
 }
@@ -60,9 +65,48 @@ async fn admin_token(
     Ok((hash, Some(token)))
 }
 
+/// The deliverer as the HTTP edge sees it.
+#[derive(Debug)]
+struct Gateway {
+    deliverer: WebhookDeliverer,
+    store: Arc<dyn Store>,
+}
+
+#[async_trait::async_trait]
+impl WebhookGateway for Gateway {
+    async fn check_destination(&self, url: &str) -> Result<(), String> {
+        self.deliverer.check_destination(url).await
+    }
+
+    fn check_template(&self, source: &str) -> Result<(), String> {
+        check_template(source)
+    }
+
+    async fn attempt_now(&self, job: WebhookJob) -> Result<WebhookAttemptRecord, StoreError> {
+        let report = self.deliverer.attempt(&job).await;
+        let record = WebhookAttemptRecord {
+            id: String::new(),
+            delivery_id: Some(report.delivery_id.clone()),
+            event_id: report.event_id.clone(),
+            attempt: report.attempt,
+            trigger: report.trigger.clone(),
+            status_code: report.status_code,
+            error: report.error.clone(),
+            response_body: report.response_body.clone(),
+            duration_ms: report.duration_ms,
+            created_at: report.finished_at,
+        };
+        self.store.complete_webhook_attempt(report).await?;
+        Ok(record)
+    }
+}
+
 /// Builds the app from configuration, on the given clock.
 pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App> {
     config.validate()?;
+    // One TLS stack for the whole process (rustls on ring); an error only
+    // means another part of the process installed it first.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let sqlite = SqliteStore::open(&config.data_dir)
         .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
     let store: Arc<dyn Store> = Arc::new(sqlite);
@@ -111,6 +155,14 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App
         metrics.clone(),
         wake.clone(),
     );
+    let webhook_config = WebhookConfig {
+        allow_networks: switchboard_core::netpolicy::parse_allow_list(
+            &config.webhook_allow_networks,
+        )?,
+        ..WebhookConfig::default()
+    };
+    let webhooks = WebhookDeliverer::new(store.clone(), clock.clone(), webhook_config)
+        .context("building the webhook HTTP client")?;
     let state = AppState {
         store: store.clone(),
         clock,
@@ -122,6 +174,10 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App
             burst: config.rate_limit.burst,
         })),
         keys: Arc::new(KeyCache::default()),
+        webhooks: Arc::new(Gateway {
+            deliverer: webhooks.clone(),
+            store: store.clone(),
+        }),
     };
     let router = switchboard_http::router(
         state,
@@ -134,6 +190,7 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App
         worker,
         router,
         sim,
+        webhooks,
         generated_admin_token,
     })
 }
@@ -149,6 +206,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     use axum::serve::ListenerExt;
     let worker = run_workers.then(|| tokio::spawn(app.worker.clone().run(shutdown.clone())));
+    let webhooks = run_workers.then(|| tokio::spawn(app.webhooks.clone().run(shutdown.clone())));
     let listener = listener.tap_io(|tcp| {
         // Small JSON answers must not wait for Nagle's algorithm.
         let _ = tcp.set_nodelay(true);
@@ -159,6 +217,9 @@ pub async fn serve(
         .context("serving HTTP")?;
     if let Some(worker) = worker {
         worker.await.context("the worker task failed")?;
+    }
+    if let Some(webhooks) = webhooks {
+        webhooks.await.context("the webhook task failed")?;
     }
     Ok(())
 }

@@ -32,6 +32,9 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     /// Largest request body, bytes.
     pub max_body_bytes: usize,
+    /// Networks webhooks may reach despite the SSRF policy, comma-separated
+    /// CIDRs (e.g. `127.0.0.0/8,::1/128` for a receiver on this machine).
+    pub webhook_allow_networks: String,
     /// Per-key API rate limit.
     pub rate_limit: RateLimitSection,
     /// The dispatcher.
@@ -87,6 +90,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./switchboard-data"),
             admin_token: None,
             max_body_bytes: 64 * 1024,
+            webhook_allow_networks: String::new(),
             rate_limit: RateLimitSection::default(),
             dispatcher: DispatcherSection::default(),
             sim: SimSection::default(),
@@ -159,6 +163,7 @@ impl Config {
                 "LISTEN" => config.listen = parse_env(&name, &value)?,
                 "DATA_DIR" => config.data_dir = PathBuf::from(value),
                 "ADMIN_TOKEN" => config.admin_token = Some(Secret(value)),
+                "WEBHOOK_ALLOW_NETWORKS" => config.webhook_allow_networks = value,
                 "MAX_BODY_BYTES" => config.max_body_bytes = parse_env(&name, &value)?,
                 "RATE_LIMIT_PER_SECOND" => config.rate_limit.per_second = parse_env(&name, &value)?,
                 "RATE_LIMIT_BURST" => config.rate_limit.burst = parse_env(&name, &value)?,

@@ -6,6 +6,8 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // One TLS stack for the whole process: rustls on ring.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let filter =
         EnvFilter::try_from_env("SWITCHBOARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()

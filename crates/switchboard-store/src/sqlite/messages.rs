@@ -35,8 +35,9 @@ fn record_event(
         "INSERT INTO events (id, workspace_id, message_id, type, status, detail, error_code, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
+    let id = EventId::new_at(now);
     stmt.execute(params![
-        EventId::new_at(now).as_str(),
+        id.as_str(),
         ws,
         message_id,
         event.as_str(),
@@ -45,7 +46,15 @@ fn record_event(
         error_code,
         now.as_millis()
     ])?;
-    Ok(())
+    super::webhooks::fan_out(
+        c,
+        ws,
+        id.as_str(),
+        c.last_insert_rowid(),
+        event.as_str(),
+        Some(message_id),
+        now,
+    )
 }
 
 /// id, request hash, initial status, client_ref, segments, encoding, created_at.

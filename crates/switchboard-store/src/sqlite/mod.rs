@@ -9,6 +9,7 @@ mod read_pool;
 mod rows;
 mod schema;
 mod tenants;
+mod webhooks;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -261,5 +262,145 @@ impl Store for SqliteStore {
 
     fn group_commit_stats(&self) -> GroupCommitStats {
         self.writer.stats()
+    }
+
+    async fn create_endpoint(
+        &self,
+        workspace: &WorkspaceId,
+        settings: &EndpointChanges,
+        id: &str,
+        secret: &str,
+        now: Timestamp,
+    ) -> Result<EndpointRecord, StoreError> {
+        let (ws, s, id, secret) = (
+            workspace.clone(),
+            settings.clone(),
+            id.to_owned(),
+            secret.to_owned(),
+        );
+        self.writer
+            .run(move |c| webhooks::create_endpoint(c, &ws, &s, &id, &secret, now))
+            .await
+    }
+
+    async fn list_endpoints(
+        &self,
+        workspace: &WorkspaceId,
+    ) -> Result<Vec<EndpointRecord>, StoreError> {
+        let ws = workspace.clone();
+        self.readers
+            .run(move |c| webhooks::list_endpoints(c, &ws))
+            .await
+    }
+
+    async fn get_endpoint(
+        &self,
+        workspace: &WorkspaceId,
+        id: &str,
+    ) -> Result<Option<EndpointRecord>, StoreError> {
+        let (ws, id) = (workspace.clone(), id.to_owned());
+        self.readers
+            .run(move |c| webhooks::get_endpoint(c, &ws, &id))
+            .await
+    }
+
+    async fn update_endpoint(
+        &self,
+        workspace: &WorkspaceId,
+        id: &str,
+        changes: &EndpointChanges,
+        now: Timestamp,
+    ) -> Result<Option<EndpointRecord>, StoreError> {
+        let (ws, id, s) = (workspace.clone(), id.to_owned(), changes.clone());
+        self.writer
+            .run(move |c| webhooks::update_endpoint(c, &ws, &id, &s, now))
+            .await
+    }
+
+    async fn delete_endpoint(
+        &self,
+        workspace: &WorkspaceId,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let (ws, id) = (workspace.clone(), id.to_owned());
+        self.writer
+            .run(move |c| webhooks::delete_endpoint(c, &ws, &id, now))
+            .await
+    }
+
+    async fn rotate_endpoint_secret(
+        &self,
+        workspace: &WorkspaceId,
+        id: &str,
+        new_secret: &str,
+        grace_until: Timestamp,
+        now: Timestamp,
+    ) -> Result<Option<EndpointRecord>, StoreError> {
+        let (ws, id, secret) = (workspace.clone(), id.to_owned(), new_secret.to_owned());
+        self.writer
+            .run(move |c| webhooks::rotate_secret(c, &ws, &id, &secret, grace_until, now))
+            .await
+    }
+
+    async fn claim_webhook_deliveries(
+        &self,
+        now: Timestamp,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<WebhookJob>, StoreError> {
+        self.writer
+            .run(move |c| webhooks::claim(c, now, limit, lease))
+            .await
+    }
+
+    async fn complete_webhook_attempt(
+        &self,
+        report: WebhookAttemptReport,
+    ) -> Result<(), StoreError> {
+        self.writer
+            .run(move |c| webhooks::complete(c, &report))
+            .await
+    }
+
+    async fn webhook_attempts(
+        &self,
+        workspace: &WorkspaceId,
+        endpoint_id: &str,
+        limit: usize,
+    ) -> Result<Option<Vec<WebhookAttemptRecord>>, StoreError> {
+        let (ws, id) = (workspace.clone(), endpoint_id.to_owned());
+        self.readers
+            .run(move |c| webhooks::attempts(c, &ws, &id, limit))
+            .await
+    }
+
+    async fn redeliver(
+        &self,
+        workspace: &WorkspaceId,
+        endpoint_id: &str,
+        what: &Redelivery,
+        now: Timestamp,
+    ) -> Result<Option<usize>, StoreError> {
+        let (ws, id, what) = (workspace.clone(), endpoint_id.to_owned(), what.clone());
+        self.writer
+            .run(move |c| webhooks::redeliver(c, &ws, &id, &what, now))
+            .await
+    }
+
+    async fn webhook_test_job(
+        &self,
+        workspace: &WorkspaceId,
+        endpoint_id: &str,
+        now: Timestamp,
+    ) -> Result<Option<WebhookJob>, StoreError> {
+        let (ws, id) = (workspace.clone(), endpoint_id.to_owned());
+        self.writer
+            .run(move |c| webhooks::test_job(c, &ws, &id, now))
+            .await
+    }
+
+    async fn next_webhook_due_at(&self) -> Result<Option<Timestamp>, StoreError> {
+        self.readers.run(webhooks::next_due_at).await
     }
 }

@@ -160,6 +160,7 @@ CREATE TABLE webhook_deliveries (
     event_seq       INTEGER NOT NULL,
     ordering_key    TEXT,
     status          TEXT NOT NULL,
+    trigger         TEXT NOT NULL DEFAULT 'scheduled',
     attempts        INTEGER NOT NULL DEFAULT 0,
     next_attempt_at INTEGER NOT NULL,
     lease_until     INTEGER,

@@ -1,0 +1,618 @@
+//! Webhook endpoints, the delivery outbox and the attempt log.
+//!
+//! Fan-out happens in the transaction that records an event: one
+//! `webhook_deliveries` row per matching enabled endpoint, so an event that
+//! is committed is also committed to be delivered (a restart loses nothing).
+//! Deliveries of one message to one endpoint go in event order: a delivery
+//! is not claimed while an earlier one of the same message is pending.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::{Value, json};
+use switchboard_core::webhook_endpoint::{
+    DEFAULT_DISABLE_AFTER, DEFAULT_RETRY_SCHEDULE, DEFAULT_TIMEOUT_MS, EndpointSettings,
+};
+use switchboard_core::{EventId, Timestamp, WorkspaceId};
+
+use super::rows::{self, MESSAGE_COLUMNS};
+use crate::error::StoreError;
+use crate::model::*;
+
+fn corrupt(what: &str, v: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {v}"))
+}
+
+/// Creates a delivery for each enabled endpoint of the workspace that
+/// subscribes to `event_type`.
+pub fn fan_out(
+    c: &Connection,
+    ws: &str,
+    event_id: &str,
+    seq: i64,
+    event_type: &str,
+    ordering_key: Option<&str>,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "INSERT INTO webhook_deliveries (id, endpoint_id, workspace_id, event_id, event_seq, ordering_key, status, next_attempt_at, created_at, updated_at)
+         SELECT ?2 || '/' || w.id, w.id, ?1, ?2, ?3, ?4, 'pending', ?6, ?6, ?6
+         FROM webhook_endpoints w
+         WHERE w.workspace_id = ?1 AND w.enabled = 1 AND w.deleted_at IS NULL
+           AND (w.event_types IS NULL OR EXISTS (SELECT 1 FROM json_each(w.event_types) WHERE value = ?5))",
+    )?
+    .execute(params![ws, event_id, seq, ordering_key, event_type, now.as_millis()])?;
+    Ok(())
+}
+
+/// Records an event that is not about a message (`endpoint.disabled`,
+/// `webhook.test`, …) with its payload; fans it out if `fan` is set.
+pub fn record_workspace_event(
+    c: &Connection,
+    ws: &str,
+    event_type: &str,
+    payload: &Value,
+    now: Timestamp,
+    fan: bool,
+) -> Result<String, StoreError> {
+    let id = EventId::new_at(now).to_string();
+    c.prepare_cached(
+        "INSERT INTO events (id, workspace_id, message_id, type, status, payload, created_at) VALUES (?1, ?2, NULL, ?3, '', ?4, ?5)",
+    )?
+    .execute(params![id, ws, event_type, payload.to_string(), now.as_millis()])?;
+    if fan {
+        fan_out(c, ws, &id, c.last_insert_rowid(), event_type, None, now)?;
+    }
+    Ok(id)
+}
+
+const ENDPOINT_COLUMNS: &str = "id, workspace_id, url, method, content_type, event_types, headers, description, enabled, disabled_reason, \
+     format, template, retry_schedule, timeout_ms, disable_after, consecutive_failures, secret, previous_secret, previous_secret_until, created_at, updated_at";
+
+fn endpoint(r: &rusqlite::Row<'_>) -> Result<EndpointRecord, StoreError> {
+    let ws: String = r.get(1)?;
+    let types: Option<String> = r.get(5)?;
+    let headers: String = r.get(6)?;
+    let schedule: String = r.get(12)?;
+    Ok(EndpointRecord {
+        id: r.get(0)?,
+        workspace_id: WorkspaceId::parse(&ws).map_err(|_| corrupt("workspace id", &ws))?,
+        url: r.get(2)?,
+        method: r.get(3)?,
+        content_type: r.get(4)?,
+        event_types: types
+            .map(|t| serde_json::from_str(&t).map_err(|_| corrupt("event_types", &t)))
+            .transpose()?,
+        headers: serde_json::from_str(&headers).map_err(|_| corrupt("headers", &headers))?,
+        description: r.get(7)?,
+        enabled: r.get(8)?,
+        disabled_reason: r.get(9)?,
+        format: r.get(10)?,
+        template: r.get(11)?,
+        retry_schedule: serde_json::from_str(&schedule)
+            .map_err(|_| corrupt("retry_schedule", &schedule))?,
+        timeout_ms: r.get(13)?,
+        disable_after: r.get(14)?,
+        consecutive_failures: r.get(15)?,
+        secret: r.get(16)?,
+        previous_secret: r.get(17)?,
+        previous_secret_until: r.get::<_, Option<i64>>(18)?.map(Timestamp::from_millis),
+        created_at: Timestamp::from_millis(r.get(19)?),
+        updated_at: Timestamp::from_millis(r.get(20)?),
+    })
+}
+
+fn load_endpoint(
+    c: &Connection,
+    ws: Option<&WorkspaceId>,
+    id: &str,
+) -> Result<Option<EndpointRecord>, StoreError> {
+    let sql = format!(
+        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = ?1 AND deleted_at IS NULL AND (?2 IS NULL OR workspace_id = ?2)"
+    );
+    let mut stmt = c.prepare_cached(&sql)?;
+    let mut found = stmt.query(params![id, ws.map(WorkspaceId::as_str)])?;
+    found.next()?.map(endpoint).transpose()
+}
+
+/// Creates an endpoint from validated settings (defaults fill the gaps).
+pub fn create_endpoint(
+    c: &Connection,
+    ws: &WorkspaceId,
+    s: &EndpointSettings,
+    id: &str,
+    secret: &str,
+    now: Timestamp,
+) -> Result<EndpointRecord, StoreError> {
+    let types = s
+        .event_types
+        .clone()
+        .flatten()
+        .map(|t| serde_json::to_string(&t).expect("strings"));
+    let headers = serde_json::to_string(&s.headers.clone().unwrap_or_default()).expect("strings");
+    let schedule = serde_json::to_string(
+        &s.retry_schedule
+            .clone()
+            .unwrap_or(DEFAULT_RETRY_SCHEDULE.to_vec()),
+    )
+    .expect("numbers");
+    c.execute(
+        "INSERT INTO webhook_endpoints (id, workspace_id, url, method, content_type, event_types, headers, description, enabled,
+            format, template, retry_schedule, timeout_ms, disable_after, secret, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16)",
+        params![
+            id,
+            ws.as_str(),
+            s.url.as_deref().unwrap_or_default(),
+            s.method.as_deref().unwrap_or("POST"),
+            s.content_type.as_deref().unwrap_or("json"),
+            types,
+            headers,
+            s.description.clone().flatten(),
+            s.enabled.unwrap_or(true),
+            s.format.as_deref().unwrap_or("standard"),
+            s.template.clone().flatten(),
+            schedule,
+            s.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
+            s.disable_after.unwrap_or(DEFAULT_DISABLE_AFTER),
+            secret,
+            now.as_millis()
+        ],
+    )?;
+    load_endpoint(c, Some(ws), id)?.ok_or_else(|| corrupt("endpoint vanished", id))
+}
+
+/// The workspace's endpoints, oldest first.
+pub fn list_endpoints(c: &Connection, ws: &WorkspaceId) -> Result<Vec<EndpointRecord>, StoreError> {
+    let sql = format!(
+        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE workspace_id = ?1 AND deleted_at IS NULL ORDER BY id"
+    );
+    let mut stmt = c.prepare_cached(&sql)?;
+    let mut rows_ = stmt.query([ws.as_str()])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows_.next()? {
+        out.push(endpoint(r)?);
+    }
+    Ok(out)
+}
+
+/// One endpoint of the workspace.
+pub fn get_endpoint(
+    c: &Connection,
+    ws: &WorkspaceId,
+    id: &str,
+) -> Result<Option<EndpointRecord>, StoreError> {
+    load_endpoint(c, Some(ws), id)
+}
+
+/// Applies a partial update. Re-enabling clears the failure count.
+pub fn update_endpoint(
+    c: &Connection,
+    ws: &WorkspaceId,
+    id: &str,
+    s: &EndpointSettings,
+    now: Timestamp,
+) -> Result<Option<EndpointRecord>, StoreError> {
+    let Some(mut e) = load_endpoint(c, Some(ws), id)? else {
+        return Ok(None);
+    };
+    if let Some(v) = &s.url {
+        e.url = v.clone();
+    }
+    if let Some(v) = &s.method {
+        e.method = v.clone();
+    }
+    if let Some(v) = &s.content_type {
+        e.content_type = v.clone();
+    }
+    if let Some(v) = &s.event_types {
+        e.event_types = v.clone();
+    }
+    if let Some(v) = &s.headers {
+        e.headers = v.clone();
+    }
+    if let Some(v) = &s.description {
+        e.description = v.clone();
+    }
+    if let Some(v) = &s.format {
+        e.format = v.clone();
+    }
+    if let Some(v) = &s.template {
+        e.template = v.clone();
+    }
+    if let Some(v) = &s.retry_schedule {
+        e.retry_schedule = v.clone();
+    }
+    if let Some(v) = s.timeout_ms {
+        e.timeout_ms = v;
+    }
+    if let Some(v) = s.disable_after {
+        e.disable_after = v;
+    }
+    if let Some(v) = s.enabled {
+        if v && !e.enabled {
+            e.consecutive_failures = 0;
+            e.disabled_reason = None;
+        }
+        e.enabled = v;
+    }
+    c.execute(
+        "UPDATE webhook_endpoints SET url = ?1, method = ?2, content_type = ?3, event_types = ?4, headers = ?5, description = ?6,
+            enabled = ?7, disabled_reason = ?8, format = ?9, template = ?10, retry_schedule = ?11, timeout_ms = ?12,
+            disable_after = ?13, consecutive_failures = ?14, updated_at = ?15 WHERE id = ?16",
+        params![
+            e.url,
+            e.method,
+            e.content_type,
+            e.event_types.as_ref().map(|t| serde_json::to_string(t).expect("strings")),
+            serde_json::to_string(&e.headers).expect("strings"),
+            e.description,
+            e.enabled,
+            e.disabled_reason,
+            e.format,
+            e.template,
+            serde_json::to_string(&e.retry_schedule).expect("numbers"),
+            e.timeout_ms,
+            e.disable_after,
+            e.consecutive_failures,
+            now.as_millis(),
+            id
+        ],
+    )?;
+    load_endpoint(c, Some(ws), id)
+}
+
+/// Deletes an endpoint; its pending deliveries are dropped.
+pub fn delete_endpoint(
+    c: &Connection,
+    ws: &WorkspaceId,
+    id: &str,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    let n = c.execute(
+        "UPDATE webhook_endpoints SET deleted_at = ?1, enabled = 0 WHERE id = ?2 AND workspace_id = ?3 AND deleted_at IS NULL",
+        params![now.as_millis(), id, ws.as_str()],
+    )?;
+    c.execute("UPDATE webhook_deliveries SET status = 'canceled' WHERE endpoint_id = ?1 AND status = 'pending'", [id])?;
+    Ok(n > 0)
+}
+
+/// Replaces the secret; the old one keeps signing until `grace_until`.
+pub fn rotate_secret(
+    c: &Connection,
+    ws: &WorkspaceId,
+    id: &str,
+    new_secret: &str,
+    grace_until: Timestamp,
+    now: Timestamp,
+) -> Result<Option<EndpointRecord>, StoreError> {
+    let n = c.execute(
+        "UPDATE webhook_endpoints SET previous_secret = secret, previous_secret_until = ?1, secret = ?2, updated_at = ?3
+         WHERE id = ?4 AND workspace_id = ?5 AND deleted_at IS NULL",
+        params![grace_until.as_millis(), new_secret, now.as_millis(), id, ws.as_str()],
+    )?;
+    if n == 0 {
+        return Ok(None);
+    }
+    load_endpoint(c, Some(ws), id)
+}
+
+/// The `data` of a message event: the message as the API shows it, with the
+/// status and error of the moment the event was recorded.
+fn message_data(
+    m: &MessageRecord,
+    status: &str,
+    error_code: Option<&str>,
+    detail: Option<&str>,
+) -> Value {
+    json!({
+        "object": "message",
+        "id": m.id.as_str(),
+        "to": m.to,
+        "from": m.from,
+        "channel": m.channel,
+        "body": m.body,
+        "media_urls": m.media_urls,
+        "status": status,
+        "encoding": m.encoding,
+        "segments": m.segments,
+        "client_ref": m.client_ref,
+        "metadata": m.metadata,
+        "category": m.category,
+        "priority": m.priority,
+        "provider_id": m.provider_id,
+        "provider_message_id": m.provider_message_id,
+        "error_code": error_code,
+        "detail": detail,
+        "created_at": m.created_at.to_rfc3339(),
+    })
+}
+
+/// Loads the event with its data.
+fn load_event(c: &Connection, event_id: &str) -> Result<Option<WebhookEvent>, StoreError> {
+    type Row = (
+        String,
+        String,
+        Option<String>,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        i64,
+    );
+    let row: Option<Row> = c
+        .prepare_cached("SELECT workspace_id, type, message_id, status, detail, error_code, payload, created_at FROM events WHERE id = ?1")?
+        .query_row([event_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?)))
+        .optional()?;
+    let Some((ws, event_type, message_id, status, detail, error_code, payload, created)) = row
+    else {
+        return Ok(None);
+    };
+    let data = match (message_id, payload) {
+        (Some(mid), _) => {
+            let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1");
+            let mut stmt = c.prepare_cached(&sql)?;
+            let mut found = stmt.query([&mid])?;
+            match found.next()? {
+                Some(r) => message_data(
+                    &rows::message(r)?,
+                    &status,
+                    error_code.as_deref(),
+                    detail.as_deref(),
+                ),
+                None => json!({"object": "message", "id": mid}),
+            }
+        }
+        (None, Some(p)) => serde_json::from_str(&p).map_err(|_| corrupt("event payload", &p))?,
+        (None, None) => Value::Null,
+    };
+    Ok(Some(WebhookEvent {
+        id: event_id.to_owned(),
+        event_type,
+        created_at: Timestamp::from_millis(created),
+        workspace_id: WorkspaceId::parse(&ws).map_err(|_| corrupt("workspace id", &ws))?,
+        data,
+    }))
+}
+
+/// Claims due deliveries of enabled endpoints, in per-message order.
+pub fn claim(
+    c: &Connection,
+    now: Timestamp,
+    limit: usize,
+    lease: Duration,
+) -> Result<Vec<WebhookJob>, StoreError> {
+    let due: Vec<(String, String, String, u32, String)> = c
+        .prepare_cached(
+            "SELECT d.id, d.endpoint_id, d.event_id, d.attempts, d.trigger FROM webhook_deliveries d
+             JOIN webhook_endpoints w ON w.id = d.endpoint_id
+             WHERE d.status = 'pending' AND d.next_attempt_at <= ?1 AND (d.lease_until IS NULL OR d.lease_until <= ?1)
+               AND w.enabled = 1 AND w.deleted_at IS NULL
+               AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p
+                               WHERE p.endpoint_id = d.endpoint_id AND p.ordering_key = d.ordering_key
+                                 AND p.status = 'pending' AND p.event_seq < d.event_seq)
+             ORDER BY d.next_attempt_at, d.event_seq LIMIT ?2",
+        )?
+        .query_map(params![now.as_millis(), i64::try_from(limit).unwrap_or(i64::MAX)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
+        .collect::<Result<_, _>>()?;
+    let lease_until = now.plus(lease).as_millis();
+    let mut endpoints: HashMap<String, EndpointRecord> = HashMap::new();
+    let mut jobs = Vec::with_capacity(due.len());
+    for (id, endpoint_id, event_id, attempts, trigger) in due {
+        c.prepare_cached("UPDATE webhook_deliveries SET lease_until = ?1, attempts = attempts + 1, updated_at = ?2 WHERE id = ?3")?
+            .execute(params![lease_until, now.as_millis(), id])?;
+        let endpoint = match endpoints.get(&endpoint_id) {
+            Some(e) => e.clone(),
+            None => {
+                let e = load_endpoint(c, None, &endpoint_id)?
+                    .ok_or_else(|| corrupt("endpoint", &endpoint_id))?;
+                endpoints.insert(endpoint_id.clone(), e.clone());
+                e
+            }
+        };
+        let event = load_event(c, &event_id)?.ok_or_else(|| corrupt("event", &event_id))?;
+        jobs.push(WebhookJob {
+            delivery_id: id,
+            attempt: attempts + 1,
+            trigger,
+            endpoint,
+            event,
+        });
+    }
+    Ok(jobs)
+}
+
+/// Logs an attempt and applies its outcome to the delivery and endpoint.
+pub fn complete(c: &Connection, r: &WebhookAttemptReport) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "INSERT INTO webhook_attempts (id, endpoint_id, delivery_id, event_id, attempt, trigger, status_code, error, response_body, duration_ms, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?
+    .execute(params![
+        format!("wha_{}", &EventId::new_at(r.finished_at).as_str()[4..]),
+        r.endpoint_id,
+        r.delivery_id,
+        r.event_id,
+        r.attempt,
+        r.trigger,
+        r.status_code,
+        r.error,
+        r.response_body,
+        r.duration_ms,
+        r.finished_at.as_millis()
+    ])?;
+    let now = r.finished_at.as_millis();
+    let (status, next) = match r.outcome {
+        WebhookOutcome::Succeeded => ("succeeded", None),
+        WebhookOutcome::RetryAt(t) => ("pending", Some(t.as_millis())),
+        WebhookOutcome::GaveUp | WebhookOutcome::Gone => ("failed", None),
+    };
+    c.prepare_cached(
+        "UPDATE webhook_deliveries SET status = ?1, next_attempt_at = COALESCE(?2, next_attempt_at), lease_until = NULL, updated_at = ?3
+         WHERE id = ?4 AND status = 'pending'",
+    )?
+    .execute(params![status, next, now, r.delivery_id])?;
+    // A test send says nothing about the endpoint's health.
+    if r.trigger == "test" {
+        return Ok(());
+    }
+    if r.outcome == WebhookOutcome::Succeeded {
+        c.prepare_cached("UPDATE webhook_endpoints SET consecutive_failures = 0 WHERE id = ?1")?
+            .execute([&r.endpoint_id])?;
+        return Ok(());
+    }
+    c.prepare_cached("UPDATE webhook_endpoints SET consecutive_failures = consecutive_failures + 1 WHERE id = ?1")?.execute([&r.endpoint_id])?;
+    let Some(e) = load_endpoint(c, None, &r.endpoint_id)? else {
+        return Ok(());
+    };
+    let reason = if r.outcome == WebhookOutcome::Gone {
+        Some("the endpoint answered 410 Gone".to_owned())
+    } else if e.enabled && e.consecutive_failures >= e.disable_after {
+        Some(format!(
+            "{} consecutive failed attempts",
+            e.consecutive_failures
+        ))
+    } else {
+        None
+    };
+    if let (Some(reason), true) = (reason, e.enabled) {
+        c.execute(
+            "UPDATE webhook_endpoints SET enabled = 0, disabled_reason = ?1, updated_at = ?2 WHERE id = ?3",
+            params![reason, now, e.id],
+        )?;
+        let payload = json!({"object": "webhook_endpoint", "id": e.id, "url": e.url, "reason": reason, "consecutive_failures": e.consecutive_failures});
+        record_workspace_event(
+            c,
+            e.workspace_id.as_str(),
+            "endpoint.disabled",
+            &payload,
+            r.finished_at,
+            true,
+        )?;
+    }
+    Ok(())
+}
+
+/// The attempt log of an endpoint, newest first.
+pub fn attempts(
+    c: &Connection,
+    ws: &WorkspaceId,
+    endpoint_id: &str,
+    limit: usize,
+) -> Result<Option<Vec<WebhookAttemptRecord>>, StoreError> {
+    if load_endpoint(c, Some(ws), endpoint_id)?.is_none() {
+        return Ok(None);
+    }
+    let list = c
+        .prepare_cached(
+            "SELECT id, delivery_id, event_id, attempt, trigger, status_code, error, response_body, duration_ms, created_at
+             FROM webhook_attempts WHERE endpoint_id = ?1 ORDER BY created_at DESC, id DESC LIMIT ?2",
+        )?
+        .query_map(params![endpoint_id, i64::try_from(limit).unwrap_or(100)], |r| {
+            Ok(WebhookAttemptRecord {
+                id: r.get(0)?,
+                delivery_id: r.get(1)?,
+                event_id: r.get(2)?,
+                attempt: r.get(3)?,
+                trigger: r.get(4)?,
+                status_code: r.get(5)?,
+                error: r.get(6)?,
+                response_body: r.get(7)?,
+                duration_ms: r.get(8)?,
+                created_at: Timestamp::from_millis(r.get(9)?),
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(list))
+}
+
+/// Queues events again for one endpoint (manual trigger). Returns how many,
+/// or `None` if the endpoint does not exist.
+pub fn redeliver(
+    c: &Connection,
+    ws: &WorkspaceId,
+    endpoint_id: &str,
+    what: &Redelivery,
+    now: Timestamp,
+) -> Result<Option<usize>, StoreError> {
+    let Some(e) = load_endpoint(c, Some(ws), endpoint_id)? else {
+        return Ok(None);
+    };
+    let events: Vec<(String, i64, String, Option<String>)> = match what {
+        Redelivery::Event(id) => c
+            .prepare_cached("SELECT id, seq, type, message_id FROM events WHERE id = ?1 AND workspace_id = ?2")?
+            .query_map(params![id, ws.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<Result<_, _>>()?,
+        Redelivery::Range { since, until } => c
+            .prepare_cached(
+                "SELECT id, seq, type, message_id FROM events WHERE workspace_id = ?1 AND created_at >= ?2 AND created_at < ?3 ORDER BY seq LIMIT 10000",
+            )?
+            .query_map(params![ws.as_str(), since.as_millis(), until.as_millis()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<Result<_, _>>()?,
+    };
+    let mut n = 0;
+    for (event_id, seq, event_type, message_id) in events {
+        let subscribed = e
+            .event_types
+            .as_ref()
+            .is_none_or(|t| t.contains(&event_type));
+        // A single event named explicitly is sent even if the filter would skip it.
+        if !subscribed && matches!(what, Redelivery::Range { .. }) {
+            continue;
+        }
+        c.prepare_cached(
+            "INSERT INTO webhook_deliveries (id, endpoint_id, workspace_id, event_id, event_seq, ordering_key, status, trigger, next_attempt_at, created_at, updated_at)
+             VALUES (?1 || '/' || ?2, ?2, ?3, ?1, ?4, ?5, 'pending', 'manual', ?6, ?6, ?6)
+             ON CONFLICT (id) DO UPDATE SET status = 'pending', trigger = 'manual', next_attempt_at = ?6, lease_until = NULL, updated_at = ?6",
+        )?
+        .execute(params![event_id, endpoint_id, ws.as_str(), seq, message_id, now.as_millis()])?;
+        n += 1;
+    }
+    Ok(Some(n))
+}
+
+/// Records a `webhook.test` event for one endpoint and claims its delivery
+/// for the caller, who makes the attempt at once.
+pub fn test_job(
+    c: &Connection,
+    ws: &WorkspaceId,
+    endpoint_id: &str,
+    now: Timestamp,
+) -> Result<Option<WebhookJob>, StoreError> {
+    let Some(endpoint) = load_endpoint(c, Some(ws), endpoint_id)? else {
+        return Ok(None);
+    };
+    let payload = json!({"object": "webhook_test", "endpoint_id": endpoint_id, "message": "This is a test event from Switchboard."});
+    let event_id = record_workspace_event(c, ws.as_str(), "webhook.test", &payload, now, false)?;
+    let seq = c.last_insert_rowid();
+    let delivery_id = format!("{event_id}/{endpoint_id}");
+    c.execute(
+        "INSERT INTO webhook_deliveries (id, endpoint_id, workspace_id, event_id, event_seq, status, trigger, attempts, next_attempt_at, lease_until, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 'test', 1, ?6, ?7, ?6, ?6)",
+        params![delivery_id, endpoint_id, ws.as_str(), event_id, seq, now.as_millis(), now.plus(Duration::from_secs(3600)).as_millis()],
+    )?;
+    let event = load_event(c, &event_id)?.ok_or_else(|| corrupt("event", &event_id))?;
+    Ok(Some(WebhookJob {
+        delivery_id,
+        attempt: 1,
+        trigger: "test".into(),
+        endpoint,
+        event,
+    }))
+}
+
+/// The earliest time a delivery becomes due.
+pub fn next_due_at(c: &Connection) -> Result<Option<Timestamp>, StoreError> {
+    let t: Option<i64> = c.query_row(
+        "SELECT MIN(MAX(d.next_attempt_at, COALESCE(d.lease_until, 0))) FROM webhook_deliveries d
+         JOIN webhook_endpoints w ON w.id = d.endpoint_id
+         WHERE d.status = 'pending' AND w.enabled = 1 AND w.deleted_at IS NULL
+           AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p
+                           WHERE p.endpoint_id = d.endpoint_id AND p.ordering_key = d.ordering_key
+                             AND p.status = 'pending' AND p.event_seq < d.event_seq)",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(t.map(Timestamp::from_millis))
+}

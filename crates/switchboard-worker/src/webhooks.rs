@@ -1,0 +1,479 @@
+//! The webhook deliverer: claim → render → sign → POST → classify → record.
+//!
+//! Destinations are checked against the SSRF policy after DNS resolution,
+//! at every attempt: a custom resolver hands reqwest only addresses that
+//! passed, so there is no window between the check and the connection. IP
+//! literals (which reqwest does not resolve) are checked before the call.
+//! Redirects are not followed.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+use serde_json::{Value, json};
+use switchboard_core::netpolicy::{Cidr, forbidden_reason};
+use switchboard_core::webhook_signature::{WebhookSecret, signature_header};
+use switchboard_core::{Clock, Timestamp};
+use switchboard_store::{Store, StoreError, WebhookAttemptReport, WebhookJob, WebhookOutcome};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Characters of a response body kept in the attempt log.
+pub const RESPONSE_BODY_CHARS: usize = 1000;
+/// The longest `Retry-After` honoured.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(86_400);
+
+/// A destination refused by the SSRF policy.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "destination refused: {ip} is a {reason} address (allow it with SWITCHBOARD_WEBHOOK_ALLOW_NETWORKS)"
+)]
+pub struct RefusedDestination {
+    ip: IpAddr,
+    reason: &'static str,
+}
+
+/// Resolves names and drops the answer if any address is refused.
+#[derive(Debug, Clone)]
+struct CheckedResolver {
+    allow: Arc<Vec<Cidr>>,
+}
+
+impl Resolve for CheckedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let allow = self.allow.clone();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            check_addrs(&addrs, &allow)?;
+            let out: Addrs = Box::new(addrs.into_iter());
+            Ok(out)
+        })
+    }
+}
+
+fn check_addrs(addrs: &[SocketAddr], allow: &[Cidr]) -> Result<(), RefusedDestination> {
+    // Every address must pass: a name that resolves to one public and one
+    // private address is refused, or the private one could be dialled.
+    for a in addrs {
+        if let Some(reason) = forbidden_reason(a.ip(), allow) {
+            return Err(RefusedDestination { ip: a.ip(), reason });
+        }
+    }
+    Ok(())
+}
+
+/// Checks a URL's destination now: the literal address, or every address
+/// its host resolves to.
+pub async fn check_destination(url: &str, allow: &[Cidr]) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("invalid URL: {e}"))?;
+    let port = parsed.port_or_known_default().unwrap_or(443);
+    let addrs: Vec<SocketAddr> = match parsed.host() {
+        Some(url::Host::Ipv4(ip)) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
+        Some(url::Host::Ipv6(ip)) => vec![SocketAddr::new(IpAddr::V6(ip), port)],
+        Some(url::Host::Domain(d)) => tokio::net::lookup_host((d, port))
+            .await
+            .map_err(|e| format!("cannot resolve {d}: {e}"))?
+            .collect(),
+        None => return Err("the URL has no host".into()),
+    };
+    if addrs.is_empty() {
+        return Err("the host resolves to no address".into());
+    }
+    check_addrs(&addrs, allow).map_err(|e| e.to_string())
+}
+
+/// How the deliverer works.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    /// Deliveries claimed per round trip.
+    pub batch: usize,
+    /// Claim lease; must exceed the longest endpoint timeout (60 s).
+    pub lease: Duration,
+    /// Networks allowed despite the SSRF policy.
+    pub allow_networks: Vec<Cidr>,
+    /// Longest sleep when nothing is due.
+    pub idle_poll: Duration,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        WebhookConfig {
+            batch: 256,
+            lease: Duration::from_secs(90),
+            allow_networks: Vec::new(),
+            idle_poll: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Delivers webhook events.
+#[derive(Debug, Clone)]
+pub struct WebhookDeliverer {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    client: reqwest::Client,
+    config: WebhookConfig,
+}
+
+/// The envelope of SPEC §4.
+pub fn envelope(job: &WebhookJob) -> Value {
+    json!({
+        "id": job.event.id,
+        "event": job.event.event_type,
+        "timestamp": job.event.created_at.to_rfc3339(),
+        "webhook_id": job.endpoint.id,
+        "account_id": job.event.workspace_id.as_str(),
+        "data": job.event.data,
+    })
+}
+
+fn form_encode(v: &Value) -> String {
+    let Value::Object(m) = v else {
+        return String::new();
+    };
+    let enc = |s: &str| {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                b' ' => "+".to_owned(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    m.iter()
+        .map(|(k, v)| {
+            let text = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            format!("{}={}", enc(k), enc(&text))
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Renders the body an endpoint receives.
+pub fn render_body(job: &WebhookJob) -> Result<(Vec<u8>, &'static str), String> {
+    let env = envelope(job);
+    if job.endpoint.format == "template" {
+        let source = job.endpoint.template.as_deref().unwrap_or("");
+        let mut jinja = minijinja::Environment::new();
+        jinja.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+        let rendered = jinja
+            .render_str(source, minijinja::context! { event => minijinja::Value::from(minijinja::value::Serde(&env)) })
+            .map_err(|e| format!("the payload template failed: {e}"))?;
+        let ct = if job.endpoint.content_type == "form" {
+            "application/x-www-form-urlencoded"
+        } else {
+            "application/json"
+        };
+        return Ok((rendered.into_bytes(), ct));
+    }
+    if job.endpoint.content_type == "form" {
+        Ok((
+            form_encode(&env).into_bytes(),
+            "application/x-www-form-urlencoded",
+        ))
+    } else {
+        Ok((env.to_string().into_bytes(), "application/json"))
+    }
+}
+
+/// Checks a payload template's syntax.
+pub fn check_template(source: &str) -> Result<(), String> {
+    let jinja = minijinja::Environment::new();
+    jinja
+        .template_from_str(source)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
+    let v = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?;
+    v.trim()
+        .parse::<u64>()
+        .ok()
+        .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER))
+}
+
+async fn read_prefix(mut resp: reqwest::Response) -> String {
+    let mut buf = Vec::new();
+    while buf.len() < RESPONSE_BODY_CHARS * 4 {
+        match resp.chunk().await {
+            Ok(Some(c)) => buf.extend_from_slice(&c),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&buf)
+        .chars()
+        .take(RESPONSE_BODY_CHARS)
+        .collect()
+}
+
+fn error_chain(e: &reqwest::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(refused) = s.downcast_ref::<RefusedDestination>() {
+            return refused.to_string();
+        }
+        msg = format!("{msg}: {s}");
+        source = s.source();
+    }
+    if e.is_timeout() {
+        format!("timeout: {msg}")
+    } else {
+        msg
+    }
+}
+
+impl WebhookDeliverer {
+    /// A deliverer over the store.
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        config: WebhookConfig,
+    ) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(CheckedResolver {
+                allow: Arc::new(config.allow_networks.clone()),
+            }))
+            .user_agent(concat!("Switchboard-Webhooks/", env!("CARGO_PKG_VERSION")))
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(WebhookDeliverer {
+            inner: Arc::new(Inner {
+                store,
+                clock,
+                client,
+                config,
+            }),
+        })
+    }
+
+    /// Checks a destination against the SSRF policy.
+    pub async fn check_destination(&self, url: &str) -> Result<(), String> {
+        check_destination(url, &self.inner.config.allow_networks).await
+    }
+
+    /// Makes one attempt of a job and decides what follows (no store writes).
+    pub async fn attempt(&self, job: &WebhookJob) -> WebhookAttemptReport {
+        let started = Instant::now();
+        let result = self.call(job).await;
+        let now = self.inner.clock.now();
+        let (status_code, error, body, retry_after) = match result {
+            Ok((status, body, retry_after)) => (Some(status), None, Some(body), retry_after),
+            Err(e) => (None, Some(e), None, None),
+        };
+        let ok = status_code.is_some_and(|s| (200..300).contains(&s));
+        let outcome = if ok {
+            WebhookOutcome::Succeeded
+        } else if status_code == Some(410) {
+            WebhookOutcome::Gone
+        } else if job.trigger == "test" {
+            WebhookOutcome::GaveUp
+        } else {
+            next_attempt(
+                &job.endpoint.retry_schedule,
+                job.attempt,
+                now,
+                retry_after,
+                fastrand::f64(),
+            )
+        };
+        WebhookAttemptReport {
+            delivery_id: job.delivery_id.clone(),
+            endpoint_id: job.endpoint.id.clone(),
+            event_id: job.event.id.clone(),
+            attempt: job.attempt,
+            trigger: job.trigger.clone(),
+            status_code,
+            error,
+            response_body: body,
+            duration_ms: i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX),
+            finished_at: now,
+            outcome,
+        }
+    }
+
+    async fn call(&self, job: &WebhookJob) -> Result<(u16, String, Option<Duration>), String> {
+        let e = &job.endpoint;
+        let url = reqwest::Url::parse(&e.url).map_err(|err| format!("invalid URL: {err}"))?;
+        if let Some(host) = url.host() {
+            let ip = match host {
+                url::Host::Ipv4(ip) => Some(IpAddr::V4(ip)),
+                url::Host::Ipv6(ip) => Some(IpAddr::V6(ip)),
+                url::Host::Domain(_) => None,
+            };
+            if let Some(ip) = ip {
+                check_addrs(&[SocketAddr::new(ip, 0)], &self.inner.config.allow_networks)
+                    .map_err(|err| err.to_string())?;
+            }
+        }
+        let (body, content_type) = render_body(job)?;
+        let now = self.inner.clock.now();
+        let ts = now.as_millis() / 1000;
+        let mut secrets = vec![WebhookSecret::parse(&e.secret).map_err(|err| err.to_string())?];
+        if let (Some(prev), Some(until)) = (&e.previous_secret, e.previous_secret_until)
+            && now < until
+        {
+            secrets.push(WebhookSecret::parse(prev).map_err(|err| err.to_string())?);
+        }
+        let refs: Vec<&WebhookSecret> = secrets.iter().collect();
+        let method =
+            reqwest::Method::from_bytes(e.method.as_bytes()).map_err(|err| err.to_string())?;
+        let mut req = self
+            .inner
+            .client
+            .request(method, url)
+            .timeout(Duration::from_millis(u64::from(e.timeout_ms)))
+            .header("content-type", content_type)
+            .header("webhook-id", &job.event.id)
+            .header("webhook-timestamp", ts.to_string())
+            .header(
+                "webhook-signature",
+                signature_header(&refs, &job.event.id, ts, &body),
+            );
+        for (k, v) in &e.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let resp = req
+            .body(body)
+            .send()
+            .await
+            .map_err(|err| error_chain(&err))?;
+        let status = resp.status().as_u16();
+        let ra = retry_after(&resp);
+        Ok((status, read_prefix(resp).await, ra))
+    }
+
+    async fn run_job(&self, job: WebhookJob) {
+        let report = self.attempt(&job).await;
+        if let Err(e) = self.inner.store.complete_webhook_attempt(report).await {
+            tracing::error!(delivery = %job.delivery_id, error = %e, "recording a webhook attempt failed");
+        }
+    }
+
+    /// Claims what is due and delivers it. Returns how many were attempted.
+    pub async fn deliver_once(&self) -> Result<usize, StoreError> {
+        let inner = &self.inner;
+        let jobs = inner
+            .store
+            .claim_webhook_deliveries(inner.clock.now(), inner.config.batch, inner.config.lease)
+            .await?;
+        let n = jobs.len();
+        let mut tasks = JoinSet::new();
+        for job in jobs {
+            let me = self.clone();
+            tasks.spawn(async move { me.run_job(job).await });
+        }
+        while tasks.join_next().await.is_some() {}
+        Ok(n)
+    }
+
+    /// When the next delivery is due.
+    pub async fn next_due_at(&self) -> Result<Option<Timestamp>, StoreError> {
+        self.inner.store.next_webhook_due_at().await
+    }
+
+    /// Runs until `shutdown`, finishing the attempts in flight.
+    pub async fn run(self, shutdown: CancellationToken) {
+        while !shutdown.is_cancelled() {
+            let n = self.deliver_once().await.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "webhook pass failed");
+                0
+            });
+            if n > 0 {
+                continue;
+            }
+            let poll = self.inner.config.idle_poll;
+            let wait = match self.next_due_at().await {
+                Ok(Some(t)) => t
+                    .since(self.inner.clock.now())
+                    .clamp(Duration::from_millis(5), poll),
+                _ => poll,
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait.min(Duration::from_millis(100))) => {}
+                () = shutdown.cancelled() => break,
+            }
+        }
+    }
+}
+
+/// The retry decision after failed attempt `attempt` (1-based): the
+/// schedule's delay for it with up to 20% jitter (never early), or the
+/// endpoint's `Retry-After` if later; give up when the schedule is used up.
+pub fn next_attempt(
+    schedule: &[u32],
+    attempt: u32,
+    now: Timestamp,
+    retry_after: Option<Duration>,
+    unit: f64,
+) -> WebhookOutcome {
+    let Some(secs) = schedule.get(attempt.saturating_sub(1) as usize) else {
+        return WebhookOutcome::GaveUp;
+    };
+    let base = Duration::from_secs(u64::from(*secs));
+    let delay = base.mul_f64(1.0 + 0.2 * unit.clamp(0.0, 1.0));
+    let delay = retry_after.map_or(delay, |ra| delay.max(ra));
+    WebhookOutcome::RetryAt(now.plus(delay))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Timestamp = Timestamp::from_millis(1_000_000);
+
+    #[test]
+    fn the_schedule_is_followed_then_exhausted() {
+        let s = [60, 300];
+        assert_eq!(
+            next_attempt(&s, 1, T, None, 0.0),
+            WebhookOutcome::RetryAt(T.plus(Duration::from_secs(60)))
+        );
+        assert_eq!(
+            next_attempt(&s, 2, T, None, 1.0),
+            WebhookOutcome::RetryAt(T.plus(Duration::from_secs(360)))
+        );
+        assert_eq!(next_attempt(&s, 3, T, None, 0.5), WebhookOutcome::GaveUp);
+        assert_eq!(next_attempt(&[], 1, T, None, 0.5), WebhookOutcome::GaveUp);
+    }
+
+    #[test]
+    fn retry_after_pushes_the_retry_later_never_earlier() {
+        let s = [60];
+        assert_eq!(
+            next_attempt(&s, 1, T, Some(Duration::from_secs(600)), 0.0),
+            WebhookOutcome::RetryAt(T.plus(Duration::from_secs(600)))
+        );
+        assert_eq!(
+            next_attempt(&s, 1, T, Some(Duration::from_secs(1)), 0.0),
+            WebhookOutcome::RetryAt(T.plus(Duration::from_secs(60)))
+        );
+    }
+
+    #[test]
+    fn form_bodies_are_url_encoded() {
+        let v = json!({"event": "message.sent", "data": {"a": "b c"}});
+        assert_eq!(
+            form_encode(&v),
+            "data=%7B%22a%22%3A%22b+c%22%7D&event=message.sent"
+        );
+    }
+}
