@@ -499,7 +499,8 @@ pub async fn redeliver(
     let what = match (text("event_id")?, time("since")?, time("until")?) {
         (Some(e), None, None) => Redelivery::Event(e),
         (None, Some(since), until) => {
-            let until = until.unwrap_or(state.clock.now());
+            // Without `until`, everything up to and including now.
+            let until = until.unwrap_or(state.clock.now().plus(Duration::from_millis(1)));
             if until <= since {
                 return Err(unprocessable(
                     "invalid_range",

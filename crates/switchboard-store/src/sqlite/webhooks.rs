@@ -376,16 +376,22 @@ fn load_event(c: &Connection, event_id: &str) -> Result<Option<WebhookEvent>, St
     }))
 }
 
-/// Claims due deliveries of enabled endpoints, in per-message order.
+/// Claims due deliveries of enabled endpoints, in per-message order. An
+/// endpoint that is failing gets one attempt at a time (a probe), so a burst
+/// does not pile up attempts past its `disable_after`; a healthy endpoint
+/// gets as many at once as are due.
 pub fn claim(
     c: &Connection,
     now: Timestamp,
     limit: usize,
     lease: Duration,
 ) -> Result<Vec<WebhookJob>, StoreError> {
-    let due: Vec<(String, String, String, u32, String)> = c
+    type Due = (String, String, String, u32, String, u32, bool);
+    let rows_: Vec<Due> = c
         .prepare_cached(
-            "SELECT d.id, d.endpoint_id, d.event_id, d.attempts, d.trigger FROM webhook_deliveries d
+            "SELECT d.id, d.endpoint_id, d.event_id, d.attempts, d.trigger, w.consecutive_failures,
+                    EXISTS (SELECT 1 FROM webhook_deliveries f WHERE f.endpoint_id = d.endpoint_id AND f.status = 'pending' AND f.lease_until > ?1)
+             FROM webhook_deliveries d
              JOIN webhook_endpoints w ON w.id = d.endpoint_id
              WHERE d.status = 'pending' AND d.next_attempt_at <= ?1 AND (d.lease_until IS NULL OR d.lease_until <= ?1)
                AND w.enabled = 1 AND w.deleted_at IS NULL
@@ -394,8 +400,18 @@ pub fn claim(
                                  AND p.status = 'pending' AND p.event_seq < d.event_seq)
              ORDER BY d.next_attempt_at, d.event_seq LIMIT ?2",
         )?
-        .query_map(params![now.as_millis(), i64::try_from(limit).unwrap_or(i64::MAX)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
+        .query_map(params![now.as_millis(), i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+        })?
         .collect::<Result<_, _>>()?;
+    let mut probing: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut due = Vec::with_capacity(rows_.len());
+    for (id, endpoint_id, event_id, attempts, trigger, failures, in_flight) in rows_ {
+        if failures > 0 && (in_flight || !probing.insert(endpoint_id.clone())) {
+            continue;
+        }
+        due.push((id, endpoint_id, event_id, attempts, trigger));
+    }
     let lease_until = now.plus(lease).as_millis();
     let mut endpoints: HashMap<String, EndpointRecord> = HashMap::new();
     let mut jobs = Vec::with_capacity(due.len());
@@ -507,7 +523,7 @@ pub fn attempts(
     let list = c
         .prepare_cached(
             "SELECT id, delivery_id, event_id, attempt, trigger, status_code, error, response_body, duration_ms, created_at
-             FROM webhook_attempts WHERE endpoint_id = ?1 ORDER BY created_at DESC, id DESC LIMIT ?2",
+             FROM webhook_attempts WHERE endpoint_id = ?1 ORDER BY created_at DESC, rowid DESC LIMIT ?2",
         )?
         .query_map(params![endpoint_id, i64::try_from(limit).unwrap_or(100)], |r| {
             Ok(WebhookAttemptRecord {

@@ -22,6 +22,7 @@ pub struct TestApp {
     pub client: Client,
     pub clock: ManualClock,
     pub worker: Worker,
+    pub webhooks: switchboard_worker::WebhookDeliverer,
     pub store: Arc<dyn Store>,
     _dir: TempDir,
     shutdown: CancellationToken,
@@ -44,6 +45,8 @@ pub fn test_config(dir: &TempDir) -> Config {
     // "Never acknowledged" hangs until this timeout: keep it short in tests.
     c.dispatcher.send_timeout_ms = 100;
     c.dispatcher.lease_seconds = 5;
+    // Test receivers listen on loopback: allow it explicitly.
+    c.webhook_allow_networks = "127.0.0.0/8,::1/128".into();
     c
 }
 
@@ -60,6 +63,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         .await
         .expect("app builds");
     let worker = built.worker.clone();
+    let webhooks = built.webhooks.clone();
     let store = built.store.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -72,6 +76,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         client: Client::new(),
         clock,
         worker,
+        webhooks,
         store,
         _dir: dir,
         shutdown,
@@ -146,7 +151,14 @@ impl TestApp {
         let start = self.clock.now();
         for _ in 0..200 {
             self.worker.run_until_idle().await.expect("worker pass");
-            match self.worker.next_due_at().await.expect("next due") {
+            while self.webhooks.deliver_once().await.expect("webhook pass") > 0 {}
+            let a = self.worker.next_due_at().await.expect("next due");
+            let b = self.webhooks.next_due_at().await.expect("next webhook due");
+            let next = match (a, b) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            match next {
                 Some(t) => self.clock.advance_to(t),
                 None => return self.clock.now().since(start),
             }
@@ -168,5 +180,11 @@ pub fn timeline(message: &Value) -> Vec<String> {
 impl TestApp {
     pub fn clock_now_ms(&self) -> i64 {
         self.clock.now().as_millis()
+    }
+}
+
+impl TestApp {
+    pub fn clock_now_ts(&self) -> Timestamp {
+        self.clock.now()
     }
 }

@@ -7,3 +7,5 @@ mod cli;
 mod crash;
 mod dispatch;
 mod harness;
+mod receiver;
+mod webhooks;
