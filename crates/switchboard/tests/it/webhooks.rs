@@ -80,14 +80,12 @@ async fn a_message_lifecycle_arrives_signed_verifiable_and_in_order() {
     assert_eq!(rx.received()[3].json()["data"]["status"], "delivered");
     // A tampered body does not verify.
     let mut forged = rx.received()[0].clone();
-    forged.body = axum::body::Bytes::from(
-        forged
-            .body
-            .to_vec()
-            .into_iter()
-            .map(|b| if b == b'q' { b'Q' } else { b })
-            .collect::<Vec<_>>(),
-    );
+    let tampered: Vec<u8> = forged
+        .body
+        .iter()
+        .map(|b| if *b == b'q' { b'Q' } else { *b })
+        .collect();
+    forged.body = axum::body::Bytes::from(tampered);
     assert!(!verify(secret, &forged));
 }
 
