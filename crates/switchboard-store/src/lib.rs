@@ -102,8 +102,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         detail: Option<&str>,
         now: Timestamp,
     ) -> Result<ReceiptOutcome, StoreError>;
-    /// Makes all in-flight work claimable at once. Only for a backend that
-    /// knows it is the single node (SQLite holds an exclusive lock on its data dir).
+    /// Makes all in-flight work (message sends and webhook deliveries)
+    /// claimable at once. Only for a backend that knows it is the single node
+    /// (SQLite holds an exclusive lock on its data dir).
     async fn recover_in_flight(&self) -> Result<u64, StoreError>;
     /// The earliest time at which some message becomes due, if any.
     async fn next_due_at(&self) -> Result<Option<Timestamp>, StoreError>;

@@ -3,7 +3,6 @@
 
 use std::process::Command;
 
-use reqwest::Client;
 use serde_json::{Value, json};
 
 use crate::crash::start;
@@ -40,7 +39,7 @@ async fn workspaces_and_keys_made_offline_work_once_the_gateway_starts() {
     assert!(!ok && err.contains("no workspace"), "{err}");
 
     let gw = start(dir.path(), &[]);
-    let client = Client::new();
+    let client = crate::harness::client();
     let r = client
         .post(format!("{}/v1/messages", gw.base))
         .bearer_auth(&key)

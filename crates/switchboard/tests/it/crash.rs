@@ -159,7 +159,7 @@ async fn fetch(client: &Client, base: &str, key: &str, id: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_between_accept_and_delivery_loses_nothing_and_sends_nothing_twice() {
     let dir = tempfile::tempdir().unwrap();
-    let client = Client::new();
+    let client = crate::harness::client();
     const N: usize = 300;
     // Slow sends and few at a time, so the kill finds messages queued,
     // in flight and sent-but-not-delivered.
@@ -250,7 +250,7 @@ async fn sigkill_between_accept_and_delivery_loses_nothing_and_sends_nothing_twi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_sends_in_flight_before_exiting() {
     let dir = tempfile::tempdir().unwrap();
-    let client = Client::new();
+    let client = crate::harness::client();
     let mut gw = start(
         dir.path(),
         &[
@@ -302,4 +302,59 @@ async fn sigterm_drains_sends_in_flight_before_exiting() {
             .any(|a| a["outcome"] == "interrupted");
         assert!(!interrupted, "{id}: a graceful stop interrupts nothing");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_in_the_middle_of_webhook_retries_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = crate::harness::client();
+    let rx = crate::receiver::Receiver::start(vec![(500, "fail 1".into()), (500, "fail 2".into())])
+        .await;
+    let env = [
+        ("SWITCHBOARD_SIM_LATENCY_MS", "0"),
+        ("SWITCHBOARD_SIM_RECEIPT_DELAY_MS", "20"),
+        ("SWITCHBOARD_WEBHOOK_ALLOW_NETWORKS", "127.0.0.0/8"),
+    ];
+    let (key, secret) = {
+        let mut gw = start(dir.path(), &env);
+        let key = setup_key(&client, &gw.base).await;
+        let ep: Value = client
+            .post(format!("{}/v1/webhooks", gw.base))
+            .bearer_auth(&key)
+            .json(&json!({"url": rx.url, "event_types": ["message.delivered"], "retry_schedule": [1, 1, 1]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        submit_many(&client, &gw.base, &key, 1).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while rx.received().is_empty() {
+            assert!(Instant::now() < deadline, "the first attempt never came");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The first attempt failed; its retry is due in a second. Kill now.
+        gw.child.kill().unwrap();
+        gw.child.wait().unwrap();
+        (key, ep["secret"].as_str().unwrap().to_owned())
+    };
+    let _gw = start(dir.path(), &env);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rx.received().len() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the retries did not resume: {} attempts",
+            rx.received().len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let got = rx.received();
+    assert_eq!(got.len(), 3, "two failures, one success, nothing more");
+    assert!(
+        got.iter()
+            .all(|r| r.header("webhook-id") == got[0].header("webhook-id"))
+    );
+    assert!(got.iter().all(|r| crate::receiver::verify(&secret, r)));
+    let _ = key;
 }

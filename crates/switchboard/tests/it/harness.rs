@@ -73,7 +73,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     tokio::spawn(app::serve(built, listener, shutdown.clone(), false));
     TestApp {
         base: format!("http://{addr}"),
-        client: Client::new(),
+        client: client(),
         clock,
         worker,
         webhooks,
@@ -187,4 +187,11 @@ impl TestApp {
     pub fn clock_now_ts(&self) -> Timestamp {
         self.clock.now()
     }
+}
+
+/// An HTTP client for tests. The workspace builds reqwest on rustls without
+/// a default crypto provider; install the one the product uses.
+pub fn client() -> Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Client::new()
 }

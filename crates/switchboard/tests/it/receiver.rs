@@ -18,6 +18,7 @@ use sha2::Sha256;
 
 #[derive(Debug, Clone)]
 pub struct Received {
+    pub method: String,
     pub headers: HeaderMap,
     pub body: Bytes,
 }
@@ -38,7 +39,15 @@ impl Received {
 #[derive(Debug, Default)]
 struct Script {
     received: Vec<Received>,
-    answers: VecDeque<(u16, String)>,
+    answers: VecDeque<Answer>,
+}
+
+/// One scripted answer.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+    pub headers: Vec<(&'static str, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -49,18 +58,46 @@ pub struct Receiver {
 
 async fn handle(
     State(script): State<Arc<Mutex<Script>>>,
+    method: axum::http::Method,
     headers: HeaderMap,
     body: Bytes,
 ) -> impl IntoResponse {
     let mut s = script.lock().unwrap();
-    s.received.push(Received { headers, body });
-    let (status, body) = s.answers.pop_front().unwrap_or((200, "ok".into()));
-    (StatusCode::from_u16(status).unwrap(), body)
+    s.received.push(Received {
+        method: method.to_string(),
+        headers,
+        body,
+    });
+    let a = s.answers.pop_front().unwrap_or(Answer {
+        status: 200,
+        body: "ok".into(),
+        headers: vec![],
+    });
+    let mut out = HeaderMap::new();
+    for (k, v) in a.headers {
+        out.insert(k, v.parse().unwrap());
+    }
+    (StatusCode::from_u16(a.status).unwrap(), out, a.body)
 }
 
 impl Receiver {
     /// Starts a receiver that answers `answers` in order, then 200.
     pub async fn start(answers: Vec<(u16, String)>) -> Receiver {
+        Self::start_with(
+            answers
+                .into_iter()
+                .map(|(status, body)| Answer {
+                    status,
+                    body,
+                    headers: vec![],
+                })
+                .collect(),
+        )
+        .await
+    }
+
+    /// Starts a receiver with full scripted answers (status, body, headers).
+    pub async fn start_with(answers: Vec<Answer>) -> Receiver {
         let script = Arc::new(Mutex::new(Script {
             received: Vec::new(),
             answers: answers.into(),
@@ -125,6 +162,7 @@ fn the_verifier_accepts_the_reference_vector() {
             .unwrap(),
     );
     let r = Received {
+        method: "POST".into(),
         headers,
         body: Bytes::from_static(br#"{"test": 2432232314}"#),
     };

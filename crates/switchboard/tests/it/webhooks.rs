@@ -662,3 +662,79 @@ async fn endpoints_are_private_to_their_workspace_and_validated() {
         "a deleted endpoint receives nothing"
     );
 }
+
+#[tokio::test]
+async fn redirects_are_failures_and_retry_after_is_honoured() {
+    use crate::receiver::Answer;
+    let app = spawn_app().await;
+    let (_, key) = app.workspace("acme").await;
+    let elsewhere = Receiver::start(vec![]).await;
+    let rx = Receiver::start_with(vec![
+        Answer {
+            status: 302,
+            body: String::new(),
+            headers: vec![("location", elsewhere.url.clone())],
+        },
+        Answer {
+            status: 429,
+            body: "slow down".into(),
+            headers: vec![("retry-after", "3600".into())],
+        },
+    ])
+    .await;
+    let ep = endpoint(
+        &app,
+        &key,
+        json!({"url": rx.url, "event_types": ["message.queued"], "retry_schedule": [10, 10]}),
+    )
+    .await;
+    app.send(&key, json!({"to": "+14155550123", "body": "hi"}))
+        .await;
+    let moved = app.drive().await;
+    assert!(
+        elsewhere.received().is_empty(),
+        "the redirect was not followed"
+    );
+    assert_eq!(
+        rx.received().len(),
+        3,
+        "302 and 429 both retried, then success"
+    );
+    let log = attempts(&app, &key, ep["id"].as_str().unwrap()).await;
+    let statuses: Vec<u64> = log
+        .iter()
+        .rev()
+        .map(|a| a["status_code"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [302, 429, 200]);
+    assert!(
+        moved.as_secs() >= 3600 + 10,
+        "the second retry waited for Retry-After, not the 10 s schedule: {moved:?}"
+    );
+}
+
+#[tokio::test]
+async fn form_bodies_and_other_methods_are_sent_as_configured() {
+    let app = spawn_app().await;
+    let (_, key) = app.workspace("acme").await;
+    let rx = Receiver::start(vec![]).await;
+    let ep = endpoint(&app, &key, json!({"url": rx.url, "method": "PUT", "content_type": "form", "event_types": ["message.queued"], "headers": {"X-Crm-Token": "t0k"}})).await;
+    let id = app
+        .send(&key, json!({"to": "+14155550123", "body": "hi"}))
+        .await;
+    app.drive().await;
+    let r = &rx.received()[0];
+    assert_eq!(r.method, "PUT");
+    assert_eq!(
+        r.header("content-type"),
+        "application/x-www-form-urlencoded"
+    );
+    assert_eq!(r.header("x-crm-token"), "t0k");
+    assert!(
+        verify(ep["secret"].as_str().unwrap(), r),
+        "the form body is what is signed"
+    );
+    let text = String::from_utf8(r.body.to_vec()).unwrap();
+    assert!(text.contains("event=message.queued"), "{text}");
+    assert!(text.contains(&format!("%22id%22%3A%22{id}%22")), "{text}");
+}
