@@ -210,6 +210,8 @@ impl Config {
                 d.send_timeout_ms
             );
         }
+        switchboard_core::netpolicy::parse_allow_list(&self.webhook_allow_networks)
+            .context("webhook_allow_networks")?;
         if let Some(Secret(t)) = &self.admin_token
             && t.len() < 16
         {
@@ -290,5 +292,15 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate().is_err());
+        let c = Config {
+            webhook_allow_networks: "127.0.0.0/8,10.0.0.0/33".into(),
+            ..Config::default()
+        };
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("webhook_allow_networks")
+        );
     }
 }

@@ -238,10 +238,12 @@ impl Store for SqliteStore {
     async fn recover_in_flight(&self) -> Result<u64, StoreError> {
         self.writer
             .run(|c| {
-                Ok(c.execute(
-                    "UPDATE messages SET lease_until = 0 WHERE status = 'sending'",
+                let messages = c.execute("UPDATE messages SET lease_until = 0 WHERE status = 'sending'", [])?;
+                let deliveries = c.execute(
+                    "UPDATE webhook_deliveries SET lease_until = NULL WHERE status = 'pending' AND lease_until IS NOT NULL",
                     [],
-                )? as u64)
+                )?;
+                Ok((messages + deliveries) as u64)
             })
             .await
     }

@@ -679,7 +679,7 @@ async fn operations_endpoints_answer() {
         "switchboard_messages{status=\"delivered\"} 1",
         "switchboard_queue_depth 0",
         "switchboard_send_attempts_total{outcome=\"accepted\"} 1",
-        "switchboard_dispatch_latency_seconds_count",
+        "switchboard_dispatch_latency_seconds_count 1",
         "switchboard_group_commits_total",
     ] {
         assert!(metrics.contains(line), "missing {line} in\n{metrics}");

@@ -342,11 +342,38 @@ async fn a_restart_in_the_middle_of_webhook_retries_loses_nothing() {
     let _gw = start(dir.path(), &env);
     let deadline = Instant::now() + Duration::from_secs(30);
     while rx.received().len() < 3 {
-        assert!(
-            Instant::now() < deadline,
-            "the retries did not resume: {} attempts",
-            rx.received().len()
-        );
+        if Instant::now() >= deadline {
+            let c = rusqlite::Connection::open(dir.path().join("switchboard.db")).unwrap();
+            let mut st = c.prepare("SELECT id, status, attempts, next_attempt_at, lease_until, trigger FROM webhook_deliveries").unwrap();
+            let rows: Vec<String> = st
+                .query_map([], |r| {
+                    Ok(format!(
+                        "{:?}",
+                        (
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, i64>(3)?,
+                            r.get::<_, Option<i64>>(4)?,
+                            r.get::<_, String>(5)?
+                        )
+                    ))
+                })
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            let ep: (i64, bool) = c
+                .query_row(
+                    "SELECT consecutive_failures, enabled FROM webhook_endpoints",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .unwrap();
+            panic!(
+                "the retries did not resume: {} attempts; deliveries {rows:?}; endpoint {ep:?}",
+                rx.received().len()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let got = rx.received();
