@@ -18,6 +18,7 @@ pub mod secret;
 pub mod segments;
 pub mod state;
 pub mod telemetry;
+pub mod template;
 pub mod time;
 pub mod webhook_endpoint;
 pub mod webhook_signature;

@@ -622,6 +622,31 @@ impl NewMessage {
     }
 }
 
+impl NewMessage {
+    /// Sets the body rendered from the message's template, with the same
+    /// checks a literal body gets, and recomputes the segments.
+    pub fn with_rendered_body(mut self, body: String) -> Result<Self, ValidationError> {
+        if body.trim().is_empty() {
+            return Err(content_err(
+                "empty_body",
+                "template",
+                "the template rendered an empty body",
+            ));
+        }
+        let chars = body.chars().count();
+        if chars > MAX_BODY_CHARS {
+            return Err(content_err(
+                "body_too_long",
+                "template",
+                format!("the rendered body has {chars} characters; the limit is {MAX_BODY_CHARS}"),
+            ));
+        }
+        self.segments = segments::analyze(&body);
+        self.body = body;
+        Ok(self)
+    }
+}
+
 fn truncate(s: &str) -> String {
     s.chars().take(32).collect()
 }

@@ -15,6 +15,7 @@ pub mod openapi;
 pub mod ops;
 pub mod rate_limit;
 pub mod state;
+pub mod templates;
 pub mod webhooks;
 
 use axum::extract::DefaultBodyLimit;
@@ -46,6 +47,16 @@ pub fn router(state: AppState, config: HttpConfig) -> Router {
         .route("/v1/messages", post(messages::submit).get(messages::list))
         .route("/v1/messages/{id}", get(messages::get))
         .route("/v1/messages/{id}/cancel", post(messages::cancel))
+        .route(
+            "/v1/templates",
+            post(templates::create).get(templates::list),
+        )
+        .route(
+            "/v1/templates/{id}",
+            get(templates::get)
+                .patch(templates::update)
+                .delete(templates::delete),
+        )
         .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
         .route(
             "/v1/webhooks/{id}",

@@ -379,14 +379,7 @@ async fn accept(
     let input = SubmitInput::from_json(body)?;
     let now = state.clock.now();
     let message = NewMessage::parse(input, idempotency_header(headers)?, now)?;
-    if let Some(t) = &message.template {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "template_not_found",
-            format!("no template named `{}` in this workspace", t.name),
-        )
-        .with_field("template.name"));
-    }
+    let message = crate::templates::render_into(state, ctx, message).await?;
     let sender = ctx
         .sender(message.channel, message.from.as_deref())
         .ok_or_else(|| match &message.from {

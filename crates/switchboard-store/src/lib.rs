@@ -17,8 +17,8 @@ pub use model::{
     AcceptOutcome, AcceptRequest, Accepted, ApiKey, AttemptOutcome, AttemptRecord, AttemptReport,
     ClaimedMessage, EndpointChanges, EndpointRecord, EventRecord, GroupCommitStats, MessageDetail,
     MessageFilter, MessagePage, MessageRecord, ReceiptKind, ReceiptOutcome, Redelivery, Sender,
-    TransitionOutcome, WebhookAttemptRecord, WebhookAttemptReport, WebhookEvent, WebhookJob,
-    WebhookOutcome, Workspace,
+    TemplateRecord, TransitionOutcome, WebhookAttemptRecord, WebhookAttemptReport, WebhookEvent,
+    WebhookJob, WebhookOutcome, Workspace,
 };
 
 use std::time::Duration;
@@ -195,4 +195,30 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<Option<WebhookJob>, StoreError>;
     /// The earliest time a webhook delivery becomes due.
     async fn next_webhook_due_at(&self) -> Result<Option<Timestamp>, StoreError>;
+
+    /// Stores a template; `None` if the name is taken in the workspace.
+    async fn create_template(
+        &self,
+        template: TemplateRecord,
+    ) -> Result<Option<TemplateRecord>, StoreError>;
+    /// The workspace's templates by name.
+    async fn list_templates(
+        &self,
+        workspace: &WorkspaceId,
+    ) -> Result<Vec<TemplateRecord>, StoreError>;
+    /// A template by id (`tpl_…`) or name.
+    async fn get_template(
+        &self,
+        workspace: &WorkspaceId,
+        id_or_name: &str,
+    ) -> Result<Option<TemplateRecord>, StoreError>;
+    /// Replaces a template's name, body and variants: `None` if it does not
+    /// exist, `Some(Err(()))` if the new name is taken.
+    #[allow(clippy::result_unit_err)]
+    async fn update_template(
+        &self,
+        template: TemplateRecord,
+    ) -> Result<Option<Result<TemplateRecord, ()>>, StoreError>;
+    /// Deletes a template (by id or name).
+    async fn delete_template(&self, workspace: &WorkspaceId, id: &str) -> Result<bool, StoreError>;
 }

@@ -533,3 +533,22 @@ pub enum Redelivery {
 
 /// A partial update of an endpoint's settings, already validated.
 pub type EndpointChanges = switchboard_core::webhook_endpoint::EndpointSettings;
+
+/// A message template.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TemplateRecord {
+    /// Id (`tpl_…`).
+    pub id: String,
+    /// Owner.
+    pub workspace_id: WorkspaceId,
+    /// Name, unique in the workspace; submissions refer to it.
+    pub name: String,
+    /// Default body.
+    pub body: String,
+    /// Bodies per channel (`sms`, `whatsapp`, …) that replace the default.
+    pub variants: std::collections::BTreeMap<String, String>,
+    /// Created.
+    pub created_at: Timestamp,
+    /// Last change.
+    pub updated_at: Timestamp,
+}

@@ -8,6 +8,7 @@ mod messages;
 mod read_pool;
 mod rows;
 mod schema;
+mod templates;
 mod tenants;
 mod webhooks;
 
@@ -404,5 +405,47 @@ impl Store for SqliteStore {
 
     async fn next_webhook_due_at(&self) -> Result<Option<Timestamp>, StoreError> {
         self.readers.run(webhooks::next_due_at).await
+    }
+
+    async fn create_template(
+        &self,
+        template: TemplateRecord,
+    ) -> Result<Option<TemplateRecord>, StoreError> {
+        self.writer
+            .run(move |c| templates::create(c, &template))
+            .await
+    }
+
+    async fn list_templates(
+        &self,
+        workspace: &WorkspaceId,
+    ) -> Result<Vec<TemplateRecord>, StoreError> {
+        let ws = workspace.clone();
+        self.readers.run(move |c| templates::list(c, &ws)).await
+    }
+
+    async fn get_template(
+        &self,
+        workspace: &WorkspaceId,
+        id_or_name: &str,
+    ) -> Result<Option<TemplateRecord>, StoreError> {
+        let (ws, id) = (workspace.clone(), id_or_name.to_owned());
+        self.readers.run(move |c| templates::get(c, &ws, &id)).await
+    }
+
+    async fn update_template(
+        &self,
+        template: TemplateRecord,
+    ) -> Result<Option<Result<TemplateRecord, ()>>, StoreError> {
+        self.writer
+            .run(move |c| templates::update(c, &template))
+            .await
+    }
+
+    async fn delete_template(&self, workspace: &WorkspaceId, id: &str) -> Result<bool, StoreError> {
+        let (ws, id) = (workspace.clone(), id.to_owned());
+        self.writer
+            .run(move |c| templates::delete(c, &ws, &id))
+            .await
     }
 }

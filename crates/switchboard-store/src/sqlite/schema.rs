@@ -187,6 +187,21 @@ CREATE TABLE webhook_attempts (
 CREATE INDEX webhook_attempts_by_endpoint ON webhook_attempts (endpoint_id, created_at);
 "#,
     ),
+    (
+        "0003_templates",
+        r#"
+CREATE TABLE templates (
+    id           TEXT PRIMARY KEY,
+    workspace_id TEXT NOT NULL REFERENCES workspaces(id),
+    name         TEXT NOT NULL,
+    body         TEXT NOT NULL,
+    variants     TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL,
+    UNIQUE (workspace_id, name)
+);
+"#,
+    ),
 ];
 
 /// Applies the migrations not yet applied, each in its own transaction.

@@ -8,4 +8,5 @@ mod crash;
 mod dispatch;
 mod harness;
 mod receiver;
+mod templates;
 mod webhooks;

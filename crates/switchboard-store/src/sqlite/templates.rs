@@ -1,0 +1,95 @@
+//! Message templates.
+
+use rusqlite::{Connection, ErrorCode, params};
+use switchboard_core::{Timestamp, WorkspaceId};
+
+use crate::error::StoreError;
+use crate::model::TemplateRecord;
+
+const COLUMNS: &str = "id, workspace_id, name, body, variants, created_at, updated_at";
+
+fn row(r: &rusqlite::Row<'_>) -> Result<TemplateRecord, StoreError> {
+    let ws: String = r.get(1)?;
+    let variants: String = r.get(4)?;
+    Ok(TemplateRecord {
+        id: r.get(0)?,
+        workspace_id: WorkspaceId::parse(&ws).map_err(|_| StoreError::Corrupt(ws.clone()))?,
+        name: r.get(2)?,
+        body: r.get(3)?,
+        variants: serde_json::from_str(&variants)
+            .map_err(|_| StoreError::Corrupt(variants.clone()))?,
+        created_at: Timestamp::from_millis(r.get(5)?),
+        updated_at: Timestamp::from_millis(r.get(6)?),
+    })
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation)
+}
+
+pub fn create(c: &Connection, t: &TemplateRecord) -> Result<Option<TemplateRecord>, StoreError> {
+    let r = c.execute(
+        &format!("INSERT INTO templates ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+        params![
+            t.id,
+            t.workspace_id.as_str(),
+            t.name,
+            t.body,
+            serde_json::to_string(&t.variants).expect("strings"),
+            t.created_at.as_millis(),
+            t.updated_at.as_millis()
+        ],
+    );
+    match r {
+        Ok(_) => Ok(Some(t.clone())),
+        Err(e) if is_unique_violation(&e) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub fn list(c: &Connection, ws: &WorkspaceId) -> Result<Vec<TemplateRecord>, StoreError> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM templates WHERE workspace_id = ?1 ORDER BY name"
+    ))?;
+    let mut rows = stmt.query([ws.as_str()])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(row(r)?);
+    }
+    Ok(out)
+}
+
+pub fn get(
+    c: &Connection,
+    ws: &WorkspaceId,
+    id_or_name: &str,
+) -> Result<Option<TemplateRecord>, StoreError> {
+    let mut stmt = c.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM templates WHERE workspace_id = ?1 AND (id = ?2 OR name = ?2)"
+    ))?;
+    let mut rows = stmt.query(params![ws.as_str(), id_or_name])?;
+    rows.next()?.map(row).transpose()
+}
+
+pub fn update(
+    c: &Connection,
+    t: &TemplateRecord,
+) -> Result<Option<Result<TemplateRecord, ()>>, StoreError> {
+    let r = c.execute(
+        "UPDATE templates SET name = ?1, body = ?2, variants = ?3, updated_at = ?4 WHERE id = ?5 AND workspace_id = ?6",
+        params![t.name, t.body, serde_json::to_string(&t.variants).expect("strings"), t.updated_at.as_millis(), t.id, t.workspace_id.as_str()],
+    );
+    match r {
+        Ok(0) => Ok(None),
+        Ok(_) => Ok(get(c, &t.workspace_id, &t.id)?.map(Ok)),
+        Err(e) if is_unique_violation(&e) => Ok(Some(Err(()))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub fn delete(c: &Connection, ws: &WorkspaceId, id: &str) -> Result<bool, StoreError> {
+    Ok(c.execute(
+        "DELETE FROM templates WHERE workspace_id = ?1 AND (id = ?2 OR name = ?2)",
+        params![ws.as_str(), id],
+    )? > 0)
+}
