@@ -118,17 +118,15 @@ fn check_body(field: &str, body: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The fields of a request, checked. `None` for fields not given.
-fn read(
-    body: &Value,
-) -> Result<
-    (
-        Option<String>,
-        Option<String>,
-        Option<BTreeMap<String, String>>,
-    ),
-    ApiError,
-> {
+/// Name, body and variants of a request; `None` for fields not given.
+type TemplateFields = (
+    Option<String>,
+    Option<String>,
+    Option<BTreeMap<String, String>>,
+);
+
+/// The fields of a request, checked.
+fn read(body: &Value) -> Result<TemplateFields, ApiError> {
     let Value::Object(obj) = body else {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
