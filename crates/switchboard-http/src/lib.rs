@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod auth;
 mod body;
+pub mod contacts;
 pub mod error;
 pub mod messages;
 pub mod openapi;
@@ -44,6 +45,9 @@ impl Default for HttpConfig {
 /// The whole API.
 pub fn router(state: AppState, config: HttpConfig) -> Router {
     let workspace = Router::new()
+        .route("/v1/contacts/{phone}", get(contacts::get))
+        .route("/v1/contacts/{phone}/opt-out", post(contacts::opt_out))
+        .route("/v1/contacts/{phone}/opt-in", post(contacts::opt_in))
         .route("/v1/messages", post(messages::submit).get(messages::list))
         .route("/v1/messages/{id}", get(messages::get))
         .route("/v1/messages/{id}/cancel", post(messages::cancel))

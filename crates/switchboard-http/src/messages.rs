@@ -409,6 +409,7 @@ async fn accept(
         request_hash: request_hash(body),
         message,
         now,
+        consent_exempt: false,
     };
     match state.store.accept_message(req).await? {
         AcceptOutcome::Created(a) => {
@@ -423,6 +424,12 @@ async fn accept(
                 .insert("idempotent-replayed", HeaderValue::from_static("true"));
             Ok(resp)
         }
+        AcceptOutcome::OptedOut => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "recipient_opted_out",
+            "the recipient has opted out of this channel; nothing was sent",
+        )
+        .with_field("to")),
         AcceptOutcome::Conflict { existing } => Err(ApiError::new(
             StatusCode::CONFLICT,
             "idempotency_conflict",

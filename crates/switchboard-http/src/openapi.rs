@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{admin, error, messages, ops, templates, webhooks};
+use crate::{admin, contacts, error, messages, ops, templates, webhooks};
 
 struct Security;
 
@@ -30,6 +30,7 @@ impl Modify for Security {
     paths(
         messages::submit, messages::get, messages::list, messages::cancel,
         admin::create_workspace, admin::list_workspaces, admin::create_key,
+        contacts::get, contacts::opt_out, contacts::opt_in,
         templates::create, templates::list, templates::get, templates::update, templates::delete,
         webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete,
         webhooks::rotate, webhooks::attempts, webhooks::test, webhooks::redeliver,
@@ -40,6 +41,7 @@ impl Modify for Security {
         messages::EventResponse, messages::AttemptResponse, messages::MessageList,
         admin::WorkspaceResponse, admin::CreateWorkspaceRequest, admin::WorkspaceList, admin::ApiKeyResponse,
         error::ErrorResponse, error::ErrorBody,
+        contacts::ContactResponse, contacts::ConsentState, contacts::ConsentHistoryEntry, contacts::ConsentRequest,
         templates::TemplateResponse, templates::TemplateList, templates::TemplateRequest,
         webhooks::EndpointResponse, webhooks::EndpointList, webhooks::EndpointRequest, webhooks::AttemptLogEntry,
         webhooks::AttemptLog, webhooks::RotateRequest, webhooks::RedeliverRequest,

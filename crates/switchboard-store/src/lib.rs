@@ -15,10 +15,11 @@ pub mod sqlite;
 pub use error::StoreError;
 pub use model::{
     AcceptOutcome, AcceptRequest, Accepted, ApiKey, AttemptOutcome, AttemptRecord, AttemptReport,
-    ClaimedMessage, EndpointChanges, EndpointRecord, EventRecord, GroupCommitStats, MessageDetail,
-    MessageFilter, MessagePage, MessageRecord, ReceiptKind, ReceiptOutcome, Redelivery, Sender,
-    TemplateRecord, TransitionOutcome, WebhookAttemptRecord, WebhookAttemptReport, WebhookEvent,
-    WebhookJob, WebhookOutcome, Workspace,
+    ClaimedMessage, ConsentChange, ConsentChangeRecord, ConsentRecord, ContactConsent,
+    EndpointChanges, EndpointRecord, EventRecord, GroupCommitStats, MessageDetail, MessageFilter,
+    MessagePage, MessageRecord, ReceiptKind, ReceiptOutcome, Redelivery, Sender, TemplateRecord,
+    TransitionOutcome, WebhookAttemptRecord, WebhookAttemptReport, WebhookEvent, WebhookJob,
+    WebhookOutcome, Workspace,
 };
 
 use std::time::Duration;
@@ -219,6 +220,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         &self,
         template: TemplateRecord,
     ) -> Result<Option<Result<TemplateRecord, ()>>, StoreError>;
+    /// Records a consent change (and its event, if the state changed).
+    /// Returns whether the state changed.
+    async fn change_consent(&self, change: ConsentChange) -> Result<bool, StoreError>;
+    /// A number's consent per channel, and its history.
+    async fn contact_consent(
+        &self,
+        workspace: &WorkspaceId,
+        phone: &str,
+    ) -> Result<ContactConsent, StoreError>;
     /// Deletes a template (by id or name).
     async fn delete_template(&self, workspace: &WorkspaceId, id: &str) -> Result<bool, StoreError>;
 }

@@ -63,6 +63,8 @@ pub struct AcceptRequest {
     pub from: String,
     /// Acceptance time.
     pub now: Timestamp,
+    /// Sent even to an opted-out recipient (a STOP confirmation).
+    pub consent_exempt: bool,
 }
 
 /// The 202 answer to a submission; the same again for an idempotent replay.
@@ -94,6 +96,8 @@ pub enum AcceptOutcome {
         /// The message that holds the key.
         existing: MessageId,
     },
+    /// The recipient has opted out of this channel: nothing stored.
+    OptedOut,
 }
 
 /// A stored message.
@@ -551,4 +555,66 @@ pub struct TemplateRecord {
     pub created_at: Timestamp,
     /// Last change.
     pub updated_at: Timestamp,
+}
+
+/// Consent of one phone number on one channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsentRecord {
+    /// Channel.
+    pub channel: String,
+    /// `opted_in` or `opted_out`.
+    pub state: String,
+    /// Where the last change came from: `keyword`, `api`, `crm`, `import`.
+    pub source: String,
+    /// Legal context, e.g. `US-TCPA`.
+    pub jurisdiction: Option<String>,
+    /// When it last changed.
+    pub updated_at: Timestamp,
+}
+
+/// One change of consent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsentChange {
+    /// Workspace.
+    pub workspace_id: WorkspaceId,
+    /// E.164 number.
+    pub phone: String,
+    /// Channel.
+    pub channel: String,
+    /// `opted_in` or `opted_out`.
+    pub state: String,
+    /// `keyword`, `api`, `crm`, `import`.
+    pub source: String,
+    /// Legal context.
+    pub jurisdiction: Option<String>,
+    /// Free text (e.g. the keyword received).
+    pub detail: Option<String>,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// A phone number's consent: current state per channel and full history.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ContactConsent {
+    /// Current state per channel.
+    pub current: Vec<ConsentRecord>,
+    /// Every change, oldest first.
+    pub history: Vec<ConsentChangeRecord>,
+}
+
+/// A logged change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsentChangeRecord {
+    /// Channel.
+    pub channel: String,
+    /// New state.
+    pub state: String,
+    /// Source.
+    pub source: String,
+    /// Jurisdiction.
+    pub jurisdiction: Option<String>,
+    /// Detail.
+    pub detail: Option<String>,
+    /// When.
+    pub created_at: Timestamp,
 }

@@ -99,6 +99,11 @@ pub fn accept(c: &Connection, req: &AcceptRequest) -> Result<AcceptOutcome, Stor
             }));
         }
     }
+    if !req.consent_exempt
+        && super::consent::is_opted_out(c, ws, m.to.as_str(), m.channel.as_str())?
+    {
+        return Ok(AcceptOutcome::OptedOut);
+    }
     let now = req.now;
     let id = MessageId::new_at(now);
     let status = if m.send_at.is_some() {
@@ -120,8 +125,8 @@ pub fn accept(c: &Connection, req: &AcceptRequest) -> Result<AcceptOutcome, Stor
     let mut stmt = c.prepare_cached(
         "INSERT INTO messages (id, workspace_id, to_phone, from_addr, channel, body, media_urls, encoding, segments,
             client_ref, metadata, category, priority, timezone, status, initial_status, provider_id, attempts,
-            next_attempt_at, send_at, expires_at, idempotency_key, request_hash, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, ?16, 0, ?17, ?18, ?19, ?20, ?21, ?22, ?22)",
+            next_attempt_at, send_at, expires_at, idempotency_key, request_hash, created_at, updated_at, consent_exempt)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, ?16, 0, ?17, ?18, ?19, ?20, ?21, ?22, ?22, ?23)",
     )?;
     stmt.execute(params![
         id.as_str(),
@@ -146,6 +151,7 @@ pub fn accept(c: &Connection, req: &AcceptRequest) -> Result<AcceptOutcome, Stor
         m.idempotency_key,
         req.request_hash,
         now.as_millis(),
+        req.consent_exempt,
     ])?;
     let detail = match m.send_at {
         Some(t) => format!("scheduled for {t}"),
@@ -332,9 +338,10 @@ type Candidate = (
     Option<i64>,
     String,
     i64,
+    bool,
 );
 
-const CANDIDATE_COLUMNS: &str = "id, workspace_id, to_phone, from_addr, channel, body, media_urls, provider_id, attempts, expires_at, claimed_at, status, created_at";
+const CANDIDATE_COLUMNS: &str = "id, workspace_id, to_phone, from_addr, channel, body, media_urls, provider_id, attempts, expires_at, claimed_at, status, created_at, consent_exempt";
 
 fn candidate(r: &rusqlite::Row<'_>) -> rusqlite::Result<Candidate> {
     Ok((
@@ -351,6 +358,7 @@ fn candidate(r: &rusqlite::Row<'_>) -> rusqlite::Result<Candidate> {
         r.get(10)?,
         r.get(11)?,
         r.get(12)?,
+        r.get(13)?,
     ))
 }
 
@@ -429,6 +437,7 @@ pub fn claim_due(
         claimed_at,
         status,
         created_at,
+        consent_exempt,
     ) in candidates
     {
         let from_status = rows::status(&status)?;
@@ -465,6 +474,26 @@ pub fn claim_due(
                 t.to,
                 Some("the TTL passed before the message could be sent"),
                 Some("expired"),
+                now,
+            )?;
+            continue;
+        }
+        // An opt-out may have arrived while the message waited.
+        if !consent_exempt && super::consent::is_opted_out(c, &ws, &to, &channel)? {
+            let t = transition(from_status, Trigger::Suppress)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            c.execute(
+                "UPDATE messages SET status = ?1, next_attempt_at = NULL, lease_until = NULL, error_code = 'recipient_opted_out', updated_at = ?2 WHERE id = ?3",
+                params![t.to.as_str(), now.as_millis(), id],
+            )?;
+            record_event(
+                c,
+                &ws,
+                &id,
+                t.event,
+                t.to,
+                Some("the recipient opted out before the message was sent"),
+                Some("recipient_opted_out"),
                 now,
             )?;
             continue;

@@ -3,6 +3,7 @@
 //! same directory is refused, which is what lets a restarted node reclaim all
 //! in-flight work at once instead of waiting for leases to run out.
 
+mod consent;
 mod group_commit;
 mod messages;
 mod read_pool;
@@ -439,6 +440,21 @@ impl Store for SqliteStore {
     ) -> Result<Option<Result<TemplateRecord, ()>>, StoreError> {
         self.writer
             .run(move |c| templates::update(c, &template))
+            .await
+    }
+
+    async fn change_consent(&self, change: ConsentChange) -> Result<bool, StoreError> {
+        self.writer.run(move |c| consent::change(c, &change)).await
+    }
+
+    async fn contact_consent(
+        &self,
+        workspace: &WorkspaceId,
+        phone: &str,
+    ) -> Result<ContactConsent, StoreError> {
+        let (ws, phone) = (workspace.clone(), phone.to_owned());
+        self.readers
+            .run(move |c| consent::get(c, &ws, &phone))
             .await
     }
 

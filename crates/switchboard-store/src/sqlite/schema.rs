@@ -202,6 +202,36 @@ CREATE TABLE templates (
 );
 "#,
     ),
+    (
+        "0004_consent",
+        r#"
+CREATE TABLE contacts (
+    workspace_id TEXT NOT NULL,
+    phone        TEXT NOT NULL,
+    channel      TEXT NOT NULL,
+    state        TEXT NOT NULL,
+    source       TEXT NOT NULL,
+    jurisdiction TEXT,
+    updated_at   INTEGER NOT NULL,
+    PRIMARY KEY (workspace_id, phone, channel)
+) WITHOUT ROWID;
+
+CREATE TABLE consent_history (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    workspace_id TEXT NOT NULL,
+    phone        TEXT NOT NULL,
+    channel      TEXT NOT NULL,
+    state        TEXT NOT NULL,
+    source       TEXT NOT NULL,
+    jurisdiction TEXT,
+    detail       TEXT,
+    created_at   INTEGER NOT NULL
+);
+CREATE INDEX consent_history_by_phone ON consent_history (workspace_id, phone, id);
+
+ALTER TABLE messages ADD COLUMN consent_exempt INTEGER NOT NULL DEFAULT 0;
+"#,
+    ),
 ];
 
 /// Applies the migrations not yet applied, each in its own transaction.

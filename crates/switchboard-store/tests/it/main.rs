@@ -40,6 +40,7 @@ pub fn request(ws: &WorkspaceId, body: serde_json::Value, hash: &str) -> AcceptR
         provider_id: ProviderId::parse("pr_sim").unwrap(),
         from: "Switchboard".into(),
         now: T0,
+        consent_exempt: false,
     }
 }
 

@@ -717,6 +717,9 @@ async fn the_openapi_document_describes_every_route() {
         ("/v1/workspaces", "post"),
         ("/v1/workspaces", "get"),
         ("/v1/workspaces/{id}/keys", "post"),
+        ("/v1/contacts/{phone}", "get"),
+        ("/v1/contacts/{phone}/opt-out", "post"),
+        ("/v1/contacts/{phone}/opt-in", "post"),
         ("/v1/templates", "post"),
         ("/v1/templates", "get"),
         ("/v1/templates/{id}", "get"),
@@ -750,7 +753,11 @@ async fn the_openapi_document_describes_every_route() {
             "{method} {path} is not documented"
         );
         // And the server has the route: anything but the router's 404/405.
-        let url = app.url(&path.replace("{id}", "ws_x"));
+        let url = app.url(
+            &path
+                .replace("{id}", "ws_x")
+                .replace("{phone}", "%2B14155550123"),
+        );
         let r = app
             .client
             .request(method.to_uppercase().parse().unwrap(), url)

@@ -4,6 +4,7 @@
 
 mod api;
 mod cli;
+mod consent;
 mod crash;
 mod dispatch;
 mod harness;

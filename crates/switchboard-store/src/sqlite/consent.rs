@@ -1,0 +1,94 @@
+//! Consent per (workspace, phone, channel), with its full history. Changes
+//! are events (`contact.opted_out`, `contact.opted_in`) when the state
+//! actually changes; every request is kept in the history.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::json;
+use switchboard_core::{Timestamp, WorkspaceId};
+
+use super::webhooks::record_workspace_event;
+use crate::error::StoreError;
+use crate::model::{ConsentChange, ConsentChangeRecord, ConsentRecord, ContactConsent};
+
+/// Whether the number has opted out of the channel.
+pub fn is_opted_out(
+    c: &Connection,
+    ws: &str,
+    phone: &str,
+    channel: &str,
+) -> Result<bool, StoreError> {
+    let state: Option<String> = c
+        .prepare_cached(
+            "SELECT state FROM contacts WHERE workspace_id = ?1 AND phone = ?2 AND channel = ?3",
+        )?
+        .query_row(params![ws, phone, channel], |r| r.get(0))
+        .optional()?;
+    Ok(state.as_deref() == Some("opted_out"))
+}
+
+/// Records a change; returns whether the state changed.
+pub fn change(c: &Connection, ch: &ConsentChange) -> Result<bool, StoreError> {
+    let ws = ch.workspace_id.as_str();
+    let before: Option<String> = c
+        .prepare_cached(
+            "SELECT state FROM contacts WHERE workspace_id = ?1 AND phone = ?2 AND channel = ?3",
+        )?
+        .query_row(params![ws, ch.phone, ch.channel], |r| r.get(0))
+        .optional()?;
+    c.prepare_cached(
+        "INSERT INTO contacts (workspace_id, phone, channel, state, source, jurisdiction, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (workspace_id, phone, channel) DO UPDATE SET state = excluded.state, source = excluded.source,
+             jurisdiction = COALESCE(excluded.jurisdiction, contacts.jurisdiction), updated_at = excluded.updated_at",
+    )?
+    .execute(params![ws, ch.phone, ch.channel, ch.state, ch.source, ch.jurisdiction, ch.at.as_millis()])?;
+    c.prepare_cached(
+        "INSERT INTO consent_history (workspace_id, phone, channel, state, source, jurisdiction, detail, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![ws, ch.phone, ch.channel, ch.state, ch.source, ch.jurisdiction, ch.detail, ch.at.as_millis()])?;
+    let changed = before.as_deref() != Some(ch.state.as_str());
+    if changed {
+        let event = if ch.state == "opted_out" {
+            "contact.opted_out"
+        } else {
+            "contact.opted_in"
+        };
+        let payload = json!({
+            "object": "contact",
+            "phone": ch.phone,
+            "channel": ch.channel,
+            "state": ch.state,
+            "source": ch.source,
+            "jurisdiction": ch.jurisdiction,
+            "detail": ch.detail,
+        });
+        record_workspace_event(c, ws, event, &payload, ch.at, true)?;
+    }
+    Ok(changed)
+}
+
+/// The number's consent: per channel, and the history.
+pub fn get(c: &Connection, ws: &WorkspaceId, phone: &str) -> Result<ContactConsent, StoreError> {
+    let current = c
+        .prepare_cached("SELECT channel, state, source, jurisdiction, updated_at FROM contacts WHERE workspace_id = ?1 AND phone = ?2 ORDER BY channel")?
+        .query_map(params![ws.as_str(), phone], |r| {
+            Ok(ConsentRecord { channel: r.get(0)?, state: r.get(1)?, source: r.get(2)?, jurisdiction: r.get(3)?, updated_at: Timestamp::from_millis(r.get(4)?) })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    let history = c
+        .prepare_cached(
+            "SELECT channel, state, source, jurisdiction, detail, created_at FROM consent_history WHERE workspace_id = ?1 AND phone = ?2 ORDER BY id",
+        )?
+        .query_map(params![ws.as_str(), phone], |r| {
+            Ok(ConsentChangeRecord {
+                channel: r.get(0)?,
+                state: r.get(1)?,
+                source: r.get(2)?,
+                jurisdiction: r.get(3)?,
+                detail: r.get(4)?,
+                created_at: Timestamp::from_millis(r.get(5)?),
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ContactConsent { current, history })
+}

@@ -1,0 +1,221 @@
+//! Consent: refusal at submit, suppression at dispatch, events and history.
+
+use serde_json::{Value, json};
+
+use crate::harness::{TestApp, spawn_app, timeline};
+use crate::receiver::Receiver;
+
+async fn consent(app: &TestApp, key: &str, phone: &str, action: &str, body: Value) -> Value {
+    let r = app
+        .client
+        .post(app.url(&format!("/v1/contacts/{phone}/{action}")))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{action} {phone}");
+    r.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn an_opted_out_recipient_is_refused_at_submit_until_opted_back_in() {
+    let app = spawn_app().await;
+    let (_, key) = app.workspace("acme").await;
+    consent(&app, &key, "%2B14155550123", "opt-out", json!({})).await;
+    let r = app
+        .post_message(&key, &json!({"to": "+14155550123", "body": "hi"}))
+        .await;
+    assert_eq!(r.status(), 422);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        (v["error"]["code"].as_str(), v["error"]["field"].as_str()),
+        (Some("recipient_opted_out"), Some("to"))
+    );
+    // Consent is per channel.
+    assert_eq!(
+        app.post_message(
+            &key,
+            &json!({"to": "+14155550123", "body": "hi", "channel": "whatsapp"})
+        )
+        .await
+        .status(),
+        202
+    );
+    consent(
+        &app,
+        &key,
+        "+14155550123",
+        "opt-in",
+        json!({"channel": "sms"}),
+    )
+    .await;
+    assert_eq!(
+        app.post_message(&key, &json!({"to": "+14155550123", "body": "hi"}))
+            .await
+            .status(),
+        202
+    );
+}
+
+#[tokio::test]
+async fn a_queued_message_to_a_number_that_just_opted_out_is_suppressed_and_never_sent() {
+    let app = spawn_app().await;
+    let (_, key) = app.workspace("acme").await;
+    let id = app
+        .send(
+            &key,
+            json!({"to": "+14155550123", "body": "promo", "category": "marketing"}),
+        )
+        .await;
+    consent(
+        &app,
+        &key,
+        "%2B14155550123",
+        "opt-out",
+        json!({"detail": "asked by phone"}),
+    )
+    .await;
+    app.drive().await;
+    let m = app.get_message(&key, &id).await;
+    assert_eq!(m["status"], "suppressed");
+    assert_eq!(m["error_code"], "recipient_opted_out");
+    assert_eq!(timeline(&m), ["message.queued", "message.suppressed"]);
+    assert!(
+        m["attempts"].as_array().unwrap().is_empty(),
+        "the provider was never called"
+    );
+}
+
+#[tokio::test]
+async fn consent_changes_are_events_with_a_full_history() {
+    let app = spawn_app().await;
+    let (_, key) = app.workspace("acme").await;
+    let rx = Receiver::start(vec![]).await;
+    let r = app
+        .client
+        .post(app.url("/v1/webhooks"))
+        .bearer_auth(&key)
+        .json(&json!({"url": rx.url, "event_types": ["contact.opted_out", "contact.opted_in"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    consent(
+        &app,
+        &key,
+        "%2B14155550123",
+        "opt-out",
+        json!({"jurisdiction": "US-TCPA"}),
+    )
+    .await;
+    consent(&app, &key, "%2B14155550123", "opt-out", json!({})).await;
+    let c = consent(&app, &key, "%2B14155550123", "opt-in", json!({})).await;
+    app.drive().await;
+    assert_eq!(
+        rx.event_types(),
+        ["contact.opted_out", "contact.opted_in"],
+        "a repeated opt-out is not a second event"
+    );
+    let data = &rx.received()[0].json()["data"];
+    assert_eq!(
+        (
+            data["phone"].as_str(),
+            data["channel"].as_str(),
+            data["source"].as_str()
+        ),
+        (Some("+14155550123"), Some("sms"), Some("api"))
+    );
+    assert_eq!(c["consent"][0]["state"], "opted_in");
+    assert_eq!(
+        c["consent"][0]["jurisdiction"], "US-TCPA",
+        "kept from the earlier change"
+    );
+    let states: Vec<&str> = c["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["opted_out", "opted_out", "opted_in"]);
+    let got: Value = app
+        .client
+        .get(app.url("/v1/contacts/%2B14155550123"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["history"].as_array().unwrap().len(), 3);
+    let none: Value = app
+        .client
+        .get(app.url("/v1/contacts/%2B14155550124"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(none["consent"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn consent_requests_are_validated() {
+    let app = spawn_app().await;
+    let (_, key) = app.workspace("acme").await;
+    for (path, body, status, code) in [
+        (
+            "/v1/contacts/12345/opt-out",
+            json!({}),
+            422,
+            "invalid_phone",
+        ),
+        (
+            "/v1/contacts/%2B14155550123/opt-out",
+            json!({"channel": "fax"}),
+            422,
+            "invalid_channel",
+        ),
+        (
+            "/v1/contacts/%2B14155550123/opt-out",
+            json!({"channel": 1}),
+            400,
+            "invalid_type",
+        ),
+        (
+            "/v1/contacts/%2B14155550123/opt-out",
+            json!({"chanel": "sms"}),
+            400,
+            "unknown_field",
+        ),
+        (
+            "/v1/contacts/%2B14155550123/opt-in",
+            json!([1]),
+            400,
+            "invalid_type",
+        ),
+    ] {
+        let r = app
+            .client
+            .post(app.url(path))
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{path} {body}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], code, "{path} {body}");
+    }
+    let r = app
+        .client
+        .get(app.url("/v1/contacts/not-a-phone"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+}
