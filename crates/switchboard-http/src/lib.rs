@@ -11,6 +11,7 @@ pub mod auth;
 mod body;
 pub mod contacts;
 pub mod error;
+pub mod inbound;
 pub mod messages;
 pub mod openapi;
 pub mod ops;
@@ -45,6 +46,12 @@ impl Default for HttpConfig {
 /// The whole API.
 pub fn router(state: AppState, config: HttpConfig) -> Router {
     let workspace = Router::new()
+        .route("/v1/inbound", get(inbound::list))
+        .route("/v1/sim/inbound", post(inbound::inject))
+        .route(
+            "/v1/settings",
+            get(inbound::get_settings).patch(inbound::patch_settings),
+        )
         .route("/v1/contacts/{phone}", get(contacts::get))
         .route("/v1/contacts/{phone}/opt-out", post(contacts::opt_out))
         .route("/v1/contacts/{phone}/opt-in", post(contacts::opt_in))

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{admin, contacts, error, messages, ops, templates, webhooks};
+use crate::{admin, contacts, error, inbound, messages, ops, templates, webhooks};
 
 struct Security;
 
@@ -31,6 +31,7 @@ impl Modify for Security {
         messages::submit, messages::get, messages::list, messages::cancel,
         admin::create_workspace, admin::list_workspaces, admin::create_key,
         contacts::get, contacts::opt_out, contacts::opt_in,
+        inbound::inject, inbound::list, inbound::get_settings, inbound::patch_settings,
         templates::create, templates::list, templates::get, templates::update, templates::delete,
         webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete,
         webhooks::rotate, webhooks::attempts, webhooks::test, webhooks::redeliver,
@@ -41,6 +42,7 @@ impl Modify for Security {
         messages::EventResponse, messages::AttemptResponse, messages::MessageList,
         admin::WorkspaceResponse, admin::CreateWorkspaceRequest, admin::WorkspaceList, admin::ApiKeyResponse,
         error::ErrorResponse, error::ErrorBody,
+        inbound::InboundResponse, inbound::InjectedResponse, inbound::InboundList, inbound::InjectRequest,
         contacts::ContactResponse, contacts::ConsentState, contacts::ConsentHistoryEntry, contacts::ConsentRequest,
         templates::TemplateResponse, templates::TemplateList, templates::TemplateRequest,
         webhooks::EndpointResponse, webhooks::EndpointList, webhooks::EndpointRequest, webhooks::AttemptLogEntry,

@@ -16,10 +16,10 @@ pub use error::StoreError;
 pub use model::{
     AcceptOutcome, AcceptRequest, Accepted, ApiKey, AttemptOutcome, AttemptRecord, AttemptReport,
     ClaimedMessage, ConsentChange, ConsentChangeRecord, ConsentRecord, ContactConsent,
-    EndpointChanges, EndpointRecord, EventRecord, GroupCommitStats, MessageDetail, MessageFilter,
-    MessagePage, MessageRecord, ReceiptKind, ReceiptOutcome, Redelivery, Sender, TemplateRecord,
-    TransitionOutcome, WebhookAttemptRecord, WebhookAttemptReport, WebhookEvent, WebhookJob,
-    WebhookOutcome, Workspace,
+    EndpointChanges, EndpointRecord, EventRecord, GroupCommitStats, InboundOutcome, InboundRecord,
+    MessageDetail, MessageFilter, MessagePage, MessageRecord, NewInbound, ReceiptKind,
+    ReceiptOutcome, Redelivery, Sender, TemplateRecord, TransitionOutcome, WebhookAttemptRecord,
+    WebhookAttemptReport, WebhookEvent, WebhookJob, WebhookOutcome, Workspace,
 };
 
 use std::time::Duration;
@@ -220,6 +220,28 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         &self,
         template: TemplateRecord,
     ) -> Result<Option<Result<TemplateRecord, ()>>, StoreError>;
+    /// Stores an inbound message (deduplicated by provider id), records
+    /// `message.received`, and applies a STOP/START keyword to consent.
+    async fn record_inbound(&self, inbound: NewInbound) -> Result<InboundOutcome, StoreError>;
+    /// Inbound messages of a workspace, newest first.
+    async fn list_inbound(
+        &self,
+        workspace: &WorkspaceId,
+        phone: Option<&str>,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<InboundRecord>, StoreError>;
+    /// A workspace's settings document (`None` if no such workspace).
+    async fn workspace_settings(
+        &self,
+        workspace: &WorkspaceId,
+    ) -> Result<Option<serde_json::Value>, StoreError>;
+    /// Replaces a workspace's settings document.
+    async fn set_workspace_settings(
+        &self,
+        workspace: &WorkspaceId,
+        settings: &serde_json::Value,
+    ) -> Result<bool, StoreError>;
     /// Records a consent change (and its event, if the state changed).
     /// Returns whether the state changed.
     async fn change_consent(&self, change: ConsentChange) -> Result<bool, StoreError>;

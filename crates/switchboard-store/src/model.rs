@@ -618,3 +618,65 @@ pub struct ConsentChangeRecord {
     /// When.
     pub created_at: Timestamp,
 }
+
+/// An inbound message to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewInbound {
+    /// Workspace.
+    pub workspace_id: WorkspaceId,
+    /// Sender (E.164).
+    pub from: String,
+    /// The workspace's address it was sent to.
+    pub to: Option<String>,
+    /// Channel.
+    pub channel: String,
+    /// Text.
+    pub text: String,
+    /// Media.
+    pub media_urls: Vec<String>,
+    /// Provider that received it.
+    pub provider_id: String,
+    /// Provider's id (deduplicates repeated callbacks).
+    pub provider_message_id: Option<String>,
+    /// `stop`, `start` or `help` when the text is a keyword.
+    pub keyword: Option<String>,
+    /// When.
+    pub now: Timestamp,
+}
+
+/// A stored inbound message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboundRecord {
+    /// Id (`in_…`).
+    pub id: String,
+    /// Sender.
+    pub from: String,
+    /// Address it was sent to.
+    pub to: Option<String>,
+    /// Channel.
+    pub channel: String,
+    /// Text.
+    pub text: String,
+    /// Media.
+    pub media_urls: Vec<String>,
+    /// The last outbound message to this number in the workspace.
+    pub conversation_message_id: Option<String>,
+    /// Keyword recognised.
+    pub keyword: Option<String>,
+    /// When.
+    pub created_at: Timestamp,
+}
+
+/// What storing an inbound message did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InboundOutcome {
+    /// Stored, with `message.received`; a STOP/START changed consent if `consent_changed`.
+    Stored {
+        /// The message.
+        inbound: InboundRecord,
+        /// Whether a keyword changed the sender's consent.
+        consent_changed: bool,
+    },
+    /// The provider sent this message before: nothing new.
+    Duplicate(InboundRecord),
+}

@@ -5,6 +5,7 @@
 
 mod consent;
 mod group_commit;
+mod inbound;
 mod messages;
 mod read_pool;
 mod rows;
@@ -440,6 +441,46 @@ impl Store for SqliteStore {
     ) -> Result<Option<Result<TemplateRecord, ()>>, StoreError> {
         self.writer
             .run(move |c| templates::update(c, &template))
+            .await
+    }
+
+    async fn record_inbound(&self, inbound: NewInbound) -> Result<InboundOutcome, StoreError> {
+        self.writer.run(move |c| inbound::record(c, &inbound)).await
+    }
+
+    async fn list_inbound(
+        &self,
+        workspace: &WorkspaceId,
+        phone: Option<&str>,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<InboundRecord>, StoreError> {
+        let (ws, phone, cursor) = (
+            workspace.clone(),
+            phone.map(str::to_owned),
+            cursor.map(str::to_owned),
+        );
+        self.readers
+            .run(move |c| inbound::list(c, &ws, phone.as_deref(), cursor.as_deref(), limit))
+            .await
+    }
+
+    async fn workspace_settings(
+        &self,
+        workspace: &WorkspaceId,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        let ws = workspace.clone();
+        self.readers.run(move |c| inbound::settings(c, &ws)).await
+    }
+
+    async fn set_workspace_settings(
+        &self,
+        workspace: &WorkspaceId,
+        settings: &serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        let (ws, v) = (workspace.clone(), settings.clone());
+        self.writer
+            .run(move |c| inbound::set_settings(c, &ws, &v))
             .await
     }
 

@@ -232,6 +232,30 @@ CREATE INDEX consent_history_by_phone ON consent_history (workspace_id, phone, i
 ALTER TABLE messages ADD COLUMN consent_exempt INTEGER NOT NULL DEFAULT 0;
 "#,
     ),
+    (
+        "0005_inbound",
+        r#"
+ALTER TABLE workspaces ADD COLUMN settings TEXT NOT NULL DEFAULT '{}';
+
+CREATE TABLE inbound (
+    id                      TEXT PRIMARY KEY,
+    workspace_id            TEXT NOT NULL,
+    from_phone              TEXT NOT NULL,
+    to_addr                 TEXT,
+    channel                 TEXT NOT NULL,
+    text                    TEXT NOT NULL,
+    media_urls              TEXT,
+    provider_id             TEXT NOT NULL,
+    provider_message_id     TEXT,
+    conversation_message_id TEXT,
+    keyword                 TEXT,
+    created_at              INTEGER NOT NULL
+);
+CREATE INDEX inbound_by_workspace ON inbound (workspace_id, id);
+CREATE INDEX inbound_by_phone ON inbound (workspace_id, from_phone, id);
+CREATE UNIQUE INDEX inbound_dedupe ON inbound (provider_id, provider_message_id) WHERE provider_message_id IS NOT NULL;
+"#,
+    ),
 ];
 
 /// Applies the migrations not yet applied, each in its own transaction.

@@ -8,6 +8,7 @@ mod consent;
 mod crash;
 mod dispatch;
 mod harness;
+mod inbound;
 mod receiver;
 mod templates;
 mod webhooks;
