@@ -14,6 +14,7 @@ pub mod keywords;
 pub mod message;
 pub mod netpolicy;
 pub mod phone;
+pub mod quiet_hours;
 pub mod retry;
 pub mod secret;
 pub mod segments;

@@ -189,6 +189,7 @@ pub async fn receive(
         now,
         // The STOP confirmation goes to a number that has just opted out.
         consent_exempt: true,
+        hold_until: None,
     };
     let reply = match state.store.accept_message(req).await? {
         AcceptOutcome::Created(a) | AcceptOutcome::Replayed(a) => Some(a.id.to_string()),
@@ -349,6 +350,39 @@ pub async fn get_settings(
     Ok(Json(effective(&s)))
 }
 
+/// When quiet hours hold a submission: only `marketing` at `normal`
+/// priority, and only if the workspace has a window.
+pub async fn quiet_hold(
+    state: &AppState,
+    ctx: &WorkspaceCtx,
+    m: &NewMessage,
+    now: switchboard_core::Timestamp,
+) -> Result<Option<switchboard_core::Timestamp>, ApiError> {
+    use switchboard_core::quiet_hours::{Window, hold_until, recipient_zone, zone};
+    use switchboard_core::{Category, Priority};
+    if m.category != Category::Marketing || m.priority == Priority::High {
+        return Ok(None);
+    }
+    let settings = state
+        .store
+        .workspace_settings(&ctx.workspace_id)
+        .await?
+        .unwrap_or(Value::Null);
+    let window = settings
+        .get("quiet_hours")
+        .and_then(|q| Window::parse(q.get("start")?.as_str()?, q.get("end")?.as_str()?));
+    let Some(window) = window else {
+        return Ok(None);
+    };
+    let default = settings
+        .get("default_timezone")
+        .and_then(Value::as_str)
+        .and_then(zone)
+        .unwrap_or(jiff::tz::TimeZone::UTC);
+    let tz = recipient_zone(m.timezone.as_deref(), m.to.region(), &default);
+    Ok(hold_until(m.send_at.unwrap_or(now), &tz, window))
+}
+
 fn effective(s: &Value) -> Value {
     let mut replies = serde_json::Map::new();
     for k in [Keyword::Stop, Keyword::Start, Keyword::Help] {
@@ -358,7 +392,11 @@ fn effective(s: &Value) -> Value {
         };
         replies.insert(k.as_str().into(), v);
     }
-    json!({ "keyword_replies": replies })
+    json!({
+        "keyword_replies": replies,
+        "quiet_hours": s.get("quiet_hours").cloned().unwrap_or(Value::Null),
+        "default_timezone": s.get("default_timezone").cloned().unwrap_or(Value::String("UTC".into())),
+    })
 }
 
 /// Change settings: `{"keyword_replies": {"stop": "…", "start": null, "help": "…"}}`
@@ -376,7 +414,10 @@ pub async fn patch_settings(
             "the request body must be a JSON object",
         ));
     };
-    if let Some(k) = obj.keys().find(|k| k.as_str() != "keyword_replies") {
+    if let Some(k) = obj
+        .keys()
+        .find(|k| !["keyword_replies", "quiet_hours", "default_timezone"].contains(&k.as_str()))
+    {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "unknown_field",
@@ -427,6 +468,35 @@ pub async fn patch_settings(
                 }
             }
             current["keyword_replies"][k] = v.clone();
+        }
+    }
+    match obj.get("quiet_hours") {
+        None => {}
+        Some(Value::Null) => current["quiet_hours"] = Value::Null,
+        Some(q) => {
+            let start = q.get("start").and_then(Value::as_str).unwrap_or("");
+            let end = q.get("end").and_then(Value::as_str).unwrap_or("");
+            if switchboard_core::quiet_hours::Window::parse(start, end).is_none() {
+                return Err(unprocessable(
+                    "invalid_quiet_hours",
+                    "quiet_hours",
+                    "`quiet_hours` is {\"start\": \"HH:MM\", \"end\": \"HH:MM\"} with different times, or null",
+                ));
+            }
+            current["quiet_hours"] = json!({"start": start, "end": end});
+        }
+    }
+    match obj.get("default_timezone") {
+        None => {}
+        Some(Value::String(z)) if switchboard_core::quiet_hours::zone(z).is_some() => {
+            current["default_timezone"] = Value::String(z.clone())
+        }
+        Some(_) => {
+            return Err(unprocessable(
+                "invalid_timezone",
+                "default_timezone",
+                "`default_timezone` is an IANA zone or an offset such as UTC-8",
+            ));
         }
     }
     state

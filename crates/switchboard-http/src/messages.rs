@@ -402,6 +402,7 @@ async fn accept(
             )
             .with_field("channel"),
         })?;
+    let hold_until = crate::inbound::quiet_hold(state, ctx, &message, now).await?;
     let req = AcceptRequest {
         workspace_id: ctx.workspace_id.clone(),
         provider_id: sender.provider_id.clone(),
@@ -410,6 +411,7 @@ async fn accept(
         message,
         now,
         consent_exempt: false,
+        hold_until,
     };
     match state.store.accept_message(req).await? {
         AcceptOutcome::Created(a) => {

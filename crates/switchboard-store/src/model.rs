@@ -65,6 +65,8 @@ pub struct AcceptRequest {
     pub now: Timestamp,
     /// Sent even to an opted-out recipient (a STOP confirmation).
     pub consent_exempt: bool,
+    /// Held by quiet hours until this time (scheduled).
+    pub hold_until: Option<Timestamp>,
 }
 
 /// The 202 answer to a submission; the same again for an idempotent replay.

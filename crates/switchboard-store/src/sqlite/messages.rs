@@ -106,12 +106,17 @@ pub fn accept(c: &Connection, req: &AcceptRequest) -> Result<AcceptOutcome, Stor
     }
     let now = req.now;
     let id = MessageId::new_at(now);
-    let status = if m.send_at.is_some() {
+    // Quiet hours push the start later still; the TTL runs from the start.
+    let start = match (m.send_at, req.hold_until) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    let status = if start.is_some() {
         Status::Scheduled
     } else {
         Status::Queued
     };
-    let start = m.send_at.unwrap_or(now);
+    let start = start.unwrap_or(now);
     let expires_at = start.plus(m.ttl);
     let media = if m.media_urls.is_empty() {
         None
@@ -153,9 +158,10 @@ pub fn accept(c: &Connection, req: &AcceptRequest) -> Result<AcceptOutcome, Stor
         now.as_millis(),
         req.consent_exempt,
     ])?;
-    let detail = match m.send_at {
-        Some(t) => format!("scheduled for {t}"),
-        None => "accepted".to_owned(),
+    let detail = match req.hold_until {
+        Some(t) if t == start => format!("held by quiet hours until {t}"),
+        _ if status == Status::Scheduled => format!("scheduled for {start}"),
+        _ => "accepted".to_owned(),
     };
     record_event(
         c,

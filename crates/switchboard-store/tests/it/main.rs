@@ -41,6 +41,7 @@ pub fn request(ws: &WorkspaceId, body: serde_json::Value, hash: &str) -> AcceptR
         from: "Switchboard".into(),
         now: T0,
         consent_exempt: false,
+        hold_until: None,
     }
 }
 

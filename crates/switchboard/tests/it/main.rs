@@ -9,6 +9,7 @@ mod crash;
 mod dispatch;
 mod harness;
 mod inbound;
+mod quiet_hours;
 mod receiver;
 mod templates;
 mod webhooks;
