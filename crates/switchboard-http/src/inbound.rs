@@ -190,6 +190,7 @@ pub async fn receive(
         // The STOP confirmation goes to a number that has just opted out.
         consent_exempt: true,
         hold_until: None,
+        require_opt_in: false,
     };
     let reply = match state.store.accept_message(req).await? {
         AcceptOutcome::Created(a) | AcceptOutcome::Replayed(a) => Some(a.id.to_string()),
@@ -350,29 +351,36 @@ pub async fn get_settings(
     Ok(Json(effective(&s)))
 }
 
-/// When quiet hours hold a submission: only `marketing` at `normal`
-/// priority, and only if the workspace has a window.
-pub async fn quiet_hold(
+/// The workspace's rules for a `marketing` submission: when quiet hours
+/// hold it (not at `high` priority), and whether a recorded opt-in is required.
+pub async fn marketing_policy(
     state: &AppState,
     ctx: &WorkspaceCtx,
     m: &NewMessage,
     now: switchboard_core::Timestamp,
-) -> Result<Option<switchboard_core::Timestamp>, ApiError> {
+) -> Result<(Option<switchboard_core::Timestamp>, bool), ApiError> {
     use switchboard_core::quiet_hours::{Window, hold_until, recipient_zone, zone};
     use switchboard_core::{Category, Priority};
-    if m.category != Category::Marketing || m.priority == Priority::High {
-        return Ok(None);
+    if m.category != Category::Marketing {
+        return Ok((None, false));
     }
     let settings = state
         .store
         .workspace_settings(&ctx.workspace_id)
         .await?
         .unwrap_or(Value::Null);
+    let require_opt_in = settings
+        .get("require_marketing_opt_in")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    if m.priority == Priority::High {
+        return Ok((None, require_opt_in));
+    }
     let window = settings
         .get("quiet_hours")
         .and_then(|q| Window::parse(q.get("start")?.as_str()?, q.get("end")?.as_str()?));
     let Some(window) = window else {
-        return Ok(None);
+        return Ok((None, require_opt_in));
     };
     let default = settings
         .get("default_timezone")
@@ -380,7 +388,10 @@ pub async fn quiet_hold(
         .and_then(zone)
         .unwrap_or(jiff::tz::TimeZone::UTC);
     let tz = recipient_zone(m.timezone.as_deref(), m.to.region(), &default);
-    Ok(hold_until(m.send_at.unwrap_or(now), &tz, window))
+    Ok((
+        hold_until(m.send_at.unwrap_or(now), &tz, window),
+        require_opt_in,
+    ))
 }
 
 fn effective(s: &Value) -> Value {
@@ -396,6 +407,7 @@ fn effective(s: &Value) -> Value {
         "keyword_replies": replies,
         "quiet_hours": s.get("quiet_hours").cloned().unwrap_or(Value::Null),
         "default_timezone": s.get("default_timezone").cloned().unwrap_or(Value::String("UTC".into())),
+        "require_marketing_opt_in": s.get("require_marketing_opt_in").cloned().unwrap_or(Value::Bool(false)),
     })
 }
 
@@ -414,10 +426,15 @@ pub async fn patch_settings(
             "the request body must be a JSON object",
         ));
     };
-    if let Some(k) = obj
-        .keys()
-        .find(|k| !["keyword_replies", "quiet_hours", "default_timezone"].contains(&k.as_str()))
-    {
+    if let Some(k) = obj.keys().find(|k| {
+        ![
+            "keyword_replies",
+            "quiet_hours",
+            "default_timezone",
+            "require_marketing_opt_in",
+        ]
+        .contains(&k.as_str())
+    }) {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "unknown_field",
@@ -484,6 +501,18 @@ pub async fn patch_settings(
                 ));
             }
             current["quiet_hours"] = json!({"start": start, "end": end});
+        }
+    }
+    match obj.get("require_marketing_opt_in") {
+        None => {}
+        Some(Value::Bool(b)) => current["require_marketing_opt_in"] = Value::Bool(*b),
+        Some(_) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_type",
+                "`require_marketing_opt_in` must be true or false",
+            )
+            .with_field("require_marketing_opt_in"));
         }
     }
     match obj.get("default_timezone") {

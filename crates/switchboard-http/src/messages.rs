@@ -402,7 +402,8 @@ async fn accept(
             )
             .with_field("channel"),
         })?;
-    let hold_until = crate::inbound::quiet_hold(state, ctx, &message, now).await?;
+    let (hold_until, require_opt_in) =
+        crate::inbound::marketing_policy(state, ctx, &message, now).await?;
     let req = AcceptRequest {
         workspace_id: ctx.workspace_id.clone(),
         provider_id: sender.provider_id.clone(),
@@ -412,6 +413,7 @@ async fn accept(
         now,
         consent_exempt: false,
         hold_until,
+        require_opt_in,
     };
     match state.store.accept_message(req).await? {
         AcceptOutcome::Created(a) => {
@@ -426,6 +428,12 @@ async fn accept(
                 .insert("idempotent-replayed", HeaderValue::from_static("true"));
             Ok(resp)
         }
+        AcceptOutcome::OptInRequired => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "opt_in_required",
+            "this workspace sends marketing only to recipients with a recorded opt-in, and this one has none",
+        )
+        .with_field("to")),
         AcceptOutcome::OptedOut => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "recipient_opted_out",

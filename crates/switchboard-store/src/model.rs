@@ -67,6 +67,8 @@ pub struct AcceptRequest {
     pub consent_exempt: bool,
     /// Held by quiet hours until this time (scheduled).
     pub hold_until: Option<Timestamp>,
+    /// Refuse unless the recipient has a recorded opt-in on the channel.
+    pub require_opt_in: bool,
 }
 
 /// The 202 answer to a submission; the same again for an idempotent replay.
@@ -100,6 +102,8 @@ pub enum AcceptOutcome {
     },
     /// The recipient has opted out of this channel: nothing stored.
     OptedOut,
+    /// The workspace requires a recorded opt-in and there is none: nothing stored.
+    OptInRequired,
 }
 
 /// A stored message.

@@ -26,6 +26,22 @@ pub fn is_opted_out(
     Ok(state.as_deref() == Some("opted_out"))
 }
 
+/// Whether the number has a recorded opt-in on the channel.
+pub fn is_opted_in(
+    c: &Connection,
+    ws: &str,
+    phone: &str,
+    channel: &str,
+) -> Result<bool, StoreError> {
+    let state: Option<String> = c
+        .prepare_cached(
+            "SELECT state FROM contacts WHERE workspace_id = ?1 AND phone = ?2 AND channel = ?3",
+        )?
+        .query_row(params![ws, phone, channel], |r| r.get(0))
+        .optional()?;
+    Ok(state.as_deref() == Some("opted_in"))
+}
+
 /// Records a change; returns whether the state changed.
 pub fn change(c: &Connection, ch: &ConsentChange) -> Result<bool, StoreError> {
     let ws = ch.workspace_id.as_str();

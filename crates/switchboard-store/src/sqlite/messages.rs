@@ -104,6 +104,10 @@ pub fn accept(c: &Connection, req: &AcceptRequest) -> Result<AcceptOutcome, Stor
     {
         return Ok(AcceptOutcome::OptedOut);
     }
+    if req.require_opt_in && !super::consent::is_opted_in(c, ws, m.to.as_str(), m.channel.as_str())?
+    {
+        return Ok(AcceptOutcome::OptInRequired);
+    }
     let now = req.now;
     let id = MessageId::new_at(now);
     // Quiet hours push the start later still; the TTL runs from the start.

@@ -42,6 +42,7 @@ pub fn request(ws: &WorkspaceId, body: serde_json::Value, hash: &str) -> AcceptR
         now: T0,
         consent_exempt: false,
         hold_until: None,
+        require_opt_in: false,
     }
 }
 

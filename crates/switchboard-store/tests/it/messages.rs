@@ -27,7 +27,9 @@ async fn one_idempotency_key_makes_one_message_under_concurrency() {
             }
             AcceptOutcome::Replayed(a) => ids.push(a.id),
             AcceptOutcome::Conflict { .. } => panic!("same body is not a conflict"),
-            AcceptOutcome::OptedOut => panic!("no opt-out recorded"),
+            AcceptOutcome::OptedOut | AcceptOutcome::OptInRequired => {
+                panic!("no consent policy here")
+            }
         }
     }
     ids.dedup();

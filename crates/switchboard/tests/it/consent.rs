@@ -219,3 +219,48 @@ async fn consent_requests_are_validated() {
         .unwrap();
     assert_eq!(r.status(), 422);
 }
+
+#[tokio::test]
+async fn a_workspace_can_require_a_recorded_opt_in_for_marketing() {
+    let app = spawn_app().await;
+    let (_, key) = app.workspace("acme").await;
+    let r = app
+        .client
+        .patch(app.url("/v1/settings"))
+        .bearer_auth(&key)
+        .json(&json!({"require_marketing_opt_in": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let promo = json!({"to": "+14155550123", "body": "20% off", "category": "marketing"});
+    let r = app.post_message(&key, &promo).await;
+    assert_eq!(r.status(), 422);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "opt_in_required");
+    assert_eq!(
+        app.post_message(&key, &json!({"to": "+14155550123", "body": "Your receipt"}))
+            .await
+            .status(),
+        202,
+        "transactional is not affected"
+    );
+    consent(
+        &app,
+        &key,
+        "%2B14155550123",
+        "opt-in",
+        json!({"detail": "web form"}),
+    )
+    .await;
+    assert_eq!(app.post_message(&key, &promo).await.status(), 202);
+    let r = app
+        .client
+        .patch(app.url("/v1/settings"))
+        .bearer_auth(&key)
+        .json(&json!({"require_marketing_opt_in": "yes"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
