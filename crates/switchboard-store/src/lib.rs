@@ -18,8 +18,9 @@ pub use model::{
     ClaimedMessage, ConsentChange, ConsentChangeRecord, ConsentRecord, ContactConsent,
     EndpointChanges, EndpointRecord, EventRecord, GroupCommitStats, InboundOutcome, InboundRecord,
     MessageDetail, MessageFilter, MessagePage, MessageRecord, NewInbound, ReceiptKind,
-    ReceiptOutcome, Redelivery, Sender, TemplateRecord, TransitionOutcome, WebhookAttemptRecord,
-    WebhookAttemptReport, WebhookEvent, WebhookJob, WebhookOutcome, Workspace,
+    ReceiptOutcome, ReceiptPass, Redelivery, Sender, TemplateRecord, TransitionOutcome,
+    WebhookAttemptRecord, WebhookAttemptReport, WebhookEvent, WebhookJob, WebhookOutcome,
+    Workspace,
 };
 
 use std::time::Duration;
@@ -103,6 +104,22 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         detail: Option<&str>,
         now: Timestamp,
     ) -> Result<ReceiptOutcome, StoreError>;
+    /// The thin receiver's write: stores a provider receipt as it arrived;
+    /// `false` if the same (provider, id, kind) was stored before.
+    async fn receive_receipt(
+        &self,
+        provider_id: &str,
+        provider_message_id: &str,
+        kind: ReceiptKind,
+        raw: Option<&str>,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+    /// Applies due receipts from the inbox, in lifecycle order per message.
+    async fn process_receipts(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<ReceiptPass, StoreError>;
     /// Makes all in-flight work (message sends and webhook deliveries)
     /// claimable at once. Only for a backend that knows it is the single node
     /// (SQLite holds an exclusive lock on its data dir).

@@ -353,6 +353,40 @@ pub enum ReceiptKind {
     Undelivered,
 }
 
+impl ReceiptKind {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReceiptKind::Delivered => "delivered",
+            ReceiptKind::Read => "read",
+            ReceiptKind::Undelivered => "undelivered",
+        }
+    }
+
+    /// Parses the wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "delivered" => Some(ReceiptKind::Delivered),
+            "read" => Some(ReceiptKind::Read),
+            "undelivered" => Some(ReceiptKind::Undelivered),
+            _ => None,
+        }
+    }
+}
+
+/// What one pass over the receipt inbox did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReceiptPass {
+    /// Receipts that moved a message.
+    pub applied: u64,
+    /// Late or duplicate receipts, recorded and ignored.
+    pub ignored: u64,
+    /// Receipts whose message is not known yet (checked again later).
+    pub waiting: u64,
+    /// Receipts given up on after a day without a message.
+    pub unmatched: u64,
+}
+
 /// What applying a receipt did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReceiptOutcome {

@@ -7,7 +7,7 @@ use switchboard_core::{Clock, ErrorClass, ProviderId, RetryDecision, RetryPolicy
 use switchboard_providers::sim::SimProvider;
 use switchboard_providers::{ProviderError, Providers, SendRequest};
 use switchboard_store::{
-    AttemptOutcome, AttemptReport, ClaimedMessage, ReceiptKind, ReceiptOutcome, Store, StoreError,
+    AttemptOutcome, AttemptReport, ClaimedMessage, ReceiptKind, Store, StoreError,
 };
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
@@ -62,8 +62,6 @@ struct Inner {
 }
 
 const SIM_PROVIDER: &str = "pr_sim";
-/// How long a receipt may wait for the send it refers to be recorded.
-const UNMATCHED_RECEIPT_GRACE: Duration = Duration::from_secs(600);
 
 impl Worker {
     /// A worker over these parts. `wake` is notified by the accept path when
@@ -108,74 +106,64 @@ impl Worker {
         Ok(n)
     }
 
-    /// Applies the simulator's due receipts. Returns how many were applied.
+    /// Hands the simulator's due receipts to the receipt inbox (as a
+    /// provider's callback would), then applies what the inbox has due.
+    /// Returns how many receipts were taken in or settled.
     pub async fn pump_receipts_once(&self) -> Result<usize, StoreError> {
-        let Some(sim) = &self.inner.sim else {
-            return Ok(0);
-        };
         let now = self.inner.clock.now();
-        let due = sim
-            .due_receipts(now, 1000)
-            .await
-            .map_err(|e| StoreError::Corrupt(format!("sim ledger: {e}")))?;
-        let mut done = Vec::with_capacity(due.len());
-        let mut tasks = JoinSet::new();
-        for r in due {
-            let store = self.inner.store.clone();
-            tasks.spawn(async move {
-                let kind = match r.kind.as_str() {
-                    "read" => ReceiptKind::Read,
-                    "undelivered" => ReceiptKind::Undelivered,
-                    _ => ReceiptKind::Delivered,
-                };
-                let detail = format!("receipt from the simulator: {}", r.kind);
-                let out = store
-                    .apply_receipt(
-                        SIM_PROVIDER,
-                        &r.provider_message_id,
-                        kind,
-                        Some(&detail),
-                        now,
-                    )
-                    .await;
-                (r.id, r.due_at, out)
-            });
-        }
-        while let Some(joined) = tasks.join_next().await {
-            let Ok((id, due_at, out)) = joined else {
-                continue;
-            };
-            match out {
-                Ok(ReceiptOutcome::UnknownMessage)
-                    if now.since(due_at) > UNMATCHED_RECEIPT_GRACE =>
-                {
-                    // Its message never recorded the send (it expired before a
-                    // retry could learn the provider id): drop it rather than
-                    // let it block the receipts behind it.
-                    tracing::warn!(
-                        receipt = id,
-                        "dropping a simulator receipt that matches no message"
-                    );
-                    done.push(id);
-                }
-                Ok(ReceiptOutcome::UnknownMessage) => {
-                    // The send's result is not committed yet; try again next pass.
-                }
-                Ok(ReceiptOutcome::Ignored { message_id, status }) => {
-                    tracing::debug!(%message_id, ?status, "late or duplicate receipt ignored");
-                    done.push(id);
-                }
-                Ok(ReceiptOutcome::Applied { .. }) => done.push(id),
-                Err(e) => tracing::warn!(error = %e, "applying a receipt failed; will retry"),
-            }
-        }
-        let applied = done.len();
-        if !done.is_empty() {
-            sim.mark_reported(done)
+        let mut fed = 0;
+        if let Some(sim) = &self.inner.sim {
+            let due = sim
+                .due_receipts(now, 1000)
                 .await
                 .map_err(|e| StoreError::Corrupt(format!("sim ledger: {e}")))?;
+            let mut tasks = JoinSet::new();
+            for r in due {
+                let store = self.inner.store.clone();
+                tasks.spawn(async move {
+                    let kind = ReceiptKind::parse(&r.kind).unwrap_or(ReceiptKind::Delivered);
+                    let raw = format!(
+                        r#"{{"provider_message_id":"{}","status":"{}"}}"#,
+                        r.provider_message_id, r.kind
+                    );
+                    store
+                        .receive_receipt(
+                            SIM_PROVIDER,
+                            &r.provider_message_id,
+                            kind,
+                            Some(&raw),
+                            now,
+                        )
+                        .await
+                        .map(|_| r.id)
+                });
+            }
+            let mut taken = Vec::new();
+            while let Some(joined) = tasks.join_next().await {
+                match joined {
+                    Ok(Ok(id)) => taken.push(id),
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "storing a receipt failed; the simulator will hand it over again")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "receipt task failed"),
+                }
+            }
+            fed = taken.len();
+            if !taken.is_empty() {
+                sim.mark_reported(taken)
+                    .await
+                    .map_err(|e| StoreError::Corrupt(format!("sim ledger: {e}")))?;
+            }
         }
-        Ok(applied)
+        let pass = self.inner.store.process_receipts(now, 1000).await?;
+        if pass.unmatched > 0 {
+            tracing::warn!(
+                unmatched = pass.unmatched,
+                "receipts matched no message for a day; kept as unmatched"
+            );
+        }
+        Ok(fed
+            + usize::try_from(pass.applied + pass.ignored + pass.unmatched).unwrap_or(usize::MAX))
     }
 
     /// Runs dispatch and receipt passes until a pass finds nothing to do at

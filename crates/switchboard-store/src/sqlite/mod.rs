@@ -8,6 +8,7 @@ mod group_commit;
 mod inbound;
 mod messages;
 mod read_pool;
+mod receipts;
 mod rows;
 mod schema;
 mod templates;
@@ -235,6 +236,34 @@ impl Store for SqliteStore {
         );
         self.writer
             .run(move |c| messages::apply_receipt(c, &p, &pm, kind, d.as_deref(), now))
+            .await
+    }
+
+    async fn receive_receipt(
+        &self,
+        provider_id: &str,
+        provider_message_id: &str,
+        kind: ReceiptKind,
+        raw: Option<&str>,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let (p, pm, raw) = (
+            provider_id.to_owned(),
+            provider_message_id.to_owned(),
+            raw.map(str::to_owned),
+        );
+        self.writer
+            .run(move |c| receipts::receive(c, &p, &pm, kind, raw.as_deref(), now))
+            .await
+    }
+
+    async fn process_receipts(
+        &self,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<ReceiptPass, StoreError> {
+        self.writer
+            .run(move |c| receipts::process(c, now, limit))
             .await
     }
 

@@ -256,6 +256,25 @@ CREATE INDEX inbound_by_phone ON inbound (workspace_id, from_phone, id);
 CREATE UNIQUE INDEX inbound_dedupe ON inbound (provider_id, provider_message_id) WHERE provider_message_id IS NOT NULL;
 "#,
     ),
+    (
+        "0006_receipt_inbox",
+        r#"
+CREATE TABLE receipt_inbox (
+    id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+    provider_id         TEXT NOT NULL,
+    provider_message_id TEXT NOT NULL,
+    kind                TEXT NOT NULL,
+    raw                 TEXT,
+    received_at         INTEGER NOT NULL,
+    state               TEXT NOT NULL DEFAULT 'pending',
+    checks              INTEGER NOT NULL DEFAULT 0,
+    next_check_at       INTEGER NOT NULL,
+    processed_at        INTEGER,
+    UNIQUE (provider_id, provider_message_id, kind)
+);
+CREATE INDEX receipt_inbox_pending ON receipt_inbox (next_check_at) WHERE state = 'pending';
+"#,
+    ),
 ];
 
 /// Applies the migrations not yet applied, each in its own transaction.

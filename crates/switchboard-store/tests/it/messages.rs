@@ -127,3 +127,137 @@ async fn a_second_process_cannot_open_the_same_data_directory() {
     let second = switchboard_store::sqlite::SqliteStore::open(dir.path());
     assert!(second.unwrap_err().to_string().contains("in use"));
 }
+
+fn events_of(detail: &switchboard_store::MessageDetail) -> Vec<String> {
+    detail.events.iter().map(|e| e.event_type.clone()).collect()
+}
+
+#[tokio::test]
+async fn duplicated_and_reordered_receipts_that_arrive_before_the_send_is_recorded_converge() {
+    use switchboard_store::ReceiptKind::{Delivered, Read};
+    let f = sqlite().await;
+    let AcceptOutcome::Created(a) = f.store.accept_message(simple(&f.ws)).await.unwrap() else {
+        panic!()
+    };
+    let claim = f
+        .store
+        .claim_due(T0, 10, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(claim.len(), 1);
+    // The provider's callbacks overtake its answer to the send, reordered and repeated.
+    let mut fresh = Vec::new();
+    for kind in [Read, Delivered, Delivered, Read, Delivered] {
+        fresh.push(
+            f.store
+                .receive_receipt("pr_sim", "SIMlate", kind, Some("{}"), T0)
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(
+        fresh,
+        [true, true, false, false, false],
+        "duplicates are dropped at the door"
+    );
+    let pass = f.store.process_receipts(T0, 100).await.unwrap();
+    assert_eq!(
+        (pass.applied, pass.waiting),
+        (0, 2),
+        "no message has that provider id yet"
+    );
+    // The send's result commits late.
+    let report = AttemptReport {
+        message_id: a.id.clone(),
+        attempt: 1,
+        provider_id: ProviderId::parse("pr_sim").unwrap(),
+        started_at: T0,
+        finished_at: T0.plus(Duration::from_millis(10)),
+        outcome: AttemptOutcome::Accepted {
+            provider_message_id: "SIMlate".into(),
+        },
+    };
+    f.store.complete_attempt(report).await.unwrap();
+    // Not due for another check yet; then reconciled, in lifecycle order.
+    assert_eq!(
+        f.store
+            .process_receipts(T0.plus(Duration::from_millis(500)), 100)
+            .await
+            .unwrap()
+            .applied,
+        0
+    );
+    let pass = f
+        .store
+        .process_receipts(T0.plus(Duration::from_secs(2)), 100)
+        .await
+        .unwrap();
+    assert_eq!(pass.applied, 2);
+    let detail = f.store.get_message(&f.ws, &a.id).await.unwrap().unwrap();
+    assert_eq!(detail.message.status.as_str(), "read");
+    assert_eq!(
+        events_of(&detail),
+        [
+            "message.queued",
+            "message.sending",
+            "message.sent",
+            "message.delivered",
+            "message.read"
+        ],
+        "one event each"
+    );
+    // A late duplicate after all that changes nothing.
+    assert!(
+        !f.store
+            .receive_receipt("pr_sim", "SIMlate", Delivered, None, T0)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        f.store
+            .process_receipts(T0.plus(Duration::from_secs(10)), 100)
+            .await
+            .unwrap(),
+        switchboard_store::ReceiptPass::default()
+    );
+}
+
+#[tokio::test]
+async fn a_late_receipt_for_a_finished_message_is_recorded_and_ignored() {
+    use switchboard_store::ReceiptKind::{Delivered, Undelivered};
+    let f = sqlite().await;
+    let AcceptOutcome::Created(a) = f.store.accept_message(simple(&f.ws)).await.unwrap() else {
+        panic!()
+    };
+    f.store
+        .claim_due(T0, 10, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let report = AttemptReport {
+        message_id: a.id.clone(),
+        attempt: 1,
+        provider_id: ProviderId::parse("pr_sim").unwrap(),
+        started_at: T0,
+        finished_at: T0,
+        outcome: AttemptOutcome::Accepted {
+            provider_message_id: "SIMx".into(),
+        },
+    };
+    f.store.complete_attempt(report).await.unwrap();
+    f.store
+        .receive_receipt("pr_sim", "SIMx", Delivered, None, T0)
+        .await
+        .unwrap();
+    f.store
+        .receive_receipt("pr_sim", "SIMx", Undelivered, None, T0)
+        .await
+        .unwrap();
+    let pass = f.store.process_receipts(T0, 100).await.unwrap();
+    assert_eq!((pass.applied, pass.ignored), (1, 1));
+    let detail = f.store.get_message(&f.ws, &a.id).await.unwrap().unwrap();
+    assert_eq!(
+        detail.message.status.as_str(),
+        "delivered",
+        "an undelivered after delivered does not move it back"
+    );
+}
