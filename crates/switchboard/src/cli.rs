@@ -118,6 +118,28 @@ pub enum KeyAction {
 pub enum SimAction {
     /// Summarise the simulator's ledger: calls, sends and duplicates.
     Sends,
+    /// Inject a reply from a recipient (as if the network delivered it);
+    /// keywords such as STOP are handled. Talks to the running gateway.
+    Reply {
+        /// The replying number (E.164).
+        #[arg(long)]
+        from: String,
+        /// The text of the reply.
+        #[arg(long)]
+        text: String,
+        /// The workspace address it replies to.
+        #[arg(long)]
+        to: Option<String>,
+        /// Channel (default sms).
+        #[arg(long)]
+        channel: Option<String>,
+        /// Workspace API key (default: SWITCHBOARD_API_KEY).
+        #[arg(long, env = "SWITCHBOARD_API_KEY", hide_env_values = true)]
+        key: String,
+        /// Base URL of the gateway (default: http:// + the configured listen address).
+        #[arg(long)]
+        url: Option<String>,
+    },
 }
 
 fn load_config(common: &Common, listen: Option<std::net::SocketAddr>) -> anyhow::Result<Config> {
@@ -165,6 +187,47 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let key = admin.create_key(&workspace).await?;
             println!("{}", serde_json::to_string_pretty(&key)?);
             eprintln!("Store the key now: it is shown only once.");
+            Ok(())
+        }
+        Command::Sim {
+            action:
+                SimAction::Reply {
+                    from,
+                    text,
+                    to,
+                    channel,
+                    key,
+                    url,
+                },
+            common,
+        } => {
+            let config = load_config(&common, None)?;
+            let url = url.unwrap_or_else(|| format!("http://{}", config.listen));
+            let mut body = serde_json::json!({ "from": from, "text": text });
+            if let Some(to) = to {
+                body["to"] = Value::String(to);
+            }
+            if let Some(channel) = channel {
+                body["channel"] = Value::String(channel);
+            }
+            let resp = reqwest::Client::new()
+                .post(format!("{}/v1/sim/inbound", url.trim_end_matches('/')))
+                .bearer_auth(key)
+                .json(&body)
+                .send()
+                .await
+                .with_context(|| format!("calling {url}"))?;
+            let status = resp.status();
+            let value: Value = resp.json().await.unwrap_or(Value::Null);
+            if !status.is_success() {
+                bail!(
+                    "{status}: {}",
+                    value["error"]["message"]
+                        .as_str()
+                        .unwrap_or("unexpected answer")
+                );
+            }
+            println!("{}", serde_json::to_string_pretty(&value)?);
             Ok(())
         }
         Command::Sim {

@@ -78,3 +78,54 @@ async fn workspaces_and_keys_made_offline_work_once_the_gateway_starts() {
     assert!(ok, "{err}");
     assert_eq!(list["data"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim_reply_injects_a_keyword_into_the_running_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let (_, ws, _) = cli(&["workspace", "create", "Acme", "--data-dir", d]);
+    let (_, key, _) = cli(&["key", "create", ws["id"].as_str().unwrap(), "--data-dir", d]);
+    let key = key["key"].as_str().unwrap().to_owned();
+    let gw = start(dir.path(), &[]);
+    let (ok, out, err) = cli(&[
+        "sim",
+        "reply",
+        "--from",
+        "+14155550123",
+        "--text",
+        " Stop. ",
+        "--key",
+        &key,
+        "--url",
+        &gw.base,
+        "--data-dir",
+        d,
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out["inbound"]["keyword"], "stop");
+    assert!(out["reply_message_id"].is_string());
+    let client = crate::harness::client();
+    let r = client
+        .post(format!("{}/v1/messages", gw.base))
+        .bearer_auth(&key)
+        .json(&json!({"to": "+14155550123", "body": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422, "the number opted out through the CLI");
+    let (ok, _, err) = cli(&[
+        "sim",
+        "reply",
+        "--from",
+        "nope",
+        "--text",
+        "x",
+        "--key",
+        &key,
+        "--url",
+        &gw.base,
+        "--data-dir",
+        d,
+    ]);
+    assert!(!ok && err.contains("422"), "{err}");
+}
