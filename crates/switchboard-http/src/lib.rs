@@ -52,6 +52,12 @@ pub fn router(state: AppState, config: HttpConfig) -> Router {
             "/v1/settings",
             get(inbound::get_settings).patch(inbound::patch_settings),
         )
+        .route("/v1/contacts", get(contacts::list))
+        // A bulk import carries up to 5000 records: it gets a larger body limit.
+        .route(
+            "/v1/contacts/import",
+            post(contacts::import).layer(DefaultBodyLimit::max(contacts::MAX_IMPORT_BYTES)),
+        )
         .route("/v1/contacts/{phone}", get(contacts::get))
         .route("/v1/contacts/{phone}/opt-out", post(contacts::opt_out))
         .route("/v1/contacts/{phone}/opt-in", post(contacts::opt_in))

@@ -30,7 +30,7 @@ impl Modify for Security {
     paths(
         messages::submit, messages::get, messages::list, messages::cancel,
         admin::create_workspace, admin::list_workspaces, admin::create_key,
-        contacts::get, contacts::opt_out, contacts::opt_in,
+        contacts::get, contacts::opt_out, contacts::opt_in, contacts::list, contacts::import,
         inbound::inject, inbound::list, inbound::get_settings, inbound::patch_settings,
         templates::create, templates::list, templates::get, templates::update, templates::delete,
         webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete,
@@ -43,7 +43,7 @@ impl Modify for Security {
         admin::WorkspaceResponse, admin::CreateWorkspaceRequest, admin::WorkspaceList, admin::ApiKeyResponse,
         error::ErrorResponse, error::ErrorBody,
         inbound::InboundResponse, inbound::InjectedResponse, inbound::InboundList, inbound::InjectRequest,
-        contacts::ContactResponse, contacts::ConsentState, contacts::ConsentHistoryEntry, contacts::ConsentRequest,
+        contacts::ContactResponse, contacts::ContactEntry, contacts::ContactList, contacts::ImportRequest, contacts::ConsentState, contacts::ConsentHistoryEntry, contacts::ConsentRequest,
         templates::TemplateResponse, templates::TemplateList, templates::TemplateRequest,
         webhooks::EndpointResponse, webhooks::EndpointList, webhooks::EndpointRequest, webhooks::AttemptLogEntry,
         webhooks::AttemptLog, webhooks::RotateRequest, webhooks::RedeliverRequest,

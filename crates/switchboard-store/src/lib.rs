@@ -262,6 +262,17 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Records a consent change (and its event, if the state changed).
     /// Returns whether the state changed.
     async fn change_consent(&self, change: ConsentChange) -> Result<bool, StoreError>;
+    /// Records many consent changes in one transaction, without events.
+    /// Returns (changed, unchanged).
+    async fn import_consent(&self, changes: Vec<ConsentChange>) -> Result<(u64, u64), StoreError>;
+    /// Contacts with recorded consent, by phone and channel, after `cursor`.
+    async fn list_contacts(
+        &self,
+        workspace: &WorkspaceId,
+        state: Option<&str>,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, ConsentRecord)>, StoreError>;
     /// A number's consent per channel, and its history.
     async fn contact_consent(
         &self,

@@ -65,6 +65,13 @@ pub enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Import or export consent (suppression lists) as CSV, on a running gateway.
+    Contacts {
+        #[command(subcommand)]
+        action: ContactsAction,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Inspect the built-in simulator.
     Sim {
         #[command(subcommand)]
@@ -111,6 +118,44 @@ pub enum KeyAction {
         /// Workspace id (`ws_…`).
         workspace: String,
     },
+}
+
+/// Consent import and export.
+#[derive(Debug, Subcommand)]
+pub enum ContactsAction {
+    /// Import a CSV with a `phone` column and optional `channel` (default
+    /// sms), `state` (default opted_out) and `jurisdiction` columns.
+    Import {
+        /// The CSV file.
+        file: PathBuf,
+        /// Import the valid rows and report the others, instead of refusing the file.
+        #[arg(long)]
+        skip_invalid: bool,
+        #[command(flatten)]
+        api: ApiAccess,
+    },
+    /// Export recorded consent as CSV (phone, channel, state, source, jurisdiction, updated_at).
+    Export {
+        /// Only `opted_out` or `opted_in`.
+        #[arg(long)]
+        state: Option<String>,
+        /// Write here instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        api: ApiAccess,
+    },
+}
+
+/// How to reach a running gateway with a workspace key.
+#[derive(Debug, Clone, Args)]
+pub struct ApiAccess {
+    /// Workspace API key (default: SWITCHBOARD_API_KEY).
+    #[arg(long, env = "SWITCHBOARD_API_KEY", hide_env_values = true)]
+    pub key: String,
+    /// Base URL of the gateway (default: http:// + the configured listen address).
+    #[arg(long)]
+    pub url: Option<String>,
 }
 
 /// Simulator commands.
@@ -176,6 +221,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
             Ok(())
+        }
+        Command::Contacts { action, common } => {
+            let config = load_config(&common, None)?;
+            contacts(action, &config).await
         }
         Command::Key {
             action: KeyAction::Create { workspace },
@@ -247,6 +296,188 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 "messages seen   {}\nsends accepted  {accepted}\nprovider calls  {calls}\nrepeat calls after acceptance (deduplicated, not re-sent)  {dup}",
                 sends.len()
             );
+            Ok(())
+        }
+    }
+}
+
+/// Rows of an import file, checked: the valid records and the problems.
+fn read_import(file: &std::path::Path) -> anyhow::Result<(Vec<Value>, Vec<String>)> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .flexible(true)
+        .from_path(file)
+        .with_context(|| format!("reading {}", file.display()))?;
+    let headers: Vec<String> = reader
+        .headers()?
+        .iter()
+        .map(str::to_ascii_lowercase)
+        .collect();
+    let col = |name: &str| headers.iter().position(|h| h == name);
+    let phone_col = col("phone").context("the CSV needs a `phone` column")?;
+    let (channel_col, state_col, jurisdiction_col) =
+        (col("channel"), col("state"), col("jurisdiction"));
+    let mut records = Vec::new();
+    let mut problems = Vec::new();
+    for (i, row) in reader.records().enumerate() {
+        let line = i + 2;
+        let row = match row {
+            Ok(r) => r,
+            Err(e) => {
+                problems.push(format!("line {line}: {e}"));
+                continue;
+            }
+        };
+        let get = |c: Option<usize>| c.and_then(|c| row.get(c)).filter(|v| !v.is_empty());
+        let phone = row.get(phone_col).unwrap_or("");
+        if let Err(e) = switchboard_core::PhoneNumber::parse(phone) {
+            problems.push(format!("line {line}: phone {phone:?} {e}"));
+            continue;
+        }
+        let channel = get(channel_col).unwrap_or("sms");
+        if switchboard_core::Channel::parse(channel).is_none() {
+            problems.push(format!("line {line}: unknown channel {channel:?}"));
+            continue;
+        }
+        let state = get(state_col).unwrap_or("opted_out");
+        if state != "opted_out" && state != "opted_in" {
+            problems.push(format!(
+                "line {line}: state {state:?} is not opted_in or opted_out"
+            ));
+            continue;
+        }
+        let mut rec = serde_json::json!({"phone": phone, "channel": channel, "state": state});
+        if let Some(j) = get(jurisdiction_col) {
+            rec["jurisdiction"] = Value::String(j.to_owned());
+        }
+        records.push(rec);
+    }
+    Ok((records, problems))
+}
+
+async fn contacts(action: ContactsAction, config: &Config) -> anyhow::Result<()> {
+    let base = |api: &ApiAccess| {
+        api.url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", config.listen))
+            .trim_end_matches('/')
+            .to_owned()
+    };
+    let client = reqwest::Client::new();
+    match action {
+        ContactsAction::Import {
+            file,
+            skip_invalid,
+            api,
+        } => {
+            let (records, problems) = read_import(&file)?;
+            for p in problems.iter().take(20) {
+                eprintln!("{p}");
+            }
+            if problems.len() > 20 {
+                eprintln!("… and {} more", problems.len() - 20);
+            }
+            if !problems.is_empty() && !skip_invalid {
+                bail!(
+                    "{} invalid rows; nothing imported (fix them, or pass --skip-invalid)",
+                    problems.len()
+                );
+            }
+            let url = format!("{}/v1/contacts/import", base(&api));
+            let (mut changed, mut done) = (0u64, 0usize);
+            for chunk in records.chunks(500) {
+                let resp = client
+                    .post(&url)
+                    .bearer_auth(&api.key)
+                    .json(&serde_json::json!({ "records": chunk }))
+                    .send()
+                    .await
+                    .with_context(|| format!("calling {url}"))?;
+                let status = resp.status();
+                let v: Value = resp.json().await.unwrap_or(Value::Null);
+                if !status.is_success() {
+                    bail!(
+                        "{status} after {done} records: {}",
+                        v["error"]["message"]
+                            .as_str()
+                            .unwrap_or("unexpected answer")
+                    );
+                }
+                changed += v["changed"].as_u64().unwrap_or(0);
+                done += chunk.len();
+                eprintln!("imported {done}/{}", records.len());
+            }
+            println!(
+                "{}",
+                serde_json::json!({"imported": done, "changed": changed, "skipped": problems.len()})
+            );
+            Ok(())
+        }
+        ContactsAction::Export { state, out, api } => {
+            let sink: Box<dyn std::io::Write> = match &out {
+                Some(p) => Box::new(
+                    std::fs::File::create(p)
+                        .with_context(|| format!("creating {}", p.display()))?,
+                ),
+                None => Box::new(std::io::stdout()),
+            };
+            let mut writer = csv::Writer::from_writer(sink);
+            writer.write_record([
+                "phone",
+                "channel",
+                "state",
+                "source",
+                "jurisdiction",
+                "updated_at",
+            ])?;
+            let mut cursor: Option<String> = None;
+            let mut n = 0usize;
+            loop {
+                let mut url = reqwest::Url::parse(&format!("{}/v1/contacts", base(&api)))
+                    .context("the gateway URL")?;
+                {
+                    let mut q = url.query_pairs_mut();
+                    q.append_pair("limit", "1000");
+                    if let Some(s) = &state {
+                        q.append_pair("state", s);
+                    }
+                    if let Some(c) = &cursor {
+                        q.append_pair("cursor", c);
+                    }
+                }
+                let req = client.get(url).bearer_auth(&api.key);
+                let resp = req.send().await.context("calling the gateway")?;
+                let status = resp.status();
+                let page: Value = resp.json().await.unwrap_or(Value::Null);
+                if !status.is_success() {
+                    bail!(
+                        "{status}: {}",
+                        page["error"]["message"]
+                            .as_str()
+                            .unwrap_or("unexpected answer")
+                    );
+                }
+                for c in page["data"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+                    let f = |k: &str| c[k].as_str().unwrap_or("").to_owned();
+                    writer.write_record([
+                        f("phone"),
+                        f("channel"),
+                        f("state"),
+                        f("source"),
+                        f("jurisdiction"),
+                        f("updated_at"),
+                    ])?;
+                    n += 1;
+                }
+                if out.is_some() {
+                    eprintln!("exported {n}");
+                }
+                match page["next_cursor"].as_str() {
+                    Some(c) => cursor = Some(c.to_owned()),
+                    None => break,
+                }
+            }
+            writer.flush()?;
             Ok(())
         }
     }

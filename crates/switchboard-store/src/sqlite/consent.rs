@@ -42,8 +42,9 @@ pub fn is_opted_in(
     Ok(state.as_deref() == Some("opted_in"))
 }
 
-/// Records a change; returns whether the state changed.
-pub fn change(c: &Connection, ch: &ConsentChange) -> Result<bool, StoreError> {
+/// Records a change; returns whether the state changed. With `emit`, a
+/// change of state is also a `contact.*` event.
+pub fn change(c: &Connection, ch: &ConsentChange, emit: bool) -> Result<bool, StoreError> {
     let ws = ch.workspace_id.as_str();
     let before: Option<String> = c
         .prepare_cached(
@@ -63,7 +64,7 @@ pub fn change(c: &Connection, ch: &ConsentChange) -> Result<bool, StoreError> {
     )?
     .execute(params![ws, ch.phone, ch.channel, ch.state, ch.source, ch.jurisdiction, ch.detail, ch.at.as_millis()])?;
     let changed = before.as_deref() != Some(ch.state.as_str());
-    if changed {
+    if changed && emit {
         let event = if ch.state == "opted_out" {
             "contact.opted_out"
         } else {
@@ -107,4 +108,58 @@ pub fn get(c: &Connection, ws: &WorkspaceId, phone: &str) -> Result<ContactConse
         })?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(ContactConsent { current, history })
+}
+
+/// Records many changes in one transaction, without events (an imported
+/// suppression list is not news to the customer's systems). Returns
+/// (changed, unchanged).
+pub fn import(c: &Connection, changes: &[ConsentChange]) -> Result<(u64, u64), StoreError> {
+    let mut changed = 0;
+    for ch in changes {
+        if change(c, ch, false)? {
+            changed += 1;
+        }
+    }
+    Ok((changed, changes.len() as u64 - changed))
+}
+
+/// Contacts with a recorded consent, by phone then channel, after `cursor`
+/// (`phone|channel`).
+pub fn list(
+    c: &Connection,
+    ws: &WorkspaceId,
+    state: Option<&str>,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<Vec<(String, ConsentRecord)>, StoreError> {
+    let (after_phone, after_channel) = cursor.and_then(|k| k.split_once('|')).unwrap_or(("", ""));
+    let rows = c
+        .prepare_cached(
+            "SELECT phone, channel, state, source, jurisdiction, updated_at FROM contacts
+             WHERE workspace_id = ?1 AND (?2 IS NULL OR state = ?2) AND (phone, channel) > (?3, ?4)
+             ORDER BY phone, channel LIMIT ?5",
+        )?
+        .query_map(
+            params![
+                ws.as_str(),
+                state,
+                after_phone,
+                after_channel,
+                i64::try_from(limit).unwrap_or(1000)
+            ],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    ConsentRecord {
+                        channel: r.get(1)?,
+                        state: r.get(2)?,
+                        source: r.get(3)?,
+                        jurisdiction: r.get(4)?,
+                        updated_at: Timestamp::from_millis(r.get(5)?),
+                    },
+                ))
+            },
+        )?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
 }

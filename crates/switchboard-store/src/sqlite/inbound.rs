@@ -109,6 +109,7 @@ pub fn record(c: &Connection, n: &NewInbound) -> Result<InboundOutcome, StoreErr
                 detail: Some(format!("replied {:?}", n.text.trim())),
                 at: n.now,
             },
+            true,
         )?,
         None => false,
     };

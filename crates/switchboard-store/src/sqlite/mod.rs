@@ -514,7 +514,30 @@ impl Store for SqliteStore {
     }
 
     async fn change_consent(&self, change: ConsentChange) -> Result<bool, StoreError> {
-        self.writer.run(move |c| consent::change(c, &change)).await
+        self.writer
+            .run(move |c| consent::change(c, &change, true))
+            .await
+    }
+
+    async fn import_consent(&self, changes: Vec<ConsentChange>) -> Result<(u64, u64), StoreError> {
+        self.writer.run(move |c| consent::import(c, &changes)).await
+    }
+
+    async fn list_contacts(
+        &self,
+        workspace: &WorkspaceId,
+        state: Option<&str>,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, ConsentRecord)>, StoreError> {
+        let (ws, state, cursor) = (
+            workspace.clone(),
+            state.map(str::to_owned),
+            cursor.map(str::to_owned),
+        );
+        self.readers
+            .run(move |c| consent::list(c, &ws, state.as_deref(), cursor.as_deref(), limit))
+            .await
     }
 
     async fn contact_consent(

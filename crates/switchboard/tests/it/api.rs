@@ -717,6 +717,8 @@ async fn the_openapi_document_describes_every_route() {
         ("/v1/workspaces", "post"),
         ("/v1/workspaces", "get"),
         ("/v1/workspaces/{id}/keys", "post"),
+        ("/v1/contacts", "get"),
+        ("/v1/contacts/import", "post"),
         ("/v1/contacts/{phone}", "get"),
         ("/v1/contacts/{phone}/opt-out", "post"),
         ("/v1/contacts/{phone}/opt-in", "post"),

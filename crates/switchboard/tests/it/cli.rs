@@ -129,3 +129,115 @@ async fn sim_reply_injects_a_keyword_into_the_running_gateway() {
     ]);
     assert!(!ok && err.contains("422"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suppression_list_round_trips_through_csv_import_and_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let (_, ws, _) = cli(&["workspace", "create", "Acme", "--data-dir", d]);
+    let (_, key, _) = cli(&["key", "create", ws["id"].as_str().unwrap(), "--data-dir", d]);
+    let key = key["key"].as_str().unwrap().to_owned();
+    let gw = start(dir.path(), &[]);
+    let csv_path = dir.path().join("suppression.csv");
+    let mut csv = String::from("Phone,Channel,State,Jurisdiction\n");
+    for n in 1000..3500 {
+        csv.push_str(&format!("+1415555{n},sms,opted_out,US-TCPA\n"));
+    }
+    csv.push_str("+14155550123,whatsapp,,\n");
+    csv.push_str("not-a-phone,sms,opted_out,\n");
+    std::fs::write(&csv_path, &csv).unwrap();
+    let file = csv_path.to_str().unwrap();
+    let (ok, _, err) = cli(&[
+        "contacts",
+        "import",
+        file,
+        "--key",
+        &key,
+        "--url",
+        &gw.base,
+        "--data-dir",
+        d,
+    ]);
+    assert!(!ok, "a file with a bad row is refused whole");
+    assert!(
+        err.contains("line 2503") && err.contains("nothing imported"),
+        "{err}"
+    );
+    let client = crate::harness::client();
+    let list: Value = client
+        .get(format!("{}/v1/contacts", gw.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(list["data"].as_array().unwrap().is_empty());
+    let (ok, out, err) = cli(&[
+        "contacts",
+        "import",
+        file,
+        "--skip-invalid",
+        "--key",
+        &key,
+        "--url",
+        &gw.base,
+        "--data-dir",
+        d,
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        (out["imported"].as_u64(), out["skipped"].as_u64()),
+        (Some(2501), Some(1))
+    );
+    assert!(
+        err.contains("imported 2501/2501"),
+        "progress is shown: {err}"
+    );
+    let r = client
+        .post(format!("{}/v1/messages", gw.base))
+        .bearer_auth(&key)
+        .json(&json!({"to": "+14155552000", "body": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422, "an imported opt-out is honoured");
+    let export = dir.path().join("export.csv");
+    let (ok, _, err) = cli(&[
+        "contacts",
+        "export",
+        "--state",
+        "opted_out",
+        "--out",
+        export.to_str().unwrap(),
+        "--key",
+        &key,
+        "--url",
+        &gw.base,
+        "--data-dir",
+        d,
+    ]);
+    assert!(ok, "{err}");
+    let text = std::fs::read_to_string(&export).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        "phone,channel,state,source,jurisdiction,updated_at"
+    );
+    assert_eq!(
+        lines.len(),
+        1 + 2501,
+        "every opted-out record, across pages of 1000"
+    );
+    assert!(
+        lines[1].starts_with("+14155550123,whatsapp,opted_out,import,"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("+14155551000,sms,opted_out,import,US-TCPA,"))
+    );
+}

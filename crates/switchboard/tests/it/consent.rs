@@ -264,3 +264,61 @@ async fn a_workspace_can_require_a_recorded_opt_in_for_marketing() {
         .unwrap();
     assert_eq!(r.status(), 400);
 }
+
+#[tokio::test]
+async fn imports_are_checked_whole_and_listed_by_state() {
+    let app = spawn_app().await;
+    let (_, key) = app.workspace("acme").await;
+    let import = |body: Value| {
+        app.client
+            .post(app.url("/v1/contacts/import"))
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+    };
+    let r = import(json!({"records": [{"phone": "+14155550123"}, {"phone": "+1415"}]}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        (v["error"]["code"].as_str(), v["error"]["field"].as_str()),
+        (Some("invalid_phone"), Some("records[1].phone"))
+    );
+    let too_many: Vec<Value> = (0..5001)
+        .map(|_| json!({"phone": "+14155550123"}))
+        .collect();
+    assert_eq!(
+        import(json!({"records": too_many})).await.unwrap().status(),
+        422
+    );
+    assert_eq!(import(json!({"records": "x"})).await.unwrap().status(), 400);
+    let r = import(json!({"records": [{"phone": "+14155550123"}, {"phone": "+14155550124", "state": "opted_in"}]})).await.unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        (v["imported"].as_u64(), v["changed"].as_u64()),
+        (Some(2), Some(2))
+    );
+    let out: Value = app
+        .client
+        .get(app.url("/v1/contacts?state=opted_out"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(out["data"].as_array().unwrap().len(), 1);
+    assert_eq!(out["data"][0]["source"], "import");
+    assert_eq!(
+        app.client
+            .get(app.url("/v1/contacts?state=maybe"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        422
+    );
+}
