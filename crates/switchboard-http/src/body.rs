@@ -72,6 +72,21 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     }
 }
 
+/// An optional string field of a JSON body: absent or null is `None`; any
+/// other type is a 400 `invalid_type` naming the field.
+pub fn optional_text(body: &Value, field: &str) -> Result<Option<String>, ApiError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_type",
+            format!("`{field}` must be a string"),
+        )
+        .with_field(field)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::is_json;

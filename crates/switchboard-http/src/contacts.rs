@@ -166,21 +166,14 @@ async fn set(
         )
         .with_field(k));
     }
-    let text = |f: &str| match obj.get(f) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.len() <= 200 => Ok(Some(s.clone())),
-        Some(Value::String(_)) => Err(ApiError::new(
+    let text = |f: &str| match crate::body::optional_text(&body, f)? {
+        Some(s) if s.len() > 200 => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_value",
             format!("`{f}` is limited to 200 bytes"),
         )
         .with_field(f)),
-        Some(_) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_type",
-            format!("`{f}` must be a string"),
-        )
-        .with_field(f)),
+        other => Ok(other),
     };
     let channel = match text("channel")? {
         None => Channel::Sms,

@@ -230,16 +230,7 @@ pub async fn inject(
         )
         .with_field(k));
     }
-    let text = |f: &str| match obj.get(f) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_type",
-            format!("`{f}` must be a string"),
-        )
-        .with_field(f)),
-    };
+    let text = |f: &str| crate::body::optional_text(&body, f);
     let from = text("from")?
         .ok_or_else(|| unprocessable("missing_field", "from", "`from` is required"))?;
     let from = PhoneNumber::parse(&from)

@@ -477,16 +477,7 @@ pub async fn redeliver(
     Path(id): Path<String>,
     JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let text = |f: &str| match body.get(f) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_type",
-            format!("`{f}` must be a string"),
-        )
-        .with_field(f)),
-    };
+    let text = |f: &str| crate::body::optional_text(&body, f);
     let time = |f: &str| -> Result<Option<Timestamp>, ApiError> {
         text(f)?
             .map(|s| {
