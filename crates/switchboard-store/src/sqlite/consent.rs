@@ -10,6 +10,20 @@ use super::webhooks::record_workspace_event;
 use crate::error::StoreError;
 use crate::model::{ConsentChange, ConsentChangeRecord, ConsentRecord, ContactConsent};
 
+/// The recorded state (`opted_in`, `opted_out`) of a number on a channel.
+pub fn state_of(
+    c: &Connection,
+    ws: &str,
+    phone: &str,
+    channel: &str,
+) -> Result<Option<String>, StoreError> {
+    Ok(c.prepare_cached(
+        "SELECT state FROM contacts WHERE workspace_id = ?1 AND phone = ?2 AND channel = ?3",
+    )?
+    .query_row(params![ws, phone, channel], |r| r.get(0))
+    .optional()?)
+}
+
 /// Whether the number has opted out of the channel.
 pub fn is_opted_out(
     c: &Connection,
@@ -17,41 +31,14 @@ pub fn is_opted_out(
     phone: &str,
     channel: &str,
 ) -> Result<bool, StoreError> {
-    let state: Option<String> = c
-        .prepare_cached(
-            "SELECT state FROM contacts WHERE workspace_id = ?1 AND phone = ?2 AND channel = ?3",
-        )?
-        .query_row(params![ws, phone, channel], |r| r.get(0))
-        .optional()?;
-    Ok(state.as_deref() == Some("opted_out"))
-}
-
-/// Whether the number has a recorded opt-in on the channel.
-pub fn is_opted_in(
-    c: &Connection,
-    ws: &str,
-    phone: &str,
-    channel: &str,
-) -> Result<bool, StoreError> {
-    let state: Option<String> = c
-        .prepare_cached(
-            "SELECT state FROM contacts WHERE workspace_id = ?1 AND phone = ?2 AND channel = ?3",
-        )?
-        .query_row(params![ws, phone, channel], |r| r.get(0))
-        .optional()?;
-    Ok(state.as_deref() == Some("opted_in"))
+    Ok(state_of(c, ws, phone, channel)?.as_deref() == Some("opted_out"))
 }
 
 /// Records a change; returns whether the state changed. With `emit`, a
 /// change of state is also a `contact.*` event.
 pub fn change(c: &Connection, ch: &ConsentChange, emit: bool) -> Result<bool, StoreError> {
     let ws = ch.workspace_id.as_str();
-    let before: Option<String> = c
-        .prepare_cached(
-            "SELECT state FROM contacts WHERE workspace_id = ?1 AND phone = ?2 AND channel = ?3",
-        )?
-        .query_row(params![ws, ch.phone, ch.channel], |r| r.get(0))
-        .optional()?;
+    let before = state_of(c, ws, &ch.phone, &ch.channel)?;
     c.prepare_cached(
         "INSERT INTO contacts (workspace_id, phone, channel, state, source, jurisdiction, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
          ON CONFLICT (workspace_id, phone, channel) DO UPDATE SET state = excluded.state, source = excluded.source,

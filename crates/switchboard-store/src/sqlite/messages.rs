@@ -99,14 +99,15 @@ pub fn accept(c: &Connection, req: &AcceptRequest) -> Result<AcceptOutcome, Stor
             }));
         }
     }
-    if !req.consent_exempt
-        && super::consent::is_opted_out(c, ws, m.to.as_str(), m.channel.as_str())?
-    {
-        return Ok(AcceptOutcome::OptedOut);
-    }
-    if req.require_opt_in && !super::consent::is_opted_in(c, ws, m.to.as_str(), m.channel.as_str())?
-    {
-        return Ok(AcceptOutcome::OptInRequired);
+    // One read of the recipient's consent serves both rules.
+    if !req.consent_exempt || req.require_opt_in {
+        let consent = super::consent::state_of(c, ws, m.to.as_str(), m.channel.as_str())?;
+        if !req.consent_exempt && consent.as_deref() == Some("opted_out") {
+            return Ok(AcceptOutcome::OptedOut);
+        }
+        if req.require_opt_in && consent.as_deref() != Some("opted_in") {
+            return Ok(AcceptOutcome::OptInRequired);
+        }
     }
     let now = req.now;
     let id = MessageId::new_at(now);
