@@ -140,6 +140,45 @@ pub fn hold_until(at: Timestamp, tz: &TimeZone, window: Window) -> Option<Timest
     Some(Timestamp::from_millis(end.timestamp().as_millisecond()))
 }
 
+/// A workspace's quiet-hours rule, read from its settings document
+/// (`quiet_hours: {start, end}` and `default_timezone`). The accept path and
+/// the dispatcher (which checks again when a held or delayed marketing
+/// message finally comes up) both decide with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuietHours {
+    window: Window,
+    default: TimeZone,
+}
+
+impl QuietHours {
+    /// The rule in `settings`; `None` when the workspace has no window.
+    pub fn from_settings(settings: &serde_json::Value) -> Option<QuietHours> {
+        let q = settings.get("quiet_hours")?;
+        let window = Window::parse(q.get("start")?.as_str()?, q.get("end")?.as_str()?)?;
+        let default = settings
+            .get("default_timezone")
+            .and_then(serde_json::Value::as_str)
+            .and_then(zone)
+            .unwrap_or(TimeZone::UTC);
+        Some(QuietHours { window, default })
+    }
+
+    /// When a message to a recipient (explicit `timezone`, number's `region`)
+    /// due at `at` may go out: `None` if it may go now.
+    pub fn hold(
+        &self,
+        at: Timestamp,
+        timezone: Option<&str>,
+        region: Option<&str>,
+    ) -> Option<Timestamp> {
+        hold_until(
+            at,
+            &recipient_zone(timezone, region, &self.default),
+            self.window,
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -210,6 +249,26 @@ mod tests {
         assert_eq!(Window::parse("9:00", "10:00"), None);
         assert_eq!(Window::parse("25:00", "10:00"), None);
         assert_eq!(Window::parse("10:00", "10:00"), None);
+    }
+
+    #[test]
+    fn the_rule_is_read_from_workspace_settings() {
+        let none = serde_json::json!({"require_marketing_opt_in": true});
+        assert_eq!(QuietHours::from_settings(&none), None);
+        let bad = serde_json::json!({"quiet_hours": {"start": "9pm", "end": "08:00"}});
+        assert_eq!(QuietHours::from_settings(&bad), None);
+        let s = serde_json::json!({"quiet_hours": {"start": "21:00", "end": "08:00"}, "default_timezone": "America/New_York"});
+        let q = QuietHours::from_settings(&s).unwrap();
+        // 22:30 EDT: held to 08:00 EDT by the default zone; a Tokyo recipient (11:30) is not held.
+        assert_eq!(
+            q.hold(ts("2026-06-11T02:30:00Z"), None, Some("US")),
+            Some(ts("2026-06-11T12:00:00Z"))
+        );
+        assert_eq!(
+            q.hold(ts("2026-06-11T02:30:00Z"), Some("Asia/Tokyo"), None),
+            None
+        );
+        assert_eq!(q.hold(ts("2026-06-11T02:30:00Z"), None, Some("JP")), None);
     }
 
     #[test]

@@ -90,10 +90,12 @@ impl Status {
     }
 
     /// How far along the lifecycle a state is; it never decreases.
+    /// `scheduled`, `queued` and `sending` are one stage (waiting to reach a
+    /// provider): a queued marketing message that comes up inside quiet
+    /// hours goes back to `scheduled`.
     pub fn progress(self) -> u8 {
         match self {
-            Status::Scheduled => 0,
-            Status::Queued | Status::Sending => 1,
+            Status::Scheduled | Status::Queued | Status::Sending => 1,
             Status::Sent => 2,
             Status::Delivered => 3,
             Status::Read => 4,
@@ -113,6 +115,8 @@ pub enum Trigger {
     Release,
     /// A dispatcher claimed it for sending.
     Claim,
+    /// It came up inside the recipient's quiet hours: held until they end.
+    Hold,
     /// The provider accepted it.
     ProviderAccepted,
     /// A transient failure; another attempt is scheduled.
@@ -232,6 +236,7 @@ pub fn transition(from: Status, trigger: Trigger) -> Result<Transition, Transiti
     let (to, event) = match (from, trigger) {
         (S::Scheduled, T::Release) => (S::Queued, EventType::Queued),
         (S::Queued, T::Claim) => (S::Sending, EventType::Sending),
+        (S::Queued, T::Hold) => (S::Scheduled, EventType::Scheduled),
         (S::Sending, T::ProviderAccepted) => (S::Sent, EventType::Sent),
         (S::Sending, T::RetryScheduled) => (S::Queued, EventType::Retrying),
         // A receipt may overtake the `sent` bookkeeping; it still only moves forward.
@@ -254,9 +259,10 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const ALL_TRIGGERS: [Trigger; 11] = [
+    const ALL_TRIGGERS: [Trigger; 12] = [
         Trigger::Release,
         Trigger::Claim,
+        Trigger::Hold,
         Trigger::ProviderAccepted,
         Trigger::RetryScheduled,
         Trigger::ReceiptDelivered,

@@ -350,7 +350,7 @@ pub async fn marketing_policy(
     m: &NewMessage,
     now: switchboard_core::Timestamp,
 ) -> Result<(Option<switchboard_core::Timestamp>, bool), ApiError> {
-    use switchboard_core::quiet_hours::{Window, hold_until, recipient_zone, zone};
+    use switchboard_core::quiet_hours::QuietHours;
     use switchboard_core::{Category, Priority};
     if m.category != Category::Marketing {
         return Ok((None, false));
@@ -367,22 +367,14 @@ pub async fn marketing_policy(
     if m.priority == Priority::High {
         return Ok((None, require_opt_in));
     }
-    let window = settings
-        .get("quiet_hours")
-        .and_then(|q| Window::parse(q.get("start")?.as_str()?, q.get("end")?.as_str()?));
-    let Some(window) = window else {
-        return Ok((None, require_opt_in));
-    };
-    let default = settings
-        .get("default_timezone")
-        .and_then(Value::as_str)
-        .and_then(zone)
-        .unwrap_or(jiff::tz::TimeZone::UTC);
-    let tz = recipient_zone(m.timezone.as_deref(), m.to.region(), &default);
-    Ok((
-        hold_until(m.send_at.unwrap_or(now), &tz, window),
-        require_opt_in,
-    ))
+    let hold = QuietHours::from_settings(&settings).and_then(|q| {
+        q.hold(
+            m.send_at.unwrap_or(now),
+            m.timezone.as_deref(),
+            m.to.region(),
+        )
+    });
+    Ok((hold, require_opt_in))
 }
 
 fn effective(s: &Value) -> Value {

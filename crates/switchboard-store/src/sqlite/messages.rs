@@ -3,14 +3,16 @@
 //! without interference; every state change goes through
 //! `switchboard_core::state::transition` and records exactly its one event.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
+use switchboard_core::quiet_hours::QuietHours;
 use switchboard_core::retry::GiveUpReason;
 use switchboard_core::state::transition;
 use switchboard_core::{
-    AttemptId, ErrorClass, EventId, EventType, MessageId, ProviderId, Status, Timestamp, Trigger,
-    WorkspaceId,
+    AttemptId, Category, ErrorClass, EventId, EventType, MessageId, PhoneNumber, Priority,
+    ProviderId, Status, Timestamp, Trigger, WorkspaceId,
 };
 
 use super::rows::{self, MESSAGE_COLUMNS};
@@ -335,42 +337,49 @@ pub fn cancel(
     }
 }
 
-type Candidate = (
-    String,
-    String,
-    String,
-    Option<String>,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    u32,
-    i64,
-    Option<i64>,
-    String,
-    i64,
-    bool,
-);
+/// A message that may be claimed, as the claim reads it.
+struct Candidate {
+    id: String,
+    ws: String,
+    to: String,
+    from: Option<String>,
+    channel: String,
+    body: String,
+    media: Option<String>,
+    provider: Option<String>,
+    attempts: u32,
+    expires_at: i64,
+    claimed_at: Option<i64>,
+    status: String,
+    created_at: i64,
+    consent_exempt: bool,
+    category: String,
+    priority: i64,
+    timezone: Option<String>,
+}
 
-const CANDIDATE_COLUMNS: &str = "id, workspace_id, to_phone, from_addr, channel, body, media_urls, provider_id, attempts, expires_at, claimed_at, status, created_at, consent_exempt";
+const CANDIDATE_COLUMNS: &str = "id, workspace_id, to_phone, from_addr, channel, body, media_urls, provider_id, attempts, expires_at, claimed_at, status, created_at, consent_exempt, category, priority, timezone";
 
 fn candidate(r: &rusqlite::Row<'_>) -> rusqlite::Result<Candidate> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
-        r.get(10)?,
-        r.get(11)?,
-        r.get(12)?,
-        r.get(13)?,
-    ))
+    Ok(Candidate {
+        id: r.get(0)?,
+        ws: r.get(1)?,
+        to: r.get(2)?,
+        from: r.get(3)?,
+        channel: r.get(4)?,
+        body: r.get(5)?,
+        media: r.get(6)?,
+        provider: r.get(7)?,
+        attempts: r.get(8)?,
+        expires_at: r.get(9)?,
+        claimed_at: r.get(10)?,
+        status: r.get(11)?,
+        created_at: r.get(12)?,
+        consent_exempt: r.get(13)?,
+        category: r.get(14)?,
+        priority: r.get(15)?,
+        timezone: r.get(16)?,
+    })
 }
 
 fn release_scheduled(c: &Connection, now: Timestamp) -> Result<(), StoreError> {
@@ -394,7 +403,7 @@ fn release_scheduled(c: &Connection, now: Timestamp) -> Result<(), StoreError> {
             &id,
             t.event,
             t.to,
-            Some("send_at reached"),
+            Some("its time came (send_at or the end of quiet hours)"),
             None,
             now,
         )?;
@@ -434,7 +443,8 @@ pub fn claim_due(
     }
     let lease_until = now.plus(lease).as_millis();
     let mut claimed = Vec::with_capacity(candidates.len());
-    for (
+    let mut quiet: HashMap<String, Option<QuietHours>> = HashMap::new();
+    for Candidate {
         id,
         ws,
         to,
@@ -449,7 +459,10 @@ pub fn claim_due(
         status,
         created_at,
         consent_exempt,
-    ) in candidates
+        category,
+        priority,
+        timezone,
+    } in candidates
     {
         let from_status = rows::status(&status)?;
         if from_status == Status::Sending {
@@ -508,6 +521,56 @@ pub fn claim_due(
                 now,
             )?;
             continue;
+        }
+        // A marketing message that comes up late (a backlog, retries, a
+        // stopped worker) may now be inside the recipient's quiet hours:
+        // hold it again rather than send it at night.
+        if from_status == Status::Queued
+            && category == Category::Marketing.as_str()
+            && priority < Priority::High.rank()
+        {
+            let rule = match quiet.get(&ws) {
+                Some(rule) => rule.clone(),
+                None => {
+                    let settings = super::inbound::settings(
+                        c,
+                        &WorkspaceId::parse(&ws).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    )?;
+                    let rule = settings.as_ref().and_then(QuietHours::from_settings);
+                    quiet.insert(ws.clone(), rule.clone());
+                    rule
+                }
+            };
+            let region = PhoneNumber::parse(&to).ok();
+            let hold = rule.and_then(|q| {
+                q.hold(
+                    now,
+                    timezone.as_deref(),
+                    region.as_ref().and_then(|p| p.region()),
+                )
+            });
+            if let Some(until) = hold {
+                let t = transition(from_status, Trigger::Hold)
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                c.execute(
+                    "UPDATE messages SET status = ?1, next_attempt_at = ?2, updated_at = ?3 WHERE id = ?4",
+                    params![t.to.as_str(), until.as_millis(), now.as_millis(), id],
+                )?;
+                record_event(
+                    c,
+                    &ws,
+                    &id,
+                    t.event,
+                    t.to,
+                    Some(&format!(
+                        "inside the recipient's quiet hours; held until {}",
+                        until.to_rfc3339()
+                    )),
+                    None,
+                    now,
+                )?;
+                continue;
+            }
         }
         let attempt = attempts + 1;
         c.execute(

@@ -171,3 +171,61 @@ async fn quiet_hours_settings_are_validated() {
         .unwrap();
     assert!(s["quiet_hours"].is_null());
 }
+
+#[tokio::test]
+async fn a_marketing_backlog_released_late_is_held_again_until_morning() {
+    let (app, key) = quiet_app().await;
+    // 20:50 EST: outside the window, so the message is queued...
+    app.clock
+        .advance_to(Timestamp::from_millis(ms("2026-11-10T01:50:00Z")));
+    let r: Value = app
+        .post_message(&key, &json!({"to": "+14155550123", "body": "Sale", "category": "marketing", "timezone": "America/New_York"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["status"], "queued");
+    let id = r["id"].as_str().unwrap();
+    // ...and a transactional one beside it.
+    let tx = app
+        .send(
+            &key,
+            json!({"to": "+14155550124", "body": "Your code is 1234", "timezone": "America/New_York"}),
+        )
+        .await;
+    // The workers were stopped until 22:30 EST: the backlog is released now.
+    app.clock
+        .advance_to(Timestamp::from_millis(ms("2026-11-10T03:30:00Z")));
+    app.worker.run_until_idle().await.unwrap();
+    let m = app.get_message(&key, id).await;
+    assert_eq!(m["status"], "scheduled", "{m}");
+    assert_eq!(m["next_attempt_at"], "2026-11-10T13:00:00.000Z");
+    assert!(
+        m["attempts"].as_array().unwrap().is_empty(),
+        "not sent at night"
+    );
+    let held = m["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(held["type"], "message.scheduled");
+    assert!(
+        held["detail"].as_str().unwrap().contains("quiet hours"),
+        "{held}"
+    );
+    // The transactional message is not held.
+    let t = app.get_message(&key, &tx).await;
+    assert_eq!(t["attempts"][0]["started_at"], "2026-11-10T03:30:00.000Z");
+    app.drive().await;
+    let m = app.get_message(&key, id).await;
+    assert_eq!(m["status"], "delivered");
+    assert_eq!(first_attempt_ms(&m), ms("2026-11-10T13:00:00Z"));
+    assert_eq!(
+        timeline(&m),
+        [
+            "message.queued",
+            "message.scheduled",
+            "message.queued",
+            "message.sending",
+            "message.sent",
+            "message.delivered"
+        ]
+    );
+}
