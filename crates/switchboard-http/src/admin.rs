@@ -161,12 +161,7 @@ pub async fn create_key(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<ApiKeyResponse>), ApiError> {
-    let ws = WorkspaceId::parse(&id).map_err(|_| ApiError::not_found("workspace"))?;
-    state
-        .store
-        .get_workspace(&ws)
-        .await?
-        .ok_or_else(|| ApiError::not_found("workspace"))?;
+    let ws = existing_workspace(&state, &id).await?;
     let (key, secret) = issue_key(state.store.as_ref(), &ws, state.clock.now()).await?;
     Ok((
         StatusCode::CREATED,
@@ -178,4 +173,93 @@ pub async fn create_key(
             created_at: key.created_at.to_rfc3339(),
         }),
     ))
+}
+
+/// An API key as listed: never its secret.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKeyInfo {
+    /// Key id.
+    pub id: String,
+    /// Workspace.
+    pub workspace_id: String,
+    /// The secret's first characters.
+    pub hint: String,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339, when revoked; a revoked key is refused with 401.
+    pub revoked_at: Option<String>,
+}
+
+impl From<ApiKey> for ApiKeyInfo {
+    fn from(k: ApiKey) -> Self {
+        ApiKeyInfo {
+            id: k.id,
+            workspace_id: k.workspace_id.to_string(),
+            hint: k.hint,
+            created_at: k.created_at.to_rfc3339(),
+            revoked_at: k.revoked_at.map(Timestamp::to_rfc3339),
+        }
+    }
+}
+
+/// A workspace's keys.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKeyList {
+    /// Every key, revoked ones included, oldest first.
+    pub data: Vec<ApiKeyInfo>,
+    /// Always null: the list is not paginated.
+    pub next_cursor: Option<String>,
+}
+
+async fn existing_workspace(state: &AppState, id: &str) -> Result<WorkspaceId, ApiError> {
+    let ws = WorkspaceId::parse(id).map_err(|_| ApiError::not_found("workspace"))?;
+    state
+        .store
+        .get_workspace(&ws)
+        .await?
+        .ok_or_else(|| ApiError::not_found("workspace"))?;
+    Ok(ws)
+}
+
+/// List a workspace's API keys (without their secrets).
+#[utoipa::path(get, path = "/v1/workspaces/{id}/keys", tag = "admin",
+    params(("id" = String, Path, description = "Workspace id")),
+    responses((status = 200, body = ApiKeyList), (status = 401, body = ErrorResponse), (status = 404, body = ErrorResponse)),
+    security(("admin_token" = [])))]
+pub async fn list_keys(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ApiKeyList>, ApiError> {
+    let ws = existing_workspace(&state, &id).await?;
+    let data = state
+        .store
+        .list_api_keys(&ws)
+        .await?
+        .into_iter()
+        .map(ApiKeyInfo::from)
+        .collect();
+    Ok(Json(ApiKeyList {
+        data,
+        next_cursor: None,
+    }))
+}
+
+/// Revoke an API key. It is refused from then on (on other nodes within the
+/// key cache's time, `auth_cache_seconds`). Revoking twice is harmless.
+#[utoipa::path(delete, path = "/v1/workspaces/{id}/keys/{key_id}", tag = "admin",
+    params(("id" = String, Path, description = "Workspace id"), ("key_id" = String, Path, description = "Key id")),
+    responses((status = 200, body = ApiKeyInfo), (status = 401, body = ErrorResponse), (status = 404, body = ErrorResponse)),
+    security(("admin_token" = [])))]
+pub async fn revoke_key(
+    State(state): State<AppState>,
+    Path((id, key_id)): Path<(String, String)>,
+) -> Result<Json<ApiKeyInfo>, ApiError> {
+    let ws = existing_workspace(&state, &id).await?;
+    let key = state
+        .store
+        .revoke_api_key(&ws, &key_id, state.clock.now())
+        .await?
+        .ok_or_else(|| ApiError::not_found("key"))?;
+    state.keys.evict_key(&key.id);
+    Ok(Json(key.into()))
 }

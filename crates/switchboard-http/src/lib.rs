@@ -94,7 +94,14 @@ pub fn router(state: AppState, config: HttpConfig) -> Router {
             "/v1/workspaces",
             post(admin::create_workspace).get(admin::list_workspaces),
         )
-        .route("/v1/workspaces/{id}/keys", post(admin::create_key))
+        .route(
+            "/v1/workspaces/{id}/keys",
+            post(admin::create_key).get(admin::list_keys),
+        )
+        .route(
+            "/v1/workspaces/{id}/keys/{key_id}",
+            axum::routing::delete(admin::revoke_key),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_admin,

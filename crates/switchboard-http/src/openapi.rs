@@ -29,7 +29,7 @@ impl Modify for Security {
     info(title = "Switchboard", description = "Messaging gateway between CRMs and SMS/WhatsApp providers."),
     paths(
         messages::submit, messages::get, messages::list, messages::cancel,
-        admin::create_workspace, admin::list_workspaces, admin::create_key,
+        admin::create_workspace, admin::list_workspaces, admin::create_key, admin::list_keys, admin::revoke_key,
         contacts::get, contacts::opt_out, contacts::opt_in, contacts::list, contacts::import,
         inbound::inject, inbound::list, inbound::get_settings, inbound::patch_settings,
         templates::create, templates::list, templates::get, templates::update, templates::delete,
@@ -40,7 +40,7 @@ impl Modify for Security {
     components(schemas(
         messages::SubmitMessageRequest, messages::TemplateRefDoc, messages::AcceptedResponse, messages::MessageResponse,
         messages::EventResponse, messages::AttemptResponse, messages::MessageList,
-        admin::WorkspaceResponse, admin::CreateWorkspaceRequest, admin::WorkspaceList, admin::ApiKeyResponse,
+        admin::WorkspaceResponse, admin::CreateWorkspaceRequest, admin::WorkspaceList, admin::ApiKeyResponse, admin::ApiKeyInfo, admin::ApiKeyList,
         error::ErrorResponse, error::ErrorBody,
         inbound::InboundResponse, inbound::InjectedResponse, inbound::InboundList, inbound::InjectRequest,
         contacts::ContactResponse, contacts::ContactEntry, contacts::ContactList, contacts::ImportRequest, contacts::ConsentState, contacts::ConsentHistoryEntry, contacts::ConsentRequest,

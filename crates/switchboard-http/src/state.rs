@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use switchboard_core::telemetry::Metrics;
 use switchboard_core::{Channel, Clock, WorkspaceId};
@@ -54,29 +55,65 @@ impl WorkspaceCtx {
 }
 
 /// Keys that have authenticated, so the hot path does not read the database
-/// per request. Keys are never deleted in this version, so entries never go
-/// stale; revocation must evict here.
-#[derive(Debug, Default)]
+/// per request.
+///
+/// *Invariant*: an entry is trusted for at most `ttl`, so a key revoked or a
+/// sender changed on another node takes effect here within that time; a
+/// change made through this node evicts at once (`evict_key`,
+/// `evict_workspace`).
+#[derive(Debug)]
 pub struct KeyCache {
-    // A std RwLock: held only to look up or insert.
-    by_hash: RwLock<HashMap<String, Arc<WorkspaceCtx>>>,
+    ttl: Duration,
+    // A std RwLock: held only to look up, insert or evict.
+    by_hash: RwLock<HashMap<String, (Instant, Arc<WorkspaceCtx>)>>,
+}
+
+impl Default for KeyCache {
+    fn default() -> Self {
+        KeyCache::new(Duration::from_secs(10))
+    }
 }
 
 impl KeyCache {
-    /// A cached context.
+    /// A cache whose entries are trusted for `ttl`.
+    pub fn new(ttl: Duration) -> Self {
+        KeyCache {
+            ttl,
+            by_hash: RwLock::default(),
+        }
+    }
+
+    /// A cached context still within its time.
     pub fn get(&self, hash: &str) -> Option<Arc<WorkspaceCtx>> {
-        self.by_hash
-            .read()
-            .expect("key cache lock")
-            .get(hash)
-            .cloned()
+        let map = self.by_hash.read().expect("key cache lock");
+        let (at, ctx) = map.get(hash)?;
+        (at.elapsed() < self.ttl).then(|| ctx.clone())
     }
 
     /// Caches a context.
     pub fn insert(&self, hash: String, ctx: Arc<WorkspaceCtx>) {
+        let mut map = self.by_hash.write().expect("key cache lock");
+        // Entries past their time are dropped whenever the map grows.
+        if map.len() >= 1024 {
+            let ttl = self.ttl;
+            map.retain(|_, (at, _)| at.elapsed() < ttl);
+        }
+        map.insert(hash, (Instant::now(), ctx));
+    }
+
+    /// Forgets a key (it was revoked).
+    pub fn evict_key(&self, key_id: &str) {
         self.by_hash
             .write()
             .expect("key cache lock")
-            .insert(hash, ctx);
+            .retain(|_, (_, ctx)| ctx.key_id != key_id);
+    }
+
+    /// Forgets every key of a workspace (its senders or settings changed).
+    pub fn evict_workspace(&self, workspace: &WorkspaceId) {
+        self.by_hash
+            .write()
+            .expect("key cache lock")
+            .retain(|_, (_, ctx)| &ctx.workspace_id != workspace);
     }
 }

@@ -52,6 +52,16 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<ApiKey, StoreError>;
     /// Finds the live key with this hash.
     async fn find_api_key(&self, key_hash: &str) -> Result<Option<ApiKey>, StoreError>;
+    /// Every key of a workspace, revoked ones included, oldest first.
+    async fn list_api_keys(&self, workspace: &WorkspaceId) -> Result<Vec<ApiKey>, StoreError>;
+    /// Revokes a key; `None` if the workspace has no such key. Revoking a
+    /// revoked key changes nothing.
+    async fn revoke_api_key(
+        &self,
+        workspace: &WorkspaceId,
+        key_id: &str,
+        now: Timestamp,
+    ) -> Result<Option<ApiKey>, StoreError>;
     /// The senders of a workspace on a channel, default first.
     async fn senders(
         &self,

@@ -31,6 +31,8 @@ pub struct ApiKey {
     pub hint: String,
     /// Creation time.
     pub created_at: Timestamp,
+    /// When it was revoked; a revoked key opens nothing.
+    pub revoked_at: Option<Timestamp>,
 }
 
 /// An address a workspace may send from on a channel.

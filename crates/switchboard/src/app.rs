@@ -173,7 +173,9 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App
             per_second: config.rate_limit.per_second,
             burst: config.rate_limit.burst,
         })),
-        keys: Arc::new(KeyCache::default()),
+        keys: Arc::new(KeyCache::new(Duration::from_secs(
+            config.auth_cache_seconds,
+        ))),
         webhooks: Arc::new(Gateway {
             deliverer: webhooks.clone(),
             store: store.clone(),

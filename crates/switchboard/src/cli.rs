@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 use switchboard_core::{Clock, SystemClock, WorkspaceId};
-use switchboard_http::admin::{issue_key, workspace_name};
+use switchboard_http::admin::{ApiKeyInfo, issue_key, workspace_name};
 use switchboard_store::sqlite::SqliteStore;
 use switchboard_store::{Store, StoreError};
 use tokio_util::sync::CancellationToken;
@@ -117,6 +117,18 @@ pub enum KeyAction {
     Create {
         /// Workspace id (`ws_…`).
         workspace: String,
+    },
+    /// List a workspace's keys (hints only, never secrets).
+    List {
+        /// Workspace id (`ws_…`).
+        workspace: String,
+    },
+    /// Revoke a key: it is refused from then on.
+    Revoke {
+        /// Workspace id (`ws_…`).
+        workspace: String,
+        /// Key id (`key_…`).
+        key: String,
     },
 }
 
@@ -227,15 +239,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             contacts(action, &config).await
         }
         Command::Key {
-            action: KeyAction::Create { workspace },
+            action,
             common,
             remote,
         } => {
             let config = load_config(&common, None)?;
             let admin = Admin::connect(&config, &remote).await?;
-            let key = admin.create_key(&workspace).await?;
-            println!("{}", serde_json::to_string_pretty(&key)?);
-            eprintln!("Store the key now: it is shown only once.");
+            match action {
+                KeyAction::Create { workspace } => {
+                    let key = admin.create_key(&workspace).await?;
+                    println!("{}", serde_json::to_string_pretty(&key)?);
+                    eprintln!("Store the key now: it is shown only once.");
+                }
+                KeyAction::List { workspace } => {
+                    let keys = admin.list_keys(&workspace).await?;
+                    println!("{}", serde_json::to_string_pretty(&keys)?);
+                }
+                KeyAction::Revoke { workspace, key } => {
+                    let key = admin.revoke_key(&workspace, &key).await?;
+                    println!("{}", serde_json::to_string_pretty(&key)?);
+                }
+            }
             Ok(())
         }
         Command::Sim {
@@ -636,14 +660,54 @@ impl Admin {
         }
     }
 
+    async fn list_keys(&self, workspace: &str) -> anyhow::Result<Value> {
+        match self {
+            Admin::Local(store) => {
+                let ws = local_workspace(store.as_ref(), workspace).await?;
+                let data: Vec<ApiKeyInfo> = store
+                    .list_api_keys(&ws)
+                    .await?
+                    .into_iter()
+                    .map(ApiKeyInfo::from)
+                    .collect();
+                Ok(serde_json::json!({ "data": data }))
+            }
+            Admin::Remote { .. } => {
+                self.call(
+                    reqwest::Method::GET,
+                    &format!("/v1/workspaces/{workspace}/keys"),
+                    None,
+                )
+                .await
+            }
+        }
+    }
+
+    async fn revoke_key(&self, workspace: &str, key: &str) -> anyhow::Result<Value> {
+        match self {
+            Admin::Local(store) => {
+                let ws = local_workspace(store.as_ref(), workspace).await?;
+                let revoked = store
+                    .revoke_api_key(&ws, key, SystemClock.now())
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("workspace {ws} has no key {key}"))?;
+                Ok(serde_json::to_value(ApiKeyInfo::from(revoked))?)
+            }
+            Admin::Remote { .. } => {
+                self.call(
+                    reqwest::Method::DELETE,
+                    &format!("/v1/workspaces/{workspace}/keys/{key}"),
+                    None,
+                )
+                .await
+            }
+        }
+    }
+
     async fn create_key(&self, workspace: &str) -> anyhow::Result<Value> {
         match self {
             Admin::Local(store) => {
-                let ws = WorkspaceId::parse(workspace)
-                    .map_err(|_| anyhow::anyhow!("{workspace:?} is not a workspace id (ws_…)"))?;
-                if store.get_workspace(&ws).await?.is_none() {
-                    bail!("no workspace {ws}");
-                }
+                let ws = local_workspace(store.as_ref(), workspace).await?;
                 let (key, secret) = issue_key(store.as_ref(), &ws, SystemClock.now()).await?;
                 Ok(
                     serde_json::json!({"id": key.id, "workspace_id": ws.to_string(), "key": secret, "hint": key.hint}),
@@ -659,4 +723,14 @@ impl Admin {
             }
         }
     }
+}
+
+/// A workspace id that exists in a local store.
+async fn local_workspace(store: &dyn Store, workspace: &str) -> anyhow::Result<WorkspaceId> {
+    let ws = WorkspaceId::parse(workspace)
+        .map_err(|_| anyhow::anyhow!("{workspace:?} is not a workspace id (ws_…)"))?;
+    if store.get_workspace(&ws).await?.is_none() {
+        bail!("no workspace {ws}");
+    }
+    Ok(ws)
 }

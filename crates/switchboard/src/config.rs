@@ -35,6 +35,10 @@ pub struct Config {
     /// Networks webhooks may reach despite the SSRF policy, comma-separated
     /// CIDRs (e.g. `127.0.0.0/8,::1/128` for a receiver on this machine).
     pub webhook_allow_networks: String,
+    /// How long an authenticated API key is trusted without reading the
+    /// database again, seconds. A key revoked through this node is refused
+    /// at once; one revoked through another node within this time.
+    pub auth_cache_seconds: u64,
     /// Per-key API rate limit.
     pub rate_limit: RateLimitSection,
     /// The dispatcher.
@@ -91,6 +95,7 @@ impl Default for Config {
             admin_token: None,
             max_body_bytes: 64 * 1024,
             webhook_allow_networks: String::new(),
+            auth_cache_seconds: 10,
             rate_limit: RateLimitSection::default(),
             dispatcher: DispatcherSection::default(),
             sim: SimSection::default(),
@@ -164,6 +169,7 @@ impl Config {
                 "DATA_DIR" => config.data_dir = PathBuf::from(value),
                 "ADMIN_TOKEN" => config.admin_token = Some(Secret(value)),
                 "WEBHOOK_ALLOW_NETWORKS" => config.webhook_allow_networks = value,
+                "AUTH_CACHE_SECONDS" => config.auth_cache_seconds = parse_env(&name, &value)?,
                 "MAX_BODY_BYTES" => config.max_body_bytes = parse_env(&name, &value)?,
                 "RATE_LIMIT_PER_SECOND" => config.rate_limit.per_second = parse_env(&name, &value)?,
                 "RATE_LIMIT_BURST" => config.rate_limit.burst = parse_env(&name, &value)?,
@@ -189,6 +195,9 @@ impl Config {
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> anyhow::Result<()> {
         let d = &self.dispatcher;
+        if self.auth_cache_seconds > 3600 {
+            bail!("auth_cache_seconds must be at most 3600");
+        }
         if self.max_body_bytes < 1024 || self.max_body_bytes > 16 * 1024 * 1024 {
             bail!("max_body_bytes must be between 1 KiB and 16 MiB");
         }

@@ -154,6 +154,25 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn list_api_keys(&self, workspace: &WorkspaceId) -> Result<Vec<ApiKey>, StoreError> {
+        let ws = workspace.clone();
+        self.readers
+            .run(move |c| tenants::list_api_keys(c, &ws))
+            .await
+    }
+
+    async fn revoke_api_key(
+        &self,
+        workspace: &WorkspaceId,
+        key_id: &str,
+        now: Timestamp,
+    ) -> Result<Option<ApiKey>, StoreError> {
+        let (ws, id) = (workspace.clone(), key_id.to_owned());
+        self.writer
+            .run(move |c| tenants::revoke_api_key(c, &ws, &id, now))
+            .await
+    }
+
     async fn senders(
         &self,
         workspace: &WorkspaceId,

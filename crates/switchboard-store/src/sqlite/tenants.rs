@@ -105,26 +105,66 @@ pub fn create_api_key(
         workspace_id: ws.clone(),
         hint: hint.to_owned(),
         created_at: now,
+        revoked_at: None,
+    })
+}
+
+type KeyRow = (String, String, String, i64, Option<i64>);
+
+fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
+fn to_key((id, ws, hint, created, revoked): KeyRow) -> Result<ApiKey, StoreError> {
+    Ok(ApiKey {
+        id,
+        workspace_id: WorkspaceId::parse(&ws).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        hint,
+        created_at: Timestamp::from_millis(created),
+        revoked_at: revoked.map(Timestamp::from_millis),
     })
 }
 
 pub fn find_api_key(c: &Connection, hash: &str) -> Result<Option<ApiKey>, StoreError> {
-    let row = c
-        .query_row(
-            "SELECT id, workspace_id, hint, created_at FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL",
-            [hash],
-            |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?)),
-        )
-        .optional()?;
-    row.map(|(id, ws, hint, created)| {
-        Ok(ApiKey {
-            id,
-            workspace_id: WorkspaceId::parse(&ws)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            hint,
-            created_at: Timestamp::from_millis(created),
-        })
-    })
+    c.query_row(
+        "SELECT id, workspace_id, hint, created_at, revoked_at FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL",
+        [hash],
+        key_row,
+    )
+    .optional()?
+    .map(to_key)
+    .transpose()
+}
+
+pub fn list_api_keys(c: &Connection, ws: &WorkspaceId) -> Result<Vec<ApiKey>, StoreError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT id, workspace_id, hint, created_at, revoked_at FROM api_keys WHERE workspace_id = ?1 ORDER BY id",
+    )?;
+    let rows = stmt
+        .query_map([ws.as_str()], key_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    rows.into_iter().map(to_key).collect()
+}
+
+/// Revokes a key of `ws`; `None` if there is no such key, else the key as it is now
+/// (revoking twice keeps the first time).
+pub fn revoke_api_key(
+    c: &Connection,
+    ws: &WorkspaceId,
+    key_id: &str,
+    now: Timestamp,
+) -> Result<Option<ApiKey>, StoreError> {
+    c.execute(
+        "UPDATE api_keys SET revoked_at = ?1 WHERE id = ?2 AND workspace_id = ?3 AND revoked_at IS NULL",
+        params![now.as_millis(), key_id, ws.as_str()],
+    )?;
+    c.query_row(
+        "SELECT id, workspace_id, hint, created_at, revoked_at FROM api_keys WHERE id = ?1 AND workspace_id = ?2",
+        params![key_id, ws.as_str()],
+        key_row,
+    )
+    .optional()?
+    .map(to_key)
     .transpose()
 }
 

@@ -717,6 +717,8 @@ async fn the_openapi_document_describes_every_route() {
         ("/v1/workspaces", "post"),
         ("/v1/workspaces", "get"),
         ("/v1/workspaces/{id}/keys", "post"),
+        ("/v1/workspaces/{id}/keys", "get"),
+        ("/v1/workspaces/{id}/keys/{key_id}", "delete"),
         ("/v1/contacts", "get"),
         ("/v1/contacts/import", "post"),
         ("/v1/contacts/{phone}", "get"),
@@ -841,4 +843,110 @@ async fn the_admin_endpoints_refuse_bad_input_with_codes() {
         list["data"].as_array().unwrap().is_empty(),
         "nothing refused was created"
     );
+}
+
+#[tokio::test]
+async fn a_revoked_key_is_refused_at_once_and_listed_without_its_secret() {
+    let app = spawn_app().await;
+    let (ws, key) = app.workspace("acme").await;
+    let body = json!({"to": "+14155550100", "body": "hi"});
+    // The key authenticates (and is now cached).
+    assert_eq!(app.post_message(&key, &body).await.status(), 202);
+    let list: Value = app
+        .client
+        .get(app.url(&format!("/v1/workspaces/{ws}/keys")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let keys = list["data"].as_array().unwrap();
+    assert_eq!(keys.len(), 1);
+    assert!(keys[0]["revoked_at"].is_null());
+    assert!(
+        !list.to_string().contains(&key),
+        "the secret is never listed"
+    );
+    assert!(key.starts_with(keys[0]["hint"].as_str().unwrap().trim_end_matches('…')));
+    let key_id = keys[0]["id"].as_str().unwrap().to_owned();
+    let revoke = |path: String| {
+        app.client
+            .delete(app.url(&path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+    };
+    // Unknown key, unknown workspace, another workspace's key: 404.
+    let (other_ws, _) = app.workspace("other").await;
+    for path in [
+        format!("/v1/workspaces/{ws}/keys/key_nope"),
+        format!("/v1/workspaces/ws_nope/keys/{key_id}"),
+        format!("/v1/workspaces/{other_ws}/keys/{key_id}"),
+    ] {
+        assert_eq!(revoke(path.clone()).await.unwrap().status(), 404, "{path}");
+    }
+    // A workspace key cannot revoke.
+    let r = app
+        .client
+        .delete(app.url(&format!("/v1/workspaces/{ws}/keys/{key_id}")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = revoke(format!("/v1/workspaces/{ws}/keys/{key_id}"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let first: Value = r.json().await.unwrap();
+    assert!(first["revoked_at"].is_string());
+    // The cached key is refused at once.
+    let r = app.post_message(&key, &body).await;
+    assert_eq!(r.status(), 401);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "unauthorized");
+    // Revoking again keeps the first time.
+    let again: Value = revoke(format!("/v1/workspaces/{ws}/keys/{key_id}"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["revoked_at"], first["revoked_at"]);
+    // A new key works.
+    let fresh: Value = app
+        .client
+        .post(app.url(&format!("/v1/workspaces/{ws}/keys")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        app.post_message(fresh["key"].as_str().unwrap(), &body)
+            .await
+            .status(),
+        202
+    );
+}
+
+#[tokio::test]
+async fn a_key_revoked_behind_the_nodes_back_expires_from_its_cache() {
+    // Another node (here: the store directly) revokes the key. With the
+    // cache time at zero the next request reads the database again.
+    let app = crate::harness::spawn_app_with(|c| c.auth_cache_seconds = 0).await;
+    let (ws, key) = app.workspace("acme").await;
+    let body = json!({"to": "+14155550100", "body": "hi"});
+    assert_eq!(app.post_message(&key, &body).await.status(), 202);
+    let ws = switchboard_core::WorkspaceId::parse(&ws).unwrap();
+    let keys = app.store.list_api_keys(&ws).await.unwrap();
+    app.store
+        .revoke_api_key(&ws, &keys[0].id, app.clock_now_ts())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(app.post_message(&key, &body).await.status(), 401);
 }

@@ -77,6 +77,33 @@ async fn workspaces_and_keys_made_offline_work_once_the_gateway_starts() {
     ]);
     assert!(ok, "{err}");
     assert_eq!(list["data"].as_array().unwrap().len(), 2);
+
+    // Keys are listed (hints only) and revoked over HTTP; the revoked key is refused.
+    let remote = [
+        "--data-dir",
+        d,
+        "--url",
+        &gw.base,
+        "--admin-token",
+        ADMIN_TOKEN,
+    ];
+    let (ok, keys, err) = cli(&[&["key", "list", ws_id][..], &remote[..]].concat());
+    assert!(ok, "{err}");
+    assert!(!keys.to_string().contains(&key));
+    let key_id = keys["data"][0]["id"].as_str().unwrap().to_owned();
+    let (ok, revoked, err) = cli(&[&["key", "revoke", ws_id, &key_id][..], &remote[..]].concat());
+    assert!(ok, "{err}");
+    assert!(revoked["revoked_at"].is_string());
+    let r = client
+        .post(format!("{}/v1/messages", gw.base))
+        .bearer_auth(&key)
+        .json(&json!({"to": "+14155550123", "body": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let (ok, _, err) = cli(&[&["key", "revoke", ws_id, "key_nope"][..], &remote[..]].concat());
+    assert!(!ok && err.contains("404"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
