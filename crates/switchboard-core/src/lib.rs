@@ -32,7 +32,7 @@ pub use message::{Category, Channel, NewMessage, Priority, SubmitInput, Validati
 pub use phone::PhoneNumber;
 pub use retry::{RetryDecision, RetryPolicy};
 pub use segments::{Encoding, SegmentInfo};
-pub use state::{EventType, Status, Transition, TransitionError, Trigger};
+pub use state::{EventType, ReceiptKind, Status, Transition, TransitionError, Trigger};
 pub use time::Timestamp;
 
 #[cfg(test)]

@@ -254,6 +254,38 @@ pub fn transition(from: Status, trigger: Trigger) -> Result<Transition, Transiti
     Ok(Transition { from, to, event })
 }
 
+/// What a provider receipt says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiptKind {
+    /// Delivered to the handset.
+    Delivered,
+    /// Read.
+    Read,
+    /// Not delivered.
+    Undelivered,
+}
+
+impl ReceiptKind {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReceiptKind::Delivered => "delivered",
+            ReceiptKind::Read => "read",
+            ReceiptKind::Undelivered => "undelivered",
+        }
+    }
+
+    /// Parses the wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "delivered" => Some(ReceiptKind::Delivered),
+            "read" => Some(ReceiptKind::Read),
+            "undelivered" => Some(ReceiptKind::Undelivered),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

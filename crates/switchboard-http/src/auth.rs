@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
+use switchboard_core::WorkspaceId;
 use switchboard_core::message::ALL_CHANNELS;
 
 use crate::error::ApiError;
@@ -64,20 +65,29 @@ async fn workspace_for(state: &AppState, token: &str) -> Result<Arc<WorkspaceCtx
         .find_api_key(&hash)
         .await?
         .ok_or_else(|| ApiError::unauthorized("invalid API key"))?;
+    let ctx = Arc::new(workspace_ctx(state, key.workspace_id, key.id).await?);
+    state.keys.insert(hash, ctx.clone());
+    Ok(ctx)
+}
+
+/// What a request for `workspace` may act as: its senders, read now.
+pub async fn workspace_ctx(
+    state: &AppState,
+    workspace_id: WorkspaceId,
+    key_id: String,
+) -> Result<WorkspaceCtx, ApiError> {
     let mut senders = HashMap::new();
     for channel in ALL_CHANNELS {
         senders.insert(
             channel.as_str(),
-            state.store.senders(&key.workspace_id, channel).await?,
+            state.store.senders(&workspace_id, channel).await?,
         );
     }
-    let ctx = Arc::new(WorkspaceCtx {
-        workspace_id: key.workspace_id,
-        key_id: key.id,
+    Ok(WorkspaceCtx {
+        workspace_id,
+        key_id,
         senders,
-    });
-    state.keys.insert(hash, ctx.clone());
-    Ok(ctx)
+    })
 }
 
 fn rate_headers(headers: &mut HeaderMap, s: &RateLimitStatus) {

@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod auth;
 mod body;
+pub mod callbacks;
 pub mod contacts;
 pub mod error;
 pub mod inbound;
@@ -109,6 +110,11 @@ pub fn router(state: AppState, config: HttpConfig) -> Router {
     Router::new()
         .merge(workspace)
         .merge(admin)
+        // Authenticated by each provider's signature, not by API key.
+        .route(
+            "/callbacks/{provider_id}",
+            post(callbacks::receive).layer(DefaultBodyLimit::max(callbacks::MAX_CALLBACK_BYTES)),
+        )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{admin, contacts, error, inbound, messages, ops, templates, webhooks};
+use crate::{admin, callbacks, contacts, error, inbound, messages, ops, templates, webhooks};
 
 struct Security;
 
@@ -35,6 +35,7 @@ impl Modify for Security {
         templates::create, templates::list, templates::get, templates::update, templates::delete,
         webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete,
         webhooks::rotate, webhooks::attempts, webhooks::test, webhooks::redeliver,
+        callbacks::receive,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),
     components(schemas(
@@ -47,6 +48,7 @@ impl Modify for Security {
         templates::TemplateResponse, templates::TemplateList, templates::TemplateRequest,
         webhooks::EndpointResponse, webhooks::EndpointList, webhooks::EndpointRequest, webhooks::AttemptLogEntry,
         webhooks::AttemptLog, webhooks::RotateRequest, webhooks::RedeliverRequest,
+        callbacks::CallbackAck,
     )),
     modifiers(&Security),
 )]

@@ -30,6 +30,11 @@ pub struct AppState {
     pub keys: Arc<KeyCache>,
     /// The webhook deliverer's checks and immediate sends.
     pub webhooks: Arc<dyn crate::webhooks::WebhookGateway>,
+    /// Providers that receive callbacks, by provider id.
+    pub callbacks: Arc<crate::callbacks::CallbackHandlers>,
+    /// The gateway's public base URL (what providers call), when it differs
+    /// from the request's `Host`.
+    pub public_url: Option<Arc<str>>,
 }
 
 /// What a request authenticated with an API key may act as.

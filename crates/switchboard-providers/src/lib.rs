@@ -4,6 +4,7 @@
 //! classified error; everything about retries and state lives in the
 //! dispatcher and the core. `sim` is the built-in deterministic simulator.
 
+pub mod callback;
 pub mod sim;
 
 use std::collections::HashMap;

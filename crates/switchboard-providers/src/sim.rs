@@ -18,6 +18,14 @@
 //! request's idempotency key (the message id): a second call for a message
 //! already accepted returns the same provider id and is counted as a
 //! duplicate call, never as a second send.
+//!
+//! Receipts come back the way a real provider's do: the worker posts the
+//! due ones to the gateway's `POST /callbacks/pr_sim` as
+//! `{"receipts":[{"id","status","at"}…]}` (and the route also takes
+//! `{"inbound":[{"id","from","to","text"}…]}`), signed with
+//! `X-Sim-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.body">`
+//! under a secret made fresh by every process. A receipt is marked reported
+//! only after a 2xx; otherwise it is posted again.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -27,7 +35,17 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 use switchboard_core::{Clock, ErrorClass, Timestamp};
 
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use switchboard_core::ReceiptKind;
+
+use crate::callback::{CallbackError, CallbackHandler, CallbackItem, CallbackRequest, InboundItem};
 use crate::{Provider, ProviderError, SendAccepted, SendRequest};
+
+/// How far a callback's signed time may be from the receiver's clock.
+const CALLBACK_TOLERANCE_SECONDS: i64 = 300;
+/// Most receipts in one callback.
+pub const MAX_CALLBACK_RECEIPTS: usize = 500;
 
 /// Timing of the simulator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,6 +145,9 @@ pub struct SimProvider {
     ledger: Arc<Mutex<Connection>>,
     config: SimConfig,
     clock: Arc<dyn Clock>,
+    // Signs the simulator's receipt callbacks; new for every process, as
+    // the simulator and the receiver it calls are the same process.
+    callback_secret: String,
 }
 
 const LEDGER_SCHEMA: &str = "
@@ -174,7 +195,43 @@ impl SimProvider {
             ledger: Arc::new(Mutex::new(conn)),
             config,
             clock,
+            callback_secret: switchboard_core::secret::new_token("simcb_"),
         })
+    }
+
+    /// The body of a receipt callback, as the simulator's network sends it.
+    pub fn callback_body(receipts: &[SimReceipt]) -> Vec<u8> {
+        let items: Vec<serde_json::Value> = receipts
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "id": r.provider_message_id,
+                    "status": r.kind,
+                    "at": r.due_at.to_rfc3339(),
+                })
+            })
+            .collect();
+        serde_json::to_vec(&serde_json::json!({ "receipts": items }))
+            .expect("JSON values serialize")
+    }
+
+    /// The `X-Sim-Signature` header for `body` sent at `at`:
+    /// `t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.body">`.
+    pub fn sign_callback(&self, body: &[u8], at: Timestamp) -> String {
+        let t = at.as_millis().div_euclid(1000);
+        format!(
+            "t={t},v1={}",
+            hex::encode(self.mac(t, body).finalize().into_bytes())
+        )
+    }
+
+    fn mac(&self, t: i64, body: &[u8]) -> Hmac<Sha256> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.callback_secret.as_bytes())
+            .expect("HMAC takes keys of any length");
+        mac.update(t.to_string().as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        mac
     }
 
     async fn with_ledger<R: Send + 'static>(
@@ -375,9 +432,183 @@ impl Provider for SimProvider {
     }
 }
 
+impl CallbackHandler for SimProvider {
+    fn open(&self, req: &CallbackRequest<'_>) -> Result<Vec<CallbackItem>, CallbackError> {
+        let forbidden = |m: &str| CallbackError::Forbidden(m.to_owned());
+        let header = req
+            .header("x-sim-signature")
+            .ok_or_else(|| forbidden("missing X-Sim-Signature"))?;
+        let (mut t, mut v1) = (None, None);
+        for part in header.split(',') {
+            match part.trim().split_once('=') {
+                Some(("t", x)) => t = x.parse::<i64>().ok(),
+                Some(("v1", x)) => v1 = hex::decode(x).ok(),
+                _ => {}
+            }
+        }
+        let (Some(t), Some(v1)) = (t, v1) else {
+            return Err(forbidden("X-Sim-Signature must be t=<seconds>,v1=<hex>"));
+        };
+        self.mac(t, req.body)
+            .verify_slice(&v1)
+            .map_err(|_| forbidden("the signature does not match"))?;
+        if (req.now.as_millis().div_euclid(1000) - t).abs() > CALLBACK_TOLERANCE_SECONDS {
+            return Err(forbidden("the signature's time is too far from now"));
+        }
+        let malformed = |m: String| CallbackError::Malformed(m);
+        let doc: serde_json::Value = serde_json::from_slice(req.body)
+            .map_err(|e| malformed(format!("the body is not JSON: {e}")))?;
+        let empty = Vec::new();
+        let list = match doc.get("receipts") {
+            None => &empty,
+            Some(v) => v
+                .as_array()
+                .ok_or_else(|| malformed("`receipts` must be an array".into()))?,
+        };
+        let inbound = match doc.get("inbound") {
+            None => &empty,
+            Some(v) => v
+                .as_array()
+                .ok_or_else(|| malformed("`inbound` must be an array".into()))?,
+        };
+        if list.len() + inbound.len() > MAX_CALLBACK_RECEIPTS {
+            return Err(malformed(format!(
+                "at most {MAX_CALLBACK_RECEIPTS} items per callback"
+            )));
+        }
+        let text = |v: &serde_json::Value, i: usize, f: &str, max: usize| {
+            v.get(f)
+                .and_then(serde_json::Value::as_str)
+                .filter(|s| !s.is_empty() && s.chars().count() <= max)
+                .map(str::to_owned)
+                .ok_or_else(|| {
+                    malformed(format!(
+                        "inbound[{i}].{f} must be a string of 1 to {max} characters"
+                    ))
+                })
+        };
+        let inbound = inbound.iter().enumerate().map(|(i, m)| {
+            Ok(CallbackItem::Inbound(InboundItem {
+                from: text(m, i, "from", 32)?,
+                to: text(m, i, "to", 64)?,
+                channel: m
+                    .get("channel")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or("sms")
+                    .to_owned(),
+                text: text(m, i, "text", 1600)?,
+                media_urls: Vec::new(),
+                provider_message_id: Some(text(m, i, "id", 200)?),
+            }))
+        });
+        list.iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let id = r
+                    .get("id")
+                    .and_then(serde_json::Value::as_str)
+                    .filter(|id| !id.is_empty() && id.len() <= 200)
+                    .ok_or_else(|| malformed(format!("receipts[{i}].id must be a string")))?;
+                let kind = r
+                    .get("status")
+                    .and_then(serde_json::Value::as_str)
+                    .and_then(ReceiptKind::parse)
+                    .ok_or_else(|| {
+                        malformed(format!(
+                            "receipts[{i}].status must be delivered, read or undelivered"
+                        ))
+                    })?;
+                Ok(CallbackItem::Receipt {
+                    provider_message_id: id.to_owned(),
+                    kind,
+                    raw: r.to_string(),
+                })
+            })
+            .chain(inbound)
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn sim(dir: &tempfile::TempDir) -> SimProvider {
+        let clock = switchboard_core::ManualClock::new(Timestamp::from_millis(1_790_000_000_000));
+        SimProvider::open(dir.path(), SimConfig::default(), Arc::new(clock)).unwrap()
+    }
+
+    fn open(
+        sim: &SimProvider,
+        body: &[u8],
+        signature: &str,
+        now: Timestamp,
+    ) -> Result<Vec<CallbackItem>, CallbackError> {
+        let headers = [("x-sim-signature".to_owned(), signature.to_owned())];
+        sim.open(&CallbackRequest {
+            url: "http://127.0.0.1/callbacks/pr_sim",
+            headers: &headers,
+            body,
+            now,
+        })
+    }
+
+    #[test]
+    fn receipt_callbacks_are_signed_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let other_dir = tempfile::tempdir().unwrap();
+        let (sim, other) = (sim(&dir), sim(&other_dir));
+        let now = Timestamp::from_millis(1_790_000_000_000);
+        let receipts = [SimReceipt {
+            id: 1,
+            provider_message_id: "SIM1".into(),
+            kind: "delivered".into(),
+            due_at: now,
+        }];
+        let body = SimProvider::callback_body(&receipts);
+        let sig = sim.sign_callback(&body, now);
+        let items = open(&sim, &body, &sig, now).unwrap();
+        assert!(matches!(
+            &items[..],
+            [CallbackItem::Receipt { provider_message_id, kind: ReceiptKind::Delivered, .. }] if provider_message_id == "SIM1"
+        ));
+        let forbidden = |r: Result<Vec<CallbackItem>, CallbackError>| {
+            assert!(matches!(r, Err(CallbackError::Forbidden(_))), "{r:?}")
+        };
+        // Another process's secret, a changed body, a garbled header, a stale time.
+        forbidden(open(&sim, &body, &other.sign_callback(&body, now), now));
+        let mut tampered = body.clone();
+        tampered[5] ^= 1;
+        forbidden(open(&sim, &tampered, &sig, now));
+        forbidden(open(&sim, &body, "v1=00", now));
+        forbidden(open(&sim, &body, "", now));
+        forbidden(open(&sim, &body, &sig, now.plus(Duration::from_secs(301))));
+        assert!(open(&sim, &body, &sig, now.plus(Duration::from_secs(299))).is_ok());
+        // Signed but unreadable.
+        for bad in [
+            &b"not json"[..],
+            br#"{"receipts": {}}"#,
+            br#"{"inbound": [{"from": "+14155550100", "to": "SIM", "text": ""}]}"#,
+            br#"{"inbound": [{"from": "+14155550100", "text": "hi", "id": "x"}]}"#,
+            br#"{"receipts": [{"id": "SIM1", "status": "exploded"}]}"#,
+            br#"{"receipts": [{"id": 7, "status": "delivered"}]}"#,
+            br#"{"receipts": [{"id": "", "status": "delivered"}]}"#,
+        ] {
+            let r = open(&sim, bad, &sim.sign_callback(bad, now), now);
+            assert!(matches!(r, Err(CallbackError::Malformed(_))), "{r:?}");
+        }
+        let many: Vec<SimReceipt> = (0..=MAX_CALLBACK_RECEIPTS as i64)
+            .map(|i| SimReceipt {
+                id: i,
+                provider_message_id: format!("SIM{i}"),
+                kind: "read".into(),
+                due_at: now,
+            })
+            .collect();
+        let big = SimProvider::callback_body(&many);
+        let r = open(&sim, &big, &sim.sign_callback(&big, now), now);
+        assert!(matches!(r, Err(CallbackError::Malformed(_))), "{r:?}");
+    }
 
     #[test]
     fn the_table_of_behaviours_by_suffix() {

@@ -63,6 +63,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         now: Timestamp,
     ) -> Result<Option<ApiKey>, StoreError>;
     /// The senders of a workspace on a channel, default first.
+    /// The workspaces (at most two: more than one is ambiguous) whose sender
+    /// on `channel` through `provider` has `address`; routes inbound messages.
+    async fn sender_owners(
+        &self,
+        provider: &str,
+        channel: Channel,
+        address: &str,
+    ) -> Result<Vec<WorkspaceId>, StoreError>;
     async fn senders(
         &self,
         workspace: &WorkspaceId,

@@ -1,14 +1,12 @@
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use switchboard_core::telemetry::Metrics;
 use switchboard_core::{Clock, ErrorClass, ProviderId, RetryDecision, RetryPolicy};
-use switchboard_providers::sim::SimProvider;
+use switchboard_providers::sim::{MAX_CALLBACK_RECEIPTS, SimProvider};
 use switchboard_providers::{ProviderError, Providers, SendRequest};
-use switchboard_store::{
-    AttemptOutcome, AttemptReport, ClaimedMessage, ReceiptKind, Store, StoreError,
-};
+use switchboard_store::{AttemptOutcome, AttemptReport, ClaimedMessage, Store, StoreError};
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -59,6 +57,10 @@ struct Inner {
     config: WorkerConfig,
     metrics: Arc<Metrics>,
     wake: Arc<Notify>,
+    // Where the simulator's network posts its receipt callbacks: the
+    // gateway's own `/callbacks/pr_sim`, known once the listener is bound.
+    sim_callback_url: OnceLock<String>,
+    http: reqwest::Client,
 }
 
 const SIM_PROVIDER: &str = "pr_sim";
@@ -84,8 +86,23 @@ impl Worker {
                 config,
                 metrics,
                 wake,
+                sim_callback_url: OnceLock::new(),
+                http: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .expect("an HTTP client without custom TLS settings builds"),
             }),
         }
+    }
+
+    /// Sets the gateway's base URL (`http://127.0.0.1:8080`): the simulator
+    /// posts its receipts to `{base}/callbacks/pr_sim`, as a real provider
+    /// would. Only the first call counts.
+    pub fn set_callback_base(&self, base: &str) {
+        let _ = self.inner.sim_callback_url.set(format!(
+            "{}/callbacks/{SIM_PROVIDER}",
+            base.trim_end_matches('/')
+        ));
     }
 
     /// Claims what is due and sends it, waiting for every send to finish.
@@ -106,53 +123,47 @@ impl Worker {
         Ok(n)
     }
 
-    /// Hands the simulator's due receipts to the receipt inbox (as a
-    /// provider's callback would), then applies what the inbox has due.
-    /// Returns how many receipts were taken in or settled.
+    /// Has the simulator's network post its due receipts to the gateway's
+    /// callback receiver (as a real provider's would), then applies what the
+    /// receipt inbox has due. Returns how many receipts were handed over or
+    /// settled.
     pub async fn pump_receipts_once(&self) -> Result<usize, StoreError> {
         let now = self.inner.clock.now();
         let mut fed = 0;
-        if let Some(sim) = &self.inner.sim {
+        if let Some(sim) = &self.inner.sim
+            && let Some(url) = self.inner.sim_callback_url.get()
+        {
             let due = sim
-                .due_receipts(now, 1000)
+                .due_receipts(now, MAX_CALLBACK_RECEIPTS)
                 .await
                 .map_err(|e| StoreError::Corrupt(format!("sim ledger: {e}")))?;
-            let mut tasks = JoinSet::new();
-            for r in due {
-                let store = self.inner.store.clone();
-                tasks.spawn(async move {
-                    let kind = ReceiptKind::parse(&r.kind).unwrap_or(ReceiptKind::Delivered);
-                    let raw = format!(
-                        r#"{{"provider_message_id":"{}","status":"{}"}}"#,
-                        r.provider_message_id, r.kind
-                    );
-                    store
-                        .receive_receipt(
-                            SIM_PROVIDER,
-                            &r.provider_message_id,
-                            kind,
-                            Some(&raw),
-                            now,
-                        )
-                        .await
-                        .map(|_| r.id)
-                });
-            }
-            let mut taken = Vec::new();
-            while let Some(joined) = tasks.join_next().await {
-                match joined {
-                    Ok(Ok(id)) => taken.push(id),
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "storing a receipt failed; the simulator will hand it over again")
+            if !due.is_empty() {
+                let body = SimProvider::callback_body(&due);
+                let signature = sim.sign_callback(&body, now);
+                let sent = self
+                    .inner
+                    .http
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .header("x-sim-signature", signature)
+                    .body(body)
+                    .send()
+                    .await;
+                match sent {
+                    Ok(r) if r.status().is_success() => {
+                        fed = due.len();
+                        sim.mark_reported(due.into_iter().map(|r| r.id).collect())
+                            .await
+                            .map_err(|e| StoreError::Corrupt(format!("sim ledger: {e}")))?;
                     }
-                    Err(e) => tracing::warn!(error = %e, "receipt task failed"),
+                    // Like a provider's network: keep them and call again on the next pass.
+                    Ok(r) => {
+                        tracing::warn!(status = %r.status(), "the receipt callback was refused; the simulator will call again")
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the receipt callback failed; the simulator will call again")
+                    }
                 }
-            }
-            fed = taken.len();
-            if !taken.is_empty() {
-                sim.mark_reported(taken)
-                    .await
-                    .map_err(|e| StoreError::Corrupt(format!("sim ledger: {e}")))?;
             }
         }
         let pass = self.inner.store.process_receipts(now, 1000).await?;
@@ -263,9 +274,7 @@ impl Worker {
     }
 
     async fn run_receipts(self, shutdown: CancellationToken) {
-        if self.inner.sim.is_none() {
-            return;
-        }
+        // Also without the simulator: every provider's receipts land in the inbox.
         while !shutdown.is_cancelled() {
             let applied = self.pump_receipts_once().await.unwrap_or_else(|e| {
                 tracing::error!(error = %e, "receipt pass failed");

@@ -41,6 +41,8 @@ pub struct App {
     pub webhooks: WebhookDeliverer,
     /// Set when this start generated the admin token: print it once.
     pub generated_admin_token: Option<String>,
+    /// The configured public base URL, if any.
+    pub public_url: Option<String>,
 }
 
 /// The admin token's hash: from the configuration if given (and stored),
@@ -163,6 +165,8 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App
     };
     let webhooks = WebhookDeliverer::new(store.clone(), clock.clone(), webhook_config)
         .context("building the webhook HTTP client")?;
+    let mut callbacks = switchboard_http::callbacks::CallbackHandlers::new();
+    callbacks.insert("pr_sim".into(), sim.clone());
     let state = AppState {
         store: store.clone(),
         clock,
@@ -180,6 +184,8 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App
             deliverer: webhooks.clone(),
             store: store.clone(),
         }),
+        callbacks: Arc::new(callbacks),
+        public_url: config.public_url.as_deref().map(Arc::from),
     };
     let router = switchboard_http::router(
         state,
@@ -188,6 +194,7 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App
         },
     );
     Ok(App {
+        public_url: config.public_url.clone(),
         store,
         worker,
         router,
@@ -197,10 +204,38 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App
     })
 }
 
+/// The base URL providers (and the simulator) call back on: the configured
+/// public URL, else this listener's address (loopback if it listens on all).
+pub fn callback_base(public_url: Option<&str>, addr: std::net::SocketAddr) -> String {
+    if let Some(url) = public_url {
+        return url.trim_end_matches('/').to_owned();
+    }
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    format!("http://{}", std::net::SocketAddr::new(ip, addr.port()))
+}
+
 /// Serves the API on `listener` and, if `run_workers`, runs the dispatcher,
 /// until `shutdown` is cancelled; then stops accepting, finishes the requests
-/// and sends in flight, and returns.
-pub async fn serve(
+/// and sends in flight, and returns. The simulator's callback address is set
+/// before this returns its future, so work driven by hand sees it too.
+pub fn serve(
+    app: App,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    run_workers: bool,
+) -> impl std::future::Future<Output = anyhow::Result<()>> {
+    if let Ok(addr) = listener.local_addr() {
+        app.worker
+            .set_callback_base(&callback_base(app.public_url.as_deref(), addr));
+    }
+    serve_inner(app, listener, shutdown, run_workers)
+}
+
+async fn serve_inner(
     app: App,
     listener: TcpListener,
     shutdown: CancellationToken,

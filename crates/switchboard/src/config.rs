@@ -32,6 +32,10 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     /// Largest request body, bytes.
     pub max_body_bytes: usize,
+    /// The gateway's base URL as providers reach it (e.g.
+    /// `https://sms.example.com`), for provider callbacks and the signatures
+    /// that cover their URL. Default: `http://` + the listen address.
+    pub public_url: Option<String>,
     /// Networks webhooks may reach despite the SSRF policy, comma-separated
     /// CIDRs (e.g. `127.0.0.0/8,::1/128` for a receiver on this machine).
     pub webhook_allow_networks: String,
@@ -95,6 +99,7 @@ impl Default for Config {
             admin_token: None,
             max_body_bytes: 64 * 1024,
             webhook_allow_networks: String::new(),
+            public_url: None,
             auth_cache_seconds: 10,
             rate_limit: RateLimitSection::default(),
             dispatcher: DispatcherSection::default(),
@@ -169,6 +174,7 @@ impl Config {
                 "DATA_DIR" => config.data_dir = PathBuf::from(value),
                 "ADMIN_TOKEN" => config.admin_token = Some(Secret(value)),
                 "WEBHOOK_ALLOW_NETWORKS" => config.webhook_allow_networks = value,
+                "PUBLIC_URL" => config.public_url = Some(value),
                 "AUTH_CACHE_SECONDS" => config.auth_cache_seconds = parse_env(&name, &value)?,
                 "MAX_BODY_BYTES" => config.max_body_bytes = parse_env(&name, &value)?,
                 "RATE_LIMIT_PER_SECOND" => config.rate_limit.per_second = parse_env(&name, &value)?,
@@ -195,6 +201,14 @@ impl Config {
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> anyhow::Result<()> {
         let d = &self.dispatcher;
+        if let Some(url) = &self.public_url {
+            let ok = (url.starts_with("http://") || url.starts_with("https://"))
+                && !url.contains(char::is_whitespace)
+                && url.len() < 2000;
+            if !ok {
+                bail!("public_url must be an http:// or https:// URL, got {url:?}");
+            }
+        }
         if self.auth_cache_seconds > 3600 {
             bail!("auth_cache_seconds must be at most 3600");
         }

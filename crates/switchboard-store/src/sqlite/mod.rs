@@ -173,6 +173,18 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn sender_owners(
+        &self,
+        provider: &str,
+        channel: Channel,
+        address: &str,
+    ) -> Result<Vec<WorkspaceId>, StoreError> {
+        let (p, a) = (provider.to_owned(), address.to_owned());
+        self.readers
+            .run(move |c| tenants::sender_owners(c, &p, channel, &a))
+            .await
+    }
+
     async fn senders(
         &self,
         workspace: &WorkspaceId,

@@ -200,3 +200,23 @@ pub fn senders(
         })
         .collect()
 }
+
+/// The workspaces that own `address` on `channel` through `provider`.
+pub fn sender_owners(
+    c: &Connection,
+    provider: &str,
+    channel: Channel,
+    address: &str,
+) -> Result<Vec<WorkspaceId>, StoreError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT workspace_id FROM senders WHERE provider_id = ?1 AND channel = ?2 AND address = ?3 ORDER BY workspace_id LIMIT 2",
+    )?;
+    let rows = stmt
+        .query_map(params![provider, channel.as_str(), address], |r| {
+            r.get::<_, String>(0)
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    rows.iter()
+        .map(|ws| WorkspaceId::parse(ws).map_err(|e| StoreError::Corrupt(e.to_string())))
+        .collect()
+}

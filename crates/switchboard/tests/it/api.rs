@@ -742,6 +742,7 @@ async fn the_openapi_document_describes_every_route() {
         ("/v1/webhooks/{id}/attempts", "get"),
         ("/v1/webhooks/{id}/test", "post"),
         ("/v1/webhooks/{id}/redeliver", "post"),
+        ("/callbacks/{provider_id}", "post"),
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/metrics", "get"),

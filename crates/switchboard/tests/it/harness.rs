@@ -24,6 +24,7 @@ pub struct TestApp {
     pub worker: Worker,
     pub webhooks: switchboard_worker::WebhookDeliverer,
     pub store: Arc<dyn Store>,
+    pub sim: Arc<switchboard_providers::sim::SimProvider>,
     _dir: TempDir,
     shutdown: CancellationToken,
 }
@@ -65,6 +66,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     let worker = built.worker.clone();
     let webhooks = built.webhooks.clone();
     let store = built.store.clone();
+    let sim = built.sim.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -78,6 +80,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         worker,
         webhooks,
         store,
+        sim,
         _dir: dir,
         shutdown,
     }

@@ -3,6 +3,7 @@
 //! One binary for all of them (see ARCHITECTURE.md).
 
 mod api;
+mod callbacks;
 mod cli;
 mod consent;
 mod crash;
