@@ -7,6 +7,9 @@ pub enum StoreError {
     /// The SQLite engine reported an error.
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The database (either engine) reported an error.
+    #[error("{0}")]
+    Db(#[from] crate::sql::db::DbError),
     /// The writer thread has stopped (shutdown, or it crashed).
     #[error("the database writer has stopped")]
     WriterGone,

@@ -10,7 +10,7 @@
 
 mod error;
 mod model;
-pub mod sqlite;
+pub mod sql;
 
 pub use error::StoreError;
 pub use model::{

@@ -16,7 +16,7 @@ use switchboard_http::{AppState, HttpConfig, KeyCache};
 use switchboard_providers::Providers;
 use switchboard_providers::sim::{SimConfig, SimProvider};
 use switchboard_store::Store;
-use switchboard_store::sqlite::SqliteStore;
+use switchboard_store::sql::SqliteStore;
 use switchboard_store::{StoreError, WebhookAttemptRecord, WebhookJob};
 use switchboard_worker::webhooks::check_template;
 use switchboard_worker::{WebhookConfig, WebhookDeliverer, Worker, WorkerConfig};

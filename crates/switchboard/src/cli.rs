@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 use switchboard_core::{Clock, SystemClock, WorkspaceId};
 use switchboard_http::admin::{ApiKeyInfo, issue_key, workspace_name};
-use switchboard_store::sqlite::SqliteStore;
+use switchboard_store::sql::SqliteStore;
 use switchboard_store::{Store, StoreError};
 use tokio_util::sync::CancellationToken;
 

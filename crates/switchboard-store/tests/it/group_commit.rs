@@ -1,7 +1,8 @@
 use std::sync::Arc;
 
 use rusqlite::Connection;
-use switchboard_store::sqlite::GroupCommit;
+use switchboard_store::sql::GroupCommit;
+use switchboard_store::sql::db::{Conn, V};
 use switchboard_store::{AcceptOutcome, StoreError};
 
 use crate::{simple, sqlite};
@@ -36,14 +37,14 @@ async fn a_failing_write_rolls_back_alone_and_its_batch_commits() {
     let conn = Connection::open(&path).unwrap();
     conn.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY)")
         .unwrap();
-    let (gc, _thread) = GroupCommit::start(conn);
+    let (gc, _thread) = GroupCommit::start(Conn::Lite(conn), None);
     let gc = Arc::new(gc);
     let mut tasks = Vec::new();
     for n in 0..50i64 {
         let gc = gc.clone();
         tasks.push(tokio::spawn(async move {
             gc.run(move |c| {
-                c.execute("INSERT INTO t (n) VALUES (?1)", [n])?;
+                c.execute("INSERT INTO t (n) VALUES (?1)", &[V::Int(n)])?;
                 if n == 25 {
                     return Err(StoreError::Corrupt("refused on purpose".into()));
                 }

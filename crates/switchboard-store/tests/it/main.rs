@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 use switchboard_core::{NewMessage, ProviderId, SubmitInput, Timestamp, WorkspaceId};
-use switchboard_store::sqlite::SqliteStore;
+use switchboard_store::sql::SqliteStore;
 use switchboard_store::{AcceptRequest, Store};
 use tempfile::TempDir;
 

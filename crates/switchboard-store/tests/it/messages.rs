@@ -123,8 +123,8 @@ async fn recovery_makes_in_flight_work_claimable_at_once() {
 #[tokio::test]
 async fn a_second_process_cannot_open_the_same_data_directory() {
     let dir = tempfile::tempdir().unwrap();
-    let _first = switchboard_store::sqlite::SqliteStore::open(dir.path()).unwrap();
-    let second = switchboard_store::sqlite::SqliteStore::open(dir.path());
+    let _first = switchboard_store::sql::SqliteStore::open(dir.path()).unwrap();
+    let second = switchboard_store::sql::SqliteStore::open(dir.path());
     assert!(second.unwrap_err().to_string().contains("in use"));
 }
 

@@ -13,24 +13,27 @@
 //! others in the batch. If the commit itself fails, every job in the batch is
 //! answered with the error: none of them happened.
 //!
-//! *Invariant*: this thread is the only writer of the database, so a job can
-//! read and then write (idempotency check, state transition) without races.
+//! *Invariant*: this thread is the only writer of the database on this
+//! node, so a job can read and then write (idempotency check, state
+//! transition) without races from this node. On PostgreSQL other nodes write
+//! too: jobs that read and then change shared rows lock them
+//! (`Db::for_update`, `Db::skip_locked`).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
-use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
+use super::db::{Conn, Db};
 use crate::error::StoreError;
 use crate::model::GroupCommitStats;
 
 type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// A write: given the open transaction (or the error that prevented one), it
 /// runs and says whether to keep its writes and how to answer after commit.
-type Job = Box<dyn FnOnce(Result<&Connection, &StoreError>) -> (bool, Reply) + Send>;
+type Job = Box<dyn FnOnce(Result<&Db<'_>, &StoreError>) -> (bool, Reply) + Send>;
 
 /// Queue capacity: submitters wait (backpressure) beyond this many pending jobs.
 const QUEUE: usize = 16_384;
@@ -53,14 +56,18 @@ pub struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the writer thread on `conn`.
-    pub fn start(conn: Connection) -> (Self, JoinHandle<()>) {
+    /// Starts the writer thread on `conn`; `reconnect` replaces a
+    /// connection that broke (a PostgreSQL server restart).
+    pub fn start(
+        conn: Conn,
+        reconnect: Option<Box<dyn Fn() -> Result<Conn, StoreError> + Send>>,
+    ) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let counters = Arc::new(Counters::default());
         let c = counters.clone();
         let handle = std::thread::Builder::new()
-            .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, &c))
+            .name("db-writer".into())
+            .spawn(move || writer_loop(conn, reconnect, rx, &c))
             .expect("spawning the writer thread");
         (GroupCommit { tx, counters }, handle)
     }
@@ -70,7 +77,7 @@ impl GroupCommit {
     pub async fn run<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
-        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+        F: FnOnce(&Db<'_>) -> Result<R, StoreError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
         let job: Job =
@@ -107,9 +114,27 @@ impl GroupCommit {
     }
 }
 
-fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, counters: &Counters) {
+fn writer_loop(
+    mut conn: Conn,
+    reconnect: Option<Box<dyn Fn() -> Result<Conn, StoreError> + Send>>,
+    mut rx: mpsc::Receiver<Job>,
+    counters: &Counters,
+) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
+        if conn.is_broken()
+            && let Some(reconnect) = &reconnect
+        {
+            match reconnect() {
+                Ok(c) => {
+                    tracing::warn!("the database connection broke; reconnected");
+                    conn = c;
+                }
+                Err(e) => tracing::error!(error = %e, "reconnecting to the database failed"),
+            }
+        }
+        let db = conn.db();
+        let conn = &db;
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -118,7 +143,7 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, counters: &Counter
             }
         }
         let n = batch.len() as u64;
-        let replies = run_batch(&conn, batch.drain(..));
+        let replies = run_batch(conn, batch.drain(..));
         let outcome = conn.execute_batch("COMMIT").map_err(StoreError::from);
         if outcome.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
@@ -138,8 +163,13 @@ fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, counters: &Counter
     }
 }
 
-fn run_batch(conn: &Connection, jobs: impl Iterator<Item = Job>) -> Vec<Reply> {
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+fn run_batch(conn: &Db<'_>, jobs: impl Iterator<Item = Job>) -> Vec<Reply> {
+    let begin = if conn.is_pg() {
+        "BEGIN"
+    } else {
+        "BEGIN IMMEDIATE"
+    };
+    if let Err(e) = conn.execute_batch(begin) {
         let e = StoreError::from(e);
         tracing::error!(error = %e, "could not begin a write transaction");
         return jobs.map(|job| job(Err(&e)).1).collect();

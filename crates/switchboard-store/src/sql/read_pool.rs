@@ -1,30 +1,26 @@
-//! A few read-only connections, used on Tokio's blocking threads. WAL lets
-//! them read committed data while the writer commits.
+//! A few read connections, used on Tokio's blocking threads. (SQLite's WAL
+//! lets them read committed data while the writer commits.)
 
-use std::path::PathBuf;
 use std::sync::Mutex;
 
-use rusqlite::Connection;
 use tokio::sync::Semaphore;
 
+use super::db::{Conn, Db};
 use crate::error::StoreError;
 
-type Opener = fn(&PathBuf) -> Result<Connection, StoreError>;
+type Opener = Box<dyn Fn() -> Result<Conn, StoreError> + Send + Sync>;
 
 /// A bounded pool of read connections, opened lazily.
-#[derive(Debug)]
 pub struct ReadPool {
-    path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
+    idle: Mutex<Vec<Conn>>,
     permits: Semaphore,
     open: Opener,
 }
 
 impl ReadPool {
-    /// A pool of at most `size` connections to `path`.
-    pub fn new(path: PathBuf, size: usize, open: Opener) -> Self {
+    /// A pool of at most `size` connections made by `open`.
+    pub fn new(size: usize, open: Opener) -> Self {
         ReadPool {
-            path,
             idle: Mutex::new(Vec::new()),
             permits: Semaphore::new(size),
             open,
@@ -35,7 +31,7 @@ impl ReadPool {
     pub async fn run<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
-        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+        F: FnOnce(&Db<'_>) -> Result<R, StoreError> + Send + 'static,
     {
         let _permit = self
             .permits
@@ -45,16 +41,25 @@ impl ReadPool {
         // A std Mutex, not a Tokio one: it is held only to pop or push.
         let conn = self.idle.lock().expect("read pool lock").pop();
         let conn = match conn {
-            Some(c) => c,
-            None => (self.open)(&self.path)?,
+            Some(c) if !c.is_broken() => c,
+            _ => (self.open)()?,
         };
         let (conn, result) = tokio::task::spawn_blocking(move || {
-            let r = f(&conn);
+            let r = f(&conn.db());
             (conn, r)
         })
         .await
         .map_err(|e| StoreError::Corrupt(format!("read task failed: {e}")))?;
-        self.idle.lock().expect("read pool lock").push(conn);
+        // A connection that broke is dropped, not pooled.
+        if !conn.is_broken() {
+            self.idle.lock().expect("read pool lock").push(conn);
+        }
         result
+    }
+}
+
+impl std::fmt::Debug for ReadPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadPool").finish_non_exhaustive()
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use super::db::{Db, DbError, OptionalExt, Row, V, p};
 use switchboard_core::quiet_hours::QuietHours;
 use switchboard_core::retry::GiveUpReason;
 use switchboard_core::state::transition;
@@ -24,7 +24,7 @@ use crate::model::*;
     reason = "one row's columns; a struct would only restate them"
 )]
 fn record_event(
-    c: &Connection,
+    c: &Db<'_>,
     ws: &str,
     message_id: &str,
     event: EventType,
@@ -33,26 +33,27 @@ fn record_event(
     error_code: Option<&str>,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    let mut stmt = c.prepare_cached(
-        "INSERT INTO events (id, workspace_id, message_id, type, status, detail, error_code, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?;
     let id = EventId::new_at(now);
-    stmt.execute(params![
-        id.as_str(),
-        ws,
-        message_id,
-        event.as_str(),
-        status.as_str(),
-        detail,
-        error_code,
-        now.as_millis()
-    ])?;
+    let seq: i64 = c.query_row(
+        "INSERT INTO events (id, workspace_id, message_id, type, status, detail, error_code, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING seq",
+        p![
+            id.as_str(),
+            ws,
+            message_id,
+            event.as_str(),
+            status.as_str(),
+            detail,
+            error_code,
+            now.as_millis()
+        ],
+        |r| r.get(0),
+    )?;
     super::webhooks::fan_out(
         c,
         ws,
         id.as_str(),
-        c.last_insert_rowid(),
+        seq,
         event.as_str(),
         Some(message_id),
         now,
@@ -62,7 +63,7 @@ fn record_event(
 /// id, request hash, initial status, client_ref, segments, encoding, created_at.
 type AcceptedRow = (String, String, String, Option<String>, u32, String, i64);
 
-fn accepted_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AcceptedRow> {
+fn accepted_from_row(r: &Row<'_>) -> Result<AcceptedRow, DbError> {
     Ok((
         r.get(0)?,
         r.get(1)?,
@@ -75,7 +76,7 @@ fn accepted_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AcceptedRow> {
 }
 
 /// Stores a message or resolves its idempotency key.
-pub fn accept(c: &Connection, req: &AcceptRequest) -> Result<AcceptOutcome, StoreError> {
+pub fn accept(c: &Db<'_>, req: &AcceptRequest) -> Result<AcceptOutcome, StoreError> {
     let m = &req.message;
     let ws = req.workspace_id.as_str();
     if let Some(key) = &m.idempotency_key {
@@ -83,9 +84,8 @@ pub fn accept(c: &Connection, req: &AcceptRequest) -> Result<AcceptOutcome, Stor
             "SELECT id, request_hash, initial_status, client_ref, segments, encoding, created_at
              FROM messages WHERE workspace_id = ?1 AND idempotency_key = ?2",
         )?;
-        if let Some((id, hash, status, client_ref, segments, encoding, created)) = stmt
-            .query_row(params![ws, key], accepted_from_row)
-            .optional()?
+        if let Some((id, hash, status, client_ref, segments, encoding, created)) =
+            stmt.query_row(p![ws, key], accepted_from_row).optional()?
         {
             let id = MessageId::parse(&id).map_err(|_| StoreError::Corrupt(id.clone()))?;
             if hash != req.request_hash {
@@ -140,7 +140,7 @@ pub fn accept(c: &Connection, req: &AcceptRequest) -> Result<AcceptOutcome, Stor
             next_attempt_at, send_at, expires_at, idempotency_key, request_hash, created_at, updated_at, consent_exempt)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, ?16, 0, ?17, ?18, ?19, ?20, ?21, ?22, ?22, ?23)",
     )?;
-    stmt.execute(params![
+    stmt.execute(p![
         id.as_str(),
         ws,
         m.to.as_str(),
@@ -192,22 +192,22 @@ pub fn accept(c: &Connection, req: &AcceptRequest) -> Result<AcceptOutcome, Stor
 
 /// A message with its timeline and attempts, scoped to the workspace.
 pub fn get(
-    c: &Connection,
+    c: &Db<'_>,
     ws: &WorkspaceId,
     id: &MessageId,
 ) -> Result<Option<MessageDetail>, StoreError> {
     let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE workspace_id = ?1 AND id = ?2");
     let mut stmt = c.prepare_cached(&sql)?;
-    let mut found = stmt.query(params![ws.as_str(), id.as_str()])?;
+    let mut found = stmt.query(p![ws.as_str(), id.as_str()])?;
     let Some(row) = found.next()? else {
         return Ok(None);
     };
-    let message = rows::message(row)?;
+    let message = rows::message(&row)?;
     let mut stmt = c.prepare_cached(
         "SELECT id, type, status, detail, error_code, created_at FROM events WHERE message_id = ?1 ORDER BY seq",
     )?;
     let events = stmt
-        .query_map([id.as_str()], |r| {
+        .query_map(p![id.as_str()], |r| {
             Ok(EventRecord {
                 id: r.get(0)?,
                 event_type: r.get(1)?,
@@ -223,7 +223,7 @@ pub fn get(
          FROM attempts WHERE message_id = ?1 ORDER BY attempt, started_at",
     )?;
     let attempts = stmt
-        .query_map([id.as_str()], |r| {
+        .query_map(p![id.as_str()], |r| {
             Ok(AttemptRecord {
                 attempt: r.get(0)?,
                 provider_id: r.get(1)?,
@@ -245,45 +245,41 @@ pub fn get(
 }
 
 /// A page of a workspace's messages, newest first.
-pub fn list(
-    c: &Connection,
-    ws: &WorkspaceId,
-    f: &MessageFilter,
-) -> Result<MessagePage, StoreError> {
+pub fn list(c: &Db<'_>, ws: &WorkspaceId, f: &MessageFilter) -> Result<MessagePage, StoreError> {
     let mut sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE workspace_id = ?");
-    let mut args: Vec<rusqlite::types::Value> = vec![ws.as_str().to_owned().into()];
+    let mut args: Vec<V> = vec![ws.as_str().into()];
     if let Some(s) = f.status {
         sql.push_str(" AND status = ?");
-        args.push(s.as_str().to_owned().into());
+        args.push(s.as_str().into());
     }
     if let Some(to) = &f.to {
         sql.push_str(" AND to_phone = ?");
-        args.push(to.clone().into());
+        args.push(to.into());
     }
     if let Some(r) = &f.client_ref {
         sql.push_str(" AND client_ref = ?");
-        args.push(r.clone().into());
+        args.push(r.into());
     }
     if let Some(t) = f.created_after {
         sql.push_str(" AND created_at >= ?");
-        args.push(t.as_millis().into());
+        args.push(V::Int(t.as_millis()));
     }
     if let Some(t) = f.created_before {
         sql.push_str(" AND created_at < ?");
-        args.push(t.as_millis().into());
+        args.push(V::Int(t.as_millis()));
     }
     if let Some(cursor) = &f.cursor {
         sql.push_str(" AND id < ?");
-        args.push(cursor.as_str().to_owned().into());
+        args.push(cursor.as_str().into());
     }
     sql.push_str(" ORDER BY id DESC LIMIT ?");
     let limit = f.limit.clamp(1, 100);
-    args.push(i64::try_from(limit + 1).unwrap_or(101).into());
+    args.push(V::Int(i64::try_from(limit + 1).unwrap_or(101)));
     let mut stmt = c.prepare_cached(&sql)?;
-    let mut rows_ = stmt.query(rusqlite::params_from_iter(args))?;
+    let mut rows_ = stmt.query(&args)?;
     let mut data = Vec::with_capacity(limit + 1);
     while let Some(r) = rows_.next()? {
-        data.push(rows::message(r)?);
+        data.push(rows::message(&r)?);
     }
     let next_cursor = if data.len() > limit {
         data.truncate(limit);
@@ -296,7 +292,7 @@ pub fn list(
 
 /// Cancels a message that has not been sent yet. `None` if it does not exist.
 pub fn cancel(
-    c: &Connection,
+    c: &Db<'_>,
     ws: &WorkspaceId,
     id: &MessageId,
     now: Timestamp,
@@ -304,7 +300,7 @@ pub fn cancel(
     let current: Option<String> = c
         .query_row(
             "SELECT status FROM messages WHERE workspace_id = ?1 AND id = ?2",
-            params![ws.as_str(), id.as_str()],
+            p![ws.as_str(), id.as_str()],
             |r| r.get(0),
         )
         .optional()?;
@@ -316,7 +312,7 @@ pub fn cancel(
         Ok(t) => {
             c.execute(
                 "UPDATE messages SET status = ?1, next_attempt_at = NULL, error_code = 'canceled', updated_at = ?2 WHERE id = ?3",
-                params![t.to.as_str(), now.as_millis(), id.as_str()],
+                p![t.to.as_str(), now.as_millis(), id.as_str()],
             )?;
             record_event(
                 c,
@@ -360,7 +356,7 @@ struct Candidate {
 
 const CANDIDATE_COLUMNS: &str = "id, workspace_id, to_phone, from_addr, channel, body, media_urls, provider_id, attempts, expires_at, claimed_at, status, created_at, consent_exempt, category, priority, timezone";
 
-fn candidate(r: &rusqlite::Row<'_>) -> rusqlite::Result<Candidate> {
+fn candidate(r: &Row<'_>) -> Result<Candidate, DbError> {
     Ok(Candidate {
         id: r.get(0)?,
         ws: r.get(1)?,
@@ -382,12 +378,12 @@ fn candidate(r: &rusqlite::Row<'_>) -> rusqlite::Result<Candidate> {
     })
 }
 
-fn release_scheduled(c: &Connection, now: Timestamp) -> Result<(), StoreError> {
+fn release_scheduled(c: &Db<'_>, now: Timestamp) -> Result<(), StoreError> {
     let mut stmt = c.prepare_cached(
         "SELECT id, workspace_id FROM messages WHERE status = 'scheduled' AND next_attempt_at <= ?1 LIMIT 1000",
     )?;
     let due = stmt
-        .query_map([now.as_millis()], |r| {
+        .query_map(p![now.as_millis()], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
         })?
         .collect::<Result<Vec<_>, _>>()?;
@@ -395,7 +391,7 @@ fn release_scheduled(c: &Connection, now: Timestamp) -> Result<(), StoreError> {
         let t = transition(Status::Scheduled, Trigger::Release).expect("scheduled can be released");
         c.execute(
             "UPDATE messages SET status = ?1, updated_at = ?2 WHERE id = ?3",
-            params![t.to.as_str(), now.as_millis(), id],
+            p![t.to.as_str(), now.as_millis(), id],
         )?;
         record_event(
             c,
@@ -414,7 +410,7 @@ fn release_scheduled(c: &Connection, now: Timestamp) -> Result<(), StoreError> {
 /// Releases due scheduled messages, then claims due queued messages and
 /// messages whose lease ran out. Expired ones are expired instead of claimed.
 pub fn claim_due(
-    c: &Connection,
+    c: &Db<'_>,
     now: Timestamp,
     limit: usize,
     lease: Duration,
@@ -427,7 +423,7 @@ pub fn claim_due(
              ORDER BY priority DESC, next_attempt_at LIMIT ?2"
         );
         let mut stmt = c.prepare_cached(&sql)?;
-        stmt.query_map(params![now.as_millis(), limit], candidate)?
+        stmt.query_map(p![now.as_millis(), limit], candidate)?
             .collect::<Result<Vec<_>, _>>()?
     };
     let room = limit - candidates.len() as i64;
@@ -437,7 +433,7 @@ pub fn claim_due(
         );
         let mut stmt = c.prepare_cached(&sql)?;
         candidates.extend(
-            stmt.query_map(params![now.as_millis(), room], candidate)?
+            stmt.query_map(p![now.as_millis(), room], candidate)?
                 .collect::<Result<Vec<_>, _>>()?,
         );
     }
@@ -473,7 +469,7 @@ pub fn claim_due(
             c.execute(
                 "INSERT INTO attempts (id, message_id, attempt, provider_id, started_at, duration_ms, outcome, error_class, error_message)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'interrupted', 'transport', 'the dispatcher stopped before the attempt finished')",
-                params![
+                p![
                     AttemptId::new_at(now).as_str(),
                     id,
                     attempts,
@@ -488,7 +484,7 @@ pub fn claim_due(
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             c.execute(
                 "UPDATE messages SET status = ?1, next_attempt_at = NULL, lease_until = NULL, error_code = 'expired', updated_at = ?2 WHERE id = ?3",
-                params![t.to.as_str(), now.as_millis(), id],
+                p![t.to.as_str(), now.as_millis(), id],
             )?;
             record_event(
                 c,
@@ -508,7 +504,7 @@ pub fn claim_due(
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
             c.execute(
                 "UPDATE messages SET status = ?1, next_attempt_at = NULL, lease_until = NULL, error_code = 'recipient_opted_out', updated_at = ?2 WHERE id = ?3",
-                params![t.to.as_str(), now.as_millis(), id],
+                p![t.to.as_str(), now.as_millis(), id],
             )?;
             record_event(
                 c,
@@ -554,7 +550,7 @@ pub fn claim_due(
                     .map_err(|e| StoreError::Corrupt(e.to_string()))?;
                 c.execute(
                     "UPDATE messages SET status = ?1, next_attempt_at = ?2, updated_at = ?3 WHERE id = ?4",
-                    params![t.to.as_str(), until.as_millis(), now.as_millis(), id],
+                    p![t.to.as_str(), until.as_millis(), now.as_millis(), id],
                 )?;
                 record_event(
                     c,
@@ -575,7 +571,7 @@ pub fn claim_due(
         let attempt = attempts + 1;
         c.execute(
             "UPDATE messages SET status = 'sending', attempts = ?1, lease_until = ?2, claimed_at = ?3, next_attempt_at = NULL, updated_at = ?3 WHERE id = ?4",
-            params![attempt, lease_until, now.as_millis(), id],
+            p![attempt, lease_until, now.as_millis(), id],
         )?;
         if from_status == Status::Queued {
             let t = transition(from_status, Trigger::Claim).expect("queued can be claimed");
@@ -615,7 +611,7 @@ pub fn claim_due(
     Ok(claimed)
 }
 
-fn log_attempt(c: &Connection, r: &AttemptReport) -> Result<(), StoreError> {
+fn log_attempt(c: &Db<'_>, r: &AttemptReport) -> Result<(), StoreError> {
     let (outcome, class, code, message, pmid): (
         &str,
         Option<ErrorClass>,
@@ -644,7 +640,7 @@ fn log_attempt(c: &Connection, r: &AttemptReport) -> Result<(), StoreError> {
         "INSERT INTO attempts (id, message_id, attempt, provider_id, started_at, duration_ms, outcome, error_class, error_code, error_message, provider_message_id)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?;
-    stmt.execute(params![
+    stmt.execute(p![
         AttemptId::new_at(r.started_at).as_str(),
         r.message_id.as_str(),
         r.attempt,
@@ -661,15 +657,12 @@ fn log_attempt(c: &Connection, r: &AttemptReport) -> Result<(), StoreError> {
 }
 
 /// Records an attempt's result and applies the transition it implies.
-pub fn complete_attempt(
-    c: &Connection,
-    r: &AttemptReport,
-) -> Result<TransitionOutcome, StoreError> {
+pub fn complete_attempt(c: &Db<'_>, r: &AttemptReport) -> Result<TransitionOutcome, StoreError> {
     log_attempt(c, r)?;
     let row: Option<(String, u32, String)> = c
         .query_row(
             "SELECT status, attempts, workspace_id FROM messages WHERE id = ?1",
-            [r.message_id.as_str()],
+            p![r.message_id.as_str()],
             |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
         )
         .optional()?;
@@ -690,7 +683,7 @@ pub fn complete_attempt(
         {
             c.execute(
                 "UPDATE messages SET provider_message_id = COALESCE(provider_message_id, ?1) WHERE id = ?2",
-                params![provider_message_id, id],
+                p![provider_message_id, id],
             )?;
         }
         return Ok(if attempts != r.attempt {
@@ -765,7 +758,7 @@ pub fn complete_attempt(
         } => {
             c.execute(
                 "UPDATE messages SET status = ?1, provider_message_id = ?2, lease_until = NULL, error_code = NULL, error_message = NULL, updated_at = ?3 WHERE id = ?4",
-                params![t.to.as_str(), provider_message_id, now.as_millis(), id],
+                p![t.to.as_str(), provider_message_id, now.as_millis(), id],
             )?;
         }
         AttemptOutcome::Retry {
@@ -773,19 +766,19 @@ pub fn complete_attempt(
         } => {
             c.execute(
                 "UPDATE messages SET status = ?1, next_attempt_at = ?2, lease_until = NULL, error_code = ?3, error_message = ?4, updated_at = ?5 WHERE id = ?6",
-                params![t.to.as_str(), next_at.as_millis(), error_code, message, now.as_millis(), id],
+                p![t.to.as_str(), next_at.as_millis(), error_code, message, now.as_millis(), id],
             )?;
         }
         AttemptOutcome::GiveUp { message, .. } => {
             c.execute(
                 "UPDATE messages SET status = ?1, lease_until = NULL, error_code = ?2, error_message = ?3, updated_at = ?4 WHERE id = ?5",
-                params![t.to.as_str(), error_code, message, now.as_millis(), id],
+                p![t.to.as_str(), error_code, message, now.as_millis(), id],
             )?;
         }
         AttemptOutcome::Expired => {
             c.execute(
                 "UPDATE messages SET status = ?1, lease_until = NULL, error_code = 'expired', updated_at = ?2 WHERE id = ?3",
-                params![t.to.as_str(), now.as_millis(), id],
+                p![t.to.as_str(), now.as_millis(), id],
             )?;
         }
     }
@@ -807,7 +800,7 @@ pub fn complete_attempt(
 
 /// Applies a receipt to the message with this provider id.
 pub fn apply_receipt(
-    c: &Connection,
+    c: &Db<'_>,
     provider_id: &str,
     provider_message_id: &str,
     kind: ReceiptKind,
@@ -816,7 +809,7 @@ pub fn apply_receipt(
 ) -> Result<ReceiptOutcome, StoreError> {
     let row: Option<(String, String, String)> = c
         .prepare_cached("SELECT id, status, workspace_id FROM messages WHERE provider_id = ?1 AND provider_message_id = ?2")?
-        .query_row(params![provider_id, provider_message_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_row(p![provider_id, provider_message_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
     let Some((id, status, ws)) = row else {
         return Ok(ReceiptOutcome::UnknownMessage);
@@ -831,7 +824,7 @@ pub fn apply_receipt(
     match transition(from, trigger) {
         Ok(t) => {
             c.prepare_cached("UPDATE messages SET status = ?1, lease_until = NULL, error_code = COALESCE(?2, error_code), updated_at = ?3 WHERE id = ?4")?
-                .execute(params![t.to.as_str(), code, now.as_millis(), id])?;
+                .execute(p![t.to.as_str(), code, now.as_millis(), id])?;
             record_event(c, &ws, &id, t.event, t.to, detail, code, now)?;
             Ok(ReceiptOutcome::Applied {
                 message_id,
@@ -846,23 +839,23 @@ pub fn apply_receipt(
 }
 
 /// The earliest due time among scheduled, queued and leased messages.
-pub fn next_due_at(c: &Connection) -> Result<Option<Timestamp>, StoreError> {
+pub fn next_due_at(c: &Db<'_>) -> Result<Option<Timestamp>, StoreError> {
     let t: Option<i64> = c.query_row(
         "SELECT MIN(t) FROM (
             SELECT MIN(next_attempt_at) AS t FROM messages WHERE status = 'queued'
             UNION ALL SELECT MIN(next_attempt_at) FROM messages WHERE status = 'scheduled'
             UNION ALL SELECT MIN(lease_until) FROM messages WHERE status = 'sending')",
-        [],
+        p![],
         |r| r.get(0),
     )?;
     Ok(t.map(Timestamp::from_millis))
 }
 
 /// Counts by status.
-pub fn status_counts(c: &Connection) -> Result<Vec<(Status, u64)>, StoreError> {
+pub fn status_counts(c: &Db<'_>) -> Result<Vec<(Status, u64)>, StoreError> {
     let mut stmt = c.prepare_cached("SELECT status, COUNT(*) FROM messages GROUP BY status")?;
     let rows_ = stmt
-        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+        .query_map(p![], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
         .collect::<Result<Vec<_>, _>>()?;
     rows_
         .into_iter()

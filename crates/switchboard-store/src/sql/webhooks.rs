@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use super::db::{Db, OptionalExt, Row, p};
 use serde_json::{Value, json};
 use switchboard_core::webhook_endpoint::{
     DEFAULT_DISABLE_AFTER, DEFAULT_RETRY_SCHEDULE, DEFAULT_TIMEOUT_MS, EndpointSettings,
@@ -27,7 +27,7 @@ fn corrupt(what: &str, v: impl std::fmt::Display) -> StoreError {
 /// Creates a delivery for each enabled endpoint of the workspace that
 /// subscribes to `event_type`.
 pub fn fan_out(
-    c: &Connection,
+    c: &Db<'_>,
     ws: &str,
     event_id: &str,
     seq: i64,
@@ -42,35 +42,36 @@ pub fn fan_out(
          WHERE w.workspace_id = ?1 AND w.enabled = 1 AND w.deleted_at IS NULL
            AND (w.event_types IS NULL OR EXISTS (SELECT 1 FROM json_each(w.event_types) WHERE value = ?5))",
     )?
-    .execute(params![ws, event_id, seq, ordering_key, event_type, now.as_millis()])?;
+    .execute(p![ws, event_id, seq, ordering_key, event_type, now.as_millis()])?;
     Ok(())
 }
 
 /// Records an event that is not about a message (`endpoint.disabled`,
 /// `webhook.test`, …) with its payload; fans it out if `fan` is set.
 pub fn record_workspace_event(
-    c: &Connection,
+    c: &Db<'_>,
     ws: &str,
     event_type: &str,
     payload: &Value,
     now: Timestamp,
     fan: bool,
-) -> Result<String, StoreError> {
+) -> Result<(String, i64), StoreError> {
     let id = EventId::new_at(now).to_string();
-    c.prepare_cached(
-        "INSERT INTO events (id, workspace_id, message_id, type, status, payload, created_at) VALUES (?1, ?2, NULL, ?3, '', ?4, ?5)",
-    )?
-    .execute(params![id, ws, event_type, payload.to_string(), now.as_millis()])?;
+    let seq: i64 = c.query_row(
+        "INSERT INTO events (id, workspace_id, message_id, type, status, payload, created_at) VALUES (?1, ?2, NULL, ?3, '', ?4, ?5) RETURNING seq",
+        p![id, ws, event_type, payload.to_string(), now.as_millis()],
+        |r| r.get(0),
+    )?;
     if fan {
-        fan_out(c, ws, &id, c.last_insert_rowid(), event_type, None, now)?;
+        fan_out(c, ws, &id, seq, event_type, None, now)?;
     }
-    Ok(id)
+    Ok((id, seq))
 }
 
 const ENDPOINT_COLUMNS: &str = "id, workspace_id, url, method, content_type, event_types, headers, description, enabled, disabled_reason, \
      format, template, retry_schedule, timeout_ms, disable_after, consecutive_failures, secret, previous_secret, previous_secret_until, created_at, updated_at";
 
-fn endpoint(r: &rusqlite::Row<'_>) -> Result<EndpointRecord, StoreError> {
+fn endpoint(r: &Row<'_>) -> Result<EndpointRecord, StoreError> {
     let ws: String = r.get(1)?;
     let types: Option<String> = r.get(5)?;
     let headers: String = r.get(6)?;
@@ -104,7 +105,7 @@ fn endpoint(r: &rusqlite::Row<'_>) -> Result<EndpointRecord, StoreError> {
 }
 
 fn load_endpoint(
-    c: &Connection,
+    c: &Db<'_>,
     ws: Option<&WorkspaceId>,
     id: &str,
 ) -> Result<Option<EndpointRecord>, StoreError> {
@@ -112,13 +113,13 @@ fn load_endpoint(
         "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = ?1 AND deleted_at IS NULL AND (?2 IS NULL OR workspace_id = ?2)"
     );
     let mut stmt = c.prepare_cached(&sql)?;
-    let mut found = stmt.query(params![id, ws.map(WorkspaceId::as_str)])?;
-    found.next()?.map(endpoint).transpose()
+    let mut found = stmt.query(p![id, ws.map(WorkspaceId::as_str)])?;
+    found.next()?.map(|r| endpoint(&r)).transpose()
 }
 
 /// Creates an endpoint from validated settings (defaults fill the gaps).
 pub fn create_endpoint(
-    c: &Connection,
+    c: &Db<'_>,
     ws: &WorkspaceId,
     s: &EndpointSettings,
     id: &str,
@@ -141,7 +142,7 @@ pub fn create_endpoint(
         "INSERT INTO webhook_endpoints (id, workspace_id, url, method, content_type, event_types, headers, description, enabled,
             format, template, retry_schedule, timeout_ms, disable_after, secret, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?16)",
-        params![
+        p![
             id,
             ws.as_str(),
             s.url.as_deref().unwrap_or_default(),
@@ -164,22 +165,22 @@ pub fn create_endpoint(
 }
 
 /// The workspace's endpoints, oldest first.
-pub fn list_endpoints(c: &Connection, ws: &WorkspaceId) -> Result<Vec<EndpointRecord>, StoreError> {
+pub fn list_endpoints(c: &Db<'_>, ws: &WorkspaceId) -> Result<Vec<EndpointRecord>, StoreError> {
     let sql = format!(
         "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE workspace_id = ?1 AND deleted_at IS NULL ORDER BY id"
     );
     let mut stmt = c.prepare_cached(&sql)?;
-    let mut rows_ = stmt.query([ws.as_str()])?;
+    let mut rows_ = stmt.query(p![ws.as_str()])?;
     let mut out = Vec::new();
     while let Some(r) = rows_.next()? {
-        out.push(endpoint(r)?);
+        out.push(endpoint(&r)?);
     }
     Ok(out)
 }
 
 /// One endpoint of the workspace.
 pub fn get_endpoint(
-    c: &Connection,
+    c: &Db<'_>,
     ws: &WorkspaceId,
     id: &str,
 ) -> Result<Option<EndpointRecord>, StoreError> {
@@ -188,7 +189,7 @@ pub fn get_endpoint(
 
 /// Applies a partial update. Re-enabling clears the failure count.
 pub fn update_endpoint(
-    c: &Connection,
+    c: &Db<'_>,
     ws: &WorkspaceId,
     id: &str,
     s: &EndpointSettings,
@@ -241,7 +242,7 @@ pub fn update_endpoint(
         "UPDATE webhook_endpoints SET url = ?1, method = ?2, content_type = ?3, event_types = ?4, headers = ?5, description = ?6,
             enabled = ?7, disabled_reason = ?8, format = ?9, template = ?10, retry_schedule = ?11, timeout_ms = ?12,
             disable_after = ?13, consecutive_failures = ?14, updated_at = ?15 WHERE id = ?16",
-        params![
+        p![
             e.url,
             e.method,
             e.content_type,
@@ -265,22 +266,22 @@ pub fn update_endpoint(
 
 /// Deletes an endpoint; its pending deliveries are dropped.
 pub fn delete_endpoint(
-    c: &Connection,
+    c: &Db<'_>,
     ws: &WorkspaceId,
     id: &str,
     now: Timestamp,
 ) -> Result<bool, StoreError> {
     let n = c.execute(
         "UPDATE webhook_endpoints SET deleted_at = ?1, enabled = 0 WHERE id = ?2 AND workspace_id = ?3 AND deleted_at IS NULL",
-        params![now.as_millis(), id, ws.as_str()],
+        p![now.as_millis(), id, ws.as_str()],
     )?;
-    c.execute("UPDATE webhook_deliveries SET status = 'canceled' WHERE endpoint_id = ?1 AND status = 'pending'", [id])?;
+    c.execute("UPDATE webhook_deliveries SET status = 'canceled' WHERE endpoint_id = ?1 AND status = 'pending'", p![id])?;
     Ok(n > 0)
 }
 
 /// Replaces the secret; the old one keeps signing until `grace_until`.
 pub fn rotate_secret(
-    c: &Connection,
+    c: &Db<'_>,
     ws: &WorkspaceId,
     id: &str,
     new_secret: &str,
@@ -290,7 +291,7 @@ pub fn rotate_secret(
     let n = c.execute(
         "UPDATE webhook_endpoints SET previous_secret = secret, previous_secret_until = ?1, secret = ?2, updated_at = ?3
          WHERE id = ?4 AND workspace_id = ?5 AND deleted_at IS NULL",
-        params![grace_until.as_millis(), new_secret, now.as_millis(), id, ws.as_str()],
+        p![grace_until.as_millis(), new_secret, now.as_millis(), id, ws.as_str()],
     )?;
     if n == 0 {
         return Ok(None);
@@ -330,7 +331,7 @@ fn message_data(
 }
 
 /// Loads the event with its data.
-fn load_event(c: &Connection, event_id: &str) -> Result<Option<WebhookEvent>, StoreError> {
+fn load_event(c: &Db<'_>, event_id: &str) -> Result<Option<WebhookEvent>, StoreError> {
     type Row = (
         String,
         String,
@@ -343,7 +344,7 @@ fn load_event(c: &Connection, event_id: &str) -> Result<Option<WebhookEvent>, St
     );
     let row: Option<Row> = c
         .prepare_cached("SELECT workspace_id, type, message_id, status, detail, error_code, payload, created_at FROM events WHERE id = ?1")?
-        .query_row([event_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?)))
+        .query_row(p![event_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?)))
         .optional()?;
     let Some((ws, event_type, message_id, status, detail, error_code, payload, created)) = row
     else {
@@ -353,10 +354,10 @@ fn load_event(c: &Connection, event_id: &str) -> Result<Option<WebhookEvent>, St
         (Some(mid), _) => {
             let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1");
             let mut stmt = c.prepare_cached(&sql)?;
-            let mut found = stmt.query([&mid])?;
+            let mut found = stmt.query(p![&mid])?;
             match found.next()? {
                 Some(r) => message_data(
-                    &rows::message(r)?,
+                    &rows::message(&r)?,
                     &status,
                     error_code.as_deref(),
                     detail.as_deref(),
@@ -381,7 +382,7 @@ fn load_event(c: &Connection, event_id: &str) -> Result<Option<WebhookEvent>, St
 /// does not pile up attempts past its `disable_after`; a healthy endpoint
 /// gets as many at once as are due.
 pub fn claim(
-    c: &Connection,
+    c: &Db<'_>,
     now: Timestamp,
     limit: usize,
     lease: Duration,
@@ -400,7 +401,7 @@ pub fn claim(
                                  AND p.status = 'pending' AND p.event_seq < d.event_seq)
              ORDER BY d.next_attempt_at, d.event_seq LIMIT ?2",
         )?
-        .query_map(params![now.as_millis(), i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+        .query_map(p![now.as_millis(), i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
         })?
         .collect::<Result<_, _>>()?;
@@ -417,7 +418,7 @@ pub fn claim(
     let mut jobs = Vec::with_capacity(due.len());
     for (id, endpoint_id, event_id, attempts, trigger) in due {
         c.prepare_cached("UPDATE webhook_deliveries SET lease_until = ?1, attempts = attempts + 1, updated_at = ?2 WHERE id = ?3")?
-            .execute(params![lease_until, now.as_millis(), id])?;
+            .execute(p![lease_until, now.as_millis(), id])?;
         let endpoint = match endpoints.get(&endpoint_id) {
             Some(e) => e.clone(),
             None => {
@@ -440,12 +441,12 @@ pub fn claim(
 }
 
 /// Logs an attempt and applies its outcome to the delivery and endpoint.
-pub fn complete(c: &Connection, r: &WebhookAttemptReport) -> Result<(), StoreError> {
+pub fn complete(c: &Db<'_>, r: &WebhookAttemptReport) -> Result<(), StoreError> {
     c.prepare_cached(
         "INSERT INTO webhook_attempts (id, endpoint_id, delivery_id, event_id, attempt, trigger, status_code, error, response_body, duration_ms, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?
-    .execute(params![
+    .execute(p![
         format!("wha_{}", &EventId::new_at(r.finished_at).as_str()[4..]),
         r.endpoint_id,
         r.delivery_id,
@@ -468,17 +469,17 @@ pub fn complete(c: &Connection, r: &WebhookAttemptReport) -> Result<(), StoreErr
         "UPDATE webhook_deliveries SET status = ?1, next_attempt_at = COALESCE(?2, next_attempt_at), lease_until = NULL, updated_at = ?3
          WHERE id = ?4 AND status = 'pending'",
     )?
-    .execute(params![status, next, now, r.delivery_id])?;
+    .execute(p![status, next, now, r.delivery_id])?;
     // A test send says nothing about the endpoint's health.
     if r.trigger == "test" {
         return Ok(());
     }
     if r.outcome == WebhookOutcome::Succeeded {
         c.prepare_cached("UPDATE webhook_endpoints SET consecutive_failures = 0 WHERE id = ?1")?
-            .execute([&r.endpoint_id])?;
+            .execute(p![&r.endpoint_id])?;
         return Ok(());
     }
-    c.prepare_cached("UPDATE webhook_endpoints SET consecutive_failures = consecutive_failures + 1 WHERE id = ?1")?.execute([&r.endpoint_id])?;
+    c.prepare_cached("UPDATE webhook_endpoints SET consecutive_failures = consecutive_failures + 1 WHERE id = ?1")?.execute(p![&r.endpoint_id])?;
     let Some(e) = load_endpoint(c, None, &r.endpoint_id)? else {
         return Ok(());
     };
@@ -495,7 +496,7 @@ pub fn complete(c: &Connection, r: &WebhookAttemptReport) -> Result<(), StoreErr
     if let (Some(reason), true) = (reason, e.enabled) {
         c.execute(
             "UPDATE webhook_endpoints SET enabled = 0, disabled_reason = ?1, updated_at = ?2 WHERE id = ?3",
-            params![reason, now, e.id],
+            p![reason, now, e.id],
         )?;
         let payload = json!({"object": "webhook_endpoint", "id": e.id, "url": e.url, "reason": reason, "consecutive_failures": e.consecutive_failures});
         record_workspace_event(
@@ -512,7 +513,7 @@ pub fn complete(c: &Connection, r: &WebhookAttemptReport) -> Result<(), StoreErr
 
 /// The attempt log of an endpoint, newest first.
 pub fn attempts(
-    c: &Connection,
+    c: &Db<'_>,
     ws: &WorkspaceId,
     endpoint_id: &str,
     limit: usize,
@@ -525,7 +526,7 @@ pub fn attempts(
             "SELECT id, delivery_id, event_id, attempt, trigger, status_code, error, response_body, duration_ms, created_at
              FROM webhook_attempts WHERE endpoint_id = ?1 ORDER BY created_at DESC, rowid DESC LIMIT ?2",
         )?
-        .query_map(params![endpoint_id, i64::try_from(limit).unwrap_or(100)], |r| {
+        .query_map(p![endpoint_id, i64::try_from(limit).unwrap_or(100)], |r| {
             Ok(WebhookAttemptRecord {
                 id: r.get(0)?,
                 delivery_id: r.get(1)?,
@@ -546,7 +547,7 @@ pub fn attempts(
 /// Queues events again for one endpoint (manual trigger). Returns how many,
 /// or `None` if the endpoint does not exist.
 pub fn redeliver(
-    c: &Connection,
+    c: &Db<'_>,
     ws: &WorkspaceId,
     endpoint_id: &str,
     what: &Redelivery,
@@ -558,13 +559,13 @@ pub fn redeliver(
     let events: Vec<(String, i64, String, Option<String>)> = match what {
         Redelivery::Event(id) => c
             .prepare_cached("SELECT id, seq, type, message_id FROM events WHERE id = ?1 AND workspace_id = ?2")?
-            .query_map(params![id, ws.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .query_map(p![id, ws.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
             .collect::<Result<_, _>>()?,
         Redelivery::Range { since, until } => c
             .prepare_cached(
                 "SELECT id, seq, type, message_id FROM events WHERE workspace_id = ?1 AND created_at >= ?2 AND created_at < ?3 ORDER BY seq LIMIT 10000",
             )?
-            .query_map(params![ws.as_str(), since.as_millis(), until.as_millis()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .query_map(p![ws.as_str(), since.as_millis(), until.as_millis()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
             .collect::<Result<_, _>>()?,
     };
     let mut n = 0;
@@ -582,7 +583,7 @@ pub fn redeliver(
              VALUES (?1 || '/' || ?2, ?2, ?3, ?1, ?4, ?5, 'pending', 'manual', ?6, ?6, ?6)
              ON CONFLICT (id) DO UPDATE SET status = 'pending', trigger = 'manual', next_attempt_at = ?6, lease_until = NULL, updated_at = ?6",
         )?
-        .execute(params![event_id, endpoint_id, ws.as_str(), seq, message_id, now.as_millis()])?;
+        .execute(p![event_id, endpoint_id, ws.as_str(), seq, message_id, now.as_millis()])?;
         n += 1;
     }
     Ok(Some(n))
@@ -591,7 +592,7 @@ pub fn redeliver(
 /// Records a `webhook.test` event for one endpoint and claims its delivery
 /// for the caller, who makes the attempt at once.
 pub fn test_job(
-    c: &Connection,
+    c: &Db<'_>,
     ws: &WorkspaceId,
     endpoint_id: &str,
     now: Timestamp,
@@ -600,13 +601,13 @@ pub fn test_job(
         return Ok(None);
     };
     let payload = json!({"object": "webhook_test", "endpoint_id": endpoint_id, "message": "This is a test event from Switchboard."});
-    let event_id = record_workspace_event(c, ws.as_str(), "webhook.test", &payload, now, false)?;
-    let seq = c.last_insert_rowid();
+    let (event_id, seq) =
+        record_workspace_event(c, ws.as_str(), "webhook.test", &payload, now, false)?;
     let delivery_id = format!("{event_id}/{endpoint_id}");
     c.execute(
         "INSERT INTO webhook_deliveries (id, endpoint_id, workspace_id, event_id, event_seq, status, trigger, attempts, next_attempt_at, lease_until, created_at, updated_at)
          VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 'test', 1, ?6, ?7, ?6, ?6)",
-        params![delivery_id, endpoint_id, ws.as_str(), event_id, seq, now.as_millis(), now.plus(Duration::from_secs(3600)).as_millis()],
+        p![delivery_id, endpoint_id, ws.as_str(), event_id, seq, now.as_millis(), now.plus(Duration::from_secs(3600)).as_millis()],
     )?;
     let event = load_event(c, &event_id)?.ok_or_else(|| corrupt("event", &event_id))?;
     Ok(Some(WebhookJob {
@@ -619,7 +620,7 @@ pub fn test_job(
 }
 
 /// The earliest time a delivery becomes due.
-pub fn next_due_at(c: &Connection) -> Result<Option<Timestamp>, StoreError> {
+pub fn next_due_at(c: &Db<'_>) -> Result<Option<Timestamp>, StoreError> {
     let t: Option<i64> = c.query_row(
         "SELECT MIN(MAX(d.next_attempt_at, COALESCE(d.lease_until, 0))) FROM webhook_deliveries d
          JOIN webhook_endpoints w ON w.id = d.endpoint_id
@@ -627,7 +628,7 @@ pub fn next_due_at(c: &Connection) -> Result<Option<Timestamp>, StoreError> {
            AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p
                            WHERE p.endpoint_id = d.endpoint_id AND p.ordering_key = d.ordering_key
                              AND p.status = 'pending' AND p.event_seq < d.event_seq)",
-        [],
+        p![],
         |r| r.get(0),
     )?;
     Ok(t.map(Timestamp::from_millis))

@@ -1,6 +1,6 @@
 //! Reading message rows back into records.
 
-use rusqlite::Row;
+use super::db::Row;
 use switchboard_core::{MessageId, Status, Timestamp, WorkspaceId};
 
 use crate::error::StoreError;

@@ -1,6 +1,6 @@
 //! Workspaces, API keys, senders and the admin token.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use super::db::{Db, DbError, OptionalExt, Row, p};
 use switchboard_core::message::ALL_CHANNELS;
 use switchboard_core::{ApiKeyId, Channel, ProviderId, SenderId, Timestamp, WorkspaceId};
 
@@ -10,39 +10,35 @@ use crate::model::{ApiKey, Sender, Workspace};
 /// The address of the built-in simulator sender every workspace starts with.
 pub const SIM_SENDER_ADDRESS: &str = "Switchboard";
 
-pub fn admin_token_hash(c: &Connection) -> Result<Option<String>, StoreError> {
+pub fn admin_token_hash(c: &Db<'_>) -> Result<Option<String>, StoreError> {
     Ok(c.query_row(
         "SELECT value FROM meta WHERE key = 'admin_token_hash'",
-        [],
+        p![],
         |r| r.get(0),
     )
     .optional()?)
 }
 
-pub fn set_admin_token_hash(c: &Connection, hash: &str) -> Result<(), StoreError> {
+pub fn set_admin_token_hash(c: &Db<'_>, hash: &str) -> Result<(), StoreError> {
     c.execute(
         "INSERT INTO meta (key, value) VALUES ('admin_token_hash', ?1)
          ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        [hash],
+        p![hash],
     )?;
     Ok(())
 }
 
-pub fn create_workspace(
-    c: &Connection,
-    name: &str,
-    now: Timestamp,
-) -> Result<Workspace, StoreError> {
+pub fn create_workspace(c: &Db<'_>, name: &str, now: Timestamp) -> Result<Workspace, StoreError> {
     let id = WorkspaceId::new_at(now);
     c.execute(
         "INSERT INTO workspaces (id, name, created_at) VALUES (?1, ?2, ?3)",
-        params![id.as_str(), name, now.as_millis()],
+        p![id.as_str(), name, now.as_millis()],
     )?;
     for channel in ALL_CHANNELS {
         c.execute(
             "INSERT INTO senders (id, workspace_id, channel, provider_id, address, is_default, created_at)
              VALUES (?1, ?2, ?3, 'pr_sim', ?4, 1, ?5)",
-            params![SenderId::new_at(now).as_str(), id.as_str(), channel.as_str(), SIM_SENDER_ADDRESS, now.as_millis()],
+            p![SenderId::new_at(now).as_str(), id.as_str(), channel.as_str(), SIM_SENDER_ADDRESS, now.as_millis()],
         )?;
     }
     Ok(Workspace {
@@ -53,7 +49,7 @@ pub fn create_workspace(
     })
 }
 
-fn workspace_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, Option<String>, i64)> {
+fn workspace_row(r: &Row<'_>) -> Result<(String, String, Option<String>, i64), DbError> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
 }
 
@@ -68,10 +64,10 @@ fn to_workspace(
     })
 }
 
-pub fn get_workspace(c: &Connection, id: &WorkspaceId) -> Result<Option<Workspace>, StoreError> {
+pub fn get_workspace(c: &Db<'_>, id: &WorkspaceId) -> Result<Option<Workspace>, StoreError> {
     c.query_row(
         "SELECT id, name, location_id, created_at FROM workspaces WHERE id = ?1",
-        [id.as_str()],
+        p![id.as_str()],
         workspace_row,
     )
     .optional()?
@@ -79,17 +75,17 @@ pub fn get_workspace(c: &Connection, id: &WorkspaceId) -> Result<Option<Workspac
     .transpose()
 }
 
-pub fn list_workspaces(c: &Connection) -> Result<Vec<Workspace>, StoreError> {
+pub fn list_workspaces(c: &Db<'_>) -> Result<Vec<Workspace>, StoreError> {
     let mut stmt =
-        c.prepare("SELECT id, name, location_id, created_at FROM workspaces ORDER BY id")?;
+        c.prepare_cached("SELECT id, name, location_id, created_at FROM workspaces ORDER BY id")?;
     let rows = stmt
-        .query_map([], workspace_row)?
+        .query_map(p![], workspace_row)?
         .collect::<Result<Vec<_>, _>>()?;
     rows.into_iter().map(to_workspace).collect()
 }
 
 pub fn create_api_key(
-    c: &Connection,
+    c: &Db<'_>,
     ws: &WorkspaceId,
     hash: &str,
     hint: &str,
@@ -98,7 +94,7 @@ pub fn create_api_key(
     let id = ApiKeyId::new_at(now);
     c.execute(
         "INSERT INTO api_keys (id, workspace_id, key_hash, hint, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![id.as_str(), ws.as_str(), hash, hint, now.as_millis()],
+        p![id.as_str(), ws.as_str(), hash, hint, now.as_millis()],
     )?;
     Ok(ApiKey {
         id: id.to_string(),
@@ -111,7 +107,7 @@ pub fn create_api_key(
 
 type KeyRow = (String, String, String, i64, Option<i64>);
 
-fn key_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KeyRow> {
+fn key_row(r: &Row<'_>) -> Result<KeyRow, DbError> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
 }
 
@@ -125,10 +121,10 @@ fn to_key((id, ws, hint, created, revoked): KeyRow) -> Result<ApiKey, StoreError
     })
 }
 
-pub fn find_api_key(c: &Connection, hash: &str) -> Result<Option<ApiKey>, StoreError> {
+pub fn find_api_key(c: &Db<'_>, hash: &str) -> Result<Option<ApiKey>, StoreError> {
     c.query_row(
         "SELECT id, workspace_id, hint, created_at, revoked_at FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL",
-        [hash],
+        p![hash],
         key_row,
     )
     .optional()?
@@ -136,12 +132,12 @@ pub fn find_api_key(c: &Connection, hash: &str) -> Result<Option<ApiKey>, StoreE
     .transpose()
 }
 
-pub fn list_api_keys(c: &Connection, ws: &WorkspaceId) -> Result<Vec<ApiKey>, StoreError> {
+pub fn list_api_keys(c: &Db<'_>, ws: &WorkspaceId) -> Result<Vec<ApiKey>, StoreError> {
     let mut stmt = c.prepare_cached(
         "SELECT id, workspace_id, hint, created_at, revoked_at FROM api_keys WHERE workspace_id = ?1 ORDER BY id",
     )?;
     let rows = stmt
-        .query_map([ws.as_str()], key_row)?
+        .query_map(p![ws.as_str()], key_row)?
         .collect::<Result<Vec<_>, _>>()?;
     rows.into_iter().map(to_key).collect()
 }
@@ -149,18 +145,18 @@ pub fn list_api_keys(c: &Connection, ws: &WorkspaceId) -> Result<Vec<ApiKey>, St
 /// Revokes a key of `ws`; `None` if there is no such key, else the key as it is now
 /// (revoking twice keeps the first time).
 pub fn revoke_api_key(
-    c: &Connection,
+    c: &Db<'_>,
     ws: &WorkspaceId,
     key_id: &str,
     now: Timestamp,
 ) -> Result<Option<ApiKey>, StoreError> {
     c.execute(
         "UPDATE api_keys SET revoked_at = ?1 WHERE id = ?2 AND workspace_id = ?3 AND revoked_at IS NULL",
-        params![now.as_millis(), key_id, ws.as_str()],
+        p![now.as_millis(), key_id, ws.as_str()],
     )?;
     c.query_row(
         "SELECT id, workspace_id, hint, created_at, revoked_at FROM api_keys WHERE id = ?1 AND workspace_id = ?2",
-        params![key_id, ws.as_str()],
+        p![key_id, ws.as_str()],
         key_row,
     )
     .optional()?
@@ -168,17 +164,13 @@ pub fn revoke_api_key(
     .transpose()
 }
 
-pub fn senders(
-    c: &Connection,
-    ws: &WorkspaceId,
-    channel: Channel,
-) -> Result<Vec<Sender>, StoreError> {
+pub fn senders(c: &Db<'_>, ws: &WorkspaceId, channel: Channel) -> Result<Vec<Sender>, StoreError> {
     let mut stmt = c.prepare_cached(
         "SELECT id, provider_id, address, is_default FROM senders
          WHERE workspace_id = ?1 AND channel = ?2 ORDER BY is_default DESC, created_at",
     )?;
     let rows = stmt
-        .query_map(params![ws.as_str(), channel.as_str()], |r| {
+        .query_map(p![ws.as_str(), channel.as_str()], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
@@ -203,7 +195,7 @@ pub fn senders(
 
 /// The workspaces that own `address` on `channel` through `provider`.
 pub fn sender_owners(
-    c: &Connection,
+    c: &Db<'_>,
     provider: &str,
     channel: Channel,
     address: &str,
@@ -212,7 +204,7 @@ pub fn sender_owners(
         "SELECT workspace_id FROM senders WHERE provider_id = ?1 AND channel = ?2 AND address = ?3 ORDER BY workspace_id LIMIT 2",
     )?;
     let rows = stmt
-        .query_map(params![provider, channel.as_str(), address], |r| {
+        .query_map(p![provider, channel.as_str(), address], |r| {
             r.get::<_, String>(0)
         })?
         .collect::<Result<Vec<_>, _>>()?;

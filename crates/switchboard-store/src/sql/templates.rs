@@ -1,6 +1,6 @@
 //! Message templates.
 
-use rusqlite::{Connection, ErrorCode, params};
+use super::db::{Db, DbError, Row, p};
 use switchboard_core::{Timestamp, WorkspaceId};
 
 use crate::error::StoreError;
@@ -8,7 +8,7 @@ use crate::model::TemplateRecord;
 
 const COLUMNS: &str = "id, workspace_id, name, body, variants, created_at, updated_at";
 
-fn row(r: &rusqlite::Row<'_>) -> Result<TemplateRecord, StoreError> {
+fn row(r: &Row<'_>) -> Result<TemplateRecord, StoreError> {
     let ws: String = r.get(1)?;
     let variants: String = r.get(4)?;
     Ok(TemplateRecord {
@@ -23,14 +23,14 @@ fn row(r: &rusqlite::Row<'_>) -> Result<TemplateRecord, StoreError> {
     })
 }
 
-fn is_unique_violation(e: &rusqlite::Error) -> bool {
-    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::ConstraintViolation)
+fn is_unique_violation(e: &DbError) -> bool {
+    e.is_unique_violation()
 }
 
-pub fn create(c: &Connection, t: &TemplateRecord) -> Result<Option<TemplateRecord>, StoreError> {
+pub fn create(c: &Db<'_>, t: &TemplateRecord) -> Result<Option<TemplateRecord>, StoreError> {
     let r = c.execute(
         &format!("INSERT INTO templates ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
-        params![
+        p![
             t.id,
             t.workspace_id.as_str(),
             t.name,
@@ -47,37 +47,37 @@ pub fn create(c: &Connection, t: &TemplateRecord) -> Result<Option<TemplateRecor
     }
 }
 
-pub fn list(c: &Connection, ws: &WorkspaceId) -> Result<Vec<TemplateRecord>, StoreError> {
-    let mut stmt = c.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM templates WHERE workspace_id = ?1 ORDER BY name"
-    ))?;
-    let mut rows = stmt.query([ws.as_str()])?;
+pub fn list(c: &Db<'_>, ws: &WorkspaceId) -> Result<Vec<TemplateRecord>, StoreError> {
+    let sql = format!("SELECT {COLUMNS} FROM templates WHERE workspace_id = ?1 ORDER BY name");
+    let mut stmt = c.prepare_cached(&sql)?;
+    let mut rows = stmt.query(p![ws.as_str()])?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
-        out.push(row(r)?);
+        out.push(row(&r)?);
     }
     Ok(out)
 }
 
 pub fn get(
-    c: &Connection,
+    c: &Db<'_>,
     ws: &WorkspaceId,
     id_or_name: &str,
 ) -> Result<Option<TemplateRecord>, StoreError> {
-    let mut stmt = c.prepare_cached(&format!(
+    let sql = format!(
         "SELECT {COLUMNS} FROM templates WHERE workspace_id = ?1 AND (id = ?2 OR name = ?2)"
-    ))?;
-    let mut rows = stmt.query(params![ws.as_str(), id_or_name])?;
-    rows.next()?.map(row).transpose()
+    );
+    let mut stmt = c.prepare_cached(&sql)?;
+    let mut rows = stmt.query(p![ws.as_str(), id_or_name])?;
+    rows.next()?.map(|r| row(&r)).transpose()
 }
 
 pub fn update(
-    c: &Connection,
+    c: &Db<'_>,
     t: &TemplateRecord,
 ) -> Result<Option<Result<TemplateRecord, ()>>, StoreError> {
     let r = c.execute(
         "UPDATE templates SET name = ?1, body = ?2, variants = ?3, updated_at = ?4 WHERE id = ?5 AND workspace_id = ?6",
-        params![t.name, t.body, serde_json::to_string(&t.variants).expect("strings"), t.updated_at.as_millis(), t.id, t.workspace_id.as_str()],
+        p![t.name, t.body, serde_json::to_string(&t.variants).expect("strings"), t.updated_at.as_millis(), t.id, t.workspace_id.as_str()],
     );
     match r {
         Ok(0) => Ok(None),
@@ -87,9 +87,9 @@ pub fn update(
     }
 }
 
-pub fn delete(c: &Connection, ws: &WorkspaceId, id: &str) -> Result<bool, StoreError> {
+pub fn delete(c: &Db<'_>, ws: &WorkspaceId, id: &str) -> Result<bool, StoreError> {
     Ok(c.execute(
         "DELETE FROM templates WHERE workspace_id = ?1 AND (id = ?2 OR name = ?2)",
-        params![ws.as_str(), id],
+        p![ws.as_str(), id],
     )? > 0)
 }

@@ -1,7 +1,7 @@
 //! Inbound messages, linked to their conversation, with keyword handling in
 //! the same transaction (the opt-out is on disk before anything is answered).
 
-use rusqlite::{Connection, OptionalExtension, params};
+use super::db::{Db, OptionalExt, Row, p};
 use serde_json::json;
 use switchboard_core::{EventId, Timestamp, WorkspaceId};
 
@@ -12,7 +12,7 @@ use crate::model::{ConsentChange, InboundOutcome, InboundRecord, NewInbound};
 
 const COLUMNS: &str = "id, from_phone, to_addr, channel, text, media_urls, conversation_message_id, keyword, created_at";
 
-fn row(r: &rusqlite::Row<'_>) -> Result<InboundRecord, StoreError> {
+fn row(r: &Row<'_>) -> Result<InboundRecord, StoreError> {
     let media: Option<String> = r.get(5)?;
     Ok(InboundRecord {
         id: r.get(0)?,
@@ -46,20 +46,21 @@ pub fn data(i: &InboundRecord) -> serde_json::Value {
     })
 }
 
-pub fn record(c: &Connection, n: &NewInbound) -> Result<InboundOutcome, StoreError> {
+pub fn record(c: &Db<'_>, n: &NewInbound) -> Result<InboundOutcome, StoreError> {
     let ws = n.workspace_id.as_str();
     if let Some(pmid) = &n.provider_message_id {
-        let mut stmt = c.prepare_cached(&format!(
+        let sql = format!(
             "SELECT {COLUMNS} FROM inbound WHERE provider_id = ?1 AND provider_message_id = ?2"
-        ))?;
-        let mut found = stmt.query(params![n.provider_id, pmid])?;
+        );
+        let mut stmt = c.prepare_cached(&sql)?;
+        let mut found = stmt.query(p![n.provider_id, pmid])?;
         if let Some(r) = found.next()? {
-            return Ok(InboundOutcome::Duplicate(row(r)?));
+            return Ok(InboundOutcome::Duplicate(row(&r)?));
         }
     }
     let conversation: Option<String> = c
         .prepare_cached("SELECT id FROM messages WHERE workspace_id = ?1 AND to_phone = ?2 ORDER BY id DESC LIMIT 1")?
-        .query_row(params![ws, n.from], |r| r.get(0))
+        .query_row(p![ws, n.from], |r| r.get(0))
         .optional()?;
     let rec = InboundRecord {
         id: format!("in_{}", &EventId::new_at(n.now).as_str()[4..]),
@@ -76,7 +77,7 @@ pub fn record(c: &Connection, n: &NewInbound) -> Result<InboundOutcome, StoreErr
         "INSERT INTO inbound (id, workspace_id, from_phone, to_addr, channel, text, media_urls, provider_id, provider_message_id, conversation_message_id, keyword, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
     )?
-    .execute(params![
+    .execute(p![
         rec.id,
         ws,
         rec.from,
@@ -120,17 +121,18 @@ pub fn record(c: &Connection, n: &NewInbound) -> Result<InboundOutcome, StoreErr
 }
 
 pub fn list(
-    c: &Connection,
+    c: &Db<'_>,
     ws: &WorkspaceId,
     phone: Option<&str>,
     cursor: Option<&str>,
     limit: usize,
 ) -> Result<Vec<InboundRecord>, StoreError> {
-    let mut stmt = c.prepare_cached(&format!(
+    let sql = format!(
         "SELECT {COLUMNS} FROM inbound WHERE workspace_id = ?1 AND (?2 IS NULL OR from_phone = ?2) AND (?3 IS NULL OR id < ?3)
          ORDER BY id DESC LIMIT ?4"
-    ))?;
-    let mut rows = stmt.query(params![
+    );
+    let mut stmt = c.prepare_cached(&sql)?;
+    let mut rows = stmt.query(p![
         ws.as_str(),
         phone,
         cursor,
@@ -138,16 +140,16 @@ pub fn list(
     ])?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
-        out.push(row(r)?);
+        out.push(row(&r)?);
     }
     Ok(out)
 }
 
-pub fn settings(c: &Connection, ws: &WorkspaceId) -> Result<Option<serde_json::Value>, StoreError> {
+pub fn settings(c: &Db<'_>, ws: &WorkspaceId) -> Result<Option<serde_json::Value>, StoreError> {
     let s: Option<String> = c
         .query_row(
             "SELECT settings FROM workspaces WHERE id = ?1",
-            [ws.as_str()],
+            p![ws.as_str()],
             |r| r.get(0),
         )
         .optional()?;
@@ -156,12 +158,12 @@ pub fn settings(c: &Connection, ws: &WorkspaceId) -> Result<Option<serde_json::V
 }
 
 pub fn set_settings(
-    c: &Connection,
+    c: &Db<'_>,
     ws: &WorkspaceId,
     v: &serde_json::Value,
 ) -> Result<bool, StoreError> {
     Ok(c.execute(
         "UPDATE workspaces SET settings = ?1 WHERE id = ?2",
-        params![v.to_string(), ws.as_str()],
+        p![v.to_string(), ws.as_str()],
     )? > 0)
 }

@@ -4,9 +4,11 @@
 //! in-flight work at once instead of waiting for leases to run out.
 
 mod consent;
+pub mod db;
 mod group_commit;
 mod inbound;
 mod messages;
+mod pg_schema;
 mod read_pool;
 mod receipts;
 mod rows;
@@ -20,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use db::{Conn, DbError, PgConn};
 use rusqlite::{Connection, OpenFlags};
 use switchboard_core::{Channel, MessageId, Status, Timestamp, WorkspaceId};
 
@@ -34,15 +37,28 @@ use crate::model::*;
 pub const DB_FILE: &str = "switchboard.db";
 const LOCK_FILE: &str = "switchboard.lock";
 
-/// The SQLite store.
+/// The SQL store: SQLite (embedded, one node) or PostgreSQL (any number
+/// of nodes), with the same SQL, the same group-commit writer and a pool of
+/// readers.
 #[derive(Debug)]
-pub struct SqliteStore {
+pub struct SqlStore {
     writer: GroupCommit,
     readers: ReadPool,
-    path: PathBuf,
-    // Held for the life of the store: the exclusive lock on the data dir.
-    _lock: File,
+    engine: Engine,
 }
+
+#[derive(Debug)]
+enum Engine {
+    Sqlite {
+        path: PathBuf,
+        // Held for the life of the store: the exclusive lock on the data dir.
+        _lock: File,
+    },
+    Postgres,
+}
+
+/// The SQLite store (the embedded default).
+pub type SqliteStore = SqlStore;
 
 fn configure(conn: &Connection) -> Result<(), StoreError> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -54,8 +70,8 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-impl SqliteStore {
-    /// Opens (creating if needed) the store in `data_dir`, applies
+impl SqlStore {
+    /// Opens (creating if needed) the SQLite store in `data_dir`, applies
     /// migrations and starts the writer thread.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|e| {
@@ -80,31 +96,73 @@ impl SqliteStore {
         let mut conn = Connection::open(&path)?;
         configure(&conn)?;
         schema::migrate(&mut conn)?;
-        let (writer, _handle) = GroupCommit::start(conn);
-        let readers = ReadPool::new(path.clone(), 4, |p| {
-            let c = Connection::open_with_flags(
-                p,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )?;
-            c.pragma_update(None, "busy_timeout", 5000)?;
-            Ok(c)
-        });
-        Ok(SqliteStore {
+        let (writer, _handle) = GroupCommit::start(Conn::Lite(conn), None);
+        let read_path = path.clone();
+        let readers = ReadPool::new(
+            4,
+            Box::new(move || {
+                let c = Connection::open_with_flags(
+                    &read_path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                c.pragma_update(None, "busy_timeout", 5000)?;
+                Ok(Conn::Lite(c))
+            }),
+        );
+        Ok(SqlStore {
             writer,
             readers,
-            path,
-            _lock: lock,
+            engine: Engine::Sqlite { path, _lock: lock },
         })
     }
 
-    /// The database file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Connects to PostgreSQL at `url` (`postgres://user@host:port/db`),
+    /// applies its migrations (one node at a time, under an advisory lock)
+    /// and starts the writer. `readers` connections serve reads. Blocks:
+    /// call it from a blocking context (or `connect_postgres_async`).
+    pub fn connect_postgres(url: &str, readers: usize) -> Result<Self, StoreError> {
+        let config: postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::DataDir(format!("invalid database URL: {e}")))?;
+        let connect = move || -> Result<Conn, StoreError> {
+            let client = config.connect(postgres::NoTls).map_err(DbError::from)?;
+            Ok(Conn::Pg(Box::new(PgConn::new(client))))
+        };
+        let writer_conn = connect()?;
+        pg_schema::migrate(&writer_conn.db())?;
+        let (writer, _handle) = GroupCommit::start(writer_conn, Some(Box::new(connect.clone())));
+        let readers = ReadPool::new(readers.max(1), Box::new(connect));
+        Ok(SqlStore {
+            writer,
+            readers,
+            engine: Engine::Postgres,
+        })
+    }
+
+    /// `connect_postgres` on a blocking thread.
+    pub async fn connect_postgres_async(url: &str, readers: usize) -> Result<Self, StoreError> {
+        let url = url.to_owned();
+        tokio::task::spawn_blocking(move || Self::connect_postgres(&url, readers))
+            .await
+            .map_err(|e| StoreError::DataDir(format!("connecting failed: {e}")))?
+    }
+
+    /// The SQLite database file (`None` on PostgreSQL).
+    pub fn path(&self) -> Option<&Path> {
+        match &self.engine {
+            Engine::Sqlite { path, .. } => Some(path),
+            Engine::Postgres => None,
+        }
+    }
+
+    /// Whether this store is on PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.engine, Engine::Postgres)
     }
 }
 
 #[async_trait]
-impl Store for SqliteStore {
+impl Store for SqlStore {
     async fn admin_token_hash(&self) -> Result<Option<String>, StoreError> {
         self.readers.run(tenants::admin_token_hash).await
     }
@@ -299,12 +357,17 @@ impl Store for SqliteStore {
     }
 
     async fn recover_in_flight(&self) -> Result<u64, StoreError> {
+        if self.is_postgres() {
+            // Other nodes may be sending right now: work left by a node that
+            // died is taken over when its lease runs out, never sooner.
+            return Ok(0);
+        }
         self.writer
             .run(|c| {
-                let messages = c.execute("UPDATE messages SET lease_until = 0 WHERE status = 'sending'", [])?;
+                let messages = c.execute("UPDATE messages SET lease_until = 0 WHERE status = 'sending'", db::p![])?;
                 let deliveries = c.execute(
                     "UPDATE webhook_deliveries SET lease_until = NULL WHERE status = 'pending' AND lease_until IS NOT NULL",
-                    [],
+                    db::p![],
                 )?;
                 Ok((messages + deliveries) as u64)
             })
@@ -321,7 +384,7 @@ impl Store for SqliteStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.readers
-            .run(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
+            .run(|c| Ok(c.query_row("SELECT 1", db::p![], |_| Ok(()))?))
             .await
     }
 

@@ -6,7 +6,7 @@
 //! has yet (the send's result commits late) waits and is checked again with
 //! backoff; after a day it is kept as `unmatched`.
 
-use rusqlite::{Connection, params};
+use super::db::{Db, p};
 use switchboard_core::Timestamp;
 
 use super::messages::apply_receipt;
@@ -15,7 +15,7 @@ use crate::model::{ReceiptKind, ReceiptOutcome, ReceiptPass};
 
 /// Stores a receipt; `false` if the same one was stored before.
 pub fn receive(
-    c: &Connection,
+    c: &Db<'_>,
     provider_id: &str,
     pmid: &str,
     kind: ReceiptKind,
@@ -27,12 +27,12 @@ pub fn receive(
             "INSERT INTO receipt_inbox (provider_id, provider_message_id, kind, raw, received_at, next_check_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT (provider_id, provider_message_id, kind) DO NOTHING",
         )?
-        .execute(params![provider_id, pmid, kind.as_str(), raw, now.as_millis()])?;
+        .execute(p![provider_id, pmid, kind.as_str(), raw, now.as_millis()])?;
     Ok(n > 0)
 }
 
 /// Applies due pending receipts.
-pub fn process(c: &Connection, now: Timestamp, limit: usize) -> Result<ReceiptPass, StoreError> {
+pub fn process(c: &Db<'_>, now: Timestamp, limit: usize) -> Result<ReceiptPass, StoreError> {
     type Row = (i64, String, String, String, u32, i64);
     let rows: Vec<Row> = c
         .prepare_cached(
@@ -40,7 +40,7 @@ pub fn process(c: &Connection, now: Timestamp, limit: usize) -> Result<ReceiptPa
              WHERE state = 'pending' AND next_check_at <= ?1
              ORDER BY provider_id, provider_message_id, CASE kind WHEN 'read' THEN 2 ELSE 1 END, id LIMIT ?2",
         )?
-        .query_map(params![now.as_millis(), i64::try_from(limit).unwrap_or(1000)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?
+        .query_map(p![now.as_millis(), i64::try_from(limit).unwrap_or(1000)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?
         .collect::<Result<_, _>>()?;
     let mut pass = ReceiptPass::default();
     for (id, provider, pmid, kind, checks, received_at) in rows {
@@ -65,12 +65,12 @@ pub fn process(c: &Connection, now: Timestamp, limit: usize) -> Result<ReceiptPa
                 // 1 s, 2 s, 4 s … up to 5 min between checks.
                 let wait = 1000i64 << checks.min(8);
                 c.prepare_cached("UPDATE receipt_inbox SET checks = checks + 1, next_check_at = ?1 WHERE id = ?2")?
-                    .execute(params![now.as_millis() + wait.min(300_000), id])?;
+                    .execute(p![now.as_millis() + wait.min(300_000), id])?;
                 continue;
             }
         };
         c.prepare_cached("UPDATE receipt_inbox SET state = ?1, processed_at = ?2 WHERE id = ?3")?
-            .execute(params![state, now.as_millis(), id])?;
+            .execute(p![state, now.as_millis(), id])?;
     }
     Ok(pass)
 }

@@ -2,7 +2,7 @@
 //! are events (`contact.opted_out`, `contact.opted_in`) when the state
 //! actually changes; every request is kept in the history.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use super::db::{Db, OptionalExt, p};
 use serde_json::json;
 use switchboard_core::{Timestamp, WorkspaceId};
 
@@ -12,7 +12,7 @@ use crate::model::{ConsentChange, ConsentChangeRecord, ConsentRecord, ContactCon
 
 /// The recorded state (`opted_in`, `opted_out`) of a number on a channel.
 pub fn state_of(
-    c: &Connection,
+    c: &Db<'_>,
     ws: &str,
     phone: &str,
     channel: &str,
@@ -20,23 +20,18 @@ pub fn state_of(
     Ok(c.prepare_cached(
         "SELECT state FROM contacts WHERE workspace_id = ?1 AND phone = ?2 AND channel = ?3",
     )?
-    .query_row(params![ws, phone, channel], |r| r.get(0))
+    .query_row(p![ws, phone, channel], |r| r.get(0))
     .optional()?)
 }
 
 /// Whether the number has opted out of the channel.
-pub fn is_opted_out(
-    c: &Connection,
-    ws: &str,
-    phone: &str,
-    channel: &str,
-) -> Result<bool, StoreError> {
+pub fn is_opted_out(c: &Db<'_>, ws: &str, phone: &str, channel: &str) -> Result<bool, StoreError> {
     Ok(state_of(c, ws, phone, channel)?.as_deref() == Some("opted_out"))
 }
 
 /// Records a change; returns whether the state changed. With `emit`, a
 /// change of state is also a `contact.*` event.
-pub fn change(c: &Connection, ch: &ConsentChange, emit: bool) -> Result<bool, StoreError> {
+pub fn change(c: &Db<'_>, ch: &ConsentChange, emit: bool) -> Result<bool, StoreError> {
     let ws = ch.workspace_id.as_str();
     let before = state_of(c, ws, &ch.phone, &ch.channel)?;
     c.prepare_cached(
@@ -44,12 +39,12 @@ pub fn change(c: &Connection, ch: &ConsentChange, emit: bool) -> Result<bool, St
          ON CONFLICT (workspace_id, phone, channel) DO UPDATE SET state = excluded.state, source = excluded.source,
              jurisdiction = COALESCE(excluded.jurisdiction, contacts.jurisdiction), updated_at = excluded.updated_at",
     )?
-    .execute(params![ws, ch.phone, ch.channel, ch.state, ch.source, ch.jurisdiction, ch.at.as_millis()])?;
+    .execute(p![ws, ch.phone, ch.channel, ch.state, ch.source, ch.jurisdiction, ch.at.as_millis()])?;
     c.prepare_cached(
         "INSERT INTO consent_history (workspace_id, phone, channel, state, source, jurisdiction, detail, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
-    .execute(params![ws, ch.phone, ch.channel, ch.state, ch.source, ch.jurisdiction, ch.detail, ch.at.as_millis()])?;
+    .execute(p![ws, ch.phone, ch.channel, ch.state, ch.source, ch.jurisdiction, ch.detail, ch.at.as_millis()])?;
     let changed = before.as_deref() != Some(ch.state.as_str());
     if changed && emit {
         let event = if ch.state == "opted_out" {
@@ -72,10 +67,10 @@ pub fn change(c: &Connection, ch: &ConsentChange, emit: bool) -> Result<bool, St
 }
 
 /// The number's consent: per channel, and the history.
-pub fn get(c: &Connection, ws: &WorkspaceId, phone: &str) -> Result<ContactConsent, StoreError> {
+pub fn get(c: &Db<'_>, ws: &WorkspaceId, phone: &str) -> Result<ContactConsent, StoreError> {
     let current = c
         .prepare_cached("SELECT channel, state, source, jurisdiction, updated_at FROM contacts WHERE workspace_id = ?1 AND phone = ?2 ORDER BY channel")?
-        .query_map(params![ws.as_str(), phone], |r| {
+        .query_map(p![ws.as_str(), phone], |r| {
             Ok(ConsentRecord { channel: r.get(0)?, state: r.get(1)?, source: r.get(2)?, jurisdiction: r.get(3)?, updated_at: Timestamp::from_millis(r.get(4)?) })
         })?
         .collect::<Result<Vec<_>, _>>()?;
@@ -83,7 +78,7 @@ pub fn get(c: &Connection, ws: &WorkspaceId, phone: &str) -> Result<ContactConse
         .prepare_cached(
             "SELECT channel, state, source, jurisdiction, detail, created_at FROM consent_history WHERE workspace_id = ?1 AND phone = ?2 ORDER BY id",
         )?
-        .query_map(params![ws.as_str(), phone], |r| {
+        .query_map(p![ws.as_str(), phone], |r| {
             Ok(ConsentChangeRecord {
                 channel: r.get(0)?,
                 state: r.get(1)?,
@@ -100,7 +95,7 @@ pub fn get(c: &Connection, ws: &WorkspaceId, phone: &str) -> Result<ContactConse
 /// Records many changes in one transaction, without events (an imported
 /// suppression list is not news to the customer's systems). Returns
 /// (changed, unchanged).
-pub fn import(c: &Connection, changes: &[ConsentChange]) -> Result<(u64, u64), StoreError> {
+pub fn import(c: &Db<'_>, changes: &[ConsentChange]) -> Result<(u64, u64), StoreError> {
     let mut changed = 0;
     for ch in changes {
         if change(c, ch, false)? {
@@ -113,7 +108,7 @@ pub fn import(c: &Connection, changes: &[ConsentChange]) -> Result<(u64, u64), S
 /// Contacts with a recorded consent, by phone then channel, after `cursor`
 /// (`phone|channel`).
 pub fn list(
-    c: &Connection,
+    c: &Db<'_>,
     ws: &WorkspaceId,
     state: Option<&str>,
     cursor: Option<&str>,
@@ -127,7 +122,7 @@ pub fn list(
              ORDER BY phone, channel LIMIT ?5",
         )?
         .query_map(
-            params![
+            p![
                 ws.as_str(),
                 state,
                 after_phone,
