@@ -149,6 +149,11 @@ fn writer_loop(
             let _ = conn.execute_batch("ROLLBACK");
             tracing::error!(error = ?outcome, jobs = n, "group commit failed");
         }
+        // Counted before answering, so a caller that has its answer sees
+        // its commit in the counters.
+        counters.commits.fetch_add(1, Ordering::Relaxed);
+        counters.jobs.fetch_add(n, Ordering::Relaxed);
+        counters.max_batch.fetch_max(n, Ordering::Relaxed);
         for reply in replies {
             reply(
                 outcome
@@ -157,9 +162,6 @@ fn writer_loop(
                     .map_err(StoreError::for_each_job),
             );
         }
-        counters.commits.fetch_add(1, Ordering::Relaxed);
-        counters.jobs.fetch_add(n, Ordering::Relaxed);
-        counters.max_batch.fetch_max(n, Ordering::Relaxed);
     }
 }
 

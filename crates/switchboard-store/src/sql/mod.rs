@@ -100,7 +100,7 @@ impl SqlStore {
         let read_path = path.clone();
         let readers = ReadPool::new(
             4,
-            Box::new(move || {
+            std::sync::Arc::new(move || {
                 let c = Connection::open_with_flags(
                     &read_path,
                     OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -131,7 +131,7 @@ impl SqlStore {
         let writer_conn = connect()?;
         pg_schema::migrate(&writer_conn.db())?;
         let (writer, _handle) = GroupCommit::start(writer_conn, Some(Box::new(connect.clone())));
-        let readers = ReadPool::new(readers.max(1), Box::new(connect));
+        let readers = ReadPool::new(readers.max(1), std::sync::Arc::new(connect));
         Ok(SqlStore {
             writer,
             readers,

@@ -8,7 +8,7 @@ use tokio::sync::Semaphore;
 use super::db::{Conn, Db};
 use crate::error::StoreError;
 
-type Opener = Box<dyn Fn() -> Result<Conn, StoreError> + Send + Sync>;
+type Opener = std::sync::Arc<dyn Fn() -> Result<Conn, StoreError> + Send + Sync>;
 
 /// A bounded pool of read connections, opened lazily.
 pub struct ReadPool {
@@ -39,19 +39,25 @@ impl ReadPool {
             .await
             .map_err(|_| StoreError::WriterGone)?;
         // A std Mutex, not a Tokio one: it is held only to pop or push.
-        let conn = self.idle.lock().expect("read pool lock").pop();
-        let conn = match conn {
-            Some(c) if !c.is_broken() => c,
-            _ => (self.open)()?,
-        };
+        let idle = self.idle.lock().expect("read pool lock").pop();
+        let open = self.open.clone();
+        // Opening, using and dropping a connection all block (PostgreSQL's
+        // client runs its own small runtime): all on a blocking thread.
         let (conn, result) = tokio::task::spawn_blocking(move || {
+            let conn = match idle {
+                Some(c) if !c.is_broken() => c,
+                _ => match open() {
+                    Ok(c) => c,
+                    Err(e) => return (None, Err(e)),
+                },
+            };
             let r = f(&conn.db());
-            (conn, r)
+            // A connection that broke is dropped here, not pooled.
+            ((!conn.is_broken()).then_some(conn), r)
         })
         .await
         .map_err(|e| StoreError::Corrupt(format!("read task failed: {e}")))?;
-        // A connection that broke is dropped, not pooled.
-        if !conn.is_broken() {
+        if let Some(conn) = conn {
             self.idle.lock().expect("read pool lock").push(conn);
         }
         result
@@ -61,5 +67,18 @@ impl ReadPool {
 impl std::fmt::Debug for ReadPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReadPool").finish_non_exhaustive()
+    }
+}
+
+impl Drop for ReadPool {
+    fn drop(&mut self) {
+        // Closing a PostgreSQL client blocks on its runtime, which must not
+        // happen on an async thread: close them on a thread of their own.
+        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|e| e.into_inner()));
+        if !idle.is_empty() {
+            let _ = std::thread::Builder::new()
+                .name("db-close".into())
+                .spawn(move || drop(idle));
+        }
     }
 }

@@ -35,14 +35,23 @@ pub fn fan_out(
     ordering_key: Option<&str>,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    c.prepare_cached(
+    let sql = if c.is_pg() {
+        "INSERT INTO webhook_deliveries (id, endpoint_id, workspace_id, event_id, event_seq, ordering_key, status, next_attempt_at, created_at, updated_at)
+         SELECT ?2::TEXT || '/' || w.id, w.id, ?1::TEXT, ?2::TEXT, ?3::BIGINT, ?4::TEXT, 'pending', ?6::BIGINT, ?6::BIGINT, ?6::BIGINT
+         FROM webhook_endpoints w
+         WHERE w.workspace_id = ?1 AND w.enabled = 1 AND w.deleted_at IS NULL
+           AND (w.event_types IS NULL OR jsonb_exists(w.event_types::jsonb, ?5::TEXT))"
+    } else {
         "INSERT INTO webhook_deliveries (id, endpoint_id, workspace_id, event_id, event_seq, ordering_key, status, next_attempt_at, created_at, updated_at)
          SELECT ?2 || '/' || w.id, w.id, ?1, ?2, ?3, ?4, 'pending', ?6, ?6, ?6
          FROM webhook_endpoints w
          WHERE w.workspace_id = ?1 AND w.enabled = 1 AND w.deleted_at IS NULL
-           AND (w.event_types IS NULL OR EXISTS (SELECT 1 FROM json_each(w.event_types) WHERE value = ?5))",
-    )?
-    .execute(p![ws, event_id, seq, ordering_key, event_type, now.as_millis()])?;
+           AND (w.event_types IS NULL OR EXISTS (SELECT 1 FROM json_each(w.event_types) WHERE value = ?5))"
+    };
+    c.execute(
+        sql,
+        p![ws, event_id, seq, ordering_key, event_type, now.as_millis()],
+    )?;
     Ok(())
 }
 

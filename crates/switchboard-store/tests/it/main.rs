@@ -1,14 +1,18 @@
-//! Store behaviour, stated once. Runs on SQLite; the PostgreSQL backend
-//! will run the same cases.
+//! Store behaviour, stated once and run on both backends: every case in
+//! `conformance!` becomes a SQLite test and a PostgreSQL test. The
+//! PostgreSQL tests need `SWITCHBOARD_TEST_DATABASE_URL` (`.ci/run` sets
+//! it); each runs in a schema of its own, dropped at the end.
 
+mod conformance;
 mod group_commit;
 mod messages;
+mod multi_node;
 
 use std::sync::Arc;
 
 use serde_json::json;
 use switchboard_core::{NewMessage, ProviderId, SubmitInput, Timestamp, WorkspaceId};
-use switchboard_store::sql::SqliteStore;
+use switchboard_store::sql::SqlStore;
 use switchboard_store::{AcceptRequest, Store};
 use tempfile::TempDir;
 
@@ -17,18 +21,127 @@ pub const T0: Timestamp = Timestamp::from_millis(1_790_000_000_000);
 pub struct Fixture {
     pub store: Arc<dyn Store>,
     pub ws: WorkspaceId,
-    _dir: TempDir,
+    /// For PostgreSQL: the URL of this test's schema (to open more nodes).
+    pub url: Option<String>,
+    keep: Arc<(Option<TempDir>, Option<PgSchema>)>,
+}
+
+impl Fixture {
+    /// Keeps the data directory or schema alive while held.
+    pub fn keep(&self) -> Arc<(Option<TempDir>, Option<PgSchema>)> {
+        self.keep.clone()
+    }
 }
 
 pub async fn sqlite() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let store: Arc<dyn Store> = Arc::new(SqlStore::open(dir.path()).unwrap());
     let ws = store.create_workspace("test", T0).await.unwrap().id;
     Fixture {
         store,
         ws,
-        _dir: dir,
+        url: None,
+        keep: Arc::new((Some(dir), None)),
     }
+}
+
+/// A schema of its own on the test server, dropped when the test ends.
+pub struct PgSchema {
+    base: String,
+    name: String,
+}
+
+impl PgSchema {
+    /// The URL that puts connections in this schema.
+    pub fn url(&self) -> String {
+        let sep = if self.base.contains('?') { '&' } else { '?' };
+        format!("{}{sep}options=-c%20search_path%3D{}", self.base, self.name)
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let (base, name) = (self.base.clone(), self.name.clone());
+        // postgres' blocking client must not run on a runtime thread.
+        let _ = std::thread::spawn(move || {
+            if let Ok(mut c) = postgres::Client::connect(&base, postgres::NoTls) {
+                let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"));
+            }
+        })
+        .join();
+    }
+}
+
+/// The test server's URL, or `None` (the PostgreSQL cases are skipped).
+pub fn pg_url() -> Option<String> {
+    std::env::var("SWITCHBOARD_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
+pub async fn new_schema(base: &str) -> PgSchema {
+    let name = format!(
+        "t_{}_{}",
+        std::process::id(),
+        switchboard_core::secret::new_token("").to_lowercase()[..12].to_owned()
+    );
+    let (b, n) = (base.to_owned(), name.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut c =
+            postgres::Client::connect(&b, postgres::NoTls).expect("connect to the test server");
+        c.batch_execute(&format!("CREATE SCHEMA {n}")).unwrap();
+    })
+    .await
+    .unwrap();
+    PgSchema {
+        base: base.to_owned(),
+        name,
+    }
+}
+
+pub async fn postgres() -> Option<Fixture> {
+    let base = pg_url()?;
+    let schema = new_schema(&base).await;
+    let url = schema.url();
+    let store: Arc<dyn Store> = Arc::new(SqlStore::connect_postgres_async(&url, 4).await.unwrap());
+    let ws = store.create_workspace("test", T0).await.unwrap().id;
+    Some(Fixture {
+        store,
+        ws,
+        url: Some(url),
+        keep: Arc::new((None, Some(schema))),
+    })
+}
+
+/// `conformance!(name, |f| async move { … })`: the case on SQLite, and on
+/// PostgreSQL when a test server is configured.
+#[macro_export]
+macro_rules! conformance {
+    ($name:ident, $body:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                let f = $crate::sqlite().await;
+                let keep = f.keep();
+                ($body)(f).await;
+                drop(keep);
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                let Some(f) = $crate::postgres().await else {
+                    eprintln!("SWITCHBOARD_TEST_DATABASE_URL is not set: PostgreSQL case skipped");
+                    return;
+                };
+                let keep = f.keep();
+                ($body)(f).await;
+                drop(keep);
+            }
+        }
+    };
 }
 
 pub fn request(ws: &WorkspaceId, body: serde_json::Value, hash: &str) -> AcceptRequest {
