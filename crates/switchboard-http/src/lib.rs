@@ -34,12 +34,16 @@ pub use state::{AppState, KeyCache};
 pub struct HttpConfig {
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Serve the `/v1` API (a `worker` node serves only provider callbacks
+    /// and the operations routes).
+    pub serve_api: bool,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             max_body_bytes: 64 * 1024,
+            serve_api: true,
         }
     }
 }
@@ -107,9 +111,13 @@ pub fn router(state: AppState, config: HttpConfig) -> Router {
             state.clone(),
             auth::require_admin,
         ));
+    let api = if config.serve_api {
+        Router::new().merge(workspace).merge(admin)
+    } else {
+        Router::new()
+    };
     Router::new()
-        .merge(workspace)
-        .merge(admin)
+        .merge(api)
         // Authenticated by each provider's signature, not by API key.
         .route(
             "/callbacks/{provider_id}",

@@ -25,6 +25,18 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// A unique constraint refused the write (on PostgreSQL, usually a race
+    /// with another node writing the same key).
+    pub fn is_unique_violation(&self) -> bool {
+        match self {
+            StoreError::Db(e) => e.is_unique_violation(),
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) => {
+                f.code == rusqlite::ErrorCode::ConstraintViolation
+            }
+            _ => false,
+        }
+    }
+
     /// A copy of this error for each job of a failed group commit.
     pub(crate) fn for_each_job(&self) -> StoreError {
         StoreError::CommitFailed(self.to_string())

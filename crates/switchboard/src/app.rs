@@ -16,7 +16,7 @@ use switchboard_http::{AppState, HttpConfig, KeyCache};
 use switchboard_providers::Providers;
 use switchboard_providers::sim::{SimConfig, SimProvider};
 use switchboard_store::Store;
-use switchboard_store::sql::SqliteStore;
+use switchboard_store::sql::SqlStore;
 use switchboard_store::{StoreError, WebhookAttemptRecord, WebhookJob};
 use switchboard_worker::webhooks::check_template;
 use switchboard_worker::{WebhookConfig, WebhookDeliverer, Worker, WorkerConfig};
@@ -103,19 +103,33 @@ impl WebhookGateway for Gateway {
     }
 }
 
+/// Opens the configured store: PostgreSQL if `database_url` is set (its
+/// migrations applied), else SQLite in the data directory.
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match &config.database_url {
+        Some(Secret(url)) => Arc::new(
+            SqlStore::connect_postgres_async(url, config.database_pool)
+                .await
+                .context("connecting to PostgreSQL (database_url)")?,
+        ),
+        None => Arc::new(SqlStore::open(&config.data_dir).with_context(|| {
+            format!("opening the data directory {}", config.data_dir.display())
+        })?),
+    })
+}
+
 /// Builds the app from configuration, on the given clock.
 pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App> {
     config.validate()?;
     // One TLS stack for the whole process (rustls on ring); an error only
     // means another part of the process installed it first.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let sqlite = SqliteStore::open(&config.data_dir)
-        .with_context(|| format!("opening the data directory {}", config.data_dir.display()))?;
-    let store: Arc<dyn Store> = Arc::new(sqlite);
+    let store = open_store(config).await?;
     let (admin_hash, generated_admin_token) =
         admin_token(store.as_ref(), config.admin_token.as_ref()).await?;
-    // This process holds the data directory's lock, so nothing else can be
-    // sending: work left in flight by a previous process is claimable now.
+    // On SQLite this process holds the data directory's lock, so nothing
+    // else can be sending: work left in flight by a previous process is
+    // claimable now. (On PostgreSQL this does nothing: leases decide.)
     let recovered = store.recover_in_flight().await?;
     if recovered > 0 {
         tracing::warn!(
@@ -127,6 +141,8 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App
         latency: Duration::from_millis(config.sim.latency_ms),
         receipt_delay: Duration::from_millis(config.sim.receipt_delay_ms),
     };
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     let sim = Arc::new(
         SimProvider::open(&config.data_dir, sim_config, clock.clone())
             .context("opening the simulator's ledger")?,
@@ -191,6 +207,7 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App
         state,
         HttpConfig {
             max_body_bytes: config.max_body_bytes,
+            serve_api: config.role.serves_api(),
         },
     );
     Ok(App {

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 use switchboard_core::{Clock, SystemClock, WorkspaceId};
 use switchboard_http::admin::{ApiKeyInfo, issue_key, workspace_name};
-use switchboard_store::sql::SqliteStore;
+use switchboard_store::sql::SqlStore;
 use switchboard_store::{Store, StoreError};
 use tokio_util::sync::CancellationToken;
 
@@ -34,6 +34,10 @@ pub struct Common {
     /// Data directory (SQLite database and simulator ledger).
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// PostgreSQL instead of the embedded SQLite:
+    /// `postgres://user@host:5432/db` (default: SWITCHBOARD_DATABASE_URL).
+    #[arg(long, global = true, value_name = "URL")]
+    pub database_url: Option<String>,
 }
 
 /// Subcommands.
@@ -44,6 +48,16 @@ pub enum Command {
         /// Address to listen on (default 127.0.0.1:8080).
         #[arg(long, value_name = "ADDR")]
         listen: Option<std::net::SocketAddr>,
+        /// What this node does: `all` (default), `api` (HTTP API only) or
+        /// `worker` (sending, receipts, webhooks). Needs --database-url
+        /// unless `all`.
+        #[arg(long, value_name = "ROLE")]
+        role: Option<crate::config::Role>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Apply the database migrations and exit (they are also applied at start).
+    Migrate {
         #[command(flatten)]
         common: Common,
     },
@@ -204,6 +218,9 @@ fn load_config(common: &Common, listen: Option<std::net::SocketAddr>) -> anyhow:
     if let Some(dir) = &common.data_dir {
         config.data_dir = dir.clone();
     }
+    if let Some(url) = &common.database_url {
+        config.database_url = Some(Secret(url.clone()));
+    }
     if let Some(addr) = listen {
         config.listen = addr;
     }
@@ -214,7 +231,32 @@ fn load_config(common: &Common, listen: Option<std::net::SocketAddr>) -> anyhow:
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { listen, common } => serve(load_config(&common, listen)?).await,
+        Command::Serve {
+            listen,
+            role,
+            common,
+        } => {
+            let mut config = load_config(&common, listen)?;
+            if let Some(role) = role {
+                config.role = role;
+                config.validate()?;
+            }
+            serve(config).await
+        }
+        Command::Migrate { common } => {
+            let config = load_config(&common, None)?;
+            // Opening a store applies what is missing.
+            let store = app::open_store(&config).await?;
+            store.ping().await?;
+            match &config.database_url {
+                Some(_) => println!("PostgreSQL schema is up to date"),
+                None => println!(
+                    "SQLite schema in {} is up to date",
+                    config.data_dir.display()
+                ),
+            }
+            Ok(())
+        }
         Command::Workspace {
             action,
             common,
@@ -520,14 +562,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let storage = match &config.database_url {
+        Some(_) => "PostgreSQL".to_owned(),
+        None => format!("SQLite in {}", config.data_dir.display()),
+    };
     println!(
-        "switchboard listening on http://{addr} (data in {})",
-        config.data_dir.display()
+        "switchboard listening on http://{addr} (role {}, {storage})",
+        config.role
     );
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "started");
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_shutdown(shutdown.clone()));
-    app::serve(app, listener, shutdown, true).await?;
+    app::serve(app, listener, shutdown, config.role.runs_workers()).await?;
     tracing::info!("stopped cleanly");
     Ok(())
 }
@@ -557,7 +603,7 @@ async fn signal_shutdown(token: CancellationToken) {
 
 /// Admin operations, on the data directory or over HTTP.
 enum Admin {
-    Local(Box<SqliteStore>),
+    Local(Arc<dyn Store>),
     Remote {
         client: reqwest::Client,
         url: String,
@@ -567,9 +613,13 @@ enum Admin {
 
 impl Admin {
     async fn connect(config: &Config, remote: &Remote) -> anyhow::Result<Admin> {
+        if config.database_url.is_some() {
+            // A shared database has no exclusive lock: work on it directly.
+            return Ok(Admin::Local(app::open_store(config).await?));
+        }
         if remote.url.is_none() {
-            match SqliteStore::open(&config.data_dir) {
-                Ok(store) => return Ok(Admin::Local(Box::new(store))),
+            match SqlStore::open(&config.data_dir) {
+                Ok(store) => return Ok(Admin::Local(Arc::new(store))),
                 Err(StoreError::DataDir(reason)) if reason.contains("in use") => {}
                 Err(e) => return Err(e).context("opening the data directory"),
             }

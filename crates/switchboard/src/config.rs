@@ -20,6 +20,53 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// What a node does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// API and workers.
+    All,
+    /// The HTTP API and provider callbacks; no sending.
+    Api,
+    /// Dispatch, receipts and webhooks (plus provider callbacks and the
+    /// operations routes); not the `/v1` API.
+    Worker,
+}
+
+impl Role {
+    /// Whether this node serves the `/v1` API.
+    pub fn serves_api(self) -> bool {
+        self != Role::Worker
+    }
+
+    /// Whether this node runs the dispatcher and the webhook deliverer.
+    pub fn runs_workers(self) -> bool {
+        self != Role::Api
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::All => "all",
+            Role::Api => "api",
+            Role::Worker => "worker",
+        })
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "all" => Ok(Role::All),
+            "api" => Ok(Role::Api),
+            "worker" => Ok(Role::Worker),
+            _ => Err(format!("unknown role {s:?} (all, api, worker)")),
+        }
+    }
+}
+
 /// Everything Switchboard can be configured with.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -30,6 +77,14 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The instance admin token; generated on first start if unset.
     pub admin_token: Option<Secret>,
+    /// `postgres://user[:password]@host[:port]/db`: store everything in
+    /// PostgreSQL (several nodes may share it) instead of the embedded
+    /// SQLite database in `data_dir`.
+    pub database_url: Option<Secret>,
+    /// PostgreSQL connections for reads, per node (the writer has its own).
+    pub database_pool: usize,
+    /// What this node does: `all`, `api` or `worker`.
+    pub role: Role,
     /// Largest request body, bytes.
     pub max_body_bytes: usize,
     /// The gateway's base URL as providers reach it (e.g.
@@ -97,6 +152,9 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./switchboard-data"),
             admin_token: None,
+            database_url: None,
+            database_pool: 8,
+            role: Role::All,
             max_body_bytes: 64 * 1024,
             webhook_allow_networks: String::new(),
             public_url: None,
@@ -173,6 +231,9 @@ impl Config {
                 "LISTEN" => config.listen = parse_env(&name, &value)?,
                 "DATA_DIR" => config.data_dir = PathBuf::from(value),
                 "ADMIN_TOKEN" => config.admin_token = Some(Secret(value)),
+                "DATABASE_URL" => config.database_url = Some(Secret(value)),
+                "DATABASE_POOL" => config.database_pool = parse_env(&name, &value)?,
+                "ROLE" => config.role = parse_env(&name, &value)?,
                 "WEBHOOK_ALLOW_NETWORKS" => config.webhook_allow_networks = value,
                 "PUBLIC_URL" => config.public_url = Some(value),
                 "AUTH_CACHE_SECONDS" => config.auth_cache_seconds = parse_env(&name, &value)?,
@@ -208,6 +269,20 @@ impl Config {
             if !ok {
                 bail!("public_url must be an http:// or https:// URL, got {url:?}");
             }
+        }
+        if let Some(Secret(url)) = &self.database_url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            bail!("database_url must be a postgres:// URL");
+        }
+        if !(1..=256).contains(&self.database_pool) {
+            bail!("database_pool must be from 1 to 256");
+        }
+        if self.role != Role::All && self.database_url.is_none() {
+            bail!(
+                "role {} needs a shared database (database_url): with the embedded SQLite one node does everything",
+                self.role
+            );
         }
         if self.auth_cache_seconds > 3600 {
             bail!("auth_cache_seconds must be at most 3600");

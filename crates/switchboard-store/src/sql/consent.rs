@@ -118,7 +118,7 @@ pub fn list(
     let rows = c
         .prepare_cached(
             "SELECT phone, channel, state, source, jurisdiction, updated_at FROM contacts
-             WHERE workspace_id = ?1 AND (?2 IS NULL OR state = ?2) AND (phone, channel) > (?3, ?4)
+             WHERE workspace_id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR state = ?2) AND (phone, channel) > (?3, ?4)
              ORDER BY phone, channel LIMIT ?5",
         )?
         .query_map(

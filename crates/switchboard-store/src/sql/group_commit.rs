@@ -185,8 +185,16 @@ fn run_batch(conn: &Db<'_>, jobs: impl Iterator<Item = Job>) -> Vec<Reply> {
         }
         match catch_unwind(AssertUnwindSafe(|| job(Ok(conn)))) {
             Ok((true, reply)) => {
-                let _ = conn.execute_batch("RELEASE job");
-                replies.push(reply);
+                if let Err(e) = conn.execute_batch("RELEASE job") {
+                    // The job swallowed a failed statement (PostgreSQL then
+                    // refuses everything up to a rollback): undo it alone.
+                    tracing::error!(error = %e, "a write job left its savepoint unusable; rolled back");
+                    let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+                    let e = StoreError::from(e);
+                    replies.push(Box::new(move |_| reply(Err(StoreError::for_each_job(&e)))));
+                } else {
+                    replies.push(reply);
+                }
             }
             Ok((false, reply)) => {
                 let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");

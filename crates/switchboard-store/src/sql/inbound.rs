@@ -128,7 +128,7 @@ pub fn list(
     limit: usize,
 ) -> Result<Vec<InboundRecord>, StoreError> {
     let sql = format!(
-        "SELECT {COLUMNS} FROM inbound WHERE workspace_id = ?1 AND (?2 IS NULL OR from_phone = ?2) AND (?3 IS NULL OR id < ?3)
+        "SELECT {COLUMNS} FROM inbound WHERE workspace_id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR from_phone = ?2) AND (CAST(?3 AS TEXT) IS NULL OR id < ?3)
          ORDER BY id DESC LIMIT ?4"
     );
     let mut stmt = c.prepare_cached(&sql)?;

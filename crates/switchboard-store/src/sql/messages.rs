@@ -297,12 +297,12 @@ pub fn cancel(
     id: &MessageId,
     now: Timestamp,
 ) -> Result<Option<TransitionOutcome>, StoreError> {
+    let sql = format!(
+        "SELECT status FROM messages WHERE workspace_id = ?1 AND id = ?2{}",
+        c.for_update()
+    );
     let current: Option<String> = c
-        .query_row(
-            "SELECT status FROM messages WHERE workspace_id = ?1 AND id = ?2",
-            p![ws.as_str(), id.as_str()],
-            |r| r.get(0),
-        )
+        .query_row(&sql, p![ws.as_str(), id.as_str()], |r| r.get(0))
         .optional()?;
     let Some(current) = current else {
         return Ok(None);
@@ -379,9 +379,13 @@ fn candidate(r: &Row<'_>) -> Result<Candidate, DbError> {
 }
 
 fn release_scheduled(c: &Db<'_>, now: Timestamp) -> Result<(), StoreError> {
-    let mut stmt = c.prepare_cached(
-        "SELECT id, workspace_id FROM messages WHERE status = 'scheduled' AND next_attempt_at <= ?1 LIMIT 1000",
-    )?;
+    // Another node may be releasing the same messages: each takes the rows
+    // it can lock and passes over the rest.
+    let sql = format!(
+        "SELECT id, workspace_id FROM messages WHERE status = 'scheduled' AND next_attempt_at <= ?1 LIMIT 1000{}",
+        c.skip_locked()
+    );
+    let mut stmt = c.prepare_cached(&sql)?;
     let due = stmt
         .query_map(p![now.as_millis()], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
@@ -420,7 +424,8 @@ pub fn claim_due(
     let mut candidates = {
         let sql = format!(
             "SELECT {CANDIDATE_COLUMNS} FROM messages WHERE status = 'queued' AND next_attempt_at <= ?1
-             ORDER BY priority DESC, next_attempt_at LIMIT ?2"
+             ORDER BY priority DESC, next_attempt_at LIMIT ?2{}",
+            c.skip_locked()
         );
         let mut stmt = c.prepare_cached(&sql)?;
         stmt.query_map(p![now.as_millis(), limit], candidate)?
@@ -429,7 +434,8 @@ pub fn claim_due(
     let room = limit - candidates.len() as i64;
     if room > 0 {
         let sql = format!(
-            "SELECT {CANDIDATE_COLUMNS} FROM messages WHERE status = 'sending' AND lease_until <= ?1 LIMIT ?2"
+            "SELECT {CANDIDATE_COLUMNS} FROM messages WHERE status = 'sending' AND lease_until <= ?1 LIMIT ?2{}",
+            c.skip_locked()
         );
         let mut stmt = c.prepare_cached(&sql)?;
         candidates.extend(
@@ -659,12 +665,14 @@ fn log_attempt(c: &Db<'_>, r: &AttemptReport) -> Result<(), StoreError> {
 /// Records an attempt's result and applies the transition it implies.
 pub fn complete_attempt(c: &Db<'_>, r: &AttemptReport) -> Result<TransitionOutcome, StoreError> {
     log_attempt(c, r)?;
+    let sql = format!(
+        "SELECT status, attempts, workspace_id FROM messages WHERE id = ?1{}",
+        c.for_update()
+    );
     let row: Option<(String, u32, String)> = c
-        .query_row(
-            "SELECT status, attempts, workspace_id FROM messages WHERE id = ?1",
-            p![r.message_id.as_str()],
-            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-        )
+        .query_row(&sql, p![r.message_id.as_str()], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
         .optional()?;
     let Some((status, attempts, ws)) = row else {
         return Err(StoreError::Corrupt(format!(
@@ -807,9 +815,15 @@ pub fn apply_receipt(
     detail: Option<&str>,
     now: Timestamp,
 ) -> Result<ReceiptOutcome, StoreError> {
+    let sql = format!(
+        "SELECT id, status, workspace_id FROM messages WHERE provider_id = ?1 AND provider_message_id = ?2{}",
+        c.for_update()
+    );
     let row: Option<(String, String, String)> = c
-        .prepare_cached("SELECT id, status, workspace_id FROM messages WHERE provider_id = ?1 AND provider_message_id = ?2")?
-        .query_row(p![provider_id, provider_message_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .prepare_cached(&sql)?
+        .query_row(p![provider_id, provider_message_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
         .optional()?;
     let Some((id, status, ws)) = row else {
         return Ok(ReceiptOutcome::UnknownMessage);
@@ -844,7 +858,7 @@ pub fn next_due_at(c: &Db<'_>) -> Result<Option<Timestamp>, StoreError> {
         "SELECT MIN(t) FROM (
             SELECT MIN(next_attempt_at) AS t FROM messages WHERE status = 'queued'
             UNION ALL SELECT MIN(next_attempt_at) FROM messages WHERE status = 'scheduled'
-            UNION ALL SELECT MIN(lease_until) FROM messages WHERE status = 'sending')",
+            UNION ALL SELECT MIN(lease_until) FROM messages WHERE status = 'sending') AS due",
         p![],
         |r| r.get(0),
     )?;

@@ -255,7 +255,16 @@ impl Store for SqlStore {
     }
 
     async fn accept_message(&self, req: AcceptRequest) -> Result<AcceptOutcome, StoreError> {
-        self.writer.run(move |c| messages::accept(c, &req)).await
+        let again = req.clone();
+        match self.writer.run(move |c| messages::accept(c, &req)).await {
+            // Another node stored the same idempotency key between this
+            // job's check and its insert: run it again, and it finds that
+            // message (a replay or a conflict).
+            Err(e) if e.is_unique_violation() => {
+                self.writer.run(move |c| messages::accept(c, &again)).await
+            }
+            other => other,
+        }
     }
 
     async fn get_message(
@@ -568,7 +577,14 @@ impl Store for SqlStore {
     }
 
     async fn record_inbound(&self, inbound: NewInbound) -> Result<InboundOutcome, StoreError> {
-        self.writer.run(move |c| inbound::record(c, &inbound)).await
+        let again = inbound.clone();
+        match self.writer.run(move |c| inbound::record(c, &inbound)).await {
+            // The same callback reached another node at the same moment.
+            Err(e) if e.is_unique_violation() => {
+                self.writer.run(move |c| inbound::record(c, &again)).await
+            }
+            other => other,
+        }
     }
 
     async fn list_inbound(

@@ -34,13 +34,27 @@ pub fn receive(
 /// Applies due pending receipts.
 pub fn process(c: &Db<'_>, now: Timestamp, limit: usize) -> Result<ReceiptPass, StoreError> {
     type Row = (i64, String, String, String, u32, i64);
+    let sql = format!(
+        "SELECT id, provider_id, provider_message_id, kind, checks, received_at FROM receipt_inbox
+         WHERE state = 'pending' AND next_check_at <= ?1
+         ORDER BY provider_id, provider_message_id, CASE kind WHEN 'read' THEN 2 ELSE 1 END, id LIMIT ?2{}",
+        c.skip_locked()
+    );
     let rows: Vec<Row> = c
-        .prepare_cached(
-            "SELECT id, provider_id, provider_message_id, kind, checks, received_at FROM receipt_inbox
-             WHERE state = 'pending' AND next_check_at <= ?1
-             ORDER BY provider_id, provider_message_id, CASE kind WHEN 'read' THEN 2 ELSE 1 END, id LIMIT ?2",
+        .prepare_cached(&sql)?
+        .query_map(
+            p![now.as_millis(), i64::try_from(limit).unwrap_or(1000)],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
+            },
         )?
-        .query_map(p![now.as_millis(), i64::try_from(limit).unwrap_or(1000)], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))?
         .collect::<Result<_, _>>()?;
     let mut pass = ReceiptPass::default();
     for (id, provider, pmid, kind, checks, received_at) in rows {

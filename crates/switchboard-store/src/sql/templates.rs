@@ -1,6 +1,6 @@
 //! Message templates.
 
-use super::db::{Db, DbError, Row, p};
+use super::db::{Db, Row, p};
 use switchboard_core::{Timestamp, WorkspaceId};
 
 use crate::error::StoreError;
@@ -23,13 +23,11 @@ fn row(r: &Row<'_>) -> Result<TemplateRecord, StoreError> {
     })
 }
 
-fn is_unique_violation(e: &DbError) -> bool {
-    e.is_unique_violation()
-}
-
 pub fn create(c: &Db<'_>, t: &TemplateRecord) -> Result<Option<TemplateRecord>, StoreError> {
+    // ON CONFLICT rather than catching the error: on PostgreSQL a failed
+    // statement would abort the whole group-commit transaction.
     let r = c.execute(
-        &format!("INSERT INTO templates ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+        &format!("INSERT INTO templates ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING"),
         p![
             t.id,
             t.workspace_id.as_str(),
@@ -40,10 +38,9 @@ pub fn create(c: &Db<'_>, t: &TemplateRecord) -> Result<Option<TemplateRecord>, 
             t.updated_at.as_millis()
         ],
     );
-    match r {
-        Ok(_) => Ok(Some(t.clone())),
-        Err(e) if is_unique_violation(&e) => Ok(None),
-        Err(e) => Err(e.into()),
+    match r? {
+        0 => Ok(None),
+        _ => Ok(Some(t.clone())),
     }
 }
 
@@ -75,15 +72,21 @@ pub fn update(
     c: &Db<'_>,
     t: &TemplateRecord,
 ) -> Result<Option<Result<TemplateRecord, ()>>, StoreError> {
+    let taken: bool = c.query_row(
+        "SELECT EXISTS (SELECT 1 FROM templates WHERE workspace_id = ?1 AND name = ?2 AND id <> ?3)",
+        p![t.workspace_id.as_str(), t.name, t.id],
+        |r| r.get(0),
+    )?;
+    if taken {
+        return Ok(get(c, &t.workspace_id, &t.id)?.map(|_| Err(())));
+    }
     let r = c.execute(
         "UPDATE templates SET name = ?1, body = ?2, variants = ?3, updated_at = ?4 WHERE id = ?5 AND workspace_id = ?6",
         p![t.name, t.body, serde_json::to_string(&t.variants).expect("strings"), t.updated_at.as_millis(), t.id, t.workspace_id.as_str()],
     );
-    match r {
-        Ok(0) => Ok(None),
-        Ok(_) => Ok(get(c, &t.workspace_id, &t.id)?.map(Ok)),
-        Err(e) if is_unique_violation(&e) => Ok(Some(Err(()))),
-        Err(e) => Err(e.into()),
+    match r? {
+        0 => Ok(None),
+        _ => Ok(get(c, &t.workspace_id, &t.id)?.map(Ok)),
     }
 }
 

@@ -119,7 +119,7 @@ fn load_endpoint(
     id: &str,
 ) -> Result<Option<EndpointRecord>, StoreError> {
     let sql = format!(
-        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = ?1 AND deleted_at IS NULL AND (?2 IS NULL OR workspace_id = ?2)"
+        "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = ?1 AND deleted_at IS NULL AND (CAST(?2 AS TEXT) IS NULL OR workspace_id = ?2)"
     );
     let mut stmt = c.prepare_cached(&sql)?;
     let mut found = stmt.query(p![id, ws.map(WorkspaceId::as_str)])?;
@@ -397,8 +397,12 @@ pub fn claim(
     lease: Duration,
 ) -> Result<Vec<WebhookJob>, StoreError> {
     type Due = (String, String, String, u32, String, u32, bool);
-    let rows_: Vec<Due> = c
-        .prepare_cached(
+    let lock = if c.is_pg() {
+        " FOR UPDATE OF d SKIP LOCKED"
+    } else {
+        ""
+    };
+    let sql = format!(
             "SELECT d.id, d.endpoint_id, d.event_id, d.attempts, d.trigger, w.consecutive_failures,
                     EXISTS (SELECT 1 FROM webhook_deliveries f WHERE f.endpoint_id = d.endpoint_id AND f.status = 'pending' AND f.lease_until > ?1)
              FROM webhook_deliveries d
@@ -408,11 +412,24 @@ pub fn claim(
                AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p
                                WHERE p.endpoint_id = d.endpoint_id AND p.ordering_key = d.ordering_key
                                  AND p.status = 'pending' AND p.event_seq < d.event_seq)
-             ORDER BY d.next_attempt_at, d.event_seq LIMIT ?2",
+             ORDER BY d.next_attempt_at, d.event_seq LIMIT ?2{lock}",
+    );
+    let rows_: Vec<Due> = c
+        .prepare_cached(&sql)?
+        .query_map(
+            p![now.as_millis(), i64::try_from(limit).unwrap_or(i64::MAX)],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ))
+            },
         )?
-        .query_map(p![now.as_millis(), i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
-        })?
         .collect::<Result<_, _>>()?;
     let mut probing: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut due = Vec::with_capacity(rows_.len());
@@ -530,11 +547,14 @@ pub fn attempts(
     if load_endpoint(c, Some(ws), endpoint_id)?.is_none() {
         return Ok(None);
     }
+    // Insertion order breaks ties within a millisecond.
+    let order = if c.is_pg() { "seq" } else { "rowid" };
+    let sql = format!(
+        "SELECT id, delivery_id, event_id, attempt, trigger, status_code, error, response_body, duration_ms, created_at
+         FROM webhook_attempts WHERE endpoint_id = ?1 ORDER BY created_at DESC, {order} DESC LIMIT ?2"
+    );
     let list = c
-        .prepare_cached(
-            "SELECT id, delivery_id, event_id, attempt, trigger, status_code, error, response_body, duration_ms, created_at
-             FROM webhook_attempts WHERE endpoint_id = ?1 ORDER BY created_at DESC, rowid DESC LIMIT ?2",
-        )?
+        .prepare_cached(&sql)?
         .query_map(p![endpoint_id, i64::try_from(limit).unwrap_or(100)], |r| {
             Ok(WebhookAttemptRecord {
                 id: r.get(0)?,
@@ -630,15 +650,15 @@ pub fn test_job(
 
 /// The earliest time a delivery becomes due.
 pub fn next_due_at(c: &Db<'_>) -> Result<Option<Timestamp>, StoreError> {
-    let t: Option<i64> = c.query_row(
-        "SELECT MIN(MAX(d.next_attempt_at, COALESCE(d.lease_until, 0))) FROM webhook_deliveries d
+    let greatest = if c.is_pg() { "GREATEST" } else { "MAX" };
+    let sql = format!(
+        "SELECT MIN({greatest}(d.next_attempt_at, COALESCE(d.lease_until, 0))) FROM webhook_deliveries d
          JOIN webhook_endpoints w ON w.id = d.endpoint_id
          WHERE d.status = 'pending' AND w.enabled = 1 AND w.deleted_at IS NULL
            AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p
                            WHERE p.endpoint_id = d.endpoint_id AND p.ordering_key = d.ordering_key
-                             AND p.status = 'pending' AND p.event_seq < d.event_seq)",
-        p![],
-        |r| r.get(0),
-    )?;
+                             AND p.status = 'pending' AND p.event_seq < d.event_seq)"
+    );
+    let t: Option<i64> = c.query_row(&sql, p![], |r| r.get(0))?;
     Ok(t.map(Timestamp::from_millis))
 }

@@ -26,6 +26,7 @@ pub struct TestApp {
     pub store: Arc<dyn Store>,
     pub sim: Arc<switchboard_providers::sim::SimProvider>,
     _dir: TempDir,
+    _schema: Option<PgSchema>,
     shutdown: CancellationToken,
 }
 
@@ -58,6 +59,18 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = test_config(&dir);
+    // `SWITCHBOARD_TEST_BACKEND=postgres` runs the suite on PostgreSQL.
+    let schema = match (
+        std::env::var("SWITCHBOARD_TEST_BACKEND").as_deref(),
+        pg_url(),
+    ) {
+        (Ok("postgres"), Some(url)) => {
+            let schema = PgSchema::create(&url).await;
+            config.database_url = Some(Secret(schema.url()));
+            Some(schema)
+        }
+        _ => None,
+    };
     tweak(&mut config);
     let clock = ManualClock::new(Timestamp::from_millis(1_790_000_000_000));
     let built = app::build(&config, Arc::new(clock.clone()))
@@ -82,6 +95,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         store,
         sim,
         _dir: dir,
+        _schema: schema,
         shutdown,
     }
 }
@@ -197,4 +211,57 @@ impl TestApp {
 pub fn client() -> Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     Client::new()
+}
+
+/// The PostgreSQL test server (`SWITCHBOARD_TEST_DATABASE_URL`), if any.
+pub fn pg_url() -> Option<String> {
+    std::env::var("SWITCHBOARD_TEST_DATABASE_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+}
+
+/// A schema of its own on the test server, dropped at the end.
+pub struct PgSchema {
+    base: String,
+    name: String,
+}
+
+impl PgSchema {
+    pub async fn create(base: &str) -> PgSchema {
+        let name = format!(
+            "it_{}_{}",
+            std::process::id(),
+            switchboard_core::secret::new_token("").to_lowercase()[..12].to_owned()
+        );
+        let (b, n) = (base.to_owned(), name.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut c = postgres::Client::connect(&b, postgres::NoTls)
+                .expect("connect to the PostgreSQL test server");
+            c.batch_execute(&format!("CREATE SCHEMA {n}")).unwrap();
+        })
+        .await
+        .unwrap();
+        PgSchema {
+            base: base.to_owned(),
+            name,
+        }
+    }
+
+    /// A URL whose connections use this schema.
+    pub fn url(&self) -> String {
+        let sep = if self.base.contains('?') { '&' } else { '?' };
+        format!("{}{sep}options=-c%20search_path%3D{}", self.base, self.name)
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        let (base, name) = (self.base.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            if let Ok(mut c) = postgres::Client::connect(&base, postgres::NoTls) {
+                let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"));
+            }
+        })
+        .join();
+    }
 }

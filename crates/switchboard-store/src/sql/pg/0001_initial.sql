@@ -163,6 +163,7 @@ CREATE INDEX webhook_deliveries_by_event ON webhook_deliveries (event_id);
 
 CREATE TABLE webhook_attempts (
     id            TEXT PRIMARY KEY,
+    seq           BIGINT GENERATED ALWAYS AS IDENTITY,
     endpoint_id   TEXT NOT NULL,
     delivery_id   TEXT,
     event_id      TEXT NOT NULL,
