@@ -1,1 +1,412 @@
+//! The store's contract, case by case, on both backends: lifecycle events,
+//! webhook fan-out and ordering, consent, inbound deduplication, templates.
 
+use std::time::Duration;
+
+use serde_json::json;
+use switchboard_core::webhook_endpoint::EndpointSettings;
+use switchboard_store::{
+    AcceptOutcome, AttemptOutcome, AttemptReport, ConsentChange, NewInbound, ReceiptKind,
+    TemplateRecord, WebhookAttemptReport, WebhookOutcome,
+};
+
+use crate::{T0, conformance, request, simple};
+
+const LEASE: Duration = Duration::from_secs(30);
+
+fn endpoint(events: Option<Vec<&str>>, disable_after: u32) -> EndpointSettings {
+    EndpointSettings::from_json(
+        &json!({
+            "url": "https://crm.example.com/hook",
+            "event_types": events,
+            "disable_after": disable_after,
+            "retry_schedule": [1, 1, 1],
+        }),
+        true,
+    )
+    .unwrap()
+}
+
+fn report(
+    job: &switchboard_store::WebhookJob,
+    status: u16,
+    outcome: WebhookOutcome,
+) -> WebhookAttemptReport {
+    WebhookAttemptReport {
+        delivery_id: job.delivery_id.clone(),
+        endpoint_id: job.endpoint.id.clone(),
+        event_id: job.event.id.clone(),
+        attempt: job.attempt,
+        trigger: job.trigger.clone(),
+        status_code: Some(status),
+        error: None,
+        response_body: Some("ok".into()),
+        duration_ms: 3,
+        finished_at: T0,
+        outcome,
+    }
+}
+
+conformance!(
+    every_transition_is_one_event_in_order,
+    |f: crate::Fixture| async move {
+        let AcceptOutcome::Created(a) = f.store.accept_message(simple(&f.ws)).await.unwrap() else {
+            panic!("created")
+        };
+        let claimed = f.store.claim_due(T0, 10, LEASE).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        f.store
+            .complete_attempt(AttemptReport {
+                message_id: claimed[0].id.clone(),
+                attempt: 1,
+                provider_id: claimed[0].provider_id.clone(),
+                started_at: T0,
+                finished_at: T0,
+                outcome: AttemptOutcome::Accepted {
+                    provider_message_id: "P1".into(),
+                },
+            })
+            .await
+            .unwrap();
+        for kind in [
+            ReceiptKind::Delivered,
+            ReceiptKind::Delivered,
+            ReceiptKind::Read,
+        ] {
+            f.store
+                .apply_receipt("pr_sim", "P1", kind, None, T0)
+                .await
+                .unwrap();
+        }
+        let detail = f.store.get_message(&f.ws, &a.id).await.unwrap().unwrap();
+        let types: Vec<&str> = detail
+            .events
+            .iter()
+            .map(|e| e.event_type.as_str())
+            .collect();
+        assert_eq!(
+            types,
+            [
+                "message.queued",
+                "message.sending",
+                "message.sent",
+                "message.delivered",
+                "message.read"
+            ]
+        );
+        assert_eq!(detail.message.status.as_str(), "read");
+        // A cancel after the fact changes nothing and records nothing.
+        f.store.cancel_message(&f.ws, &a.id, T0).await.unwrap();
+        let again = f.store.get_message(&f.ws, &a.id).await.unwrap().unwrap();
+        assert_eq!(again.events.len(), 5);
+    }
+);
+
+conformance!(
+    events_fan_out_to_subscribed_endpoints_in_order_per_message,
+    |f: crate::Fixture| async move {
+        let all = f
+            .store
+            .create_endpoint(&f.ws, &endpoint(None, 5), "wh_all", "whsec_a", T0)
+            .await
+            .unwrap();
+        let delivered_only = f
+            .store
+            .create_endpoint(
+                &f.ws,
+                &endpoint(Some(vec!["message.delivered"]), 5),
+                "wh_dlv",
+                "whsec_b",
+                T0,
+            )
+            .await
+            .unwrap();
+        assert_eq!(f.store.list_endpoints(&f.ws).await.unwrap().len(), 2);
+        f.store.accept_message(simple(&f.ws)).await.unwrap();
+        let claimed = f.store.claim_due(T0, 10, LEASE).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        // queued and sending are out for `all`; `delivered_only` has nothing yet.
+        let jobs = f
+            .store
+            .claim_webhook_deliveries(T0, 100, LEASE)
+            .await
+            .unwrap();
+        let types: Vec<(&str, &str)> = jobs
+            .iter()
+            .map(|j| (j.endpoint.id.as_str(), j.event.event_type.as_str()))
+            .collect();
+        // One message, one endpoint: only the oldest pending delivery goes out.
+        assert_eq!(types, [(all.id.as_str(), "message.queued")]);
+        f.store
+            .complete_webhook_attempt(report(&jobs[0], 200, WebhookOutcome::Succeeded))
+            .await
+            .unwrap();
+        let next = f
+            .store
+            .claim_webhook_deliveries(T0, 100, LEASE)
+            .await
+            .unwrap();
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].event.event_type, "message.sending");
+        // A failure keeps the order: nothing after it goes out before it.
+        f.store
+            .complete_webhook_attempt(report(
+                &next[0],
+                500,
+                WebhookOutcome::RetryAt(T0.plus(Duration::from_secs(1))),
+            ))
+            .await
+            .unwrap();
+        assert!(
+            f.store
+                .claim_webhook_deliveries(T0, 100, LEASE)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let attempts = f
+            .store
+            .webhook_attempts(&f.ws, &all.id, 10)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(attempts.len(), 2);
+        assert_eq!(attempts[0].status_code, Some(500), "newest first");
+        assert!(
+            f.store
+                .webhook_attempts(&f.ws, &delivered_only.id, 10)
+                .await
+                .unwrap()
+                .unwrap()
+                .is_empty()
+        );
+    }
+);
+
+conformance!(
+    an_endpoint_that_keeps_failing_is_disabled,
+    |f: crate::Fixture| async move {
+        let ep = f
+            .store
+            .create_endpoint(&f.ws, &endpoint(None, 2), "wh_bad", "whsec_x", T0)
+            .await
+            .unwrap();
+        f.store.accept_message(simple(&f.ws)).await.unwrap();
+        let mut now = T0;
+        for _ in 0..2 {
+            let jobs = f
+                .store
+                .claim_webhook_deliveries(now, 10, LEASE)
+                .await
+                .unwrap();
+            assert_eq!(jobs.len(), 1);
+            now = now.plus(Duration::from_secs(5));
+            f.store
+                .complete_webhook_attempt(report(&jobs[0], 503, WebhookOutcome::RetryAt(now)))
+                .await
+                .unwrap();
+        }
+        let after = f.store.get_endpoint(&f.ws, &ep.id).await.unwrap().unwrap();
+        assert!(!after.enabled, "disabled after 2 failures in a row");
+        assert!(
+            f.store
+                .claim_webhook_deliveries(now, 10, LEASE)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+);
+
+conformance!(
+    consent_has_a_history_and_suppresses_queued_messages,
+    |f: crate::Fixture| async move {
+        let change = |state: &str, source: &str| ConsentChange {
+            workspace_id: f.ws.clone(),
+            phone: "+14155550123".into(),
+            channel: "sms".into(),
+            state: state.into(),
+            source: source.into(),
+            jurisdiction: Some("US-TCPA".into()),
+            detail: None,
+            at: T0,
+        };
+        f.store.accept_message(simple(&f.ws)).await.unwrap();
+        assert!(
+            f.store
+                .change_consent(change("opted_out", "api"))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !f.store
+                .change_consent(change("opted_out", "api"))
+                .await
+                .unwrap(),
+            "the same state again is no change"
+        );
+        // Refused at submit, suppressed at claim.
+        assert!(matches!(
+            f.store
+                .accept_message(request(
+                    &f.ws,
+                    json!({"to": "+14155550123", "body": "again"}),
+                    "h2"
+                ))
+                .await
+                .unwrap(),
+            AcceptOutcome::OptedOut
+        ));
+        assert!(f.store.claim_due(T0, 10, LEASE).await.unwrap().is_empty());
+        let c = f
+            .store
+            .contact_consent(&f.ws, "+14155550123")
+            .await
+            .unwrap();
+        assert_eq!(c.current[0].state, "opted_out");
+        assert!(
+            f.store
+                .change_consent(change("opted_in", "keyword"))
+                .await
+                .unwrap()
+        );
+        let c = f
+            .store
+            .contact_consent(&f.ws, "+14155550123")
+            .await
+            .unwrap();
+        assert_eq!(c.current[0].state, "opted_in");
+        // Every request is in the history, the repeated one too.
+        let states: Vec<&str> = c.history.iter().map(|h| h.state.as_str()).collect();
+        assert_eq!(states, ["opted_out", "opted_out", "opted_in"]);
+        // An import of many in one transaction.
+        let many: Vec<ConsentChange> = (0..50)
+            .map(|i| ConsentChange {
+                phone: format!("+1415555{i:04}"),
+                source: "import".into(),
+                ..change("opted_out", "import")
+            })
+            .collect();
+        let (changed, unchanged) = f.store.import_consent(many.clone()).await.unwrap();
+        assert_eq!((changed, unchanged), (50, 0));
+        let again = f.store.import_consent(many).await.unwrap();
+        assert_eq!(
+            again,
+            (0, 50),
+            "importing the same list twice changes nothing"
+        );
+        let page = f
+            .store
+            .list_contacts(&f.ws, Some("opted_out"), None, 100)
+            .await
+            .unwrap();
+        assert_eq!(page.len(), 50);
+    }
+);
+
+conformance!(
+    inbound_messages_are_deduplicated_and_linked_to_the_conversation,
+    |f: crate::Fixture| async move {
+        let AcceptOutcome::Created(out) = f.store.accept_message(simple(&f.ws)).await.unwrap()
+        else {
+            panic!()
+        };
+        let n = NewInbound {
+            workspace_id: f.ws.clone(),
+            from: "+14155550123".into(),
+            to: Some("Switchboard".into()),
+            channel: "sms".into(),
+            text: "STOP".into(),
+            media_urls: Vec::new(),
+            provider_id: "pr_sim".into(),
+            provider_message_id: Some("IN1".into()),
+            keyword: Some("stop".into()),
+            now: T0,
+        };
+        let first = f.store.record_inbound(n.clone()).await.unwrap();
+        let switchboard_store::InboundOutcome::Stored {
+            inbound,
+            consent_changed,
+        } = first
+        else {
+            panic!("stored")
+        };
+        assert!(consent_changed);
+        assert_eq!(
+            inbound.conversation_message_id.as_deref(),
+            Some(out.id.as_str())
+        );
+        assert!(matches!(
+            f.store.record_inbound(n).await.unwrap(),
+            switchboard_store::InboundOutcome::Duplicate(_)
+        ));
+        let list = f.store.list_inbound(&f.ws, None, None, 10).await.unwrap();
+        assert_eq!(list.len(), 1);
+        let c = f
+            .store
+            .contact_consent(&f.ws, "+14155550123")
+            .await
+            .unwrap();
+        assert_eq!(c.current[0].state, "opted_out");
+    }
+);
+
+conformance!(
+    template_names_are_unique_per_workspace,
+    |f: crate::Fixture| async move {
+        let t = |id: &str, name: &str| TemplateRecord {
+            id: id.into(),
+            workspace_id: f.ws.clone(),
+            name: name.into(),
+            body: "Hi {{name}}".into(),
+            variants: Default::default(),
+            created_at: T0,
+            updated_at: T0,
+        };
+        assert!(
+            f.store
+                .create_template(t("tpl_1", "hello"))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            f.store
+                .create_template(t("tpl_2", "hello"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            f.store
+                .create_template(t("tpl_2", "bye"))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        // Renaming onto a taken name is refused; the store stays usable.
+        assert_eq!(
+            f.store.update_template(t("tpl_2", "hello")).await.unwrap(),
+            Some(Err(()))
+        );
+        assert_eq!(
+            f.store.update_template(t("tpl_9", "x")).await.unwrap(),
+            None
+        );
+        let renamed = f
+            .store
+            .update_template(t("tpl_2", "farewell"))
+            .await
+            .unwrap();
+        assert!(matches!(renamed, Some(Ok(ref r)) if r.name == "farewell"));
+        assert_eq!(f.store.list_templates(&f.ws).await.unwrap().len(), 2);
+        assert!(f.store.delete_template(&f.ws, "hello").await.unwrap());
+        assert!(
+            f.store
+                .get_template(&f.ws, "tpl_1")
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+);
