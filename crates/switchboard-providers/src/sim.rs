@@ -186,6 +186,9 @@ impl SimProvider {
         clock: Arc<dyn Clock>,
     ) -> Result<Self, rusqlite::Error> {
         let conn = Connection::open(data_dir.join(LEDGER_FILE))?;
+        // Nodes sharing a data directory (several nodes on one PostgreSQL,
+        // one machine) share the ledger: wait for each other's writes.
+        conn.busy_timeout(Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // NORMAL in WAL mode survives a process crash, which is all a
         // simulator needs to model a provider that remembers.
@@ -251,13 +254,27 @@ impl SimProvider {
         limit: usize,
     ) -> Result<Vec<SimReceipt>, rusqlite::Error> {
         self.with_ledger(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT id, provider_message_id, kind, due_at FROM sim_receipts WHERE reported = 0 AND due_at <= ?1 ORDER BY due_at, id LIMIT ?2",
-            )?;
-            stmt.query_map(params![now.as_millis(), limit as i64], |r| {
-                Ok(SimReceipt { id: r.get(0)?, provider_message_id: r.get(1)?, kind: r.get(2)?, due_at: Timestamp::from_millis(r.get(3)?) })
-            })?
-            .collect()
+            // Taken for 30 s: nodes sharing the ledger do not post the same
+            // receipts at once; if the post fails they fall due again.
+            let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let due: Vec<SimReceipt> = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT id, provider_message_id, kind, due_at FROM sim_receipts WHERE reported = 0 AND due_at <= ?1 ORDER BY due_at, id LIMIT ?2",
+                )?;
+                stmt.query_map(params![now.as_millis(), limit as i64], |r| {
+                    Ok(SimReceipt { id: r.get(0)?, provider_message_id: r.get(1)?, kind: r.get(2)?, due_at: Timestamp::from_millis(r.get(3)?) })
+                })?
+                .collect::<Result<_, _>>()?
+            };
+            {
+                let mut take = tx.prepare_cached("UPDATE sim_receipts SET due_at = ?1 WHERE id = ?2")?;
+                let until = now.plus(Duration::from_secs(30)).as_millis();
+                for r in &due {
+                    take.execute(params![until, r.id])?;
+                }
+            }
+            tx.commit()?;
+            Ok(due)
         })
         .await
     }

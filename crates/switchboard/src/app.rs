@@ -177,6 +177,7 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App
         allow_networks: switchboard_core::netpolicy::parse_allow_list(
             &config.webhook_allow_networks,
         )?,
+        lease: Duration::from_secs(config.webhook_lease_seconds),
         ..WebhookConfig::default()
     };
     let webhooks = WebhookDeliverer::new(store.clone(), clock.clone(), webhook_config)

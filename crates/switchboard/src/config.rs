@@ -94,6 +94,10 @@ pub struct Config {
     /// Networks webhooks may reach despite the SSRF policy, comma-separated
     /// CIDRs (e.g. `127.0.0.0/8,::1/128` for a receiver on this machine).
     pub webhook_allow_networks: String,
+    /// How long a webhook delivery claim is held before another node may
+    /// take it over, seconds. Keep it above the longest endpoint timeout
+    /// (60 s at most), or a slow delivery may be made twice.
+    pub webhook_lease_seconds: u64,
     /// How long an authenticated API key is trusted without reading the
     /// database again, seconds. A key revoked through this node is refused
     /// at once; one revoked through another node within this time.
@@ -157,6 +161,7 @@ impl Default for Config {
             role: Role::All,
             max_body_bytes: 64 * 1024,
             webhook_allow_networks: String::new(),
+            webhook_lease_seconds: 90,
             public_url: None,
             auth_cache_seconds: 10,
             rate_limit: RateLimitSection::default(),
@@ -235,6 +240,7 @@ impl Config {
                 "DATABASE_POOL" => config.database_pool = parse_env(&name, &value)?,
                 "ROLE" => config.role = parse_env(&name, &value)?,
                 "WEBHOOK_ALLOW_NETWORKS" => config.webhook_allow_networks = value,
+                "WEBHOOK_LEASE_SECONDS" => config.webhook_lease_seconds = parse_env(&name, &value)?,
                 "PUBLIC_URL" => config.public_url = Some(value),
                 "AUTH_CACHE_SECONDS" => config.auth_cache_seconds = parse_env(&name, &value)?,
                 "MAX_BODY_BYTES" => config.max_body_bytes = parse_env(&name, &value)?,
@@ -283,6 +289,9 @@ impl Config {
                 "role {} needs a shared database (database_url): with the embedded SQLite one node does everything",
                 self.role
             );
+        }
+        if !(6..=3600).contains(&self.webhook_lease_seconds) {
+            bail!("webhook_lease_seconds must be from 6 to 3600");
         }
         if self.auth_cache_seconds > 3600 {
             bail!("auth_cache_seconds must be at most 3600");

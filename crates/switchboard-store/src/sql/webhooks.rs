@@ -501,7 +501,9 @@ pub fn complete(c: &Db<'_>, r: &WebhookAttemptReport) -> Result<(), StoreError> 
         return Ok(());
     }
     if r.outcome == WebhookOutcome::Succeeded {
-        c.prepare_cached("UPDATE webhook_endpoints SET consecutive_failures = 0 WHERE id = ?1")?
+        // Only when there is something to reset: a success must not lock
+        // the endpoint row (every node's deliveries would queue behind it).
+        c.prepare_cached("UPDATE webhook_endpoints SET consecutive_failures = 0 WHERE id = ?1 AND consecutive_failures <> 0")?
             .execute(p![&r.endpoint_id])?;
         return Ok(());
     }

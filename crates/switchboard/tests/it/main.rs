@@ -10,6 +10,7 @@ mod crash;
 mod dispatch;
 mod harness;
 mod inbound;
+mod multi_node;
 mod quiet_hours;
 mod receiver;
 mod templates;
