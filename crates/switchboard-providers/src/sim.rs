@@ -136,6 +136,8 @@ pub struct SimSendRecord {
     pub calls_after_accept: u32,
     /// The provider id, once accepted.
     pub provider_message_id: Option<String>,
+    /// When it was accepted (the simulator's clock).
+    pub accepted_at: Option<Timestamp>,
 }
 
 /// The simulator provider.
@@ -395,7 +397,7 @@ impl SimProvider {
 /// Reads the ledger's per-key counts from an open connection.
 pub fn read_sends(c: &Connection) -> Result<Vec<SimSendRecord>, rusqlite::Error> {
     let mut stmt = c.prepare(
-        "SELECT key, calls, calls_after_accept, provider_message_id FROM sim_sends ORDER BY key",
+        "SELECT key, calls, calls_after_accept, provider_message_id, accepted_at FROM sim_sends ORDER BY key",
     )?;
     stmt.query_map([], |r| {
         Ok(SimSendRecord {
@@ -403,6 +405,7 @@ pub fn read_sends(c: &Connection) -> Result<Vec<SimSendRecord>, rusqlite::Error>
             calls: r.get(1)?,
             calls_after_accept: r.get(2)?,
             provider_message_id: r.get(3)?,
+            accepted_at: r.get::<_, Option<i64>>(4)?.map(Timestamp::from_millis),
         })
     })?
     .collect()

@@ -138,6 +138,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         now: Timestamp,
         limit: usize,
     ) -> Result<ReceiptPass, StoreError>;
+    /// Sets a provider's throughput limit (sends per second, with a burst of
+    /// `burst`), or removes it (`None`). The limit holds across every node
+    /// sharing the database.
+    async fn set_provider_rate(
+        &self,
+        provider_id: &str,
+        rate: Option<(f64, f64)>,
+    ) -> Result<(), StoreError>;
     /// Makes all in-flight work (message sends and webhook deliveries)
     /// claimable at once. Only for a backend that knows it is the single node
     /// (SQLite holds an exclusive lock on its data dir).

@@ -266,9 +266,11 @@ impl Worker {
     async fn idle_wait(&self) -> Duration {
         let poll = self.inner.config.idle_poll;
         match self.inner.store.next_due_at().await {
+            // Due now yet nothing was claimed: another node holds it, or its
+            // provider's throughput limit is used up. Look again shortly.
             Ok(Some(t)) => t
                 .since(self.inner.clock.now())
-                .clamp(Duration::from_millis(1), poll),
+                .clamp(Duration::from_millis(10), poll),
             _ => poll,
         }
     }

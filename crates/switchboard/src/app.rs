@@ -147,6 +147,11 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App
         SimProvider::open(&config.data_dir, sim_config, clock.clone())
             .context("opening the simulator's ledger")?,
     );
+    // The simulator's throughput limit, shared by every node on the database.
+    let rate = config.sim.rate_per_second;
+    store
+        .set_provider_rate("pr_sim", (rate > 0.0).then_some((rate, rate.max(1.0))))
+        .await?;
     let mut providers = Providers::default();
     providers.insert(ProviderId::parse("pr_sim").expect("valid id"), sim.clone());
     let metrics = Arc::new(Metrics::default());

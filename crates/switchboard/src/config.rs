@@ -148,6 +148,8 @@ pub struct SimSection {
     pub latency_ms: u64,
     /// Delay from acceptance to receipt, milliseconds.
     pub receipt_delay_ms: u64,
+    /// Throughput limit, sends per second across all nodes (0: none).
+    pub rate_per_second: f64,
 }
 
 impl Default for Config {
@@ -199,6 +201,7 @@ impl Default for SimSection {
         SimSection {
             latency_ms: 20,
             receipt_delay_ms: 500,
+            rate_per_second: 0.0,
         }
     }
 }
@@ -257,6 +260,7 @@ impl Config {
                 }
                 "SIM_LATENCY_MS" => config.sim.latency_ms = parse_env(&name, &value)?,
                 "SIM_RECEIPT_DELAY_MS" => config.sim.receipt_delay_ms = parse_env(&name, &value)?,
+                "SIM_RATE_PER_SECOND" => config.sim.rate_per_second = parse_env(&name, &value)?,
                 // Variables of other tools that share the prefix (the test
                 // database URL, the CLI's own) are not configuration.
                 _ => {}
@@ -292,6 +296,9 @@ impl Config {
         }
         if !(6..=3600).contains(&self.webhook_lease_seconds) {
             bail!("webhook_lease_seconds must be from 6 to 3600");
+        }
+        if !self.sim.rate_per_second.is_finite() || self.sim.rate_per_second < 0.0 {
+            bail!("sim.rate_per_second must be 0 (no limit) or positive");
         }
         if self.auth_cache_seconds > 3600 {
             bail!("auth_cache_seconds must be at most 3600");

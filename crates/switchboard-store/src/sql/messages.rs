@@ -411,6 +411,66 @@ fn release_scheduled(c: &Db<'_>, now: Timestamp) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Sets or clears a provider's token bucket; a change refills it.
+pub fn set_provider_rate(
+    c: &Db<'_>,
+    provider: &str,
+    rate: Option<(f64, f64)>,
+) -> Result<(), StoreError> {
+    let current: Option<(Option<f64>, Option<f64>)> = c
+        .query_row(
+            "SELECT rate_per_second, burst FROM providers WHERE id = ?1",
+            p![provider],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some(current) = current else {
+        return Err(StoreError::Corrupt(format!("no provider {provider}")));
+    };
+    let wanted = rate.map_or((None, None), |(r, b)| (Some(r), Some(b)));
+    if current != wanted {
+        c.execute(
+            "UPDATE providers SET rate_per_second = ?1, burst = ?2, tokens = ?2, tokens_at = NULL WHERE id = ?3",
+            p![wanted.0, wanted.1, provider],
+        )?;
+    }
+    Ok(())
+}
+
+/// A provider's token bucket during one claim.
+struct Bucket {
+    burst: f64,
+    tokens: f64,
+    // Refilled up to here. A node whose claim was queued behind another's
+    // carries an earlier `now`: time is never counted twice.
+    at: i64,
+}
+
+/// The bucket of `provider` refilled to `now`, locked for this transaction;
+/// `None` if the provider has no limit.
+fn bucket(c: &Db<'_>, provider: &str, now: Timestamp) -> Result<Option<Bucket>, StoreError> {
+    let sql = format!(
+        "SELECT rate_per_second, burst, tokens, tokens_at FROM providers WHERE id = ?1{}",
+        c.for_update()
+    );
+    let row: Option<(Option<f64>, Option<f64>, Option<f64>, Option<i64>)> = c
+        .query_row(&sql, p![provider], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()?;
+    let Some((Some(rate), burst, tokens, at)) = row else {
+        return Ok(None);
+    };
+    let burst = burst.unwrap_or(rate).max(1.0);
+    let elapsed = at.map_or(0, |at| (now.as_millis() - at).max(0)) as f64 / 1000.0;
+    let tokens = (tokens.unwrap_or(burst) + elapsed * rate).min(burst);
+    Ok(Some(Bucket {
+        burst,
+        tokens,
+        at: at.map_or(now.as_millis(), |at| at.max(now.as_millis())),
+    }))
+}
+
 /// Releases due scheduled messages, then claims due queued messages and
 /// messages whose lease ran out. Expired ones are expired instead of claimed.
 pub fn claim_due(
@@ -446,6 +506,9 @@ pub fn claim_due(
     let lease_until = now.plus(lease).as_millis();
     let mut claimed = Vec::with_capacity(candidates.len());
     let mut quiet: HashMap<String, Option<QuietHours>> = HashMap::new();
+    // Per-provider throughput limits, shared by every node: a message whose
+    // provider has no token left stays where it is for a later claim.
+    let mut buckets: HashMap<String, Option<Bucket>> = HashMap::new();
     for Candidate {
         id,
         ws,
@@ -574,6 +637,18 @@ pub fn claim_due(
                 continue;
             }
         }
+        if let Some(p) = provider.as_deref() {
+            if !buckets.contains_key(p) {
+                let b = bucket(c, p, now)?;
+                buckets.insert(p.to_owned(), b);
+            }
+            if let Some(Some(b)) = buckets.get_mut(p) {
+                if b.tokens < 1.0 {
+                    continue;
+                }
+                b.tokens -= 1.0;
+            }
+        }
         let attempt = attempts + 1;
         c.execute(
             "UPDATE messages SET status = 'sending', attempts = ?1, lease_until = ?2, claimed_at = ?3, next_attempt_at = NULL, updated_at = ?3 WHERE id = ?4",
@@ -613,6 +688,14 @@ pub fn claim_due(
             claimed_at: now,
             created_at: Timestamp::from_millis(created_at),
         });
+    }
+    for (provider, b) in buckets {
+        if let Some(b) = b {
+            c.execute(
+                "UPDATE providers SET tokens = ?1, tokens_at = ?2 WHERE id = ?3",
+                p![b.tokens.min(b.burst), b.at, provider],
+            )?;
+        }
     }
     Ok(claimed)
 }

@@ -365,6 +365,17 @@ impl Store for SqlStore {
             .await
     }
 
+    async fn set_provider_rate(
+        &self,
+        provider_id: &str,
+        rate: Option<(f64, f64)>,
+    ) -> Result<(), StoreError> {
+        let id = provider_id.to_owned();
+        self.writer
+            .run(move |c| messages::set_provider_rate(c, &id, rate))
+            .await
+    }
+
     async fn recover_in_flight(&self) -> Result<u64, StoreError> {
         if self.is_postgres() {
             // Other nodes may be sending right now: work left by a node that

@@ -8,7 +8,13 @@ use crate::error::StoreError;
 /// Serialises migrations across nodes.
 const MIGRATION_LOCK: i64 = 0x5357_4254_4348; // "SWBTCH"
 
-const MIGRATIONS: &[(&str, &str)] = &[("0001_initial", include_str!("pg/0001_initial.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("0001_initial", include_str!("pg/0001_initial.sql")),
+    (
+        "0002_provider_limits",
+        include_str!("pg/0002_provider_limits.sql"),
+    ),
+];
 
 /// Applies the migrations not yet applied, each in its own transaction;
 /// returns how many it applied.

@@ -275,6 +275,15 @@ CREATE TABLE receipt_inbox (
 CREATE INDEX receipt_inbox_pending ON receipt_inbox (next_check_at) WHERE state = 'pending';
 "#,
     ),
+    (
+        "0007_provider_limits",
+        r#"
+ALTER TABLE providers ADD COLUMN rate_per_second REAL;
+ALTER TABLE providers ADD COLUMN burst REAL;
+ALTER TABLE providers ADD COLUMN tokens REAL;
+ALTER TABLE providers ADD COLUMN tokens_at INTEGER;
+"#,
+    ),
 ];
 
 /// Applies the migrations not yet applied, each in its own transaction.

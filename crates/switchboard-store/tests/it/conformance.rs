@@ -410,3 +410,40 @@ conformance!(
         );
     }
 );
+
+conformance!(
+    a_provider_throughput_limit_is_a_token_bucket,
+    |f: crate::Fixture| async move {
+        f.store
+            .set_provider_rate("pr_sim", Some((10.0, 10.0)))
+            .await
+            .unwrap();
+        for i in 0..40 {
+            f.store
+                .accept_message(request(
+                    &f.ws,
+                    json!({"to": "+14155550123", "body": format!("m{i}")}),
+                    &format!("h{i}"),
+                ))
+                .await
+                .unwrap();
+        }
+        let claim = |ms: u64| {
+            let store = f.store.clone();
+            async move {
+                store
+                    .claim_due(T0.plus(Duration::from_millis(ms)), 100, LEASE)
+                    .await
+                    .unwrap()
+                    .len()
+            }
+        };
+        assert_eq!(claim(0).await, 10, "the full burst");
+        assert_eq!(claim(0).await, 0, "then nothing until tokens come back");
+        assert_eq!(claim(500).await, 5, "10/s: five in half a second");
+        assert_eq!(claim(10_000).await, 10, "never more than the burst");
+        // Removing the limit releases the rest at once.
+        f.store.set_provider_rate("pr_sim", None).await.unwrap();
+        assert_eq!(claim(10_000).await, 15);
+    }
+);

@@ -334,3 +334,93 @@ async fn roles_split_the_api_from_the_workers() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("shared database"));
     drop((api, worker, schema));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_provider_throughput_limit_holds_across_three_nodes() {
+    let Some(base_url) = pg_url() else {
+        eprintln!("SWITCHBOARD_TEST_DATABASE_URL is not set: skipped");
+        return;
+    };
+    const RATE: f64 = 50.0;
+    const COUNT: usize = 450;
+    let schema = PgSchema::create(&base_url).await;
+    let url = schema.url();
+    let dir = tempfile::tempdir().unwrap();
+    let rate = RATE.to_string();
+    let nodes: Vec<Gateway> = (0..3)
+        .map(|_| {
+            start(
+                dir.path(),
+                &[
+                    ("SWITCHBOARD_DATABASE_URL", url.as_str()),
+                    ("SWITCHBOARD_SIM_LATENCY_MS", "2"),
+                    ("SWITCHBOARD_SIM_RECEIPT_DELAY_MS", "50"),
+                    ("SWITCHBOARD_SIM_RATE_PER_SECOND", rate.as_str()),
+                    ("SWITCHBOARD_WEBHOOK_ALLOW_NETWORKS", "127.0.0.0/8"),
+                    ("SWITCHBOARD_RATE_LIMIT_PER_SECOND", "100000"),
+                    ("SWITCHBOARD_RATE_LIMIT_BURST", "100000"),
+                ],
+            )
+        })
+        .collect();
+    let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
+    let client = client();
+    let receiver = Receiver::start(vec![]).await;
+    let key = setup(&client, &bases[0], &receiver.url).await;
+    let mut tasks = Vec::new();
+    for lane in 0..16 {
+        let (client, bases, key) = (client.clone(), bases.clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in (lane..COUNT).step_by(16) {
+                submit(&client, &bases, &key, i).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut sent = loop {
+        let ledger = read_ledger(dir.path()).unwrap();
+        let times: Vec<i64> = ledger
+            .iter()
+            .filter_map(|r| r.accepted_at.map(|t| t.as_millis()))
+            .collect();
+        if times.len() == COUNT {
+            break times;
+        }
+        assert!(Instant::now() < deadline, "{} of {COUNT} sent", times.len());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    sent.sort_unstable();
+    // Measured twice: when the dispatchers started each send (what the limit
+    // governs) and when the provider accepted it (what the provider sees).
+    let mut started: Vec<i64> = pg_query(&url, "SELECT started_at FROM attempts")
+        .await
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    started.sort_unstable();
+    assert_eq!(started.len(), COUNT, "one attempt per message");
+    // After the initial burst (one second's worth), the sends of all three
+    // nodes together follow the limit.
+    let rate_of = |times: &[i64]| {
+        let steady = &times[RATE as usize..];
+        let span = (steady[steady.len() - 1] - steady[0]) as f64 / 1000.0;
+        ((steady.len() - 1) as f64 / span, span)
+    };
+    let (dispatched, span) = rate_of(&started);
+    let (at_provider, _) = rate_of(&sent);
+    eprintln!(
+        "limit {RATE}/s across three nodes: sends started at {dispatched:.1}/s over {span:.1} s, accepted by the provider at {at_provider:.1}/s"
+    );
+    assert!(
+        (dispatched - RATE).abs() <= RATE * 0.10,
+        "sends started at {dispatched:.1}/s against a limit of {RATE}/s"
+    );
+    assert!(
+        at_provider <= RATE * 1.10,
+        "the provider saw {at_provider:.1}/s against a limit of {RATE}/s"
+    );
+    drop((nodes, schema));
+}
