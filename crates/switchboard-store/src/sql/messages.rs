@@ -453,7 +453,8 @@ fn bucket(c: &Db<'_>, provider: &str, now: Timestamp) -> Result<Option<Bucket>, 
         "SELECT rate_per_second, burst, tokens, tokens_at FROM providers WHERE id = ?1{}",
         c.for_update()
     );
-    let row: Option<(Option<f64>, Option<f64>, Option<f64>, Option<i64>)> = c
+    type BucketRow = (Option<f64>, Option<f64>, Option<f64>, Option<i64>);
+    let row: Option<BucketRow> = c
         .query_row(&sql, p![provider], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })
