@@ -8,7 +8,7 @@ pub enum StoreError {
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
     /// The database (either engine) reported an error.
-    #[error("{0}")]
+    #[error(transparent)]
     Db(#[from] crate::sql::db::DbError),
     /// The writer thread has stopped (shutdown, or it crashed).
     #[error("the database writer has stopped")]

@@ -27,7 +27,7 @@ pub enum DbError {
     #[error("sqlite: {0}")]
     Lite(#[from] rusqlite::Error),
     /// PostgreSQL.
-    #[error("postgres: {0}")]
+    #[error("postgres: {}", pg_message(.0))]
     Pg(#[from] postgres::Error),
     /// A query that must return a row returned none.
     #[error("the query returned no rows")]
@@ -35,6 +35,18 @@ pub enum DbError {
     /// A column could not be read as the wanted type.
     #[error("column {0}: {1}")]
     Type(usize, String),
+}
+
+/// The server's own message (and code) when there is one: `db error` alone
+/// tells an operator nothing.
+fn pg_message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
+    }
 }
 
 impl DbError {
