@@ -117,3 +117,78 @@ async fn one_idempotency_key_is_one_message_across_nodes() {
     }
     assert_eq!((created, ids.len()), (1, 1));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_work_is_released_once_by_whichever_node_looks_first() {
+    let Some((f, nodes)) = three_nodes().await else {
+        eprintln!("SWITCHBOARD_TEST_DATABASE_URL is not set: skipped");
+        return;
+    };
+    let due = T0.plus(Duration::from_secs(10));
+    for i in 0..120 {
+        let mut req = request(
+            &f.ws,
+            json!({"to": "+14155550123", "body": format!("m{i}"), "send_at": due.to_rfc3339()}),
+            &format!("h{i}"),
+        );
+        req.now = T0;
+        assert!(matches!(
+            nodes[i % 3].accept_message(req).await.unwrap(),
+            AcceptOutcome::Created(_)
+        ));
+    }
+    assert!(
+        nodes[0]
+            .claim_due(T0, 1000, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let mut tasks = Vec::new();
+    for node in &nodes {
+        let node = node.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0;
+            loop {
+                let got = node
+                    .claim_due(due, 9, Duration::from_secs(30))
+                    .await
+                    .unwrap()
+                    .len();
+                if got == 0 {
+                    return n;
+                }
+                n += got;
+            }
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    assert_eq!(total, 120);
+    // Each message was released (queued) exactly once: scheduled, queued, sending.
+    let page = f
+        .store
+        .list_messages(
+            &f.ws,
+            &switchboard_store::MessageFilter {
+                limit: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    for m in page.data {
+        let detail = f.store.get_message(&f.ws, &m.id).await.unwrap().unwrap();
+        let types: Vec<&str> = detail
+            .events
+            .iter()
+            .map(|e| e.event_type.as_str())
+            .collect();
+        assert_eq!(
+            types,
+            ["message.scheduled", "message.queued", "message.sending"]
+        );
+    }
+}
