@@ -573,7 +573,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(%addr, data_dir = %config.data_dir.display(), "started");
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_shutdown(shutdown.clone()));
-    app::serve(app, listener, shutdown, config.role.runs_workers()).await?;
+    if config.dispatcher.paused {
+        println!("dispatch is paused: messages are accepted and stored, nothing is sent");
+    }
+    let workers = config.role.runs_workers() && !config.dispatcher.paused;
+    app::serve(app, listener, shutdown, workers).await?;
     tracing::info!("stopped cleanly");
     Ok(())
 }

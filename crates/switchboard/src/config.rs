@@ -138,6 +138,9 @@ pub struct DispatcherSection {
     pub backoff_base_ms: u64,
     /// Largest backoff ceiling, seconds.
     pub backoff_cap_seconds: u64,
+    /// Accept and store, but send nothing and deliver no webhooks (for
+    /// maintenance of a provider, or to measure the accept path alone).
+    pub paused: bool,
 }
 
 /// `[sim]`.
@@ -192,6 +195,7 @@ impl Default for DispatcherSection {
             max_attempts: 8,
             backoff_base_ms: 1000,
             backoff_cap_seconds: 300,
+            paused: false,
         }
     }
 }
@@ -249,6 +253,7 @@ impl Config {
                 "MAX_BODY_BYTES" => config.max_body_bytes = parse_env(&name, &value)?,
                 "RATE_LIMIT_PER_SECOND" => config.rate_limit.per_second = parse_env(&name, &value)?,
                 "RATE_LIMIT_BURST" => config.rate_limit.burst = parse_env(&name, &value)?,
+                "DISPATCH_PAUSED" => config.dispatcher.paused = parse_env(&name, &value)?,
                 "DISPATCH_BATCH" => config.dispatcher.batch = parse_env(&name, &value)?,
                 "DISPATCH_CONCURRENCY" => config.dispatcher.concurrency = parse_env(&name, &value)?,
                 "LEASE_SECONDS" => config.dispatcher.lease_seconds = parse_env(&name, &value)?,

@@ -1,0 +1,616 @@
+//! `switchboard-bench`: measures Switchboard's hot paths against this
+//! machine's own ceiling and prints a table (saved as JSON under
+//! `bench/results/`). Run it with `bench/run` (see BENCHMARKS.md).
+//!
+//! Every scenario starts the real `switchboard` binary in a child process on
+//! loopback, drives it with this program's own keep-alive load generator
+//! (fixed concurrency, bounded in count and time) and reads the server's CPU
+//! time and peak RSS from `/proc`.
+
+mod load;
+mod receiver;
+mod server;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::load::{LoadResult, MakeRequest, quantile};
+use crate::receiver::Receiver;
+use crate::server::{ADMIN_TOKEN, Server, Usage};
+
+/// Benchmarks of the Switchboard gateway.
+#[derive(Debug, Parser)]
+#[command(name = "switchboard-bench", version, about)]
+struct Args {
+    /// Scenarios to run: noop, accept, accept-pg, e2e, e2e-all, webhooks, or all.
+    #[arg(default_value = "all")]
+    scenarios: Vec<String>,
+    /// Concurrent connections of the load generator.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Requests per HTTP scenario (noop, accept, accept-pg).
+    #[arg(long, default_value_t = 200_000)]
+    requests: usize,
+    /// Longest time an HTTP scenario runs, seconds.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Messages in the end-to-end scenarios.
+    #[arg(long, default_value_t = 100_000)]
+    messages: usize,
+    /// Messages whose events the webhook scenario fans out.
+    #[arg(long, default_value_t = 2_500)]
+    fanout_messages: usize,
+    /// Endpoints in the webhook scenario.
+    #[arg(long, default_value_t = 8)]
+    endpoints: usize,
+    /// PostgreSQL for accept-pg (a schema of its own is made and dropped).
+    #[arg(long, env = "SWITCHBOARD_BENCH_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Where results are written.
+    #[arg(long, default_value = "bench/results")]
+    out: std::path::PathBuf,
+}
+
+/// One row of the table.
+#[derive(Debug, Clone, Serialize)]
+struct Row {
+    scenario: String,
+    what: String,
+    count: usize,
+    errors: usize,
+    per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    server_cpu_seconds: f64,
+    server_cpu_percent: f64,
+    server_peak_rss_mb: f64,
+    notes: String,
+    extra: Value,
+}
+
+impl Row {
+    fn http(scenario: &str, what: &str, r: &LoadResult, before: Usage, after: Usage) -> Row {
+        let cpu = after.cpu_seconds - before.cpu_seconds;
+        Row {
+            scenario: scenario.into(),
+            what: what.into(),
+            count: r.ok,
+            errors: r.errors,
+            per_second: r.rate(),
+            p50_ms: r.quantile_ms(0.50),
+            p99_ms: r.quantile_ms(0.99),
+            max_ms: r.quantile_ms(1.0),
+            server_cpu_seconds: cpu,
+            server_cpu_percent: 100.0 * cpu / r.elapsed.as_secs_f64().max(1e-9),
+            server_peak_rss_mb: after.peak_rss_mb,
+            notes: String::new(),
+            extra: Value::Null,
+        }
+    }
+}
+
+async fn admin(
+    client: &reqwest::Client,
+    base: &str,
+    path: &str,
+    body: Value,
+) -> anyhow::Result<Value> {
+    let r = client
+        .post(format!("{base}{path}"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&body)
+        .send()
+        .await?;
+    let status = r.status();
+    let v: Value = r.json().await?;
+    if !status.is_success() {
+        bail!("{path}: {status} {v}");
+    }
+    Ok(v)
+}
+
+/// A workspace and its API key.
+async fn workspace(base: &str) -> anyhow::Result<String> {
+    let client = load::client();
+    let ws = admin(&client, base, "/v1/workspaces", json!({"name": "bench"})).await?;
+    let id = ws["id"].as_str().context("workspace id")?;
+    let key = admin(
+        &client,
+        base,
+        &format!("/v1/workspaces/{id}/keys"),
+        json!({}),
+    )
+    .await?;
+    Ok(key["key"].as_str().context("key")?.to_owned())
+}
+
+async fn create_endpoint(
+    base: &str,
+    key: &str,
+    url: &str,
+    events: Option<Vec<&str>>,
+) -> anyhow::Result<(String, String)> {
+    let r = load::client()
+        .post(format!("{base}/v1/webhooks"))
+        .bearer_auth(key)
+        .json(&json!({"url": url, "event_types": events}))
+        .send()
+        .await?;
+    let v: Value = r.json().await?;
+    Ok((
+        v["id"].as_str().context("endpoint id")?.to_owned(),
+        v["secret"].as_str().context("endpoint secret")?.to_owned(),
+    ))
+}
+
+fn message_request(base: &str, key: &str) -> MakeRequest {
+    let url = format!("{base}/v1/messages");
+    let auth = format!("Bearer {key}");
+    Arc::new(move |c: &reqwest::Client, i: usize| {
+        c.post(&url)
+            .header("authorization", &auth)
+            .header("content-type", "application/json")
+            .body(format!(
+                r#"{{"to":"+14155550123","body":"Benchmark message {i}","client_ref":"b{i}"}}"#
+            ))
+    })
+}
+
+async fn noop(args: &Args) -> anyhow::Result<Row> {
+    let server = Server::start(&[("SWITCHBOARD_DISPATCH_PAUSED", "true".into())])?;
+    let url = format!("{}/healthz", server.base);
+    let make: MakeRequest = Arc::new(move |c: &reqwest::Client, _| c.get(&url));
+    load::run(
+        args.concurrency,
+        2_000,
+        Duration::from_secs(5),
+        200,
+        make.clone(),
+    )
+    .await;
+    let before = server.usage();
+    let r = load::run(
+        args.concurrency,
+        args.requests,
+        Duration::from_secs(args.seconds),
+        200,
+        make,
+    )
+    .await;
+    let mut row = Row::http(
+        "noop",
+        "GET /healthz (same server stack)",
+        &r,
+        before,
+        server.usage(),
+    );
+    row.notes = "the ceiling of this machine's HTTP path".into();
+    Ok(row)
+}
+
+async fn accept(args: &Args, scenario: &str, env: &[(&str, String)]) -> anyhow::Result<Row> {
+    let mut env = env.to_vec();
+    env.push(("SWITCHBOARD_DISPATCH_PAUSED", "true".into()));
+    let server = Server::start(&env)?;
+    let key = workspace(&server.base).await?;
+    let make = message_request(&server.base, &key);
+    load::run(
+        args.concurrency,
+        2_000,
+        Duration::from_secs(5),
+        202,
+        make.clone(),
+    )
+    .await;
+    let before = server.usage();
+    let r = load::run(
+        args.concurrency,
+        args.requests,
+        Duration::from_secs(args.seconds),
+        202,
+        make,
+    )
+    .await;
+    let mut row = Row::http(
+        scenario,
+        "POST /v1/messages, 202 after COMMIT",
+        &r,
+        before,
+        server.usage(),
+    );
+    row.notes = "dispatch paused: the accept path alone".into();
+    Ok(row)
+}
+
+/// A fresh schema on `url` (dropped by the returned guard).
+struct Schema {
+    url: String,
+    name: String,
+}
+
+impl Schema {
+    fn create(url: &str) -> anyhow::Result<Schema> {
+        let name = format!("bench_{}", std::process::id());
+        let mut c = postgres::Client::connect(url, postgres::NoTls)?;
+        c.batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"
+        ))?;
+        Ok(Schema {
+            url: url.to_owned(),
+            name,
+        })
+    }
+
+    fn url(&self) -> String {
+        let sep = if self.url.contains('?') { '&' } else { '?' };
+        format!("{}{sep}options=-c%20search_path%3D{}", self.url, self.name)
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        if let Ok(mut c) = postgres::Client::connect(&self.url, postgres::NoTls) {
+            let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
+        }
+    }
+}
+
+async fn accept_pg(args: &Args) -> anyhow::Result<Row> {
+    let Some(url) = &args.database_url else {
+        bail!("accept-pg needs --database-url (or SWITCHBOARD_BENCH_DATABASE_URL)");
+    };
+    let u = url.clone();
+    let schema = tokio::task::spawn_blocking(move || Schema::create(&u)).await??;
+    let row = accept(
+        args,
+        "accept-pg",
+        &[("SWITCHBOARD_DATABASE_URL", schema.url())],
+    )
+    .await;
+    tokio::task::spawn_blocking(move || drop(schema)).await?;
+    row
+}
+
+/// Messages submitted → sim → delivered → the receiver; `all_events` picks
+/// the receiver's subscription (terminal events, or every event).
+async fn e2e(args: &Args, all_events: bool) -> anyhow::Result<Row> {
+    let scenario = if all_events { "e2e-all" } else { "e2e" };
+    let mut server = Server::start(&[
+        ("SWITCHBOARD_SIM_LATENCY_MS", "0".into()),
+        ("SWITCHBOARD_SIM_RECEIPT_DELAY_MS", "50".into()),
+    ])?;
+    let key = workspace(&server.base).await?;
+    let receiver = Receiver::start().await?;
+    let events = (!all_events).then(|| vec!["message.delivered", "message.failed"]);
+    let (_, secret) = create_endpoint(
+        &server.base,
+        &key,
+        &format!("{}/hook/0", receiver.base),
+        events,
+    )
+    .await?;
+    receiver.endpoint(0, &secret)?;
+    let n = args.messages;
+    let before = server.usage();
+    let started = Instant::now();
+    // Submit with fixed concurrency, remembering when each message went in.
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let make = message_request(&server.base, &key);
+    let mut tasks = Vec::new();
+    for _ in 0..args.concurrency {
+        let (next, make) = (next.clone(), make.clone());
+        tasks.push(tokio::spawn(async move {
+            let client = load::client();
+            let mut out = Vec::new();
+            let mut errors = 0usize;
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                let t = Instant::now();
+                match make(&client, i).send().await {
+                    Ok(r) if r.status() == 202 => {
+                        let v: Value = r.json().await.unwrap_or_default();
+                        if let Some(id) = v["id"].as_str() {
+                            out.push((id.to_owned(), t));
+                        }
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (out, errors)
+        }));
+    }
+    let mut submitted: HashMap<String, Instant> = HashMap::with_capacity(n);
+    let mut submit_errors = 0;
+    for t in tasks {
+        let (out, errors) = t.await?;
+        submit_errors += errors;
+        submitted.extend(out);
+    }
+    let submit_elapsed = started.elapsed();
+    // Wait for every terminal webhook (bounded), showing progress.
+    let deadline = Instant::now() + Duration::from_secs(120 + n as u64 / 500);
+    let mut last_print = Instant::now();
+    loop {
+        let (_, _, terminal) = receiver.counts();
+        if terminal >= submitted.len() || Instant::now() >= deadline {
+            break;
+        }
+        if last_print.elapsed() > Duration::from_secs(5) {
+            eprintln!(
+                "  {scenario}: {terminal}/{} terminal webhooks…",
+                submitted.len()
+            );
+            last_print = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Let stragglers (duplicates, the every-event tail) arrive briefly.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = server.usage();
+    let seen = receiver.seen();
+    let mut lat: Vec<u64> = submitted
+        .iter()
+        .filter_map(|(id, t)| {
+            seen.terminal
+                .get(id)
+                .map(|d| d.duration_since(*t).as_micros() as u64)
+        })
+        .collect();
+    lat.sort_unstable();
+    let last_terminal = seen.terminal.values().max().copied().unwrap_or(started);
+    let wall = last_terminal.duration_since(started);
+    let lost = submitted.len() - lat.len();
+    let _dir = server.keep_dir();
+    let data_dir = server.stop();
+    let (sends, repeated) = server::ledger(&data_dir)?;
+    let duplicate_sends = sends.saturating_sub(submitted.len());
+    let cpu = after.cpu_seconds - before.cpu_seconds;
+    Ok(Row {
+        scenario: scenario.into(),
+        what: if all_events {
+            "submit → sim → delivered → every event to the receiver".into()
+        } else {
+            "submit → sim → delivered → terminal webhook".into()
+        },
+        count: lat.len(),
+        errors: submit_errors,
+        per_second: lat.len() as f64 / wall.as_secs_f64().max(1e-9),
+        p50_ms: quantile(&lat, 0.50) as f64 / 1000.0,
+        p99_ms: quantile(&lat, 0.99) as f64 / 1000.0,
+        max_ms: quantile(&lat, 1.0) as f64 / 1000.0,
+        server_cpu_seconds: cpu,
+        server_cpu_percent: 100.0 * cpu / wall.as_secs_f64().max(1e-9),
+        server_peak_rss_mb: after.peak_rss_mb,
+        notes: format!(
+            "lost {lost}, duplicate sends {duplicate_sends}, repeated provider calls {repeated}, bad signatures {}",
+            seen.bad_signatures
+        ),
+        extra: json!({
+            "submitted": submitted.len(),
+            "submit_seconds": submit_elapsed.as_secs_f64(),
+            "lost": lost,
+            "duplicate_sends": duplicate_sends,
+            "repeated_provider_calls": repeated,
+            "webhook_deliveries": seen.deliveries,
+            "distinct_events": seen.distinct,
+            "bad_signatures": seen.bad_signatures,
+            "sim_receipt_delay_ms": 50,
+        }),
+    })
+}
+
+/// Events of many messages fanned out to several endpoints by a range
+/// redelivery: signed deliveries per second at the receiver.
+async fn webhooks(args: &Args) -> anyhow::Result<Row> {
+    let server = Server::start(&[
+        ("SWITCHBOARD_SIM_LATENCY_MS", "0".into()),
+        ("SWITCHBOARD_SIM_RECEIPT_DELAY_MS", "10".into()),
+    ])?;
+    let key = workspace(&server.base).await?;
+    let since = jiff::Timestamp::now();
+    let make = message_request(&server.base, &key);
+    let r = load::run(
+        args.concurrency,
+        args.fanout_messages,
+        Duration::from_secs(120),
+        202,
+        make,
+    )
+    .await;
+    // Wait until every message is delivered, so no more events appear.
+    let client = load::client();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let m = client
+            .get(format!("{}/metrics", server.base))
+            .send()
+            .await?
+            .text()
+            .await?;
+        let delivered = m
+            .lines()
+            .find(|l| l.starts_with("switchboard_messages{status=\"delivered\"}"))
+            .and_then(|l| l.split_whitespace().last()?.parse::<usize>().ok())
+            .unwrap_or(0);
+        if delivered >= r.ok || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let receiver = Receiver::start().await?;
+    let mut ids = Vec::new();
+    for n in 0..args.endpoints {
+        let (id, secret) = create_endpoint(
+            &server.base,
+            &key,
+            &format!("{}/hook/{n}", receiver.base),
+            None,
+        )
+        .await?;
+        receiver.endpoint(n, &secret)?;
+        ids.push(id);
+    }
+    let until = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(1);
+    let before = server.usage();
+    let started = Instant::now();
+    let mut queued = 0;
+    for id in &ids {
+        let v: Value = client
+            .post(format!("{}/v1/webhooks/{id}/redeliver", server.base))
+            .bearer_auth(&key)
+            .json(&json!({"since": since.to_string(), "until": until.to_string()}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        queued += v["queued"].as_u64().unwrap_or(0) as usize;
+    }
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let (deliveries, _, _) = receiver.counts();
+        if deliveries >= queued || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = server.usage();
+    let seen = receiver.seen();
+    let wall = seen.last.unwrap_or(started).duration_since(started);
+    let cpu = after.cpu_seconds - before.cpu_seconds;
+    Ok(Row {
+        scenario: "webhooks".into(),
+        what: format!("signed deliveries, {} endpoints", args.endpoints),
+        count: seen.deliveries,
+        errors: queued.saturating_sub(seen.deliveries) + seen.bad_signatures,
+        per_second: seen.deliveries as f64 / wall.as_secs_f64().max(1e-9),
+        p50_ms: f64::NAN,
+        p99_ms: f64::NAN,
+        max_ms: f64::NAN,
+        server_cpu_seconds: cpu,
+        server_cpu_percent: 100.0 * cpu / wall.as_secs_f64().max(1e-9),
+        server_peak_rss_mb: after.peak_rss_mb,
+        notes: format!(
+            "{queued} queued by range redelivery; bad signatures {}",
+            seen.bad_signatures
+        ),
+        extra: json!({"queued": queued, "messages": r.ok}),
+    })
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "\n{:<10} {:>9} {:>7} {:>11} {:>8} {:>8} {:>8} {:>7} {:>8}  notes",
+        "scenario",
+        "count",
+        "errors",
+        "per second",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "cpu %",
+        "rss MB"
+    );
+    for r in rows {
+        let ms = |v: f64| {
+            if v.is_nan() {
+                "-".to_owned()
+            } else {
+                format!("{v:.2}")
+            }
+        };
+        println!(
+            "{:<10} {:>9} {:>7} {:>11.0} {:>8} {:>8} {:>8} {:>7.0} {:>8.1}  {}",
+            r.scenario,
+            r.count,
+            r.errors,
+            r.per_second,
+            ms(r.p50_ms),
+            ms(r.p99_ms),
+            ms(r.max_ms),
+            r.server_cpu_percent,
+            r.server_peak_rss_mb,
+            r.notes
+        );
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let args = Args::parse();
+    let mut wanted: Vec<String> = args.scenarios.clone();
+    if wanted.iter().any(|s| s == "all") {
+        wanted = ["noop", "accept", "accept-pg", "e2e", "e2e-all", "webhooks"]
+            .map(String::from)
+            .to_vec();
+        if args.database_url.is_none() {
+            wanted.retain(|s| s != "accept-pg");
+            eprintln!("accept-pg skipped: no --database-url");
+        }
+    }
+    let mut rows = Vec::new();
+    for s in &wanted {
+        eprintln!("running {s}…");
+        let row = match s.as_str() {
+            "noop" => noop(&args).await?,
+            "accept" => accept(&args, "accept", &[]).await?,
+            "accept-pg" => accept_pg(&args).await?,
+            "e2e" => e2e(&args, false).await?,
+            "e2e-all" => e2e(&args, true).await?,
+            "webhooks" => webhooks(&args).await?,
+            other => bail!("unknown scenario {other:?}"),
+        };
+        print_table(std::slice::from_ref(&row));
+        rows.push(row);
+    }
+    println!("\nAll results (concurrency {}):", args.concurrency);
+    print_table(&rows);
+    if let (Some(noop), Some(accept)) = (
+        rows.iter().find(|r| r.scenario == "noop"),
+        rows.iter().find(|r| r.scenario == "accept"),
+    ) {
+        println!(
+            "\naccept / noop = {:.0}% (target ≥ 50%, accept p99 ≤ 10 ms)",
+            100.0 * accept.per_second / noop.per_second
+        );
+    }
+    std::fs::create_dir_all(&args.out)?;
+    let stamp = jiff::Timestamp::now()
+        .strftime("%Y%m%dT%H%M%SZ")
+        .to_string();
+    let doc = json!({
+        "when": jiff::Timestamp::now().to_string(),
+        "machine": machine(),
+        "concurrency": args.concurrency,
+        "rows": rows,
+    });
+    let text = serde_json::to_string_pretty(&doc)?;
+    let path = args.out.join(format!("{stamp}.json"));
+    std::fs::write(&path, &text)?;
+    std::fs::write(args.out.join("latest.json"), &text)?;
+    println!("\nwritten to {}", path.display());
+    Ok(())
+}
+
+fn machine() -> Value {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_default();
+    json!({"cpus": cpus, "cpu_model": model, "os": std::env::consts::OS})
+}

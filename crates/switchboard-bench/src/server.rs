@@ -1,0 +1,150 @@
+//! The server under test: the real `switchboard` binary in a child process,
+//! so its CPU time and peak memory are its own.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{Context, bail};
+
+/// The admin token every benchmark server starts with.
+pub const ADMIN_TOKEN: &str = "bench-admin-token-0123456789abcdef";
+
+/// A running server.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:port`.
+    pub base: String,
+    /// Its data directory (the simulator's ledger lives there).
+    pub data_dir: PathBuf,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// CPU seconds (user + system) and peak resident memory of a process.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    pub cpu_seconds: f64,
+    pub peak_rss_mb: f64,
+}
+
+/// The `switchboard` binary beside this one (both are built by `bench/run`).
+pub fn binary() -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let bin = me.with_file_name("switchboard");
+    if !bin.exists() {
+        bail!(
+            "{} not found: build it first (`bench/run` does: cargo build --release -p switchboard -p switchboard-bench)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+impl Server {
+    /// Starts `switchboard serve` with `env` on a free loopback port and a
+    /// fresh data directory, and waits until it listens.
+    pub fn start(env: &[(&str, String)]) -> anyhow::Result<Server> {
+        let dir = tempfile::tempdir()?;
+        let data_dir = dir.path().to_path_buf();
+        let mut cmd = Command::new(binary()?);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data_dir)
+            .env("SWITCHBOARD_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("SWITCHBOARD_LOG", "error")
+            .env("SWITCHBOARD_RATE_LIMIT_PER_SECOND", "10000000")
+            .env("SWITCHBOARD_RATE_LIMIT_BURST", "10000000")
+            .env("SWITCHBOARD_WEBHOOK_ALLOW_NETWORKS", "127.0.0.0/8")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().context("starting switchboard")?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let base = loop {
+            let Some(line) = lines.next() else {
+                bail!("switchboard exited before listening");
+            };
+            let line = line?;
+            if let Some(rest) = line.strip_prefix("switchboard listening on ") {
+                break rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Server {
+            child,
+            base,
+            data_dir,
+            _dir: Some(dir),
+        })
+    }
+
+    /// The process id, for `/proc`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// CPU time and peak RSS so far, from `/proc`.
+    pub fn usage(&self) -> Usage {
+        usage_of(self.pid())
+    }
+
+    /// Stops the server (SIGKILL: its state is thrown away with its directory).
+    pub fn stop(mut self) -> PathBuf {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.data_dir.clone()
+    }
+
+    /// Keeps the data directory after the server stops.
+    pub fn keep_dir(&mut self) -> Option<tempfile::TempDir> {
+        self._dir.take()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU seconds and peak RSS of `pid` (Linux `/proc`; zeros elsewhere).
+pub fn usage_of(pid: u32) -> Usage {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start at ") ".
+    let after = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line: 12 and 13 here.
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i).and_then(|v| v.parse::<f64>().ok()))
+        .sum();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm_kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0);
+    Usage {
+        // USER_HZ is 100 on Linux.
+        cpu_seconds: ticks / 100.0,
+        peak_rss_mb: hwm_kb / 1024.0,
+    }
+}
+
+/// The simulator's ledger of a stopped server: (distinct sends, repeated calls).
+pub fn ledger(data_dir: &Path) -> anyhow::Result<(usize, u32)> {
+    let rows = switchboard_providers::sim::read_ledger(data_dir)?;
+    let sends = rows
+        .iter()
+        .filter(|r| r.provider_message_id.is_some())
+        .count();
+    let repeated = rows.iter().map(|r| r.calls_after_accept).sum();
+    Ok((sends, repeated))
+}
