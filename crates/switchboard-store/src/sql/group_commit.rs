@@ -1,17 +1,22 @@
 //! The group commit: one writer thread, many writes, one transaction.
 //!
-//! Every write to the SQLite database — accepts, claims, attempt results,
-//! receipts — is a *job* sent to this thread. The thread takes the first job
-//! that arrives and everything queued behind it at that moment (no linger:
+//! Every write to the database — accepts, claims, attempt results, receipts
+//! — is a *job* sent to this thread. The thread takes the first job that
+//! arrives and everything queued behind it at that moment (no linger:
 //! waiting for more would trade latency for nothing, since a batch forms by
-//! itself while the previous commit is being fsynced), runs each job inside
-//! its own savepoint, commits once, and only then answers each job. So a 202
-//! is sent after the row is durable, and under load one fsync carries
-//! hundreds of accepts.
+//! itself while the previous commit is being fsynced), runs the jobs in one
+//! transaction, commits once, and only then answers each job. So a 202 is
+//! sent after the row is durable, and under load one fsync carries hundreds
+//! of accepts.
 //!
-//! A job that fails rolls back its own savepoint and does not disturb the
-//! others in the batch. If the commit itself fails, every job in the batch is
-//! answered with the error: none of them happened.
+//! Jobs almost never fail, so a batch first runs *optimistically*: all jobs
+//! in one transaction with no savepoints (a savepoint per job costs a
+//! statement pair and a sub-journal copy of every page it touches). If any
+//! job fails, the whole transaction is rolled back and the batch runs again
+//! the careful way, each job in its own savepoint, so the failing job rolls
+//! back alone and the others commit. (That is why a job must be repeatable:
+//! `GroupCommit::run` takes an `Fn`.) If the commit itself fails, every job
+//! in the batch is answered with the error: none of them happened.
 //!
 //! *Invariant*: this thread is the only writer of the database on this
 //! node, so a job can read and then write (idempotency check, state
@@ -19,6 +24,7 @@
 //! too: jobs that read and then change shared rows lock them
 //! (`Db::for_update`, `Db::skip_locked`).
 
+use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,10 +36,13 @@ use super::db::{Conn, Db};
 use crate::error::StoreError;
 use crate::model::GroupCommitStats;
 
-type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-/// A write: given the open transaction (or the error that prevented one), it
-/// runs and says whether to keep its writes and how to answer after commit.
-type Job = Box<dyn FnOnce(Result<&Db<'_>, &StoreError>) -> (bool, Reply) + Send>;
+type Value = Box<dyn Any + Send>;
+/// A write job: `work` may run twice (optimistically, then alone in a
+/// savepoint if its batch had a failure); `answer` runs once, after commit.
+struct Job {
+    work: Box<dyn FnMut(&Db<'_>) -> Result<Value, StoreError> + Send>,
+    answer: Box<dyn FnOnce(Result<Value, StoreError>) + Send>,
+}
 
 /// Queue capacity: submitters wait (backpressure) beyond this many pending jobs.
 const QUEUE: usize = 16_384;
@@ -73,30 +82,22 @@ impl GroupCommit {
     }
 
     /// Runs `f` in the next group commit and returns its result once the
-    /// transaction is durable. An `Err` from `f` rolls back only `f`'s writes.
+    /// transaction is durable. An `Err` from `f` rolls back only `f`'s
+    /// writes. `f` may be run twice (see the module documentation): it must
+    /// not have effects outside the transaction.
     pub async fn run<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
-        F: FnOnce(&Db<'_>) -> Result<R, StoreError> + Send + 'static,
+        F: Fn(&Db<'_>) -> Result<R, StoreError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let job: Job =
-            Box::new(
-                move |conn| match conn.map_err(StoreError::for_each_job).and_then(f) {
-                    Ok(value) => (
-                        true,
-                        Box::new(move |commit: Result<(), StoreError>| {
-                            let _ = tx.send(commit.map(|()| value));
-                        }),
-                    ),
-                    Err(e) => (
-                        false,
-                        Box::new(move |_| {
-                            let _ = tx.send(Err(e));
-                        }),
-                    ),
-                },
-            );
+        let job = Job {
+            work: Box::new(move |c| f(c).map(|v| Box::new(v) as Value)),
+            answer: Box::new(move |r: Result<Value, StoreError>| {
+                let r = r.map(|v| *v.downcast::<R>().expect("a job answers its own type"));
+                let _ = tx.send(r);
+            }),
+        };
         self.tx
             .send(job)
             .await
@@ -133,8 +134,6 @@ fn writer_loop(
                 Err(e) => tracing::error!(error = %e, "reconnecting to the database failed"),
             }
         }
-        let db = conn.db();
-        let conn = &db;
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -142,71 +141,135 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
+        let db = conn.db();
         let n = batch.len() as u64;
-        let replies = run_batch(conn, batch.drain(..));
-        let outcome = conn.execute_batch("COMMIT").map_err(StoreError::from);
-        if outcome.is_err() {
-            let _ = conn.execute_batch("ROLLBACK");
-            tracing::error!(error = ?outcome, jobs = n, "group commit failed");
-        }
+        let jobs: Vec<Job> = std::mem::take(&mut batch);
+        let answers = run_batch(&db, jobs);
         // Counted before answering, so a caller that has its answer sees
         // its commit in the counters.
         counters.commits.fetch_add(1, Ordering::Relaxed);
         counters.jobs.fetch_add(n, Ordering::Relaxed);
         counters.max_batch.fetch_max(n, Ordering::Relaxed);
-        for reply in replies {
-            reply(
-                outcome
-                    .as_ref()
-                    .map(|_| ())
-                    .map_err(StoreError::for_each_job),
-            );
+        for (answer, result) in answers {
+            answer(result);
         }
     }
 }
 
-fn run_batch(conn: &Db<'_>, jobs: impl Iterator<Item = Job>) -> Vec<Reply> {
+type Answer = Box<dyn FnOnce(Result<Value, StoreError>) + Send>;
+
+/// Runs one job, turning a panic into an error (its writes are then rolled
+/// back with the transaction or its savepoint).
+fn attempt(job: &mut Job, conn: &Db<'_>) -> Result<Value, StoreError> {
+    match catch_unwind(AssertUnwindSafe(|| (job.work)(conn))) {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::error!("a write job panicked; its writes were rolled back");
+            Err(StoreError::Corrupt("a write job panicked".into()))
+        }
+    }
+}
+
+/// Commits, or rolls back if the commit fails; the error is every job's.
+fn commit(conn: &Db<'_>, n: usize) -> Result<(), StoreError> {
+    conn.execute_batch("COMMIT").map_err(|e| {
+        let _ = conn.execute_batch("ROLLBACK");
+        let e = StoreError::from(e);
+        tracing::error!(error = %e, jobs = n, "group commit failed");
+        e
+    })
+}
+
+/// Runs a batch: optimistically in one transaction, or, if a job fails, again
+/// with a savepoint per job. Returns each job's answer with its result.
+fn run_batch(conn: &Db<'_>, mut jobs: Vec<Job>) -> Vec<(Answer, Result<Value, StoreError>)> {
     let begin = if conn.is_pg() {
         "BEGIN"
     } else {
         "BEGIN IMMEDIATE"
     };
+    let n = jobs.len();
     if let Err(e) = conn.execute_batch(begin) {
         let e = StoreError::from(e);
         tracing::error!(error = %e, "could not begin a write transaction");
-        return jobs.map(|job| job(Err(&e)).1).collect();
+        return jobs
+            .into_iter()
+            .map(|j| (j.answer, Err(StoreError::for_each_job(&e))))
+            .collect();
     }
-    let mut replies = Vec::new();
-    for job in jobs {
-        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+    // Optimistic: no savepoints.
+    let mut values = Vec::with_capacity(n);
+    let mut failed = false;
+    if n > 1 {
+        for job in &mut jobs {
+            match attempt(job, conn) {
+                Ok(v) => values.push(v),
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if !failed {
+            let committed = commit(conn, n);
+            return jobs
+                .into_iter()
+                .zip(values)
+                .map(|(j, v)| {
+                    let r = match &committed {
+                        Ok(()) => Ok(v),
+                        Err(e) => Err(StoreError::for_each_job(e)),
+                    };
+                    (j.answer, r)
+                })
+                .collect();
+        }
+        values.clear();
+        let _ = conn.execute_batch("ROLLBACK");
+        if let Err(e) = conn.execute_batch(begin) {
             let e = StoreError::from(e);
-            replies.push(job(Err(&e)).1);
+            return jobs
+                .into_iter()
+                .map(|j| (j.answer, Err(StoreError::for_each_job(&e))))
+                .collect();
+        }
+    }
+    // Careful: each job in its own savepoint, so a failure is its own.
+    let mut results = Vec::with_capacity(n);
+    for job in &mut jobs {
+        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+            results.push(Err(StoreError::from(e)));
             continue;
         }
-        match catch_unwind(AssertUnwindSafe(|| job(Ok(conn)))) {
-            Ok((true, reply)) => {
-                if let Err(e) = conn.execute_batch("RELEASE job") {
+        let r = attempt(job, conn);
+        let r = match r {
+            Ok(v) => match conn.execute_batch("RELEASE job") {
+                Ok(()) => Ok(v),
+                Err(e) => {
                     // The job swallowed a failed statement (PostgreSQL then
                     // refuses everything up to a rollback): undo it alone.
                     tracing::error!(error = %e, "a write job left its savepoint unusable; rolled back");
                     let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
-                    let e = StoreError::from(e);
-                    replies.push(Box::new(move |_| reply(Err(StoreError::for_each_job(&e)))));
-                } else {
-                    replies.push(reply);
+                    Err(StoreError::from(e))
                 }
-            }
-            Ok((false, reply)) => {
+            },
+            Err(e) => {
                 let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
-                replies.push(reply);
+                Err(e)
             }
-            Err(_) => {
-                // The job's answer channel was dropped with it: its caller
-                // sees `WriterGone`, and the batch goes on.
-                tracing::error!("a write job panicked; its writes were rolled back");
-                let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
-            }
-        }
+        };
+        results.push(r);
     }
-    replies
+    let committed = commit(conn, n);
+    jobs.into_iter()
+        .zip(results)
+        .map(|(j, r)| {
+            let r = match (&committed, r) {
+                (Ok(()), r) => r,
+                (Err(e), Ok(_)) => Err(StoreError::for_each_job(e)),
+                (Err(_), Err(e)) => Err(e),
+            };
+            (j.answer, r)
+        })
+        .collect()
 }

@@ -402,9 +402,14 @@ pub fn claim(
     } else {
         ""
     };
+    // Whether a failing endpoint already has an attempt in flight is asked
+    // only of failing endpoints: for a healthy one it would scan all its
+    // pending deliveries for every row (quadratic in a backlog).
     let sql = format!(
             "SELECT d.id, d.endpoint_id, d.event_id, d.attempts, d.trigger, w.consecutive_failures,
-                    EXISTS (SELECT 1 FROM webhook_deliveries f WHERE f.endpoint_id = d.endpoint_id AND f.status = 'pending' AND f.lease_until > ?1)
+                    CASE WHEN w.consecutive_failures > 0
+                         THEN EXISTS (SELECT 1 FROM webhook_deliveries f WHERE f.endpoint_id = d.endpoint_id AND f.status = 'pending' AND f.lease_until > ?1)
+                         ELSE 0 = 1 END
              FROM webhook_deliveries d
              JOIN webhook_endpoints w ON w.id = d.endpoint_id
              WHERE d.status = 'pending' AND d.next_attempt_at <= ?1 AND (d.lease_until IS NULL OR d.lease_until <= ?1)
