@@ -39,8 +39,10 @@ use crate::model::GroupCommitStats;
 type Value = Box<dyn Any + Send>;
 /// A write job: `work` may run twice (optimistically, then alone in a
 /// savepoint if its batch had a failure); `answer` runs once, after commit.
+type Work = Box<dyn FnMut(&Db<'_>) -> Result<Value, StoreError> + Send>;
+
 struct Job {
-    work: Box<dyn FnMut(&Db<'_>) -> Result<Value, StoreError> + Send>,
+    work: Work,
     answer: Box<dyn FnOnce(Result<Value, StoreError>) + Send>,
 }
 
