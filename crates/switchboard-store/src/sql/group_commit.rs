@@ -202,15 +202,23 @@ fn run_batch(conn: &Db<'_>, mut jobs: Vec<Job>) -> Vec<(Answer, Result<Value, St
     // Optimistic: no savepoints.
     let mut values = Vec::with_capacity(n);
     let mut failed = false;
-    if n > 1 {
+    let mut first_error = None;
+    {
         for job in &mut jobs {
             match attempt(job, conn) {
                 Ok(v) => values.push(v),
-                Err(_) => {
+                Err(e) => {
                     failed = true;
+                    first_error = Some(e);
                     break;
                 }
             }
+        }
+        // PostgreSQL aborts the whole transaction on a failed statement, and
+        // COMMIT then quietly rolls back. A job that caught such a failure
+        // and carried on would look successful: ask the server.
+        if !failed && conn.is_pg() && conn.execute_batch("SELECT 1").is_err() {
+            failed = true;
         }
         if !failed {
             let committed = commit(conn, n);
@@ -228,6 +236,15 @@ fn run_batch(conn: &Db<'_>, mut jobs: Vec<Job>) -> Vec<(Answer, Result<Value, St
         }
         values.clear();
         let _ = conn.execute_batch("ROLLBACK");
+        if n == 1 {
+            // Alone in its batch: its failure is the batch's; nothing to redo.
+            let e = first_error.unwrap_or_else(|| {
+                StoreError::Corrupt(
+                    "a write job carried on after a failed statement; rolled back".into(),
+                )
+            });
+            return jobs.pop().map(|j| (j.answer, Err(e))).into_iter().collect();
+        }
         if let Err(e) = conn.execute_batch(begin) {
             let e = StoreError::from(e);
             return jobs

@@ -67,3 +67,53 @@ async fn a_failing_write_rolls_back_alone_and_its_batch_commits() {
         .unwrap();
     assert_eq!((count, has25), (49, false));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_job_that_carries_on_after_a_failed_statement_is_not_committed() {
+    let Some(base) = crate::pg_url() else {
+        eprintln!("SWITCHBOARD_TEST_DATABASE_URL is not set: skipped");
+        return;
+    };
+    let schema = crate::new_schema(&base).await;
+    let url = schema.url();
+    let (gc, _thread) = tokio::task::spawn_blocking(move || {
+        let client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let conn = Conn::Pg(Box::new(switchboard_store::sql::db::PgConn::new(client)));
+        conn.db()
+            .execute_batch("CREATE TABLE t (n BIGINT PRIMARY KEY)")
+            .unwrap();
+        GroupCommit::start(conn, None)
+    })
+    .await
+    .unwrap();
+    // Alone in its batch, and then beside a good job: either way the job that
+    // swallowed an error is answered with an error and none of its writes stay.
+    for round in 0..2i64 {
+        let good = (round == 1).then(|| {
+            let gc = gc.clone();
+            tokio::spawn(async move {
+                gc.run(move |c| {
+                    Ok(c.execute("INSERT INTO t (n) VALUES (?1)", &[V::Int(100 + round)])?)
+                })
+                .await
+            })
+        });
+        let sneaky = gc
+            .run(move |c| {
+                c.execute("INSERT INTO t (n) VALUES (?1)", &[V::Int(round)])?;
+                let _ = c.execute("INSERT INTO t (n) VALUES (?1)", &[V::Int(round)]); // duplicate key, ignored
+                Ok(())
+            })
+            .await;
+        assert!(sneaky.is_err(), "round {round}: {sneaky:?}");
+        if let Some(good) = good {
+            good.await.unwrap().unwrap();
+        }
+    }
+    let count: i64 = gc
+        .run(|c| Ok(c.query_row("SELECT COUNT(*) FROM t WHERE n < 100", &[], |r| r.get(0))?))
+        .await
+        .unwrap();
+    assert_eq!(count, 0);
+    drop(schema);
+}
