@@ -67,8 +67,14 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "busy_timeout", 5000)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // rusqlite keeps 16 prepared statements by default; the writer uses
+    // several dozen, and an evicted one is parsed again on its next use.
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(())
 }
+
+/// Prepared statements kept per SQLite connection.
+const STATEMENT_CACHE: usize = 256;
 
 impl SqlStore {
     /// Opens (creating if needed) the SQLite store in `data_dir`, applies
@@ -106,6 +112,7 @@ impl SqlStore {
                     OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )?;
                 c.pragma_update(None, "busy_timeout", 5000)?;
+                c.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
                 Ok(Conn::Lite(c))
             }),
         );
