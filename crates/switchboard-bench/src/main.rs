@@ -229,45 +229,14 @@ async fn accept(args: &Args, scenario: &str, env: &[(&str, String)]) -> anyhow::
     Ok(row)
 }
 
-/// A fresh schema on `url` (dropped by the returned guard).
-struct Schema {
-    url: String,
-    name: String,
-}
-
-impl Schema {
-    fn create(url: &str) -> anyhow::Result<Schema> {
-        let name = format!("bench_{}", std::process::id());
-        let mut c = postgres::Client::connect(url, postgres::NoTls)?;
-        c.batch_execute(&format!(
-            "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"
-        ))?;
-        Ok(Schema {
-            url: url.to_owned(),
-            name,
-        })
-    }
-
-    fn url(&self) -> String {
-        let sep = if self.url.contains('?') { '&' } else { '?' };
-        format!("{}{sep}options=-c%20search_path%3D{}", self.url, self.name)
-    }
-}
-
-impl Drop for Schema {
-    fn drop(&mut self) {
-        if let Ok(mut c) = postgres::Client::connect(&self.url, postgres::NoTls) {
-            let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name));
-        }
-    }
-}
+use switchboard_store::sql::scratch::ScratchSchema as Schema;
 
 async fn accept_pg(args: &Args) -> anyhow::Result<Row> {
     let Some(url) = &args.database_url else {
         bail!("accept-pg needs --database-url (or SWITCHBOARD_BENCH_DATABASE_URL)");
     };
     let u = url.clone();
-    let schema = tokio::task::spawn_blocking(move || Schema::create(&u)).await??;
+    let schema = Schema::create_async(&u, "bench").await?;
     let row = accept(
         args,
         "accept-pg",

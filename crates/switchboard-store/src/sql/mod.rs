@@ -13,6 +13,7 @@ mod read_pool;
 mod receipts;
 mod rows;
 mod schema;
+pub mod scratch;
 mod templates;
 mod tenants;
 mod webhooks;

@@ -45,32 +45,7 @@ pub async fn sqlite() -> Fixture {
     }
 }
 
-/// A schema of its own on the test server, dropped when the test ends.
-pub struct PgSchema {
-    base: String,
-    name: String,
-}
-
-impl PgSchema {
-    /// The URL that puts connections in this schema.
-    pub fn url(&self) -> String {
-        let sep = if self.base.contains('?') { '&' } else { '?' };
-        format!("{}{sep}options=-c%20search_path%3D{}", self.base, self.name)
-    }
-}
-
-impl Drop for PgSchema {
-    fn drop(&mut self) {
-        let (base, name) = (self.base.clone(), self.name.clone());
-        // postgres' blocking client must not run on a runtime thread.
-        let _ = std::thread::spawn(move || {
-            if let Ok(mut c) = postgres::Client::connect(&base, postgres::NoTls) {
-                let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"));
-            }
-        })
-        .join();
-    }
-}
+pub use switchboard_store::sql::scratch::ScratchSchema as PgSchema;
 
 /// The test server's URL, or `None` (the PostgreSQL cases are skipped).
 pub fn pg_url() -> Option<String> {
@@ -80,23 +55,9 @@ pub fn pg_url() -> Option<String> {
 }
 
 pub async fn new_schema(base: &str) -> PgSchema {
-    let name = format!(
-        "t_{}_{}",
-        std::process::id(),
-        switchboard_core::secret::new_token("").to_lowercase()[..12].to_owned()
-    );
-    let (b, n) = (base.to_owned(), name.clone());
-    tokio::task::spawn_blocking(move || {
-        let mut c =
-            postgres::Client::connect(&b, postgres::NoTls).expect("connect to the test server");
-        c.batch_execute(&format!("CREATE SCHEMA {n}")).unwrap();
-    })
-    .await
-    .unwrap();
-    PgSchema {
-        base: base.to_owned(),
-        name,
-    }
+    PgSchema::create_async(base, "t")
+        .await
+        .expect("a schema on the test server")
 }
 
 pub async fn postgres() -> Option<Fixture> {

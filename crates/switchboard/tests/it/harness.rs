@@ -221,47 +221,19 @@ pub fn pg_url() -> Option<String> {
 }
 
 /// A schema of its own on the test server, dropped at the end.
-pub struct PgSchema {
-    base: String,
-    name: String,
-}
+pub struct PgSchema(switchboard_store::sql::scratch::ScratchSchema);
 
 impl PgSchema {
     pub async fn create(base: &str) -> PgSchema {
-        let name = format!(
-            "it_{}_{}",
-            std::process::id(),
-            switchboard_core::secret::new_token("").to_lowercase()[..12].to_owned()
-        );
-        let (b, n) = (base.to_owned(), name.clone());
-        tokio::task::spawn_blocking(move || {
-            let mut c = postgres::Client::connect(&b, postgres::NoTls)
-                .expect("connect to the PostgreSQL test server");
-            c.batch_execute(&format!("CREATE SCHEMA {n}")).unwrap();
-        })
-        .await
-        .unwrap();
-        PgSchema {
-            base: base.to_owned(),
-            name,
-        }
+        PgSchema(
+            switchboard_store::sql::scratch::ScratchSchema::create_async(base, "it")
+                .await
+                .expect("a schema on the PostgreSQL test server"),
+        )
     }
 
     /// A URL whose connections use this schema.
     pub fn url(&self) -> String {
-        let sep = if self.base.contains('?') { '&' } else { '?' };
-        format!("{}{sep}options=-c%20search_path%3D{}", self.base, self.name)
-    }
-}
-
-impl Drop for PgSchema {
-    fn drop(&mut self) {
-        let (base, name) = (self.base.clone(), self.name.clone());
-        let _ = std::thread::spawn(move || {
-            if let Ok(mut c) = postgres::Client::connect(&base, postgres::NoTls) {
-                let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"));
-            }
-        })
-        .join();
+        self.0.url()
     }
 }

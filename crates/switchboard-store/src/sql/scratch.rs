@@ -1,0 +1,59 @@
+//! A throwaway PostgreSQL schema for tests and benchmarks: made on
+//! creation, dropped (with everything in it) when the value is dropped.
+//! Connections reach it through `url()`, which sets `search_path`.
+
+use super::db::DbError;
+
+/// A schema of its own on a PostgreSQL server.
+#[derive(Debug)]
+pub struct ScratchSchema {
+    base: String,
+    name: String,
+}
+
+impl ScratchSchema {
+    /// Creates a fresh schema on the server at `base` (blocking: call it off
+    /// the async threads, or use `create_async`).
+    pub fn create(base: &str, prefix: &str) -> Result<ScratchSchema, DbError> {
+        let token = switchboard_core::secret::new_token("").to_lowercase();
+        let name = format!("{prefix}_{}_{}", std::process::id(), &token[..12]);
+        let mut c = postgres::Client::connect(base, postgres::NoTls)?;
+        c.batch_execute(&format!("CREATE SCHEMA {name}"))?;
+        Ok(ScratchSchema {
+            base: base.to_owned(),
+            name,
+        })
+    }
+
+    /// `create` on a blocking thread.
+    pub async fn create_async(base: &str, prefix: &str) -> Result<ScratchSchema, DbError> {
+        let (base, prefix) = (base.to_owned(), prefix.to_owned());
+        tokio::task::spawn_blocking(move || ScratchSchema::create(&base, &prefix))
+            .await
+            .expect("the schema task does not panic")
+    }
+
+    /// A URL whose connections work in this schema.
+    pub fn url(&self) -> String {
+        let sep = if self.base.contains('?') { '&' } else { '?' };
+        format!("{}{sep}options=-c%20search_path%3D{}", self.base, self.name)
+    }
+
+    /// The schema's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for ScratchSchema {
+    fn drop(&mut self) {
+        let (base, name) = (self.base.clone(), self.name.clone());
+        // The blocking client must not run on an async thread: use one of its own.
+        let _ = std::thread::spawn(move || {
+            if let Ok(mut c) = postgres::Client::connect(&base, postgres::NoTls) {
+                let _ = c.batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"));
+            }
+        })
+        .join();
+    }
+}
