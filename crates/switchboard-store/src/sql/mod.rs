@@ -129,9 +129,17 @@ impl SqlStore {
     /// and starts the writer. `readers` connections serve reads. Blocks:
     /// call it from a blocking context (or `connect_postgres_async`).
     pub fn connect_postgres(url: &str, readers: usize) -> Result<Self, StoreError> {
-        let config: postgres::Config = url
+        let mut config: postgres::Config = url
             .parse()
             .map_err(|e| StoreError::DataDir(format!("invalid database URL: {e}")))?;
+        // A server that does not answer must not hang a node's start or a
+        // read; and operators see which connections are ours.
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(std::time::Duration::from_secs(10));
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("switchboard");
+        }
         let connect = move || -> Result<Conn, StoreError> {
             let client = config.connect(postgres::NoTls).map_err(DbError::from)?;
             Ok(Conn::Pg(Box::new(PgConn::new(client))))
