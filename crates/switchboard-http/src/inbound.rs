@@ -262,7 +262,7 @@ pub async fn inject(
         channel: channel.as_str().to_owned(),
         text: body_text,
         media_urls: Vec::new(),
-        provider_id: "pr_sim".into(),
+        provider_id: switchboard_providers::sim::SIM_PROVIDER_ID.into(),
         provider_message_id: text("provider_message_id")?,
         keyword,
         now: state.clock.now(),

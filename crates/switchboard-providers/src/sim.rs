@@ -171,6 +171,9 @@ CREATE TABLE IF NOT EXISTS sim_receipts (
 CREATE INDEX IF NOT EXISTS sim_receipts_due ON sim_receipts (due_at) WHERE reported = 0;
 ";
 
+/// The simulator's provider id.
+pub const SIM_PROVIDER_ID: &str = "pr_sim";
+
 /// The ledger's file name in the data directory.
 pub const LEDGER_FILE: &str = "sim.db";
 

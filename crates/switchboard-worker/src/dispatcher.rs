@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use switchboard_core::telemetry::Metrics;
 use switchboard_core::{Clock, ErrorClass, ProviderId, RetryDecision, RetryPolicy};
-use switchboard_providers::sim::{MAX_CALLBACK_RECEIPTS, SimProvider};
+use switchboard_providers::sim::{MAX_CALLBACK_RECEIPTS, SIM_PROVIDER_ID, SimProvider};
 use switchboard_providers::{ProviderError, Providers, SendRequest};
 use switchboard_store::{AttemptOutcome, AttemptReport, ClaimedMessage, Store, StoreError};
 use tokio::sync::{Notify, Semaphore};
@@ -63,8 +63,6 @@ struct Inner {
     http: reqwest::Client,
 }
 
-const SIM_PROVIDER: &str = "pr_sim";
-
 impl Worker {
     /// A worker over these parts. `wake` is notified by the accept path when
     /// new work is stored, so a fresh message is claimed at once.
@@ -100,7 +98,7 @@ impl Worker {
     /// would. Only the first call counts.
     pub fn set_callback_base(&self, base: &str) {
         let _ = self.inner.sim_callback_url.set(format!(
-            "{}/callbacks/{SIM_PROVIDER}",
+            "{}/callbacks/{SIM_PROVIDER_ID}",
             base.trim_end_matches('/')
         ));
     }

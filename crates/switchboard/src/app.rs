@@ -14,7 +14,7 @@ use switchboard_http::rate_limit::{RateLimitConfig, RateLimiter};
 use switchboard_http::webhooks::WebhookGateway;
 use switchboard_http::{AppState, HttpConfig, KeyCache};
 use switchboard_providers::Providers;
-use switchboard_providers::sim::{SimConfig, SimProvider};
+use switchboard_providers::sim::{SIM_PROVIDER_ID, SimConfig, SimProvider};
 use switchboard_store::Store;
 use switchboard_store::sql::SqlStore;
 use switchboard_store::{StoreError, WebhookAttemptRecord, WebhookJob};
@@ -150,10 +150,16 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App
     // The simulator's throughput limit, shared by every node on the database.
     let rate = config.sim.rate_per_second;
     store
-        .set_provider_rate("pr_sim", (rate > 0.0).then_some((rate, rate.max(1.0))))
+        .set_provider_rate(
+            SIM_PROVIDER_ID,
+            (rate > 0.0).then_some((rate, rate.max(1.0))),
+        )
         .await?;
     let mut providers = Providers::default();
-    providers.insert(ProviderId::parse("pr_sim").expect("valid id"), sim.clone());
+    providers.insert(
+        ProviderId::parse(SIM_PROVIDER_ID).expect("valid id"),
+        sim.clone(),
+    );
     let metrics = Arc::new(Metrics::default());
     let wake = Arc::new(Notify::new());
     let d = &config.dispatcher;
@@ -188,7 +194,7 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App
     let webhooks = WebhookDeliverer::new(store.clone(), clock.clone(), webhook_config)
         .context("building the webhook HTTP client")?;
     let mut callbacks = switchboard_http::callbacks::CallbackHandlers::new();
-    callbacks.insert("pr_sim".into(), sim.clone());
+    callbacks.insert(SIM_PROVIDER_ID.into(), sim.clone());
     let state = AppState {
         store: store.clone(),
         clock,

@@ -12,6 +12,14 @@ pub struct ScratchSchema {
 }
 
 impl ScratchSchema {
+    /// The PostgreSQL server tests run against: `SWITCHBOARD_TEST_DATABASE_URL`
+    /// (`.ci/run` sets it), or `None` when the PostgreSQL cases are skipped.
+    pub fn test_server_url() -> Option<String> {
+        std::env::var("SWITCHBOARD_TEST_DATABASE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+    }
+
     /// Creates a fresh schema on the server at `base` (blocking: call it off
     /// the async threads, or use `create_async`).
     pub fn create(base: &str, prefix: &str) -> Result<ScratchSchema, DbError> {

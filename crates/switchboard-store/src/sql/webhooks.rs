@@ -35,21 +35,23 @@ pub fn fan_out(
     ordering_key: Option<&str>,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    let sql = if c.is_pg() {
-        "INSERT INTO webhook_deliveries (id, endpoint_id, workspace_id, event_id, event_seq, ordering_key, status, next_attempt_at, created_at, updated_at)
-         SELECT ?2::TEXT || '/' || w.id, w.id, ?1::TEXT, ?2::TEXT, ?3::BIGINT, ?4::TEXT, 'pending', ?6::BIGINT, ?6::BIGINT, ?6::BIGINT
-         FROM webhook_endpoints w
-         WHERE w.workspace_id = ?1 AND w.enabled = 1 AND w.deleted_at IS NULL
-           AND (w.event_types IS NULL OR jsonb_exists(w.event_types::jsonb, ?5::TEXT))"
+    // The casts let PostgreSQL type the parameters of the SELECT list; only
+    // the event-type filter differs between the engines.
+    let subscribed = if c.is_pg() {
+        "jsonb_exists(w.event_types::jsonb, CAST(?5 AS TEXT))"
     } else {
+        "EXISTS (SELECT 1 FROM json_each(w.event_types) WHERE value = ?5)"
+    };
+    let sql = format!(
         "INSERT INTO webhook_deliveries (id, endpoint_id, workspace_id, event_id, event_seq, ordering_key, status, next_attempt_at, created_at, updated_at)
-         SELECT ?2 || '/' || w.id, w.id, ?1, ?2, ?3, ?4, 'pending', ?6, ?6, ?6
+         SELECT CAST(?2 AS TEXT) || '/' || w.id, w.id, CAST(?1 AS TEXT), CAST(?2 AS TEXT), CAST(?3 AS BIGINT), CAST(?4 AS TEXT),
+                'pending', CAST(?6 AS BIGINT), CAST(?6 AS BIGINT), CAST(?6 AS BIGINT)
          FROM webhook_endpoints w
          WHERE w.workspace_id = ?1 AND w.enabled = 1 AND w.deleted_at IS NULL
-           AND (w.event_types IS NULL OR EXISTS (SELECT 1 FROM json_each(w.event_types) WHERE value = ?5))"
-    };
+           AND (w.event_types IS NULL OR {subscribed})"
+    );
     c.execute(
-        sql,
+        &sql,
         p![ws, event_id, seq, ordering_key, event_type, now.as_millis()],
     )?;
     Ok(())

@@ -49,9 +49,7 @@ pub use switchboard_store::sql::scratch::ScratchSchema as PgSchema;
 
 /// The test server's URL, or `None` (the PostgreSQL cases are skipped).
 pub fn pg_url() -> Option<String> {
-    std::env::var("SWITCHBOARD_TEST_DATABASE_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
+    PgSchema::test_server_url()
 }
 
 pub async fn new_schema(base: &str) -> PgSchema {

@@ -65,7 +65,7 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
         pg_url(),
     ) {
         (Ok("postgres"), Some(url)) => {
-            let schema = PgSchema::create(&url).await;
+            let schema = new_schema(&url).await;
             config.database_url = Some(Secret(schema.url()));
             Some(schema)
         }
@@ -213,27 +213,16 @@ pub fn client() -> Client {
     Client::new()
 }
 
+pub use switchboard_store::sql::scratch::ScratchSchema as PgSchema;
+
 /// The PostgreSQL test server (`SWITCHBOARD_TEST_DATABASE_URL`), if any.
 pub fn pg_url() -> Option<String> {
-    std::env::var("SWITCHBOARD_TEST_DATABASE_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
+    PgSchema::test_server_url()
 }
 
 /// A schema of its own on the test server, dropped at the end.
-pub struct PgSchema(switchboard_store::sql::scratch::ScratchSchema);
-
-impl PgSchema {
-    pub async fn create(base: &str) -> PgSchema {
-        PgSchema(
-            switchboard_store::sql::scratch::ScratchSchema::create_async(base, "it")
-                .await
-                .expect("a schema on the PostgreSQL test server"),
-        )
-    }
-
-    /// A URL whose connections use this schema.
-    pub fn url(&self) -> String {
-        self.0.url()
-    }
+pub async fn new_schema(base: &str) -> PgSchema {
+    PgSchema::create_async(base, "it")
+        .await
+        .expect("a schema on the PostgreSQL test server")
 }

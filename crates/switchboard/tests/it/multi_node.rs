@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use switchboard_providers::sim::read_ledger;
 
 use crate::crash::{Gateway, start};
-use crate::harness::{ADMIN_TOKEN, PgSchema, client, pg_url};
+use crate::harness::{ADMIN_TOKEN, client, new_schema, pg_url};
 use crate::receiver::Receiver;
 
 const MESSAGES: usize = 5_000;
@@ -125,7 +125,7 @@ async fn three_nodes_deliver_every_message_once_and_survive_a_sigkill() {
         eprintln!("SWITCHBOARD_TEST_DATABASE_URL is not set: skipped");
         return;
     };
-    let schema = PgSchema::create(&base_url).await;
+    let schema = new_schema(&base_url).await;
     let url = schema.url();
     let dir = tempfile::tempdir().unwrap();
     let receiver = Receiver::start(vec![]).await;
@@ -272,7 +272,7 @@ async fn roles_split_the_api_from_the_workers() {
         eprintln!("SWITCHBOARD_TEST_DATABASE_URL is not set: skipped");
         return;
     };
-    let schema = PgSchema::create(&base_url).await;
+    let schema = new_schema(&base_url).await;
     let url = schema.url();
     let dir = tempfile::tempdir().unwrap();
     let api = node(dir.path(), &url, "api");
@@ -343,7 +343,7 @@ async fn a_provider_throughput_limit_holds_across_three_nodes() {
     };
     const RATE: f64 = 50.0;
     const COUNT: usize = 450;
-    let schema = PgSchema::create(&base_url).await;
+    let schema = new_schema(&base_url).await;
     let url = schema.url();
     let dir = tempfile::tempdir().unwrap();
     let rate = RATE.to_string();
