@@ -643,6 +643,50 @@ impl Db<'_> {
     }
 }
 
+/// Placeholders for `rows` rows of `cols` values each, numbered from `?1`:
+/// `(?1, ?2), (?3, ?4)`. With `casts`, each value is `CAST(?n AS type)` so
+/// PostgreSQL can type a `VALUES` list that has no target table.
+pub fn values_rows(rows: usize, cols: usize, casts: Option<&[&str]>) -> String {
+    let mut out = String::with_capacity(rows * cols * 6);
+    for r in 0..rows {
+        if r > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                out.push_str(", ");
+            }
+            let n = r * cols + c + 1;
+            match casts {
+                Some(types) => out.push_str(&format!("CAST(?{n} AS {})", types[c])),
+                None => out.push_str(&format!("?{n}")),
+            }
+        }
+        out.push(')');
+    }
+    out
+}
+
+/// The rows that one set-based statement carries at most.
+pub const MAX_SET: usize = 64;
+
+/// Splits `items` into runs whose lengths are powers of two up to
+/// `MAX_SET` (100 → 64, 32, 4), so a set-based statement has at most seven
+/// shapes and its prepared statements stay cached.
+pub fn set_chunks<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let n = MAX_SET.min(1 << rest.len().ilog2());
+        let (head, tail) = rest.split_at(n);
+        rest = tail;
+        Some(head)
+    })
+}
+
 /// An owned connection of either engine.
 #[derive(Debug)]
 pub enum Conn {
@@ -685,6 +729,21 @@ mod tests {
             "a = $1 AND b = $2 LIMIT $3"
         );
         assert_eq!(dollar_placeholders("x = ?3 AND y = ?"), "x = $3 AND y = $4");
+    }
+
+    #[test]
+    fn set_chunks_are_powers_of_two_up_to_the_limit() {
+        let v: Vec<u32> = (0..300).collect();
+        let sizes: Vec<usize> = set_chunks(&v).map(<[u32]>::len).collect();
+        assert_eq!(sizes, [64, 64, 64, 64, 32, 8, 4]);
+        assert_eq!(set_chunks(&v).flatten().copied().collect::<Vec<_>>(), v);
+        assert_eq!(set_chunks(&v[..1]).count(), 1);
+        assert_eq!(set_chunks::<u32>(&[]).count(), 0);
+        assert_eq!(values_rows(2, 2, None), "(?1, ?2), (?3, ?4)");
+        assert_eq!(
+            values_rows(1, 2, Some(&["TEXT", "BIGINT"])),
+            "(CAST(?1 AS TEXT), CAST(?2 AS BIGINT))"
+        );
     }
 
     #[test]

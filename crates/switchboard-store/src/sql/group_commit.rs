@@ -18,6 +18,12 @@
 //! `GroupCommit::run` takes an `Fn`.) If the commit itself fails, every job
 //! in the batch is answered with the error: none of them happened.
 //!
+//! Accepts are the one job kind the writer knows by name: all the accepts
+//! of a batch run first, together, as a few set-based statements
+//! (`messages::accept_many`), because they are most of the writes under
+//! load and four or five statements each were most of the writer's time.
+//! In the careful pass each accept runs alone like any other job.
+//!
 //! *Invariant*: this thread is the only writer of the database on this
 //! node, so a job can read and then write (idempotency check, state
 //! transition) without races from this node. On PostgreSQL other nodes write
@@ -33,17 +39,40 @@ use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot};
 
 use super::db::{Conn, Db};
+use super::messages;
 use crate::error::StoreError;
-use crate::model::GroupCommitStats;
+use crate::model::{AcceptOutcome, AcceptRequest, GroupCommitStats};
 
 type Value = Box<dyn Any + Send>;
 /// A write job: `work` may run twice (optimistically, then alone in a
 /// savepoint if its batch had a failure); `answer` runs once, after commit.
 type Work = Box<dyn FnMut(&Db<'_>) -> Result<Value, StoreError> + Send>;
+type Answer = Box<dyn FnOnce(Result<Value, StoreError>) + Send>;
 
-struct Job {
-    work: Work,
-    answer: Box<dyn FnOnce(Result<Value, StoreError>) + Send>,
+enum Job {
+    /// Any write.
+    Work { work: Work, answer: Answer },
+    /// A message to store (see the module documentation).
+    Accept {
+        req: Box<AcceptRequest>,
+        answer: oneshot::Sender<Result<AcceptOutcome, StoreError>>,
+    },
+}
+
+impl Job {
+    /// Answers the job with its result, after the commit.
+    fn answer(self, r: Result<Value, StoreError>) {
+        match self {
+            Job::Work { answer, .. } => answer(r),
+            Job::Accept { answer, .. } => {
+                let r = r.map(|v| {
+                    *v.downcast::<AcceptOutcome>()
+                        .expect("an accept answers an outcome")
+                });
+                let _ = answer.send(r);
+            }
+        }
+    }
 }
 
 /// Queue capacity: submitters wait (backpressure) beyond this many pending jobs.
@@ -93,12 +122,27 @@ impl GroupCommit {
         F: Fn(&Db<'_>) -> Result<R, StoreError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let job = Job {
+        let job = Job::Work {
             work: Box::new(move |c| f(c).map(|v| Box::new(v) as Value)),
             answer: Box::new(move |r: Result<Value, StoreError>| {
                 let r = r.map(|v| *v.downcast::<R>().expect("a job answers its own type"));
                 let _ = tx.send(r);
             }),
+        };
+        self.tx
+            .send(job)
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Stores a message (`messages::accept`) in the next group commit,
+    /// together with the batch's other accepts; answers once it is durable.
+    pub async fn accept(&self, req: AcceptRequest) -> Result<AcceptOutcome, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let job = Job::Accept {
+            req: Box::new(req),
+            answer: tx,
         };
         self.tx
             .send(job)
@@ -152,24 +196,58 @@ fn writer_loop(
         counters.commits.fetch_add(1, Ordering::Relaxed);
         counters.jobs.fetch_add(n, Ordering::Relaxed);
         counters.max_batch.fetch_max(n, Ordering::Relaxed);
-        for (answer, result) in answers {
-            answer(result);
+        for (job, result) in answers {
+            job.answer(result);
         }
     }
 }
 
-type Answer = Box<dyn FnOnce(Result<Value, StoreError>) + Send>;
-
-/// Runs one job, turning a panic into an error (its writes are then rolled
+/// Runs `f`, turning a panic into an error (its writes are then rolled
 /// back with the transaction or its savepoint).
-fn attempt(job: &mut Job, conn: &Db<'_>) -> Result<Value, StoreError> {
-    match catch_unwind(AssertUnwindSafe(|| (job.work)(conn))) {
+fn guarded<T>(f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(_) => {
             tracing::error!("a write job panicked; its writes were rolled back");
             Err(StoreError::Corrupt("a write job panicked".into()))
         }
     }
+}
+
+/// Runs one job alone.
+fn attempt(job: &mut Job, conn: &Db<'_>) -> Result<Value, StoreError> {
+    guarded(|| match job {
+        Job::Work { work, .. } => work(conn),
+        Job::Accept { req, .. } => messages::accept(conn, req).map(|v| Box::new(v) as Value),
+    })
+}
+
+/// Runs every job of the batch, the accepts first and together; stops at
+/// the first failure.
+fn attempt_all(jobs: &mut [Job], conn: &Db<'_>) -> Result<Vec<Value>, StoreError> {
+    let accepts: Vec<&AcceptRequest> = jobs
+        .iter()
+        .filter_map(|j| match j {
+            Job::Accept { req, .. } => Some(&**req),
+            Job::Work { .. } => None,
+        })
+        .collect();
+    let mut accepted = if accepts.is_empty() {
+        Vec::new()
+    } else {
+        guarded(|| messages::accept_many(conn, &accepts))?
+    }
+    .into_iter();
+    let mut values = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        values.push(match job {
+            Job::Accept { .. } => {
+                Box::new(accepted.next().expect("one outcome per accept")) as Value
+            }
+            Job::Work { work, .. } => guarded(|| work(conn))?,
+        });
+    }
+    Ok(values)
 }
 
 /// Commits, or rolls back if the commit fails; the error is every job's.
@@ -184,7 +262,7 @@ fn commit(conn: &Db<'_>, n: usize) -> Result<(), StoreError> {
 
 /// Runs a batch: optimistically in one transaction, or, if a job fails, again
 /// with a savepoint per job. Returns each job's answer with its result.
-fn run_batch(conn: &Db<'_>, mut jobs: Vec<Job>) -> Vec<(Answer, Result<Value, StoreError>)> {
+fn run_batch(conn: &Db<'_>, mut jobs: Vec<Job>) -> Vec<(Job, Result<Value, StoreError>)> {
     let begin = if conn.is_pg() {
         "BEGIN"
     } else {
@@ -196,31 +274,21 @@ fn run_batch(conn: &Db<'_>, mut jobs: Vec<Job>) -> Vec<(Answer, Result<Value, St
         tracing::error!(error = %e, "could not begin a write transaction");
         return jobs
             .into_iter()
-            .map(|j| (j.answer, Err(StoreError::for_each_job(&e))))
+            .map(|j| (j, Err(StoreError::for_each_job(&e))))
             .collect();
     }
     // Optimistic: no savepoints.
-    let mut values = Vec::with_capacity(n);
-    let mut failed = false;
-    let mut first_error = None;
-    {
-        for job in &mut jobs {
-            match attempt(job, conn) {
-                Ok(v) => values.push(v),
-                Err(e) => {
-                    failed = true;
-                    first_error = Some(e);
-                    break;
-                }
-            }
-        }
-        // PostgreSQL aborts the whole transaction on a failed statement, and
-        // COMMIT then quietly rolls back. A job that caught such a failure
-        // and carried on would look successful: ask the server.
-        if !failed && conn.is_pg() && conn.execute_batch("SELECT 1").is_err() {
-            failed = true;
-        }
-        if !failed {
+    let mut outcome = attempt_all(&mut jobs, conn);
+    // PostgreSQL aborts the whole transaction on a failed statement, and
+    // COMMIT then quietly rolls back. A job that caught such a failure and
+    // carried on would look successful: ask the server.
+    if outcome.is_ok() && conn.is_pg() && conn.execute_batch("SELECT 1").is_err() {
+        outcome = Err(StoreError::Corrupt(
+            "a write job carried on after a failed statement; rolled back".into(),
+        ));
+    }
+    let first_error = match outcome {
+        Ok(values) => {
             let committed = commit(conn, n);
             return jobs
                 .into_iter()
@@ -230,28 +298,24 @@ fn run_batch(conn: &Db<'_>, mut jobs: Vec<Job>) -> Vec<(Answer, Result<Value, St
                         Ok(()) => Ok(v),
                         Err(e) => Err(StoreError::for_each_job(e)),
                     };
-                    (j.answer, r)
+                    (j, r)
                 })
                 .collect();
         }
-        values.clear();
-        let _ = conn.execute_batch("ROLLBACK");
-        if n == 1 {
-            // Alone in its batch: its failure is the batch's; nothing to redo.
-            let e = first_error.unwrap_or_else(|| {
-                StoreError::Corrupt(
-                    "a write job carried on after a failed statement; rolled back".into(),
-                )
-            });
-            return jobs.pop().map(|j| (j.answer, Err(e))).into_iter().collect();
-        }
-        if let Err(e) = conn.execute_batch(begin) {
-            let e = StoreError::from(e);
-            return jobs
-                .into_iter()
-                .map(|j| (j.answer, Err(StoreError::for_each_job(&e))))
-                .collect();
-        }
+        Err(e) => e,
+    };
+    let _ = conn.execute_batch("ROLLBACK");
+    if n == 1 {
+        // Alone in its batch: its failure is the batch's; nothing to redo.
+        let job = jobs.pop().expect("one job");
+        return vec![(job, Err(first_error))];
+    }
+    if let Err(e) = conn.execute_batch(begin) {
+        let e = StoreError::from(e);
+        return jobs
+            .into_iter()
+            .map(|j| (j, Err(StoreError::for_each_job(&e))))
+            .collect();
     }
     // Careful: each job in its own savepoint, so a failure is its own.
     let mut results = Vec::with_capacity(n);
@@ -288,7 +352,7 @@ fn run_batch(conn: &Db<'_>, mut jobs: Vec<Job>) -> Vec<(Answer, Result<Value, St
                 (Err(e), Ok(_)) => Err(StoreError::for_each_job(e)),
                 (Err(_), Err(e)) => Err(e),
             };
-            (j.answer, r)
+            (j, r)
         })
         .collect()
 }

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::db::{Db, DbError, OptionalExt, Row, V, p};
+use super::db::{Db, DbError, OptionalExt, Row, V, p, set_chunks, values_rows};
 use switchboard_core::quiet_hours::QuietHours;
 use switchboard_core::retry::GiveUpReason;
 use switchboard_core::state::transition;
@@ -49,145 +49,306 @@ fn record_event(
         ],
         |r| r.get(0),
     )?;
-    super::webhooks::fan_out(
-        c,
-        ws,
-        id.as_str(),
-        seq,
-        event.as_str(),
-        Some(message_id),
-        now,
-    )
+    super::webhooks::fan_out(c, &[seq], now)
 }
 
 /// id, request hash, initial status, client_ref, segments, encoding, created_at.
 type AcceptedRow = (String, String, String, Option<String>, u32, String, i64);
 
-fn accepted_from_row(r: &Row<'_>) -> Result<AcceptedRow, DbError> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-    ))
-}
-
 /// Stores a message or resolves its idempotency key.
 pub fn accept(c: &Db<'_>, req: &AcceptRequest) -> Result<AcceptOutcome, StoreError> {
-    let m = &req.message;
-    let ws = req.workspace_id.as_str();
-    if let Some(key) = &m.idempotency_key {
-        let mut stmt = c.prepare_cached(
-            "SELECT id, request_hash, initial_status, client_ref, segments, encoding, created_at
-             FROM messages WHERE workspace_id = ?1 AND idempotency_key = ?2",
-        )?;
-        if let Some((id, hash, status, client_ref, segments, encoding, created)) =
-            stmt.query_row(p![ws, key], accepted_from_row).optional()?
-        {
-            let id = MessageId::parse(&id).map_err(|_| StoreError::Corrupt(id.clone()))?;
-            if hash != req.request_hash {
-                return Ok(AcceptOutcome::Conflict { existing: id });
+    Ok(accept_many(c, &[req])?
+        .pop()
+        .expect("one outcome per request"))
+}
+
+/// Stores many messages, or resolves their idempotency keys, with a few
+/// set-based statements per `set_chunks` run instead of four or five per
+/// message: one read of the idempotency keys, one of the consent rows, one
+/// insert of the messages, one of their events and one fan-out. Requests
+/// are decided in order, so of two in the batch with the same key the first
+/// is stored and the second is its replay (or conflict). Returns one outcome
+/// per request, in order.
+pub fn accept_many(c: &Db<'_>, reqs: &[&AcceptRequest]) -> Result<Vec<AcceptOutcome>, StoreError> {
+    let existing = existing_keys(c, reqs)?;
+    let consent = consent_states(c, reqs)?;
+    // Keys stored by this batch: (workspace, key) → (request hash, answer).
+    let mut stored: HashMap<(&str, &str), (&str, Accepted)> = HashMap::new();
+    let mut outcomes = Vec::with_capacity(reqs.len());
+    let mut rows: Vec<NewRow<'_>> = Vec::with_capacity(reqs.len());
+    for req in reqs {
+        let m = &req.message;
+        let ws = req.workspace_id.as_str();
+        if let Some(key) = m.idempotency_key.as_deref() {
+            if let Some((id, hash, status, client_ref, segments, encoding, created)) =
+                existing.get(&(ws.to_owned(), key.to_owned()))
+            {
+                let id = MessageId::parse(id).map_err(|_| StoreError::Corrupt(id.clone()))?;
+                outcomes.push(if *hash != req.request_hash {
+                    AcceptOutcome::Conflict { existing: id }
+                } else {
+                    AcceptOutcome::Replayed(Accepted {
+                        id,
+                        status: rows::status(status)?,
+                        client_ref: client_ref.clone(),
+                        segments: *segments,
+                        encoding: encoding.clone(),
+                        created_at: Timestamp::from_millis(*created),
+                    })
+                });
+                continue;
             }
-            return Ok(AcceptOutcome::Replayed(Accepted {
-                id,
-                status: rows::status(&status)?,
-                client_ref,
-                segments,
-                encoding,
-                created_at: Timestamp::from_millis(created),
-            }));
+            if let Some((hash, accepted)) = stored.get(&(ws, key)) {
+                outcomes.push(if *hash != req.request_hash {
+                    AcceptOutcome::Conflict {
+                        existing: accepted.id.clone(),
+                    }
+                } else {
+                    AcceptOutcome::Replayed(accepted.clone())
+                });
+                continue;
+            }
+        }
+        if !req.consent_exempt || req.require_opt_in {
+            let state = consent
+                .get(&(
+                    ws.to_owned(),
+                    m.to.as_str().to_owned(),
+                    m.channel.as_str().to_owned(),
+                ))
+                .map(String::as_str);
+            if !req.consent_exempt && state == Some("opted_out") {
+                outcomes.push(AcceptOutcome::OptedOut);
+                continue;
+            }
+            if req.require_opt_in && state != Some("opted_in") {
+                outcomes.push(AcceptOutcome::OptInRequired);
+                continue;
+            }
+        }
+        let row = NewRow::of(req);
+        let accepted = Accepted {
+            id: row.id.clone(),
+            status: row.status,
+            client_ref: m.client_ref.clone(),
+            segments: m.segments.segments,
+            encoding: m.segments.encoding.as_str().to_owned(),
+            created_at: req.now,
+        };
+        if let Some(key) = m.idempotency_key.as_deref() {
+            stored.insert((ws, key), (req.request_hash.as_str(), accepted.clone()));
+        }
+        outcomes.push(AcceptOutcome::Created(accepted));
+        rows.push(row);
+    }
+    insert_messages(c, &rows)?;
+    Ok(outcomes)
+}
+
+/// The stored messages that hold any of the requests' idempotency keys,
+/// by (workspace, key).
+fn existing_keys(
+    c: &Db<'_>,
+    reqs: &[&AcceptRequest],
+) -> Result<HashMap<(String, String), AcceptedRow>, StoreError> {
+    let keys: Vec<(&str, &str)> = reqs
+        .iter()
+        .filter_map(|r| {
+            let key = r.message.idempotency_key.as_deref()?;
+            Some((r.workspace_id.as_str(), key))
+        })
+        .collect();
+    let mut found = HashMap::new();
+    for chunk in set_chunks(&keys) {
+        let sql = format!(
+            "SELECT m.workspace_id, m.idempotency_key, m.id, m.request_hash, m.initial_status, m.client_ref,
+                    m.segments, m.encoding, m.created_at
+             FROM (VALUES {}) k JOIN messages m ON m.workspace_id = k.column1 AND m.idempotency_key = k.column2",
+            values_rows(chunk.len(), 2, Some(&["TEXT", "TEXT"]))
+        );
+        let params: Vec<V> = chunk
+            .iter()
+            .flat_map(|(ws, key)| [V::from(*ws), V::from(*key)])
+            .collect();
+        for row in c.query_map(&sql, &params, |r| {
+            Ok((
+                (r.get(0)?, r.get(1)?),
+                (
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                ),
+            ))
+        })? {
+            found.insert(row.0, row.1);
         }
     }
-    // One read of the recipient's consent serves both rules.
-    if !req.consent_exempt || req.require_opt_in {
-        let consent = super::consent::state_of(c, ws, m.to.as_str(), m.channel.as_str())?;
-        if !req.consent_exempt && consent.as_deref() == Some("opted_out") {
-            return Ok(AcceptOutcome::OptedOut);
-        }
-        if req.require_opt_in && consent.as_deref() != Some("opted_in") {
-            return Ok(AcceptOutcome::OptInRequired);
+    Ok(found)
+}
+
+/// The consent state of each recipient whose request is subject to a
+/// consent rule, by (workspace, phone, channel); one read serves both rules.
+fn consent_states(
+    c: &Db<'_>,
+    reqs: &[&AcceptRequest],
+) -> Result<HashMap<(String, String, String), String>, StoreError> {
+    let who: Vec<[&str; 3]> = reqs
+        .iter()
+        .filter(|r| !r.consent_exempt || r.require_opt_in)
+        .map(|r| {
+            [
+                r.workspace_id.as_str(),
+                r.message.to.as_str(),
+                r.message.channel.as_str(),
+            ]
+        })
+        .collect();
+    let mut found = HashMap::new();
+    for chunk in set_chunks(&who) {
+        let sql = format!(
+            "SELECT c.workspace_id, c.phone, c.channel, c.state
+             FROM (VALUES {}) k JOIN contacts c
+               ON c.workspace_id = k.column1 AND c.phone = k.column2 AND c.channel = k.column3",
+            values_rows(chunk.len(), 3, Some(&["TEXT", "TEXT", "TEXT"]))
+        );
+        let params: Vec<V> = chunk.iter().flatten().map(|v| V::from(*v)).collect();
+        for row in c.query_map(&sql, &params, |r| {
+            Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get(3)?))
+        })? {
+            found.insert(row.0, row.1);
         }
     }
-    let now = req.now;
-    let id = MessageId::new_at(now);
-    // Quiet hours push the start later still; the TTL runs from the start.
-    let start = match (m.send_at, req.hold_until) {
-        (Some(a), Some(b)) => Some(a.max(b)),
-        (a, b) => a.or(b),
-    };
-    let status = if start.is_some() {
-        Status::Scheduled
-    } else {
-        Status::Queued
-    };
-    let start = start.unwrap_or(now);
-    let expires_at = start.plus(m.ttl);
-    let media = if m.media_urls.is_empty() {
-        None
-    } else {
-        Some(serde_json::to_string(&m.media_urls).expect("strings serialize"))
-    };
-    let metadata = m
-        .metadata
-        .as_ref()
-        .map(|v| serde_json::to_string(v).expect("json serializes"));
-    let mut stmt = c.prepare_cached(
-        "INSERT INTO messages (id, workspace_id, to_phone, from_addr, channel, body, media_urls, encoding, segments,
-            client_ref, metadata, category, priority, timezone, status, initial_status, provider_id, attempts,
-            next_attempt_at, send_at, expires_at, idempotency_key, request_hash, created_at, updated_at, consent_exempt)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, ?16, 0, ?17, ?18, ?19, ?20, ?21, ?22, ?22, ?23)",
-    )?;
-    stmt.execute(p![
-        id.as_str(),
-        ws,
-        m.to.as_str(),
-        req.from,
-        m.channel.as_str(),
-        m.body,
-        media,
-        m.segments.encoding.as_str(),
-        m.segments.segments,
-        m.client_ref,
-        metadata,
-        m.category.as_str(),
-        m.priority.rank(),
-        m.timezone,
-        status.as_str(),
-        req.provider_id.as_str(),
-        start.as_millis(),
-        m.send_at.map(Timestamp::as_millis),
-        expires_at.as_millis(),
-        m.idempotency_key,
-        req.request_hash,
-        now.as_millis(),
-        req.consent_exempt,
-    ])?;
-    let detail = match req.hold_until {
-        Some(t) if t == start => format!("held by quiet hours until {t}"),
-        _ if status == Status::Scheduled => format!("scheduled for {start}"),
-        _ => "accepted".to_owned(),
-    };
-    record_event(
-        c,
-        ws,
-        id.as_str(),
-        EventType::on_accept(status),
-        status,
-        Some(&detail),
-        None,
-        now,
-    )?;
-    Ok(AcceptOutcome::Created(Accepted {
-        id,
-        status,
-        client_ref: m.client_ref.clone(),
-        segments: m.segments.segments,
-        encoding: m.segments.encoding.as_str().to_owned(),
-        created_at: now,
-    }))
+    Ok(found)
+}
+
+/// A message about to be stored, with its first event.
+struct NewRow<'a> {
+    req: &'a AcceptRequest,
+    id: MessageId,
+    event_id: EventId,
+    status: Status,
+    start: Timestamp,
+    detail: String,
+}
+
+impl<'a> NewRow<'a> {
+    fn of(req: &'a AcceptRequest) -> Self {
+        let m = &req.message;
+        // Quiet hours push the start later still; the TTL runs from the start.
+        let start = match (m.send_at, req.hold_until) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        let status = if start.is_some() {
+            Status::Scheduled
+        } else {
+            Status::Queued
+        };
+        let start = start.unwrap_or(req.now);
+        let detail = match req.hold_until {
+            Some(t) if t == start => format!("held by quiet hours until {t}"),
+            _ if status == Status::Scheduled => format!("scheduled for {start}"),
+            _ => "accepted".to_owned(),
+        };
+        NewRow {
+            req,
+            id: MessageId::new_at(req.now),
+            event_id: EventId::new_at(req.now),
+            status,
+            start,
+            detail,
+        }
+    }
+
+    /// The `messages` row, in `MESSAGE_INSERT` order.
+    fn message_values(&self) -> [V; MESSAGE_INSERT_COLUMNS] {
+        let (req, m) = (self.req, &self.req.message);
+        let media = (!m.media_urls.is_empty())
+            .then(|| serde_json::to_string(&m.media_urls).expect("strings serialize"));
+        let metadata = m
+            .metadata
+            .as_ref()
+            .map(|v| serde_json::to_string(v).expect("json serializes"));
+        let now = req.now.as_millis();
+        [
+            V::from(self.id.as_str()),
+            V::from(req.workspace_id.as_str()),
+            V::from(m.to.as_str()),
+            V::from(&req.from),
+            V::from(m.channel.as_str()),
+            V::from(&m.body),
+            V::from(&media),
+            V::from(m.segments.encoding.as_str()),
+            V::from(&m.segments.segments),
+            V::from(&m.client_ref),
+            V::from(&metadata),
+            V::from(m.category.as_str()),
+            V::from(&m.priority.rank()),
+            V::from(&m.timezone),
+            V::from(self.status.as_str()),
+            V::from(self.status.as_str()),
+            V::from(req.provider_id.as_str()),
+            V::Int(0),
+            V::Int(self.start.as_millis()),
+            V::from(&m.send_at.map(Timestamp::as_millis)),
+            V::Int(self.start.plus(m.ttl).as_millis()),
+            V::from(&m.idempotency_key),
+            V::from(&req.request_hash),
+            V::Int(now),
+            V::Int(now),
+            V::Bool(req.consent_exempt),
+        ]
+    }
+
+    /// The `events` row of its acceptance, in `EVENT_INSERT` order.
+    fn event_values(&self) -> [V; EVENT_INSERT_COLUMNS] {
+        [
+            V::from(self.event_id.as_str()),
+            V::from(self.req.workspace_id.as_str()),
+            V::from(self.id.as_str()),
+            V::from(EventType::on_accept(self.status).as_str()),
+            V::from(self.status.as_str()),
+            V::from(&self.detail),
+            V::Null,
+            V::Int(self.req.now.as_millis()),
+        ]
+    }
+}
+
+const MESSAGE_INSERT: &str = "INSERT INTO messages (id, workspace_id, to_phone, from_addr, channel, body, media_urls, encoding, segments,
+    client_ref, metadata, category, priority, timezone, status, initial_status, provider_id, attempts,
+    next_attempt_at, send_at, expires_at, idempotency_key, request_hash, created_at, updated_at, consent_exempt) VALUES ";
+const MESSAGE_INSERT_COLUMNS: usize = 26;
+const EVENT_INSERT: &str = "INSERT INTO events (id, workspace_id, message_id, type, status, detail, error_code, created_at) VALUES ";
+const EVENT_INSERT_COLUMNS: usize = 8;
+
+/// Inserts the messages, then their acceptance events, then fans the events
+/// out to the webhook endpoints: three statements per `set_chunks` run.
+fn insert_messages(c: &Db<'_>, rows: &[NewRow<'_>]) -> Result<(), StoreError> {
+    let mut seqs = Vec::with_capacity(rows.len());
+    for chunk in set_chunks(rows) {
+        let n = chunk.len();
+        let sql = format!(
+            "{MESSAGE_INSERT}{}",
+            values_rows(n, MESSAGE_INSERT_COLUMNS, None)
+        );
+        let params: Vec<V> = chunk.iter().flat_map(NewRow::message_values).collect();
+        c.execute(&sql, &params)?;
+        let sql = format!(
+            "{EVENT_INSERT}{} RETURNING seq",
+            values_rows(n, EVENT_INSERT_COLUMNS, None)
+        );
+        let params: Vec<V> = chunk.iter().flat_map(NewRow::event_values).collect();
+        seqs.extend(c.query_map(&sql, &params, |r| r.get::<_, i64>(0))?);
+    }
+    if let Some(first) = rows.first() {
+        super::webhooks::fan_out(c, &seqs, first.req.now)?;
+    }
+    Ok(())
 }
 
 /// A message with its timeline and attempts, scoped to the workspace.

@@ -272,13 +272,11 @@ impl Store for SqlStore {
 
     async fn accept_message(&self, req: AcceptRequest) -> Result<AcceptOutcome, StoreError> {
         let again = req.clone();
-        match self.writer.run(move |c| messages::accept(c, &req)).await {
+        match self.writer.accept(req).await {
             // Another node stored the same idempotency key between this
             // job's check and its insert: run it again, and it finds that
             // message (a replay or a conflict).
-            Err(e) if e.is_unique_violation() => {
-                self.writer.run(move |c| messages::accept(c, &again)).await
-            }
+            Err(e) if e.is_unique_violation() => self.writer.accept(again).await,
             other => other,
         }
     }

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::db::{Db, OptionalExt, Row, p};
+use super::db::{Db, OptionalExt, Row, V, p, set_chunks};
 use serde_json::{Value, json};
 use switchboard_core::webhook_endpoint::{
     DEFAULT_DISABLE_AFTER, DEFAULT_RETRY_SCHEDULE, DEFAULT_TIMEOUT_MS, EndpointSettings,
@@ -24,36 +24,35 @@ fn corrupt(what: &str, v: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {v}"))
 }
 
-/// Creates a delivery for each enabled endpoint of the workspace that
-/// subscribes to `event_type`.
-pub fn fan_out(
-    c: &Db<'_>,
-    ws: &str,
-    event_id: &str,
-    seq: i64,
-    event_type: &str,
-    ordering_key: Option<&str>,
-    now: Timestamp,
-) -> Result<(), StoreError> {
-    // The casts let PostgreSQL type the parameters of the SELECT list; only
-    // the event-type filter differs between the engines.
+/// Creates a delivery for each enabled endpoint of the event's workspace
+/// that subscribes to its type, for each of the events `seqs` (any number:
+/// one statement per `set_chunks` run). A message's deliveries are ordered
+/// by its id.
+pub fn fan_out(c: &Db<'_>, seqs: &[i64], now: Timestamp) -> Result<(), StoreError> {
+    // Only the event-type filter differs between the engines.
     let subscribed = if c.is_pg() {
-        "jsonb_exists(w.event_types::jsonb, CAST(?5 AS TEXT))"
+        "jsonb_exists(w.event_types::jsonb, e.type)"
     } else {
-        "EXISTS (SELECT 1 FROM json_each(w.event_types) WHERE value = ?5)"
+        "EXISTS (SELECT 1 FROM json_each(w.event_types) WHERE value = e.type)"
     };
-    let sql = format!(
-        "INSERT INTO webhook_deliveries (id, endpoint_id, workspace_id, event_id, event_seq, ordering_key, status, next_attempt_at, created_at, updated_at)
-         SELECT CAST(?2 AS TEXT) || '/' || w.id, w.id, CAST(?1 AS TEXT), CAST(?2 AS TEXT), CAST(?3 AS BIGINT), CAST(?4 AS TEXT),
-                'pending', CAST(?6 AS BIGINT), CAST(?6 AS BIGINT), CAST(?6 AS BIGINT)
-         FROM webhook_endpoints w
-         WHERE w.workspace_id = ?1 AND w.enabled = 1 AND w.deleted_at IS NULL
-           AND (w.event_types IS NULL OR {subscribed})"
-    );
-    c.execute(
-        &sql,
-        p![ws, event_id, seq, ordering_key, event_type, now.as_millis()],
-    )?;
+    for chunk in set_chunks(seqs) {
+        let n = chunk.len();
+        let list = (2..n + 2)
+            .map(|i| format!("?{i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO webhook_deliveries (id, endpoint_id, workspace_id, event_id, event_seq, ordering_key, status, next_attempt_at, created_at, updated_at)
+             SELECT e.id || '/' || w.id, w.id, e.workspace_id, e.id, e.seq, e.message_id, 'pending', CAST(?1 AS BIGINT), CAST(?1 AS BIGINT), CAST(?1 AS BIGINT)
+             FROM events e JOIN webhook_endpoints w ON w.workspace_id = e.workspace_id
+             WHERE e.seq IN ({list}) AND w.enabled = 1 AND w.deleted_at IS NULL
+               AND (w.event_types IS NULL OR {subscribed})"
+        );
+        let mut params = Vec::with_capacity(n + 1);
+        params.push(V::Int(now.as_millis()));
+        params.extend(chunk.iter().map(|s| V::Int(*s)));
+        c.execute(&sql, &params)?;
+    }
     Ok(())
 }
 
@@ -74,7 +73,7 @@ pub fn record_workspace_event(
         |r| r.get(0),
     )?;
     if fan {
-        fan_out(c, ws, &id, seq, event_type, None, now)?;
+        fan_out(c, &[seq], now)?;
     }
     Ok((id, seq))
 }

@@ -265,3 +265,184 @@ conformance!(
         );
     }
 );
+
+conformance!(
+    accepts_stored_together_decide_as_they_would_one_at_a_time,
+    |f: crate::Fixture| async move {
+        use std::collections::HashMap;
+
+        use switchboard_core::webhook_endpoint::EndpointSettings;
+        use switchboard_store::ConsentChange;
+
+        let endpoint = |events: Option<Vec<&str>>| {
+            EndpointSettings::from_json(
+                &json!({"url": "https://crm.example.com/hook", "event_types": events}),
+                true,
+            )
+            .unwrap()
+        };
+        let all = f
+            .store
+            .create_endpoint(&f.ws, &endpoint(None), "wh_all", "whsec_a", T0)
+            .await
+            .unwrap();
+        f.store
+            .create_endpoint(
+                &f.ws,
+                &endpoint(Some(vec!["message.delivered"])),
+                "wh_dlv",
+                "whsec_b",
+                T0,
+            )
+            .await
+            .unwrap();
+        f.store
+            .change_consent(ConsentChange {
+                workspace_id: f.ws.clone(),
+                phone: "+14155550999".into(),
+                channel: "sms".into(),
+                state: "opted_out".into(),
+                source: "api".into(),
+                jurisdiction: None,
+                detail: None,
+                at: T0,
+            })
+            .await
+            .unwrap();
+        // (label, request): submitted all at once, so the writer takes them
+        // in batches, with duplicates of a key inside one batch.
+        let mut reqs = Vec::new();
+        for k in 0..40 {
+            let body = json!({"to": "+14155550123", "body": format!("k{k}"), "idempotency_key": format!("k{k}")});
+            for _ in 0..3 {
+                reqs.push((
+                    format!("k{k}"),
+                    request(&f.ws, body.clone(), &format!("h{k}")),
+                ));
+            }
+        }
+        for hash in ["a", "a", "a", "b", "b", "b"] {
+            let body = json!({"to": "+14155550123", "body": hash, "idempotency_key": "clash"});
+            reqs.push(("clash".into(), request(&f.ws, body, hash)));
+        }
+        for n in 0..20 {
+            let mut r = request(&f.ws, json!({"to": "+14155550999", "body": "x"}), "o");
+            r.consent_exempt = n < 5;
+            reqs.push((if n < 5 { "exempt" } else { "opted_out" }.into(), r));
+        }
+        for n in 0..100 {
+            let to = format!("+1415555{:04}", 1000 + n);
+            reqs.push((
+                "plain".into(),
+                request(&f.ws, json!({"to": to, "body": "y"}), "p"),
+            ));
+        }
+        let mut tasks = Vec::new();
+        for (label, req) in reqs {
+            let store = f.store.clone();
+            tasks.push(tokio::spawn(async move {
+                let hash = req.request_hash.clone();
+                (label, hash, store.accept_message(req).await.unwrap())
+            }));
+        }
+        let mut by_key: HashMap<String, Vec<(String, AcceptOutcome)>> = HashMap::new();
+        let mut created = Vec::new();
+        for t in tasks {
+            let (label, hash, outcome) = t.await.unwrap();
+            if let AcceptOutcome::Created(a) = &outcome {
+                created.push(a.id.clone());
+            }
+            by_key.entry(label).or_default().push((hash, outcome));
+        }
+        for k in 0..40 {
+            let outcomes = &by_key[&format!("k{k}")];
+            let ids: Vec<_> = outcomes
+                .iter()
+                .map(|(_, o)| match o {
+                    AcceptOutcome::Created(a) | AcceptOutcome::Replayed(a) => a.id.clone(),
+                    other => panic!("k{k}: {other:?}"),
+                })
+                .collect();
+            let fresh = outcomes
+                .iter()
+                .filter(|(_, o)| matches!(o, AcceptOutcome::Created(_)))
+                .count();
+            assert_eq!(fresh, 1, "k{k}: one message per key");
+            assert!(
+                ids.iter().all(|id| *id == ids[0]),
+                "k{k}: replays answer the same id"
+            );
+        }
+        let clash = &by_key["clash"];
+        let (winner_hash, winner) = clash
+            .iter()
+            .find_map(|(h, o)| match o {
+                AcceptOutcome::Created(a) => Some((h.clone(), a.id.clone())),
+                _ => None,
+            })
+            .expect("one of the clashing requests is stored");
+        for (h, o) in clash {
+            match o {
+                AcceptOutcome::Created(a) => assert_eq!(a.id, winner),
+                AcceptOutcome::Replayed(a) => {
+                    assert_eq!((h, &a.id), (&winner_hash, &winner));
+                }
+                AcceptOutcome::Conflict { existing } => {
+                    assert!(h != &winner_hash && *existing == winner, "{h}: {o:?}");
+                }
+                other => panic!("clash: {other:?}"),
+            }
+        }
+        assert_eq!(
+            clash
+                .iter()
+                .filter(|(_, o)| matches!(o, AcceptOutcome::Created(_)))
+                .count(),
+            1
+        );
+        assert!(
+            by_key["opted_out"]
+                .iter()
+                .all(|(_, o)| *o == AcceptOutcome::OptedOut)
+        );
+        assert!(
+            by_key["exempt"]
+                .iter()
+                .all(|(_, o)| matches!(o, AcceptOutcome::Created(_)))
+        );
+        assert!(
+            by_key["plain"]
+                .iter()
+                .all(|(_, o)| matches!(o, AcceptOutcome::Created(_)))
+        );
+        assert_eq!(created.len(), 40 + 1 + 5 + 100);
+        assert!(
+            f.store.group_commit_stats().max_batch > 1,
+            "the accepts were stored in batches"
+        );
+        // Each stored message has its one event, fanned out to the endpoint
+        // that takes every event and not to the one that takes deliveries.
+        let mut events = Vec::new();
+        for id in &created {
+            let d = f.store.get_message(&f.ws, id).await.unwrap().unwrap();
+            let types: Vec<&str> = d.events.iter().map(|e| e.event_type.as_str()).collect();
+            assert_eq!(types, ["message.queued"], "{id}");
+            events.push(d.events[0].id.clone());
+        }
+        let jobs = f
+            .store
+            .claim_webhook_deliveries(T0, 1000, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert!(jobs.iter().all(|j| j.endpoint.id == all.id));
+        let (messages, other): (Vec<_>, Vec<_>) = jobs
+            .iter()
+            .partition(|j| j.event.event_type.starts_with("message."));
+        let other: Vec<&str> = other.iter().map(|j| j.event.event_type.as_str()).collect();
+        assert_eq!(other, ["contact.opted_out"]);
+        let mut delivered: Vec<_> = messages.iter().map(|j| j.event.id.clone()).collect();
+        delivered.sort();
+        events.sort();
+        assert_eq!(delivered, events);
+    }
+);
