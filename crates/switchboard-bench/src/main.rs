@@ -153,12 +153,16 @@ async fn create_endpoint(
 fn message_request(base: &str, key: &str) -> MakeRequest {
     let url = format!("{base}/v1/messages");
     let auth = format!("Bearer {key}");
+    // Every request carries its own idempotency key, as CRM integrations
+    // do (the key read is part of the accept path).
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     Arc::new(move |c: &reqwest::Client, i: usize| {
+        let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         c.post(&url)
             .header("authorization", &auth)
             .header("content-type", "application/json")
             .body(format!(
-                r#"{{"to":"+14155550123","body":"Benchmark message {i}","client_ref":"b{i}"}}"#
+                r#"{{"to":"+14155550123","body":"Benchmark message {i}","client_ref":"b{i}","idempotency_key":"bench-{n}"}}"#
             ))
     })
 }
@@ -225,8 +229,27 @@ async fn accept(args: &Args, scenario: &str, env: &[(&str, String)]) -> anyhow::
         before,
         server.usage(),
     );
-    row.notes = "dispatch paused: the accept path alone".into();
+    row.notes = match batch_size(&server.base).await {
+        Some(b) => format!("dispatch paused; {b:.0} writes per commit"),
+        None => "dispatch paused: the accept path alone".into(),
+    };
     Ok(row)
+}
+
+/// The mean number of writes per group commit, from `/metrics`.
+async fn batch_size(base: &str) -> Option<f64> {
+    let text = reqwest::get(format!("{base}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let metric = |name: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+    };
+    let commits = metric("switchboard_group_commits_total ")?;
+    Some(metric("switchboard_group_commit_jobs_total ")? / commits.max(1.0))
 }
 
 use switchboard_store::sql::scratch::ScratchSchema as Schema;

@@ -687,6 +687,29 @@ pub fn set_chunks<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
     })
 }
 
+impl Db<'_> {
+    /// `query_map` for a statement whose best plan depends on how large its
+    /// tables are now: PostgreSQL plans it afresh for these values (one
+    /// more round trip) instead of running a plan cached for a prepared
+    /// statement, which may have been made while the tables were nearly
+    /// empty and would then scan them. SQLite has no such cache.
+    pub fn query_map_planned<T>(
+        &self,
+        sql: &str,
+        params: &[V],
+        mut f: impl FnMut(&Row<'_>) -> Result<T, DbError>,
+    ) -> Result<Vec<T>, DbError> {
+        match self {
+            Db::Lite(_) => self.query_map(sql, params, f),
+            Db::Pg(c) => {
+                let sql = dollar_placeholders(sql);
+                let rows = c.client.borrow_mut().query(&sql, &pg_params(params))?;
+                rows.iter().map(|r| f(&Row::Pg(r))).collect()
+            }
+        }
+    }
+}
+
 /// An owned connection of either engine.
 #[derive(Debug)]
 pub enum Conn {

@@ -16,6 +16,7 @@ use switchboard_core::{
 };
 
 use super::rows::{self, MESSAGE_COLUMNS};
+use super::webhooks::Fan;
 use crate::error::StoreError;
 use crate::model::*;
 
@@ -49,7 +50,14 @@ fn record_event(
         ],
         |r| r.get(0),
     )?;
-    super::webhooks::fan_out(c, &[seq], now)
+    let fan = Fan {
+        id: id.as_str(),
+        workspace_id: ws,
+        seq,
+        event_type: event.as_str(),
+        message_id: Some(message_id),
+    };
+    super::webhooks::fan_out(c, &[fan], now)
 }
 
 /// id, request hash, initial status, client_ref, segments, encoding, created_at.
@@ -170,7 +178,7 @@ fn existing_keys(
             .iter()
             .flat_map(|(ws, key)| [V::from(*ws), V::from(*key)])
             .collect();
-        for row in c.query_map(&sql, &params, |r| {
+        for row in c.query_map_planned(&sql, &params, |r| {
             Ok((
                 (r.get(0)?, r.get(1)?),
                 (
@@ -216,7 +224,7 @@ fn consent_states(
             values_rows(chunk.len(), 3, Some(&["TEXT", "TEXT", "TEXT"]))
         );
         let params: Vec<V> = chunk.iter().flatten().map(|v| V::from(*v)).collect();
-        for row in c.query_map(&sql, &params, |r| {
+        for row in c.query_map_planned(&sql, &params, |r| {
             Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get(3)?))
         })? {
             found.insert(row.0, row.1);
@@ -339,14 +347,27 @@ fn insert_messages(c: &Db<'_>, rows: &[NewRow<'_>]) -> Result<(), StoreError> {
         let params: Vec<V> = chunk.iter().flat_map(NewRow::message_values).collect();
         c.execute(&sql, &params)?;
         let sql = format!(
-            "{EVENT_INSERT}{} RETURNING seq",
+            "{EVENT_INSERT}{} RETURNING id, seq",
             values_rows(n, EVENT_INSERT_COLUMNS, None)
         );
         let params: Vec<V> = chunk.iter().flat_map(NewRow::event_values).collect();
-        seqs.extend(c.query_map(&sql, &params, |r| r.get::<_, i64>(0))?);
+        seqs.extend(c.query_map(&sql, &params, |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })?);
     }
+    let seq_of: HashMap<String, i64> = seqs.into_iter().collect();
+    let fans: Vec<Fan<'_>> = rows
+        .iter()
+        .map(|r| Fan {
+            id: r.event_id.as_str(),
+            workspace_id: r.req.workspace_id.as_str(),
+            seq: seq_of[r.event_id.as_str()],
+            event_type: EventType::on_accept(r.status).as_str(),
+            message_id: Some(r.id.as_str()),
+        })
+        .collect();
     if let Some(first) = rows.first() {
-        super::webhooks::fan_out(c, &seqs, first.req.now)?;
+        super::webhooks::fan_out(c, &fans, first.req.now)?;
     }
     Ok(())
 }

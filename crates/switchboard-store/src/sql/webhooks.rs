@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::db::{Db, OptionalExt, Row, V, p, set_chunks};
+use super::db::{Db, OptionalExt, Row, V, p, set_chunks, values_rows};
 use serde_json::{Value, json};
 use switchboard_core::webhook_endpoint::{
     DEFAULT_DISABLE_AFTER, DEFAULT_RETRY_SCHEDULE, DEFAULT_TIMEOUT_MS, EndpointSettings,
@@ -24,33 +24,58 @@ fn corrupt(what: &str, v: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {v}"))
 }
 
+/// An event to fan out: what a delivery row needs of it.
+pub struct Fan<'a> {
+    /// Event id.
+    pub id: &'a str,
+    /// Its workspace.
+    pub workspace_id: &'a str,
+    /// Its sequence number.
+    pub seq: i64,
+    /// Its type (`message.queued`).
+    pub event_type: &'a str,
+    /// Its message, which orders its deliveries; `None` for workspace events.
+    pub message_id: Option<&'a str>,
+}
+
 /// Creates a delivery for each enabled endpoint of the event's workspace
-/// that subscribes to its type, for each of the events `seqs` (any number:
-/// one statement per `set_chunks` run). A message's deliveries are ordered
-/// by its id.
-pub fn fan_out(c: &Db<'_>, seqs: &[i64], now: Timestamp) -> Result<(), StoreError> {
+/// that subscribes to its type, for any number of events: one statement per
+/// `set_chunks` run. The events come as parameters, not by joining the
+/// `events` table: a cached plan made while that table was small would scan
+/// it once it is large.
+pub fn fan_out(c: &Db<'_>, events: &[Fan<'_>], now: Timestamp) -> Result<(), StoreError> {
     // Only the event-type filter differs between the engines.
     let subscribed = if c.is_pg() {
-        "jsonb_exists(w.event_types::jsonb, e.type)"
+        "jsonb_exists(w.event_types::jsonb, e.column4)"
     } else {
-        "EXISTS (SELECT 1 FROM json_each(w.event_types) WHERE value = e.type)"
+        "EXISTS (SELECT 1 FROM json_each(w.event_types) WHERE value = e.column4)"
     };
-    for chunk in set_chunks(seqs) {
-        let n = chunk.len();
-        let list = (2..n + 2)
-            .map(|i| format!("?{i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+    let now = now.as_millis();
+    for chunk in set_chunks(events) {
         let sql = format!(
             "INSERT INTO webhook_deliveries (id, endpoint_id, workspace_id, event_id, event_seq, ordering_key, status, next_attempt_at, created_at, updated_at)
-             SELECT e.id || '/' || w.id, w.id, e.workspace_id, e.id, e.seq, e.message_id, 'pending', CAST(?1 AS BIGINT), CAST(?1 AS BIGINT), CAST(?1 AS BIGINT)
-             FROM events e JOIN webhook_endpoints w ON w.workspace_id = e.workspace_id
-             WHERE e.seq IN ({list}) AND w.enabled = 1 AND w.deleted_at IS NULL
-               AND (w.event_types IS NULL OR {subscribed})"
+             SELECT e.column1 || '/' || w.id, w.id, e.column2, e.column1, e.column3, e.column5, 'pending', e.column6, e.column6, e.column6
+             FROM (VALUES {}) e JOIN webhook_endpoints w ON w.workspace_id = e.column2
+             WHERE w.enabled = 1 AND w.deleted_at IS NULL AND (w.event_types IS NULL OR {subscribed})",
+            values_rows(
+                chunk.len(),
+                6,
+                Some(&["TEXT", "TEXT", "BIGINT", "TEXT", "TEXT", "BIGINT"])
+            )
         );
-        let mut params = Vec::with_capacity(n + 1);
-        params.push(V::Int(now.as_millis()));
-        params.extend(chunk.iter().map(|s| V::Int(*s)));
+        let params: Vec<V> = chunk
+            .iter()
+            .flat_map(|e| {
+                [
+                    V::from(e.id),
+                    V::from(e.workspace_id),
+                    V::Int(e.seq),
+                    V::from(e.event_type),
+                    V::from(&e.message_id),
+                    V::Int(now),
+                ]
+            })
+            .collect();
         c.execute(&sql, &params)?;
     }
     Ok(())
@@ -73,7 +98,14 @@ pub fn record_workspace_event(
         |r| r.get(0),
     )?;
     if fan {
-        fan_out(c, &[seq], now)?;
+        let fan = Fan {
+            id: &id,
+            workspace_id: ws,
+            seq,
+            event_type,
+            message_id: None,
+        };
+        fan_out(c, &[fan], now)?;
     }
     Ok((id, seq))
 }
