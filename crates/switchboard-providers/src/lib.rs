@@ -2,10 +2,12 @@
 //!
 //! A provider takes one message and answers with its own id for it or a
 //! classified error; everything about retries and state lives in the
-//! dispatcher and the core. `sim` is the built-in deterministic simulator.
+//! dispatcher and the core. `sim` is the built-in deterministic simulator;
+//! `twilio` speaks Twilio's Messages API and reads its callbacks.
 
 pub mod callback;
 pub mod sim;
+pub mod twilio;
 
 use std::collections::HashMap;
 use std::sync::Arc;
