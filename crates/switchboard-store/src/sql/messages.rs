@@ -731,42 +731,29 @@ pub fn claim_due(
                 ],
             )?;
         }
-        if Timestamp::from_millis(expires_at) <= now {
-            let t = transition(from_status, Trigger::Expire)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let unsent = |trigger, code, detail| -> Result<(), StoreError> {
+            let t =
+                transition(from_status, trigger).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             c.execute(
-                "UPDATE messages SET status = ?1, next_attempt_at = NULL, lease_until = NULL, error_code = 'expired', updated_at = ?2 WHERE id = ?3",
-                p![t.to.as_str(), now.as_millis(), id],
+                "UPDATE messages SET status = ?1, next_attempt_at = NULL, lease_until = NULL, error_code = ?2, updated_at = ?3 WHERE id = ?4",
+                p![t.to.as_str(), code, now.as_millis(), id],
             )?;
-            record_event(
-                c,
-                &ws,
-                &id,
-                t.event,
-                t.to,
-                Some("the TTL passed before the message could be sent"),
-                Some("expired"),
-                now,
+            record_event(c, &ws, &id, t.event, t.to, Some(detail), Some(code), now)
+        };
+        if Timestamp::from_millis(expires_at) <= now {
+            unsent(
+                Trigger::Expire,
+                "expired",
+                "the TTL passed before the message could be sent",
             )?;
             continue;
         }
         // An opt-out may have arrived while the message waited.
         if !consent_exempt && super::consent::is_opted_out(c, &ws, &to, &channel)? {
-            let t = transition(from_status, Trigger::Suppress)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            c.execute(
-                "UPDATE messages SET status = ?1, next_attempt_at = NULL, lease_until = NULL, error_code = 'recipient_opted_out', updated_at = ?2 WHERE id = ?3",
-                p![t.to.as_str(), now.as_millis(), id],
-            )?;
-            record_event(
-                c,
-                &ws,
-                &id,
-                t.event,
-                t.to,
-                Some("the recipient opted out before the message was sent"),
-                Some("recipient_opted_out"),
-                now,
+            unsent(
+                Trigger::Suppress,
+                "recipient_opted_out",
+                "the recipient opted out before the message was sent",
             )?;
             continue;
         }
