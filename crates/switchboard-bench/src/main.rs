@@ -167,15 +167,19 @@ fn message_request(base: &str, key: &str) -> MakeRequest {
     })
 }
 
-async fn noop(args: &Args) -> anyhow::Result<Row> {
-    let server = Server::start(&[("SWITCHBOARD_DISPATCH_PAUSED", "true".into())])?;
-    let url = format!("{}/healthz", server.base);
-    let make: MakeRequest = Arc::new(move |c: &reqwest::Client, _| c.get(&url));
+/// 2,000 requests (at most 5 s) to warm the server, then the measured run;
+/// returns it with the server's usage from before it.
+async fn warm_then_measure(
+    args: &Args,
+    server: &Server,
+    make: MakeRequest,
+    expect: u16,
+) -> (load::LoadResult, server::Usage) {
     load::run(
         args.concurrency,
         2_000,
         Duration::from_secs(5),
-        200,
+        expect,
         make.clone(),
     )
     .await;
@@ -184,10 +188,18 @@ async fn noop(args: &Args) -> anyhow::Result<Row> {
         args.concurrency,
         args.requests,
         Duration::from_secs(args.seconds),
-        200,
+        expect,
         make,
     )
     .await;
+    (r, before)
+}
+
+async fn noop(args: &Args) -> anyhow::Result<Row> {
+    let server = Server::start(&[("SWITCHBOARD_DISPATCH_PAUSED", "true".into())])?;
+    let url = format!("{}/healthz", server.base);
+    let make: MakeRequest = Arc::new(move |c: &reqwest::Client, _| c.get(&url));
+    let (r, before) = warm_then_measure(args, &server, make, 200).await;
     let mut row = Row::http(
         "noop",
         "GET /healthz (same server stack)",
@@ -205,23 +217,7 @@ async fn accept(args: &Args, scenario: &str, env: &[(&str, String)]) -> anyhow::
     let server = Server::start(&env)?;
     let key = workspace(&server.base).await?;
     let make = message_request(&server.base, &key);
-    load::run(
-        args.concurrency,
-        2_000,
-        Duration::from_secs(5),
-        202,
-        make.clone(),
-    )
-    .await;
-    let before = server.usage();
-    let r = load::run(
-        args.concurrency,
-        args.requests,
-        Duration::from_secs(args.seconds),
-        202,
-        make,
-    )
-    .await;
+    let (r, before) = warm_then_measure(args, &server, make, 202).await;
     let mut row = Row::http(
         scenario,
         "POST /v1/messages, 202 after COMMIT",
