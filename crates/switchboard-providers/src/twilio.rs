@@ -340,17 +340,16 @@ fn strip_channel(address: &str) -> (&str, &'static str) {
 
 impl Twilio {
     /// Checks `X-Twilio-Signature` over the request as Twilio signed it.
+    /// `params` are the form's; a JSON body (`is_json`) is signed without them.
     fn verify(
         &self,
         req: &CallbackRequest<'_>,
+        is_json: bool,
         params: &[(String, String)],
     ) -> Result<(), CallbackError> {
         let given = req
             .header("x-twilio-signature")
             .ok_or_else(|| CallbackError::Forbidden("X-Twilio-Signature is missing".into()))?;
-        let is_json = req
-            .header("content-type")
-            .is_some_and(|c| c.starts_with("application/json"));
         if is_json {
             // Signed over the URL alone; the URL's bodySHA256 covers the body.
             let url = url::Url::parse(req.url)
@@ -402,7 +401,7 @@ impl CallbackHandler for Twilio {
         } else {
             url::form_urlencoded::parse(req.body).into_owned().collect()
         };
-        self.verify(req, &params)?;
+        self.verify(req, is_json, &params)?;
         let get = |name: &str| {
             params
                 .iter()
@@ -422,13 +421,6 @@ impl CallbackHandler for Twilio {
         let status = get("MessageStatus")
             .or_else(|| get("SmsStatus"))
             .unwrap_or("");
-        let raw = serde_json::Value::Object(
-            params
-                .iter()
-                .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
-                .collect(),
-        )
-        .to_string();
         if status == "received" || (status.is_empty() && get("Body").is_some()) {
             let from =
                 get("From").ok_or_else(|| CallbackError::Malformed("From is missing".into()))?;
@@ -454,7 +446,14 @@ impl CallbackHandler for Twilio {
             Some(Some(kind)) => Ok(vec![CallbackItem::Receipt {
                 provider_message_id: sid.to_owned(),
                 kind,
-                raw,
+                // The fields as Twilio sent them, kept for the record.
+                raw: serde_json::Value::Object(
+                    params
+                        .iter()
+                        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+                        .collect(),
+                )
+                .to_string(),
             }]),
             Some(None) => Ok(Vec::new()),
             None => Err(CallbackError::Malformed(format!(
