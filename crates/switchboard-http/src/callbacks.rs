@@ -7,12 +7,11 @@
 //! everything is durable, so a provider that gets no 2xx sends it again.
 //! Applying receipts to messages happens later, in the worker's inbox pass.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use serde::Serialize;
 use switchboard_core::keywords::Keyword;
@@ -29,9 +28,6 @@ use crate::state::AppState;
 
 /// Largest callback body, bytes.
 pub const MAX_CALLBACK_BYTES: usize = 1024 * 1024;
-
-/// The providers that receive callbacks, by provider id.
-pub type CallbackHandlers = HashMap<String, Arc<dyn CallbackHandler>>;
 
 /// What a callback delivered.
 #[derive(Debug, Serialize, ToSchema)]
@@ -61,6 +57,51 @@ fn called_url(state: &AppState, headers: &HeaderMap, uri: &Uri) -> String {
     }
 }
 
+fn handler(state: &AppState, provider_id: &str) -> Result<Arc<dyn CallbackHandler>, ApiError> {
+    state.providers.callbacks(provider_id).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_provider",
+            format!("no provider {provider_id:?} receives callbacks here"),
+        )
+    })
+}
+
+/// Answer a provider's subscription check (WhatsApp's `hub.mode`,
+/// `hub.verify_token`, `hub.challenge`): 200 with the challenge as plain
+/// text when the verify token matches, 403 when it does not.
+#[utoipa::path(get, path = "/callbacks/{provider_id}", tag = "callbacks",
+    params(("provider_id" = String, Path, description = "The provider the callback URL is for")),
+    responses((status = 200, body = String, content_type = "text/plain"), (status = 400, body = ErrorResponse), (status = 403, body = ErrorResponse), (status = 404, body = ErrorResponse), (status = 405, body = ErrorResponse)))]
+pub async fn handshake(
+    State(state): State<AppState>,
+    Path(provider_id): Path<String>,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Result<String, ApiError> {
+    let handler = handler(&state, &provider_id)?;
+    match handler.handshake(&query) {
+        Some(Ok(challenge)) => Ok(challenge),
+        Some(Err(CallbackError::Forbidden(m))) => {
+            tracing::warn!(provider = %provider_id, reason = %m, "subscription check refused");
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "invalid_verify_token",
+                m,
+            ))
+        }
+        Some(Err(CallbackError::Malformed(m))) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_callback",
+            m,
+        )),
+        None => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this provider's callbacks are POSTed",
+        )),
+    }
+}
+
 /// Receive a provider's callback (receipts, inbound messages), authenticated
 /// by the provider's own signature scheme.
 #[utoipa::path(post, path = "/callbacks/{provider_id}", tag = "callbacks",
@@ -74,13 +115,7 @@ pub async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<CallbackAck>), ApiError> {
-    let handler = state.callbacks.get(&provider_id).cloned().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "unknown_provider",
-            format!("no provider {provider_id:?} receives callbacks here"),
-        )
-    })?;
+    let handler = handler(&state, &provider_id)?;
     let url = called_url(&state, &headers, &uri);
     let header_list: Vec<(String, String)> = headers
         .iter()
@@ -116,6 +151,7 @@ pub async fn receive(
             CallbackItem::Receipt {
                 provider_message_id,
                 kind,
+                error_code,
                 raw,
             } => {
                 let store = state.store.clone();
@@ -123,7 +159,14 @@ pub async fn receive(
                 // Concurrent writes share group commits.
                 receipts.spawn(async move {
                     store
-                        .receive_receipt(&provider, &provider_message_id, kind, Some(&raw), now)
+                        .receive_receipt(
+                            &provider,
+                            &provider_message_id,
+                            kind,
+                            error_code.as_deref(),
+                            Some(&raw),
+                            now,
+                        )
                         .await
                 });
             }

@@ -16,6 +16,7 @@ pub mod inbound;
 pub mod messages;
 pub mod openapi;
 pub mod ops;
+pub mod providers;
 pub mod rate_limit;
 pub mod state;
 pub mod templates;
@@ -107,6 +108,24 @@ pub fn router(state: AppState, config: HttpConfig) -> Router {
             "/v1/workspaces/{id}/keys/{key_id}",
             axum::routing::delete(admin::revoke_key),
         )
+        .route(
+            "/v1/workspaces/{id}/senders",
+            post(providers::create_sender).get(providers::list_senders),
+        )
+        .route(
+            "/v1/workspaces/{id}/senders/{sender_id}",
+            axum::routing::delete(providers::delete_sender),
+        )
+        .route(
+            "/v1/providers",
+            post(providers::create).get(providers::list),
+        )
+        .route(
+            "/v1/providers/{id}",
+            get(providers::get)
+                .patch(providers::update)
+                .delete(providers::delete),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_admin,
@@ -121,7 +140,9 @@ pub fn router(state: AppState, config: HttpConfig) -> Router {
         // Authenticated by each provider's signature, not by API key.
         .route(
             "/callbacks/{provider_id}",
-            post(callbacks::receive).layer(DefaultBodyLimit::max(callbacks::MAX_CALLBACK_BYTES)),
+            post(callbacks::receive)
+                .layer(DefaultBodyLimit::max(callbacks::MAX_CALLBACK_BYTES))
+                .get(callbacks::handshake),
         )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

@@ -3,7 +3,9 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::{admin, callbacks, contacts, error, inbound, messages, ops, templates, webhooks};
+use crate::{
+    admin, callbacks, contacts, error, inbound, messages, ops, providers, templates, webhooks,
+};
 
 struct Security;
 
@@ -30,18 +32,21 @@ impl Modify for Security {
     paths(
         messages::submit, messages::get, messages::list, messages::cancel,
         admin::create_workspace, admin::list_workspaces, admin::create_key, admin::list_keys, admin::revoke_key,
+        providers::create, providers::list, providers::get, providers::update, providers::delete,
+        providers::create_sender, providers::list_senders, providers::delete_sender,
         contacts::get, contacts::opt_out, contacts::opt_in, contacts::list, contacts::import,
         inbound::inject, inbound::list, inbound::get_settings, inbound::patch_settings,
         templates::create, templates::list, templates::get, templates::update, templates::delete,
         webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete,
         webhooks::rotate, webhooks::attempts, webhooks::test, webhooks::redeliver,
-        callbacks::receive,
+        callbacks::receive, callbacks::handshake,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),
     components(schemas(
         messages::SubmitMessageRequest, messages::TemplateRefDoc, messages::AcceptedResponse, messages::MessageResponse,
         messages::EventResponse, messages::AttemptResponse, messages::MessageList,
         admin::WorkspaceResponse, admin::CreateWorkspaceRequest, admin::WorkspaceList, admin::ApiKeyResponse, admin::ApiKeyInfo, admin::ApiKeyList,
+        providers::ProviderResponse, providers::ProviderList, providers::SenderResponse, providers::SenderList,
         error::ErrorResponse, error::ErrorBody,
         inbound::InboundResponse, inbound::InjectedResponse, inbound::InboundList, inbound::InjectRequest,
         contacts::ContactResponse, contacts::ContactEntry, contacts::ContactList, contacts::ImportRequest, contacts::ConsentState, contacts::ConsentHistoryEntry, contacts::ConsentRequest,

@@ -30,8 +30,9 @@ pub struct AppState {
     pub keys: Arc<KeyCache>,
     /// The webhook deliverer's checks and immediate sends.
     pub webhooks: Arc<dyn crate::webhooks::WebhookGateway>,
-    /// Providers that receive callbacks, by provider id.
-    pub callbacks: Arc<crate::callbacks::CallbackHandlers>,
+    /// This node's providers: their callback readers, and rebuilt when the
+    /// admin API changes them.
+    pub providers: switchboard_providers::Providers,
     /// The gateway's public base URL (what providers call), when it differs
     /// from the request's `Host`.
     pub public_url: Option<Arc<str>>,

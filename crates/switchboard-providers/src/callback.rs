@@ -41,6 +41,9 @@ pub enum CallbackItem {
         provider_message_id: String,
         /// What it says.
         kind: ReceiptKind,
+        /// For a failure, why, as one of our error codes (the provider's
+        /// own code mapped), if the provider said.
+        error_code: Option<String>,
         /// This item as the provider sent it, kept for the record.
         raw: String,
     },
@@ -80,4 +83,12 @@ pub enum CallbackError {
 pub trait CallbackHandler: Send + Sync + std::fmt::Debug {
     /// Authenticates `req` and reads what it reports.
     fn open(&self, req: &CallbackRequest<'_>) -> Result<Vec<CallbackItem>, CallbackError>;
+
+    /// Answers a subscription check (`GET` on the callback URL, e.g.
+    /// WhatsApp's `hub.challenge`) given its query parameters: the body to
+    /// answer with 200. `None` if this provider makes no such check.
+    fn handshake(&self, query: &[(String, String)]) -> Option<Result<String, CallbackError>> {
+        let _ = query;
+        None
+    }
 }

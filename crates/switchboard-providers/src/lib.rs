@@ -6,15 +6,17 @@
 //! `twilio` speaks Twilio's Messages API and reads its callbacks.
 
 pub mod callback;
+pub mod registry;
 pub mod sim;
 pub mod twilio;
+pub mod whatsapp;
 
-use std::collections::HashMap;
-use std::sync::Arc;
+pub use registry::{Connector, ProviderSpec, Providers};
+
 use std::time::Duration;
 
 use async_trait::async_trait;
-use switchboard_core::{ErrorClass, ProviderId};
+use switchboard_core::ErrorClass;
 
 /// One message to hand to a provider.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +34,20 @@ pub struct SendRequest {
     pub body: String,
     /// Media URLs.
     pub media_urls: Vec<String>,
+    /// Send this provider template instead of free text.
+    pub template: Option<ChannelTemplate>,
+}
+
+/// A template approved by the provider (a WhatsApp message template),
+/// needed to start a conversation outside the provider's reply window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelTemplate {
+    /// The template's name at the provider.
+    pub name: String,
+    /// Its language code, e.g. `en_US`.
+    pub language: String,
+    /// The body's parameters, in order.
+    pub parameters: Vec<String>,
 }
 
 /// The provider accepted the message.
@@ -74,20 +90,43 @@ pub trait Provider: Send + Sync + std::fmt::Debug {
     async fn send(&self, req: &SendRequest) -> Result<SendAccepted, ProviderError>;
 }
 
-/// The providers of this instance, by id.
-#[derive(Debug, Default, Clone)]
-pub struct Providers {
-    by_id: HashMap<ProviderId, Arc<dyn Provider>>,
+/// A provider API's answer, read whole.
+pub(crate) struct Answer {
+    pub status: reqwest::StatusCode,
+    pub retry_after: Option<Duration>,
+    pub body: bytes::Bytes,
 }
 
-impl Providers {
-    /// Registers a provider.
-    pub fn insert(&mut self, id: ProviderId, provider: Arc<dyn Provider>) {
-        self.by_id.insert(id, provider);
-    }
+/// Sends `request` and reads the answer; a connection failure or a body
+/// that cannot be read is a transport error naming `who`.
+pub(crate) async fn call(
+    request: reqwest::RequestBuilder,
+    who: &str,
+) -> Result<Answer, ProviderError> {
+    let unavailable =
+        |what: String| ProviderError::new(ErrorClass::Transport, "upstream_unavailable", what);
+    let response = request
+        .send()
+        .await
+        .map_err(|e| unavailable(format!("{who} could not be reached: {e}")))?;
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| unavailable(format!("reading {who}'s answer failed: {e}")))?;
+    Ok(Answer {
+        status,
+        retry_after,
+        body,
+    })
+}
 
-    /// The provider with this id.
-    pub fn get(&self, id: &ProviderId) -> Option<&Arc<dyn Provider>> {
-        self.by_id.get(id)
-    }
+/// Compares secrets without leaking where they differ.
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -544,6 +544,7 @@ impl CallbackHandler for SimProvider {
                 Ok(CallbackItem::Receipt {
                     provider_message_id: id.to_owned(),
                     kind,
+                    error_code: None,
                     raw: r.to_string(),
                 })
             })

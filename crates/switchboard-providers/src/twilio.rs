@@ -27,7 +27,8 @@ use sha2::{Digest, Sha256};
 use switchboard_core::{ErrorClass, ReceiptKind};
 
 use crate::callback::{CallbackError, CallbackHandler, CallbackItem, CallbackRequest, InboundItem};
-use crate::{Provider, ProviderError, SendAccepted, SendRequest};
+use crate::registry::{SpecError, base_url, section};
+use crate::{Provider, ProviderError, SendAccepted, SendRequest, constant_time_eq};
 
 /// Twilio's API host; tests point `base_url` at a server on 127.0.0.1.
 pub const DEFAULT_BASE_URL: &str = "https://api.twilio.com";
@@ -73,6 +74,85 @@ impl TwilioConfig {
             status_callback: None,
             timeout: Duration::from_secs(15),
         }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpecConfig {
+    account_sid: String,
+    #[serde(default)]
+    base_url: Option<String>,
+    #[serde(default)]
+    messaging_service_sid: Option<String>,
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpecCredentials {
+    auth_token: String,
+}
+
+/// `prefix` followed by 32 hex digits: how Twilio's SIDs look.
+fn is_sid(s: &str, prefix: &str) -> bool {
+    s.strip_prefix(prefix)
+        .is_some_and(|h| h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+impl TwilioConfig {
+    /// Reads a stored provider's settings: `config` `{account_sid,
+    /// base_url?, messaging_service_sid?, timeout_ms?}` and `credentials`
+    /// `{auth_token}`; status callbacks go to `status_callback`.
+    pub fn from_spec(
+        config: &serde_json::Value,
+        credentials: &serde_json::Value,
+        status_callback: Option<String>,
+    ) -> Result<Self, SpecError> {
+        let c: SpecConfig = section("config", config)?;
+        let k: SpecCredentials = section("credentials", credentials)?;
+        if !is_sid(&c.account_sid, "AC") {
+            return Err(SpecError::new(
+                "config.account_sid",
+                "an account SID is AC followed by 32 hex digits",
+            ));
+        }
+        if let Some(ms) = &c.messaging_service_sid
+            && !is_sid(ms, "MG")
+        {
+            return Err(SpecError::new(
+                "config.messaging_service_sid",
+                "a Messaging Service SID is MG followed by 32 hex digits",
+            ));
+        }
+        if k.auth_token.trim().is_empty() || k.auth_token.len() > 256 {
+            return Err(SpecError::new(
+                "credentials.auth_token",
+                "the auth token must be 1 to 256 characters",
+            ));
+        }
+        let timeout = match c.timeout_ms {
+            None => Duration::from_secs(15),
+            Some(ms @ 100..=120_000) => Duration::from_millis(ms),
+            Some(_) => {
+                return Err(SpecError::new(
+                    "config.timeout_ms",
+                    "between 100 and 120000 milliseconds",
+                ));
+            }
+        };
+        Ok(TwilioConfig {
+            account_sid: c.account_sid,
+            auth_token: k.auth_token,
+            base_url: match &c.base_url {
+                Some(u) => base_url("config.base_url", u)?,
+                None => DEFAULT_BASE_URL.to_owned(),
+            },
+            messaging_service_sid: c.messaging_service_sid,
+            status_callback,
+            timeout,
+        })
     }
 }
 
@@ -178,36 +258,21 @@ fn coded(code: u32, message: Option<String>) -> ProviderError {
 #[async_trait]
 impl Provider for Twilio {
     async fn send(&self, req: &SendRequest) -> Result<SendAccepted, ProviderError> {
-        let response = self
-            .http
-            .post(self.messages_url())
-            .basic_auth(&self.cfg.account_sid, Some(&self.cfg.auth_token))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("accept", "application/json")
-            .timeout(self.cfg.timeout)
-            .body(self.form(req))
-            .send()
-            .await
-            .map_err(|e| {
-                ProviderError::new(
-                    ErrorClass::Transport,
-                    "upstream_unavailable",
-                    format!("Twilio could not be reached: {e}"),
-                )
-            })?;
-        let status = response.status();
-        let retry_after = response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
-        let body = response.bytes().await.map_err(|e| {
-            ProviderError::new(
-                ErrorClass::Transport,
-                "upstream_unavailable",
-                format!("reading Twilio's answer failed: {e}"),
-            )
-        })?;
+        let crate::Answer {
+            status,
+            retry_after,
+            body,
+        } = crate::call(
+            self.http
+                .post(self.messages_url())
+                .basic_auth(&self.cfg.account_sid, Some(&self.cfg.auth_token))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("accept", "application/json")
+                .timeout(self.cfg.timeout)
+                .body(self.form(req)),
+            "Twilio",
+        )
+        .await?;
         if status.is_success() {
             let created: Created = serde_json::from_slice(&body).map_err(|e| {
                 ProviderError::new(
@@ -307,10 +372,6 @@ fn url_variants(url: &str) -> Vec<String> {
         _ => out.push(format!("{head}{host_port}:{default}{tail}")),
     }
     out
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The statuses a status callback reports and what each means here.
@@ -446,6 +507,11 @@ impl CallbackHandler for Twilio {
             Some(Some(kind)) => Ok(vec![CallbackItem::Receipt {
                 provider_message_id: sid.to_owned(),
                 kind,
+                // `failed`/`undelivered` say why in ErrorCode (30003 …).
+                error_code: (kind == ReceiptKind::Undelivered)
+                    .then(|| get("ErrorCode").and_then(|c| c.parse().ok()))
+                    .flatten()
+                    .map(|code| classify(code).1.to_owned()),
                 // The fields as Twilio sent them, kept for the record.
                 raw: serde_json::Value::Object(
                     params
@@ -461,11 +527,4 @@ impl CallbackHandler for Twilio {
             ))),
         }
     }
-}
-
-/// What a failure receipt's `ErrorCode` means (for the message's error).
-pub fn receipt_error(raw: &str) -> Option<(ErrorClass, &'static str)> {
-    let v: serde_json::Value = serde_json::from_str(raw).ok()?;
-    let code = v.get("ErrorCode")?.as_str()?.parse().ok()?;
-    Some(classify(code))
 }

@@ -17,7 +17,7 @@ use switchboard_core::{ErrorClass, ReceiptKind, Timestamp};
 use switchboard_providers::callback::{
     CallbackError, CallbackHandler, CallbackItem, CallbackRequest,
 };
-use switchboard_providers::twilio::{Twilio, TwilioConfig, receipt_error, signature};
+use switchboard_providers::twilio::{Twilio, TwilioConfig, signature};
 use switchboard_providers::{Provider, SendRequest};
 
 const SID: &str = "AC00000000000000000000000000000001";
@@ -128,6 +128,7 @@ fn send_to(to: &str) -> SendRequest {
             "https://cdn.example.com/a.png".into(),
             "https://cdn.example.com/b.png".into(),
         ],
+        template: None,
     }
 }
 
@@ -320,14 +321,20 @@ fn status_callbacks_become_receipts_with_their_error_codes() {
         ],
     );
     let items = open(&t, CALLBACK_URL, headers, &body).unwrap();
-    let [CallbackItem::Receipt { kind, raw, .. }] = items.as_slice() else {
+    let [
+        CallbackItem::Receipt {
+            kind,
+            error_code,
+            raw,
+            ..
+        },
+    ] = items.as_slice()
+    else {
         panic!("{items:?}")
     };
     assert_eq!(*kind, ReceiptKind::Undelivered);
-    assert_eq!(
-        receipt_error(raw),
-        Some((ErrorClass::Permanent, "unreachable_destination"))
-    );
+    assert_eq!(error_code.as_deref(), Some("unreachable_destination"));
+    assert!(raw.contains("\"ErrorCode\":\"30003\""), "{raw}");
     // Intermediate statuses are known and carry nothing new.
     let (body, headers) = signed_form(
         CALLBACK_URL,

@@ -17,13 +17,18 @@ pub use model::{
     AcceptOutcome, AcceptRequest, Accepted, ApiKey, AttemptOutcome, AttemptRecord, AttemptReport,
     ClaimedMessage, ConsentChange, ConsentChangeRecord, ConsentRecord, ContactConsent,
     EndpointChanges, EndpointRecord, EventRecord, GroupCommitStats, InboundOutcome, InboundRecord,
-    MessageDetail, MessageFilter, MessagePage, MessageRecord, NewInbound, ReceiptKind,
-    ReceiptOutcome, ReceiptPass, Redelivery, Sender, TemplateRecord, TransitionOutcome,
-    WebhookAttemptRecord, WebhookAttemptReport, WebhookEvent, WebhookJob, WebhookOutcome,
-    Workspace,
+    MessageDetail, MessageFilter, MessagePage, MessageRecord, NewInbound, NewSender,
+    ProviderDeletion, ProviderRecord, ReceiptKind, ReceiptOutcome, ReceiptPass, Redelivery, Sender,
+    SenderCreation, TemplateRecord, TransitionOutcome, WebhookAttemptRecord, WebhookAttemptReport,
+    WebhookEvent, WebhookJob, WebhookOutcome, Workspace,
 };
 
 use std::time::Duration;
+
+/// Transport or throttle failures a message may have on one provider before
+/// it fails over to the next sender of its channel, unless the provider
+/// sets its own `attempt_budget`.
+pub const DEFAULT_ATTEMPT_BUDGET: u32 = 2;
 
 use async_trait::async_trait;
 use switchboard_core::{Channel, MessageId, Status, Timestamp, WorkspaceId};
@@ -77,6 +82,34 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         channel: Channel,
     ) -> Result<Vec<Sender>, StoreError>;
 
+    /// Every sender of a workspace, by channel, each channel in route order.
+    async fn all_senders(&self, workspace: &WorkspaceId) -> Result<Vec<Sender>, StoreError>;
+    /// Adds a sender to a workspace; a new default demotes the old one.
+    async fn create_sender(
+        &self,
+        workspace: &WorkspaceId,
+        sender: NewSender,
+        now: Timestamp,
+    ) -> Result<SenderCreation, StoreError>;
+    /// Removes a sender (the next in its route becomes the default if it
+    /// was); `None` if the workspace has no such sender.
+    async fn delete_sender(
+        &self,
+        workspace: &WorkspaceId,
+        id: &str,
+    ) -> Result<Option<Sender>, StoreError>;
+
+    /// Stores a new provider instance.
+    async fn create_provider(&self, provider: ProviderRecord) -> Result<(), StoreError>;
+    /// Replaces a provider's settings; `false` if there is no such provider.
+    async fn update_provider(&self, provider: ProviderRecord) -> Result<bool, StoreError>;
+    /// Every provider instance, the built-in simulator first.
+    async fn list_providers(&self) -> Result<Vec<ProviderRecord>, StoreError>;
+    /// One provider instance.
+    async fn get_provider(&self, id: &str) -> Result<Option<ProviderRecord>, StoreError>;
+    /// Deletes a provider no sender routes through.
+    async fn delete_provider(&self, id: &str) -> Result<ProviderDeletion, StoreError>;
+
     /// Stores a message (or finds its idempotent twin) and answers only after
     /// the transaction holding it has committed.
     async fn accept_message(&self, req: AcceptRequest) -> Result<AcceptOutcome, StoreError>;
@@ -119,16 +152,19 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         provider_id: &str,
         provider_message_id: &str,
         kind: ReceiptKind,
+        error_code: Option<&str>,
         detail: Option<&str>,
         now: Timestamp,
     ) -> Result<ReceiptOutcome, StoreError>;
-    /// The thin receiver's write: stores a provider receipt as it arrived;
+    /// The thin receiver's write: stores a provider receipt as it arrived
+    /// (with the provider's error code for a failure, if it gave one);
     /// `false` if the same (provider, id, kind) was stored before.
     async fn receive_receipt(
         &self,
         provider_id: &str,
         provider_message_id: &str,
         kind: ReceiptKind,
+        error_code: Option<&str>,
         raw: Option<&str>,
         now: Timestamp,
     ) -> Result<bool, StoreError>;

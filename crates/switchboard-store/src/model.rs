@@ -48,6 +48,88 @@ pub struct Sender {
     pub address: String,
     /// Used when a submission names no `from`.
     pub is_default: bool,
+    /// Place in the channel's failover order after the default (lower first).
+    pub priority: i64,
+}
+
+/// A sender to add to a workspace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewSender {
+    /// The channel.
+    pub channel: Channel,
+    /// The provider that carries it.
+    pub provider_id: ProviderId,
+    /// The address.
+    pub address: String,
+    /// Make it the channel's default (the previous default stays, second).
+    pub is_default: bool,
+    /// Place in the failover order after the default (lower first).
+    pub priority: i64,
+}
+
+/// A configured provider instance (a Twilio account, a WhatsApp number, an
+/// SMPP link). Its credentials are stored apart from its configuration and
+/// only ever shown as hints.
+#[derive(Clone, PartialEq)]
+pub struct ProviderRecord {
+    /// Id (`pr_…`).
+    pub id: ProviderId,
+    /// Connector kind: `sim`, `twilio`, `whatsapp_cloud`, `smpp`.
+    pub kind: String,
+    /// Display name.
+    pub name: String,
+    /// Non-secret settings (JSON object).
+    pub config: serde_json::Value,
+    /// Secrets (JSON object of strings).
+    pub credentials: serde_json::Value,
+    /// Transport or throttle failures on this provider before a message
+    /// fails over to the next sender of its channel (`None`: the default).
+    pub attempt_budget: Option<u32>,
+    /// Throughput limit, sends per second, and its burst.
+    pub rate: Option<(f64, f64)>,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Last change; connectors are rebuilt when it moves.
+    pub updated_at: Timestamp,
+}
+
+/// What deleting a provider did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProviderDeletion {
+    /// Gone.
+    Deleted,
+    /// No such provider.
+    NotFound,
+    /// Senders still route through it: remove them first.
+    InUse {
+        /// How many.
+        senders: u64,
+    },
+}
+
+/// What adding a sender did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SenderCreation {
+    /// Added.
+    Created(Sender),
+    /// The workspace already has this address on this channel.
+    Duplicate,
+    /// No such provider.
+    UnknownProvider,
+}
+
+impl std::fmt::Debug for ProviderRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderRecord")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("name", &self.name)
+            .field("config", &self.config)
+            .field("credentials", &"[redacted]")
+            .field("attempt_budget", &self.attempt_budget)
+            .field("rate", &self.rate)
+            .finish()
+    }
 }
 
 /// A validated submission and what the store needs to keep it.

@@ -95,8 +95,10 @@ impl Worker {
 
     /// Sets the gateway's base URL (`http://127.0.0.1:8080`): the simulator
     /// posts its receipts to `{base}/callbacks/pr_sim`, as a real provider
-    /// would. Only the first call counts.
+    /// would, and every configured provider is told `{base}/callbacks/{id}`.
+    /// Only the first call counts for the simulator.
     pub fn set_callback_base(&self, base: &str) {
+        self.inner.providers.set_callback_base(base);
         let _ = self.inner.sim_callback_url.set(format!(
             "{}/callbacks/{SIM_PROVIDER_ID}",
             base.trim_end_matches('/')
@@ -367,6 +369,7 @@ impl Inner {
             channel: m.channel.clone(),
             body: m.body.clone(),
             media_urls: m.media_urls.clone(),
+            template: None,
         };
         match tokio::time::timeout(self.config.send_timeout, provider.send(&req)).await {
             Ok(Ok(accepted)) => Ok(accepted.provider_message_id),
@@ -383,9 +386,12 @@ impl Inner {
     }
 }
 
+/// A provider this node does not know (yet: another node may have just
+/// added it, and this one loads it on its next refresh) is a transport
+/// failure: the message retries, or fails over.
 fn unknown_provider(id: &ProviderId) -> ProviderError {
     ProviderError::new(
-        ErrorClass::Permanent,
+        ErrorClass::Transport,
         "unknown_provider",
         format!("provider {id} is not configured on this node"),
     )

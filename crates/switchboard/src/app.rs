@@ -13,8 +13,8 @@ use switchboard_http::auth::hash_secret;
 use switchboard_http::rate_limit::{RateLimitConfig, RateLimiter};
 use switchboard_http::webhooks::WebhookGateway;
 use switchboard_http::{AppState, HttpConfig, KeyCache};
-use switchboard_providers::Providers;
 use switchboard_providers::sim::{SIM_PROVIDER_ID, SimConfig, SimProvider};
+use switchboard_providers::{Connector, Providers};
 use switchboard_store::Store;
 use switchboard_store::sql::SqlStore;
 use switchboard_store::{StoreError, WebhookAttemptRecord, WebhookJob};
@@ -43,6 +43,11 @@ pub struct App {
     pub generated_admin_token: Option<String>,
     /// The configured public base URL, if any.
     pub public_url: Option<String>,
+    /// This node's providers (the simulator and the configured ones).
+    pub providers: Providers,
+    /// How often configured providers are read again (changes made on
+    /// other nodes).
+    pub settings_refresh: Duration,
 }
 
 /// The admin token's hash: from the configuration if given (and stored),
@@ -155,11 +160,17 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App
             (rate > 0.0).then_some((rate, rate.max(1.0))),
         )
         .await?;
-    let mut providers = Providers::default();
+    let providers = Providers::default();
     providers.insert(
         ProviderId::parse(SIM_PROVIDER_ID).expect("valid id"),
-        sim.clone(),
+        Connector {
+            provider: sim.clone(),
+            callbacks: Some(sim.clone()),
+        },
     );
+    // Configured providers (Twilio accounts, WhatsApp numbers, …); rebuilt
+    // when they change (`refresh_providers`).
+    switchboard_http::providers::reload(store.as_ref(), &providers).await?;
     let metrics = Arc::new(Metrics::default());
     let wake = Arc::new(Notify::new());
     let d = &config.dispatcher;
@@ -177,7 +188,7 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App
     };
     let worker = Worker::new(
         store.clone(),
-        providers,
+        providers.clone(),
         Some(sim.clone()),
         clock.clone(),
         worker_config,
@@ -193,8 +204,6 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App
     };
     let webhooks = WebhookDeliverer::new(store.clone(), clock.clone(), webhook_config)
         .context("building the webhook HTTP client")?;
-    let mut callbacks = switchboard_http::callbacks::CallbackHandlers::new();
-    callbacks.insert(SIM_PROVIDER_ID.into(), sim.clone());
     let state = AppState {
         store: store.clone(),
         clock,
@@ -212,7 +221,7 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App
             deliverer: webhooks.clone(),
             store: store.clone(),
         }),
-        callbacks: Arc::new(callbacks),
+        providers: providers.clone(),
         public_url: config.public_url.as_deref().map(Arc::from),
     };
     let router = switchboard_http::router(
@@ -223,6 +232,8 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App
         },
     );
     Ok(App {
+        providers,
+        settings_refresh: Duration::from_secs(config.auth_cache_seconds.max(1)),
         public_url: config.public_url.clone(),
         store,
         worker,
@@ -273,6 +284,12 @@ async fn serve_inner(
     use axum::serve::ListenerExt;
     let worker = run_workers.then(|| tokio::spawn(app.worker.clone().run(shutdown.clone())));
     let webhooks = run_workers.then(|| tokio::spawn(app.webhooks.clone().run(shutdown.clone())));
+    let refresh = tokio::spawn(refresh_providers(
+        app.store.clone(),
+        app.providers.clone(),
+        app.settings_refresh,
+        shutdown.clone(),
+    ));
     let listener = listener.tap_io(|tcp| {
         // Small JSON answers must not wait for Nagle's algorithm.
         let _ = tcp.set_nodelay(true);
@@ -281,6 +298,7 @@ async fn serve_inner(
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await
         .context("serving HTTP")?;
+    refresh.abort();
     if let Some(worker) = worker {
         worker.await.context("the worker task failed")?;
     }
@@ -288,4 +306,23 @@ async fn serve_inner(
         webhooks.await.context("the webhook task failed")?;
     }
     Ok(())
+}
+
+/// Reads the configured providers again every `every`, so that a provider
+/// added, changed or removed through another node is used here too.
+async fn refresh_providers(
+    store: Arc<dyn Store>,
+    providers: Providers,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = shutdown.cancelled() => return,
+        }
+        if let Err(e) = switchboard_http::providers::reload(store.as_ref(), &providers).await {
+            tracing::warn!(error = %e, "reading the configured providers failed; keeping the current ones");
+        }
+    }
 }

@@ -919,15 +919,23 @@ fn log_attempt(c: &Db<'_>, r: &AttemptReport) -> Result<(), StoreError> {
 pub fn complete_attempt(c: &Db<'_>, r: &AttemptReport) -> Result<TransitionOutcome, StoreError> {
     log_attempt(c, r)?;
     let sql = format!(
-        "SELECT status, attempts, workspace_id FROM messages WHERE id = ?1{}",
+        "SELECT status, attempts, workspace_id, route_start, channel, from_addr FROM messages WHERE id = ?1{}",
         c.for_update()
     );
-    let row: Option<(String, u32, String)> = c
+    type Row = (String, u32, String, u32, String, Option<String>);
+    let row: Option<Row> = c
         .query_row(&sql, p![r.message_id.as_str()], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            Ok((
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+                row.get(5)?,
+            ))
         })
         .optional()?;
-    let Some((status, attempts, ws)) = row else {
+    let Some((status, attempts, ws, route_start, channel, from_addr)) = row else {
         return Err(StoreError::Corrupt(format!(
             "attempt reported for unknown message {}",
             r.message_id
@@ -952,6 +960,17 @@ pub fn complete_attempt(c: &Db<'_>, r: &AttemptReport) -> Result<TransitionOutco
         } else {
             TransitionOutcome::Refused { status: from }
         });
+    }
+    if let Some(outcome) = fail_over(
+        c,
+        r,
+        &ws,
+        &channel,
+        from_addr.as_deref(),
+        attempts - route_start.min(attempts),
+        from,
+    )? {
+        return Ok(outcome);
     }
     let (trigger, detail, error_code) = match &r.outcome {
         AttemptOutcome::Accepted {
@@ -1059,12 +1078,101 @@ pub fn complete_attempt(c: &Db<'_>, r: &AttemptReport) -> Result<TransitionOutco
     })
 }
 
+/// Moves a message whose provider failed with a transport or throttle
+/// error past its attempt budget to the next sender of its channel's
+/// route, due at once; `None` (nothing done) if the error is of another
+/// class, the budget is not spent, the message ran out of time, or the
+/// route has no further provider. The global attempt limit does not stop
+/// a failover: each provider further down the route gets its turn.
+fn fail_over(
+    c: &Db<'_>,
+    r: &AttemptReport,
+    ws: &str,
+    channel: &str,
+    from_addr: Option<&str>,
+    on_this_provider: u32,
+    from: Status,
+) -> Result<Option<TransitionOutcome>, StoreError> {
+    let (class, code, message) = match &r.outcome {
+        AttemptOutcome::Retry {
+            class,
+            code,
+            message,
+            ..
+        }
+        | AttemptOutcome::GiveUp {
+            class,
+            code,
+            message,
+            reason: GiveUpReason::AttemptsExhausted,
+        } if matches!(class, ErrorClass::Transport | ErrorClass::Throttled) => {
+            (*class, code, message)
+        }
+        _ => return Ok(None),
+    };
+    let budget: Option<u32> = c
+        .query_row(
+            "SELECT attempt_budget FROM providers WHERE id = ?1",
+            p![r.provider_id.as_str()],
+            |row| row.get(0),
+        )
+        .optional()?
+        .flatten();
+    if on_this_provider < budget.unwrap_or(crate::DEFAULT_ATTEMPT_BUDGET) {
+        return Ok(None);
+    }
+    let Some(next) =
+        super::providers::failover_target(c, ws, channel, r.provider_id.as_str(), from_addr)?
+    else {
+        return Ok(None);
+    };
+    let t = transition(from, Trigger::RetryScheduled)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let now = r.finished_at;
+    let detail = format!(
+        "attempt {} failed ({} {code}: {message}); failing over from {} to {} ({})",
+        r.attempt,
+        class.as_str(),
+        r.provider_id,
+        next.provider_id,
+        next.address
+    );
+    c.execute(
+        "UPDATE messages SET status = ?1, next_attempt_at = ?2, lease_until = NULL, provider_id = ?3, from_addr = ?4,
+         route_start = attempts, provider_message_id = NULL, error_code = ?5, error_message = ?6, updated_at = ?2 WHERE id = ?7",
+        p![
+            t.to.as_str(),
+            now.as_millis(),
+            next.provider_id.as_str(),
+            next.address,
+            code,
+            message,
+            r.message_id.as_str()
+        ],
+    )?;
+    record_event(
+        c,
+        ws,
+        r.message_id.as_str(),
+        t.event,
+        t.to,
+        Some(&detail),
+        Some(code),
+        now,
+    )?;
+    Ok(Some(TransitionOutcome::Applied {
+        status: t.to,
+        event: t.event,
+    }))
+}
+
 /// Applies a receipt to the message with this provider id.
 pub fn apply_receipt(
     c: &Db<'_>,
     provider_id: &str,
     provider_message_id: &str,
     kind: ReceiptKind,
+    error_code: Option<&str>,
     detail: Option<&str>,
     now: Timestamp,
 ) -> Result<ReceiptOutcome, StoreError> {
@@ -1086,7 +1194,11 @@ pub fn apply_receipt(
     let (trigger, code) = match kind {
         ReceiptKind::Delivered => (Trigger::ReceiptDelivered, None),
         ReceiptKind::Read => (Trigger::ReceiptRead, None),
-        ReceiptKind::Undelivered => (Trigger::ReceiptUndelivered, Some("undelivered")),
+        // The provider's own code when it gave one (`carrier_unreachable`, …).
+        ReceiptKind::Undelivered => (
+            Trigger::ReceiptUndelivered,
+            Some(error_code.unwrap_or("undelivered")),
+        ),
     };
     match transition(from, trigger) {
         Ok(t) => {

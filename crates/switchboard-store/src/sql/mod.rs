@@ -9,6 +9,7 @@ mod group_commit;
 mod inbound;
 mod messages;
 mod pg_schema;
+mod providers;
 mod read_pool;
 mod receipts;
 mod rows;
@@ -266,7 +267,67 @@ impl Store for SqlStore {
     ) -> Result<Vec<Sender>, StoreError> {
         let ws = workspace.clone();
         self.readers
-            .run(move |c| tenants::senders(c, &ws, channel))
+            .run(move |c| providers::senders(c, &ws, channel))
+            .await
+    }
+
+    async fn all_senders(&self, workspace: &WorkspaceId) -> Result<Vec<Sender>, StoreError> {
+        let ws = workspace.clone();
+        self.readers
+            .run(move |c| providers::all_senders(c, &ws))
+            .await
+    }
+
+    async fn create_sender(
+        &self,
+        workspace: &WorkspaceId,
+        sender: NewSender,
+        now: Timestamp,
+    ) -> Result<SenderCreation, StoreError> {
+        let ws = workspace.clone();
+        self.writer
+            .run(move |c| providers::create_sender(c, &ws, &sender, now))
+            .await
+    }
+
+    async fn delete_sender(
+        &self,
+        workspace: &WorkspaceId,
+        id: &str,
+    ) -> Result<Option<Sender>, StoreError> {
+        let (ws, id) = (workspace.clone(), id.to_owned());
+        self.writer
+            .run(move |c| providers::delete_sender(c, &ws, &id))
+            .await
+    }
+
+    async fn create_provider(&self, provider: ProviderRecord) -> Result<(), StoreError> {
+        self.writer
+            .run(move |c| providers::create_provider(c, &provider))
+            .await
+    }
+
+    async fn update_provider(&self, provider: ProviderRecord) -> Result<bool, StoreError> {
+        self.writer
+            .run(move |c| providers::update_provider(c, &provider))
+            .await
+    }
+
+    async fn list_providers(&self) -> Result<Vec<ProviderRecord>, StoreError> {
+        self.readers.run(providers::list_providers).await
+    }
+
+    async fn get_provider(&self, id: &str) -> Result<Option<ProviderRecord>, StoreError> {
+        let id = id.to_owned();
+        self.readers
+            .run(move |c| providers::get_provider(c, &id))
+            .await
+    }
+
+    async fn delete_provider(&self, id: &str) -> Result<ProviderDeletion, StoreError> {
+        let id = id.to_owned();
+        self.writer
+            .run(move |c| providers::delete_provider(c, &id))
             .await
     }
 
@@ -338,16 +399,20 @@ impl Store for SqlStore {
         provider_id: &str,
         provider_message_id: &str,
         kind: ReceiptKind,
+        error_code: Option<&str>,
         detail: Option<&str>,
         now: Timestamp,
     ) -> Result<ReceiptOutcome, StoreError> {
-        let (p, pm, d) = (
+        let (p, pm, e, d) = (
             provider_id.to_owned(),
             provider_message_id.to_owned(),
+            error_code.map(str::to_owned),
             detail.map(str::to_owned),
         );
         self.writer
-            .run(move |c| messages::apply_receipt(c, &p, &pm, kind, d.as_deref(), now))
+            .run(move |c| {
+                messages::apply_receipt(c, &p, &pm, kind, e.as_deref(), d.as_deref(), now)
+            })
             .await
     }
 
@@ -356,16 +421,18 @@ impl Store for SqlStore {
         provider_id: &str,
         provider_message_id: &str,
         kind: ReceiptKind,
+        error_code: Option<&str>,
         raw: Option<&str>,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        let (p, pm, raw) = (
+        let (p, pm, e, raw) = (
             provider_id.to_owned(),
             provider_message_id.to_owned(),
+            error_code.map(str::to_owned),
             raw.map(str::to_owned),
         );
         self.writer
-            .run(move |c| receipts::receive(c, &p, &pm, kind, raw.as_deref(), now))
+            .run(move |c| receipts::receive(c, &p, &pm, kind, e.as_deref(), raw.as_deref(), now))
             .await
     }
 

@@ -14,6 +14,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0002_provider_limits",
         include_str!("pg/0002_provider_limits.sql"),
     ),
+    ("0003_provider_routing", super::schema::PROVIDER_ROUTING),
 ];
 
 /// Applies the migrations not yet applied, each in its own transaction;

@@ -19,23 +19,24 @@ pub fn receive(
     provider_id: &str,
     pmid: &str,
     kind: ReceiptKind,
+    error_code: Option<&str>,
     raw: Option<&str>,
     now: Timestamp,
 ) -> Result<bool, StoreError> {
     let n = c
         .prepare_cached(
-            "INSERT INTO receipt_inbox (provider_id, provider_message_id, kind, raw, received_at, next_check_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT (provider_id, provider_message_id, kind) DO NOTHING",
+            "INSERT INTO receipt_inbox (provider_id, provider_message_id, kind, error_code, raw, received_at, next_check_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) ON CONFLICT (provider_id, provider_message_id, kind) DO NOTHING",
         )?
-        .execute(p![provider_id, pmid, kind.as_str(), raw, now.as_millis()])?;
+        .execute(p![provider_id, pmid, kind.as_str(), error_code, raw, now.as_millis()])?;
     Ok(n > 0)
 }
 
 /// Applies due pending receipts.
 pub fn process(c: &Db<'_>, now: Timestamp, limit: usize) -> Result<ReceiptPass, StoreError> {
-    type Row = (i64, String, String, String, u32, i64);
+    type Row = (i64, String, String, String, u32, i64, Option<String>);
     let sql = format!(
-        "SELECT id, provider_id, provider_message_id, kind, checks, received_at FROM receipt_inbox
+        "SELECT id, provider_id, provider_message_id, kind, checks, received_at, error_code FROM receipt_inbox
          WHERE state = 'pending' AND next_check_at <= ?1
          ORDER BY provider_id, provider_message_id, CASE kind WHEN 'read' THEN 2 ELSE 1 END, id LIMIT ?2{}",
         c.skip_locked()
@@ -52,16 +53,29 @@ pub fn process(c: &Db<'_>, now: Timestamp, limit: usize) -> Result<ReceiptPass, 
                     r.get(3)?,
                     r.get(4)?,
                     r.get(5)?,
+                    r.get(6)?,
                 ))
             },
         )?
         .collect::<Result<_, _>>()?;
     let mut pass = ReceiptPass::default();
-    for (id, provider, pmid, kind, checks, received_at) in rows {
+    for (id, provider, pmid, kind, checks, received_at, error_code) in rows {
         let kind = ReceiptKind::parse(&kind)
             .ok_or_else(|| StoreError::Corrupt(format!("receipt kind {kind}")))?;
-        let detail = format!("receipt from {provider}: {}", kind.as_str());
-        let state = match apply_receipt(c, &provider, &pmid, kind, Some(&detail), now)? {
+        let detail = match &error_code {
+            Some(code) => format!("receipt from {provider}: {} ({code})", kind.as_str()),
+            None => format!("receipt from {provider}: {}", kind.as_str()),
+        };
+        let outcome = apply_receipt(
+            c,
+            &provider,
+            &pmid,
+            kind,
+            error_code.as_deref(),
+            Some(&detail),
+            now,
+        )?;
+        let state = match outcome {
             ReceiptOutcome::Applied { .. } => {
                 pass.applied += 1;
                 "applied"

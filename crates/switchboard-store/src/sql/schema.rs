@@ -284,7 +284,19 @@ ALTER TABLE providers ADD COLUMN tokens REAL;
 ALTER TABLE providers ADD COLUMN tokens_at INTEGER;
 "#,
     ),
+    ("0008_provider_routing", PROVIDER_ROUTING),
 ];
+
+/// Provider instances with credentials, sender order, failover and receipt
+/// error codes: the same statements on both engines.
+pub const PROVIDER_ROUTING: &str = r#"
+ALTER TABLE providers ADD COLUMN credentials TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE providers ADD COLUMN attempt_budget INTEGER;
+ALTER TABLE providers ADD COLUMN updated_at BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE senders ADD COLUMN priority INTEGER NOT NULL DEFAULT 100;
+ALTER TABLE messages ADD COLUMN route_start INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE receipt_inbox ADD COLUMN error_code TEXT;
+"#;
 
 /// Applies the migrations not yet applied, each in its own transaction.
 pub fn migrate(conn: &mut Connection) -> Result<usize, StoreError> {

@@ -2,10 +2,10 @@
 
 use super::db::{Db, DbError, OptionalExt, Row, p};
 use switchboard_core::message::ALL_CHANNELS;
-use switchboard_core::{ApiKeyId, Channel, ProviderId, SenderId, Timestamp, WorkspaceId};
+use switchboard_core::{ApiKeyId, Channel, SenderId, Timestamp, WorkspaceId};
 
 use crate::error::StoreError;
-use crate::model::{ApiKey, Sender, Workspace};
+use crate::model::{ApiKey, Workspace};
 
 /// The address of the built-in simulator sender every workspace starts with.
 pub const SIM_SENDER_ADDRESS: &str = "Switchboard";
@@ -162,35 +162,6 @@ pub fn revoke_api_key(
     .optional()?
     .map(to_key)
     .transpose()
-}
-
-pub fn senders(c: &Db<'_>, ws: &WorkspaceId, channel: Channel) -> Result<Vec<Sender>, StoreError> {
-    let mut stmt = c.prepare_cached(
-        "SELECT id, provider_id, address, is_default FROM senders
-         WHERE workspace_id = ?1 AND channel = ?2 ORDER BY is_default DESC, created_at",
-    )?;
-    let rows = stmt
-        .query_map(p![ws.as_str(), channel.as_str()], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, bool>(3)?,
-            ))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
-    rows.into_iter()
-        .map(|(id, provider, address, is_default)| {
-            Ok(Sender {
-                id,
-                channel,
-                provider_id: ProviderId::parse(&provider)
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                address,
-                is_default,
-            })
-        })
-        .collect()
 }
 
 /// The workspaces that own `address` on `channel` through `provider`.

@@ -74,7 +74,7 @@ conformance!(
             ReceiptKind::Read,
         ] {
             f.store
-                .apply_receipt("pr_sim", "P1", kind, None, T0)
+                .apply_receipt("pr_sim", "P1", kind, None, None, T0)
                 .await
                 .unwrap();
         }

@@ -152,7 +152,7 @@ conformance!(
         for kind in [Read, Delivered, Delivered, Read, Delivered] {
             fresh.push(
                 f.store
-                    .receive_receipt("pr_sim", "SIMlate", kind, Some("{}"), T0)
+                    .receive_receipt("pr_sim", "SIMlate", kind, None, Some("{}"), T0)
                     .await
                     .unwrap(),
             );
@@ -211,7 +211,7 @@ conformance!(
         // A late duplicate after all that changes nothing.
         assert!(
             !f.store
-                .receive_receipt("pr_sim", "SIMlate", Delivered, None, T0)
+                .receive_receipt("pr_sim", "SIMlate", Delivered, None, None, T0)
                 .await
                 .unwrap()
         );
@@ -248,11 +248,11 @@ conformance!(
         };
         f.store.complete_attempt(report).await.unwrap();
         f.store
-            .receive_receipt("pr_sim", "SIMx", Delivered, None, T0)
+            .receive_receipt("pr_sim", "SIMx", Delivered, None, None, T0)
             .await
             .unwrap();
         f.store
-            .receive_receipt("pr_sim", "SIMx", Undelivered, None, T0)
+            .receive_receipt("pr_sim", "SIMx", Undelivered, None, None, T0)
             .await
             .unwrap();
         let pass = f.store.process_receipts(T0, 100).await.unwrap();

@@ -233,7 +233,7 @@ async fn a_late_or_duplicate_receipt_never_moves_a_message_back() {
     for kind in [ReceiptKind::Delivered, ReceiptKind::Undelivered] {
         let out = app
             .store
-            .apply_receipt("pr_sim", pmid, kind, None, now)
+            .apply_receipt("pr_sim", pmid, kind, None, None, now)
             .await
             .unwrap();
         assert!(matches!(out, ReceiptOutcome::Ignored { .. }), "{out:?}");
@@ -247,7 +247,7 @@ async fn a_late_or_duplicate_receipt_never_moves_a_message_back() {
     );
     let unknown = app
         .store
-        .apply_receipt("pr_sim", "SIMnope", ReceiptKind::Delivered, None, now)
+        .apply_receipt("pr_sim", "SIMnope", ReceiptKind::Delivered, None, None, now)
         .await
         .unwrap();
     assert_eq!(unknown, ReceiptOutcome::UnknownMessage);

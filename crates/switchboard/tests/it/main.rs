@@ -11,6 +11,7 @@ mod dispatch;
 mod harness;
 mod inbound;
 mod multi_node;
+mod providers;
 mod quiet_hours;
 mod receiver;
 mod templates;
