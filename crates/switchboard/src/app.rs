@@ -108,6 +108,76 @@ impl WebhookGateway for Gateway {
     }
 }
 
+/// What the HTTP edge shares, from the configuration.
+fn http_state(
+    config: &Config,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    admin_hash: String,
+    webhooks: WebhookDeliverer,
+    providers: Providers,
+) -> AppState {
+    AppState {
+        store: store.clone(),
+        clock,
+        metrics: Arc::new(Metrics::default()),
+        wake: Arc::new(Notify::new()),
+        admin_token_hash: admin_hash.into(),
+        limiter: Arc::new(RateLimiter::new(RateLimitConfig {
+            per_second: config.rate_limit.per_second,
+            burst: config.rate_limit.burst,
+        })),
+        keys: Arc::new(KeyCache::new(Duration::from_secs(
+            config.auth_cache_seconds,
+        ))),
+        webhooks: Arc::new(Gateway {
+            deliverer: webhooks,
+            store,
+        }),
+        providers,
+        public_url: config.public_url.as_deref().map(Arc::from),
+    }
+}
+
+/// Serves the admin API over `store` on a loopback port, for this process
+/// only: how the CLI manages a stopped gateway's data, with exactly the
+/// checks and answers of a running one. Returns the base URL and a token
+/// made for this process; the server stops with `shutdown`.
+pub async fn local_admin(
+    config: &Config,
+    store: Arc<dyn Store>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(String, String)> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let clock: Arc<dyn Clock> = Arc::new(switchboard_core::SystemClock);
+    let token = new_token("sbadmin_");
+    let webhooks = WebhookDeliverer::new(store.clone(), clock.clone(), WebhookConfig::default())
+        .context("building the webhook HTTP client")?;
+    let state = http_state(
+        config,
+        store,
+        clock,
+        hash_secret(&token),
+        webhooks,
+        Providers::default(),
+    );
+    let router = switchboard_http::router(
+        state,
+        HttpConfig {
+            max_body_bytes: config.max_body_bytes,
+            serve_api: true,
+        },
+    );
+    let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+    });
+    Ok((format!("http://{addr}"), token))
+}
+
 /// Opens the configured store: PostgreSQL if `database_url` is set (its
 /// migrations applied), else SQLite in the data directory.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
@@ -204,26 +274,17 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App
     };
     let webhooks = WebhookDeliverer::new(store.clone(), clock.clone(), webhook_config)
         .context("building the webhook HTTP client")?;
-    let state = AppState {
-        store: store.clone(),
+    let mut state = http_state(
+        config,
+        store.clone(),
         clock,
-        metrics,
-        wake,
-        admin_token_hash: admin_hash.into(),
-        limiter: Arc::new(RateLimiter::new(RateLimitConfig {
-            per_second: config.rate_limit.per_second,
-            burst: config.rate_limit.burst,
-        })),
-        keys: Arc::new(KeyCache::new(Duration::from_secs(
-            config.auth_cache_seconds,
-        ))),
-        webhooks: Arc::new(Gateway {
-            deliverer: webhooks.clone(),
-            store: store.clone(),
-        }),
-        providers: providers.clone(),
-        public_url: config.public_url.as_deref().map(Arc::from),
-    };
+        admin_hash,
+        webhooks.clone(),
+        providers.clone(),
+    );
+    // Shared with the worker: its counters and its wake-up.
+    state.metrics = metrics;
+    state.wake = wake;
     let router = switchboard_http::router(
         state,
         HttpConfig {

@@ -7,8 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
-use switchboard_core::{Clock, SystemClock, WorkspaceId};
-use switchboard_http::admin::{ApiKeyInfo, issue_key, workspace_name};
+use switchboard_core::{Clock, SystemClock};
 use switchboard_store::sql::SqlStore;
 use switchboard_store::{Store, StoreError};
 use tokio_util::sync::CancellationToken;
@@ -79,6 +78,24 @@ pub enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Manage provider instances (Twilio accounts, WhatsApp numbers).
+    Provider {
+        #[command(subcommand)]
+        action: ProviderAction,
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Manage a workspace's senders (its addresses, and their failover order).
+    Sender {
+        #[command(subcommand)]
+        action: SenderAction,
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Import or export consent (suppression lists) as CSV, on a running gateway.
     Contacts {
         #[command(subcommand)]
@@ -143,6 +160,104 @@ pub enum KeyAction {
         workspace: String,
         /// Key id (`key_…`).
         key: String,
+    },
+}
+
+/// Provider commands.
+#[derive(Debug, Subcommand)]
+pub enum ProviderAction {
+    /// Add a provider. Prints its id and the callback URL to give the provider.
+    ///
+    /// Example: `switchboard provider add twilio --set account_sid=AC…
+    /// --credential auth_token=env:TWILIO_AUTH_TOKEN`
+    Add {
+        /// `twilio` or `whatsapp_cloud`.
+        kind: String,
+        #[command(flatten)]
+        settings: ProviderSettings,
+    },
+    /// List providers (credentials as hints only).
+    List,
+    /// Show one provider.
+    Show {
+        /// Provider id (`pr_…`).
+        id: String,
+    },
+    /// Change a provider: only what is given changes (rotate one credential alone).
+    Update {
+        /// Provider id (`pr_…`).
+        id: String,
+        #[command(flatten)]
+        settings: ProviderSettings,
+    },
+    /// Remove a provider that no sender uses.
+    Remove {
+        /// Provider id (`pr_…`).
+        id: String,
+    },
+}
+
+/// A provider's settings on the command line.
+#[derive(Debug, Clone, Args)]
+pub struct ProviderSettings {
+    /// Display name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A setting, `key=value` (repeatable); a JSON number or boolean is
+    /// taken as such, `key=` removes it.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// A secret, `key=value` (repeatable). The value may be `env:NAME` (read
+    /// from the environment) or `file:PATH` (read from a file), which keeps
+    /// it out of the shell's history.
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub credential: Vec<String>,
+    /// Transport or throttle failures before a message fails over to the
+    /// channel's next sender (default 2).
+    #[arg(long)]
+    pub attempt_budget: Option<u32>,
+    /// Throughput limit, sends per second across all nodes.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Burst of the throughput limit (default: the rate).
+    #[arg(long)]
+    pub burst: Option<f64>,
+}
+
+/// Sender commands.
+#[derive(Debug, Subcommand)]
+pub enum SenderAction {
+    /// Add an address a workspace sends from, through a provider.
+    Add {
+        /// Workspace id (`ws_…`).
+        workspace: String,
+        /// Provider id (`pr_…`).
+        #[arg(long)]
+        provider: String,
+        /// The address: an E.164 number, an alphanumeric id, …
+        #[arg(long)]
+        address: String,
+        /// Channel (default sms).
+        #[arg(long)]
+        channel: Option<String>,
+        /// Make it the channel's default sender (first in its failover route).
+        #[arg(long)]
+        default: bool,
+        /// Place in the channel's failover route after the default (lower first; default 100).
+        #[arg(long)]
+        priority: Option<i64>,
+    },
+    /// List a workspace's senders, each channel in failover order.
+    List {
+        /// Workspace id (`ws_…`).
+        workspace: String,
+    },
+    /// Remove a sender.
+    Remove {
+        /// Workspace id (`ws_…`).
+        workspace: String,
+        /// Sender id (`snd_…`).
+        sender: String,
     },
 }
 
@@ -264,16 +379,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let config = load_config(&common, None)?;
             let admin = Admin::connect(&config, &remote).await?;
-            match action {
+            let out = match action {
                 WorkspaceAction::Create { name } => {
-                    let ws = admin.create_workspace(&name).await?;
-                    println!("{}", serde_json::to_string_pretty(&ws)?);
+                    admin
+                        .post("/v1/workspaces", Some(serde_json::json!({ "name": name })))
+                        .await?
                 }
-                WorkspaceAction::List => {
-                    let list = admin.list_workspaces().await?;
-                    println!("{}", serde_json::to_string_pretty(&list)?);
-                }
-            }
+                WorkspaceAction::List => admin.get("/v1/workspaces").await?,
+            };
+            println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(())
         }
         Command::Contacts { action, common } => {
@@ -287,22 +401,54 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let config = load_config(&common, None)?;
             let admin = Admin::connect(&config, &remote).await?;
-            match action {
+            let out = match &action {
                 KeyAction::Create { workspace } => {
-                    let key = admin.create_key(&workspace).await?;
-                    println!("{}", serde_json::to_string_pretty(&key)?);
-                    eprintln!("Store the key now: it is shown only once.");
+                    admin
+                        .post(&format!("/v1/workspaces/{}/keys", segment(workspace)), None)
+                        .await?
                 }
                 KeyAction::List { workspace } => {
-                    let keys = admin.list_keys(&workspace).await?;
-                    println!("{}", serde_json::to_string_pretty(&keys)?);
+                    admin
+                        .get(&format!("/v1/workspaces/{}/keys", segment(workspace)))
+                        .await?
                 }
                 KeyAction::Revoke { workspace, key } => {
-                    let key = admin.revoke_key(&workspace, &key).await?;
-                    println!("{}", serde_json::to_string_pretty(&key)?);
+                    admin
+                        .call(
+                            reqwest::Method::DELETE,
+                            &format!(
+                                "/v1/workspaces/{}/keys/{}",
+                                segment(workspace),
+                                segment(key)
+                            ),
+                            None,
+                        )
+                        .await?
                 }
+            };
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            if matches!(action, KeyAction::Create { .. }) {
+                eprintln!("Store the key now: it is shown only once.");
             }
             Ok(())
+        }
+        Command::Provider {
+            action,
+            common,
+            remote,
+        } => {
+            let config = load_config(&common, None)?;
+            let admin = Admin::connect(&config, &remote).await?;
+            provider(action, &admin).await
+        }
+        Command::Sender {
+            action,
+            common,
+            remote,
+        } => {
+            let config = load_config(&common, None)?;
+            let admin = Admin::connect(&config, &remote).await?;
+            sender(action, &admin).await
         }
         Command::Sim {
             action:
@@ -605,28 +751,42 @@ async fn signal_shutdown(token: CancellationToken) {
     token.cancel();
 }
 
-/// Admin operations, on the data directory or over HTTP.
-enum Admin {
-    Local(Arc<dyn Store>),
-    Remote {
-        client: reqwest::Client,
-        url: String,
-        token: String,
-    },
+/// Admin operations over HTTP: on a running gateway, or, when the data is
+/// not in use (or shared, on PostgreSQL), on an admin API served by this
+/// process for the length of the command, so that both give the same
+/// checks and answers.
+struct Admin {
+    client: reqwest::Client,
+    url: String,
+    token: String,
+    /// Stops this process's own admin server, if it runs one.
+    _local: Option<tokio_util::sync::DropGuard>,
 }
 
 impl Admin {
     async fn connect(config: &Config, remote: &Remote) -> anyhow::Result<Admin> {
-        if config.database_url.is_some() {
+        let local_store = if config.database_url.is_some() {
             // A shared database has no exclusive lock: work on it directly.
-            return Ok(Admin::Local(app::open_store(config).await?));
-        }
-        if remote.url.is_none() {
+            Some(app::open_store(config).await?)
+        } else if remote.url.is_none() {
             match SqlStore::open(&config.data_dir) {
-                Ok(store) => return Ok(Admin::Local(Arc::new(store))),
-                Err(StoreError::DataDir(reason)) if reason.contains("in use") => {}
+                Ok(store) => Some(Arc::new(store) as Arc<dyn Store>),
+                Err(StoreError::DataDir(reason)) if reason.contains("in use") => None,
                 Err(e) => return Err(e).context("opening the data directory"),
             }
+        } else {
+            None
+        };
+        let client = reqwest::Client::new();
+        if let Some(store) = local_store {
+            let stop = CancellationToken::new();
+            let (url, token) = app::local_admin(config, store, stop.clone()).await?;
+            return Ok(Admin {
+                client,
+                url,
+                token,
+                _local: Some(stop.drop_guard()),
+            });
         }
         let url = remote
             .url
@@ -637,10 +797,11 @@ impl Admin {
             .clone()
             .or_else(|| config.admin_token.clone().map(|Secret(t)| t))
             .context("the gateway is running and holds the data directory: pass --admin-token (or set SWITCHBOARD_ADMIN_TOKEN) to manage it over HTTP")?;
-        Ok(Admin::Remote {
-            client: reqwest::Client::new(),
+        Ok(Admin {
+            client,
             url: url.trim_end_matches('/').to_owned(),
             token,
+            _local: None,
         })
     }
 
@@ -650,9 +811,9 @@ impl Admin {
         path: &str,
         body: Option<Value>,
     ) -> anyhow::Result<Value> {
-        let Admin::Remote { client, url, token } = self else {
-            unreachable!("only called remotely")
-        };
+        let Admin {
+            client, url, token, ..
+        } = self;
         let mut req = client
             .request(method, format!("{url}{path}"))
             .bearer_auth(token);
@@ -666,8 +827,12 @@ impl Admin {
         let status = resp.status();
         let value: Value = resp.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
+            let field = value["error"]["field"]
+                .as_str()
+                .map(|f| format!(" ({f})"))
+                .unwrap_or_default();
             bail!(
-                "{status}: {}",
+                "{status}: {}{field}",
                 value["error"]["message"]
                     .as_str()
                     .unwrap_or("unexpected answer")
@@ -676,115 +841,199 @@ impl Admin {
         Ok(value)
     }
 
-    async fn create_workspace(&self, name: &str) -> anyhow::Result<Value> {
-        match self {
-            Admin::Local(store) => {
-                let name = workspace_name(name).map_err(|e| anyhow::anyhow!(e.message))?;
-                let ws = store.create_workspace(name, SystemClock.now()).await?;
-                Ok(
-                    serde_json::json!({"id": ws.id.to_string(), "name": ws.name, "created_at": ws.created_at.to_rfc3339()}),
-                )
-            }
-            Admin::Remote { .. } => {
-                self.call(
-                    reqwest::Method::POST,
-                    "/v1/workspaces",
-                    Some(serde_json::json!({ "name": name })),
-                )
-                .await
-            }
-        }
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::GET, path, None).await
     }
 
-    async fn list_workspaces(&self) -> anyhow::Result<Value> {
-        match self {
-            Admin::Local(store) => {
-                let list: Vec<Value> = store
-                    .list_workspaces()
-                    .await?
-                    .into_iter()
-                    .map(|w| serde_json::json!({"id": w.id.to_string(), "name": w.name, "created_at": w.created_at.to_rfc3339()}))
-                    .collect();
-                Ok(serde_json::json!({ "data": list }))
-            }
-            Admin::Remote { .. } => {
-                self.call(reqwest::Method::GET, "/v1/workspaces", None)
-                    .await
-            }
-        }
-    }
-
-    async fn list_keys(&self, workspace: &str) -> anyhow::Result<Value> {
-        match self {
-            Admin::Local(store) => {
-                let ws = local_workspace(store.as_ref(), workspace).await?;
-                let data: Vec<ApiKeyInfo> = store
-                    .list_api_keys(&ws)
-                    .await?
-                    .into_iter()
-                    .map(ApiKeyInfo::from)
-                    .collect();
-                Ok(serde_json::json!({ "data": data }))
-            }
-            Admin::Remote { .. } => {
-                self.call(
-                    reqwest::Method::GET,
-                    &format!("/v1/workspaces/{workspace}/keys"),
-                    None,
-                )
-                .await
-            }
-        }
-    }
-
-    async fn revoke_key(&self, workspace: &str, key: &str) -> anyhow::Result<Value> {
-        match self {
-            Admin::Local(store) => {
-                let ws = local_workspace(store.as_ref(), workspace).await?;
-                let revoked = store
-                    .revoke_api_key(&ws, key, SystemClock.now())
-                    .await?
-                    .ok_or_else(|| anyhow::anyhow!("workspace {ws} has no key {key}"))?;
-                Ok(serde_json::to_value(ApiKeyInfo::from(revoked))?)
-            }
-            Admin::Remote { .. } => {
-                self.call(
-                    reqwest::Method::DELETE,
-                    &format!("/v1/workspaces/{workspace}/keys/{key}"),
-                    None,
-                )
-                .await
-            }
-        }
-    }
-
-    async fn create_key(&self, workspace: &str) -> anyhow::Result<Value> {
-        match self {
-            Admin::Local(store) => {
-                let ws = local_workspace(store.as_ref(), workspace).await?;
-                let (key, secret) = issue_key(store.as_ref(), &ws, SystemClock.now()).await?;
-                Ok(
-                    serde_json::json!({"id": key.id, "workspace_id": ws.to_string(), "key": secret, "hint": key.hint}),
-                )
-            }
-            Admin::Remote { .. } => {
-                self.call(
-                    reqwest::Method::POST,
-                    &format!("/v1/workspaces/{workspace}/keys"),
-                    None,
-                )
-                .await
-            }
-        }
+    async fn post(&self, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        self.call(reqwest::Method::POST, path, body).await
     }
 }
 
-/// A workspace id that exists in a local store.
-async fn local_workspace(store: &dyn Store, workspace: &str) -> anyhow::Result<WorkspaceId> {
-    let ws = WorkspaceId::parse(workspace)
-        .map_err(|_| anyhow::anyhow!("{workspace:?} is not a workspace id (ws_…)"))?;
-    if store.get_workspace(&ws).await?.is_none() {
-        bail!("no workspace {ws}");
+/// A path segment, percent-encoded.
+fn segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// A secret given as `env:NAME`, `file:PATH` or literally.
+fn secret_value(key: &str, value: &str) -> anyhow::Result<String> {
+    if let Some(name) = value.strip_prefix("env:") {
+        return std::env::var(name)
+            .with_context(|| format!("credential {key}: the environment has no {name}"));
     }
-    Ok(ws)
+    if let Some(path) = value.strip_prefix("file:") {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("credential {key}: reading {path}"))?;
+        return Ok(text.trim_end_matches(['\r', '\n']).to_owned());
+    }
+    Ok(value.to_owned())
+}
+
+/// The JSON body of a provider add or update.
+fn provider_body(kind: Option<&str>, s: &ProviderSettings) -> anyhow::Result<Value> {
+    let pairs = |list: &[String], what: &str| -> anyhow::Result<Vec<(String, String)>> {
+        list.iter()
+            .map(|kv| {
+                let (k, v) = kv
+                    .split_once('=')
+                    .with_context(|| format!("--{what} {kv:?}: expected KEY=VALUE"))?;
+                Ok((k.trim().to_owned(), v.to_owned()))
+            })
+            .collect()
+    };
+    let mut config = serde_json::Map::new();
+    for (k, v) in pairs(&s.set, "set")? {
+        let value = if v.is_empty() {
+            Value::Null
+        } else {
+            match serde_json::from_str::<Value>(&v) {
+                Ok(n @ (Value::Number(_) | Value::Bool(_))) => n,
+                _ => Value::String(v),
+            }
+        };
+        config.insert(k, value);
+    }
+    let mut credentials = serde_json::Map::new();
+    for (k, v) in pairs(&s.credential, "credential")? {
+        let value = if v.is_empty() {
+            Value::Null
+        } else {
+            Value::String(secret_value(&k, &v)?)
+        };
+        credentials.insert(k, value);
+    }
+    let mut body = serde_json::Map::new();
+    if let Some(kind) = kind {
+        body.insert("kind".into(), kind.into());
+        body.insert("config".into(), Value::Object(config));
+        body.insert("credentials".into(), Value::Object(credentials));
+    } else {
+        if !config.is_empty() {
+            body.insert("config".into(), Value::Object(config));
+        }
+        if !credentials.is_empty() {
+            body.insert("credentials".into(), Value::Object(credentials));
+        }
+    }
+    if let Some(name) = &s.name {
+        body.insert("name".into(), name.clone().into());
+    }
+    if let Some(b) = s.attempt_budget {
+        body.insert("attempt_budget".into(), b.into());
+    }
+    if let Some(r) = s.rate {
+        body.insert("rate_per_second".into(), r.into());
+    }
+    if let Some(b) = s.burst {
+        body.insert("burst".into(), b.into());
+    }
+    Ok(Value::Object(body))
+}
+
+async fn provider(action: ProviderAction, admin: &Admin) -> anyhow::Result<()> {
+    let out = match action {
+        ProviderAction::Add { kind, settings } => {
+            let p = admin
+                .post(
+                    "/v1/providers",
+                    Some(provider_body(Some(&kind), &settings)?),
+                )
+                .await?;
+            if let Some(url) = p["callback_url"].as_str() {
+                eprintln!("Give the provider this callback URL: {url}");
+            } else {
+                eprintln!(
+                    "Its callback URL is {{public_url}}/callbacks/{}; set public_url so that the provider can reach it.",
+                    p["id"].as_str().unwrap_or("")
+                );
+            }
+            p
+        }
+        ProviderAction::List => admin.get("/v1/providers").await?,
+        ProviderAction::Show { id } => {
+            admin
+                .get(&format!("/v1/providers/{}", segment(&id)))
+                .await?
+        }
+        ProviderAction::Update { id, settings } => {
+            admin
+                .call(
+                    reqwest::Method::PATCH,
+                    &format!("/v1/providers/{}", segment(&id)),
+                    Some(provider_body(None, &settings)?),
+                )
+                .await?
+        }
+        ProviderAction::Remove { id } => {
+            admin
+                .call(
+                    reqwest::Method::DELETE,
+                    &format!("/v1/providers/{}", segment(&id)),
+                    None,
+                )
+                .await?;
+            serde_json::json!({ "id": id, "deleted": true })
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+async fn sender(action: SenderAction, admin: &Admin) -> anyhow::Result<()> {
+    let out = match action {
+        SenderAction::Add {
+            workspace,
+            provider,
+            address,
+            channel,
+            default,
+            priority,
+        } => {
+            let mut body = serde_json::json!({
+                "provider_id": provider,
+                "address": address,
+                "default": default,
+            });
+            if let Some(c) = channel {
+                body["channel"] = c.into();
+            }
+            if let Some(p) = priority {
+                body["priority"] = p.into();
+            }
+            admin
+                .post(
+                    &format!("/v1/workspaces/{}/senders", segment(&workspace)),
+                    Some(body),
+                )
+                .await?
+        }
+        SenderAction::List { workspace } => {
+            admin
+                .get(&format!("/v1/workspaces/{}/senders", segment(&workspace)))
+                .await?
+        }
+        SenderAction::Remove { workspace, sender } => {
+            admin
+                .call(
+                    reqwest::Method::DELETE,
+                    &format!(
+                        "/v1/workspaces/{}/senders/{}",
+                        segment(&workspace),
+                        segment(&sender)
+                    ),
+                    None,
+                )
+                .await?
+        }
+    };
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
 }

@@ -9,8 +9,13 @@ use crate::crash::start;
 use crate::harness::ADMIN_TOKEN;
 
 fn cli(args: &[&str]) -> (bool, Value, String) {
+    cli_env(args, &[])
+}
+
+fn cli_env(args: &[&str], env: &[(&str, &str)]) -> (bool, Value, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_switchboard"))
         .args(args)
+        .envs(env.iter().copied())
         .env_remove("SWITCHBOARD_ADMIN_TOKEN")
         .env("SWITCHBOARD_LOG", "warn")
         .output()
@@ -36,7 +41,7 @@ async fn workspaces_and_keys_made_offline_work_once_the_gateway_starts() {
     assert!(err.contains("shown only once"));
     let key = key["key"].as_str().unwrap().to_owned();
     let (ok, _, err) = cli(&["key", "create", "ws_missing", "--data-dir", d]);
-    assert!(!ok && err.contains("no workspace"), "{err}");
+    assert!(!ok && err.contains("no such workspace"), "{err}");
 
     let gw = start(dir.path(), &[]);
     let client = crate::harness::client();
@@ -267,4 +272,132 @@ async fn a_suppression_list_round_trips_through_csv_import_and_export() {
             .iter()
             .any(|l| l.starts_with("+14155551000,sms,opted_out,import,US-TCPA,"))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn providers_and_senders_are_managed_offline_and_online_without_showing_secrets() {
+    const TOKEN: &str = "cli-twilio-token-000000000000abcd";
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let (_, ws, _) = cli(&["workspace", "create", "Acme", "--data-dir", d]);
+    let ws = ws["id"].as_str().unwrap().to_owned();
+    let add = |extra: &[&str]| {
+        let args = [
+            &[
+                "provider",
+                "add",
+                "twilio",
+                "--data-dir",
+                d,
+                "--name",
+                "Twilio US",
+            ][..],
+            extra,
+        ]
+        .concat();
+        cli_env(&args, &[("TW_TOKEN", TOKEN)])
+    };
+    // A typo in a setting is caught when the provider is added.
+    let (ok, _, err) = add(&[
+        "--set",
+        "acount_sid=AC0123456789abcdef0123456789abcdef",
+        "--credential",
+        "auth_token=env:TW_TOKEN",
+    ]);
+    assert!(!ok && err.contains("config.acount_sid"), "{err}");
+    let (ok, _, err) = add(&[
+        "--set",
+        "account_sid=AC0123456789abcdef0123456789abcdef",
+        "--credential",
+        "auth_token=env:NOT_SET_ANYWHERE",
+    ]);
+    assert!(!ok && err.contains("NOT_SET_ANYWHERE"), "{err}");
+    let (ok, p, err) = add(&[
+        "--set",
+        "account_sid=AC0123456789abcdef0123456789abcdef",
+        "--set",
+        "timeout_ms=5000",
+        "--credential",
+        "auth_token=env:TW_TOKEN",
+        "--attempt-budget",
+        "3",
+    ]);
+    assert!(ok, "{err}");
+    assert!(err.contains("callback URL"), "{err}");
+    assert_eq!(p["config"]["timeout_ms"], 5000);
+    assert_eq!(p["credentials"]["auth_token"], "…abcd");
+    assert_eq!(p["attempt_budget"], 3);
+    let pid = p["id"].as_str().unwrap().to_owned();
+    let (ok, list, err) = cli(&["provider", "list", "--data-dir", d]);
+    assert!(ok, "{err}");
+    assert_eq!(list["data"].as_array().unwrap().len(), 2);
+    assert!(!list.to_string().contains(TOKEN));
+    let (ok, s, err) = cli(&[
+        "sender",
+        "add",
+        &ws,
+        "--provider",
+        &pid,
+        "--address",
+        "+14155550100",
+        "--default",
+        "--data-dir",
+        d,
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(s["default"], true);
+    let (ok, _, err) = cli(&[
+        "sender",
+        "add",
+        &ws,
+        "--provider",
+        &pid,
+        "--address",
+        "+14155550100",
+        "--data-dir",
+        d,
+    ]);
+    assert!(!ok && err.contains("409"), "{err}");
+    let (ok, _, err) = cli(&["provider", "remove", &pid, "--data-dir", d]);
+    assert!(!ok && err.contains("remove them first"), "{err}");
+
+    // The running gateway uses what was set up offline; the CLI goes over HTTP.
+    let gw = start(dir.path(), &[]);
+    let remote = [
+        "--data-dir",
+        d,
+        "--url",
+        &gw.base,
+        "--admin-token",
+        ADMIN_TOKEN,
+    ];
+    let (ok, senders, err) = cli(&[&["sender", "list", &ws][..], &remote[..]].concat());
+    assert!(ok, "{err}");
+    let ours = senders["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["channel"] == "sms")
+        .unwrap()
+        .clone();
+    assert_eq!(ours["address"], "+14155550100", "the default comes first");
+    assert_eq!(ours["provider_id"], pid.as_str());
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "rotated-token-1111111111111111wxyz\n").unwrap();
+    let cred = format!("auth_token=file:{}", token_file.display());
+    let (ok, p, err) = cli(&[
+        &["provider", "update", &pid, "--credential", &cred][..],
+        &remote[..],
+    ]
+    .concat());
+    assert!(ok, "{err}");
+    assert_eq!(p["credentials"]["auth_token"], "…wxyz");
+    assert_eq!(p["status"], "ready", "{p}");
+    let sid = ours["id"].as_str().unwrap();
+    let (ok, _, err) = cli(&[&["sender", "remove", &ws, sid][..], &remote[..]].concat());
+    assert!(ok, "{err}");
+    let (ok, _, err) = cli(&[&["provider", "remove", &pid][..], &remote[..]].concat());
+    assert!(ok, "{err}");
+    let (ok, _, err) = cli(&[&["provider", "show", &pid][..], &remote[..]].concat());
+    assert!(!ok && err.contains("404"), "{err}");
 }
