@@ -176,6 +176,31 @@ pub struct TemplateRef {
     pub variables: Map<String, Value>,
 }
 
+/// A template approved at the provider (a WhatsApp message template): what
+/// starts a conversation outside WhatsApp's 24-hour customer-service window.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChannelTemplate {
+    /// The template's name at the provider.
+    pub name: String,
+    /// Its language code, e.g. `en_US`.
+    pub language: String,
+    /// The body's parameters, in order.
+    #[serde(default)]
+    pub parameters: Vec<String>,
+}
+
+impl ChannelTemplate {
+    /// How a message sent as this template reads in the timeline.
+    pub fn describe(&self) -> String {
+        let mut s = format!("[WhatsApp template {} ({})]", self.name, self.language);
+        for p in &self.parameters {
+            s.push(' ');
+            s.push_str(p);
+        }
+        s
+    }
+}
+
 /// The fields of a submission, with JSON types checked but content not yet.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SubmitInput {
@@ -207,9 +232,12 @@ pub struct SubmitInput {
     pub timezone: Option<String>,
     /// Idempotency key given in the body.
     pub idempotency_key: Option<String>,
+    /// A provider-approved WhatsApp template to send instead of free text.
+    pub whatsapp_template: Option<ChannelTemplate>,
 }
 
-const KNOWN_FIELDS: [&str; 14] = [
+const KNOWN_FIELDS: [&str; 15] = [
+    "whatsapp_template",
     "to",
     "from",
     "channel",
@@ -291,6 +319,25 @@ impl SubmitInput {
                 ));
             }
         };
+        let whatsapp_template = match obj.get("whatsapp_template") {
+            None | Some(Value::Null) => None,
+            Some(v @ Value::Object(_)) => {
+                Some(serde_json::from_value::<ChannelTemplate>(v.clone()).map_err(|e| {
+                    ValidationError::shape(
+                        "invalid_type",
+                        "whatsapp_template",
+                        format!("`whatsapp_template` is {{name, language, parameters?}} with string values: {e}"),
+                    )
+                })?)
+            }
+            Some(_) => {
+                return Err(ValidationError::shape(
+                    "invalid_type",
+                    "whatsapp_template",
+                    "`whatsapp_template` must be an object",
+                ));
+            }
+        };
         let media_urls = match obj.get("media_urls") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(items)) => items
@@ -345,6 +392,7 @@ impl SubmitInput {
             priority: opt_string(obj, "priority")?,
             timezone: opt_string(obj, "timezone")?,
             idempotency_key: opt_string(obj, "idempotency_key")?,
+            whatsapp_template,
         })
     }
 }
@@ -382,6 +430,48 @@ pub struct NewMessage {
     pub timezone: Option<String>,
     /// Idempotency key (header or body).
     pub idempotency_key: Option<String>,
+    /// Send this WhatsApp template instead of free text.
+    pub whatsapp_template: Option<ChannelTemplate>,
+}
+
+/// Checks a WhatsApp template reference: Meta's name rules, a language
+/// code, at most 100 parameters of at most 1024 characters.
+fn check_channel_template(t: &ChannelTemplate) -> Result<(), ValidationError> {
+    let name_ok = !t.name.is_empty()
+        && t.name.len() <= 512
+        && t.name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !name_ok {
+        return Err(content_err(
+            "invalid_whatsapp_template",
+            "whatsapp_template.name",
+            "a WhatsApp template name is 1 to 512 lower-case letters, digits and underscores",
+        ));
+    }
+    let lang_ok = (2..=15).contains(&t.language.len())
+        && t.language
+            .bytes()
+            .all(|b| b.is_ascii_alphabetic() || b == b'_');
+    if !lang_ok {
+        return Err(content_err(
+            "invalid_whatsapp_template",
+            "whatsapp_template.language",
+            "a language code such as en or en_US",
+        ));
+    }
+    if t.parameters.len() > 100
+        || t.parameters
+            .iter()
+            .any(|p| p.trim().is_empty() || p.chars().count() > 1024)
+    {
+        return Err(content_err(
+            "invalid_whatsapp_template",
+            "whatsapp_template.parameters",
+            "at most 100 parameters, each 1 to 1024 characters",
+        ));
+    }
+    Ok(())
 }
 
 fn content_err(code: &'static str, field: &str, message: impl Into<String>) -> ValidationError {
@@ -456,6 +546,16 @@ impl NewMessage {
                 "give either `body` or `template`, not both",
             ));
         }
+        if let Some(t) = &input.whatsapp_template {
+            if channel != Channel::Whatsapp {
+                return Err(content_err(
+                    "invalid_whatsapp_template",
+                    "whatsapp_template",
+                    "`whatsapp_template` is for the whatsapp channel",
+                ));
+            }
+            check_channel_template(t)?;
+        }
         let body = match (&input.body, &input.template) {
             (Some(b), _) => {
                 if b.trim().is_empty() {
@@ -469,6 +569,11 @@ impl NewMessage {
             }
             (None, Some(_)) => String::new(),
             (None, None) if !input.media_urls.is_empty() => String::new(),
+            (None, None) if input.whatsapp_template.is_some() => input
+                .whatsapp_template
+                .as_ref()
+                .map(ChannelTemplate::describe)
+                .unwrap_or_default(),
             (None, None) => {
                 return Err(content_err(
                     "missing_body",
@@ -618,6 +723,7 @@ impl NewMessage {
             priority,
             timezone: input.timezone,
             idempotency_key,
+            whatsapp_template: input.whatsapp_template,
         })
     }
 }

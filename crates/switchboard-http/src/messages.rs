@@ -59,6 +59,23 @@ pub struct SubmitMessageRequest {
     pub timezone: Option<String>,
     /// Alternative to the `Idempotency-Key` header.
     pub idempotency_key: Option<String>,
+    /// WhatsApp only: send this template approved at Meta instead of free
+    /// text; required to start a conversation more than 24 hours after the
+    /// customer's last message. `body` is then optional (kept as the
+    /// timeline's text).
+    pub whatsapp_template: Option<WhatsAppTemplateDoc>,
+}
+
+/// A WhatsApp message template approved at Meta.
+#[allow(dead_code)]
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct WhatsAppTemplateDoc {
+    /// The template's name, e.g. `order_update`.
+    pub name: String,
+    /// Its language code, e.g. `en_US`.
+    pub language: String,
+    /// The body's `{{1}}`, `{{2}}`, … parameters, in order.
+    pub parameters: Option<Vec<String>>,
 }
 
 /// A template reference.
@@ -193,6 +210,10 @@ pub struct MessageResponse {
     pub created_at: String,
     /// RFC 3339.
     pub updated_at: String,
+    /// The WhatsApp template it is sent as, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub whatsapp_template: Option<Value>,
     /// The timeline, oldest first (single-message reads only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub events: Option<Vec<EventResponse>>,
@@ -232,6 +253,9 @@ impl From<MessageRecord> for MessageResponse {
             error_message: m.error_message,
             created_at: m.created_at.to_rfc3339(),
             updated_at: m.updated_at.to_rfc3339(),
+            whatsapp_template: m
+                .whatsapp_template
+                .map(|t| serde_json::to_value(t).expect("json serializes")),
             events: None,
             attempts: None,
         }
@@ -370,6 +394,46 @@ pub async fn submit(
     result
 }
 
+/// How long after a customer's last message WhatsApp allows free-form
+/// messages (its customer-service window).
+pub const WHATSAPP_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Refuses free-form WhatsApp messages through the Cloud API to a number
+/// that has not written in the last 24 hours: only an approved template
+/// (`whatsapp_template`) may start the conversation. (The Cloud API would
+/// refuse it too, with 131047, after it had been accepted.)
+async fn check_whatsapp_window(
+    state: &AppState,
+    ctx: &WorkspaceCtx,
+    message: &NewMessage,
+    provider: &switchboard_core::ProviderId,
+    now: Timestamp,
+) -> Result<(), ApiError> {
+    if message.channel != switchboard_core::Channel::Whatsapp
+        || message.whatsapp_template.is_some()
+        || state.providers.kind(provider).as_deref() != Some("whatsapp_cloud")
+    {
+        return Ok(());
+    }
+    let last = state
+        .store
+        .last_inbound_at(
+            &ctx.workspace_id,
+            message.to.as_str(),
+            switchboard_core::Channel::Whatsapp,
+        )
+        .await?;
+    if last.is_some_and(|t| now.since(t) < WHATSAPP_WINDOW) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "outside_customer_service_window",
+        "WhatsApp allows free-form messages only within 24 hours of the customer's last message to you; send an approved template with `whatsapp_template` instead",
+    )
+    .with_field("whatsapp_template"))
+}
+
 async fn accept(
     state: &AppState,
     ctx: &WorkspaceCtx,
@@ -402,6 +466,7 @@ async fn accept(
             )
             .with_field("channel"),
         })?;
+    check_whatsapp_window(state, ctx, &message, &sender.provider_id, now).await?;
     let (hold_until, require_opt_in) =
         crate::inbound::marketing_policy(state, ctx, &message, now).await?;
     let req = AcceptRequest {

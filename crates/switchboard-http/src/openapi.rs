@@ -43,7 +43,7 @@ impl Modify for Security {
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),
     components(schemas(
-        messages::SubmitMessageRequest, messages::TemplateRefDoc, messages::AcceptedResponse, messages::MessageResponse,
+        messages::SubmitMessageRequest, messages::TemplateRefDoc, messages::WhatsAppTemplateDoc, messages::AcceptedResponse, messages::MessageResponse,
         messages::EventResponse, messages::AttemptResponse, messages::MessageList,
         admin::WorkspaceResponse, admin::CreateWorkspaceRequest, admin::WorkspaceList, admin::ApiKeyResponse, admin::ApiKeyInfo, admin::ApiKeyList,
         providers::ProviderResponse, providers::ProviderList, providers::SenderResponse, providers::SenderList,

@@ -12,6 +12,7 @@ pub mod twilio;
 pub mod whatsapp;
 
 pub use registry::{Connector, ProviderSpec, Providers};
+pub use switchboard_core::message::ChannelTemplate;
 
 use std::time::Duration;
 
@@ -36,18 +37,6 @@ pub struct SendRequest {
     pub media_urls: Vec<String>,
     /// Send this provider template instead of free text.
     pub template: Option<ChannelTemplate>,
-}
-
-/// A template approved by the provider (a WhatsApp message template),
-/// needed to start a conversation outside the provider's reply window.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChannelTemplate {
-    /// The template's name at the provider.
-    pub name: String,
-    /// Its language code, e.g. `en_US`.
-    pub language: String,
-    /// The body's parameters, in order.
-    pub parameters: Vec<String>,
 }
 
 /// The provider accepted the message.

@@ -202,6 +202,18 @@ impl Providers {
             .map(|c| c.provider.clone())
     }
 
+    /// The kind of the provider with this id (`sim`, `twilio`, …).
+    pub fn kind(&self, id: &ProviderId) -> Option<String> {
+        let r = self.read();
+        if r.fixed.contains_key(id) {
+            return Some("sim".to_owned());
+        }
+        r.built
+            .get(id)
+            .map(|(s, _)| s.kind.clone())
+            .or_else(|| r.broken.get(id).map(|(s, _)| s.kind.clone()))
+    }
+
     /// The callback reader of the provider with this id.
     pub fn callbacks(&self, id: &str) -> Option<Arc<dyn CallbackHandler>> {
         let id = ProviderId::parse(id).ok()?;

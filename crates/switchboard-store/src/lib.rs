@@ -302,6 +302,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Stores an inbound message (deduplicated by provider id), records
     /// `message.received`, and applies a STOP/START keyword to consent.
     async fn record_inbound(&self, inbound: NewInbound) -> Result<InboundOutcome, StoreError>;
+    /// When `phone` last wrote to the workspace on `channel`, if ever
+    /// (WhatsApp's 24-hour customer-service window runs from it).
+    async fn last_inbound_at(
+        &self,
+        workspace: &WorkspaceId,
+        phone: &str,
+        channel: Channel,
+    ) -> Result<Option<Timestamp>, StoreError>;
     /// Inbound messages of a workspace, newest first.
     async fn list_inbound(
         &self,

@@ -245,6 +245,8 @@ pub struct MessageRecord {
     pub created_at: Timestamp,
     /// Last change.
     pub updated_at: Timestamp,
+    /// The WhatsApp template it is sent as, if any.
+    pub whatsapp_template: Option<switchboard_core::message::ChannelTemplate>,
 }
 
 /// One entry of a message's timeline.
@@ -347,6 +349,8 @@ pub struct ClaimedMessage {
     pub provider_id: ProviderId,
     /// This attempt's number, from 1.
     pub attempt: u32,
+    /// A provider template to send instead of the text.
+    pub template: Option<switchboard_core::message::ChannelTemplate>,
     /// Expiry.
     pub expires_at: Timestamp,
     /// When it was claimed.

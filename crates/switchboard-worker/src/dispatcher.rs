@@ -369,7 +369,7 @@ impl Inner {
             channel: m.channel.clone(),
             body: m.body.clone(),
             media_urls: m.media_urls.clone(),
-            template: None,
+            template: m.template.clone(),
         };
         match tokio::time::timeout(self.config.send_timeout, provider.send(&req)).await {
             Ok(Ok(accepted)) => Ok(accepted.provider_message_id),

@@ -3,7 +3,7 @@
 
 use super::db::{Db, OptionalExt, Row, p};
 use serde_json::json;
-use switchboard_core::{EventId, Timestamp, WorkspaceId};
+use switchboard_core::{Channel, EventId, Timestamp, WorkspaceId};
 
 use super::consent;
 use super::webhooks::record_workspace_event;
@@ -166,4 +166,19 @@ pub fn set_settings(
         "UPDATE workspaces SET settings = ?1 WHERE id = ?2",
         p![v.to_string(), ws.as_str()],
     )? > 0)
+}
+
+/// When `phone` last wrote to the workspace on `channel`.
+pub fn last_at(
+    c: &Db<'_>,
+    ws: &WorkspaceId,
+    phone: &str,
+    channel: Channel,
+) -> Result<Option<Timestamp>, StoreError> {
+    let t: Option<i64> = c.query_row(
+        "SELECT MAX(created_at) FROM inbound WHERE workspace_id = ?1 AND from_phone = ?2 AND channel = ?3",
+        p![ws.as_str(), phone, channel.as_str()],
+        |r| r.get(0),
+    )?;
+    Ok(t.map(Timestamp::from_millis))
 }

@@ -309,6 +309,11 @@ impl<'a> NewRow<'a> {
             V::Int(now),
             V::Int(now),
             V::Bool(req.consent_exempt),
+            V::from(
+                &m.whatsapp_template
+                    .as_ref()
+                    .map(|t| serde_json::to_string(t).expect("json serializes")),
+            ),
         ]
     }
 
@@ -329,8 +334,8 @@ impl<'a> NewRow<'a> {
 
 const MESSAGE_INSERT: &str = "INSERT INTO messages (id, workspace_id, to_phone, from_addr, channel, body, media_urls, encoding, segments,
     client_ref, metadata, category, priority, timezone, status, initial_status, provider_id, attempts,
-    next_attempt_at, send_at, expires_at, idempotency_key, request_hash, created_at, updated_at, consent_exempt) VALUES ";
-const MESSAGE_INSERT_COLUMNS: usize = 26;
+    next_attempt_at, send_at, expires_at, idempotency_key, request_hash, created_at, updated_at, consent_exempt, channel_template) VALUES ";
+const MESSAGE_INSERT_COLUMNS: usize = 27;
 const EVENT_INSERT: &str = "INSERT INTO events (id, workspace_id, message_id, type, status, detail, error_code, created_at) VALUES ";
 const EVENT_INSERT_COLUMNS: usize = 8;
 
@@ -534,9 +539,10 @@ struct Candidate {
     category: String,
     priority: i64,
     timezone: Option<String>,
+    channel_template: Option<String>,
 }
 
-const CANDIDATE_COLUMNS: &str = "id, workspace_id, to_phone, from_addr, channel, body, media_urls, provider_id, attempts, expires_at, claimed_at, status, created_at, consent_exempt, category, priority, timezone";
+const CANDIDATE_COLUMNS: &str = "id, workspace_id, to_phone, from_addr, channel, body, media_urls, provider_id, attempts, expires_at, claimed_at, status, created_at, consent_exempt, category, priority, timezone, channel_template";
 
 fn candidate(r: &Row<'_>) -> Result<Candidate, DbError> {
     Ok(Candidate {
@@ -557,6 +563,7 @@ fn candidate(r: &Row<'_>) -> Result<Candidate, DbError> {
         category: r.get(14)?,
         priority: r.get(15)?,
         timezone: r.get(16)?,
+        channel_template: r.get(17)?,
     })
 }
 
@@ -710,6 +717,7 @@ pub fn claim_due(
         category,
         priority,
         timezone,
+        channel_template,
     } in candidates
     {
         let from_status = rows::status(&status)?;
@@ -854,6 +862,12 @@ pub fn claim_due(
                 .and_then(|p| ProviderId::parse(p).ok())
                 .ok_or_else(|| corrupt("provider id", provider.as_deref().unwrap_or("")))?,
             attempt,
+            template: match channel_template {
+                Some(t) => {
+                    Some(serde_json::from_str(&t).map_err(|_| corrupt("channel_template", &t))?)
+                }
+                None => None,
+            },
             expires_at: Timestamp::from_millis(expires_at),
             claimed_at: now,
             created_at: Timestamp::from_millis(created_at),

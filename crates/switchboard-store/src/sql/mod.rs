@@ -679,6 +679,18 @@ impl Store for SqlStore {
         }
     }
 
+    async fn last_inbound_at(
+        &self,
+        workspace: &WorkspaceId,
+        phone: &str,
+        channel: Channel,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        let (ws, phone) = (workspace.clone(), phone.to_owned());
+        self.readers
+            .run(move |c| inbound::last_at(c, &ws, &phone, channel))
+            .await
+    }
+
     async fn list_inbound(
         &self,
         workspace: &WorkspaceId,

@@ -9,7 +9,8 @@ use crate::model::MessageRecord;
 /// The column list that `message` reads, in order.
 pub const MESSAGE_COLUMNS: &str = "id, workspace_id, to_phone, from_addr, channel, body, media_urls, encoding, segments, \
      client_ref, metadata, category, priority, timezone, status, provider_id, provider_message_id, attempts, \
-     next_attempt_at, send_at, expires_at, error_code, error_message, idempotency_key, created_at, updated_at";
+     next_attempt_at, send_at, expires_at, error_code, error_message, idempotency_key, created_at, updated_at, \
+     channel_template";
 
 fn corrupt(what: &str, value: &str) -> StoreError {
     StoreError::Corrupt(format!("{what}: {value:?}"))
@@ -61,5 +62,9 @@ pub fn message(r: &Row<'_>) -> Result<MessageRecord, StoreError> {
         idempotency_key: r.get(23)?,
         created_at: Timestamp::from_millis(r.get(24)?),
         updated_at: Timestamp::from_millis(r.get(25)?),
+        whatsapp_template: match r.get::<_, Option<String>>(26)? {
+            Some(t) => Some(serde_json::from_str(&t).map_err(|_| corrupt("channel_template", &t))?),
+            None => None,
+        },
     })
 }

@@ -296,6 +296,7 @@ ALTER TABLE providers ADD COLUMN updated_at BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE senders ADD COLUMN priority INTEGER NOT NULL DEFAULT 100;
 ALTER TABLE messages ADD COLUMN route_start INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE receipt_inbox ADD COLUMN error_code TEXT;
+ALTER TABLE messages ADD COLUMN channel_template TEXT;
 "#;
 
 /// Applies the migrations not yet applied, each in its own transaction.

@@ -401,7 +401,21 @@ async fn a_provider_throughput_limit_holds_across_three_nodes() {
         .map(|r| r.get(0))
         .collect();
     started.sort_unstable();
-    assert_eq!(started.len(), COUNT, "one attempt per message");
+    if started.len() != COUNT {
+        // Say why a message needed a second attempt.
+        let failed: Vec<String> = pg_query(
+            &url,
+            "SELECT outcome || ' ' || COALESCE(error_code, '') || ' ' || COALESCE(error_message, '') FROM attempts WHERE outcome <> 'accepted'",
+        )
+        .await
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+        panic!(
+            "one attempt per message: {} attempts for {COUNT}; not accepted: {failed:?}",
+            started.len()
+        );
+    }
     // After the initial burst (one second's worth), the sends of all three
     // nodes together follow the limit.
     let rate_of = |times: &[i64]| {

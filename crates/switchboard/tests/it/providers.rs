@@ -461,27 +461,106 @@ async fn whatsapp_cloud_sends_verifies_its_webhook_and_reads_statuses_and_replie
     )
     .await;
     let rx = subscribe(&app, &key, &["message.received", "contact.opted_out"]).await;
+    let reply = |from: &str, id: &str, msg: Value| {
+        let mut msg = msg;
+        msg["from"] = json!(from);
+        msg["id"] = json!(id);
+        msg["timestamp"] = json!("1603059201");
+        wa_change(
+            json!({"contacts": [{"profile": {"name": "Kerry Fisher"}, "wa_id": from}], "messages": [msg]}),
+        )
+    };
+    let refused = |body: Value| {
+        let app = &app;
+        let key = key.clone();
+        async move {
+            let r = app.post_message(&key, &body).await;
+            let status = r.status().as_u16();
+            let v: Value = r.json().await.unwrap();
+            (
+                status,
+                v["error"]["code"].as_str().unwrap_or("").to_owned(),
+                v["error"]["field"].as_str().unwrap_or("").to_owned(),
+            )
+        }
+    };
+
+    // Nobody has written yet: free text is refused at submit (the 24-hour
+    // customer-service window); an approved template goes out.
+    let free = json!({"to": "+16315551234", "channel": "whatsapp", "body": "Your order shipped"});
+    assert_eq!(
+        refused(free.clone()).await,
+        (
+            422,
+            "outside_customer_service_window".into(),
+            "whatsapp_template".into()
+        )
+    );
+    for (t, field) in [
+        (
+            json!({"name": "Order Update", "language": "en_US"}),
+            "whatsapp_template.name",
+        ),
+        (
+            json!({"name": "order_update", "language": "english!"}),
+            "whatsapp_template.language",
+        ),
+        (
+            json!({"name": "order_update", "language": "en", "parameters": [""]}),
+            "whatsapp_template.parameters",
+        ),
+    ] {
+        let body = json!({"to": "+16315551234", "channel": "whatsapp", "whatsapp_template": t});
+        assert_eq!(
+            refused(body).await,
+            (422, "invalid_whatsapp_template".into(), field.into())
+        );
+    }
+    let (status, code, _) = refused(
+        json!({"to": "+16315551234", "whatsapp_template": {"name": "x", "language": "en"}}),
+    )
+    .await;
+    assert_eq!(
+        (status, code.as_str()),
+        (422, "invalid_whatsapp_template"),
+        "sms has no WhatsApp templates"
+    );
+    let (status, code, _) = refused(
+        json!({"to": "+16315551234", "channel": "whatsapp", "whatsapp_template": {"name": 5}}),
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (400, "invalid_type"));
     let id = app
         .send(
             &key,
-            json!({"to": "+16315551234", "channel": "whatsapp", "body": "Your order shipped", "media_urls": ["https://cdn.example.com/label.pdf"]}),
+            json!({"to": "+16315551234", "channel": "whatsapp", "whatsapp_template": {"name": "order_update", "language": "en_US", "parameters": ["Kerry", "A-1001"]}}),
         )
         .await;
     app.drive().await;
     let m = app.get_message(&key, &id).await;
     assert_eq!(m["status"], "sent", "{m}");
+    assert_eq!(m["whatsapp_template"]["name"], "order_update", "{m}");
+    assert!(
+        m["body"]
+            .as_str()
+            .unwrap()
+            .starts_with("[WhatsApp template order_update (en_US)]"),
+        "{m}"
+    );
     let wamid = m["provider_message_id"].as_str().unwrap().to_owned();
     let (path, body) = calls.all().last().cloned().unwrap();
     assert_eq!(path, format!("graph:v21.0/{WA_NUMBER_ID}"));
     let body: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(body["messaging_product"], "whatsapp");
     assert_eq!(body["to"], "16315551234");
-    assert_eq!(body["type"], "document");
+    assert_eq!(body["type"], "template");
+    assert_eq!(body["template"]["name"], "order_update");
+    assert_eq!(body["template"]["language"]["code"], "en_US");
+    assert_eq!(body["template"]["components"][0]["type"], "body");
     assert_eq!(
-        body["document"]["link"],
-        "https://cdn.example.com/label.pdf"
+        body["template"]["components"][0]["parameters"][1],
+        json!({"type": "text", "text": "A-1001"})
     );
-    assert_eq!(body["document"]["caption"], "Your order shipped");
 
     // Forged and unsigned webhooks are refused.
     let delivered = wa_change(
@@ -496,8 +575,34 @@ async fn whatsapp_cloud_sends_verifies_its_webhook_and_reads_statuses_and_replie
     app.drive().await;
     assert_eq!(app.get_message(&key, &id).await["status"], "delivered");
 
-    // The 24-hour window: the Cloud API refuses free text (131047) and the
-    // message fails with a code that says so.
+    // The customer writes: free text (here a document with a caption) may
+    // follow for 24 hours.
+    let msg = json!({"type": "text", "text": {"body": "Where is it now?"}});
+    let (code, ack) =
+        whatsapp_webhook(&app, &url, &reply("16315551234", "wamid.in0", msg), None).await;
+    assert_eq!((code, ack["inbound"].as_u64()), (200, Some(1)), "{ack}");
+    let mut with_label = free.clone();
+    with_label["media_urls"] = json!(["https://cdn.example.com/label.pdf"]);
+    let id = app.send(&key, with_label).await;
+    app.drive().await;
+    assert_eq!(app.get_message(&key, &id).await["status"], "sent");
+    let body: Value = serde_json::from_str(&calls.all().last().unwrap().1).unwrap();
+    assert_eq!(body["type"], "document");
+    assert_eq!(
+        body["document"]["link"],
+        "https://cdn.example.com/label.pdf"
+    );
+    assert_eq!(body["document"]["caption"], "Your order shipped");
+
+    // Meta may still refuse free text (131047): the message fails with a
+    // code that says so.
+    let msg = json!({"type": "text", "text": {"body": "hi"}});
+    assert_eq!(
+        whatsapp_webhook(&app, &url, &reply("15005550002", "wamid.x", msg), None)
+            .await
+            .0,
+        200
+    );
     let id2 = app
         .send(
             &key,
@@ -513,7 +618,7 @@ async fn whatsapp_cloud_sends_verifies_its_webhook_and_reads_statuses_and_replie
     let id3 = app
         .send(
             &key,
-            json!({"to": "+16315551235", "channel": "whatsapp", "body": "Third"}),
+            json!({"to": "+16315551235", "channel": "whatsapp", "whatsapp_template": {"name": "order_update", "language": "en"}}),
         )
         .await;
     app.drive().await;
@@ -530,26 +635,28 @@ async fn whatsapp_cloud_sends_verifies_its_webhook_and_reads_statuses_and_replie
     assert_eq!(m["status"], "undelivered", "{m}");
     assert_eq!(m["error_code"], "undeliverable", "{m}");
 
-    // Replies: text, a button press and STOP.
-    let reply = |id: &str, msg: Value| {
-        let mut msg = msg;
-        msg["from"] = json!("16315551234");
-        msg["id"] = json!(id);
-        msg["timestamp"] = json!("1603059201");
-        wa_change(
-            json!({"contacts": [{"profile": {"name": "Kerry Fisher"}, "wa_id": "16315551234"}], "messages": [msg]}),
-        )
-    };
+    // A day later the window has closed again.
+    app.clock.advance(std::time::Duration::from_secs(25 * 3600));
+    assert_eq!(
+        refused(free.clone()).await.1,
+        "outside_customer_service_window"
+    );
+
+    // Replies: a button press and STOP.
     for (i, msg) in [
-        json!({"type": "text", "text": {"body": "Where is it now?"}}),
         json!({"type": "button", "button": {"payload": "track", "text": "Track order"}}),
         json!({"type": "text", "text": {"body": "stop"}}),
     ]
     .into_iter()
     .enumerate()
     {
-        let (code, ack) =
-            whatsapp_webhook(&app, &url, &reply(&format!("wamid.in{i}"), msg), None).await;
+        let (code, ack) = whatsapp_webhook(
+            &app,
+            &url,
+            &reply("16315551234", &format!("wamid.in{}", i + 1), msg),
+            None,
+        )
+        .await;
         assert_eq!((code, ack["inbound"].as_u64()), (200, Some(1)), "{ack}");
     }
     app.drive().await;
@@ -560,7 +667,7 @@ async fn whatsapp_cloud_sends_verifies_its_webhook_and_reads_statuses_and_replie
     let events = rx.event_types();
     assert_eq!(
         events.iter().filter(|t| *t == "message.received").count(),
-        3,
+        4,
         "{events:?}"
     );
     assert!(
