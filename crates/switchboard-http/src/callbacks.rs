@@ -138,6 +138,20 @@ pub async fn receive(
                 ApiError::new(StatusCode::BAD_REQUEST, "malformed_callback", m)
             }
         })?;
+    let ack = ingest(&state, &provider_id, items, now).await?;
+    Ok((StatusCode::OK, Json(ack)))
+}
+
+/// Stores what a provider reported: each receipt in the receipt inbox and
+/// each inbound message through the one inbound path. Returns only once
+/// everything is durable; on an error some items may be stored, and the
+/// provider's repeat is deduplicated.
+pub async fn ingest(
+    state: &AppState,
+    provider_id: &str,
+    items: Vec<CallbackItem>,
+    now: switchboard_core::Timestamp,
+) -> Result<CallbackAck, ApiError> {
     let mut ack = CallbackAck {
         receipts: 0,
         duplicate_receipts: 0,
@@ -155,7 +169,7 @@ pub async fn receive(
                 raw,
             } => {
                 let store = state.store.clone();
-                let provider = provider_id.clone();
+                let provider = provider_id.to_owned();
                 // Concurrent writes share group commits.
                 receipts.spawn(async move {
                     store
@@ -188,7 +202,7 @@ pub async fn receive(
         return Err(e);
     }
     for m in inbound {
-        if route_inbound(&state, &provider_id, m).await? {
+        if route_inbound(state, provider_id, m).await? {
             ack.inbound += 1;
         } else {
             ack.unrouted += 1;
@@ -197,7 +211,7 @@ pub async fn receive(
     if ack.receipts > 0 {
         state.wake.notify_one();
     }
-    Ok((StatusCode::OK, Json(ack)))
+    Ok(ack)
 }
 
 /// Stores an inbound message for the workspace that owns the address it

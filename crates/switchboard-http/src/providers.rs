@@ -47,7 +47,7 @@ pub async fn reload(store: &dyn Store, providers: &Providers) -> Result<(), Stor
 pub struct ProviderResponse {
     /// Id (`pr_…`).
     pub id: String,
-    /// `sim`, `twilio` or `whatsapp_cloud`.
+    /// `sim`, `twilio`, `whatsapp_cloud` or `smpp`.
     pub kind: String,
     /// Display name.
     pub name: String,
@@ -68,6 +68,9 @@ pub struct ProviderResponse {
     pub callback_url: Option<String>,
     /// `ready`, or `error` when this node cannot build it (see `problem`).
     pub status: &'static str,
+    /// For a provider with a connection of its own (SMPP), its state on
+    /// this node: `bound`, `connecting`, or why it is down.
+    pub link: Option<String>,
     /// Why it cannot be built.
     pub problem: Option<String>,
     /// RFC 3339.
@@ -110,6 +113,7 @@ fn respond(p: ProviderRecord, providers: &Providers) -> ProviderResponse {
         callback_url: providers.callback_url(p.id.as_str()),
         id: p.id.to_string(),
         status: if problem.is_some() { "error" } else { "ready" },
+        link: providers.link_state(&p.id),
         problem,
         kind: p.kind,
         name: p.name,
@@ -266,7 +270,7 @@ const PROVIDER_FIELDS: &[&str] = &[
     "burst",
 ];
 
-/// Add a provider instance: `kind` (`twilio` or `whatsapp_cloud`),
+/// Add a provider instance: `kind` (`twilio`, `whatsapp_cloud` or `smpp`),
 /// `config`, `credentials`, and optionally `name`, `attempt_budget`,
 /// `rate_per_second`, `burst`. The answer shows the `callback_url` to give
 /// the provider; credentials are never shown again.

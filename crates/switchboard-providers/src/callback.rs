@@ -92,3 +92,20 @@ pub trait CallbackHandler: Send + Sync + std::fmt::Debug {
         None
     }
 }
+
+/// What a provider connected by a socket (SMPP) received: delivered to the
+/// gateway through a `Sink` instead of an HTTP callback. `done` answers
+/// whether everything was stored durably; until then the provider is not
+/// acknowledged (so a failure makes it deliver again).
+#[derive(Debug)]
+pub struct Delivered {
+    /// The provider it came from.
+    pub provider_id: String,
+    /// What it reported.
+    pub items: Vec<CallbackItem>,
+    /// `true` once stored.
+    pub done: tokio::sync::oneshot::Sender<bool>,
+}
+
+/// Where socket-connected providers hand over what they receive.
+pub type Sink = tokio::sync::mpsc::Sender<Delivered>;

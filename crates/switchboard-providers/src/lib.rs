@@ -8,6 +8,7 @@
 pub mod callback;
 pub mod registry;
 pub mod sim;
+pub mod smpp;
 pub mod twilio;
 pub mod whatsapp;
 
@@ -77,6 +78,12 @@ impl ProviderError {
 pub trait Provider: Send + Sync + std::fmt::Debug {
     /// Sends one message.
     async fn send(&self, req: &SendRequest) -> Result<SendAccepted, ProviderError>;
+
+    /// The state of the provider's connection, for providers that keep one
+    /// (SMPP: `bound`, `connecting`, or why the link is down).
+    fn link_state(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A provider API's answer, read whole.

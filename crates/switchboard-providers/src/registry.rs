@@ -18,7 +18,7 @@ use crate::Provider;
 use crate::callback::CallbackHandler;
 
 /// Connector kinds that can be configured (`sim` is built in, once).
-pub const KINDS: &[&str] = &["twilio", "whatsapp_cloud"];
+pub const KINDS: &[&str] = &["twilio", "whatsapp_cloud", "smpp"];
 
 /// A provider instance as stored.
 #[derive(Clone, PartialEq)]
@@ -119,6 +119,8 @@ pub struct BuildContext<'a> {
     pub callback_url: Option<String>,
     /// The shared HTTP client (rustls).
     pub http: &'a reqwest::Client,
+    /// Where socket-connected providers (SMPP) hand what they receive.
+    pub sink: Option<crate::callback::Sink>,
 }
 
 /// Checks a spec's settings without building anything.
@@ -128,6 +130,7 @@ pub fn validate(kind: &str, config: &Value, credentials: &Value) -> Result<(), S
         "whatsapp_cloud" => {
             crate::whatsapp::WhatsAppConfig::from_spec(config, credentials).map(drop)
         }
+        "smpp" => crate::smpp::SmppConfig::from_spec(config, credentials).map(drop),
         other => Err(SpecError::new(
             "kind",
             format!(
@@ -161,6 +164,18 @@ pub fn build(spec: &ProviderSpec, ctx: &BuildContext<'_>) -> Result<Connector, S
                 callbacks: Some(w),
             })
         }
+        "smpp" => {
+            let cfg = crate::smpp::SmppConfig::from_spec(&spec.config, &spec.credentials)?;
+            Ok(Connector {
+                provider: Arc::new(crate::smpp::Smpp::start(
+                    cfg,
+                    spec.id.as_str(),
+                    ctx.sink.clone(),
+                )),
+                // Receipts and replies come on its own connection.
+                callbacks: None,
+            })
+        }
         other => Err(SpecError::new(
             "kind",
             format!("unknown provider kind {other:?}"),
@@ -178,6 +193,10 @@ struct Registry {
     broken: HashMap<ProviderId, (ProviderSpec, SpecError)>,
     callback_base: Option<String>,
     http: Option<reqwest::Client>,
+    sink: Option<crate::callback::Sink>,
+    /// Keep the specs but build nothing (the CLI's own admin API: it must
+    /// not open provider connections).
+    offline: bool,
 }
 
 /// The providers of this node, by id; cheap to clone and shared by the
@@ -188,6 +207,25 @@ pub struct Providers {
 }
 
 impl Providers {
+    /// A registry that checks and lists providers but connects none.
+    pub fn offline() -> Providers {
+        let p = Providers::default();
+        p.write().offline = true;
+        p
+    }
+
+    /// Sets where socket-connected providers hand over what they receive;
+    /// call before the first `sync`.
+    pub fn set_sink(&self, sink: crate::callback::Sink) {
+        self.write().sink = Some(sink);
+    }
+
+    /// The link state of the provider with this id, if it keeps a connection.
+    pub fn link_state(&self, id: &ProviderId) -> Option<String> {
+        let r = self.read();
+        r.built.get(id).and_then(|(_, c)| c.provider.link_state())
+    }
+
     /// Registers a built-in connector (the simulator).
     pub fn insert(&self, id: ProviderId, connector: Connector) {
         self.write().fixed.insert(id, connector);
@@ -258,6 +296,9 @@ impl Providers {
     /// over or retry).
     pub fn sync(&self, specs: Vec<ProviderSpec>) {
         let mut r = self.write();
+        if r.offline {
+            return;
+        }
         let http = match &r.http {
             Some(h) => h.clone(),
             None => match reqwest::Client::builder().build() {
@@ -290,6 +331,7 @@ impl Providers {
                     .as_ref()
                     .map(|b| format!("{b}/callbacks/{id}")),
                 http: &http,
+                sink: r.sink.clone(),
             };
             match build(&spec, &ctx) {
                 Ok(c) => {

@@ -159,7 +159,7 @@ pub async fn local_admin(
         clock,
         hash_secret(&token),
         webhooks,
-        Providers::default(),
+        Providers::offline(),
     );
     let router = switchboard_http::router(
         state,
@@ -238,8 +238,12 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App
             callbacks: Some(sim.clone()),
         },
     );
-    // Configured providers (Twilio accounts, WhatsApp numbers, …); rebuilt
-    // when they change (`refresh_providers`).
+    // Socket-connected providers (SMPP) hand over receipts and replies here;
+    // `ingest_received` stores them as the callback route would.
+    let (sink, received) = tokio::sync::mpsc::channel(256);
+    providers.set_sink(sink);
+    // Configured providers (Twilio accounts, WhatsApp numbers, SMPP links);
+    // rebuilt when they change (`refresh_providers`).
     switchboard_http::providers::reload(store.as_ref(), &providers).await?;
     let metrics = Arc::new(Metrics::default());
     let wake = Arc::new(Notify::new());
@@ -285,6 +289,7 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App
     // Shared with the worker: its counters and its wake-up.
     state.metrics = metrics;
     state.wake = wake;
+    tokio::spawn(ingest_received(state.clone(), received));
     let router = switchboard_http::router(
         state,
         HttpConfig {
@@ -385,5 +390,31 @@ async fn refresh_providers(
         if let Err(e) = switchboard_http::providers::reload(store.as_ref(), &providers).await {
             tracing::warn!(error = %e, "reading the configured providers failed; keeping the current ones");
         }
+    }
+}
+
+/// Stores what socket-connected providers received, and tells each whether
+/// it is durable (they acknowledge the carrier only then).
+async fn ingest_received(
+    state: AppState,
+    mut received: tokio::sync::mpsc::Receiver<switchboard_providers::callback::Delivered>,
+) {
+    while let Some(d) = received.recv().await {
+        let now = state.clock.now();
+        let stored = match switchboard_http::callbacks::ingest(&state, &d.provider_id, d.items, now)
+            .await
+        {
+            Ok(ack) => {
+                if ack.receipts > 0 {
+                    state.wake.notify_one();
+                }
+                true
+            }
+            Err(e) => {
+                tracing::warn!(provider = %d.provider_id, error = ?e, "storing what the provider delivered failed; it will deliver again");
+                false
+            }
+        };
+        let _ = d.done.send(stored);
     }
 }

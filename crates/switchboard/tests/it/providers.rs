@@ -1119,3 +1119,146 @@ async fn provider_and_sender_admin_refuses_bad_input_and_never_returns_secrets()
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test]
+async fn smpp_sends_reads_receipts_and_replies_through_the_gateway() {
+    use switchboard_providers::smpp::smsc::{Behaviour, FakeSmsc};
+    let smsc = FakeSmsc::start(Behaviour {
+        receipts: true,
+        ..Behaviour::default()
+    })
+    .await
+    .unwrap();
+    let app = spawn().await;
+    let (ws, key) = app.workspace("acme").await;
+    let p = add_provider(
+        &app,
+        json!({
+            "kind": "smpp",
+            "name": "Carrier A",
+            "config": {"host": "127.0.0.1", "port": smsc.addr().port(), "system_id": "switchboard", "window": 5},
+            "credentials": {"password": "secret"},
+        }),
+    )
+    .await;
+    let pid = p["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        p["credentials"]["password"], "…",
+        "a short secret shows no characters"
+    );
+    add_sender(
+        &app,
+        &ws,
+        json!({"provider_id": pid, "address": OUR_NUMBER, "default": true}),
+    )
+    .await;
+    let rx = subscribe(
+        &app,
+        &key,
+        &["message.delivered", "message.received", "contact.opted_out"],
+    )
+    .await;
+    // The link binds on its own; the admin API shows it.
+    let mut link = Value::Null;
+    for _ in 0..50 {
+        link = admin(
+            &app,
+            reqwest::Method::GET,
+            &format!("/v1/providers/{pid}"),
+            None,
+        )
+        .await
+        .1["link"]
+            .clone();
+        if link == "bound" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(link, "bound");
+
+    let id = app
+        .send(
+            &key,
+            json!({"to": "+14155550123", "body": "Your code is 4711"}),
+        )
+        .await;
+    // The receipt comes on the SMPP link, on its own time.
+    let mut m = Value::Null;
+    for _ in 0..100 {
+        app.drive().await;
+        m = app.get_message(&key, &id).await;
+        if m["status"] == "delivered" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    }
+    assert_eq!(m["status"], "delivered", "{m}");
+    let sub = &smsc.submitted()[0];
+    assert_eq!(sub.sm.destination_addr, "14155550123");
+    assert_eq!(sub.sm.source_addr, "14155550100");
+    assert_eq!(m["provider_message_id"], sub.message_id.as_str());
+
+    // A reply and a STOP from the handset.
+    assert_eq!(
+        smsc.mo("+14155550123", OUR_NUMBER, "Thanks!").await,
+        Some(0)
+    );
+    assert_eq!(smsc.mo("+14155550123", OUR_NUMBER, "Stop").await, Some(0));
+    app.drive().await;
+    assert_eq!(
+        consent(&app, &key, "+14155550123", "sms").await,
+        "opted_out"
+    );
+    let events = rx.event_types();
+    assert_eq!(
+        events.iter().filter(|t| *t == "message.received").count(),
+        2,
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|t| t == "contact.opted_out"),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|t| t == "message.delivered"),
+        "{events:?}"
+    );
+    // Removed, the link is closed.
+    let sid = admin(
+        &app,
+        reqwest::Method::GET,
+        &format!("/v1/workspaces/{ws}/senders"),
+        None,
+    )
+    .await
+    .1["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["provider_id"] == pid.as_str())
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    admin(
+        &app,
+        reqwest::Method::DELETE,
+        &format!("/v1/workspaces/{ws}/senders/{sid}"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        admin(
+            &app,
+            reqwest::Method::DELETE,
+            &format!("/v1/providers/{pid}"),
+            None
+        )
+        .await
+        .0,
+        204
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!smsc.connected(), "the SMSC no longer has a client");
+}
