@@ -395,11 +395,19 @@ async fn a_provider_throughput_limit_holds_across_three_nodes() {
     sent.sort_unstable();
     // Measured twice: when the dispatchers started each send (what the limit
     // governs) and when the provider accepted it (what the provider sees).
-    let mut started: Vec<i64> = pg_query(&url, "SELECT started_at FROM attempts")
-        .await
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    // The provider's ledger records a send before the node records its
+    // attempt: wait for the attempts to be written too.
+    let mut started: Vec<i64> = loop {
+        let rows: Vec<i64> = pg_query(&url, "SELECT started_at FROM attempts")
+            .await
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if rows.len() >= COUNT || Instant::now() >= deadline {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     started.sort_unstable();
     if started.len() != COUNT {
         // Say why a message needed a second attempt.

@@ -1262,3 +1262,55 @@ async fn smpp_sends_reads_receipts_and_replies_through_the_gateway() {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert!(!smsc.connected(), "the SMSC no longer has a client");
 }
+
+#[tokio::test]
+async fn a_providers_throughput_limit_paces_the_dispatcher() {
+    let (api, calls) = mock_apis().await;
+    let app = spawn().await;
+    let (ws, key) = app.workspace("acme").await;
+    let mut body = twilio_provider(api, ACCOUNT);
+    body["rate_per_second"] = json!(2);
+    body["burst"] = json!(2);
+    let p = add_provider(&app, body).await;
+    add_sender(
+        &app,
+        &ws,
+        json!({"provider_id": p["id"], "address": OUR_NUMBER, "default": true}),
+    )
+    .await;
+    for i in 0..5 {
+        app.send(
+            &key,
+            json!({"to": format!("+1415555{:04}", 2000 + i), "body": "paced"}),
+        )
+        .await;
+    }
+    // The clock stands still: only the burst goes out.
+    assert_eq!(app.worker.dispatch_once().await.unwrap(), 2);
+    assert_eq!(app.worker.dispatch_once().await.unwrap(), 0);
+    assert_eq!(calls.all().len(), 2);
+    // Half a second later one more token has come; a second, two.
+    app.clock.advance(std::time::Duration::from_millis(500));
+    assert_eq!(app.worker.dispatch_once().await.unwrap(), 1);
+    app.clock.advance(std::time::Duration::from_secs(1));
+    assert_eq!(app.worker.dispatch_once().await.unwrap(), 2);
+    assert_eq!(calls.all().len(), 5);
+    // Lifted through the admin API: no limit from then on.
+    let pid = p["id"].as_str().unwrap();
+    let (code, _) = admin(
+        &app,
+        reqwest::Method::PATCH,
+        &format!("/v1/providers/{pid}"),
+        Some(json!({"rate_per_second": null})),
+    )
+    .await;
+    assert_eq!(code, 200);
+    for i in 0..4 {
+        app.send(
+            &key,
+            json!({"to": format!("+1415555{:04}", 3000 + i), "body": "free"}),
+        )
+        .await;
+    }
+    assert_eq!(app.worker.dispatch_once().await.unwrap(), 4);
+}
