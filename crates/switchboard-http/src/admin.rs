@@ -211,7 +211,11 @@ pub struct ApiKeyList {
     pub next_cursor: Option<String>,
 }
 
-async fn existing_workspace(state: &AppState, id: &str) -> Result<WorkspaceId, ApiError> {
+/// The id of an existing workspace, or 404.
+pub(crate) async fn existing_workspace(
+    state: &AppState,
+    id: &str,
+) -> Result<WorkspaceId, ApiError> {
     let ws = WorkspaceId::parse(id).map_err(|_| ApiError::not_found("workspace"))?;
     state
         .store

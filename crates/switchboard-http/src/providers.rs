@@ -20,6 +20,7 @@ use switchboard_store::{
 };
 use utoipa::ToSchema;
 
+use crate::admin::existing_workspace;
 use crate::body::JsonBody;
 use crate::error::{ApiError, ErrorResponse};
 use crate::state::AppState;
@@ -466,16 +467,6 @@ pub struct SenderList {
     pub next_cursor: Option<String>,
 }
 
-async fn workspace(state: &AppState, id: &str) -> Result<WorkspaceId, ApiError> {
-    let ws = WorkspaceId::parse(id).map_err(|_| ApiError::not_found("workspace"))?;
-    state
-        .store
-        .get_workspace(&ws)
-        .await?
-        .ok_or_else(|| ApiError::not_found("workspace"))?;
-    Ok(ws)
-}
-
 /// Reads a sender from a create body.
 pub fn new_sender(body: &Value) -> Result<NewSender, ApiError> {
     let obj = object(
@@ -568,7 +559,7 @@ pub async fn create_sender(
     Path(id): Path<String>,
     JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<SenderResponse>), ApiError> {
-    let ws = workspace(&state, &id).await?;
+    let ws = existing_workspace(&state, &id).await?;
     let sender = new_sender(&body)?;
     let created = add_sender(state.store.as_ref(), &ws, sender, state.clock.now()).await?;
     state.keys.evict_workspace(&ws);
@@ -608,7 +599,7 @@ pub async fn list_senders(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<SenderList>, ApiError> {
-    let ws = workspace(&state, &id).await?;
+    let ws = existing_workspace(&state, &id).await?;
     let data = state
         .store
         .all_senders(&ws)
@@ -632,7 +623,7 @@ pub async fn delete_sender(
     State(state): State<AppState>,
     Path((id, sender_id)): Path<(String, String)>,
 ) -> Result<Json<SenderResponse>, ApiError> {
-    let ws = workspace(&state, &id).await?;
+    let ws = existing_workspace(&state, &id).await?;
     let removed = state
         .store
         .delete_sender(&ws, &sender_id)

@@ -93,6 +93,47 @@ pub(crate) struct Answer {
     pub body: bytes::Bytes,
 }
 
+impl Answer {
+    /// The error a failed answer means: 429 is a throttle and 5xx a
+    /// transport failure whatever the body says; otherwise the provider's
+    /// own error code (`coded`, already classified) decides; otherwise
+    /// 401/403 are refused credentials and the rest a refusal. A
+    /// `Retry-After` is kept for retryable errors.
+    pub(crate) fn error(
+        &self,
+        who: &str,
+        coded: Option<ProviderError>,
+        detail: &str,
+    ) -> ProviderError {
+        let status = self.status;
+        let mut err = match (status.as_u16(), coded) {
+            (429, _) => ProviderError::new(
+                ErrorClass::Throttled,
+                "rate_limited",
+                format!("{who} answered {status}: {detail}"),
+            ),
+            (s, _) if s >= 500 => ProviderError::new(
+                ErrorClass::Transport,
+                "upstream_unavailable",
+                format!("{who} answered {status}"),
+            ),
+            (_, Some(coded)) => coded,
+            (401 | 403, None) => ProviderError::new(
+                ErrorClass::Permanent,
+                "provider_auth_failed",
+                format!("{who} refused the credentials ({status})"),
+            ),
+            (_, None) => ProviderError::new(
+                ErrorClass::Permanent,
+                "provider_rejected",
+                format!("{who} answered {status}: {detail}"),
+            ),
+        };
+        err.retry_after = self.retry_after.filter(|_| err.class.is_retryable());
+        err
+    }
+}
+
 /// Sends `request` and reads the answer; a connection failure or a body
 /// that cannot be read is a transport error naming `who`.
 pub(crate) async fn call(

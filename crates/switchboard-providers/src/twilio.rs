@@ -258,11 +258,7 @@ fn coded(code: u32, message: Option<String>) -> ProviderError {
 #[async_trait]
 impl Provider for Twilio {
     async fn send(&self, req: &SendRequest) -> Result<SendAccepted, ProviderError> {
-        let crate::Answer {
-            status,
-            retry_after,
-            body,
-        } = crate::call(
+        let answer = crate::call(
             self.http
                 .post(self.messages_url())
                 .basic_auth(&self.cfg.account_sid, Some(&self.cfg.auth_token))
@@ -273,8 +269,9 @@ impl Provider for Twilio {
             "Twilio",
         )
         .await?;
+        let status = answer.status;
         if status.is_success() {
-            let created: Created = serde_json::from_slice(&body).map_err(|e| {
+            let created: Created = serde_json::from_slice(&answer.body).map_err(|e| {
                 ProviderError::new(
                     ErrorClass::Transport,
                     "upstream_bad_response",
@@ -290,38 +287,13 @@ impl Provider for Twilio {
                 provider_message_id: created.sid,
             });
         }
-        let api: Option<ApiError> = serde_json::from_slice(&body).ok();
-        let mut err = match (status.as_u16(), api) {
-            (429, api) => ProviderError::new(
-                ErrorClass::Throttled,
-                "rate_limited",
-                api.and_then(|a| a.message)
-                    .unwrap_or_else(|| "Twilio answered 429".into()),
-            ),
-            (s, _) if s >= 500 => ProviderError::new(
-                ErrorClass::Transport,
-                "upstream_unavailable",
-                format!("Twilio answered {status}"),
-            ),
-            (
-                _,
-                Some(ApiError {
-                    code: Some(code),
-                    message,
-                }),
-            ) => coded(code, message),
-            (401 | 403, _) => ProviderError::new(
-                ErrorClass::Permanent,
-                "provider_auth_failed",
-                format!("Twilio refused the credentials ({status})"),
-            ),
-            _ => ProviderError::new(
-                ErrorClass::Permanent,
-                "provider_rejected",
-                format!("Twilio answered {status}"),
-            ),
-        };
-        err.retry_after = retry_after.filter(|_| err.class.is_retryable());
+        let api: Option<ApiError> = serde_json::from_slice(&answer.body).ok();
+        let detail = api
+            .as_ref()
+            .and_then(|a| a.message.clone())
+            .unwrap_or_else(|| "no message".into());
+        let coded = api.and_then(|a| a.code.map(|code| coded(code, a.message)));
+        let err = answer.error("Twilio", coded, &detail);
         Err(err)
     }
 }

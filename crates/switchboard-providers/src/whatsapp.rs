@@ -253,11 +253,7 @@ impl WhatsApp {
 #[async_trait]
 impl Provider for WhatsApp {
     async fn send(&self, req: &SendRequest) -> Result<SendAccepted, ProviderError> {
-        let crate::Answer {
-            status,
-            retry_after,
-            body,
-        } = crate::call(
+        let answer = crate::call(
             self.http
                 .post(self.messages_url())
                 .bearer_auth(&self.cfg.access_token)
@@ -267,7 +263,8 @@ impl Provider for WhatsApp {
             "the WhatsApp Cloud API",
         )
         .await?;
-        let v: Option<Value> = serde_json::from_slice(&body).ok();
+        let status = answer.status;
+        let v: Option<Value> = serde_json::from_slice(&answer.body).ok();
         if status.is_success() {
             let id = v
                 .as_ref()
@@ -293,29 +290,11 @@ impl Provider for WhatsApp {
             })
             .unwrap_or("no message")
             .to_owned();
-        let mut err = match (status.as_u16(), code) {
-            (_, Some(code)) => {
-                let (class, ours) = classify(code);
-                ProviderError::new(class, ours, format!("Cloud API error {code}: {message}"))
-            }
-            (429, None) => ProviderError::new(ErrorClass::Throttled, "rate_limited", message),
-            (s, None) if s >= 500 => ProviderError::new(
-                ErrorClass::Transport,
-                "upstream_unavailable",
-                format!("the Cloud API answered {status}"),
-            ),
-            (401 | 403, None) => ProviderError::new(
-                ErrorClass::Permanent,
-                "provider_auth_failed",
-                format!("the Cloud API refused the token ({status})"),
-            ),
-            _ => ProviderError::new(
-                ErrorClass::Permanent,
-                "provider_rejected",
-                format!("the Cloud API answered {status}: {message}"),
-            ),
-        };
-        err.retry_after = retry_after.filter(|_| err.class.is_retryable());
+        let coded = code.map(|code| {
+            let (class, ours) = classify(code);
+            ProviderError::new(class, ours, format!("Cloud API error {code}: {message}"))
+        });
+        let err = answer.error("the Cloud API", coded, &message);
         Err(err)
     }
 }

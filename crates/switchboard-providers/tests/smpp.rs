@@ -250,12 +250,25 @@ async fn a_dropped_link_reconnects_and_sending_resumes() {
     assert_eq!(smsc.binds(), 2);
     // Kicked, and asked to unbind: it comes back both times.
     smsc.kick();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    rebound(&smsc, 3).await;
     c.send(&request("+14155550004", "four")).await.unwrap();
     assert!(smsc.unbind().await);
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    rebound(&smsc, 4).await;
     c.send(&request("+14155550005", "five")).await.unwrap();
     assert_eq!(smsc.binds(), 4);
+}
+
+/// Waits until the client has bound `n` times in all.
+async fn rebound(smsc: &FakeSmsc, n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while smsc.binds() < n {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} binds",
+            smsc.binds()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test]
@@ -323,7 +336,15 @@ async fn unreadable_pdus_get_a_generic_nack_and_broken_framing_a_new_link() {
     let n = u32::try_from(short.len()).unwrap();
     short[..4].copy_from_slice(&n.to_be_bytes());
     assert!(smsc.send_raw(short).await);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while smsc.nacks() < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} nacks",
+            smsc.nacks()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     assert_eq!(smsc.nacks(), 2);
     c.send(&request("+14155550123", "still here"))
         .await
@@ -331,7 +352,7 @@ async fn unreadable_pdus_get_a_generic_nack_and_broken_framing_a_new_link() {
     assert_eq!(smsc.binds(), 1);
     // A length no PDU can have: the framing is lost, so the link is rebuilt.
     assert!(smsc.send_raw(vec![0, 0, 0, 3]).await);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    rebound(&smsc, 2).await;
     c.send(&request("+14155550123", "again")).await.unwrap();
     assert_eq!(smsc.binds(), 2);
 }

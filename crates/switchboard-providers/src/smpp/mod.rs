@@ -808,6 +808,8 @@ async fn on_pdu(
                 .await;
         }
         cmd::UNBIND => {
+            // No new submits on a link that is closing: they wait for the next.
+            shared.link.send_replace(None);
             let _ = out
                 .send(Pdu::empty(cmd::UNBIND_RESP, 0, pdu.sequence).encode())
                 .await;
