@@ -14,6 +14,7 @@ pub mod contacts;
 pub mod error;
 pub mod inbound;
 pub mod messages;
+pub mod mycrmsim;
 pub mod openapi;
 pub mod ops;
 pub mod providers;
@@ -80,6 +81,11 @@ pub fn router(state: AppState, config: HttpConfig) -> Router {
                 .patch(templates::update)
                 .delete(templates::delete),
         )
+        .route(
+            "/v1/compat/mycrmsim",
+            axum::routing::put(mycrmsim::configure),
+        )
+        .route("/compat/mycrmsim/webhook", post(mycrmsim::send))
         .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
         .route(
             "/v1/webhooks/{id}",

@@ -440,9 +440,29 @@ async fn accept(
     headers: &HeaderMap,
     body: &Value,
 ) -> Result<Response, ApiError> {
+    let (accepted, replayed) = submit_json(state, ctx, idempotency_header(headers)?, body).await?;
+    let mut resp = (StatusCode::ACCEPTED, Json(accepted)).into_response();
+    if replayed {
+        resp.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(resp)
+}
+
+/// The one submit path (validation, templates, sender, consent, quiet
+/// hours, idempotency) for a body in the `POST /v1/messages` shape, with
+/// the `Idempotency-Key` header's value if any. Answers the accepted
+/// message and whether it is an idempotent replay. Adapters translate their
+/// payloads into this shape and call it.
+pub async fn submit_json(
+    state: &AppState,
+    ctx: &WorkspaceCtx,
+    header_key: Option<&str>,
+    body: &Value,
+) -> Result<(AcceptedResponse, bool), ApiError> {
     let input = SubmitInput::from_json(body)?;
     let now = state.clock.now();
-    let message = NewMessage::parse(input, idempotency_header(headers)?, now)?;
+    let message = NewMessage::parse(input, header_key, now)?;
     let message = crate::templates::render_into(state, ctx, message).await?;
     let sender = ctx
         .sender(message.channel, message.from.as_deref())
@@ -484,14 +504,11 @@ async fn accept(
         AcceptOutcome::Created(a) => {
             state.metrics.accepted.fetch_add(1, Ordering::Relaxed);
             state.wake.notify_one();
-            Ok((StatusCode::ACCEPTED, Json(AcceptedResponse::from(a))).into_response())
+            Ok((AcceptedResponse::from(a), false))
         }
         AcceptOutcome::Replayed(a) => {
             state.metrics.replayed.fetch_add(1, Ordering::Relaxed);
-            let mut resp = (StatusCode::ACCEPTED, Json(AcceptedResponse::from(a))).into_response();
-            resp.headers_mut()
-                .insert("idempotent-replayed", HeaderValue::from_static("true"));
-            Ok(resp)
+            Ok((AcceptedResponse::from(a), true))
         }
         AcceptOutcome::OptInRequired => Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -4,7 +4,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::{
-    admin, callbacks, contacts, error, inbound, messages, ops, providers, templates, webhooks,
+    admin, callbacks, contacts, error, inbound, messages, mycrmsim, ops, providers, templates,
+    webhooks,
 };
 
 struct Security;
@@ -40,6 +41,7 @@ impl Modify for Security {
         webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete,
         webhooks::rotate, webhooks::attempts, webhooks::test, webhooks::redeliver,
         callbacks::receive, callbacks::handshake,
+        mycrmsim::configure, mycrmsim::send,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),
     components(schemas(
@@ -54,6 +56,7 @@ impl Modify for Security {
         webhooks::EndpointResponse, webhooks::EndpointList, webhooks::EndpointRequest, webhooks::AttemptLogEntry,
         webhooks::AttemptLog, webhooks::RotateRequest, webhooks::RedeliverRequest,
         callbacks::CallbackAck,
+        mycrmsim::MycrmsimSettings, mycrmsim::MycrmsimAccepted,
     )),
     modifiers(&Security),
 )]

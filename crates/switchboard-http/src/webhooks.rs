@@ -226,7 +226,7 @@ fn unprocessable(code: &'static str, field: &str, message: impl Into<String>) ->
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message).with_field(field)
 }
 
-async fn vet(
+pub(crate) async fn vet(
     state: &AppState,
     s: &EndpointSettings,
     current: Option<&EndpointRecord>,
@@ -266,7 +266,7 @@ async fn vet(
     Ok(())
 }
 
-fn settings(body: &Value, creating: bool) -> Result<EndpointSettings, ApiError> {
+pub(crate) fn settings(body: &Value, creating: bool) -> Result<EndpointSettings, ApiError> {
     EndpointSettings::from_json(body, creating).map_err(|e: ValidationError| e.into())
 }
 

@@ -45,6 +45,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn create_workspace(&self, name: &str, now: Timestamp) -> Result<Workspace, StoreError>;
     /// A workspace by id.
     async fn get_workspace(&self, id: &WorkspaceId) -> Result<Option<Workspace>, StoreError>;
+    /// Sets a workspace's myCRMSIM `location_id`; `false` if another
+    /// workspace has it.
+    async fn set_location_id(
+        &self,
+        workspace: &WorkspaceId,
+        location_id: &str,
+    ) -> Result<bool, StoreError>;
     /// All workspaces, oldest first.
     async fn list_workspaces(&self) -> Result<Vec<Workspace>, StoreError>;
     /// Stores a new API key (only its hash) for a workspace.

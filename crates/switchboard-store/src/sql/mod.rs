@@ -209,6 +209,17 @@ impl Store for SqlStore {
         self.readers.run(tenants::list_workspaces).await
     }
 
+    async fn set_location_id(
+        &self,
+        workspace: &WorkspaceId,
+        location_id: &str,
+    ) -> Result<bool, StoreError> {
+        let (ws, loc) = (workspace.clone(), location_id.to_owned());
+        self.writer
+            .run(move |c| tenants::set_location_id(c, &ws, &loc))
+            .await
+    }
+
     async fn create_api_key(
         &self,
         workspace: &WorkspaceId,

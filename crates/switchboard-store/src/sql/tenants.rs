@@ -183,3 +183,22 @@ pub fn sender_owners(
         .map(|ws| WorkspaceId::parse(ws).map_err(|e| StoreError::Corrupt(e.to_string())))
         .collect()
 }
+
+/// Sets the workspace's `location_id`; `false` if another workspace has it.
+pub fn set_location_id(c: &Db<'_>, ws: &WorkspaceId, loc: &str) -> Result<bool, StoreError> {
+    let taken: Option<String> = c
+        .query_row(
+            "SELECT id FROM workspaces WHERE location_id = ?1 AND id <> ?2",
+            p![loc, ws.as_str()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if taken.is_some() {
+        return Ok(false);
+    }
+    c.execute(
+        "UPDATE workspaces SET location_id = ?1 WHERE id = ?2",
+        p![loc, ws.as_str()],
+    )?;
+    Ok(true)
+}

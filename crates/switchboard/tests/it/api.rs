@@ -752,6 +752,8 @@ async fn the_openapi_document_describes_every_route() {
         ("/v1/webhooks/{id}/redeliver", "post"),
         ("/callbacks/{provider_id}", "post"),
         ("/callbacks/{provider_id}", "get"),
+        ("/v1/compat/mycrmsim", "put"),
+        ("/compat/mycrmsim/webhook", "post"),
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/metrics", "get"),

@@ -2,6 +2,7 @@
 //! a real SQLite database in a temporary directory, the real simulator.
 //! One binary for all of them (see ARCHITECTURE.md).
 
+mod adapters;
 mod api;
 mod callbacks;
 mod cli;
