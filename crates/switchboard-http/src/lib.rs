@@ -21,6 +21,7 @@ pub mod providers;
 pub mod rate_limit;
 pub mod state;
 pub mod templates;
+pub mod twox;
 pub mod webhooks;
 
 use axum::extract::DefaultBodyLimit;
@@ -86,6 +87,7 @@ pub fn router(state: AppState, config: HttpConfig) -> Router {
             axum::routing::put(mycrmsim::configure),
         )
         .route("/compat/mycrmsim/webhook", post(mycrmsim::send))
+        .route("/v1/compat/2x", axum::routing::put(twox::configure))
         .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
         .route(
             "/v1/webhooks/{id}",
@@ -137,7 +139,11 @@ pub fn router(state: AppState, config: HttpConfig) -> Router {
             auth::require_admin,
         ));
     let api = if config.serve_api {
-        Router::new().merge(workspace).merge(admin)
+        Router::new()
+            .merge(workspace)
+            .merge(admin)
+            // Authenticated by the 2X connection's own header and token.
+            .route("/compat/2x/send-text/", post(twox::send_text))
     } else {
         Router::new()
     };

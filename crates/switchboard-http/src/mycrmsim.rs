@@ -124,16 +124,10 @@ pub async fn configure(
     endpoint.insert("format".into(), json!("template"));
     endpoint.insert("template".into(), json!(template(location_id)));
     endpoint.insert("description".into(), json!(ENDPOINT_DESCRIPTION));
-    let endpoint = Value::Object(endpoint);
     let ws = &ctx.workspace_id;
-    let current = state
-        .store
-        .list_endpoints(ws)
-        .await?
-        .into_iter()
-        .find(|e| e.description.as_deref() == Some(ENDPOINT_DESCRIPTION));
-    let s = crate::webhooks::settings(&endpoint, current.is_none())?;
-    crate::webhooks::vet(&state, &s, current.as_ref()).await?;
+    // Checked before the location is taken, saved after.
+    let pending =
+        crate::webhooks::AdapterEndpoint::check(&state, ws, Value::Object(endpoint)).await?;
     if !state.store.set_location_id(ws, location_id).await? {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -142,25 +136,7 @@ pub async fn configure(
         )
         .with_field("location_id"));
     }
-    let now = state.clock.now();
-    let record = match current {
-        Some(c) => state
-            .store
-            .update_endpoint(ws, &c.id, &s, now)
-            .await?
-            .ok_or_else(|| ApiError::not_found("webhook endpoint"))?,
-        None => {
-            let id = format!(
-                "wh_{}",
-                &switchboard_core::EventId::new_at(now).as_str()[4..]
-            );
-            let secret = switchboard_core::webhook_signature::WebhookSecret::generate().expose();
-            state
-                .store
-                .create_endpoint(ws, &s, &id, &secret, now)
-                .await?
-        }
-    };
+    let record = pending.save(&state, ws).await?;
     Ok(Json(MycrmsimSettings {
         location_id: location_id.to_owned(),
         endpoint_id: record.id,

@@ -5,7 +5,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::{
     admin, callbacks, contacts, error, inbound, messages, mycrmsim, ops, providers, templates,
-    webhooks,
+    twox, webhooks,
 };
 
 struct Security;
@@ -41,7 +41,7 @@ impl Modify for Security {
         webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete,
         webhooks::rotate, webhooks::attempts, webhooks::test, webhooks::redeliver,
         callbacks::receive, callbacks::handshake,
-        mycrmsim::configure, mycrmsim::send,
+        mycrmsim::configure, mycrmsim::send, twox::configure, twox::send_text,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),
     components(schemas(
@@ -56,7 +56,7 @@ impl Modify for Security {
         webhooks::EndpointResponse, webhooks::EndpointList, webhooks::EndpointRequest, webhooks::AttemptLogEntry,
         webhooks::AttemptLog, webhooks::RotateRequest, webhooks::RedeliverRequest,
         callbacks::CallbackAck,
-        mycrmsim::MycrmsimSettings, mycrmsim::MycrmsimAccepted,
+        mycrmsim::MycrmsimSettings, mycrmsim::MycrmsimAccepted, twox::TwoXSettings, twox::TwoXAccepted,
     )),
     modifiers(&Security),
 )]

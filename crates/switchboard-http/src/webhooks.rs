@@ -226,7 +226,7 @@ fn unprocessable(code: &'static str, field: &str, message: impl Into<String>) ->
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message).with_field(field)
 }
 
-pub(crate) async fn vet(
+async fn vet(
     state: &AppState,
     s: &EndpointSettings,
     current: Option<&EndpointRecord>,
@@ -266,7 +266,7 @@ pub(crate) async fn vet(
     Ok(())
 }
 
-pub(crate) fn settings(body: &Value, creating: bool) -> Result<EndpointSettings, ApiError> {
+fn settings(body: &Value, creating: bool) -> Result<EndpointSettings, ApiError> {
     EndpointSettings::from_json(body, creating).map_err(|e: ValidationError| e.into())
 }
 
@@ -520,4 +520,57 @@ pub async fn redeliver(
         return Err(ApiError::not_found("event"));
     }
     Ok((StatusCode::ACCEPTED, Json(json!({ "queued": n }))))
+}
+
+/// The webhook endpoint a CRM adapter keeps for its callbacks (myCRMSIM's
+/// status updates, 2X's opt-outs), told apart by its `description`: checked
+/// first, then created or updated.
+pub(crate) struct AdapterEndpoint {
+    current: Option<EndpointRecord>,
+    settings: EndpointSettings,
+}
+
+impl AdapterEndpoint {
+    /// Checks `body` (endpoint settings with a `description`) as
+    /// `POST /v1/webhooks` or `PATCH` would.
+    pub(crate) async fn check(
+        state: &AppState,
+        ws: &switchboard_core::WorkspaceId,
+        body: Value,
+    ) -> Result<AdapterEndpoint, ApiError> {
+        let description = body.get("description").and_then(Value::as_str);
+        let current = state
+            .store
+            .list_endpoints(ws)
+            .await?
+            .into_iter()
+            .find(|e| e.description.as_deref() == description);
+        let settings = settings(&body, current.is_none())?;
+        vet(state, &settings, current.as_ref()).await?;
+        Ok(AdapterEndpoint { current, settings })
+    }
+
+    /// Creates or updates it.
+    pub(crate) async fn save(
+        self,
+        state: &AppState,
+        ws: &switchboard_core::WorkspaceId,
+    ) -> Result<EndpointRecord, ApiError> {
+        let now = state.clock.now();
+        Ok(match self.current {
+            Some(c) => state
+                .store
+                .update_endpoint(ws, &c.id, &self.settings, now)
+                .await?
+                .ok_or_else(|| ApiError::not_found("webhook endpoint"))?,
+            None => {
+                let id = format!("wh_{}", &EventId::new_at(now).as_str()[4..]);
+                let secret = WebhookSecret::generate().expose();
+                state
+                    .store
+                    .create_endpoint(ws, &self.settings, &id, &secret, now)
+                    .await?
+            }
+        })
+    }
 }

@@ -17,10 +17,10 @@ pub use model::{
     AcceptOutcome, AcceptRequest, Accepted, ApiKey, AttemptOutcome, AttemptRecord, AttemptReport,
     ClaimedMessage, ConsentChange, ConsentChangeRecord, ConsentRecord, ContactConsent,
     EndpointChanges, EndpointRecord, EventRecord, GroupCommitStats, InboundOutcome, InboundRecord,
-    MessageDetail, MessageFilter, MessagePage, MessageRecord, NewInbound, NewSender,
-    ProviderDeletion, ProviderRecord, ReceiptKind, ReceiptOutcome, ReceiptPass, Redelivery, Sender,
-    SenderCreation, TemplateRecord, TransitionOutcome, WebhookAttemptRecord, WebhookAttemptReport,
-    WebhookEvent, WebhookJob, WebhookOutcome, Workspace,
+    IntegrationRecord, MessageDetail, MessageFilter, MessagePage, MessageRecord, NewInbound,
+    NewSender, ProviderDeletion, ProviderRecord, ReceiptKind, ReceiptOutcome, ReceiptPass,
+    Redelivery, Sender, SenderCreation, TemplateRecord, TransitionOutcome, WebhookAttemptRecord,
+    WebhookAttemptReport, WebhookEvent, WebhookJob, WebhookOutcome, Workspace,
 };
 
 use std::time::Duration;
@@ -52,6 +52,17 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         workspace: &WorkspaceId,
         location_id: &str,
     ) -> Result<bool, StoreError>;
+    /// Connects a CRM adapter to a workspace (replacing its previous
+    /// connection of that kind); `false` if the token is another's.
+    async fn put_integration(&self, integration: IntegrationRecord) -> Result<bool, StoreError>;
+    /// The adapter connection of `kind` whose token has this hash.
+    async fn find_integration(
+        &self,
+        kind: &str,
+        token_hash: &str,
+    ) -> Result<Option<IntegrationRecord>, StoreError>;
+    /// The headers the adapters of `kind` authenticate with.
+    async fn integration_headers(&self, kind: &str) -> Result<Vec<String>, StoreError>;
     /// All workspaces, oldest first.
     async fn list_workspaces(&self) -> Result<Vec<Workspace>, StoreError>;
     /// Stores a new API key (only its hash) for a workspace.

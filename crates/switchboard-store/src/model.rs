@@ -778,3 +778,34 @@ pub enum InboundOutcome {
     /// The provider sent this message before: nothing new.
     Duplicate(InboundRecord),
 }
+
+/// A CRM adapter's connection to a workspace, authenticated by a token of
+/// its own in a header of its choosing (2X).
+#[derive(Clone, PartialEq)]
+pub struct IntegrationRecord {
+    /// Id (`int_…`).
+    pub id: String,
+    /// The workspace it sends for.
+    pub workspace_id: WorkspaceId,
+    /// `2x`.
+    pub kind: String,
+    /// The header that carries the token.
+    pub header: String,
+    /// SHA-256 (hex) of the token.
+    pub token_hash: String,
+    /// The adapter's settings.
+    pub config: serde_json::Value,
+    /// Created.
+    pub created_at: Timestamp,
+}
+
+impl std::fmt::Debug for IntegrationRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IntegrationRecord")
+            .field("id", &self.id)
+            .field("workspace_id", &self.workspace_id)
+            .field("kind", &self.kind)
+            .field("header", &self.header)
+            .finish_non_exhaustive()
+    }
+}

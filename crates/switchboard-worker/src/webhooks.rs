@@ -273,13 +273,24 @@ impl WebhookDeliverer {
     /// Makes one attempt of a job and decides what follows (no store writes).
     pub async fn attempt(&self, job: &WebhookJob) -> WebhookAttemptReport {
         let started = Instant::now();
-        let result = self.call(job).await;
-        let now = self.inner.clock.now();
-        let (status_code, error, body, retry_after) = match result {
-            Ok((status, body, retry_after)) => (Some(status), None, Some(body), retry_after),
-            Err(e) => (None, Some(e), None, None),
+        let rendered = render_body(job);
+        // A payload template that renders nothing for an event leaves it out
+        // (adapters that report only some events: 2X's opt-outs).
+        let skipped = job.endpoint.format == "template"
+            && rendered
+                .as_ref()
+                .is_ok_and(|(b, _)| b.iter().all(u8::is_ascii_whitespace));
+        let (status_code, error, body, retry_after) = if skipped {
+            let why = "skipped: the payload template rendered nothing for this event";
+            (None, None, Some(why.to_owned()), None)
+        } else {
+            match self.call(job, rendered).await {
+                Ok((status, body, retry_after)) => (Some(status), None, Some(body), retry_after),
+                Err(e) => (None, Some(e), None, None),
+            }
         };
-        let ok = status_code.is_some_and(|s| (200..300).contains(&s));
+        let now = self.inner.clock.now();
+        let ok = skipped || status_code.is_some_and(|s| (200..300).contains(&s));
         let outcome = if ok {
             WebhookOutcome::Succeeded
         } else if status_code == Some(410) {
@@ -310,7 +321,11 @@ impl WebhookDeliverer {
         }
     }
 
-    async fn call(&self, job: &WebhookJob) -> Result<(u16, String, Option<Duration>), String> {
+    async fn call(
+        &self,
+        job: &WebhookJob,
+        rendered: Result<(Vec<u8>, &'static str), String>,
+    ) -> Result<(u16, String, Option<Duration>), String> {
         let e = &job.endpoint;
         let url = reqwest::Url::parse(&e.url).map_err(|err| format!("invalid URL: {err}"))?;
         if let Some(host) = url.host() {
@@ -324,7 +339,7 @@ impl WebhookDeliverer {
                     .map_err(|err| err.to_string())?;
             }
         }
-        let (body, content_type) = render_body(job)?;
+        let (body, content_type) = rendered?;
         let now = self.inner.clock.now();
         let ts = now.as_millis() / 1000;
         let mut secrets = vec![WebhookSecret::parse(&e.secret).map_err(|err| err.to_string())?];

@@ -52,6 +52,22 @@ pub fn change(c: &Db<'_>, ch: &ConsentChange, emit: bool) -> Result<bool, StoreE
         } else {
             "contact.opted_in"
         };
+        // The last message sent to the number: its client_ref and metadata
+        // tell which CRM (adapter) the contact came through.
+        let last: Option<(String, Option<String>, Option<String>)> = c
+            .query_row(
+                "SELECT id, client_ref, metadata FROM messages WHERE workspace_id = ?1 AND to_phone = ?2 ORDER BY id DESC LIMIT 1",
+                p![ws, ch.phone],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let last_message = last.map(|(id, client_ref, metadata)| {
+            json!({
+                "id": id,
+                "client_ref": client_ref,
+                "metadata": metadata.and_then(|m| serde_json::from_str::<serde_json::Value>(&m).ok()),
+            })
+        });
         let payload = json!({
             "object": "contact",
             "phone": ch.phone,
@@ -60,6 +76,7 @@ pub fn change(c: &Db<'_>, ch: &ConsentChange, emit: bool) -> Result<bool, StoreE
             "source": ch.source,
             "jurisdiction": ch.jurisdiction,
             "detail": ch.detail,
+            "last_message": last_message,
         });
         record_workspace_event(c, ws, event, &payload, ch.at, true)?;
     }

@@ -209,6 +209,30 @@ impl Store for SqlStore {
         self.readers.run(tenants::list_workspaces).await
     }
 
+    async fn put_integration(&self, integration: IntegrationRecord) -> Result<bool, StoreError> {
+        self.writer
+            .run(move |c| tenants::put_integration(c, &integration))
+            .await
+    }
+
+    async fn find_integration(
+        &self,
+        kind: &str,
+        token_hash: &str,
+    ) -> Result<Option<IntegrationRecord>, StoreError> {
+        let (kind, hash) = (kind.to_owned(), token_hash.to_owned());
+        self.readers
+            .run(move |c| tenants::find_integration(c, &kind, &hash))
+            .await
+    }
+
+    async fn integration_headers(&self, kind: &str) -> Result<Vec<String>, StoreError> {
+        let kind = kind.to_owned();
+        self.readers
+            .run(move |c| tenants::integration_headers(c, &kind))
+            .await
+    }
+
     async fn set_location_id(
         &self,
         workspace: &WorkspaceId,

@@ -15,6 +15,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("pg/0002_provider_limits.sql"),
     ),
     ("0003_provider_routing", super::schema::PROVIDER_ROUTING),
+    ("0004_integrations", super::schema::INTEGRATIONS),
 ];
 
 /// Applies the migrations not yet applied, each in its own transaction;

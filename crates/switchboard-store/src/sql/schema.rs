@@ -285,7 +285,23 @@ ALTER TABLE providers ADD COLUMN tokens_at INTEGER;
 "#,
     ),
     ("0008_provider_routing", PROVIDER_ROUTING),
+    ("0009_integrations", INTEGRATIONS),
 ];
+
+/// CRM adapters that authenticate with a token of their own (2X): the
+/// token's hash finds the workspace. The same statements on both engines.
+pub const INTEGRATIONS: &str = r#"
+CREATE TABLE integrations (
+    id           TEXT PRIMARY KEY,
+    workspace_id TEXT NOT NULL REFERENCES workspaces(id),
+    kind         TEXT NOT NULL,
+    header       TEXT NOT NULL,
+    token_hash   TEXT NOT NULL UNIQUE,
+    config       TEXT NOT NULL DEFAULT '{}',
+    created_at   BIGINT NOT NULL,
+    UNIQUE (workspace_id, kind)
+);
+"#;
 
 /// Provider instances with credentials, sender order, failover and receipt
 /// error codes: the same statements on both engines.

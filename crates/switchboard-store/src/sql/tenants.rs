@@ -5,7 +5,7 @@ use switchboard_core::message::ALL_CHANNELS;
 use switchboard_core::{ApiKeyId, Channel, SenderId, Timestamp, WorkspaceId};
 
 use crate::error::StoreError;
-use crate::model::{ApiKey, Workspace};
+use crate::model::{ApiKey, IntegrationRecord, Workspace};
 
 /// The address of the built-in simulator sender every workspace starts with.
 pub const SIM_SENDER_ADDRESS: &str = "Switchboard";
@@ -201,4 +201,71 @@ pub fn set_location_id(c: &Db<'_>, ws: &WorkspaceId, loc: &str) -> Result<bool, 
         p![loc, ws.as_str()],
     )?;
     Ok(true)
+}
+
+/// Connects an adapter; `false` if another connection has the token.
+pub fn put_integration(c: &Db<'_>, i: &IntegrationRecord) -> Result<bool, StoreError> {
+    let taken: Option<String> = c
+        .query_row(
+            "SELECT id FROM integrations WHERE token_hash = ?1 AND NOT (workspace_id = ?2 AND kind = ?3)",
+            p![i.token_hash, i.workspace_id.as_str(), i.kind],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if taken.is_some() {
+        return Ok(false);
+    }
+    c.execute(
+        "DELETE FROM integrations WHERE workspace_id = ?1 AND kind = ?2",
+        p![i.workspace_id.as_str(), i.kind],
+    )?;
+    c.execute(
+        "INSERT INTO integrations (id, workspace_id, kind, header, token_hash, config, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        p![
+            i.id,
+            i.workspace_id.as_str(),
+            i.kind,
+            i.header,
+            i.token_hash,
+            i.config.to_string(),
+            i.created_at.as_millis()
+        ],
+    )?;
+    Ok(true)
+}
+
+pub fn find_integration(
+    c: &Db<'_>,
+    kind: &str,
+    hash: &str,
+) -> Result<Option<IntegrationRecord>, StoreError> {
+    let row: Option<(String, String, String, String, i64)> = c
+        .query_row(
+            "SELECT id, workspace_id, header, config, created_at FROM integrations WHERE kind = ?1 AND token_hash = ?2",
+            p![kind, hash],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .optional()?;
+    row.map(|(id, ws, header, config, created)| {
+        Ok(IntegrationRecord {
+            id,
+            workspace_id: WorkspaceId::parse(&ws)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            kind: kind.to_owned(),
+            header,
+            token_hash: hash.to_owned(),
+            config: serde_json::from_str(&config)
+                .map_err(|_| StoreError::Corrupt(format!("integration config {config}")))?,
+            created_at: Timestamp::from_millis(created),
+        })
+    })
+    .transpose()
+}
+
+pub fn integration_headers(c: &Db<'_>, kind: &str) -> Result<Vec<String>, StoreError> {
+    let rows = c
+        .prepare_cached("SELECT DISTINCT header FROM integrations WHERE kind = ?1 ORDER BY header")?
+        .query_map(p![kind], |r| r.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
 }

@@ -298,3 +298,260 @@ async fn mycrmsim_validation_errors_are_400_with_a_clear_message() {
         assert_eq!(err["error"]["code"], code, "{body} → {status} {err}");
     }
 }
+
+/// Seed 004's text webhook, verbatim but for a real phone number.
+fn seed_2x(id: u64, kind: &str) -> Value {
+    json!({
+        "id": id,
+        "agent_key": "ABC123",
+        "record_phone_number": "+14155550123",
+        "record_first_name": "John",
+        "record_last_name": "Smith",
+        "record_zip_code": "98765",
+        "record_timezone": "UTC-8",
+        "meta": { "lead_id": "123", "test_id": "abc" },
+        "workflow_key": "DEF456",
+        "workflow_day": 1,
+        "workflow_call": 1,
+        "workflow_end": false,
+        "type": kind,
+        "message": "We will call you in several minutes, looking forward to talking with you."
+    })
+}
+
+async fn post_2x(app: &TestApp, header: (&str, &str), body: &Value) -> (u16, Value) {
+    let r = app
+        .client
+        .post(app.url("/compat/2x/send-text/"))
+        .header(header.0, header.1)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn twox_pre_call_texts_skip_quiet_hours_and_post_voicemail_texts_wait() {
+    let app = spawn_app().await;
+    let (_, key) = app.workspace("acme").await;
+    // Quiet hours all day long in the recipient's zone (UTC-8), so that
+    // whatever the test clock says, a held text would be held.
+    let r = app
+        .client
+        .patch(app.url("/v1/settings"))
+        .bearer_auth(&key)
+        .json(&json!({"quiet_hours": {"start": "00:00", "end": "23:59"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (status, conn) = call(
+        &app,
+        reqwest::Method::PUT,
+        "/v1/compat/2x",
+        Some(&key),
+        &json!({"auth_header": "X-2X-Token", "auth_token": "2x-secret-token-0123456789"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{conn}");
+    assert_eq!(conn["auth_header"], "x-2x-token");
+    assert!(conn["auth_token"].is_null(), "a token given is not echoed");
+    let auth = ("X-2X-Token", "2x-secret-token-0123456789");
+
+    let (status, pre) = post_2x(&app, auth, &seed_2x(1234, "pre-call")).await;
+    assert_eq!(status, 200, "{pre}");
+    assert_eq!(pre["status"], "queued", "pre-call is never held");
+    let (status, post) = post_2x(&app, auth, &seed_2x(1235, "post-voicemail")).await;
+    assert_eq!(status, 200, "{post}");
+    assert_eq!(
+        post["status"], "scheduled",
+        "post-voicemail waits for the quiet hours to end"
+    );
+    let m = app.get_message(&key, pre["id"].as_str().unwrap()).await;
+    assert_eq!(m["priority"], "high");
+    assert_eq!(m["timezone"], "UTC-8");
+    assert_eq!(m["client_ref"], "2x-1234");
+    // The record fields are kept, and every event echoes them.
+    assert_eq!(m["metadata"]["agent_key"], "ABC123");
+    assert_eq!(m["metadata"]["meta"]["lead_id"], "123");
+    assert_eq!(m["metadata"]["workflow_key"], "DEF456");
+    assert_eq!(m["metadata"]["source"], "2x");
+    // 2X repeating a webhook is the same text.
+    let (_, again) = post_2x(&app, auth, &seed_2x(1234, "pre-call")).await;
+    assert_eq!(again["id"], pre["id"]);
+
+    // Wrong or missing token; bad payloads.
+    let (status, err) = post_2x(
+        &app,
+        ("X-2X-Token", "not-the-token-000000"),
+        &seed_2x(9, "pre-call"),
+    )
+    .await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (401, Some("invalid_token"))
+    );
+    let (status, _) = post_2x(
+        &app,
+        ("X-Other", "2x-secret-token-0123456789"),
+        &seed_2x(9, "pre-call"),
+    )
+    .await;
+    assert_eq!(status, 401, "the token counts only in its header");
+    let (status, _) = post_2x(
+        &app,
+        ("Authorization", &format!("Bearer {key}")),
+        &seed_2x(9, "pre-call"),
+    )
+    .await;
+    assert_eq!(status, 401, "an API key is not a 2X token");
+    let mut bad_type = seed_2x(10, "pre-call");
+    bad_type["type"] = json!("follow-up");
+    let (status, err) = post_2x(&app, auth, &bad_type).await;
+    assert_eq!(
+        (status, err["error"]["code"].as_str()),
+        (422, Some("invalid_text_type"))
+    );
+    let mut bad_phone = seed_2x(11, "pre-call");
+    bad_phone["record_phone_number"] = json!("555-0100");
+    let (status, err) = post_2x(&app, auth, &bad_phone).await;
+    assert_eq!(
+        (status, err["error"]["field"].as_str()),
+        (422, Some("record_phone_number")),
+        "{err}"
+    );
+    let mut no_message = seed_2x(12, "post-voicemail");
+    no_message.as_object_mut().unwrap().remove("message");
+    let (status, err) = post_2x(&app, auth, &no_message).await;
+    assert_eq!(
+        (status, err["error"]["field"].as_str()),
+        (422, Some("message")),
+        "{err}"
+    );
+    // Bad connection settings.
+    for (body, code) in [
+        (json!({"auth_token": "short"}), "invalid_token"),
+        (json!({"auth_header": "X Bad"}), "invalid_header"),
+        (json!({"token": "x"}), "unknown_field"),
+    ] {
+        let (_, err) = call(
+            &app,
+            reqwest::Method::PUT,
+            "/v1/compat/2x",
+            Some(&key),
+            &body,
+        )
+        .await;
+        assert_eq!(err["error"]["code"], code, "{body}");
+    }
+    // A token made here is shown once, and replaces the old one.
+    let (_, made) = call(
+        &app,
+        reqwest::Method::PUT,
+        "/v1/compat/2x",
+        Some(&key),
+        &json!({}),
+    )
+    .await;
+    let token = made["auth_token"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("2x_"));
+    let (status, _) = post_2x(&app, ("Authorization", &token), &seed_2x(13, "pre-call")).await;
+    assert_eq!(status, 200);
+    let (status, _) = post_2x(&app, auth, &seed_2x(14, "pre-call")).await;
+    assert_eq!(status, 401, "the replaced token no longer works");
+}
+
+#[tokio::test]
+async fn a_2x_contact_replying_stop_is_reported_to_the_opt_out_url() {
+    let app = spawn_app().await;
+    let (_, key) = app.workspace("acme").await;
+    let rx = Receiver::start(vec![]).await;
+    let (status, conn) = call(
+        &app,
+        reqwest::Method::PUT,
+        "/v1/compat/2x",
+        Some(&key),
+        &json!({
+            "auth_header": "Authorization",
+            "auth_token": "2x-secret-token-0123456789",
+            "opt_out_url": rx.url,
+            "opt_out_headers": {"X-Api-Key": "2x-side-key"}
+        }),
+    )
+    .await;
+    assert_eq!(status, 200, "{conn}");
+    let endpoint = conn["opt_out_endpoint"].as_str().unwrap().to_owned();
+    let auth = ("Authorization", "2x-secret-token-0123456789");
+    let (status, _) = post_2x(&app, auth, &seed_2x(1234, "pre-call")).await;
+    assert_eq!(status, 200);
+    // Another contact, texted through the API, not through 2X.
+    app.send(&key, json!({"to": "+14155550124", "body": "hello"}))
+        .await;
+    app.drive().await;
+    let inject = |from: &str| {
+        let app = &app;
+        let key = key.clone();
+        let from = from.to_owned();
+        async move {
+            let r = app
+                .client
+                .post(app.url("/v1/sim/inbound"))
+                .bearer_auth(&key)
+                .json(&json!({"from": from, "text": "STOP"}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+        }
+    };
+    inject("+14155550123").await;
+    inject("+14155550124").await;
+    app.drive().await;
+    let got: Vec<Value> = rx.received().iter().map(|r| r.json()).collect();
+    assert_eq!(got.len(), 1, "only the 2X contact is reported: {got:?}");
+    assert_eq!(got[0]["type"], "opt-out");
+    assert_eq!(got[0]["record_phone_number"], "+14155550123");
+    assert_eq!(got[0]["channel"], "sms");
+    assert_eq!(got[0]["record"]["agent_key"], "ABC123");
+    assert_eq!(got[0]["record"]["meta"]["lead_id"], "123");
+    assert_eq!(rx.received()[0].header("x-api-key"), "2x-side-key");
+    // The other contact's opt-out was skipped, and the log says so.
+    let log: Value = app
+        .client
+        .get(app.url(&format!("/v1/webhooks/{endpoint}/attempts")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let skipped = log["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| {
+            a["response_body"]
+                .as_str()
+                .is_some_and(|b| b.starts_with("skipped"))
+        })
+        .count();
+    assert_eq!(skipped, 1, "{log}");
+    // A bad opt-out URL is refused before anything changes.
+    let (status, err) = call(
+        &app,
+        reqwest::Method::PUT,
+        "/v1/compat/2x",
+        Some(&key),
+        &json!({"auth_token": "another-token-00000000000", "opt_out_url": "ftp://x"}),
+    )
+    .await;
+    assert_eq!(status, 422, "{err}");
+    assert_eq!(err["error"]["field"], "opt_out_url");
+    let mut text = seed_2x(77, "pre-call");
+    text["record_phone_number"] = json!("+14155550125");
+    let (status, r) = post_2x(&app, auth, &text).await;
+    assert_eq!(status, 200, "the old token still works: {r}");
+}

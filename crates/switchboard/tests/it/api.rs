@@ -754,6 +754,8 @@ async fn the_openapi_document_describes_every_route() {
         ("/callbacks/{provider_id}", "get"),
         ("/v1/compat/mycrmsim", "put"),
         ("/compat/mycrmsim/webhook", "post"),
+        ("/v1/compat/2x", "put"),
+        ("/compat/2x/send-text/", "post"),
         ("/healthz", "get"),
         ("/readyz", "get"),
         ("/metrics", "get"),
