@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod automatenexus;
 mod body;
 pub mod callbacks;
 pub mod contacts;
@@ -88,6 +89,18 @@ pub fn router(state: AppState, config: HttpConfig) -> Router {
         )
         .route("/compat/mycrmsim/webhook", post(mycrmsim::send))
         .route("/v1/compat/2x", axum::routing::put(twox::configure))
+        .route(
+            "/v1/compat/automatenexus",
+            axum::routing::put(automatenexus::configure),
+        )
+        .route(
+            "/v1/compat/automatenexus/rules",
+            post(automatenexus::add_rule).get(automatenexus::list_rules),
+        )
+        .route(
+            "/v1/compat/automatenexus/rules/{id}",
+            axum::routing::delete(automatenexus::delete_rule),
+        )
         .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
         .route(
             "/v1/webhooks/{id}",
@@ -144,6 +157,11 @@ pub fn router(state: AppState, config: HttpConfig) -> Router {
             .merge(admin)
             // Authenticated by the 2X connection's own header and token.
             .route("/compat/2x/send-text/", post(twox::send_text))
+            // Authenticated by the AutomateNexus signature.
+            .route(
+                "/compat/automatenexus/{integration_id}",
+                post(automatenexus::receive),
+            )
     } else {
         Router::new()
     };

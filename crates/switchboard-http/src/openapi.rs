@@ -4,8 +4,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::{
-    admin, callbacks, contacts, error, inbound, messages, mycrmsim, ops, providers, templates,
-    twox, webhooks,
+    admin, automatenexus, callbacks, contacts, error, inbound, messages, mycrmsim, ops, providers,
+    templates, twox, webhooks,
 };
 
 struct Security;
@@ -42,6 +42,7 @@ impl Modify for Security {
         webhooks::rotate, webhooks::attempts, webhooks::test, webhooks::redeliver,
         callbacks::receive, callbacks::handshake,
         mycrmsim::configure, mycrmsim::send, twox::configure, twox::send_text,
+        automatenexus::configure, automatenexus::add_rule, automatenexus::list_rules, automatenexus::delete_rule, automatenexus::receive,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),
     components(schemas(
@@ -57,6 +58,7 @@ impl Modify for Security {
         webhooks::AttemptLog, webhooks::RotateRequest, webhooks::RedeliverRequest,
         callbacks::CallbackAck,
         mycrmsim::MycrmsimSettings, mycrmsim::MycrmsimAccepted, twox::TwoXSettings, twox::TwoXAccepted,
+        automatenexus::ReceiverSettings, automatenexus::ReceivedEvent,
     )),
     modifiers(&Security),
 )]

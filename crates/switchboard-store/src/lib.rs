@@ -61,6 +61,24 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         kind: &str,
         token_hash: &str,
     ) -> Result<Option<IntegrationRecord>, StoreError>;
+    /// An adapter connection by id.
+    async fn get_integration(&self, id: &str) -> Result<Option<IntegrationRecord>, StoreError>;
+    /// Replaces an adapter connection's settings; `false` if there is none.
+    async fn set_integration_config(
+        &self,
+        id: &str,
+        config: serde_json::Value,
+    ) -> Result<bool, StoreError>;
+    /// Records that a delivery (e.g. AutomateNexus's `webhook_id` and
+    /// `timestamp`) reached an adapter; `false` if it had before (a replay).
+    /// Records older than `forget_before` are dropped.
+    async fn first_delivery(
+        &self,
+        integration_id: &str,
+        delivery_key: &str,
+        now: Timestamp,
+        forget_before: Timestamp,
+    ) -> Result<bool, StoreError>;
     /// The headers the adapters of `kind` authenticate with.
     async fn integration_headers(&self, kind: &str) -> Result<Vec<String>, StoreError>;
     /// All workspaces, oldest first.

@@ -226,6 +226,37 @@ impl Store for SqlStore {
             .await
     }
 
+    async fn get_integration(&self, id: &str) -> Result<Option<IntegrationRecord>, StoreError> {
+        let id = id.to_owned();
+        self.readers
+            .run(move |c| tenants::get_integration(c, &id))
+            .await
+    }
+
+    async fn set_integration_config(
+        &self,
+        id: &str,
+        config: serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.writer
+            .run(move |c| tenants::set_integration_config(c, &id, &config))
+            .await
+    }
+
+    async fn first_delivery(
+        &self,
+        integration_id: &str,
+        delivery_key: &str,
+        now: Timestamp,
+        forget_before: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let (id, key) = (integration_id.to_owned(), delivery_key.to_owned());
+        self.writer
+            .run(move |c| tenants::first_delivery(c, &id, &key, now, forget_before))
+            .await
+    }
+
     async fn integration_headers(&self, kind: &str) -> Result<Vec<String>, StoreError> {
         let kind = kind.to_owned();
         self.readers

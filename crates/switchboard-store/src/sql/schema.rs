@@ -301,6 +301,12 @@ CREATE TABLE integrations (
     created_at   BIGINT NOT NULL,
     UNIQUE (workspace_id, kind)
 );
+CREATE TABLE integration_deliveries (
+    integration_id TEXT NOT NULL,
+    delivery_key   TEXT NOT NULL,
+    received_at    BIGINT NOT NULL,
+    PRIMARY KEY (integration_id, delivery_key)
+);
 "#;
 
 /// Provider instances with credentials, sender order, failover and receipt

@@ -234,32 +234,85 @@ pub fn put_integration(c: &Db<'_>, i: &IntegrationRecord) -> Result<bool, StoreE
     Ok(true)
 }
 
-pub fn find_integration(
+const INTEGRATION_COLUMNS: &str = "id, workspace_id, kind, header, token_hash, config, created_at";
+
+type IntegrationRow = (String, String, String, String, String, String, i64);
+
+fn integration(
     c: &Db<'_>,
-    kind: &str,
-    hash: &str,
+    filter: &str,
+    params: &[super::db::V],
 ) -> Result<Option<IntegrationRecord>, StoreError> {
-    let row: Option<(String, String, String, String, i64)> = c
-        .query_row(
-            "SELECT id, workspace_id, header, config, created_at FROM integrations WHERE kind = ?1 AND token_hash = ?2",
-            p![kind, hash],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-        )
+    let sql = format!("SELECT {INTEGRATION_COLUMNS} FROM integrations WHERE {filter}");
+    let row: Option<IntegrationRow> = c
+        .query_row(&sql, params, |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+            ))
+        })
         .optional()?;
-    row.map(|(id, ws, header, config, created)| {
+    row.map(|(id, ws, kind, header, token_hash, config, created)| {
         Ok(IntegrationRecord {
             id,
             workspace_id: WorkspaceId::parse(&ws)
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            kind: kind.to_owned(),
+            kind,
             header,
-            token_hash: hash.to_owned(),
+            token_hash,
             config: serde_json::from_str(&config)
                 .map_err(|_| StoreError::Corrupt(format!("integration config {config}")))?,
             created_at: Timestamp::from_millis(created),
         })
     })
     .transpose()
+}
+
+pub fn find_integration(
+    c: &Db<'_>,
+    kind: &str,
+    hash: &str,
+) -> Result<Option<IntegrationRecord>, StoreError> {
+    integration(c, "kind = ?1 AND token_hash = ?2", p![kind, hash])
+}
+
+pub fn get_integration(c: &Db<'_>, id: &str) -> Result<Option<IntegrationRecord>, StoreError> {
+    integration(c, "id = ?1", p![id])
+}
+
+pub fn set_integration_config(
+    c: &Db<'_>,
+    id: &str,
+    config: &serde_json::Value,
+) -> Result<bool, StoreError> {
+    Ok(c.execute(
+        "UPDATE integrations SET config = ?1 WHERE id = ?2",
+        p![config.to_string(), id],
+    )? > 0)
+}
+
+pub fn first_delivery(
+    c: &Db<'_>,
+    id: &str,
+    key: &str,
+    now: Timestamp,
+    forget_before: Timestamp,
+) -> Result<bool, StoreError> {
+    c.execute(
+        "DELETE FROM integration_deliveries WHERE integration_id = ?1 AND received_at < ?2",
+        p![id, forget_before.as_millis()],
+    )?;
+    let n = c.execute(
+        "INSERT INTO integration_deliveries (integration_id, delivery_key, received_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (integration_id, delivery_key) DO NOTHING",
+        p![id, key, now.as_millis()],
+    )?;
+    Ok(n > 0)
 }
 
 pub fn integration_headers(c: &Db<'_>, kind: &str) -> Result<Vec<String>, StoreError> {

@@ -555,3 +555,247 @@ async fn a_2x_contact_replying_stop_is_reported_to_the_opt_out_url() {
     let (status, r) = post_2x(&app, auth, &text).await;
     assert_eq!(status, 200, "the old token still works: {r}");
 }
+
+const AN_SECRET: &str = "automatenexus-signing-secret-01";
+
+fn an_sign(body: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(AN_SECRET.as_bytes()).unwrap();
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+async fn an_post(app: &TestApp, path: &str, body: &[u8], signature: &str) -> (u16, Value) {
+    let r = app
+        .client
+        .post(app.url(path))
+        .header("content-type", "application/json")
+        .header("x-automatenexus-signature", signature)
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn automatenexus_events_are_verified_deduplicated_and_mapped_by_rules() {
+    let app = spawn_app().await;
+    let (_, key) = app.workspace("acme").await;
+    // Not set up yet: rules cannot be added.
+    let (status, _) = call(
+        &app,
+        reqwest::Method::GET,
+        "/v1/compat/automatenexus/rules",
+        Some(&key),
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, r) = call(
+        &app,
+        reqwest::Method::PUT,
+        "/v1/compat/automatenexus",
+        Some(&key),
+        &json!({"secret": AN_SECRET}),
+    )
+    .await;
+    assert_eq!(status, 200, "{r}");
+    assert!(r["secret"].is_null(), "a secret given is not echoed");
+    let path = r["path"].as_str().unwrap().to_owned();
+    for (name, body) in [
+        (
+            "deal_update",
+            "Heads up: {{ title }} moved from {{ previous_stage }} to {{ new_stage }}.",
+        ),
+        (
+            "appointment",
+            "Hi {{ first_name }}, your appointment is booked.",
+        ),
+    ] {
+        let (status, t) = call(
+            &app,
+            reqwest::Method::POST,
+            "/v1/templates",
+            Some(&key),
+            &json!({"name": name, "body": body}),
+        )
+        .await;
+        assert_eq!(status, 201, "{t}");
+    }
+    let rules = [
+        json!({"event": "deal.stage_changed", "conditions": [{"path": "data.new_stage", "equals": "Negotiation"}], "template": "deal_update", "to": "+14155550199", "client_ref_path": "data.id"}),
+        json!({"event": "appointment.booked", "conditions": [{"path": "data.phone", "exists": true}, {"path": "data.type", "in": ["demo", "consult"]}], "template": "appointment", "to_path": "data.phone"}),
+    ];
+    for r in &rules {
+        let (status, added) = call(
+            &app,
+            reqwest::Method::POST,
+            "/v1/compat/automatenexus/rules",
+            Some(&key),
+            r,
+        )
+        .await;
+        assert_eq!(status, 201, "{added}");
+    }
+    // Bad rules.
+    for (bad, code) in [
+        (
+            json!({"event": "deal.won", "template": "nope", "to": "+14155550199"}),
+            "unknown_template",
+        ),
+        (
+            json!({"event": "deal.won", "template": "deal_update"}),
+            "invalid_recipient",
+        ),
+        (
+            json!({"event": "deal.won", "template": "deal_update", "to": "+14155550199", "conditions": [{"path": "data.x", "greater": 1}]}),
+            "invalid_conditions",
+        ),
+        (
+            json!({"event": "", "template": "deal_update", "to": "+14155550199"}),
+            "invalid_event",
+        ),
+        (
+            json!({"event": "deal.won", "template": "deal_update", "to": "+14155550199", "extra": 1}),
+            "unknown_field",
+        ),
+    ] {
+        let (_, e) = call(
+            &app,
+            reqwest::Method::POST,
+            "/v1/compat/automatenexus/rules",
+            Some(&key),
+            &bad,
+        )
+        .await;
+        assert_eq!(e["error"]["code"], code, "{bad}");
+    }
+
+    // Seed 002's deal.stage_changed, with the envelope's id fields.
+    let now = app.clock_now_ts().to_rfc3339();
+    let deal = json!({
+        "event": "deal.stage_changed",
+        "timestamp": now,
+        "webhook_id": "wh_abc123def456",
+        "account_id": "acc_789xyz",
+        "data": {
+            "id": "deal_67890",
+            "title": "Enterprise License - Acme Corp",
+            "value": 50000,
+            "currency": "USD",
+            "previous_stage": "Proposal",
+            "new_stage": "Negotiation",
+            "pipeline": "Sales Pipeline",
+            "owner": {"id": "user_111", "name": "Sales Rep"}
+        }
+    });
+    let raw = serde_json::to_vec(&deal).unwrap();
+    // A bad signature, and none.
+    let (status, e) = an_post(&app, &path, &raw, &"0".repeat(64)).await;
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (401, Some("invalid_signature"))
+    );
+    let (status, _) = an_post(&app, &path, &raw, "").await;
+    assert_eq!(status, 401);
+    // Signed (with the optional prefix): the mapped template goes out.
+    let (status, got) = an_post(&app, &path, &raw, &format!("sha256={}", an_sign(&raw))).await;
+    assert_eq!(status, 200, "{got}");
+    assert_eq!(got["matched"], true);
+    let m = app
+        .get_message(&key, got["message_id"].as_str().unwrap())
+        .await;
+    assert_eq!(m["to"], "+14155550199");
+    assert_eq!(
+        m["body"],
+        "Heads up: Enterprise License - Acme Corp moved from Proposal to Negotiation."
+    );
+    assert_eq!(m["client_ref"], "deal_67890");
+    assert_eq!(m["metadata"]["webhook_id"], "wh_abc123def456");
+    // The same delivery again is a replay.
+    let (status, e) = an_post(&app, &path, &raw, &an_sign(&raw)).await;
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (409, Some("replayed_event"))
+    );
+    // A stale one is refused, though signed.
+    let mut stale = deal.clone();
+    stale["timestamp"] = json!("2020-01-01T00:00:00Z");
+    let raw = serde_json::to_vec(&stale).unwrap();
+    let (status, e) = an_post(&app, &path, &raw, &an_sign(&raw)).await;
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (400, Some("stale_event"))
+    );
+    // Another stage: no rule matches; acknowledged, nothing sent.
+    let mut other = deal.clone();
+    other["data"]["new_stage"] = json!("Closed Won");
+    other["webhook_id"] = json!("wh_other");
+    let raw = serde_json::to_vec(&other).unwrap();
+    let (status, got) = an_post(&app, &path, &raw, &an_sign(&raw)).await;
+    assert_eq!((status, &got["matched"]), (200, &json!(false)));
+    // appointment.booked: recipient from the event.
+    let appt = json!({
+        "event": "appointment.booked", "timestamp": now, "webhook_id": "wh_appt", "account_id": "acc_789xyz",
+        "data": {"id": "apt_1", "type": "demo", "first_name": "Jane", "phone": "+14155550123"}
+    });
+    let raw = serde_json::to_vec(&appt).unwrap();
+    let (status, got) = an_post(&app, &path, &raw, &an_sign(&raw)).await;
+    assert_eq!(status, 200, "{got}");
+    let m = app
+        .get_message(&key, got["message_id"].as_str().unwrap())
+        .await;
+    assert_eq!(
+        (m["to"].as_str(), m["body"].as_str()),
+        (
+            Some("+14155550123"),
+            Some("Hi Jane, your appointment is booked.")
+        )
+    );
+    // Malformed, signed; an unknown receiver.
+    let raw = b"{not json".to_vec();
+    let (status, e) = an_post(&app, &path, &raw, &an_sign(&raw)).await;
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (400, Some("malformed_json"))
+    );
+    let raw = serde_json::to_vec(&json!({"event": "x"})).unwrap();
+    let (status, e) = an_post(&app, &path, &raw, &an_sign(&raw)).await;
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (400, Some("malformed_event"))
+    );
+    let (status, _) = an_post(&app, "/compat/automatenexus/an_nope", &raw, &an_sign(&raw)).await;
+    assert_eq!(status, 404);
+    // Rules are listed and removed.
+    let (_, list) = call(
+        &app,
+        reqwest::Method::GET,
+        "/v1/compat/automatenexus/rules",
+        Some(&key),
+        &Value::Null,
+    )
+    .await;
+    let id = list["data"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(list["data"].as_array().unwrap().len(), 2);
+    let (status, _) = call(
+        &app,
+        reqwest::Method::DELETE,
+        &format!("/v1/compat/automatenexus/rules/{id}"),
+        Some(&key),
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (status, _) = call(
+        &app,
+        reqwest::Method::DELETE,
+        &format!("/v1/compat/automatenexus/rules/{id}"),
+        Some(&key),
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(status, 404);
+}
