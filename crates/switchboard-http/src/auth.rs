@@ -44,7 +44,8 @@ fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
 }
 
 /// Constant-time comparison of two equal-length strings.
-fn same(a: &str, b: &str) -> bool {
+/// Compares secrets (or their hashes) without leaking where they differ.
+pub fn same(a: &str, b: &str) -> bool {
     a.len() == b.len()
         && a.bytes()
             .zip(b.bytes())

@@ -13,6 +13,7 @@ mod body;
 pub mod callbacks;
 pub mod contacts;
 pub mod error;
+pub mod hooks;
 pub mod inbound;
 pub mod messages;
 pub mod mycrmsim;
@@ -101,6 +102,8 @@ pub fn router(state: AppState, config: HttpConfig) -> Router {
             "/v1/compat/automatenexus/rules/{id}",
             axum::routing::delete(automatenexus::delete_rule),
         )
+        .route("/v1/hooks", post(hooks::create))
+        .route("/v1/hooks/{id}", axum::routing::delete(hooks::delete))
         .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
         .route(
             "/v1/webhooks/{id}",
@@ -162,6 +165,8 @@ pub fn router(state: AppState, config: HttpConfig) -> Router {
                 "/compat/automatenexus/{integration_id}",
                 post(automatenexus::receive),
             )
+            // Authenticated by each hook's token or HMAC.
+            .route("/hooks/{hook_id}", post(hooks::receive))
     } else {
         Router::new()
     };

@@ -4,8 +4,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::{
-    admin, automatenexus, callbacks, contacts, error, inbound, messages, mycrmsim, ops, providers,
-    templates, twox, webhooks,
+    admin, automatenexus, callbacks, contacts, error, hooks, inbound, messages, mycrmsim, ops,
+    providers, templates, twox, webhooks,
 };
 
 struct Security;
@@ -43,6 +43,7 @@ impl Modify for Security {
         callbacks::receive, callbacks::handshake,
         mycrmsim::configure, mycrmsim::send, twox::configure, twox::send_text,
         automatenexus::configure, automatenexus::add_rule, automatenexus::list_rules, automatenexus::delete_rule, automatenexus::receive,
+        hooks::create, hooks::delete, hooks::receive,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),
     components(schemas(

@@ -61,6 +61,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         kind: &str,
         token_hash: &str,
     ) -> Result<Option<IntegrationRecord>, StoreError>;
+    /// Removes an adapter connection; `false` if there was none.
+    async fn delete_integration(&self, id: &str) -> Result<bool, StoreError>;
     /// An adapter connection by id.
     async fn get_integration(&self, id: &str) -> Result<Option<IntegrationRecord>, StoreError>;
     /// Replaces an adapter connection's settings; `false` if there is none.

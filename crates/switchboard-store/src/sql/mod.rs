@@ -226,6 +226,13 @@ impl Store for SqlStore {
             .await
     }
 
+    async fn delete_integration(&self, id: &str) -> Result<bool, StoreError> {
+        let id = id.to_owned();
+        self.writer
+            .run(move |c| Ok(c.execute("DELETE FROM integrations WHERE id = ?1", db::p![id])? > 0))
+            .await
+    }
+
     async fn get_integration(&self, id: &str) -> Result<Option<IntegrationRecord>, StoreError> {
         let id = id.to_owned();
         self.readers

@@ -799,3 +799,242 @@ async fn automatenexus_events_are_verified_deduplicated_and_mapped_by_rules() {
     .await;
     assert_eq!(status, 404);
 }
+
+async fn hook_post(
+    app: &TestApp,
+    path: &str,
+    ct: &str,
+    body: &[u8],
+    header: (&str, &str),
+) -> (u16, Value) {
+    let r = app
+        .client
+        .post(app.url(path))
+        .header("content-type", ct)
+        .header(header.0, header.1)
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_generic_hook_maps_a_nested_hubspot_style_body_to_a_message() {
+    let app = spawn_app().await;
+    let (_, key) = app.workspace("acme").await;
+    let (status, hook) = call(
+        &app,
+        reqwest::Method::POST,
+        "/v1/hooks",
+        Some(&key),
+        &json!({
+            "name": "HubSpot workflow",
+            "auth": {"type": "token", "header": "X-Hook-Token"},
+            "mapping": {
+                "to": "/properties/phone/value",
+                "body": "Hi {{ properties.firstname.value }}, thanks for your interest in {{ properties.product.value }}!",
+                "client_ref": "/objectId",
+                "idempotency_key": "hubspot-{{ eventId }}",
+                "metadata": {"portal": "/portalId", "source": "hubspot"}
+            }
+        }),
+    )
+    .await;
+    assert_eq!(status, 201, "{hook}");
+    let path = hook["path"].as_str().unwrap().to_owned();
+    let token = hook["secret"].as_str().unwrap().to_owned();
+    // HubSpot's workflow webhook: properties nested as {"value": …}.
+    let hubspot = json!({
+        "objectId": 1234567,
+        "portalId": 62515,
+        "eventId": 98765,
+        "subscriptionType": "contact.propertyChange",
+        "properties": {
+            "firstname": {"value": "Ana", "timestamp": 1700000000000u64},
+            "phone": {"value": "+14155550123"},
+            "product": {"value": "Switchboard Pro"}
+        }
+    });
+    let raw = serde_json::to_vec(&hubspot).unwrap();
+    let (status, got) = hook_post(
+        &app,
+        &path,
+        "application/json",
+        &raw,
+        ("X-Hook-Token", &token),
+    )
+    .await;
+    assert_eq!(status, 202, "{got}");
+    let m = app.get_message(&key, got["id"].as_str().unwrap()).await;
+    assert_eq!(m["to"], "+14155550123");
+    assert_eq!(
+        m["body"],
+        "Hi Ana, thanks for your interest in Switchboard Pro!"
+    );
+    assert_eq!(m["client_ref"], "1234567");
+    assert_eq!(m["metadata"], json!({"portal": 62515, "source": "hubspot"}));
+    // HubSpot retrying the same event: the same message.
+    let (_, again) = hook_post(
+        &app,
+        &path,
+        "application/json",
+        &raw,
+        ("X-Hook-Token", &token),
+    )
+    .await;
+    assert_eq!(again["id"], got["id"]);
+    // Wrong or missing token.
+    let (status, _) = hook_post(
+        &app,
+        &path,
+        "application/json",
+        &raw,
+        ("X-Hook-Token", "wrong-token-000000000000"),
+    )
+    .await;
+    assert_eq!(status, 401);
+    let (status, _) = hook_post(&app, &path, "application/json", &raw, ("X-Other", &token)).await;
+    assert_eq!(status, 401);
+    // A body without the phone: the submit path's own error.
+    let mut no_phone = hubspot.clone();
+    no_phone["properties"]
+        .as_object_mut()
+        .unwrap()
+        .remove("phone");
+    no_phone["eventId"] = json!(1);
+    let raw2 = serde_json::to_vec(&no_phone).unwrap();
+    let (status, e) = hook_post(
+        &app,
+        &path,
+        "application/json",
+        &raw2,
+        ("X-Hook-Token", &token),
+    )
+    .await;
+    assert_eq!(
+        (status, e["error"]["field"].as_str()),
+        (422, Some("to")),
+        "{e}"
+    );
+    let (status, _) = hook_post(
+        &app,
+        &path,
+        "application/json",
+        b"{nope",
+        ("X-Hook-Token", &token),
+    )
+    .await;
+    assert_eq!(status, 400);
+    // Removed: gone.
+    let id = hook["id"].as_str().unwrap();
+    let (status, _) = call(
+        &app,
+        reqwest::Method::DELETE,
+        &format!("/v1/hooks/{id}"),
+        Some(&key),
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (status, _) = hook_post(
+        &app,
+        &path,
+        "application/json",
+        &raw,
+        ("X-Hook-Token", &token),
+    )
+    .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn a_generic_hook_checks_an_hmac_over_a_form_body() {
+    use base64::Engine as _;
+    use hmac::{Hmac, Mac};
+    let app = spawn_app().await;
+    let (_, key) = app.workspace("acme").await;
+    let secret = "zapier-shared-secret-0123456789";
+    let (status, hook) = call(
+        &app,
+        reqwest::Method::POST,
+        "/v1/hooks",
+        Some(&key),
+        &json!({
+            "auth": {"type": "hmac", "header": "X-Signature", "algorithm": "sha256", "encoding": "base64", "prefix": "sha256=", "secret": secret},
+            "mapping": {"to": "/phone", "body": "Hello {{ name }}", "channel": "sms"}
+        }),
+    )
+    .await;
+    assert_eq!(status, 201, "{hook}");
+    let path = hook["path"].as_str().unwrap().to_owned();
+    let form = b"phone=%2B14155550123&name=Bob".to_vec();
+    let sign = |body: &[u8]| {
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(body);
+        format!(
+            "sha256={}",
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+        )
+    };
+    let (status, got) = hook_post(
+        &app,
+        &path,
+        "application/x-www-form-urlencoded",
+        &form,
+        ("X-Signature", &sign(&form)),
+    )
+    .await;
+    assert_eq!(status, 202, "{got}");
+    let m = app.get_message(&key, got["id"].as_str().unwrap()).await;
+    assert_eq!(
+        (m["to"].as_str(), m["body"].as_str()),
+        (Some("+14155550123"), Some("Hello Bob"))
+    );
+    let tampered = b"phone=%2B14155550124&name=Bob".to_vec();
+    let (status, _) = hook_post(
+        &app,
+        &path,
+        "application/x-www-form-urlencoded",
+        &tampered,
+        ("X-Signature", &sign(&form)),
+    )
+    .await;
+    assert_eq!(status, 401);
+    // Bad hooks.
+    for (body, field) in [
+        (
+            json!({"auth": {"type": "token", "header": "X-T"}, "mapping": {"body": "x"}}),
+            "mapping.to",
+        ),
+        (
+            json!({"auth": {"type": "token", "header": "X-T"}, "mapping": {"to": "/p"}}),
+            "mapping.body",
+        ),
+        (
+            json!({"auth": {"type": "token", "header": "X-T"}, "mapping": {"to": "/p", "body": "x", "colour": "red"}}),
+            "mapping.colour",
+        ),
+        (
+            json!({"auth": {"type": "token", "header": "X-T"}, "mapping": {"to": "/p", "body": "{{ unclosed"}}),
+            "mapping.body",
+        ),
+        (
+            json!({"auth": {"type": "magic", "header": "X-T"}, "mapping": {"to": "/p", "body": "x"}}),
+            "auth.type",
+        ),
+        (
+            json!({"auth": {"type": "hmac", "header": "X-T", "algorithm": "md5"}, "mapping": {"to": "/p", "body": "x"}}),
+            "auth.algorithm",
+        ),
+        (json!({"mapping": {"to": "/p", "body": "x"}}), "auth"),
+    ] {
+        let (status, e) = call(&app, reqwest::Method::POST, "/v1/hooks", Some(&key), &body).await;
+        assert_eq!(
+            (status, e["error"]["field"].as_str()),
+            (422, Some(field)),
+            "{body} → {e}"
+        );
+    }
+}
