@@ -425,6 +425,35 @@ pub async fn receive(
     Ok((StatusCode::ACCEPTED, Json(accepted)))
 }
 
+/// The workspace's hooks (their secrets are not shown again).
+#[utoipa::path(get, path = "/v1/hooks", tag = "adapters",
+    responses((status = 200, body = Object)),
+    security(("api_key" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(ctx): Extension<Arc<WorkspaceCtx>>,
+) -> Result<Json<Value>, ApiError> {
+    let data: Vec<Value> = state
+        .store
+        .list_integrations(&ctx.workspace_id)
+        .await?
+        .into_iter()
+        .filter(|h| h.kind.starts_with("hook:"))
+        .map(|h| {
+            let a = &h.config["auth"];
+            json!({
+                "id": h.id,
+                "name": h.config["name"],
+                "path": format!("/hooks/{}", h.id),
+                "auth": {"type": a["type"], "header": a["header"], "algorithm": a.get("algorithm"), "encoding": a.get("encoding")},
+                "mapping": h.config["mapping"],
+                "created_at": h.created_at.to_rfc3339(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({"data": data, "next_cursor": null})))
+}
+
 /// Remove a hook.
 #[utoipa::path(delete, path = "/v1/hooks/{id}", tag = "adapters",
     params(("id" = String, Path, description = "Hook id")),

@@ -102,7 +102,7 @@ pub fn router(state: AppState, config: HttpConfig) -> Router {
             "/v1/compat/automatenexus/rules/{id}",
             axum::routing::delete(automatenexus::delete_rule),
         )
-        .route("/v1/hooks", post(hooks::create))
+        .route("/v1/hooks", post(hooks::create).get(hooks::list))
         .route("/v1/hooks/{id}", axum::routing::delete(hooks::delete))
         .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
         .route(

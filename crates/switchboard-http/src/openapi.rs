@@ -43,7 +43,7 @@ impl Modify for Security {
         callbacks::receive, callbacks::handshake,
         mycrmsim::configure, mycrmsim::send, twox::configure, twox::send_text,
         automatenexus::configure, automatenexus::add_rule, automatenexus::list_rules, automatenexus::delete_rule, automatenexus::receive,
-        hooks::create, hooks::delete, hooks::receive,
+        hooks::create, hooks::list, hooks::delete, hooks::receive,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
     ),
     components(schemas(

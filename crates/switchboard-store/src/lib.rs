@@ -61,6 +61,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         kind: &str,
         token_hash: &str,
     ) -> Result<Option<IntegrationRecord>, StoreError>;
+    /// A workspace's adapter connections, oldest first.
+    async fn list_integrations(
+        &self,
+        workspace: &WorkspaceId,
+    ) -> Result<Vec<IntegrationRecord>, StoreError>;
     /// Removes an adapter connection; `false` if there was none.
     async fn delete_integration(&self, id: &str) -> Result<bool, StoreError>;
     /// An adapter connection by id.

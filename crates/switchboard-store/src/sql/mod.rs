@@ -226,6 +226,16 @@ impl Store for SqlStore {
             .await
     }
 
+    async fn list_integrations(
+        &self,
+        workspace: &WorkspaceId,
+    ) -> Result<Vec<IntegrationRecord>, StoreError> {
+        let ws = workspace.clone();
+        self.readers
+            .run(move |c| tenants::list_integrations(c, &ws))
+            .await
+    }
+
     async fn delete_integration(&self, id: &str) -> Result<bool, StoreError> {
         let id = id.to_owned();
         self.writer

@@ -238,39 +238,57 @@ const INTEGRATION_COLUMNS: &str = "id, workspace_id, kind, header, token_hash, c
 
 type IntegrationRow = (String, String, String, String, String, String, i64);
 
+fn integration_row(r: &Row<'_>) -> Result<IntegrationRow, DbError> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
+}
+
+fn to_integration(row: IntegrationRow) -> Result<IntegrationRecord, StoreError> {
+    let (id, ws, kind, header, token_hash, config, created) = row;
+    Ok(IntegrationRecord {
+        id,
+        workspace_id: WorkspaceId::parse(&ws).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        kind,
+        header,
+        token_hash,
+        config: serde_json::from_str(&config)
+            .map_err(|_| StoreError::Corrupt(format!("integration config {config}")))?,
+        created_at: Timestamp::from_millis(created),
+    })
+}
+
 fn integration(
     c: &Db<'_>,
     filter: &str,
     params: &[super::db::V],
 ) -> Result<Option<IntegrationRecord>, StoreError> {
     let sql = format!("SELECT {INTEGRATION_COLUMNS} FROM integrations WHERE {filter}");
-    let row: Option<IntegrationRow> = c
-        .query_row(&sql, params, |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-            ))
-        })
-        .optional()?;
-    row.map(|(id, ws, kind, header, token_hash, config, created)| {
-        Ok(IntegrationRecord {
-            id,
-            workspace_id: WorkspaceId::parse(&ws)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-            kind,
-            header,
-            token_hash,
-            config: serde_json::from_str(&config)
-                .map_err(|_| StoreError::Corrupt(format!("integration config {config}")))?,
-            created_at: Timestamp::from_millis(created),
-        })
-    })
-    .transpose()
+    c.query_row(&sql, params, integration_row)
+        .optional()?
+        .map(to_integration)
+        .transpose()
+}
+
+/// A workspace's adapter connections, oldest first.
+pub fn list_integrations(
+    c: &Db<'_>,
+    ws: &WorkspaceId,
+) -> Result<Vec<IntegrationRecord>, StoreError> {
+    let sql = format!(
+        "SELECT {INTEGRATION_COLUMNS} FROM integrations WHERE workspace_id = ?1 ORDER BY created_at, id"
+    );
+    let rows = c
+        .prepare_cached(&sql)?
+        .query_map(p![ws.as_str()], integration_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    rows.into_iter().map(to_integration).collect()
 }
 
 pub fn find_integration(

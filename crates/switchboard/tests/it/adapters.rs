@@ -927,6 +927,17 @@ async fn a_generic_hook_maps_a_nested_hubspot_style_body_to_a_message() {
     )
     .await;
     assert_eq!(status, 400);
+    // Listed without its token.
+    let (_, list) = call(
+        &app,
+        reqwest::Method::GET,
+        "/v1/hooks",
+        Some(&key),
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(list["data"][0]["path"], path.as_str());
+    assert!(!list.to_string().contains(&token));
     // Removed: gone.
     let id = hook["id"].as_str().unwrap();
     let (status, _) = call(

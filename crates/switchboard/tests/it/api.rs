@@ -762,6 +762,7 @@ async fn the_openapi_document_describes_every_route() {
         ("/v1/compat/automatenexus/rules/{id}", "delete"),
         ("/compat/automatenexus/{integration_id}", "post"),
         ("/v1/hooks", "post"),
+        ("/v1/hooks", "get"),
         ("/v1/hooks/{id}", "delete"),
         ("/hooks/{hook_id}", "post"),
         ("/healthz", "get"),
