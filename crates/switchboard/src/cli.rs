@@ -96,6 +96,13 @@ pub enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Manage the AutomateNexus rules of a workspace, on a running gateway.
+    Rules {
+        #[command(subcommand)]
+        action: RulesAction,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Import or export consent (suppression lists) as CSV, on a running gateway.
     Contacts {
         #[command(subcommand)]
@@ -261,6 +268,56 @@ pub enum SenderAction {
     },
 }
 
+/// AutomateNexus rule commands.
+#[derive(Debug, Subcommand)]
+pub enum RulesAction {
+    /// Add a rule: when `event` arrives and every condition holds, send
+    /// `template` to `to` (or the number at `to-path` in the event).
+    ///
+    /// Example: `switchboard rules add --event deal.stage_changed --equals
+    /// data.new_stage=Negotiation --template deal_update --to +14155550199`
+    Add {
+        /// The event type, e.g. `deal.stage_changed`.
+        #[arg(long)]
+        event: String,
+        /// The template to send (its name).
+        #[arg(long)]
+        template: String,
+        /// A fixed recipient (E.164).
+        #[arg(long)]
+        to: Option<String>,
+        /// Where the event holds the recipient, e.g. `data.phone`.
+        #[arg(long)]
+        to_path: Option<String>,
+        /// Condition `PATH=VALUE` (repeatable); VALUE is JSON if it parses.
+        #[arg(long, value_name = "PATH=VALUE")]
+        equals: Vec<String>,
+        /// Condition `PATH=A,B,…`: one of these (repeatable).
+        #[arg(long = "in", value_name = "PATH=A,B")]
+        one_of: Vec<String>,
+        /// Condition: PATH is present (repeatable).
+        #[arg(long, value_name = "PATH")]
+        exists: Vec<String>,
+        /// Where the event holds your reference, e.g. `data.id`.
+        #[arg(long)]
+        client_ref_path: Option<String>,
+        #[command(flatten)]
+        api: ApiAccess,
+    },
+    /// List the rules, in the order they are tried.
+    List {
+        #[command(flatten)]
+        api: ApiAccess,
+    },
+    /// Remove a rule.
+    Remove {
+        /// Rule id (`rule_…`).
+        id: String,
+        #[command(flatten)]
+        api: ApiAccess,
+    },
+}
+
 /// Consent import and export.
 #[derive(Debug, Subcommand)]
 pub enum ContactsAction {
@@ -389,6 +446,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(())
+        }
+        Command::Rules { action, common } => {
+            let config = load_config(&common, None)?;
+            rules(action, &config).await
         }
         Command::Contacts { action, common } => {
             let config = load_config(&common, None)?;
@@ -1035,5 +1096,103 @@ async fn sender(action: SenderAction, admin: &Admin) -> anyhow::Result<()> {
         }
     };
     println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+/// A value given on the command line: JSON if it parses, else a string.
+fn cli_value(v: &str) -> Value {
+    serde_json::from_str(v).unwrap_or_else(|_| Value::String(v.to_owned()))
+}
+
+async fn rules(action: RulesAction, config: &Config) -> anyhow::Result<()> {
+    let (method, path, body, api) = match action {
+        RulesAction::Add {
+            event,
+            template,
+            to,
+            to_path,
+            equals,
+            one_of,
+            exists,
+            client_ref_path,
+            api,
+        } => {
+            let mut conditions = Vec::new();
+            for c in &equals {
+                let (path, v) = c
+                    .split_once('=')
+                    .with_context(|| format!("--equals {c:?}: expected PATH=VALUE"))?;
+                conditions.push(serde_json::json!({"path": path, "equals": cli_value(v)}));
+            }
+            for c in &one_of {
+                let (path, v) = c
+                    .split_once('=')
+                    .with_context(|| format!("--in {c:?}: expected PATH=A,B"))?;
+                let list: Vec<Value> = v.split(',').map(cli_value).collect();
+                conditions.push(serde_json::json!({"path": path, "in": list}));
+            }
+            for p in &exists {
+                conditions.push(serde_json::json!({"path": p, "exists": true}));
+            }
+            let mut body =
+                serde_json::json!({"event": event, "template": template, "conditions": conditions});
+            if let Some(to) = to {
+                body["to"] = to.into();
+            }
+            if let Some(p) = to_path {
+                body["to_path"] = p.into();
+            }
+            if let Some(p) = client_ref_path {
+                body["client_ref_path"] = p.into();
+            }
+            (
+                reqwest::Method::POST,
+                "/v1/compat/automatenexus/rules".to_owned(),
+                Some(body),
+                api,
+            )
+        }
+        RulesAction::List { api } => (
+            reqwest::Method::GET,
+            "/v1/compat/automatenexus/rules".to_owned(),
+            None,
+            api,
+        ),
+        RulesAction::Remove { id, api } => (
+            reqwest::Method::DELETE,
+            format!("/v1/compat/automatenexus/rules/{}", segment(&id)),
+            None,
+            api,
+        ),
+    };
+    let base = api
+        .url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", config.listen));
+    let url = format!("{}{path}", base.trim_end_matches('/'));
+    let mut req = reqwest::Client::new()
+        .request(method, &url)
+        .bearer_auth(&api.key);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.with_context(|| format!("calling {url}"))?;
+    let status = resp.status();
+    let value: Value = resp.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        let field = value["error"]["field"]
+            .as_str()
+            .map(|f| format!(" ({f})"))
+            .unwrap_or_default();
+        bail!(
+            "{status}: {}{field}",
+            value["error"]["message"]
+                .as_str()
+                .unwrap_or("unexpected answer")
+        );
+    }
+    if !value.is_null() {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    }
     Ok(())
 }

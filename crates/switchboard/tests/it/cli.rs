@@ -401,3 +401,101 @@ async fn providers_and_senders_are_managed_offline_and_online_without_showing_se
     let (ok, _, err) = cli(&[&["provider", "show", &pid][..], &remote[..]].concat());
     assert!(!ok && err.contains("404"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn automatenexus_rules_are_managed_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let (_, ws, _) = cli(&["workspace", "create", "Acme", "--data-dir", d]);
+    let (_, key, _) = cli(&["key", "create", ws["id"].as_str().unwrap(), "--data-dir", d]);
+    let key = key["key"].as_str().unwrap().to_owned();
+    let gw = start(dir.path(), &[]);
+    let client = crate::harness::client();
+    for (path, method, body) in [
+        ("/v1/compat/automatenexus", reqwest::Method::PUT, json!({})),
+        (
+            "/v1/templates",
+            reqwest::Method::POST,
+            json!({"name": "deal_update", "body": "{{ title }} is in {{ new_stage }}"}),
+        ),
+    ] {
+        let r = client
+            .request(method, format!("{}{path}", gw.base))
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+    }
+    let api = ["--key", key.as_str(), "--url", gw.base.as_str()];
+    let (ok, rule, err) = cli(&[
+        &[
+            "rules",
+            "add",
+            "--event",
+            "deal.stage_changed",
+            "--equals",
+            "data.new_stage=Negotiation",
+            "--in",
+            "data.currency=USD,EUR",
+            "--exists",
+            "data.owner",
+            "--template",
+            "deal_update",
+            "--to",
+            "+14155550199",
+            "--client-ref-path",
+            "data.id",
+        ][..],
+        &api[..],
+    ]
+    .concat());
+    assert!(ok, "{err}");
+    assert_eq!(
+        rule["conditions"],
+        json!([
+            {"path": "data.new_stage", "equals": "Negotiation"},
+            {"path": "data.currency", "in": ["USD", "EUR"]},
+            {"path": "data.owner", "exists": true}
+        ])
+    );
+    let (ok, _, err) = cli(&[
+        &[
+            "rules",
+            "add",
+            "--event",
+            "x",
+            "--template",
+            "nope",
+            "--to",
+            "+14155550199",
+        ][..],
+        &api[..],
+    ]
+    .concat());
+    assert!(!ok && err.contains("template"), "{err}");
+    let (ok, _, err) = cli(&[
+        &[
+            "rules",
+            "add",
+            "--event",
+            "x",
+            "--template",
+            "deal_update",
+            "--equals",
+            "oops",
+        ][..],
+        &api[..],
+    ]
+    .concat());
+    assert!(!ok && err.contains("PATH=VALUE"), "{err}");
+    let (ok, list, err) = cli(&[&["rules", "list"][..], &api[..]].concat());
+    assert!(ok, "{err}");
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    let id = rule["id"].as_str().unwrap();
+    let (ok, _, err) = cli(&[&["rules", "remove", id][..], &api[..]].concat());
+    assert!(ok, "{err}");
+    let (_, list, _) = cli(&[&["rules", "list"][..], &api[..]].concat());
+    assert_eq!(list["data"].as_array().unwrap().len(), 0);
+}
