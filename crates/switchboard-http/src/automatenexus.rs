@@ -19,7 +19,6 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, response::IntoResponse};
@@ -33,7 +32,7 @@ use switchboard_store::IntegrationRecord;
 use utoipa::ToSchema;
 
 use crate::auth::hash_secret;
-use crate::body::JsonBody;
+use crate::body::{JsonBody, RawBody};
 use crate::error::{ApiError, ErrorResponse};
 use crate::state::{AppState, WorkspaceCtx};
 
@@ -432,7 +431,7 @@ pub async fn receive(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> Result<impl IntoResponse, ApiError> {
     let r = state
         .store

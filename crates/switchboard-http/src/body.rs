@@ -39,21 +39,7 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
                 "send the body as JSON with `Content-Type: application/json`",
             ));
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    "the request body is larger than the limit",
-                )
-            } else {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "unreadable_body",
-                    rejection.body_text(),
-                )
-            }
-        })?;
+        let RawBody(bytes) = RawBody::from_request(req, state).await?;
         if bytes.is_empty() {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -100,5 +86,34 @@ mod tests {
         assert!(!is_json("text/plain"));
         assert!(!is_json("application/x-www-form-urlencoded"));
         assert!(!is_json(""));
+    }
+}
+
+/// The request body as it came (for signatures over the raw bytes), with
+/// the same 413 `payload_too_large` as `JsonBody` over the size limit.
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        Bytes::from_request(req, state)
+            .await
+            .map(RawBody)
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        "the request body is larger than the limit",
+                    )
+                } else {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "unreadable_body",
+                        rejection.body_text(),
+                    )
+                }
+            })
     }
 }

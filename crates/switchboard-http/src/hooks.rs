@@ -13,7 +13,6 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, response::IntoResponse};
@@ -24,7 +23,7 @@ use switchboard_core::secret::new_token;
 use switchboard_store::IntegrationRecord;
 
 use crate::auth::hash_secret;
-use crate::body::JsonBody;
+use crate::body::{JsonBody, RawBody};
 use crate::error::{ApiError, ErrorResponse};
 use crate::state::{AppState, WorkspaceCtx};
 
@@ -329,7 +328,7 @@ pub async fn receive(
     State(state): State<AppState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    raw: Bytes,
+    RawBody(raw): RawBody,
 ) -> Result<impl IntoResponse, ApiError> {
     let hook = state
         .store

@@ -769,6 +769,12 @@ async fn automatenexus_events_are_verified_deduplicated_and_mapped_by_rules() {
     );
     let (status, _) = an_post(&app, "/compat/automatenexus/an_nope", &raw, &an_sign(&raw)).await;
     assert_eq!(status, 404);
+    let big = vec![b' '; 70 * 1024];
+    let (status, e) = an_post(&app, &path, &big, &an_sign(&big)).await;
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (413, Some("payload_too_large"))
+    );
     // Rules are listed and removed.
     let (_, list) = call(
         &app,
@@ -927,6 +933,19 @@ async fn a_generic_hook_maps_a_nested_hubspot_style_body_to_a_message() {
     )
     .await;
     assert_eq!(status, 400);
+    let big = vec![b' '; 70 * 1024];
+    let (status, e) = hook_post(
+        &app,
+        &path,
+        "application/json",
+        &big,
+        ("X-Hook-Token", &token),
+    )
+    .await;
+    assert_eq!(
+        (status, e["error"]["code"].as_str()),
+        (413, Some("payload_too_large"))
+    );
     // Listed without its token.
     let (_, list) = call(
         &app,
