@@ -73,22 +73,6 @@ pub fn optional_text(body: &Value, field: &str) -> Result<Option<String>, ApiErr
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::is_json;
-
-    #[test]
-    fn json_content_types() {
-        assert!(is_json("application/json"));
-        assert!(is_json("application/json; charset=utf-8"));
-        assert!(is_json("Application/JSON"));
-        assert!(is_json("application/vnd.api+json"));
-        assert!(!is_json("text/plain"));
-        assert!(!is_json("application/x-www-form-urlencoded"));
-        assert!(!is_json(""));
-    }
-}
-
 /// The request body as it came (for signatures over the raw bytes), with
 /// the same 413 `payload_too_large` as `JsonBody` over the size limit.
 pub struct RawBody(pub Bytes);
@@ -115,5 +99,21 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
                     )
                 }
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_json;
+
+    #[test]
+    fn json_content_types() {
+        assert!(is_json("application/json"));
+        assert!(is_json("application/json; charset=utf-8"));
+        assert!(is_json("Application/JSON"));
+        assert!(is_json("application/vnd.api+json"));
+        assert!(!is_json("text/plain"));
+        assert!(!is_json("application/x-www-form-urlencoded"));
+        assert!(!is_json(""));
     }
 }
