@@ -44,22 +44,7 @@ fn err(status: StatusCode, code: &'static str, field: &str, m: impl Into<String>
 }
 
 fn object(body: &Value, allowed: &[&str]) -> Result<Map<String, Value>, ApiError> {
-    let obj = body.as_object().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-            "the body must be a JSON object",
-        )
-    })?;
-    if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(err(
-            StatusCode::BAD_REQUEST,
-            "unknown_field",
-            k,
-            format!("unknown field `{k}`; allowed: {}", allowed.join(", ")),
-        ));
-    }
-    Ok(obj.clone())
+    crate::body::object(body, allowed).cloned()
 }
 
 /// The key that finds a workspace's receiver (one per workspace).

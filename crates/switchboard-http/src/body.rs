@@ -102,6 +102,30 @@ impl<S: Send + Sync> FromRequest<S> for RawBody {
     }
 }
 
+/// The body as a JSON object with only `allowed` fields: 400
+/// `invalid_body` or `unknown_field` (naming the field and the allowed ones).
+pub fn object<'a>(
+    body: &'a serde_json::Value,
+    allowed: &[&str],
+) -> Result<&'a serde_json::Map<String, serde_json::Value>, ApiError> {
+    let obj = body.as_object().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "the body must be a JSON object",
+        )
+    })?;
+    if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "unknown_field",
+            format!("unknown field `{k}`; allowed: {}", allowed.join(", ")),
+        )
+        .with_field(k));
+    }
+    Ok(obj)
+}
+
 #[cfg(test)]
 mod tests {
     use super::is_json;

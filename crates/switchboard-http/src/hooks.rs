@@ -213,24 +213,7 @@ pub async fn create(
     Extension(ctx): Extension<Arc<WorkspaceCtx>>,
     JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let obj = body.as_object().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-            "the body must be a JSON object",
-        )
-    })?;
-    if let Some(k) = obj
-        .keys()
-        .find(|k| !["name", "auth", "mapping"].contains(&k.as_str()))
-    {
-        return Err(err(
-            StatusCode::BAD_REQUEST,
-            "unknown_field",
-            k,
-            format!("unknown field `{k}`; allowed: name, auth, mapping"),
-        ));
-    }
+    let obj = crate::body::object(&body, &["name", "auth", "mapping"])?;
     let name = obj
         .get("name")
         .and_then(Value::as_str)

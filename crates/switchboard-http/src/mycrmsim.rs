@@ -80,23 +80,7 @@ pub async fn configure(
     Extension(ctx): Extension<Arc<WorkspaceCtx>>,
     JsonBody(body): JsonBody,
 ) -> Result<Json<MycrmsimSettings>, ApiError> {
-    let obj = body.as_object().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-            "the body must be a JSON object",
-        )
-    })?;
-    if let Some(k) = obj
-        .keys()
-        .find(|k| !["location_id", "url", "headers"].contains(&k.as_str()))
-    {
-        return Err(bad(
-            "unknown_field",
-            k,
-            format!("unknown field `{k}`; allowed: location_id, url, headers"),
-        ));
-    }
+    let obj = crate::body::object(&body, &["location_id", "url", "headers"])?;
     let location_id = obj
         .get("location_id")
         .and_then(Value::as_str)

@@ -21,7 +21,7 @@ use switchboard_store::{
 use utoipa::ToSchema;
 
 use crate::admin::existing_workspace;
-use crate::body::JsonBody;
+use crate::body::{JsonBody, object};
 use crate::error::{ApiError, ErrorResponse};
 use crate::state::AppState;
 
@@ -130,25 +130,6 @@ fn respond(p: ProviderRecord, providers: &Providers) -> ProviderResponse {
 
 fn unprocessable(code: &'static str, field: &str, message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message).with_field(field)
-}
-
-fn object<'a>(body: &'a Value, allowed: &[&str]) -> Result<&'a Map<String, Value>, ApiError> {
-    let obj = body.as_object().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-            "the body must be a JSON object",
-        )
-    })?;
-    if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "unknown_field",
-            format!("unknown field `{k}`; allowed: {}", allowed.join(", ")),
-        )
-        .with_field(k));
-    }
-    Ok(obj)
 }
 
 /// A provider's editable settings, read from a create or update body on

@@ -82,21 +82,7 @@ pub async fn configure(
     Extension(ctx): Extension<Arc<WorkspaceCtx>>,
     JsonBody(body): JsonBody,
 ) -> Result<Json<TwoXSettings>, ApiError> {
-    let obj = body.as_object().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-            "the body must be a JSON object",
-        )
-    })?;
-    if let Some(k) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return Err(bad(
-            StatusCode::BAD_REQUEST,
-            "unknown_field",
-            k,
-            format!("unknown field `{k}`; allowed: {}", FIELDS.join(", ")),
-        ));
-    }
+    let obj = crate::body::object(&body, FIELDS)?;
     let header = match obj.get("auth_header") {
         None | Some(Value::Null) => "authorization".to_owned(),
         Some(Value::String(h))
