@@ -20,6 +20,9 @@ use crate::callback::CallbackHandler;
 /// Connector kinds that can be configured (`sim` is built in, once).
 pub const KINDS: &[&str] = &["twilio", "whatsapp_cloud", "smpp"];
 
+/// Kinds whose connector carries Switchboard's callback URL.
+const KINDS_WITH_CALLBACK_URL: &[&str] = &["twilio"];
+
 /// A provider instance as stored.
 #[derive(Clone, PartialEq)]
 pub struct ProviderSpec {
@@ -281,11 +284,20 @@ impl Providers {
         let specs: Vec<ProviderSpec> = {
             let mut r = self.write();
             r.callback_base = Some(base.trim_end_matches('/').to_owned());
-            // Rebuild everything: each connector carries its callback URL.
             let r = &mut *r;
-            let broken = r.broken.drain().map(|(_, (spec, _))| spec);
-            let built = r.built.drain().map(|(_, (spec, _))| spec);
-            broken.chain(built).collect()
+            let specs = r
+                .broken
+                .values()
+                .map(|(spec, _)| spec.clone())
+                .chain(r.built.values().map(|(spec, _)| spec.clone()))
+                .collect();
+            // Forget the connectors that tell their provider where to call
+            // back (Twilio's StatusCallback) so that `sync` builds them anew;
+            // the others (an SMPP link) keep running.
+            r.built
+                .retain(|_, (spec, _)| !KINDS_WITH_CALLBACK_URL.contains(&spec.kind.as_str()));
+            r.broken.clear();
+            specs
         };
         self.sync(specs);
     }
@@ -354,5 +366,66 @@ impl Providers {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Registry> {
         self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn spec(id: &str, kind: &str, config: Value, credentials: Value) -> ProviderSpec {
+        ProviderSpec {
+            id: ProviderId::parse(id).unwrap(),
+            kind: kind.into(),
+            config,
+            credentials,
+            version: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_callback_base_rebuilds_only_the_connectors_that_carry_it() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let providers = Providers::default();
+        let twilio = spec(
+            "pr_tw",
+            "twilio",
+            json!({"account_sid": "AC0123456789abcdef0123456789abcdef"}),
+            json!({"auth_token": "token"}),
+        );
+        // A closed port: the link keeps trying, which is fine here.
+        let smpp = spec(
+            "pr_sm",
+            "smpp",
+            json!({"host": "127.0.0.1", "port": 9, "system_id": "sb"}),
+            json!({"password": "pw"}),
+        );
+        let broken = spec("pr_bad", "twilio", json!({}), json!({}));
+        providers.sync(vec![twilio.clone(), smpp.clone(), broken.clone()]);
+        let (tw, sm) = (
+            providers.get(&twilio.id).unwrap(),
+            providers.get(&smpp.id).unwrap(),
+        );
+        assert!(providers.problem(&broken.id).is_some());
+        providers.set_callback_base("https://sb.example.com/");
+        assert!(
+            !Arc::ptr_eq(&tw, &providers.get(&twilio.id).unwrap()),
+            "rebuilt with its StatusCallback"
+        );
+        assert!(
+            Arc::ptr_eq(&sm, &providers.get(&smpp.id).unwrap()),
+            "the SMPP link keeps running"
+        );
+        assert_eq!(
+            providers.callback_url("pr_tw").as_deref(),
+            Some("https://sb.example.com/callbacks/pr_tw")
+        );
+        // An unchanged sync keeps everything; a removed spec is dropped.
+        providers.sync(vec![twilio.clone(), smpp.clone()]);
+        assert!(Arc::ptr_eq(&sm, &providers.get(&smpp.id).unwrap()));
+        assert!(providers.problem(&broken.id).is_none());
+        providers.sync(vec![twilio]);
+        assert!(providers.get(&smpp.id).is_none());
     }
 }

@@ -331,9 +331,25 @@ impl std::fmt::Debug for Smpp {
 
 impl Drop for Smpp {
     fn drop(&mut self) {
-        self.task.abort();
-        if let Some(link) = self.shared.link.borrow().as_ref() {
-            link.fail_all("the provider was removed");
+        let link = self.shared.link.borrow().clone();
+        let Some(link) = link else {
+            self.task.abort();
+            return;
+        };
+        link.fail_all("the provider was removed");
+        // Say goodbye: an `unbind`, then the link closes (its answer is not
+        // awaited for long).
+        let unbind = Pdu::empty(cmd::UNBIND, status::OK, self.shared.next_seq()).encode();
+        let sent = link.out.try_send(unbind).is_ok();
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) if sent => {
+                let task = self.task.abort_handle();
+                rt.spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    task.abort();
+                });
+            }
+            _ => self.task.abort(),
         }
     }
 }

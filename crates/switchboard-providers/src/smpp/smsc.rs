@@ -63,6 +63,7 @@ struct State {
     failed_binds: usize,
     nacks: usize,
     enquiries: usize,
+    unbinds: usize,
     throttled: usize,
     dropped: bool,
     outstanding: usize,
@@ -131,6 +132,11 @@ impl FakeSmsc {
     /// `generic_nack`s received (answers to PDUs the client could not read).
     pub fn nacks(&self) -> usize {
         self.st().nacks
+    }
+
+    /// `unbind`s received from the client.
+    pub fn unbinds(&self) -> usize {
+        self.st().unbinds
     }
 
     /// `enquire_link`s received.
@@ -324,6 +330,7 @@ impl FakeSmsc {
                         .await;
                 }
                 (_, cmd::UNBIND) => {
+                    self.st().unbinds += 1;
                     let _ = tx
                         .send(Pdu::empty(cmd::UNBIND_RESP, 0, pdu.sequence).encode())
                         .await;

@@ -1247,8 +1247,14 @@ async fn smpp_sends_reads_receipts_and_replies_through_the_gateway() {
         .0,
         204
     );
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    for _ in 0..100 {
+        if !smsc.connected() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert!(!smsc.connected(), "the SMSC no longer has a client");
+    assert_eq!(smsc.unbinds(), 1, "it said goodbye with an unbind");
 }
 
 #[tokio::test]
