@@ -369,3 +369,42 @@ async fn an_idle_link_is_kept_alive_with_enquire_link() {
     assert_eq!(c.link_state(), "bound");
     assert_eq!(smsc.binds(), 1);
 }
+
+#[tokio::test]
+async fn receipts_that_name_ids_in_another_base_still_match() {
+    // The fake SMSC answers ids in hex (`00000003E9`); this one reports them
+    // in decimal, with leading zeros.
+    let smsc = FakeSmsc::start(Behaviour::default()).await.unwrap();
+    let mut cfg = SmppConfig::from_spec(
+        &json!({"host": "127.0.0.1", "port": smsc.addr().port(), "system_id": "switchboard", "receipt_id_format": "decimal_in_receipts"}),
+        &json!({"password": "secret"}),
+    )
+    .unwrap();
+    cfg.reconnect = (Duration::from_millis(50), Duration::from_millis(200));
+    let (c, mut seen) = client(cfg, true);
+    let id = c
+        .send(&request("+14155550123", "hi"))
+        .await
+        .unwrap()
+        .provider_message_id;
+    let hex = smsc.submitted()[0].message_id.clone();
+    assert_eq!(
+        id,
+        u128::from_str_radix(&hex, 16).unwrap().to_string(),
+        "kept in decimal"
+    );
+    assert_eq!(
+        smsc.receipt(&format!("000{id}"), "DELIVRD", false).await,
+        Some(0)
+    );
+    let items = next_items(&mut seen).await;
+    assert!(
+        matches!(&items[..], [CallbackItem::Receipt { provider_message_id, kind: ReceiptKind::Delivered, .. }] if *provider_message_id == id),
+        "{items:?}"
+    );
+    let bad = SmppConfig::from_spec(
+        &json!({"host": "h", "system_id": "s", "receipt_id_format": "octal"}),
+        &json!({"password": "p"}),
+    );
+    assert_eq!(bad.unwrap_err().field, "config.receipt_id_format");
+}

@@ -68,6 +68,9 @@ pub struct SmppConfig {
     pub dest_ton_npi: (u8, u8),
     /// Pack GSM 03.38 septets (some SMSCs want 8 septets in 7 octets).
     pub gsm7_packed: bool,
+    /// How the SMSC writes message ids in receipts compared with
+    /// `submit_sm_resp` (some answer in hex and report in decimal).
+    pub receipt_ids: ReceiptIds,
     /// Times a throttled submit is tried again on the link before the
     /// dispatcher gets a throttle error.
     pub throttle_retries: u32,
@@ -110,6 +113,8 @@ struct SpecConfig {
     dest_npi: Option<u8>,
     #[serde(default)]
     gsm7_packed: Option<bool>,
+    #[serde(default)]
+    receipt_id_format: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -122,7 +127,7 @@ impl SmppConfig {
     /// Reads a stored provider's settings: `config` `{host, port?,
     /// system_id, system_type?, window?, enquire_link_seconds?,
     /// response_timeout_ms?, source_ton?, source_npi?, dest_ton?, dest_npi?,
-    /// gsm7_packed?}` and `credentials` `{password}`.
+    /// gsm7_packed?, receipt_id_format?}` and `credentials` `{password}`.
     pub fn from_spec(
         config: &serde_json::Value,
         credentials: &serde_json::Value,
@@ -182,9 +187,63 @@ impl SmppConfig {
             source_ton_npi: (c.source_ton.unwrap_or(1), c.source_npi.unwrap_or(1)),
             dest_ton_npi: (c.dest_ton.unwrap_or(1), c.dest_npi.unwrap_or(1)),
             gsm7_packed: c.gsm7_packed.unwrap_or(false),
+            receipt_ids: match c.receipt_id_format.as_deref() {
+                None | Some("same") => ReceiptIds::Same,
+                Some("decimal_in_receipts") => ReceiptIds::DecimalInReceipts,
+                Some("hex_in_receipts") => ReceiptIds::HexInReceipts,
+                Some(_) => {
+                    return Err(SpecError::new(
+                        "config.receipt_id_format",
+                        "`same`, `decimal_in_receipts` (submit_sm_resp in hex) or `hex_in_receipts`",
+                    ));
+                }
+            },
             throttle_retries: 5,
         })
     }
+}
+
+/// How an SMSC's receipts name the message ids its `submit_sm_resp` gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiptIds {
+    /// The same string.
+    Same,
+    /// `submit_sm_resp` in hex, receipts in decimal.
+    DecimalInReceipts,
+    /// `submit_sm_resp` in decimal, receipts in hex.
+    HexInReceipts,
+}
+
+impl ReceiptIds {
+    /// The id a message keeps, from `submit_sm_resp`'s: numeric ids are
+    /// kept in decimal when the two differ, so that receipts match.
+    fn from_submit(self, id: &str) -> String {
+        match self {
+            ReceiptIds::Same => id.to_owned(),
+            ReceiptIds::DecimalInReceipts => {
+                u128::from_str_radix(id, 16).map_or_else(|_| id.to_owned(), |n| n.to_string())
+            }
+            ReceiptIds::HexInReceipts => normalise_decimal(id).unwrap_or_else(|| id.to_owned()),
+        }
+    }
+
+    /// The id a receipt names, in the form the message kept.
+    fn from_receipt(self, id: &str) -> String {
+        match self {
+            ReceiptIds::Same => id.to_owned(),
+            ReceiptIds::DecimalInReceipts => normalise_decimal(id).unwrap_or_else(|| id.to_owned()),
+            ReceiptIds::HexInReceipts => {
+                u128::from_str_radix(id, 16).map_or_else(|_| id.to_owned(), |n| n.to_string())
+            }
+        }
+    }
+}
+
+/// Leading zeros dropped from a decimal id; `None` if it is not one.
+fn normalise_decimal(id: &str) -> Option<String> {
+    (!id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| id.parse::<u128>().ok().map(|n| n.to_string()))
+        .flatten()
 }
 
 /// What a submit got back.
@@ -569,7 +628,8 @@ impl Provider for Smpp {
                 short_message: part,
                 ..Sm::default()
             };
-            ids.push(self.submit(sm).await?);
+            let id = self.submit(sm).await?;
+            ids.push(cfg.receipt_ids.from_submit(&id));
         }
         let head = ids.first().cloned().unwrap_or_default();
         if ids.len() > 1 {
@@ -917,7 +977,8 @@ fn read_deliver(shared: &Shared, sm: &Sm) -> Vec<CallbackItem> {
         .tlv(tag::RECEIPTED_MESSAGE_ID)
         .map(|v| String::from_utf8_lossy(v).trim_end_matches('\0').to_owned())
         .filter(|v| !v.is_empty())
-        .or_else(|| parsed.as_ref().map(|p| p.id.clone()));
+        .or_else(|| parsed.as_ref().map(|p| p.id.clone()))
+        .map(|id| shared.cfg.receipt_ids.from_receipt(&id));
     let state = sm
         .tlv(tag::MESSAGE_STATE)
         .and_then(|v| v.first().copied())
