@@ -217,7 +217,7 @@ pub enum ReceiptIds {
 impl ReceiptIds {
     /// The id a message keeps, from `submit_sm_resp`'s: numeric ids are
     /// kept in decimal when the two differ, so that receipts match.
-    fn from_submit(self, id: &str) -> String {
+    fn submitted_id(self, id: &str) -> String {
         match self {
             ReceiptIds::Same => id.to_owned(),
             ReceiptIds::DecimalInReceipts => {
@@ -228,7 +228,7 @@ impl ReceiptIds {
     }
 
     /// The id a receipt names, in the form the message kept.
-    fn from_receipt(self, id: &str) -> String {
+    fn receipt_id(self, id: &str) -> String {
         match self {
             ReceiptIds::Same => id.to_owned(),
             ReceiptIds::DecimalInReceipts => normalise_decimal(id).unwrap_or_else(|| id.to_owned()),
@@ -629,7 +629,7 @@ impl Provider for Smpp {
                 ..Sm::default()
             };
             let id = self.submit(sm).await?;
-            ids.push(cfg.receipt_ids.from_submit(&id));
+            ids.push(cfg.receipt_ids.submitted_id(&id));
         }
         let head = ids.first().cloned().unwrap_or_default();
         if ids.len() > 1 {
@@ -978,7 +978,7 @@ fn read_deliver(shared: &Shared, sm: &Sm) -> Vec<CallbackItem> {
         .map(|v| String::from_utf8_lossy(v).trim_end_matches('\0').to_owned())
         .filter(|v| !v.is_empty())
         .or_else(|| parsed.as_ref().map(|p| p.id.clone()))
-        .map(|id| shared.cfg.receipt_ids.from_receipt(&id));
+        .map(|id| shared.cfg.receipt_ids.receipt_id(&id));
     let state = sm
         .tlv(tag::MESSAGE_STATE)
         .and_then(|v| v.first().copied())
