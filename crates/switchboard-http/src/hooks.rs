@@ -401,9 +401,8 @@ pub async fn receive(
     }
     let ctx =
         crate::auth::workspace_ctx(&state, hook.workspace_id.clone(), hook.id.clone()).await?;
-    let (accepted, replayed) =
+    let (accepted, _) =
         crate::messages::submit_json(&state, &ctx, None, &Value::Object(submit)).await?;
-    let _ = replayed;
     Ok((StatusCode::ACCEPTED, Json(accepted)))
 }
 

@@ -875,31 +875,7 @@ impl Admin {
         let Admin {
             client, url, token, ..
         } = self;
-        let mut req = client
-            .request(method, format!("{url}{path}"))
-            .bearer_auth(token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("calling {url}{path}"))?;
-        let status = resp.status();
-        let value: Value = resp.json().await.unwrap_or(Value::Null);
-        if !status.is_success() {
-            let field = value["error"]["field"]
-                .as_str()
-                .map(|f| format!(" ({f})"))
-                .unwrap_or_default();
-            bail!(
-                "{status}: {}{field}",
-                value["error"]["message"]
-                    .as_str()
-                    .unwrap_or("unexpected answer")
-            );
-        }
-        Ok(value)
+        call_json(client, method, &format!("{url}{path}"), token, body).await
     }
 
     async fn get(&self, path: &str) -> anyhow::Result<Value> {
@@ -1170,9 +1146,23 @@ async fn rules(action: RulesAction, config: &Config) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("http://{}", config.listen));
     let url = format!("{}{path}", base.trim_end_matches('/'));
-    let mut req = reqwest::Client::new()
-        .request(method, &url)
-        .bearer_auth(&api.key);
+    let value = call_json(&reqwest::Client::new(), method, &url, &api.key, body).await?;
+    if !value.is_null() {
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    }
+    Ok(())
+}
+
+/// One JSON call to the gateway with a bearer token; a refusal becomes an
+/// error that says the status, the message and the field at fault.
+async fn call_json(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    bearer: &str,
+    body: Option<Value>,
+) -> anyhow::Result<Value> {
+    let mut req = client.request(method, url).bearer_auth(bearer);
     if let Some(b) = body {
         req = req.json(&b);
     }
@@ -1191,8 +1181,5 @@ async fn rules(action: RulesAction, config: &Config) -> anyhow::Result<()> {
                 .unwrap_or("unexpected answer")
         );
     }
-    if !value.is_null() {
-        println!("{}", serde_json::to_string_pretty(&value)?);
-    }
-    Ok(())
+    Ok(value)
 }

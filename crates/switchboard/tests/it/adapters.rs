@@ -2,24 +2,8 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{TestApp, spawn_app};
+use crate::harness::{TestApp, call, spawn_app};
 use crate::receiver::Receiver;
-
-async fn call(
-    app: &TestApp,
-    method: reqwest::Method,
-    path: &str,
-    key: Option<&str>,
-    body: &Value,
-) -> (u16, Value) {
-    let mut req = app.client.request(method, app.url(path)).json(body);
-    if let Some(k) = key {
-        req = req.bearer_auth(k);
-    }
-    let r = req.send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
 
 /// Seed 003's send payload, with the fields it names.
 fn seed_send(message_id: &str, phone: &str) -> Value {

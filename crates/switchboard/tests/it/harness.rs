@@ -226,3 +226,24 @@ pub async fn new_schema(base: &str) -> PgSchema {
         .await
         .expect("a schema on the PostgreSQL test server")
 }
+
+/// One request with an optional bearer token and a JSON body (none when
+/// `body` is null); the status and the JSON answer (null if none).
+pub async fn call(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    bearer: Option<&str>,
+    body: &Value,
+) -> (u16, Value) {
+    let mut req = app.client.request(method, app.url(path));
+    if let Some(k) = bearer {
+        req = req.bearer_auth(k);
+    }
+    if !body.is_null() {
+        req = req.json(body);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}

@@ -15,7 +15,7 @@ use axum::routing::post;
 use serde_json::{Value, json};
 use switchboard_providers::{twilio, whatsapp};
 
-use crate::harness::{ADMIN_TOKEN, TestApp, spawn_app_with, timeline};
+use crate::harness::{ADMIN_TOKEN, TestApp, call, spawn_app_with, timeline};
 use crate::receiver::Receiver;
 
 const TOKEN: &str = "twilio-auth-token-0123456789abcdef";
@@ -119,16 +119,14 @@ async fn admin(
     path: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut req = app
-        .client
-        .request(method, app.url(path))
-        .bearer_auth(ADMIN_TOKEN);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let r = req.send().await.unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
+    call(
+        app,
+        method,
+        path,
+        Some(ADMIN_TOKEN),
+        &body.unwrap_or(Value::Null),
+    )
+    .await
 }
 
 async fn add_provider(app: &TestApp, body: Value) -> Value {
