@@ -27,6 +27,16 @@ fn ulid_at(now: Timestamp) -> String {
     String::from_utf8(out.to_vec()).expect("crockford alphabet is ascii")
 }
 
+/// The smallest ULID of millisecond `at`: every id made at or after `at`
+/// sorts at or above it, so a time range is an id range on an index.
+fn ulid_floor(at: Timestamp) -> String {
+    let ms = u128::try_from(at.as_millis().max(0)).unwrap_or(0) & ((1u128 << 48) - 1);
+    let value = ms << 80;
+    (0..26)
+        .map(|i| CROCKFORD[((value >> (125 - 5 * i)) & 0x1f) as usize] as char)
+        .collect()
+}
+
 fn is_ulid(s: &str) -> bool {
     s.len() == 26 && s.bytes().all(|b| CROCKFORD.contains(&b))
 }
@@ -51,6 +61,12 @@ macro_rules! prefixed_id {
             /// A new id whose time part is `now`.
             pub fn new_at(now: Timestamp) -> Self {
                 $name(format!("{}{}", $prefix, ulid_at(now)))
+            }
+
+            /// The lowest id of this type made at or after `at` (for a time
+            /// range as an id range).
+            pub fn floor_at(at: Timestamp) -> String {
+                format!("{}{}", $prefix, ulid_floor(at))
             }
 
             /// Parses an id, checking prefix and body.
@@ -110,6 +126,20 @@ mod tests {
         let b = MessageId::new_at(Timestamp::from_millis(1_700_000_000_001));
         assert!(a < b, "{a} < {b}");
         assert_eq!(a.as_str().len(), 4 + 26);
+    }
+
+    #[test]
+    fn floor_is_the_lowest_id_of_its_millisecond() {
+        let t = Timestamp::from_millis(1_700_000_000_000);
+        for _ in 0..50 {
+            let floor = MessageId::floor_at(t);
+            assert!(floor.as_str() <= MessageId::new_at(t).as_str());
+            assert!(
+                floor.as_str()
+                    > MessageId::new_at(Timestamp::from_millis(t.as_millis() - 1)).as_str()
+            );
+        }
+        assert!(MessageId::parse(&MessageId::floor_at(t)).is_ok());
     }
 
     #[test]

@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use switchboard_core::WorkspaceId;
 use switchboard_core::message::ALL_CHANNELS;
 
+use crate::console;
 use crate::error::ApiError;
 use crate::rate_limit::RateLimitStatus;
 use crate::state::{AppState, WorkspaceCtx};
@@ -97,15 +98,61 @@ fn rate_headers(headers: &mut HeaderMap, s: &RateLimitStatus) {
     headers.insert("x-ratelimit-reset", HeaderValue::from(s.reset_secs));
 }
 
-/// Middleware: authenticates an API key and applies its rate limit.
+/// Whether a request is authenticated by the console's session cookie: it
+/// carries the cookie and no `Authorization` header.
+fn by_session(headers: &HeaderMap) -> bool {
+    !headers.contains_key(header::AUTHORIZATION)
+        && console::cookie(headers, console::SESSION_COOKIE).is_some()
+}
+
+/// The workspace a console session acts on: its API key's, or for the
+/// admin the one named in `X-Switchboard-Workspace`. Checks the CSRF token.
+async fn session_workspace(
+    state: &AppState,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Arc<WorkspaceCtx>, ApiError> {
+    let session = console::session(state, headers)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("missing console session"))?;
+    console::check_csrf(method, headers, &session)?;
+    let (workspace, key_id) = match (session.workspace_id, session.key_id) {
+        (Some(ws), Some(key)) => (ws, key),
+        _ => {
+            let ws = console::admin_workspace(headers)?;
+            if state.store.get_workspace(&ws).await?.is_none() {
+                return Err(ApiError::not_found("workspace"));
+            }
+            let key = format!("console-admin:{ws}");
+            (ws, key)
+        }
+    };
+    let cache_key = format!("console:{key_id}");
+    if let Some(ctx) = state.keys.get(&cache_key)
+        && ctx.workspace_id == workspace
+    {
+        return Ok(ctx);
+    }
+    let ctx = Arc::new(workspace_ctx(state, workspace, key_id).await?);
+    state.keys.insert(cache_key, ctx.clone());
+    Ok(ctx)
+}
+
+/// Middleware: authenticates an API key (or a console session) and applies
+/// its rate limit.
 pub async fn require_api_key(
     State(state): State<AppState>,
     mut req: Request,
     next: Next,
 ) -> Response {
-    let ctx = match bearer(req.headers()) {
-        Ok(token) => workspace_for(&state, token).await,
-        Err(e) => Err(e),
+    let ctx = if by_session(req.headers()) {
+        let (method, headers) = (req.method().clone(), req.headers().clone());
+        session_workspace(&state, &method, &headers).await
+    } else {
+        match bearer(req.headers()) {
+            Ok(token) => workspace_for(&state, token).await,
+            Err(e) => Err(e),
+        }
     };
     let ctx = match ctx {
         Ok(ctx) => ctx,
@@ -127,8 +174,28 @@ pub async fn require_api_key(
     resp
 }
 
-/// Middleware: requires the instance admin token.
+/// Middleware: requires the instance admin token (or the admin's console
+/// session).
 pub async fn require_admin(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if by_session(req.headers()) {
+        let headers = req.headers().clone();
+        return match console::session(&state, &headers).await {
+            Ok(Some(s)) if s.workspace_id.is_none() => {
+                match console::check_csrf(req.method(), &headers, &s) {
+                    Ok(()) => next.run(req).await,
+                    Err(e) => e.into_response(),
+                }
+            }
+            Ok(Some(_)) => ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "this route needs the admin; the console is signed in with a workspace API key",
+            )
+            .into_response(),
+            Ok(None) => ApiError::unauthorized("missing console session").into_response(),
+            Err(e) => e.into_response(),
+        };
+    }
     match bearer(req.headers()) {
         Ok(token) if same(&hash_secret(token), &state.admin_token_hash) => next.run(req).await,
         Ok(token) if token.starts_with("sk_") => ApiError::new(

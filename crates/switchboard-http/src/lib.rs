@@ -11,6 +11,7 @@ pub mod auth;
 pub mod automatenexus;
 mod body;
 pub mod callbacks;
+pub mod console;
 pub mod contacts;
 pub mod error;
 pub mod hooks;
@@ -19,6 +20,7 @@ pub mod messages;
 pub mod mycrmsim;
 pub mod openapi;
 pub mod ops;
+pub mod overview;
 pub mod providers;
 pub mod rate_limit;
 pub mod state;
@@ -72,6 +74,9 @@ pub fn router(state: AppState, config: HttpConfig) -> Router {
         .route("/v1/contacts/{phone}/opt-out", post(contacts::opt_out))
         .route("/v1/contacts/{phone}/opt-in", post(contacts::opt_in))
         .route("/v1/messages", post(messages::submit).get(messages::list))
+        .route("/v1/messages/preview", post(overview::preview))
+        .route("/v1/stats", get(overview::stats))
+        .route("/v1/conversations", get(overview::conversations))
         .route("/v1/messages/{id}", get(messages::get))
         .route("/v1/messages/{id}/cancel", post(messages::cancel))
         .route(
@@ -167,6 +172,18 @@ pub fn router(state: AppState, config: HttpConfig) -> Router {
             )
             // Authenticated by each hook's token or HMAC.
             .route("/hooks/{hook_id}", post(hooks::receive))
+            // The operator console: its own sign-in, then the API above.
+            .route(
+                "/console",
+                get(|| async { axum::response::Redirect::permanent("/console/") }),
+            )
+            .route("/console/", get(console::shell))
+            .route(
+                "/console/login",
+                get(console::login_form).post(console::login),
+            )
+            .route("/console/logout", post(console::logout))
+            .route("/console/assets/{file}", get(console::asset))
     } else {
         Router::new()
     };

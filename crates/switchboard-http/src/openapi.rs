@@ -5,7 +5,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::{
     admin, automatenexus, callbacks, contacts, error, hooks, inbound, messages, mycrmsim, ops,
-    providers, templates, twox, webhooks,
+    overview, providers, templates, twox, webhooks,
 };
 
 struct Security;
@@ -45,6 +45,7 @@ impl Modify for Security {
         automatenexus::configure, automatenexus::add_rule, automatenexus::list_rules, automatenexus::delete_rule, automatenexus::receive,
         hooks::create, hooks::list, hooks::delete, hooks::receive,
         ops::healthz, ops::readyz, ops::metrics, ops::openapi,
+        overview::stats, overview::conversations, overview::preview,
     ),
     components(schemas(
         messages::SubmitMessageRequest, messages::TemplateRefDoc, messages::WhatsAppTemplateDoc, messages::AcceptedResponse, messages::MessageResponse,
@@ -60,6 +61,8 @@ impl Modify for Security {
         callbacks::CallbackAck,
         mycrmsim::MycrmsimSettings, mycrmsim::MycrmsimAccepted, twox::TwoXSettings, twox::TwoXAccepted,
         automatenexus::ReceiverSettings, automatenexus::ReceivedEvent,
+        overview::StatsResponse, overview::StatsBucket, overview::ProviderStats, overview::EndpointHealth,
+        overview::ConversationList, overview::ConversationResponse, overview::PreviewRequest, overview::PreviewResponse,
     )),
     modifiers(&Security),
 )]

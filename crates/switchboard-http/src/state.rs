@@ -36,6 +36,8 @@ pub struct AppState {
     /// The gateway's public base URL (what providers call), when it differs
     /// from the request's `Host`.
     pub public_url: Option<Arc<str>>,
+    /// The operator console's settings.
+    pub console: crate::console::ConsoleConfig,
 }
 
 /// What a request authenticated with an API key may act as.

@@ -15,12 +15,13 @@ pub mod sql;
 pub use error::StoreError;
 pub use model::{
     AcceptOutcome, AcceptRequest, Accepted, ApiKey, AttemptOutcome, AttemptRecord, AttemptReport,
-    ClaimedMessage, ConsentChange, ConsentChangeRecord, ConsentRecord, ContactConsent,
-    EndpointChanges, EndpointRecord, EventRecord, GroupCommitStats, InboundOutcome, InboundRecord,
-    IntegrationRecord, MessageDetail, MessageFilter, MessagePage, MessageRecord, NewInbound,
-    NewSender, ProviderDeletion, ProviderRecord, ReceiptKind, ReceiptOutcome, ReceiptPass,
-    Redelivery, Sender, SenderCreation, TemplateRecord, TransitionOutcome, WebhookAttemptRecord,
-    WebhookAttemptReport, WebhookEvent, WebhookJob, WebhookOutcome, Workspace,
+    ClaimedMessage, ConsentChange, ConsentChangeRecord, ConsentRecord, ConsoleSession,
+    ContactConsent, ConversationSummary, EndpointChanges, EndpointRecord, EventRecord,
+    GroupCommitStats, InboundOutcome, InboundRecord, IntegrationRecord, MessageDetail,
+    MessageFilter, MessagePage, MessageRecord, NewInbound, NewSender, ProviderDeletion,
+    ProviderHealth, ProviderRecord, ReceiptKind, ReceiptOutcome, ReceiptPass, Redelivery, Sender,
+    SenderCreation, TemplateRecord, TransitionOutcome, WebhookAttemptRecord, WebhookAttemptReport,
+    WebhookEvent, WebhookJob, WebhookOutcome, Workspace, WorkspaceStats,
 };
 
 use std::time::Duration;
@@ -394,4 +395,38 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<ContactConsent, StoreError>;
     /// Deletes a template (by id or name).
     async fn delete_template(&self, workspace: &WorkspaceId, id: &str) -> Result<bool, StoreError>;
+
+    // --- operator console
+    /// Stores a console session (and forgets those past their end).
+    async fn create_session(&self, session: ConsoleSession) -> Result<(), StoreError>;
+    /// A session by its hash, if live and its API key is not revoked.
+    async fn find_session(
+        &self,
+        id_hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<ConsoleSession>, StoreError>;
+    /// Records a session's use and moves its end.
+    async fn touch_session(
+        &self,
+        id_hash: &str,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<(), StoreError>;
+    /// Ends a session.
+    async fn delete_session(&self, id_hash: &str) -> Result<(), StoreError>;
+    /// Counts and series of a workspace's messages created in `[since, until)`.
+    async fn workspace_stats(
+        &self,
+        workspace: &WorkspaceId,
+        since: Timestamp,
+        until: Timestamp,
+        buckets: u32,
+    ) -> Result<WorkspaceStats, StoreError>;
+    /// Numbers the workspace exchanged messages with since `since`, latest first.
+    async fn conversations(
+        &self,
+        workspace: &WorkspaceId,
+        since: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<ConversationSummary>, StoreError>;
 }

@@ -809,3 +809,64 @@ impl std::fmt::Debug for IntegrationRecord {
             .finish_non_exhaustive()
     }
 }
+
+/// A signed-in console session. The cookie carries a random id; the store
+/// keeps only its hash.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsoleSession {
+    /// SHA-256 (hex) of the cookie's value.
+    pub id_hash: String,
+    /// The workspace of the API key signed in with; `None` for the admin.
+    pub workspace_id: Option<WorkspaceId>,
+    /// The API key signed in with (revoking it ends the session).
+    pub key_id: Option<String>,
+    /// The token every state-changing request must echo.
+    pub csrf_token: String,
+    /// When it was made.
+    pub created_at: Timestamp,
+    /// When it was last used (written at most once a minute).
+    pub last_seen_at: Timestamp,
+    /// When it ends unless used again.
+    pub expires_at: Timestamp,
+}
+
+/// Counts and series of a workspace's messages over a time window, for the
+/// console's overview.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct WorkspaceStats {
+    /// Messages created in the window, by current status.
+    pub by_status: Vec<(Status, u64)>,
+    /// `(bucket index, status, count)` of messages created in the window,
+    /// bucketed by creation time.
+    pub series: Vec<(u32, Status, u64)>,
+    /// Messages waiting now (scheduled, queued, sending), whenever created.
+    pub queue: Vec<(Status, u64)>,
+    /// Send attempts in the window per provider.
+    pub providers: Vec<ProviderHealth>,
+}
+
+/// A provider's attempts in a window.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ProviderHealth {
+    /// Provider id.
+    pub provider_id: String,
+    /// Attempts.
+    pub attempts: u64,
+    /// Attempts that did not hand the message over.
+    pub errors: u64,
+    /// Attempts refused for throughput.
+    pub throttled: u64,
+}
+
+/// A phone number's latest activity in a workspace (outbound or inbound).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConversationSummary {
+    /// E.164 number.
+    pub phone: String,
+    /// The latest message either way.
+    pub last_at: Timestamp,
+    /// Outbound messages in the period.
+    pub outbound: u64,
+    /// Inbound messages in the period.
+    pub inbound: u64,
+}

@@ -136,6 +136,9 @@ fn http_state(
         }),
         providers,
         public_url: config.public_url.as_deref().map(Arc::from),
+        console: switchboard_http::console::ConsoleConfig {
+            idle: Duration::from_secs(config.console_session_minutes * 60),
+        },
     }
 }
 

@@ -102,6 +102,9 @@ pub struct Config {
     /// database again, seconds. A key revoked through this node is refused
     /// at once; one revoked through another node within this time.
     pub auth_cache_seconds: u64,
+    /// How long an operator console session lasts without being used,
+    /// minutes (each use extends it).
+    pub console_session_minutes: u64,
     /// Per-key API rate limit.
     pub rate_limit: RateLimitSection,
     /// The dispatcher.
@@ -169,6 +172,7 @@ impl Default for Config {
             webhook_lease_seconds: 90,
             public_url: None,
             auth_cache_seconds: 10,
+            console_session_minutes: 480,
             rate_limit: RateLimitSection::default(),
             dispatcher: DispatcherSection::default(),
             sim: SimSection::default(),
@@ -250,6 +254,9 @@ impl Config {
                 "WEBHOOK_LEASE_SECONDS" => config.webhook_lease_seconds = parse_env(&name, &value)?,
                 "PUBLIC_URL" => config.public_url = Some(value),
                 "AUTH_CACHE_SECONDS" => config.auth_cache_seconds = parse_env(&name, &value)?,
+                "CONSOLE_SESSION_MINUTES" => {
+                    config.console_session_minutes = parse_env(&name, &value)?
+                }
                 "MAX_BODY_BYTES" => config.max_body_bytes = parse_env(&name, &value)?,
                 "RATE_LIMIT_PER_SECOND" => config.rate_limit.per_second = parse_env(&name, &value)?,
                 "RATE_LIMIT_BURST" => config.rate_limit.burst = parse_env(&name, &value)?,
@@ -304,6 +311,9 @@ impl Config {
         }
         if !self.sim.rate_per_second.is_finite() || self.sim.rate_per_second < 0.0 {
             bail!("sim.rate_per_second must be 0 (no limit) or positive");
+        }
+        if !(1..=43_200).contains(&self.console_session_minutes) {
+            bail!("console_session_minutes must be between 1 and 43200 (30 days)");
         }
         if self.auth_cache_seconds > 3600 {
             bail!("auth_cache_seconds must be at most 3600");

@@ -4,6 +4,7 @@
 //! in-flight work at once instead of waiting for leases to run out.
 
 mod consent;
+mod console;
 pub mod db;
 mod group_commit;
 mod inbound;
@@ -560,6 +561,67 @@ impl Store for SqlStore {
 
     async fn next_due_at(&self) -> Result<Option<Timestamp>, StoreError> {
         self.readers.run(messages::next_due_at).await
+    }
+
+    async fn create_session(&self, session: ConsoleSession) -> Result<(), StoreError> {
+        self.writer
+            .run(move |c| console::create_session(c, &session))
+            .await
+    }
+
+    async fn find_session(
+        &self,
+        id_hash: &str,
+        now: Timestamp,
+    ) -> Result<Option<ConsoleSession>, StoreError> {
+        let id_hash = id_hash.to_owned();
+        self.readers
+            .run(move |c| console::find_session(c, &id_hash, now))
+            .await
+    }
+
+    async fn touch_session(
+        &self,
+        id_hash: &str,
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let id_hash = id_hash.to_owned();
+        self.writer
+            .run(move |c| console::touch_session(c, &id_hash, now, expires_at))
+            .await
+    }
+
+    async fn delete_session(&self, id_hash: &str) -> Result<(), StoreError> {
+        let id_hash = id_hash.to_owned();
+        self.writer
+            .run(move |c| console::delete_session(c, &id_hash))
+            .await
+    }
+
+    async fn workspace_stats(
+        &self,
+        workspace: &WorkspaceId,
+        since: Timestamp,
+        until: Timestamp,
+        buckets: u32,
+    ) -> Result<WorkspaceStats, StoreError> {
+        let ws = workspace.clone();
+        self.readers
+            .run(move |c| console::workspace_stats(c, &ws, since, until, buckets))
+            .await
+    }
+
+    async fn conversations(
+        &self,
+        workspace: &WorkspaceId,
+        since: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<ConversationSummary>, StoreError> {
+        let ws = workspace.clone();
+        self.readers
+            .run(move |c| console::conversations(c, &ws, since, limit))
+            .await
     }
 
     async fn status_counts(&self) -> Result<Vec<(Status, u64)>, StoreError> {

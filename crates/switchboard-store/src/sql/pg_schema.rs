@@ -16,6 +16,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ),
     ("0003_provider_routing", super::schema::PROVIDER_ROUTING),
     ("0004_integrations", super::schema::INTEGRATIONS),
+    ("0005_console_sessions", super::schema::CONSOLE_SESSIONS),
 ];
 
 /// Applies the migrations not yet applied, each in its own transaction;

@@ -286,7 +286,23 @@ ALTER TABLE providers ADD COLUMN tokens_at INTEGER;
     ),
     ("0008_provider_routing", PROVIDER_ROUTING),
     ("0009_integrations", INTEGRATIONS),
+    ("0010_console_sessions", CONSOLE_SESSIONS),
 ];
+
+/// Operator console sign-ins: the cookie's hash, who it acts as, and its
+/// CSRF token. The same statements on both engines.
+pub const CONSOLE_SESSIONS: &str = r#"
+CREATE TABLE console_sessions (
+    id_hash      TEXT PRIMARY KEY,
+    workspace_id TEXT,
+    key_id       TEXT,
+    csrf_token   TEXT NOT NULL,
+    created_at   BIGINT NOT NULL,
+    last_seen_at BIGINT NOT NULL,
+    expires_at   BIGINT NOT NULL
+);
+CREATE INDEX console_sessions_expiry ON console_sessions (expires_at);
+"#;
 
 /// CRM adapters that authenticate with a token of their own (2X): the
 /// token's hash finds the workspace. The same statements on both engines.

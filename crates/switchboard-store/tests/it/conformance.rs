@@ -447,3 +447,183 @@ conformance!(
         assert_eq!(claim(10_000).await, 15);
     }
 );
+
+conformance!(
+    console_sessions_end_by_time_by_sign_out_and_with_their_key,
+    |f: crate::Fixture| async move {
+        use switchboard_store::ConsoleSession;
+        let key = f
+            .store
+            .create_api_key(&f.ws, "keyhash", "…abcd", T0)
+            .await
+            .unwrap();
+        let session = |hash: &str, ws: bool| ConsoleSession {
+            id_hash: hash.to_owned(),
+            workspace_id: ws.then(|| f.ws.clone()),
+            key_id: ws.then(|| key.id.clone()),
+            csrf_token: format!("csrf-{hash}"),
+            created_at: T0,
+            last_seen_at: T0,
+            expires_at: T0.plus(Duration::from_secs(3600)),
+        };
+        f.store.create_session(session("a", true)).await.unwrap();
+        f.store
+            .create_session(session("admin", false))
+            .await
+            .unwrap();
+        let found = f.store.find_session("a", T0).await.unwrap().unwrap();
+        assert_eq!(found, session("a", true));
+        assert!(f.store.find_session("nope", T0).await.unwrap().is_none());
+        // Past its end it is gone; a touch moves the end.
+        let later = T0.plus(Duration::from_secs(3601));
+        assert!(f.store.find_session("a", later).await.unwrap().is_none());
+        f.store
+            .touch_session("a", T0.plus(Duration::from_secs(60)), later.plus(LEASE))
+            .await
+            .unwrap();
+        let touched = f.store.find_session("a", later).await.unwrap().unwrap();
+        assert_eq!(touched.last_seen_at, T0.plus(Duration::from_secs(60)));
+        // Revoking the key ends its sessions, not the admin's.
+        f.store.revoke_api_key(&f.ws, &key.id, T0).await.unwrap();
+        assert!(f.store.find_session("a", T0).await.unwrap().is_none());
+        assert!(f.store.find_session("admin", T0).await.unwrap().is_some());
+        f.store.delete_session("admin").await.unwrap();
+        assert!(f.store.find_session("admin", T0).await.unwrap().is_none());
+    }
+);
+
+conformance!(
+    console_stats_count_by_status_bucket_queue_and_provider,
+    |f: crate::Fixture| async move {
+        // Three messages: one delivered, one throttled then waiting, one
+        // still queued (made later, in the last bucket).
+        for (to, hash) in [("+14155550123", "a"), ("+14155550124", "b")] {
+            f.store
+                .accept_message(request(&f.ws, json!({"to": to, "body": "hi"}), hash))
+                .await
+                .unwrap();
+        }
+        let claimed = f.store.claim_due(T0, 10, LEASE).await.unwrap();
+        assert_eq!(claimed.len(), 2);
+        for (i, c) in claimed.iter().enumerate() {
+            let outcome = if i == 0 {
+                AttemptOutcome::Accepted {
+                    provider_message_id: "S1".into(),
+                }
+            } else {
+                AttemptOutcome::Retry {
+                    class: switchboard_core::ErrorClass::Throttled,
+                    code: "throttled".into(),
+                    message: "slow down".into(),
+                    next_at: T0.plus(Duration::from_secs(60)),
+                }
+            };
+            f.store
+                .complete_attempt(AttemptReport {
+                    message_id: c.id.clone(),
+                    attempt: 1,
+                    provider_id: c.provider_id.clone(),
+                    started_at: T0,
+                    finished_at: T0,
+                    outcome,
+                })
+                .await
+                .unwrap();
+        }
+        f.store
+            .apply_receipt("pr_sim", "S1", ReceiptKind::Delivered, None, None, T0)
+            .await
+            .unwrap();
+        let mut late = request(&f.ws, json!({"to": "+14155550125", "body": "later"}), "c");
+        late.now = T0.plus(Duration::from_secs(3000));
+        f.store.accept_message(late).await.unwrap();
+
+        let until = T0.plus(Duration::from_secs(3300));
+        let s = f
+            .store
+            .workspace_stats(&f.ws, until.minus(Duration::from_secs(3600)), until, 12)
+            .await
+            .unwrap();
+        let count = |list: &[(switchboard_core::Status, u64)], st: &str| {
+            list.iter()
+                .find(|(s, _)| s.as_str() == st)
+                .map_or(0, |(_, n)| *n)
+        };
+        assert_eq!(count(&s.by_status, "delivered"), 1);
+        assert_eq!(count(&s.by_status, "queued"), 2);
+        assert_eq!(count(&s.queue, "queued"), 2);
+        // T0 is 300 s into the window: bucket 1 of 12 (300 s each); the
+        // late message is in bucket 11.
+        let mut buckets: Vec<(u32, &str, u64)> = s
+            .series
+            .iter()
+            .map(|(b, st, n)| (*b, st.as_str(), *n))
+            .collect();
+        buckets.sort();
+        assert_eq!(
+            buckets,
+            vec![(1, "delivered", 1), (1, "queued", 1), (11, "queued", 1)]
+        );
+        assert_eq!(s.providers.len(), 1);
+        let p = &s.providers[0];
+        assert_eq!(
+            (p.provider_id.as_str(), p.attempts, p.errors, p.throttled),
+            ("pr_sim", 2, 1, 1)
+        );
+        // Another workspace sees none of it; a window before it all is empty.
+        let other = f.store.create_workspace("other", T0).await.unwrap().id;
+        let none = f
+            .store
+            .workspace_stats(&other, T0, until, 12)
+            .await
+            .unwrap();
+        assert!(none.by_status.is_empty() && none.providers.is_empty());
+        let before = f
+            .store
+            .workspace_stats(
+                &f.ws,
+                T0.minus(Duration::from_secs(7200)),
+                T0.minus(Duration::from_secs(3600)),
+                12,
+            )
+            .await
+            .unwrap();
+        assert!(before.series.is_empty());
+
+        // Conversations: both directions, latest first.
+        f.store
+            .record_inbound(NewInbound {
+                workspace_id: f.ws.clone(),
+                from: "+14155550123".into(),
+                to: Some("Switchboard".into()),
+                channel: "sms".into(),
+                text: "thanks".into(),
+                media_urls: Vec::new(),
+                provider_id: "pr_sim".into(),
+                provider_message_id: Some("IN9".into()),
+                keyword: None,
+                now: T0.plus(Duration::from_secs(3200)),
+            })
+            .await
+            .unwrap();
+        let threads = f
+            .store
+            .conversations(&f.ws, T0.minus(Duration::from_secs(60)), 10)
+            .await
+            .unwrap();
+        let view: Vec<(&str, u64, u64)> = threads
+            .iter()
+            .map(|c| (c.phone.as_str(), c.outbound, c.inbound))
+            .collect();
+        assert_eq!(
+            view,
+            vec![
+                ("+14155550123", 1, 1),
+                ("+14155550125", 1, 0),
+                ("+14155550124", 1, 0)
+            ]
+        );
+        assert_eq!(threads[0].last_at, T0.plus(Duration::from_secs(3200)));
+        assert_eq!(f.store.conversations(&f.ws, T0, 1).await.unwrap().len(), 1);
+    }
+);

@@ -4,9 +4,11 @@
 
 mod adapters;
 mod api;
+mod browser;
 mod callbacks;
 mod cli;
 mod consent;
+mod console;
 mod crash;
 mod dispatch;
 mod harness;

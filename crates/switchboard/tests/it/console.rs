@@ -1,0 +1,623 @@
+//! The operator console, driven in headless Chromium against a real server:
+//! sign-in, the send form and its live counter, a message's timeline
+//! reaching `delivered`, a failed webhook attempt with its response body and
+//! its redelivery, opting a contact out from the conversation, the other
+//! pages, and the refusals (bad sign-in, expired session, forged posts).
+//! Screenshots of every page land in `target/console-screenshots/`.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::browser::Browser;
+use crate::harness::{ADMIN_TOKEN, TestApp, spawn_app};
+use crate::receiver::Receiver;
+
+/// Sends what is due, then lets the simulator's receipt come back and the
+/// webhooks go out, without running the webhook retry schedule.
+async fn pump(app: &TestApp) {
+    for _ in 0..4 {
+        app.worker.run_until_idle().await.unwrap();
+        while app.webhooks.deliver_once().await.unwrap() > 0 {}
+        app.clock.advance(Duration::from_millis(1_100));
+    }
+    app.worker.run_until_idle().await.unwrap();
+    while app.webhooks.deliver_once().await.unwrap() > 0 {}
+}
+
+async fn sign_in(b: &Browser, app: &TestApp, secret: &str) {
+    b.goto(&app.url("/console/")).await;
+    b.element("#login-form").await;
+    b.fill("#token", secret).await;
+    b.click("#sign-in").await;
+    b.ready("overview").await;
+}
+
+#[tokio::test]
+async fn an_operator_sends_watches_redelivers_and_opts_out_in_the_browser() {
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let (_ws, key) = app.workspace("Console").await;
+    // A CRM endpoint that is down for the first delivery.
+    let crm = Receiver::start(vec![(500, "crm is down: database locked".into())]).await;
+    let endpoint: Value = app
+        .client
+        .post(app.url("/v1/webhooks"))
+        .bearer_auth(&key)
+        .json(&json!({"url": crm.url, "event_types": ["message.delivered", "message.failed"], "retry_schedule": [3600], "description": "CRM"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let endpoint_id = endpoint["id"].as_str().unwrap().to_owned();
+
+    // Sign-in: the console sends an unsigned visitor to the login page.
+    b.goto(&app.url("/console/")).await;
+    b.element("#login-form").await;
+    assert!(b.url().await.ends_with("/console/login"));
+    b.screenshot("01-login").await;
+    sign_in(&b, &app, &key).await;
+    b.wait_text("#status-cards", "submitted").await;
+    let cookie = b.cookie("sb_session").await.expect("session cookie");
+    assert_eq!(cookie.len(), 64);
+    b.screenshot("02-overview-empty").await;
+
+    // Send from the form; the counter follows the text as it is typed.
+    b.click("nav a[data-page=send]").await;
+    b.ready("send").await;
+    b.fill("#send-to", "+14155550101").await;
+    b.fill("#send-body", "Your table is ready").await;
+    b.wait_text("#send-counter", "19 characters · GSM-7 · 1 segment")
+        .await;
+    let long = "Ünïcödé ✓ ".repeat(8);
+    b.fill("#send-body", &long).await;
+    b.wait_text("#send-counter", "UCS-2 (Unicode) · 2 segments")
+        .await;
+    b.fill("#send-body", "Your table is ready ✓").await;
+    b.wait_text("#send-counter", "UCS-2 (Unicode) · 1 segment")
+        .await;
+    b.fill("#send-ref", "booking-77").await;
+    b.screenshot("03-send").await;
+    b.click("#send-submit").await;
+    b.ready("messages").await;
+    b.wait_text("#message-status", "queued").await;
+    let url = b.url().await;
+    let id = url.rsplit('/').next().unwrap().to_owned();
+    assert!(id.starts_with("msg_"), "{url}");
+    let stored = app.get_message(&key, &id).await;
+    assert_eq!(stored["body"], "Your table is ready ✓");
+    assert_eq!(stored["client_ref"], "booking-77");
+
+    // The timeline follows the message to `delivered` on its own.
+    pump(&app).await;
+    b.wait_text("#message-status", "delivered").await;
+    let timeline = b.wait_text("#timeline", "message.delivered").await;
+    assert!(timeline.contains("message.sent"), "{timeline}");
+    b.wait_text("table", "pr_sim").await;
+    b.screenshot("04-message-timeline").await;
+
+    // The CRM refused the delivered event: the attempt log shows its body.
+    assert_eq!(crm.received().len(), 1);
+    b.click("nav a[data-page=webhooks]").await;
+    b.ready("webhooks").await;
+    b.wait_text("#view", "CRM").await;
+    b.click(&format!("a[href='#/webhooks/{endpoint_id}']"))
+        .await;
+    b.ready("webhooks").await;
+    b.wait_text("#attempt-log", "failure").await;
+    assert_eq!(
+        b.text("#attempt-log .response-body").await,
+        "crm is down: database locked"
+    );
+    b.wait_text("#attempt-log", "500").await;
+    b.screenshot("05-webhook-failed-attempt").await;
+    // Redeliver it: the CRM is back (the receiver answers 200 now).
+    b.click("#attempt-log .redeliver").await;
+    b.wait_text("#toast", "Queued for redelivery").await;
+    while app.webhooks.deliver_once().await.unwrap() > 0 {}
+    b.wait_text("#attempt-log", "success").await;
+    let got = crm.received();
+    assert_eq!(got.len(), 2, "redelivered once");
+    assert_eq!(got[0].header("webhook-id"), got[1].header("webhook-id"));
+    assert_eq!(got[1].json()["event"], "message.delivered");
+    b.screenshot("06-webhook-redelivered").await;
+
+    // The endpoint editor.
+    b.fill("#wh-description", "CRM (production)").await;
+    b.click("#wh-save").await;
+    b.wait_text("#toast", "Saved").await;
+    let e: Value = app
+        .client
+        .get(app.url(&format!("/v1/webhooks/{endpoint_id}")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(e["description"], "CRM (production)");
+    assert_eq!(
+        e["event_types"],
+        json!(["message.delivered", "message.failed"])
+    );
+
+    // A reply arrives; the conversation shows both; opt the contact out.
+    let inbound = app
+        .client
+        .post(app.url("/v1/sim/inbound"))
+        .bearer_auth(&key)
+        .json(&json!({"from": "+14155550101", "text": "Thanks, on my way"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(inbound.status(), 201);
+    b.goto(&app.url("/console/#/conversations")).await;
+    b.ready("conversations").await;
+    b.wait_text("#view", "+14155550101").await;
+    b.screenshot("07-conversations").await;
+    b.click("a[href='#/conversations/%2B14155550101']").await;
+    b.ready("conversations").await;
+    b.wait_text("#thread", "on my way").await;
+    b.wait_text("#thread", "Your table is ready").await;
+    b.click("#opt-out").await;
+    b.accept_dialog().await;
+    b.wait_text("#consent-state", "opted_out").await;
+    b.wait_text("#consent", "console").await;
+    b.screenshot("08-conversation-opted-out").await;
+    let contact: Value = app
+        .client
+        .get(app.url("/v1/contacts/%2B14155550101"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(contact["consent"][0]["state"], "opted_out");
+    assert_eq!(contact["consent"][0]["source"], "api");
+    // Sending to it now is refused with the API's own error, in the form.
+    b.goto(&app.url("/console/#/send")).await;
+    b.ready("send").await;
+    b.fill("#send-to", "+14155550101").await;
+    b.fill("#send-body", "One more thing").await;
+    b.click("#send-submit").await;
+    b.wait_text("#send-error", "opted out").await;
+
+    // Templates: the preview renders sample values and counts segments.
+    b.goto(&app.url("/console/#/templates/new")).await;
+    b.ready("templates").await;
+    b.fill("#tpl-name", "ready").await;
+    b.fill("#tpl-body", "Hi {{name}}, table {{table}} is ready")
+        .await;
+    b.wait_text("#tpl-preview", "Hi Ada, table sample is ready")
+        .await;
+    b.fill("#tpl-var-table", "12").await;
+    b.wait_text("#tpl-preview", "Hi Ada, table 12 is ready")
+        .await;
+    b.wait_text("#tpl-counter", "1 segment").await;
+    b.screenshot("09-template-editor").await;
+    b.click("#tpl-save").await;
+    b.wait_text("h1", "Template ready").await;
+
+    // Settings: quiet hours and a keyword reply.
+    b.goto(&app.url("/console/#/settings")).await;
+    b.ready("settings").await;
+    b.fill("#set-timezone", "America/Chicago").await;
+    b.fill("#set-reply-help", "Call us at 555-0100").await;
+    b.click("#set-save").await;
+    b.wait_text("#toast", "Settings saved").await;
+    let settings: Value = app
+        .client
+        .get(app.url("/v1/settings"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(settings["default_timezone"], "America/Chicago");
+    assert_eq!(settings["keyword_replies"]["help"], "Call us at 555-0100");
+    b.screenshot("10-settings").await;
+
+    // Search the messages; the overview counts what happened.
+    b.goto(&app.url("/console/#/messages?status=delivered"))
+        .await;
+    b.ready("messages").await;
+    b.wait_text("#message-results", &id).await;
+    b.screenshot("11-messages-search").await;
+    b.goto(&app.url("/console/#/messages?client_ref=nothing-like-this"))
+        .await;
+    b.ready("messages").await;
+    b.wait_text("#message-results", "No messages match").await;
+    b.goto(&app.url("/console/#/overview")).await;
+    b.ready("overview").await;
+    b.wait_text("[data-stat=delivered] .n", "1").await;
+    b.wait_text("[data-stat='delivery rate'] .n", "100.0%")
+        .await;
+    b.screenshot("12-overview").await;
+
+    // On a phone's screen: the menu folds away behind a button.
+    b.resize(390, 844).await;
+    b.wait_text("#menu-toggle", "Menu").await;
+    assert_eq!(
+        b.js("return getComputedStyle(document.getElementById('nav')).display")
+            .await,
+        "none"
+    );
+    b.screenshot("13-overview-phone").await;
+    b.click("#menu-toggle").await;
+    assert_eq!(
+        b.js("return getComputedStyle(document.getElementById('nav')).display")
+            .await,
+        "block"
+    );
+    b.screenshot("14-menu-phone").await;
+    b.resize(1280, 900).await;
+
+    // Signing out ends the session: the old cookie no longer works.
+    b.click("#logout-form button").await;
+    b.element("#login-form").await;
+    let after = app
+        .client
+        .get(app.url("/v1/messages"))
+        .header("cookie", format!("sb_session={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(after.status(), 401);
+    let body: Value = after.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "session_expired");
+}
+
+/// A page on another origin (another loopback port) whose form posts to the
+/// gateway as soon as it loads: what a forged cross-site request looks like.
+async fn hostile_page(target: &str) -> String {
+    let html = format!(
+        "<!doctype html><form id=f method=post action=\"{target}\"><input name=channel value=sms></form><script>document.getElementById('f').submit()</script>"
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = axum::Router::new().fallback(move || {
+        let html = html.clone();
+        async move { axum::response::Html(html) }
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/")
+}
+
+#[tokio::test]
+async fn the_console_refuses_bad_sign_ins_expired_sessions_and_forged_posts() {
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let (ws, key) = app.workspace("Guarded").await;
+
+    // A wrong key is refused with a message, and no session is made.
+    b.goto(&app.url("/console/login")).await;
+    b.fill("#token", "sk_not_a_real_key").await;
+    b.click("#sign-in").await;
+    b.wait_text("#login-error", "not valid").await;
+    assert!(b.cookie("sb_session").await.is_none());
+    b.screenshot("20-login-refused").await;
+
+    // A sign-in post without the form's own token (another site's form).
+    let forged = app
+        .client
+        .post(app.url("/console/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={key}&csrf=guess"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 403);
+    assert!(
+        forged
+            .headers()
+            .get("set-cookie")
+            .is_none_or(|c| !c.to_str().unwrap().starts_with("sb_session="))
+    );
+
+    // The admin signs in, sees the admin pages and picks a workspace.
+    sign_in(&b, &app, ADMIN_TOKEN).await;
+    b.wait_text("#view", "Choose a workspace").await;
+    b.click("nav a[data-page=admin]").await;
+    b.ready("admin").await;
+    b.wait_text("#view", &ws).await;
+    b.wait_text("#view", "pr_sim").await;
+    b.screenshot("21-admin").await;
+    b.click("#view table button").await; // "Keys" of the first workspace
+    b.click("#new-key").await;
+    b.wait_text("#new-key-value", "sk_").await;
+    b.js(&format!(
+        "const p = document.getElementById('workspace-picker'); p.value = '{ws}'; p.dispatchEvent(new Event('change'));"
+    ))
+    .await;
+    b.goto(&app.url("/console/#/overview")).await;
+    b.ready("overview").await;
+    b.wait_text("#status-cards", "submitted").await;
+
+    // Another site's page posts a form to the gateway: the session cookie
+    // is SameSite=Strict and the post carries no CSRF token, so nothing
+    // changes.
+    let phone = "+14155550102";
+    let target = app.url("/v1/contacts/%2B14155550102/opt-out");
+    b.goto(&hostile_page(&target).await).await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let contact: Value = app
+        .client
+        .get(app.url("/v1/contacts/%2B14155550102"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(contact["consent"], json!([]), "{phone} was not opted out");
+
+    // The same post with the session cookie but without the token: 403.
+    b.goto(&app.url("/console/#/overview")).await;
+    b.ready("overview").await;
+    let cookie = b.cookie("sb_session").await.unwrap();
+    let csrf = b
+        .js("return document.querySelector('meta[name=csrf-token]').content")
+        .await
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let no_token = app
+        .client
+        .post(&target)
+        .header("cookie", format!("sb_session={cookie}"))
+        .header("x-switchboard-workspace", &ws)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_token.status(), 403);
+    let body: Value = no_token.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "csrf_failed");
+    let wrong_token = app
+        .client
+        .post(&target)
+        .header("cookie", format!("sb_session={cookie}"))
+        .header("x-csrf-token", "0".repeat(64))
+        .header("x-switchboard-workspace", &ws)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_token.status(), 403);
+    // With the token it is the console's own request, and it works.
+    let with_token = app
+        .client
+        .post(&target)
+        .header("cookie", format!("sb_session={cookie}"))
+        .header("x-csrf-token", &csrf)
+        .header("x-switchboard-workspace", &ws)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with_token.status(), 200);
+    // Reads need no token; a workspace key's session cannot use admin routes.
+    let read = app
+        .client
+        .get(app.url("/v1/workspaces"))
+        .header("cookie", format!("sb_session={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+    // Sign-out without the token is refused too.
+    let logout = app
+        .client
+        .post(app.url("/console/logout"))
+        .header("cookie", format!("sb_session={cookie}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("csrf=nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(logout.status(), 403);
+
+    // Eight hours and a minute without use: the session has ended, and the
+    // console says so on the sign-in page.
+    app.clock.advance(Duration::from_secs(8 * 3600 + 60));
+    b.goto(&app.url("/console/")).await;
+    b.wait_text("#login-error", "session has ended").await;
+    assert!(b.url().await.ends_with("/console/login?expired=1"));
+    b.screenshot("22-session-expired").await;
+    let stale = app
+        .client
+        .get(app.url("/v1/stats"))
+        .header("cookie", format!("sb_session={cookie}"))
+        .header("x-switchboard-workspace", &ws)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 401);
+
+    // A workspace key's session: admin routes are refused.
+    sign_in(&b, &app, &key).await;
+    let cookie = b.cookie("sb_session").await.unwrap();
+    let admin = app
+        .client
+        .get(app.url("/v1/workspaces"))
+        .header("cookie", format!("sb_session={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(admin.status(), 403);
+    // Revoking the key ends its console sessions.
+    let keys: Value = app
+        .client
+        .get(app.url(&format!("/v1/workspaces/{ws}/keys")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // (The admin made a second key above: revoke both.)
+    for k in keys["data"].as_array().unwrap() {
+        let key_id = k["id"].as_str().unwrap();
+        let revoked = app
+            .client
+            .delete(app.url(&format!("/v1/workspaces/{ws}/keys/{key_id}")))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert!(revoked.status().is_success());
+    }
+    let gone = app
+        .client
+        .get(app.url("/v1/messages"))
+        .header("cookie", format!("sb_session={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 401);
+}
+
+/// The routes the console reads, called as any API client would: bad
+/// parameters and bodies get their codes; the counter matches the
+/// gateway's own segmenting.
+#[tokio::test]
+async fn the_console_api_checks_its_input() {
+    let app = spawn_app().await;
+    let (_ws, key) = app.workspace("Inputs").await;
+    let get = |path: &'static str| app.client.get(app.url(path)).bearer_auth(&key).send();
+    for (path, code) in [
+        ("/v1/stats?window=week", "invalid_window"),
+        ("/v1/conversations?days=0", "invalid_parameter"),
+        ("/v1/conversations?days=91", "invalid_parameter"),
+        ("/v1/conversations?limit=abc", "invalid_parameter"),
+        ("/v1/conversations?limit=-1", "invalid_parameter"),
+    ] {
+        let r = get(path).await.unwrap();
+        assert_eq!(r.status(), 400, "{path}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], code, "{path}");
+    }
+    let stats: Value = get("/v1/stats?window=day")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["series"].as_array().unwrap().len(), 24);
+    assert_eq!(stats["bucket_seconds"], 3600);
+    assert_eq!(stats["counts"]["delivered"], 0);
+    assert_eq!(stats["delivery_rate"], Value::Null);
+    assert_eq!(stats["queue"]["total"], 0);
+    // No session and no key: 401 like every /v1 route.
+    let anon = app.client.get(app.url("/v1/stats")).send().await.unwrap();
+    assert_eq!(anon.status(), 401);
+    // A cookie that names no session.
+    let forged = app
+        .client
+        .get(app.url("/v1/stats"))
+        .header("cookie", format!("sb_session={}", "ab".repeat(32)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+    let v: Value = forged.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "session_expired");
+
+    let preview = |body: Value| {
+        app.client
+            .post(app.url("/v1/messages/preview"))
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+    };
+    for (body, status, code) in [
+        (json!({}), 400, "missing_field"),
+        (json!({"body": 5}), 400, "invalid_type"),
+        (json!([1]), 400, "invalid_body"),
+        (json!({"body": "x", "to": "+1"}), 400, "unknown_field"),
+        (
+            json!({"body": "x", "variables": "name"}),
+            400,
+            "invalid_type",
+        ),
+        (json!({"body": "x".repeat(1601)}), 422, "body_too_long"),
+        (
+            json!({"body": "Hi {{name", "variables": {}}),
+            422,
+            "invalid_template",
+        ),
+        (
+            json!({"body": "Hi {{name}}", "variables": {}}),
+            422,
+            "missing_template_variable",
+        ),
+        (
+            json!({"body": "Hi {{name}}", "variables": {"name": [1]}}),
+            422,
+            "invalid_template_variable",
+        ),
+    ] {
+        let r = preview(body.clone()).await.unwrap();
+        assert_eq!(r.status(), status, "{body}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], code, "{body}");
+    }
+    let not_json = app
+        .client
+        .post(app.url("/v1/messages/preview"))
+        .bearer_auth(&key)
+        .body("body=hi")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_json.status(), 415);
+    for (text, encoding, segments, remaining) in [
+        ("", "GSM-7", 1, 160),
+        (&"a".repeat(160)[..], "GSM-7", 1, 0),
+        (&"a".repeat(161)[..], "GSM-7", 2, 145),
+        ("€", "GSM-7", 1, 158),
+        ("✓", "UCS-2", 1, 69),
+        (&"é✓".repeat(40)[..], "UCS-2", 2, 54),
+    ] {
+        let v: Value = preview(json!({"body": text}))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["encoding"], encoding, "{text}");
+        assert_eq!(v["segments"], segments, "{text}");
+        assert_eq!(v["remaining_in_segment"], remaining, "{text}");
+        // The counter agrees with what the gateway stores for a message.
+        if !text.is_empty() {
+            let id = app
+                .send(&key, json!({"to": "+14155550123", "body": text}))
+                .await;
+            let m = app.get_message(&key, &id).await;
+            assert_eq!(m["segments"], segments, "{text}");
+            assert_eq!(m["encoding"], encoding, "{text}");
+        }
+    }
+    let v: Value =
+        preview(json!({"body": "Hi {{ name }}, {{n}}", "variables": {"name": "Ada", "n": 3}}))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    assert_eq!(v["text"], "Hi Ada, 3");
+    assert_eq!(v["variables"], json!(["name", "n"]));
+}
