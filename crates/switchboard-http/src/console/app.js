@@ -480,7 +480,7 @@ async function pageEndpoint(view, id) {
   const actions = h("div", { class: "row panel" },
     act("Send test event", "wh-test", async () => { const r = await api("POST", `/v1/webhooks/${e.id}/test`); toast(`Test sent: ${r.status_code || r.error || "done"}`); await loadLog(); }),
     act("Rotate secret", "wh-rotate", async () => { if (!confirm("Rotate the signing secret? The old one keeps signing for 24 hours.")) return; const r = await api("POST", `/v1/webhooks/${e.id}/rotate-secret`, {}); showSecret(secretBox, r.secret); }),
-    e.enabled ? null : act("Re-enable", "wh-enable", async () => { await api("PATCH", "/v1/webhooks/" + e.id, { enabled: true }); toast("Re-enabled."); location.reload(); }),
+    e.enabled ? null : act("Re-enable", "wh-enable", async () => { await api("PATCH", "/v1/webhooks/" + e.id, { enabled: true }); toast("Re-enabled."); route(); }),
     act("Delete endpoint", "wh-delete", async () => { if (!confirm("Delete this endpoint?")) return; await api("DELETE", "/v1/webhooks/" + e.id); location.hash = "#/webhooks"; }, "danger"));
   // What an operator comes for first: the actions and the attempt log, then the editor.
   form.before(actions, h("section", { class: "panel" }, h("h2", {}, "Attempt log"), log), h("h2", {}, "Settings"));
@@ -682,6 +682,7 @@ async function route() {
   document.title = `${page[0].toUpperCase()}${page.slice(1)} · Switchboard`;
   const view = document.getElementById("view");
   view.replaceChildren();
+  delete view.dataset.ready;
   view.dataset.page = page;
   try {
     await PAGES[page](view, parts, new URLSearchParams(query || ""));

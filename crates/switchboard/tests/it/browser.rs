@@ -291,6 +291,35 @@ impl Browser {
         }
     }
 
+    /// Presses Enter in a field (keyboard use, no mouse).
+    pub async fn press_enter(&self, css: &str) {
+        let id = self.element(css).await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{id}/value"),
+            Some(json!({"text": "\u{E007}"})),
+        )
+        .await;
+    }
+
+    /// Every form control on the page has a label (or an `aria-label`) and
+    /// every button a name: what a screen reader announces.
+    pub async fn assert_labelled(&self) {
+        let missing = self
+            .js("return [...document.querySelectorAll('input:not([type=hidden]), select, textarea, button')]
+                .filter((e) => e.tagName === 'BUTTON'
+                    ? !e.textContent.trim() && !e.getAttribute('aria-label')
+                    : !(e.labels && e.labels.length) && !e.getAttribute('aria-label'))
+                .map((e) => e.id || e.outerHTML.slice(0, 100))")
+            .await;
+        assert_eq!(
+            missing,
+            json!([]),
+            "unlabelled controls on {}",
+            self.url().await
+        );
+    }
+
     /// A cookie's value (HttpOnly cookies included).
     pub async fn cookie(&self, name: &str) -> Option<String> {
         let v = self

@@ -59,6 +59,7 @@ async fn an_operator_sends_watches_redelivers_and_opts_out_in_the_browser() {
     b.goto(&app.url("/console/")).await;
     b.element("#login-form").await;
     assert!(b.url().await.ends_with("/console/login"));
+    b.assert_labelled().await;
     b.screenshot("01-login").await;
     sign_in(&b, &app, &key).await;
     b.wait_text("#status-cards", "submitted").await;
@@ -81,6 +82,7 @@ async fn an_operator_sends_watches_redelivers_and_opts_out_in_the_browser() {
     b.wait_text("#send-counter", "UCS-2 (Unicode) · 1 segment")
         .await;
     b.fill("#send-ref", "booking-77").await;
+    b.assert_labelled().await;
     b.screenshot("03-send").await;
     b.click("#send-submit").await;
     b.ready("messages").await;
@@ -98,7 +100,27 @@ async fn an_operator_sends_watches_redelivers_and_opts_out_in_the_browser() {
     let timeline = b.wait_text("#timeline", "message.delivered").await;
     assert!(timeline.contains("message.sent"), "{timeline}");
     b.wait_text("table", "pr_sim").await;
+    b.assert_labelled().await;
     b.screenshot("04-message-timeline").await;
+
+    // A message scheduled for tomorrow can be canceled from its page.
+    b.goto(&app.url("/console/#/send")).await;
+    b.ready("send").await;
+    b.fill("#send-to", "+14155550103").await;
+    b.fill("#send-body", "See you tomorrow").await;
+    // Tomorrow by the server's clock, in the browser's local time.
+    b.js(&format!(
+        "const d = new Date({}); const p = (n) => String(n).padStart(2, '0');
+         document.getElementById('send-at').value = `${{d.getFullYear()}}-${{p(d.getMonth() + 1)}}-${{p(d.getDate())}}T${{p(d.getHours())}}:${{p(d.getMinutes())}}`;",
+        app.clock_now_ms() + 86_400_000
+    ))
+    .await;
+    b.click("#send-submit").await;
+    b.wait_text("#message-status", "scheduled").await;
+    b.click("#cancel-message").await;
+    b.accept_dialog().await;
+    b.wait_text("#message-status", "canceled").await;
+    b.wait_text("#timeline", "message.canceled").await;
 
     // The CRM refused the delivered event: the attempt log shows its body.
     assert_eq!(crm.received().len(), 1);
@@ -114,6 +136,7 @@ async fn an_operator_sends_watches_redelivers_and_opts_out_in_the_browser() {
         "crm is down: database locked"
     );
     b.wait_text("#attempt-log", "500").await;
+    b.assert_labelled().await;
     b.screenshot("05-webhook-failed-attempt").await;
     // Redeliver it: the CRM is back (the receiver answers 200 now).
     b.click("#attempt-log .redeliver").await;
@@ -125,6 +148,64 @@ async fn an_operator_sends_watches_redelivers_and_opts_out_in_the_browser() {
     assert_eq!(got[0].header("webhook-id"), got[1].header("webhook-id"));
     assert_eq!(got[1].json()["event"], "message.delivered");
     b.screenshot("06-webhook-redelivered").await;
+    // A test send goes out at once and is logged.
+    b.click("#wh-test").await;
+    b.wait_text("#toast", "Test sent: 200").await;
+    b.wait_text("#attempt-log", "test").await;
+    assert_eq!(crm.received().len(), 3);
+    assert_eq!(crm.received()[2].json()["event"], "webhook.test");
+    // Rotating shows the new secret once.
+    b.click("#wh-rotate").await;
+    b.accept_dialog().await;
+    let secret = b.wait_text("#endpoint-secret", "whsec_").await;
+    let rotated: Value = app
+        .client
+        .get(app.url(&format!("/v1/webhooks/{endpoint_id}")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        rotated["previous_secret_expires_at"].is_string(),
+        "{rotated}"
+    );
+    assert!(
+        !rotated.to_string().contains(&secret),
+        "the secret is shown only once"
+    );
+    // A disabled endpoint gets a re-enable button.
+    let disabled = app
+        .client
+        .patch(app.url(&format!("/v1/webhooks/{endpoint_id}")))
+        .bearer_auth(&key)
+        .json(&json!({"enabled": false}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(disabled.status(), 200);
+    b.goto(&app.url("/console/#/overview")).await;
+    b.ready("overview").await;
+    b.wait_text("#view", "disabled").await;
+    b.goto(&app.url(&format!("/console/#/webhooks/{endpoint_id}")))
+        .await;
+    b.ready("webhooks").await;
+    b.click("#wh-enable").await;
+    b.wait_text("#toast", "Re-enabled").await;
+    b.ready("webhooks").await;
+    let e: Value = app
+        .client
+        .get(app.url(&format!("/v1/webhooks/{endpoint_id}")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(e["enabled"], true);
 
     // The endpoint editor.
     b.fill("#wh-description", "CRM (production)").await;
@@ -159,6 +240,7 @@ async fn an_operator_sends_watches_redelivers_and_opts_out_in_the_browser() {
     b.goto(&app.url("/console/#/conversations")).await;
     b.ready("conversations").await;
     b.wait_text("#view", "+14155550101").await;
+    b.assert_labelled().await;
     b.screenshot("07-conversations").await;
     b.click("a[href='#/conversations/%2B14155550101']").await;
     b.ready("conversations").await;
@@ -168,6 +250,7 @@ async fn an_operator_sends_watches_redelivers_and_opts_out_in_the_browser() {
     b.accept_dialog().await;
     b.wait_text("#consent-state", "opted_out").await;
     b.wait_text("#consent", "console").await;
+    b.assert_labelled().await;
     b.screenshot("08-conversation-opted-out").await;
     let contact: Value = app
         .client
@@ -201,6 +284,7 @@ async fn an_operator_sends_watches_redelivers_and_opts_out_in_the_browser() {
     b.wait_text("#tpl-preview", "Hi Ada, table 12 is ready")
         .await;
     b.wait_text("#tpl-counter", "1 segment").await;
+    b.assert_labelled().await;
     b.screenshot("09-template-editor").await;
     b.click("#tpl-save").await;
     b.wait_text("h1", "Template ready").await;
@@ -224,6 +308,7 @@ async fn an_operator_sends_watches_redelivers_and_opts_out_in_the_browser() {
         .unwrap();
     assert_eq!(settings["default_timezone"], "America/Chicago");
     assert_eq!(settings["keyword_replies"]["help"], "Call us at 555-0100");
+    b.assert_labelled().await;
     b.screenshot("10-settings").await;
 
     // Search the messages; the overview counts what happened.
@@ -231,6 +316,7 @@ async fn an_operator_sends_watches_redelivers_and_opts_out_in_the_browser() {
         .await;
     b.ready("messages").await;
     b.wait_text("#message-results", &id).await;
+    b.assert_labelled().await;
     b.screenshot("11-messages-search").await;
     b.goto(&app.url("/console/#/messages?client_ref=nothing-like-this"))
         .await;
@@ -241,7 +327,29 @@ async fn an_operator_sends_watches_redelivers_and_opts_out_in_the_browser() {
     b.wait_text("[data-stat=delivered] .n", "1").await;
     b.wait_text("[data-stat='delivery rate'] .n", "100.0%")
         .await;
+    b.assert_labelled().await;
     b.screenshot("12-overview").await;
+    // Everything the page loaded came from the gateway itself.
+    let foreign = b
+        .js("return performance.getEntriesByType('resource').map((e) => e.name).filter((n) => !n.startsWith(location.origin))")
+        .await;
+    assert_eq!(foreign, json!([]));
+    let csp = app
+        .client
+        .get(app.url("/console/login"))
+        .send()
+        .await
+        .unwrap()
+        .headers()
+        .get("content-security-policy")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
 
     // On a phone's screen: the menu folds away behind a button.
     b.resize(390, 844).await;
@@ -325,13 +433,18 @@ async fn the_console_refuses_bad_sign_ins_expired_sessions_and_forged_posts() {
             .is_none_or(|c| !c.to_str().unwrap().starts_with("sb_session="))
     );
 
-    // The admin signs in, sees the admin pages and picks a workspace.
-    sign_in(&b, &app, ADMIN_TOKEN).await;
+    // The admin signs in with the keyboard alone, sees the admin pages and
+    // picks a workspace.
+    b.goto(&app.url("/console/login")).await;
+    b.fill("#token", ADMIN_TOKEN).await;
+    b.press_enter("#token").await;
+    b.ready("overview").await;
     b.wait_text("#view", "Choose a workspace").await;
     b.click("nav a[data-page=admin]").await;
     b.ready("admin").await;
     b.wait_text("#view", &ws).await;
     b.wait_text("#view", "pr_sim").await;
+    b.assert_labelled().await;
     b.screenshot("21-admin").await;
     b.click("#view table button").await; // "Keys" of the first workspace
     b.click("#new-key").await;
