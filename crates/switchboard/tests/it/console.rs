@@ -10,7 +10,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::browser::Browser;
-use crate::harness::{ADMIN_TOKEN, TestApp, spawn_app};
+use reqwest::Method;
+
+use crate::harness::{ADMIN_TOKEN, TestApp, call, spawn_app};
 use crate::receiver::Receiver;
 
 /// Sends what is due, then lets the simulator's receipt come back and the
@@ -42,17 +44,7 @@ async fn an_operator_sends_watches_redelivers_and_opts_out_in_the_browser() {
     let (_ws, key) = app.workspace("Console").await;
     // A CRM endpoint that is down for the first delivery.
     let crm = Receiver::start(vec![(500, "crm is down: database locked".into())]).await;
-    let endpoint: Value = app
-        .client
-        .post(app.url("/v1/webhooks"))
-        .bearer_auth(&key)
-        .json(&json!({"url": crm.url, "event_types": ["message.delivered", "message.failed"], "retry_schedule": [3600], "description": "CRM"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, endpoint) = call(&app, Method::POST, "/v1/webhooks", Some(&key), &json!({"url": crm.url, "event_types": ["message.delivered", "message.failed"], "retry_schedule": [3600], "description": "CRM"})).await;
     let endpoint_id = endpoint["id"].as_str().unwrap().to_owned();
 
     // Sign-in: the console sends an unsigned visitor to the login page.
@@ -158,16 +150,14 @@ async fn an_operator_sends_watches_redelivers_and_opts_out_in_the_browser() {
     b.click("#wh-rotate").await;
     b.accept_dialog().await;
     let secret = b.wait_text("#endpoint-secret", "whsec_").await;
-    let rotated: Value = app
-        .client
-        .get(app.url(&format!("/v1/webhooks/{endpoint_id}")))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, rotated) = call(
+        &app,
+        Method::GET,
+        &format!("/v1/webhooks/{endpoint_id}"),
+        Some(&key),
+        &Value::Null,
+    )
+    .await;
     assert!(
         rotated["previous_secret_expires_at"].is_string(),
         "{rotated}"
@@ -177,15 +167,15 @@ async fn an_operator_sends_watches_redelivers_and_opts_out_in_the_browser() {
         "the secret is shown only once"
     );
     // A disabled endpoint gets a re-enable button.
-    let disabled = app
-        .client
-        .patch(app.url(&format!("/v1/webhooks/{endpoint_id}")))
-        .bearer_auth(&key)
-        .json(&json!({"enabled": false}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(disabled.status(), 200);
+    let (disabled, _) = call(
+        &app,
+        Method::PATCH,
+        &format!("/v1/webhooks/{endpoint_id}"),
+        Some(&key),
+        &json!({"enabled": false}),
+    )
+    .await;
+    assert_eq!(disabled, 200);
     b.goto(&app.url("/console/#/overview")).await;
     b.ready("overview").await;
     b.wait_text("#view", "disabled").await;
@@ -195,32 +185,28 @@ async fn an_operator_sends_watches_redelivers_and_opts_out_in_the_browser() {
     b.click("#wh-enable").await;
     b.wait_text("#toast", "Re-enabled").await;
     b.ready("webhooks").await;
-    let e: Value = app
-        .client
-        .get(app.url(&format!("/v1/webhooks/{endpoint_id}")))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, e) = call(
+        &app,
+        Method::GET,
+        &format!("/v1/webhooks/{endpoint_id}"),
+        Some(&key),
+        &Value::Null,
+    )
+    .await;
     assert_eq!(e["enabled"], true);
 
     // The endpoint editor.
     b.fill("#wh-description", "CRM (production)").await;
     b.click("#wh-save").await;
     b.wait_text("#toast", "Saved").await;
-    let e: Value = app
-        .client
-        .get(app.url(&format!("/v1/webhooks/{endpoint_id}")))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, e) = call(
+        &app,
+        Method::GET,
+        &format!("/v1/webhooks/{endpoint_id}"),
+        Some(&key),
+        &Value::Null,
+    )
+    .await;
     assert_eq!(e["description"], "CRM (production)");
     assert_eq!(
         e["event_types"],
@@ -228,15 +214,15 @@ async fn an_operator_sends_watches_redelivers_and_opts_out_in_the_browser() {
     );
 
     // A reply arrives; the conversation shows both; opt the contact out.
-    let inbound = app
-        .client
-        .post(app.url("/v1/sim/inbound"))
-        .bearer_auth(&key)
-        .json(&json!({"from": "+14155550101", "text": "Thanks, on my way"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(inbound.status(), 201);
+    let (inbound, _) = call(
+        &app,
+        Method::POST,
+        "/v1/sim/inbound",
+        Some(&key),
+        &json!({"from": "+14155550101", "text": "Thanks, on my way"}),
+    )
+    .await;
+    assert_eq!(inbound, 201);
     b.goto(&app.url("/console/#/conversations")).await;
     b.ready("conversations").await;
     b.wait_text("#view", "+14155550101").await;
@@ -252,16 +238,14 @@ async fn an_operator_sends_watches_redelivers_and_opts_out_in_the_browser() {
     b.wait_text("#consent", "console").await;
     b.assert_labelled().await;
     b.screenshot("08-conversation-opted-out").await;
-    let contact: Value = app
-        .client
-        .get(app.url("/v1/contacts/%2B14155550101"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, contact) = call(
+        &app,
+        Method::GET,
+        "/v1/contacts/%2B14155550101",
+        Some(&key),
+        &Value::Null,
+    )
+    .await;
     assert_eq!(contact["consent"][0]["state"], "opted_out");
     assert_eq!(contact["consent"][0]["source"], "api");
     // Sending to it now is refused with the API's own error, in the form.
@@ -296,16 +280,7 @@ async fn an_operator_sends_watches_redelivers_and_opts_out_in_the_browser() {
     b.fill("#set-reply-help", "Call us at 555-0100").await;
     b.click("#set-save").await;
     b.wait_text("#toast", "Settings saved").await;
-    let settings: Value = app
-        .client
-        .get(app.url("/v1/settings"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, settings) = call(&app, Method::GET, "/v1/settings", Some(&key), &Value::Null).await;
     assert_eq!(settings["default_timezone"], "America/Chicago");
     assert_eq!(settings["keyword_replies"]["help"], "Call us at 555-0100");
     b.assert_labelled().await;
@@ -372,16 +347,42 @@ async fn an_operator_sends_watches_redelivers_and_opts_out_in_the_browser() {
     // Signing out ends the session: the old cookie no longer works.
     b.click("#logout-form button").await;
     b.element("#login-form").await;
-    let after = app
+    let (after, after_body) = as_page(&app, Method::GET, "/v1/messages", &cookie, None, None).await;
+    assert_eq!(after, 401);
+    assert_eq!(after_body["error"]["code"], "session_expired");
+}
+
+/// A request as the console's page makes it: the session cookie instead of
+/// a key, with the CSRF token and the admin's workspace when given.
+async fn as_page(
+    app: &TestApp,
+    method: Method,
+    path_or_url: &str,
+    cookie: &str,
+    csrf: Option<&str>,
+    workspace: Option<&str>,
+) -> (u16, Value) {
+    let url = if path_or_url.starts_with("http") {
+        path_or_url.to_owned()
+    } else {
+        app.url(path_or_url)
+    };
+    let mut req = app
         .client
-        .get(app.url("/v1/messages"))
-        .header("cookie", format!("sb_session={cookie}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(after.status(), 401);
-    let body: Value = after.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "session_expired");
+        .request(method.clone(), url)
+        .header("cookie", format!("sb_session={cookie}"));
+    if let Some(t) = csrf {
+        req = req.header("x-csrf-token", t);
+    }
+    if let Some(ws) = workspace {
+        req = req.header("x-switchboard-workspace", ws);
+    }
+    if method == Method::POST {
+        req = req.json(&json!({}));
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
 }
 
 /// A page on another origin (another loopback port) whose form posts to the
@@ -464,16 +465,14 @@ async fn the_console_refuses_bad_sign_ins_expired_sessions_and_forged_posts() {
     let target = app.url("/v1/contacts/%2B14155550102/opt-out");
     b.goto(&hostile_page(&target).await).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let contact: Value = app
-        .client
-        .get(app.url("/v1/contacts/%2B14155550102"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, contact) = call(
+        &app,
+        Method::GET,
+        "/v1/contacts/%2B14155550102",
+        Some(&key),
+        &Value::Null,
+    )
+    .await;
     assert_eq!(contact["consent"], json!([]), "{phone} was not opted out");
 
     // The same post with the session cookie but without the token: 403.
@@ -486,50 +485,27 @@ async fn the_console_refuses_bad_sign_ins_expired_sessions_and_forged_posts() {
         .as_str()
         .unwrap()
         .to_owned();
-    let no_token = app
-        .client
-        .post(&target)
-        .header("cookie", format!("sb_session={cookie}"))
-        .header("x-switchboard-workspace", &ws)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(no_token.status(), 403);
-    let body: Value = no_token.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "csrf_failed");
-    let wrong_token = app
-        .client
-        .post(&target)
-        .header("cookie", format!("sb_session={cookie}"))
-        .header("x-csrf-token", "0".repeat(64))
-        .header("x-switchboard-workspace", &ws)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(wrong_token.status(), 403);
+    let (no_token, no_token_body) =
+        as_page(&app, Method::POST, &target, &cookie, None, Some(&ws)).await;
+    assert_eq!(no_token, 403);
+    assert_eq!(no_token_body["error"]["code"], "csrf_failed");
+    let (wrong_token, _) = as_page(
+        &app,
+        Method::POST,
+        &target,
+        &cookie,
+        Some(&"0".repeat(64)),
+        Some(&ws),
+    )
+    .await;
+    assert_eq!(wrong_token, 403);
     // With the token it is the console's own request, and it works.
-    let with_token = app
-        .client
-        .post(&target)
-        .header("cookie", format!("sb_session={cookie}"))
-        .header("x-csrf-token", &csrf)
-        .header("x-switchboard-workspace", &ws)
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(with_token.status(), 200);
+    let (with_token, _) =
+        as_page(&app, Method::POST, &target, &cookie, Some(&csrf), Some(&ws)).await;
+    assert_eq!(with_token, 200);
     // Reads need no token; a workspace key's session cannot use admin routes.
-    let read = app
-        .client
-        .get(app.url("/v1/workspaces"))
-        .header("cookie", format!("sb_session={cookie}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(read.status(), 200);
+    let (read, _) = as_page(&app, Method::GET, "/v1/workspaces", &cookie, None, None).await;
+    assert_eq!(read, 200);
     // Sign-out without the token is refused too.
     let logout = app
         .client
@@ -549,58 +525,38 @@ async fn the_console_refuses_bad_sign_ins_expired_sessions_and_forged_posts() {
     b.wait_text("#login-error", "session has ended").await;
     assert!(b.url().await.ends_with("/console/login?expired=1"));
     b.screenshot("22-session-expired").await;
-    let stale = app
-        .client
-        .get(app.url("/v1/stats"))
-        .header("cookie", format!("sb_session={cookie}"))
-        .header("x-switchboard-workspace", &ws)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stale.status(), 401);
+    let (stale, _) = as_page(&app, Method::GET, "/v1/stats", &cookie, None, Some(&ws)).await;
+    assert_eq!(stale, 401);
 
     // A workspace key's session: admin routes are refused.
     sign_in(&b, &app, &key).await;
     let cookie = b.cookie("sb_session").await.unwrap();
-    let admin = app
-        .client
-        .get(app.url("/v1/workspaces"))
-        .header("cookie", format!("sb_session={cookie}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(admin.status(), 403);
+    let (admin, _) = as_page(&app, Method::GET, "/v1/workspaces", &cookie, None, None).await;
+    assert_eq!(admin, 403);
     // Revoking the key ends its console sessions.
-    let keys: Value = app
-        .client
-        .get(app.url(&format!("/v1/workspaces/{ws}/keys")))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, keys) = call(
+        &app,
+        Method::GET,
+        &format!("/v1/workspaces/{ws}/keys"),
+        Some(ADMIN_TOKEN),
+        &Value::Null,
+    )
+    .await;
     // (The admin made a second key above: revoke both.)
     for k in keys["data"].as_array().unwrap() {
         let key_id = k["id"].as_str().unwrap();
-        let revoked = app
-            .client
-            .delete(app.url(&format!("/v1/workspaces/{ws}/keys/{key_id}")))
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .unwrap();
-        assert!(revoked.status().is_success());
+        let (revoked, _) = call(
+            &app,
+            Method::DELETE,
+            &format!("/v1/workspaces/{ws}/keys/{key_id}"),
+            Some(ADMIN_TOKEN),
+            &Value::Null,
+        )
+        .await;
+        assert_eq!(revoked, 200);
     }
-    let gone = app
-        .client
-        .get(app.url("/v1/messages"))
-        .header("cookie", format!("sb_session={cookie}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(gone.status(), 401);
+    let (gone, _) = as_page(&app, Method::GET, "/v1/messages", &cookie, None, None).await;
+    assert_eq!(gone, 401);
 }
 
 /// The routes the console reads, called as any API client would: bad
@@ -638,16 +594,10 @@ async fn the_console_api_checks_its_input() {
     let anon = app.client.get(app.url("/v1/stats")).send().await.unwrap();
     assert_eq!(anon.status(), 401);
     // A cookie that names no session.
-    let forged = app
-        .client
-        .get(app.url("/v1/stats"))
-        .header("cookie", format!("sb_session={}", "ab".repeat(32)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(forged.status(), 401);
-    let v: Value = forged.json().await.unwrap();
-    assert_eq!(v["error"]["code"], "session_expired");
+    let (forged, forged_body) =
+        as_page(&app, Method::GET, "/v1/stats", &"ab".repeat(32), None, None).await;
+    assert_eq!(forged, 401);
+    assert_eq!(forged_body["error"]["code"], "session_expired");
 
     let preview = |body: Value| {
         app.client
