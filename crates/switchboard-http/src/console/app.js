@@ -601,7 +601,28 @@ async function pageAdmin(view) {
   const wsName = h("input", { id: "new-workspace-name", required: true });
   const keysBox = h("div", { id: "keys" });
   const keysFor = async (id) => {
-    const keys = await api("GET", `/v1/workspaces/${id}/keys`);
+    const [keys, senders] = await Promise.all([api("GET", `/v1/workspaces/${id}/keys`), api("GET", `/v1/workspaces/${id}/senders`)]);
+    const sChannel = h("select", { id: "sender-channel" }, CHANNELS.map((c) => h("option", { value: c }, c)));
+    const sProvider = h("select", { id: "sender-provider" }, providers.data.map((p) => h("option", { value: p.id }, `${p.name} (${p.id})`)));
+    const sAddress = h("input", { id: "sender-address", required: true, placeholder: "+14155550100 or a name" });
+    const sPriority = h("input", { id: "sender-priority", type: "number", value: 100 });
+    const sDefault = h("input", { id: "sender-default", type: "checkbox" });
+    const sendersPanel = h("div", { id: "senders" }, h("h2", {}, "Senders of ", h("span", { class: "mono" }, id)),
+      h("p", { class: "muted small" }, "A channel's senders are its route: the default first, then by priority; failures move a message to the next provider."),
+      table(["channel", "address", "provider", "default", "priority", ""], senders.data.map((x) => h("tr", {},
+        h("td", {}, x.channel), h("td", { class: "mono" }, x.address), h("td", { class: "mono" }, x.provider_id), h("td", {}, x.default ? "yes" : ""), h("td", {}, x.priority),
+        h("td", {}, h("button", { type: "button", class: "danger", onclick: async () => {
+          if (!confirm(`Remove sender ${x.address}?`)) return;
+          try { await api("DELETE", `/v1/workspaces/${id}/senders/${x.id}`); keysFor(id); } catch (e) { fail(e); }
+        } }, "Remove")))), "No senders."),
+      h("form", { class: "inline", onsubmit: async (e) => {
+        e.preventDefault();
+        try {
+          await api("POST", `/v1/workspaces/${id}/senders`, { channel: sChannel.value, provider_id: sProvider.value, address: sAddress.value.trim(), default: sDefault.checked, priority: Number(sPriority.value) });
+          toast("Sender added."); keysFor(id);
+        } catch (x) { fail(x); }
+      } }, field("Channel", sChannel), field("Provider", sProvider), field("Address", sAddress), field("Priority", sPriority),
+      h("label", { for: "sender-default" }, sDefault, " default"), h("button", { type: "submit", class: "primary", id: "sender-add" }, "Add sender")));
     keysBox.replaceChildren(h("h2", {}, "API keys of ", h("span", { class: "mono" }, id)),
       h("button", { type: "button", id: "new-key", onclick: async () => {
         try { const k = await api("POST", `/v1/workspaces/${id}/keys`); keysFor(id).then(() => keysBox.prepend(h("div", { class: "secret", role: "alert" }, "New key (shown once): ", h("code", { id: "new-key-value" }, k.key)))); } catch (x) { fail(x); }
@@ -611,7 +632,30 @@ async function pageAdmin(view) {
         h("td", {}, k.revoked_at ? "" : h("button", { type: "button", class: "danger", onclick: async () => {
           if (!confirm("Revoke this key? Clients using it stop working at once.")) return;
           try { await api("DELETE", `/v1/workspaces/${id}/keys/${k.id}`); keysFor(id); } catch (x) { fail(x); }
-        } }, "Revoke")))), "No keys."));
+        } }, "Revoke")))), "No keys."), sendersPanel);
+  };
+  const editBox = h("div", { id: "provider-edit" });
+  const edit = (p) => {
+    const name = h("input", { id: "edit-name", value: p.name });
+    const cfg = h("textarea", { id: "edit-config", rows: 3 }, JSON.stringify(p.config || {}, null, 1));
+    const cred = h("textarea", { id: "edit-credentials", rows: 2, placeholder: '{"auth_token": "…"} (empty: unchanged)' });
+    const rate = h("input", { id: "edit-rate", type: "number", step: "any", min: 0, value: p.rate_per_second ?? "" });
+    const burst = h("input", { id: "edit-burst", type: "number", step: "any", min: 0, value: p.burst ?? "" });
+    const budget = h("input", { id: "edit-budget", type: "number", min: 1, value: p.attempt_budget ?? "" });
+    const err = h("p", { class: "error-text", role: "alert" });
+    const num = (el) => el.value === "" ? null : Number(el.value);
+    editBox.replaceChildren(h("form", { class: "stack", onsubmit: async (e) => {
+      e.preventDefault(); err.textContent = "";
+      try {
+        const body = { name: name.value.trim(), config: JSON.parse(cfg.value || "{}"), rate_per_second: num(rate), burst: num(burst), attempt_budget: num(budget) };
+        if (cred.value.trim()) body.credentials = JSON.parse(cred.value);
+        await api("PATCH", "/v1/providers/" + p.id, body); toast("Provider saved."); route();
+      } catch (x) { err.textContent = x.message + (x.field ? ` (${x.field})` : ""); }
+    } }, h("h2", {}, "Edit ", h("span", { class: "mono" }, p.id), " (", p.kind, ")"), field("Name", name), field("Settings (JSON)", cfg),
+    field("Credentials to change (JSON; others are kept)", cred),
+    h("div", { class: "row" }, field("Rate per second", rate, "empty: unlimited"), field("Burst", burst), field("Attempts before failover", budget)), err,
+    h("div", {}, h("button", { type: "submit", class: "primary", id: "edit-save" }, "Save provider"))));
+    editBox.scrollIntoView();
   };
   const kind = h("select", { id: "prov-kind" }, ["twilio", "whatsapp", "smpp"].map((k) => h("option", { value: k }, k)));
   const pname = h("input", { id: "prov-name", required: true });
@@ -631,10 +675,10 @@ async function pageAdmin(view) {
       table(["id", "kind", "name", "state", "rate", ""], providers.data.map((p) => h("tr", {}, h("td", { class: "mono" }, p.id), h("td", {}, p.kind), h("td", {}, p.name),
         h("td", {}, badge(p.status), p.link ? " " + p.link : "", p.problem ? h("div", { class: "error-text" }, p.problem) : null),
         h("td", {}, p.rate_per_second ? `${p.rate_per_second}/s` : "unlimited"),
-        h("td", {}, p.kind === "sim" ? "" : h("button", { type: "button", class: "danger", onclick: async () => {
+        h("td", {}, p.kind === "sim" ? "built in" : h("button", { type: "button", class: "edit-provider", "data-id": p.id, onclick: () => edit(p) }, "Edit"), " ", p.kind === "sim" ? "" : h("button", { type: "button", class: "danger", onclick: async () => {
           if (!confirm("Remove provider " + p.id + "?")) return;
           try { await api("DELETE", "/v1/providers/" + p.id); route(); } catch (x) { fail(x); }
-        } }, "Remove")))), "No providers."),
+        } }, "Remove")))), "No providers."), editBox,
       h("form", { class: "stack", onsubmit: async (e) => {
         e.preventDefault(); perr.textContent = "";
         try {
@@ -643,7 +687,7 @@ async function pageAdmin(view) {
         } catch (x) { perr.textContent = x.message + (x.field ? ` (${x.field})` : ""); }
       } }, h("h2", {}, "Add a provider"), h("div", { class: "row" }, field("Kind", kind), field("Name", pname)),
       field("Settings (JSON)", config), field("Credentials (JSON, never shown again)", creds), perr,
-      h("div", {}, h("button", { type: "submit", class: "primary" }, "Add provider")))));
+      h("div", {}, h("button", { type: "submit", class: "primary", id: "prov-add" }, "Add provider")))));
 }
 
 // ---------------------------------------------------------------- shell

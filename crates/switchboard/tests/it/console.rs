@@ -447,9 +447,81 @@ async fn the_console_refuses_bad_sign_ins_expired_sessions_and_forged_posts() {
     b.wait_text("#view", "pr_sim").await;
     b.assert_labelled().await;
     b.screenshot("21-admin").await;
+    // A provider added from the admin page, given a rate limit, and made
+    // the workspace's SMS route.
+    b.fill("#prov-name", "Twilio US").await;
+    b.fill(
+        "#prov-config",
+        r#"{"account_sid": "AC0123456789abcdef0123456789abcdef"}"#,
+    )
+    .await;
+    b.fill("#prov-credentials", r#"{"auth_token": "tok-secret-9f3c"}"#)
+        .await;
+    b.click("#prov-add").await;
+    b.wait_text("#toast", "Added pr_").await;
+    b.ready("admin").await;
+    b.click(".edit-provider").await;
+    b.fill("#edit-rate", "5").await;
+    b.fill("#edit-budget", "3").await;
+    b.click("#edit-save").await;
+    b.wait_text("#toast", "Provider saved").await;
+    let (_, providers) = call(
+        &app,
+        Method::GET,
+        "/v1/providers",
+        Some(ADMIN_TOKEN),
+        &Value::Null,
+    )
+    .await;
+    let twilio = providers["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["kind"] == "twilio")
+        .expect("the provider was added")
+        .clone();
+    assert_eq!(twilio["rate_per_second"], 5.0);
+    assert_eq!(twilio["attempt_budget"], 3);
+    assert_eq!(twilio["credentials"]["auth_token"], "…9f3c");
+    assert_eq!(
+        twilio["config"]["account_sid"],
+        "AC0123456789abcdef0123456789abcdef"
+    );
+    b.ready("admin").await;
     b.click("#view table button").await; // "Keys" of the first workspace
     b.click("#new-key").await;
     b.wait_text("#new-key-value", "sk_").await;
+    b.js(&format!(
+        "document.getElementById('sender-provider').value = '{}'",
+        twilio["id"].as_str().unwrap()
+    ))
+    .await;
+    b.fill("#sender-address", "+14155550100").await;
+    b.click("#sender-default").await;
+    b.click("#sender-add").await;
+    b.wait_text("#senders", "+14155550100").await;
+    let (_, senders) = call(
+        &app,
+        Method::GET,
+        &format!("/v1/workspaces/{ws}/senders"),
+        Some(ADMIN_TOKEN),
+        &Value::Null,
+    )
+    .await;
+    let route: Vec<(&str, bool)> = senders["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["address"].as_str().unwrap(),
+                x["default"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert!(route.contains(&("+14155550100", true)), "{senders}");
+    b.assert_labelled().await;
+    b.screenshot("23-admin-keys-senders").await;
     b.js(&format!(
         "const p = document.getElementById('workspace-picker'); p.value = '{ws}'; p.dispatchEvent(new Event('change'));"
     ))
