@@ -4,11 +4,6 @@ use clap::Parser;
 use switchboard::cli::{Cli, run};
 use tracing_subscriber::EnvFilter;
 
-// mimalloc: the accept profile showed glibc's malloc and free at about a
-// fifth of the server's CPU (BENCHMARKS.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // One TLS stack for the whole process: rustls on ring.
