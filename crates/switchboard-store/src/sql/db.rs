@@ -12,6 +12,7 @@
 //! (row locks with `FOR UPDATE [SKIP LOCKED]`, JSON functions); everything
 //! else is plain SQL both engines run the same way.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::error::Error as StdError;
@@ -78,9 +79,12 @@ impl<T> OptionalExt<T> for Result<T, DbError> {
     }
 }
 
-/// A parameter value.
+/// A parameter value. Text borrows from the caller where it can: a batch
+/// of inserts binds thousands of strings, and copying each one was a third
+/// of the writer thread's time (malloc, free and glibc's consolidation of
+/// the large parameter vectors).
 #[derive(Debug, Clone, PartialEq)]
-pub enum V {
+pub enum V<'a> {
     /// NULL.
     Null,
     /// An integer (also booleans, as 0/1, on SQLite).
@@ -88,22 +92,28 @@ pub enum V {
     /// A float.
     Real(f64),
     /// Text.
-    Text(String),
+    Text(Cow<'a, str>),
     /// A boolean.
     Bool(bool),
+}
+
+impl From<String> for V<'_> {
+    fn from(s: String) -> Self {
+        V::Text(Cow::Owned(s))
+    }
 }
 
 /// A Rust value that can be a parameter (taken by reference, so `p!` never
 /// moves its arguments).
 pub trait ToV {
     /// The parameter value.
-    fn to_v(&self) -> V;
+    fn to_v(&self) -> V<'_>;
 }
 
 macro_rules! int_to_v {
     ($($t:ty),*) => {$(
         impl ToV for $t {
-            fn to_v(&self) -> V {
+            fn to_v(&self) -> V<'_> {
                 V::Int(i64::try_from(*self).unwrap_or(i64::MAX))
             }
         }
@@ -112,42 +122,48 @@ macro_rules! int_to_v {
 int_to_v!(i64, i32, u32, u64, usize, u16, u8);
 
 impl ToV for bool {
-    fn to_v(&self) -> V {
+    fn to_v(&self) -> V<'_> {
         V::Bool(*self)
     }
 }
 impl ToV for f64 {
-    fn to_v(&self) -> V {
+    fn to_v(&self) -> V<'_> {
         V::Real(*self)
     }
 }
 impl ToV for str {
-    fn to_v(&self) -> V {
-        V::Text(self.to_owned())
+    fn to_v(&self) -> V<'_> {
+        V::Text(Cow::Borrowed(self))
     }
 }
 impl ToV for String {
-    fn to_v(&self) -> V {
-        V::Text(self.clone())
+    fn to_v(&self) -> V<'_> {
+        V::Text(Cow::Borrowed(self.as_str()))
     }
 }
-impl ToV for V {
-    fn to_v(&self) -> V {
-        self.clone()
+impl ToV for V<'_> {
+    fn to_v(&self) -> V<'_> {
+        match self {
+            V::Text(s) => V::Text(Cow::Borrowed(s.as_ref())),
+            V::Null => V::Null,
+            V::Int(i) => V::Int(*i),
+            V::Real(f) => V::Real(*f),
+            V::Bool(b) => V::Bool(*b),
+        }
     }
 }
 impl<T: ToV> ToV for Option<T> {
-    fn to_v(&self) -> V {
+    fn to_v(&self) -> V<'_> {
         self.as_ref().map_or(V::Null, ToV::to_v)
     }
 }
 impl<T: ToV + ?Sized> ToV for &T {
-    fn to_v(&self) -> V {
+    fn to_v(&self) -> V<'_> {
         (**self).to_v()
     }
 }
-impl<T: ToV + ?Sized> From<&T> for V {
-    fn from(v: &T) -> V {
+impl<'a, T: ToV + ?Sized> From<&'a T> for V<'a> {
+    fn from(v: &'a T) -> V<'a> {
         v.to_v()
     }
 }
@@ -160,7 +176,7 @@ macro_rules! p {
 }
 pub(crate) use p;
 
-impl rusqlite::ToSql for V {
+impl rusqlite::ToSql for V<'_> {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
         Ok(ToSqlOutput::Borrowed(match self {
             V::Null => ValueRef::Null,
@@ -174,7 +190,7 @@ impl rusqlite::ToSql for V {
 
 type BoxErr = Box<dyn StdError + Sync + Send>;
 
-impl PgToSql for V {
+impl PgToSql for V<'_> {
     fn to_sql(&self, ty: &Type, out: &mut bytes::BytesMut) -> Result<IsNull, BoxErr> {
         let int = |i: i64, out: &mut bytes::BytesMut| -> Result<IsNull, BoxErr> {
             match *ty {
@@ -207,7 +223,7 @@ impl PgToSql for V {
                     out.put_slice(s.as_bytes());
                     Ok(IsNull::No)
                 }
-                _ => s.as_str().to_sql(ty, out),
+                _ => s.as_ref().to_sql(ty, out),
             },
         }
     }
@@ -483,7 +499,7 @@ pub enum Db<'a> {
     Pg(&'a PgConn),
 }
 
-fn pg_params(params: &[V]) -> Vec<&(dyn PgToSql + Sync)> {
+fn pg_params<'p>(params: &'p [V<'_>]) -> Vec<&'p (dyn PgToSql + Sync)> {
     params.iter().map(|v| v as &(dyn PgToSql + Sync)).collect()
 }
 

@@ -273,52 +273,54 @@ impl<'a> NewRow<'a> {
     }
 
     /// The `messages` row, in `MESSAGE_INSERT` order.
-    fn message_values(&self) -> [V; MESSAGE_INSERT_COLUMNS] {
+    fn message_values(&self) -> [V<'_>; MESSAGE_INSERT_COLUMNS] {
         let (req, m) = (self.req, &self.req.message);
+        let owned = |v: Option<String>| v.map_or(V::Null, V::from);
         let media = (!m.media_urls.is_empty())
             .then(|| serde_json::to_string(&m.media_urls).expect("strings serialize"));
         let metadata = m
             .metadata
             .as_ref()
             .map(|v| serde_json::to_string(v).expect("json serializes"));
+        let template = m
+            .whatsapp_template
+            .as_ref()
+            .map(|t| serde_json::to_string(t).expect("json serializes"));
+        let int = |v: Option<i64>| v.map_or(V::Null, V::Int);
         let now = req.now.as_millis();
         [
             V::from(self.id.as_str()),
             V::from(req.workspace_id.as_str()),
             V::from(m.to.as_str()),
-            V::from(&req.from),
+            V::from(req.from.as_str()),
             V::from(m.channel.as_str()),
-            V::from(&m.body),
-            V::from(&media),
+            V::from(m.body.as_str()),
+            owned(media),
             V::from(m.segments.encoding.as_str()),
-            V::from(&m.segments.segments),
+            V::Int(i64::from(m.segments.segments)),
             V::from(&m.client_ref),
-            V::from(&metadata),
+            owned(metadata),
             V::from(m.category.as_str()),
-            V::from(&m.priority.rank()),
+            V::Int(m.priority.rank()),
             V::from(&m.timezone),
             V::from(self.status.as_str()),
             V::from(self.status.as_str()),
             V::from(req.provider_id.as_str()),
             V::Int(0),
             V::Int(self.start.as_millis()),
-            V::from(&m.send_at.map(Timestamp::as_millis)),
+            int(m.send_at.map(Timestamp::as_millis)),
             V::Int(self.start.plus(m.ttl).as_millis()),
             V::from(&m.idempotency_key),
-            V::from(&req.request_hash),
+            V::from(req.request_hash.as_str()),
             V::Int(now),
             V::Int(now),
             V::Bool(req.consent_exempt),
-            V::from(
-                &m.whatsapp_template
-                    .as_ref()
-                    .map(|t| serde_json::to_string(t).expect("json serializes")),
-            ),
+            owned(template),
         ]
     }
 
     /// The `events` row of its acceptance, in `EVENT_INSERT` order.
-    fn event_values(&self) -> [V; EVENT_INSERT_COLUMNS] {
+    fn event_values(&self) -> [V<'_>; EVENT_INSERT_COLUMNS] {
         [
             V::from(self.event_id.as_str()),
             V::from(self.req.workspace_id.as_str()),
