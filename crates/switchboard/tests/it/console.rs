@@ -756,3 +756,81 @@ async fn the_console_api_checks_its_input() {
     assert_eq!(v["text"], "Hi Ada, 3");
     assert_eq!(v["variables"], json!(["name", "n"]));
 }
+
+/// Signs in over plain HTTP as a browser would: the sign-in page's token
+/// and cookie, then the form. Returns the session cookie's `Set-Cookie`.
+async fn sign_in_raw(app: &TestApp, secret: &str) -> (u16, Option<String>) {
+    let page = app
+        .client
+        .get(app.url("/console/login"))
+        .send()
+        .await
+        .unwrap();
+    let login_cookie = page
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let value = login_cookie
+        .split(';')
+        .next()
+        .unwrap()
+        .strip_prefix("sb_login=")
+        .unwrap()
+        .to_owned();
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains(&format!("value=\"{value}\"")),
+        "the form carries the cookie's token"
+    );
+    // The answer itself, not where it redirects to.
+    let _ = crate::harness::client();
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = no_redirects
+        .post(app.url("/console/login"))
+        .header("cookie", format!("sb_login={value}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("csrf={value}&token={secret}"))
+        .send()
+        .await
+        .unwrap();
+    let session = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("sb_session=") && !c.starts_with("sb_session=;"));
+    (resp.status().as_u16(), session)
+}
+
+#[tokio::test]
+async fn session_cookies_are_http_only_strict_and_secure_behind_https() {
+    let app = spawn_app().await;
+    let (_ws, key) = app.workspace("Cookies").await;
+    let (status, cookie) = sign_in_raw(&app, &key).await;
+    assert_eq!(status, 303);
+    let cookie = cookie.expect("a session cookie");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(!cookie.contains("Secure"), "plain http: {cookie}");
+    // A wrong key makes no session.
+    let (status, none) = sign_in_raw(&app, "sk_wrong").await;
+    assert_eq!((status, none), (401, None));
+
+    let tls = crate::harness::spawn_app_with(|c| {
+        c.public_url = Some("https://sb.example.com".into());
+    })
+    .await;
+    let (_ws, key) = tls.workspace("Cookies").await;
+    let (status, cookie) = sign_in_raw(&tls, &key).await;
+    assert_eq!(status, 303);
+    let cookie = cookie.expect("a session cookie");
+    assert!(cookie.contains("; Secure"), "{cookie}");
+}
