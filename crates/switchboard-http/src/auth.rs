@@ -44,6 +44,15 @@ fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
     Ok(token)
 }
 
+/// Whether `claimed` is the HMAC-SHA256 of `body` under `secret` (compared
+/// in constant time).
+pub fn hmac_sha256_matches(secret: &[u8], body: &[u8], claimed: &[u8]) -> bool {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("any key length");
+    mac.update(body);
+    mac.verify_slice(claimed).is_ok()
+}
+
 /// Constant-time comparison of two equal-length strings.
 /// Compares secrets (or their hashes) without leaking where they differ.
 pub fn same(a: &str, b: &str) -> bool {
@@ -116,15 +125,12 @@ async fn session_workspace(
         .await?
         .ok_or_else(|| ApiError::unauthorized("missing console session"))?;
     console::check_csrf(method, headers, &session)?;
-    let (workspace, key_id) = match (session.workspace_id, session.key_id) {
-        (Some(ws), Some(key)) => (ws, key),
+    let (workspace, key_id, is_admin) = match (session.workspace_id, session.key_id) {
+        (Some(ws), Some(key)) => (ws, key, false),
         _ => {
             let ws = console::admin_workspace(headers)?;
-            if state.store.get_workspace(&ws).await?.is_none() {
-                return Err(ApiError::not_found("workspace"));
-            }
             let key = format!("console-admin:{ws}");
-            (ws, key)
+            (ws, key, true)
         }
     };
     let cache_key = format!("console:{key_id}");
@@ -132,6 +138,10 @@ async fn session_workspace(
         && ctx.workspace_id == workspace
     {
         return Ok(ctx);
+    }
+    // The workspace an admin names is read only when it is not cached.
+    if is_admin && state.store.get_workspace(&workspace).await?.is_none() {
+        return Err(ApiError::not_found("workspace"));
     }
     let ctx = Arc::new(workspace_ctx(state, workspace, key_id).await?);
     state.keys.insert(cache_key, ctx.clone());

@@ -22,10 +22,8 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, response::IntoResponse};
-use hmac::{Hmac, Mac};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
-use sha2::Sha256;
 use switchboard_core::secret::new_token;
 use switchboard_core::{PhoneNumber, Timestamp, WorkspaceId};
 use switchboard_store::IntegrationRecord;
@@ -390,9 +388,7 @@ fn signed(secret: &str, body: &[u8], signature: &str) -> bool {
     let Ok(claimed) = hex::decode(hex_sig) else {
         return false;
     };
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
-    mac.update(body);
-    mac.verify_slice(&claimed).is_ok()
+    crate::auth::hmac_sha256_matches(secret.as_bytes(), body, &claimed)
 }
 
 /// What the receiver did with an event.

@@ -284,11 +284,10 @@ pub fn list_integrations(
     let sql = format!(
         "SELECT {INTEGRATION_COLUMNS} FROM integrations WHERE workspace_id = ?1 ORDER BY created_at, id"
     );
-    let rows = c
-        .prepare_cached(&sql)?
-        .query_map(p![ws.as_str()], integration_row)?
-        .collect::<Result<Vec<_>, _>>()?;
-    rows.into_iter().map(to_integration).collect()
+    c.query_map(&sql, p![ws.as_str()], integration_row)?
+        .into_iter()
+        .map(to_integration)
+        .collect()
 }
 
 pub fn find_integration(
@@ -334,9 +333,9 @@ pub fn first_delivery(
 }
 
 pub fn integration_headers(c: &Db<'_>, kind: &str) -> Result<Vec<String>, StoreError> {
-    let rows = c
-        .prepare_cached("SELECT DISTINCT header FROM integrations WHERE kind = ?1 ORDER BY header")?
-        .query_map(p![kind], |r| r.get::<_, String>(0))?
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(rows)
+    Ok(c.query_map(
+        "SELECT DISTINCT header FROM integrations WHERE kind = ?1 ORDER BY header",
+        p![kind],
+        |r| r.get(0),
+    )?)
 }
