@@ -143,8 +143,12 @@ pub struct SimSendRecord {
 /// The simulator provider.
 #[derive(Debug)]
 pub struct SimProvider {
-    // A std Mutex, not a Tokio one: it is only held inside spawn_blocking.
+    // A std Mutex, not a Tokio one: it is only held inside spawn_blocking
+    // and by the ledger thread.
     ledger: Arc<Mutex<Connection>>,
+    // Sends go to the ledger thread, which records everything queued in one
+    // transaction (see `ledger_loop`).
+    calls: tokio::sync::mpsc::Sender<LedgerCall>,
     config: SimConfig,
     clock: Arc<dyn Clock>,
     // Signs the simulator's receipt callbacks; new for every process, as
@@ -183,6 +187,66 @@ enum CallResult {
     Hang,
 }
 
+/// One send for the ledger thread.
+struct LedgerCall {
+    req: SendRequest,
+    now: Timestamp,
+    receipt_delay: Duration,
+    answer: tokio::sync::oneshot::Sender<Result<CallResult, rusqlite::Error>>,
+}
+
+/// Sends queued for the ledger thread before callers wait (backpressure).
+const LEDGER_QUEUE: usize = 4096;
+/// Most sends recorded in one ledger transaction.
+const LEDGER_BATCH: usize = 512;
+
+/// The ledger thread: takes the first queued send and everything queued
+/// behind it, records them all in one transaction and answers each after
+/// the commit — the same group commit as the gateway's own writer, so a
+/// simulator under load costs one commit per batch, not one per send and
+/// a blocking-pool thread waiting on the ledger's lock for each. If the
+/// batch fails, each send runs again in a transaction of its own, so one
+/// bad call does not fail the others. Ends when the provider is dropped.
+fn ledger_loop(ledger: &Mutex<Connection>, mut rx: tokio::sync::mpsc::Receiver<LedgerCall>) {
+    let mut batch: Vec<LedgerCall> = Vec::with_capacity(LEDGER_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < LEDGER_BATCH {
+            match rx.try_recv() {
+                Ok(call) => batch.push(call),
+                Err(_) => break,
+            }
+        }
+        let mut c = ledger.lock().expect("sim ledger lock");
+        let together = (|| {
+            let tx = c.transaction()?;
+            let results = batch
+                .iter()
+                .map(|call| SimProvider::call(&tx, &call.req, call.now, call.receipt_delay))
+                .collect::<Result<Vec<_>, _>>()?;
+            tx.commit()?;
+            Ok::<_, rusqlite::Error>(results)
+        })();
+        match together {
+            Ok(results) => {
+                for (call, r) in batch.drain(..).zip(results) {
+                    let _ = call.answer.send(Ok(r));
+                }
+            }
+            Err(_) => {
+                for call in batch.drain(..) {
+                    let r = c.transaction().and_then(|tx| {
+                        let r = SimProvider::call(&tx, &call.req, call.now, call.receipt_delay)?;
+                        tx.commit()?;
+                        Ok(r)
+                    });
+                    let _ = call.answer.send(r);
+                }
+            }
+        }
+    }
+}
+
 impl SimProvider {
     /// Opens (creating) the ledger in `data_dir`.
     pub fn open(
@@ -199,8 +263,20 @@ impl SimProvider {
         // simulator needs to model a provider that remembers.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(LEDGER_SCHEMA)?;
+        let ledger = Arc::new(Mutex::new(conn));
+        let (calls, rx) = tokio::sync::mpsc::channel(LEDGER_QUEUE);
+        let l = ledger.clone();
+        std::thread::Builder::new()
+            .name("sim-ledger".into())
+            .spawn(move || ledger_loop(&l, rx))
+            .map_err(|e| {
+                rusqlite::Error::ToSqlConversionFailure(
+                    format!("cannot start the sim ledger thread: {e}").into(),
+                )
+            })?;
         Ok(SimProvider {
-            ledger: Arc::new(Mutex::new(conn)),
+            ledger,
+            calls,
             config,
             clock,
             callback_secret: switchboard_core::secret::new_token("simcb_"),
@@ -314,30 +390,31 @@ impl SimProvider {
         self.with_ledger(|c| read_sends(c)).await
     }
 
+    /// Records one call inside the ledger thread's transaction `tx`.
     fn call(
-        c: &mut Connection,
+        tx: &Connection,
         req: &SendRequest,
         now: Timestamp,
         receipt_delay: Duration,
     ) -> Result<CallResult, rusqlite::Error> {
-        let tx = c.transaction()?;
-        let (calls, existing): (u32, Option<String>) = tx.query_row(
-            "INSERT INTO sim_sends (key, to_phone, calls) VALUES (?1, ?2, 1)
+        let (calls, existing): (u32, Option<String>) = tx
+            .prepare_cached(
+                "INSERT INTO sim_sends (key, to_phone, calls) VALUES (?1, ?2, 1)
              ON CONFLICT (key) DO UPDATE SET calls = calls + 1,
                  calls_after_accept = calls_after_accept + (provider_message_id IS NOT NULL)
              RETURNING calls, provider_message_id",
-            params![req.idempotency_key, req.to],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
+            )?
+            .query_row(params![req.idempotency_key, req.to], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
         if let Some(pmid) = existing {
-            tx.commit()?;
             return Ok(CallResult::Accepted(pmid));
         }
         let behaviour = behaviour_for(&req.to);
         let fail = |class, code: &str, msg: &str| {
             Ok(CallResult::Failed(ProviderError::new(class, code, msg)))
         };
-        let result = match behaviour {
+        match behaviour {
             Behaviour::InvalidNumber => fail(
                 ErrorClass::Permanent,
                 "invalid_number",
@@ -372,15 +449,15 @@ impl SimProvider {
                     "SIM{}",
                     &req.idempotency_key.replace('_', "").to_lowercase()
                 );
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE sim_sends SET provider_message_id = ?1, accepted_at = ?2 WHERE key = ?3",
-                    params![pmid, now.as_millis(), req.idempotency_key],
-                )?;
+                )?
+                .execute(params![pmid, now.as_millis(), req.idempotency_key])?;
                 let receipt = |kind: &str, after: u32| {
-                    tx.execute(
+                    tx.prepare_cached(
                         "INSERT INTO sim_receipts (provider_message_id, kind, due_at) VALUES (?1, ?2, ?3)",
-                        params![pmid, kind, now.plus(receipt_delay * after).as_millis()],
-                    )
+                    )?
+                    .execute(params![pmid, kind, now.plus(receipt_delay * after).as_millis()])
                 };
                 match behaviour {
                     Behaviour::Undeliver => receipt("undelivered", 1)?,
@@ -391,9 +468,7 @@ impl SimProvider {
                 };
                 Ok(CallResult::Accepted(pmid))
             }
-        };
-        tx.commit()?;
-        result
+        }
     }
 }
 
@@ -438,13 +513,24 @@ impl Provider for SimProvider {
         }
         let now = self.clock.now();
         let delay = self.config.receipt_delay;
-        let owned = req.clone();
-        let result = self
-            .with_ledger(move |c| Self::call(c, &owned, now, delay))
-            .await
-            .map_err(|e| {
-                ProviderError::new(ErrorClass::Transport, "sim_ledger_error", e.to_string())
-            })?;
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let call = LedgerCall {
+            req: req.clone(),
+            now,
+            receipt_delay: delay,
+            answer,
+        };
+        let gone = || {
+            ProviderError::new(
+                ErrorClass::Transport,
+                "sim_ledger_error",
+                "the simulator's ledger thread stopped",
+            )
+        };
+        self.calls.send(call).await.map_err(|_| gone())?;
+        let result = answered.await.map_err(|_| gone())?.map_err(|e| {
+            ProviderError::new(ErrorClass::Transport, "sim_ledger_error", e.to_string())
+        })?;
         match result {
             CallResult::Accepted(provider_message_id) => Ok(SendAccepted {
                 provider_message_id,
@@ -556,6 +642,76 @@ impl CallbackHandler for SimProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn request(key: &str, to: &str) -> SendRequest {
+        SendRequest {
+            idempotency_key: key.to_owned(),
+            to: to.to_owned(),
+            from: "+14155550000".to_owned(),
+            channel: "sms".to_owned(),
+            body: "hi".to_owned(),
+            media_urls: Vec::new(),
+            template: None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_sends_share_ledger_commits_and_each_key_is_sent_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = Arc::new(sim(&dir));
+        // 300 keys, each sent three times at once, mixed with numbers that
+        // fail: they land in the same ledger transactions.
+        let mut tasks = tokio::task::JoinSet::new();
+        for round in 0..3 {
+            for k in 0..300 {
+                let sim = sim.clone();
+                let to = if k % 10 == 0 {
+                    "+14155550400"
+                } else {
+                    "+14155550123"
+                };
+                tasks.spawn(async move {
+                    let r = sim.send(&request(&format!("msg_{k:04}"), to)).await;
+                    (k, round, r)
+                });
+            }
+        }
+        let mut ids: std::collections::HashMap<usize, String> = Default::default();
+        while let Some(joined) = tasks.join_next().await {
+            let (k, _, r) = joined.unwrap();
+            if k % 10 == 0 {
+                assert_eq!(r.unwrap_err().code, "invalid_number");
+                continue;
+            }
+            let id = r.unwrap().provider_message_id;
+            // Every call for a key answers the same provider id.
+            assert_eq!(ids.entry(k).or_insert_with(|| id.clone()), &id);
+        }
+        let sends = sim.sends().await.unwrap();
+        assert_eq!(sends.len(), 300);
+        for s in &sends {
+            assert_eq!(s.calls, 3, "{s:?}");
+            if s.provider_message_id.is_some() {
+                // Accepted once; the two later calls were repeats of it.
+                assert_eq!(s.calls_after_accept, 2, "{s:?}");
+            } else {
+                assert_eq!(s.calls_after_accept, 0, "{s:?}");
+            }
+        }
+        assert_eq!(
+            sends
+                .iter()
+                .filter(|s| s.provider_message_id.is_some())
+                .count(),
+            270
+        );
+        // One delivered receipt per accepted message, however the calls were batched.
+        let receipts = sim
+            .due_receipts(Timestamp::from_millis(1_800_000_000_000), 1000)
+            .await
+            .unwrap();
+        assert_eq!(receipts.len(), 270);
+    }
 
     fn sim(dir: &tempfile::TempDir) -> SimProvider {
         let clock = switchboard_core::ManualClock::new(Timestamp::from_millis(1_790_000_000_000));
