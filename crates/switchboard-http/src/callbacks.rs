@@ -19,8 +19,7 @@ use switchboard_core::{Channel, PhoneNumber};
 use switchboard_providers::callback::{
     CallbackError, CallbackHandler, CallbackItem, CallbackRequest, InboundItem,
 };
-use switchboard_store::NewInbound;
-use tokio::task::JoinSet;
+use switchboard_store::{IncomingReceipt, NewInbound};
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ErrorResponse};
@@ -142,10 +141,10 @@ pub async fn receive(
     Ok((StatusCode::OK, Json(ack)))
 }
 
-/// Stores what a provider reported: each receipt in the receipt inbox and
-/// each inbound message through the one inbound path. Returns only once
-/// everything is durable; on an error some items may be stored, and the
-/// provider's repeat is deduplicated.
+/// Stores what a provider reported: its receipts in the receipt inbox (one
+/// write, all or none) and each inbound message through the one inbound
+/// path. Returns only once everything is durable; on an error some inbound
+/// messages may be stored, and the provider's repeat is deduplicated.
 pub async fn ingest(
     state: &AppState,
     provider_id: &str,
@@ -158,7 +157,7 @@ pub async fn ingest(
         inbound: 0,
         unrouted: 0,
     };
-    let mut receipts = JoinSet::new();
+    let mut receipts = Vec::new();
     let mut inbound = Vec::new();
     for item in items {
         match item {
@@ -167,39 +166,29 @@ pub async fn ingest(
                 kind,
                 error_code,
                 raw,
-            } => {
-                let store = state.store.clone();
-                let provider = provider_id.to_owned();
-                // Concurrent writes share group commits.
-                receipts.spawn(async move {
-                    store
-                        .receive_receipt(
-                            &provider,
-                            &provider_message_id,
-                            kind,
-                            error_code.as_deref(),
-                            Some(&raw),
-                            now,
-                        )
-                        .await
-                });
-            }
+            } => receipts.push(IncomingReceipt {
+                provider_message_id,
+                kind,
+                error_code,
+                raw: Some(raw),
+            }),
             CallbackItem::Inbound(m) => inbound.push(m),
         }
     }
-    let mut failed = None;
-    while let Some(joined) = receipts.join_next().await {
-        match joined {
-            Ok(Ok(true)) => ack.receipts += 1,
-            Ok(Ok(false)) => ack.duplicate_receipts += 1,
-            Ok(Err(e)) => failed = Some(ApiError::from(e)),
-            Err(e) => failed = Some(ApiError::internal(&e)),
+    if !receipts.is_empty() {
+        // One write for the whole callback: all stored, or none and no 2xx,
+        // so the provider sends it again.
+        for new in state
+            .store
+            .receive_receipts(provider_id, receipts, now)
+            .await?
+        {
+            if new {
+                ack.receipts += 1;
+            } else {
+                ack.duplicate_receipts += 1;
+            }
         }
-    }
-    if let Some(e) = failed {
-        // Not all were stored: no 2xx, so the provider sends it again (the
-        // ones stored are deduplicated then).
-        return Err(e);
     }
     for m in inbound {
         if route_inbound(state, provider_id, m).await? {

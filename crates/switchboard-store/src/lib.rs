@@ -17,11 +17,11 @@ pub use model::{
     AcceptOutcome, AcceptRequest, Accepted, ApiKey, AttemptOutcome, AttemptRecord, AttemptReport,
     ClaimedMessage, ConsentChange, ConsentChangeRecord, ConsentRecord, ConsoleSession,
     ContactConsent, ConversationSummary, EndpointChanges, EndpointRecord, EventRecord,
-    GroupCommitStats, InboundOutcome, InboundRecord, IntegrationRecord, MessageDetail,
-    MessageFilter, MessagePage, MessageRecord, NewInbound, NewSender, ProviderDeletion,
-    ProviderHealth, ProviderRecord, ReceiptKind, ReceiptOutcome, ReceiptPass, Redelivery, Sender,
-    SenderCreation, TemplateRecord, TransitionOutcome, WebhookAttemptRecord, WebhookAttemptReport,
-    WebhookEvent, WebhookJob, WebhookOutcome, Workspace, WorkspaceStats,
+    GroupCommitStats, InboundOutcome, InboundRecord, IncomingReceipt, IntegrationRecord,
+    MessageDetail, MessageFilter, MessagePage, MessageRecord, NewInbound, NewSender,
+    ProviderDeletion, ProviderHealth, ProviderRecord, ReceiptKind, ReceiptOutcome, ReceiptPass,
+    Redelivery, Sender, SenderCreation, TemplateRecord, TransitionOutcome, WebhookAttemptRecord,
+    WebhookAttemptReport, WebhookEvent, WebhookJob, WebhookOutcome, Workspace, WorkspaceStats,
 };
 
 use std::time::Duration;
@@ -190,6 +190,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         &self,
         report: AttemptReport,
     ) -> Result<TransitionOutcome, StoreError>;
+    /// Records the results of many attempts in one write, each exactly as
+    /// `complete_attempt` would; one result per report, in order. A report
+    /// that fails fails alone (the others are then recorded one by one).
+    async fn complete_attempts(
+        &self,
+        reports: Vec<AttemptReport>,
+    ) -> Vec<Result<TransitionOutcome, StoreError>>;
     /// Applies a provider receipt to the message it names.
     async fn apply_receipt(
         &self,
@@ -212,6 +219,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         raw: Option<&str>,
         now: Timestamp,
     ) -> Result<bool, StoreError>;
+    /// `receive_receipt` for every receipt of one callback, in one write:
+    /// all are stored or none. One flag per receipt, in order (`false` for
+    /// a duplicate, also of an earlier receipt in the same list).
+    async fn receive_receipts(
+        &self,
+        provider_id: &str,
+        receipts: Vec<IncomingReceipt>,
+        now: Timestamp,
+    ) -> Result<Vec<bool>, StoreError>;
     /// Applies due receipts from the inbox, in lifecycle order per message.
     async fn process_receipts(
         &self,
@@ -295,6 +311,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         &self,
         report: WebhookAttemptReport,
     ) -> Result<(), StoreError>;
+    /// `complete_webhook_attempt` for many reports in one write; one
+    /// result per report, in order. A report that fails fails alone.
+    async fn complete_webhook_attempts(
+        &self,
+        reports: Vec<WebhookAttemptReport>,
+    ) -> Vec<Result<(), StoreError>>;
     /// An endpoint's attempt log, newest first; `None` if no such endpoint.
     async fn webhook_attempts(
         &self,

@@ -410,6 +410,19 @@ pub struct AttemptReport {
     pub outcome: AttemptOutcome,
 }
 
+/// A provider receipt as the thin receiver stores it (`Store::receive_receipts`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncomingReceipt {
+    /// The provider's id of the message.
+    pub provider_message_id: String,
+    /// What happened.
+    pub kind: ReceiptKind,
+    /// The provider's error code for a failure, if it gave one.
+    pub error_code: Option<String>,
+    /// The receipt as it arrived.
+    pub raw: Option<String>,
+}
+
 /// What a state-changing call did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TransitionOutcome {

@@ -6,10 +6,14 @@ use switchboard_core::telemetry::Metrics;
 use switchboard_core::{Clock, ErrorClass, ProviderId, RetryDecision, RetryPolicy};
 use switchboard_providers::sim::{MAX_CALLBACK_RECEIPTS, SIM_PROVIDER_ID, SimProvider};
 use switchboard_providers::{ProviderError, Providers, SendRequest};
-use switchboard_store::{AttemptOutcome, AttemptReport, ClaimedMessage, Store, StoreError};
+use switchboard_store::{
+    AttemptOutcome, AttemptReport, ClaimedMessage, Store, StoreError, TransitionOutcome,
+};
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+
+use crate::batch::Batcher;
 
 /// How the dispatcher works.
 #[derive(Debug, Clone)]
@@ -61,7 +65,13 @@ struct Inner {
     // gateway's own `/callbacks/pr_sim`, known once the listener is bound.
     sim_callback_url: OnceLock<String>,
     http: reqwest::Client,
+    // Writes the results of concurrent sends together; started on first use
+    // (on the runtime that sends).
+    results: OnceLock<Batcher<AttemptReport, Result<TransitionOutcome, StoreError>>>,
 }
+
+/// Most attempt results written in one store call.
+const RESULT_BATCH: usize = 512;
 
 impl Worker {
     /// A worker over these parts. `wake` is notified by the accept path when
@@ -85,6 +95,7 @@ impl Worker {
                 metrics,
                 wake,
                 sim_callback_url: OnceLock::new(),
+                results: OnceLock::new(),
                 http: reqwest::Client::builder()
                     .timeout(Duration::from_secs(10))
                     .build()
@@ -348,12 +359,25 @@ impl Inner {
             finished_at: self.clock.now(),
             outcome,
         };
-        match self.store.complete_attempt(report).await {
-            Ok(_) => {}
+        let results = self.results.get_or_init(|| {
+            let store = self.store.clone();
+            Batcher::start(
+                RESULT_BATCH,
+                Box::new(move |reports| {
+                    let store = store.clone();
+                    Box::pin(async move { store.complete_attempts(reports).await })
+                }),
+            )
+        });
+        match results.submit(report).await {
+            Some(Ok(_)) => {}
             // The lease runs out and the message is claimed again; the
             // provider sees the same idempotency key.
-            Err(e) => {
+            Some(Err(e)) => {
                 tracing::error!(message_id = %m.id, error = %e, "recording an attempt failed")
+            }
+            None => {
+                tracing::error!(message_id = %m.id, "recording an attempt failed: the result writer stopped")
             }
         }
     }

@@ -7,7 +7,7 @@
 //! Redirects are not followed.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
@@ -16,8 +16,11 @@ use switchboard_core::netpolicy::{Cidr, forbidden_reason};
 use switchboard_core::webhook_signature::{WebhookSecret, signature_header};
 use switchboard_core::{Clock, Timestamp};
 use switchboard_store::{Store, StoreError, WebhookAttemptReport, WebhookJob, WebhookOutcome};
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+
+use crate::batch::Batcher;
 
 /// Characters of a response body kept in the attempt log.
 pub const RESPONSE_BODY_CHARS: usize = 1000;
@@ -89,6 +92,8 @@ pub async fn check_destination(url: &str, allow: &[Cidr]) -> Result<(), String> 
 pub struct WebhookConfig {
     /// Deliveries claimed per round trip.
     pub batch: usize,
+    /// Deliveries in flight at once (`run`).
+    pub concurrency: usize,
     /// Claim lease; must exceed the longest endpoint timeout (60 s).
     pub lease: Duration,
     /// Networks allowed despite the SSRF policy.
@@ -101,6 +106,7 @@ impl Default for WebhookConfig {
     fn default() -> Self {
         WebhookConfig {
             batch: 256,
+            concurrency: 512,
             lease: Duration::from_secs(90),
             allow_networks: Vec::new(),
             idle_poll: Duration::from_secs(1),
@@ -120,7 +126,12 @@ struct Inner {
     clock: Arc<dyn Clock>,
     client: reqwest::Client,
     config: WebhookConfig,
+    // Writes the results of concurrent deliveries together (see `batch.rs`).
+    results: OnceLock<Batcher<WebhookAttemptReport, Result<(), StoreError>>>,
 }
+
+/// Most delivery results written in one store call.
+const RESULT_BATCH: usize = 512;
 
 /// The envelope of SPEC §4.
 pub fn envelope(job: &WebhookJob) -> Value {
@@ -261,6 +272,7 @@ impl WebhookDeliverer {
                 clock,
                 client,
                 config,
+                results: OnceLock::new(),
             }),
         })
     }
@@ -378,8 +390,24 @@ impl WebhookDeliverer {
 
     async fn run_job(&self, job: WebhookJob) {
         let report = self.attempt(&job).await;
-        if let Err(e) = self.inner.store.complete_webhook_attempt(report).await {
-            tracing::error!(delivery = %job.delivery_id, error = %e, "recording a webhook attempt failed");
+        let results = self.inner.results.get_or_init(|| {
+            let store = self.inner.store.clone();
+            Batcher::start(
+                RESULT_BATCH,
+                Box::new(move |reports| {
+                    let store = store.clone();
+                    Box::pin(async move { store.complete_webhook_attempts(reports).await })
+                }),
+            )
+        });
+        match results.submit(report).await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                tracing::error!(delivery = %job.delivery_id, error = %e, "recording a webhook attempt failed");
+            }
+            None => {
+                tracing::error!(delivery = %job.delivery_id, "recording a webhook attempt failed: the result writer stopped");
+            }
         }
     }
 
@@ -405,28 +433,62 @@ impl WebhookDeliverer {
         self.inner.store.next_webhook_due_at().await
     }
 
-    /// Runs until `shutdown`, finishing the attempts in flight.
+    /// Runs until `shutdown`, finishing the attempts in flight. Claims
+    /// whenever there is room under `concurrency`, not batch by batch: a
+    /// slow endpoint holds its own deliveries, not the next claim.
     pub async fn run(self, shutdown: CancellationToken) {
+        let config = &self.inner.config;
+        let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
+        let mut tasks = JoinSet::new();
         while !shutdown.is_cancelled() {
-            let n = self.deliver_once().await.unwrap_or_else(|e| {
-                tracing::error!(error = %e, "webhook pass failed");
-                0
-            });
-            if n > 0 {
+            while tasks.try_join_next().is_some() {}
+            let free = permits.available_permits().min(config.batch);
+            if free == 0 {
+                tokio::select! {
+                    _ = tasks.join_next() => {}
+                    () = shutdown.cancelled() => break,
+                }
                 continue;
             }
-            let poll = self.inner.config.idle_poll;
-            let wait = match self.next_due_at().await {
-                Ok(Some(t)) => t
-                    .since(self.inner.clock.now())
-                    .clamp(Duration::from_millis(5), poll),
-                _ => poll,
-            };
-            tokio::select! {
-                () = tokio::time::sleep(wait.min(Duration::from_millis(100))) => {}
-                () = shutdown.cancelled() => break,
+            let jobs = self
+                .inner
+                .store
+                .claim_webhook_deliveries(self.inner.clock.now(), free, config.lease)
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "webhook pass failed");
+                    Vec::new()
+                });
+            if jobs.is_empty() {
+                let poll = config.idle_poll;
+                let wait = match self.next_due_at().await {
+                    Ok(Some(t)) => t
+                        .since(self.inner.clock.now())
+                        .clamp(Duration::from_millis(5), poll),
+                    _ => poll,
+                };
+                tokio::select! {
+                    // A delivery that finishes may free the next of its message.
+                    Some(_) = tasks.join_next() => {}
+                    () = tokio::time::sleep(wait.min(Duration::from_millis(100))) => {}
+                    () = shutdown.cancelled() => break,
+                }
+                continue;
+            }
+            for job in jobs {
+                let permit = permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("semaphore is never closed");
+                let me = self.clone();
+                tasks.spawn(async move {
+                    me.run_job(job).await;
+                    drop(permit);
+                });
             }
         }
+        while tasks.join_next().await.is_some() {}
     }
 }
 

@@ -478,6 +478,34 @@ impl Store for SqlStore {
             .await
     }
 
+    async fn complete_attempts(
+        &self,
+        reports: Vec<AttemptReport>,
+    ) -> Vec<Result<TransitionOutcome, StoreError>> {
+        let reports = std::sync::Arc::new(reports);
+        let all = reports.clone();
+        let together = self
+            .writer
+            .run(move |c| {
+                all.iter()
+                    .map(|r| messages::complete_attempt(c, r))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await;
+        match together {
+            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+            // One of them failed (and rolled the others back with it): each
+            // alone, so the failure is its own.
+            Err(_) => {
+                let mut out = Vec::with_capacity(reports.len());
+                for r in std::sync::Arc::unwrap_or_clone(reports) {
+                    out.push(self.complete_attempt(r).await);
+                }
+                out
+            }
+        }
+    }
+
     async fn apply_receipt(
         &self,
         provider_id: &str,
@@ -517,6 +545,33 @@ impl Store for SqlStore {
         );
         self.writer
             .run(move |c| receipts::receive(c, &p, &pm, kind, e.as_deref(), raw.as_deref(), now))
+            .await
+    }
+
+    async fn receive_receipts(
+        &self,
+        provider_id: &str,
+        receipts: Vec<IncomingReceipt>,
+        now: Timestamp,
+    ) -> Result<Vec<bool>, StoreError> {
+        let p = provider_id.to_owned();
+        self.writer
+            .run(move |c| {
+                receipts
+                    .iter()
+                    .map(|r| {
+                        receipts::receive(
+                            c,
+                            &p,
+                            &r.provider_message_id,
+                            r.kind,
+                            r.error_code.as_deref(),
+                            r.raw.as_deref(),
+                            now,
+                        )
+                    })
+                    .collect()
+            })
             .await
     }
 
@@ -735,6 +790,28 @@ impl Store for SqlStore {
         self.writer
             .run(move |c| webhooks::complete(c, &report))
             .await
+    }
+
+    async fn complete_webhook_attempts(
+        &self,
+        reports: Vec<WebhookAttemptReport>,
+    ) -> Vec<Result<(), StoreError>> {
+        let reports = std::sync::Arc::new(reports);
+        let all = reports.clone();
+        let together = self
+            .writer
+            .run(move |c| all.iter().try_for_each(|r| webhooks::complete(c, r)))
+            .await;
+        match together {
+            Ok(()) => reports.iter().map(|_| Ok(())).collect(),
+            Err(_) => {
+                let mut out = Vec::with_capacity(reports.len());
+                for r in std::sync::Arc::unwrap_or_clone(reports) {
+                    out.push(self.complete_webhook_attempt(r).await);
+                }
+                out
+            }
+        }
     }
 
     async fn webhook_attempts(

@@ -17,6 +17,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ("0003_provider_routing", super::schema::PROVIDER_ROUTING),
     ("0004_integrations", super::schema::INTEGRATIONS),
     ("0005_console_sessions", super::schema::CONSOLE_SESSIONS),
+    (
+        "0006_webhook_claim_order",
+        super::schema::WEBHOOK_CLAIM_ORDER,
+    ),
 ];
 
 /// Applies the migrations not yet applied, each in its own transaction;

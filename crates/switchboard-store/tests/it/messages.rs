@@ -446,3 +446,108 @@ conformance!(
         assert_eq!(delivered, events);
     }
 );
+
+conformance!(
+    results_and_receipts_written_together_decide_as_they_would_one_at_a_time,
+    |f: crate::Fixture| async move {
+        use switchboard_store::IncomingReceipt;
+        use switchboard_store::ReceiptKind::{Delivered, Read};
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            let AcceptOutcome::Created(a) = f.store.accept_message(simple(&f.ws)).await.unwrap()
+            else {
+                panic!()
+            };
+            ids.push(a.id);
+        }
+        assert_eq!(
+            f.store
+                .claim_due(T0, 10, Duration::from_secs(30))
+                .await
+                .unwrap()
+                .len(),
+            3
+        );
+        let report = |id: &switchboard_core::MessageId, attempt, pmid: &str| AttemptReport {
+            message_id: id.clone(),
+            attempt,
+            provider_id: ProviderId::parse("pr_sim").unwrap(),
+            started_at: T0,
+            finished_at: T0.plus(Duration::from_millis(5)),
+            outcome: AttemptOutcome::Accepted {
+                provider_message_id: pmid.into(),
+            },
+        };
+        // A report for a message that does not exist fails alone; a stale
+        // one (wrong attempt) changes nothing; the others apply.
+        let ghost = switchboard_core::MessageId::new_at(T0);
+        let results = f
+            .store
+            .complete_attempts(vec![
+                report(&ids[0], 1, "SIMa"),
+                report(&ghost, 1, "SIMghost"),
+                report(&ids[1], 7, "SIMstale"),
+                report(&ids[2], 1, "SIMc"),
+            ])
+            .await;
+        assert_eq!(results.len(), 4);
+        assert!(matches!(results[0], Ok(TransitionOutcome::Applied { .. })));
+        assert!(results[1].is_err(), "{:?}", results[1]);
+        assert_eq!(results[2].as_ref().unwrap(), &TransitionOutcome::Stale);
+        assert!(matches!(results[3], Ok(TransitionOutcome::Applied { .. })));
+        let status = |i: usize| {
+            let (store, ws, id) = (f.store.clone(), f.ws.clone(), ids[i].clone());
+            async move {
+                store
+                    .get_message(&ws, &id)
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .message
+                    .status
+                    .as_str()
+                    .to_owned()
+            }
+        };
+        assert_eq!(
+            [status(0).await, status(1).await, status(2).await],
+            ["sent", "sending", "sent"]
+        );
+        // One callback's receipts in one write: a repeat inside the list and
+        // one already stored are both duplicates.
+        let incoming = |pmid: &str, kind| IncomingReceipt {
+            provider_message_id: pmid.into(),
+            kind,
+            error_code: None,
+            raw: Some("{}".into()),
+        };
+        assert_eq!(
+            f.store
+                .receive_receipts("pr_sim", vec![incoming("SIMa", Delivered)], T0)
+                .await
+                .unwrap(),
+            [true]
+        );
+        assert_eq!(
+            f.store
+                .receive_receipts(
+                    "pr_sim",
+                    vec![
+                        incoming("SIMa", Delivered),
+                        incoming("SIMc", Delivered),
+                        incoming("SIMc", Delivered),
+                        incoming("SIMc", Read),
+                    ],
+                    T0
+                )
+                .await
+                .unwrap(),
+            [false, true, false, true]
+        );
+        let pass = f.store.process_receipts(T0, 100).await.unwrap();
+        assert_eq!(pass.applied, 3);
+        assert_eq!([status(0).await, status(2).await], ["delivered", "read"]);
+        // An empty batch is no write and no error.
+        assert!(f.store.complete_attempts(Vec::new()).await.is_empty());
+    }
+);
