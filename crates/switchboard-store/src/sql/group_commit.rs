@@ -24,6 +24,9 @@
 //! load and four or five statements each were most of the writer's time.
 //! In the careful pass each accept runs alone like any other job.
 //!
+//! Message events fan out to webhook deliveries once per batch, just
+//! before the commit (`webhooks::DeferFanOut`), not one statement per event.
+//!
 //! *Invariant*: this thread is the only writer of the database on this
 //! node, so a job can read and then write (idempotency check, state
 //! transition) without races from this node. On PostgreSQL other nodes write
@@ -40,6 +43,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::db::{Conn, Db};
 use super::messages;
+use super::webhooks::DeferFanOut;
 use crate::error::StoreError;
 use crate::model::{AcceptOutcome, AcceptRequest, GroupCommitStats};
 
@@ -277,8 +281,11 @@ fn run_batch(conn: &Db<'_>, mut jobs: Vec<Job>) -> Vec<(Job, Result<Value, Store
             .map(|j| (j, Err(StoreError::for_each_job(&e))))
             .collect();
     }
+    // Message events fan out once for the batch, before it commits.
+    let fans = DeferFanOut::start();
     // Optimistic: no savepoints.
-    let mut outcome = attempt_all(&mut jobs, conn);
+    let mut outcome =
+        attempt_all(&mut jobs, conn).and_then(|v| guarded(|| fans.flush(conn)).map(|()| v));
     // PostgreSQL aborts the whole transaction on a failed statement, and
     // COMMIT then quietly rolls back. A job that caught such a failure and
     // carried on would look successful: ask the server.
@@ -305,6 +312,7 @@ fn run_batch(conn: &Db<'_>, mut jobs: Vec<Job>) -> Vec<(Job, Result<Value, Store
         Err(e) => e,
     };
     let _ = conn.execute_batch("ROLLBACK");
+    fans.discard();
     if n == 1 {
         // Alone in its batch: its failure is the batch's; nothing to redo.
         let job = jobs.pop().expect("one job");
@@ -324,7 +332,10 @@ fn run_batch(conn: &Db<'_>, mut jobs: Vec<Job>) -> Vec<(Job, Result<Value, Store
             results.push(Err(StoreError::from(e)));
             continue;
         }
-        let r = attempt(job, conn);
+        let r = attempt(job, conn).and_then(|v| guarded(|| fans.flush(conn)).map(|()| v));
+        if r.is_err() {
+            fans.discard();
+        }
         let r = match r {
             Ok(v) => match conn.execute_batch("RELEASE job") {
                 Ok(()) => Ok(v),
@@ -355,4 +366,85 @@ fn run_batch(conn: &Db<'_>, mut jobs: Vec<Job>) -> Vec<(Job, Result<Value, Store
             (j, r)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use rusqlite::Connection;
+    use switchboard_core::Timestamp;
+
+    use super::*;
+    use crate::sql::webhooks::{Fan, fan_out_later};
+
+    const TABLES: &str = "
+        CREATE TABLE webhook_endpoints (id TEXT PRIMARY KEY, workspace_id TEXT NOT NULL, enabled INTEGER NOT NULL, deleted_at INTEGER, event_types TEXT);
+        CREATE TABLE webhook_deliveries (id TEXT PRIMARY KEY, endpoint_id TEXT NOT NULL, workspace_id TEXT NOT NULL, event_id TEXT NOT NULL,
+            event_seq INTEGER NOT NULL, ordering_key TEXT, status TEXT NOT NULL, next_attempt_at INTEGER NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+        INSERT INTO webhook_endpoints VALUES ('we_1', 'ws_1', 1, NULL, NULL);
+    ";
+
+    fn fan(id: &str, seq: i64) -> Fan<'_> {
+        Fan {
+            id,
+            workspace_id: "ws_1",
+            seq,
+            event_type: "message.sent",
+            message_id: Some("msg_1"),
+            at: Timestamp::from_millis(1_000 + seq),
+        }
+    }
+
+    fn deliveries(path: &std::path::Path) -> Vec<(String, i64)> {
+        let c = Connection::open(path).unwrap();
+        let mut stmt = c
+            .prepare("SELECT event_id, next_attempt_at FROM webhook_deliveries ORDER BY event_seq")
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn deferred_fan_outs_commit_with_their_job_and_roll_back_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(TABLES).unwrap();
+        // Outside a batch an event fans out at once.
+        fan_out_later(&Db::Lite(&conn), &[fan("evt_00", 0)]).unwrap();
+        assert_eq!(deliveries(&path), [("evt_00".to_owned(), 1_000)]);
+        let (gc, _thread) = GroupCommit::start(Conn::Lite(conn), None);
+        let gc = Arc::new(gc);
+        let mut tasks = Vec::new();
+        for n in 1..=40i64 {
+            let gc = gc.clone();
+            tasks.push(tokio::spawn(async move {
+                gc.run(move |c| {
+                    let id = format!("evt_{n:02}");
+                    fan_out_later(c, &[fan(&id, n)])?;
+                    if n % 10 == 7 {
+                        return Err(StoreError::Corrupt("refused on purpose".into()));
+                    }
+                    Ok(n)
+                })
+                .await
+            }));
+        }
+        for t in tasks {
+            let _ = t.await.unwrap();
+        }
+        let got = deliveries(&path);
+        let want: Vec<(String, i64)> = (0..=40i64)
+            .filter(|n| n % 10 != 7)
+            .map(|n| (format!("evt_{n:02}"), 1_000 + n))
+            .collect();
+        // Every committed job's event has its delivery, due at its own time;
+        // the failed jobs' are gone with them.
+        assert_eq!(got, want);
+        let stats = gc.stats();
+        assert!(stats.max_batch > 1, "the jobs shared batches: {stats:?}");
+    }
 }

@@ -56,8 +56,9 @@ fn record_event(
         seq,
         event_type: event.as_str(),
         message_id: Some(message_id),
+        at: now,
     };
-    super::webhooks::fan_out(c, &[fan], now)
+    super::webhooks::fan_out_later(c, &[fan])
 }
 
 /// id, request hash, initial status, client_ref, segments, encoding, created_at.
@@ -371,12 +372,10 @@ fn insert_messages(c: &Db<'_>, rows: &[NewRow<'_>]) -> Result<(), StoreError> {
             seq: seq_of[r.event_id.as_str()],
             event_type: EventType::on_accept(r.status).as_str(),
             message_id: Some(r.id.as_str()),
+            at: r.req.now,
         })
         .collect();
-    if let Some(first) = rows.first() {
-        super::webhooks::fan_out(c, &fans, first.req.now)?;
-    }
-    Ok(())
+    super::webhooks::fan_out_later(c, &fans)
 }
 
 /// A message with its timeline and attempts, scoped to the workspace.
