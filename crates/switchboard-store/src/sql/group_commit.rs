@@ -24,8 +24,9 @@
 //! load and four or five statements each were most of the writer's time.
 //! In the careful pass each accept runs alone like any other job.
 //!
-//! Message events fan out to webhook deliveries once per batch, just
-//! before the commit (`webhooks::DeferFanOut`), not one statement per event.
+//! Message events are inserted and fanned out to webhook deliveries once
+//! per batch, just before the commit (`events::DeferEvents`), not two
+//! statements per event.
 //!
 //! *Invariant*: this thread is the only writer of the database on this
 //! node, so a job can read and then write (idempotency check, state
@@ -42,8 +43,8 @@ use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot};
 
 use super::db::{Conn, Db};
+use super::events::DeferEvents;
 use super::messages;
-use super::webhooks::DeferFanOut;
 use crate::error::StoreError;
 use crate::model::{AcceptOutcome, AcceptRequest, GroupCommitStats};
 
@@ -281,11 +282,11 @@ fn run_batch(conn: &Db<'_>, mut jobs: Vec<Job>) -> Vec<(Job, Result<Value, Store
             .map(|j| (j, Err(StoreError::for_each_job(&e))))
             .collect();
     }
-    // Message events fan out once for the batch, before it commits.
-    let fans = DeferFanOut::start();
+    // Message events are recorded once for the batch, before it commits.
+    let events = DeferEvents::start();
     // Optimistic: no savepoints.
     let mut outcome =
-        attempt_all(&mut jobs, conn).and_then(|v| guarded(|| fans.flush(conn)).map(|()| v));
+        attempt_all(&mut jobs, conn).and_then(|v| guarded(|| events.flush(conn)).map(|()| v));
     // PostgreSQL aborts the whole transaction on a failed statement, and
     // COMMIT then quietly rolls back. A job that caught such a failure and
     // carried on would look successful: ask the server.
@@ -312,7 +313,7 @@ fn run_batch(conn: &Db<'_>, mut jobs: Vec<Job>) -> Vec<(Job, Result<Value, Store
         Err(e) => e,
     };
     let _ = conn.execute_batch("ROLLBACK");
-    fans.discard();
+    events.discard();
     if n == 1 {
         // Alone in its batch: its failure is the batch's; nothing to redo.
         let job = jobs.pop().expect("one job");
@@ -332,9 +333,9 @@ fn run_batch(conn: &Db<'_>, mut jobs: Vec<Job>) -> Vec<(Job, Result<Value, Store
             results.push(Err(StoreError::from(e)));
             continue;
         }
-        let r = attempt(job, conn).and_then(|v| guarded(|| fans.flush(conn)).map(|()| v));
+        let r = attempt(job, conn).and_then(|v| guarded(|| events.flush(conn)).map(|()| v));
         if r.is_err() {
-            fans.discard();
+            events.discard();
         }
         let r = match r {
             Ok(v) => match conn.execute_batch("RELEASE job") {
@@ -376,46 +377,62 @@ mod tests {
     use switchboard_core::Timestamp;
 
     use super::*;
-    use crate::sql::webhooks::{Fan, fan_out_later};
+    use crate::sql::events::{NewEvent, record};
 
     const TABLES: &str = "
+        CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, workspace_id TEXT NOT NULL, message_id TEXT,
+            type TEXT NOT NULL, status TEXT NOT NULL, detail TEXT, error_code TEXT, created_at INTEGER NOT NULL);
         CREATE TABLE webhook_endpoints (id TEXT PRIMARY KEY, workspace_id TEXT NOT NULL, enabled INTEGER NOT NULL, deleted_at INTEGER, event_types TEXT);
         CREATE TABLE webhook_deliveries (id TEXT PRIMARY KEY, endpoint_id TEXT NOT NULL, workspace_id TEXT NOT NULL, event_id TEXT NOT NULL,
             event_seq INTEGER NOT NULL, ordering_key TEXT, status TEXT NOT NULL, next_attempt_at INTEGER NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);
         INSERT INTO webhook_endpoints VALUES ('we_1', 'ws_1', 1, NULL, NULL);
+        INSERT INTO webhook_endpoints VALUES ('we_2', 'ws_1', 1, NULL, '[\"message.failed\"]');
     ";
 
-    fn fan(id: &str, seq: i64) -> Fan<'_> {
-        Fan {
+    fn event(id: &str, n: i64) -> NewEvent<'_> {
+        NewEvent {
             id,
             workspace_id: "ws_1",
-            seq,
-            event_type: "message.sent",
-            message_id: Some("msg_1"),
-            at: Timestamp::from_millis(1_000 + seq),
+            message_id: "msg_1",
+            event_type: if n == 3 {
+                "message.failed"
+            } else {
+                "message.sent"
+            },
+            status: "sent",
+            detail: Some("d"),
+            error_code: None,
+            at: Timestamp::from_millis(1_000 + n),
         }
     }
 
-    fn deliveries(path: &std::path::Path) -> Vec<(String, i64)> {
+    /// (event id, its seq, endpoint, due at) of every delivery, in event order.
+    fn deliveries(path: &std::path::Path) -> Vec<(String, i64, String, i64)> {
         let c = Connection::open(path).unwrap();
         let mut stmt = c
-            .prepare("SELECT event_id, next_attempt_at FROM webhook_deliveries ORDER BY event_seq")
+            .prepare(
+                "SELECT d.event_id, e.seq, d.endpoint_id, d.next_attempt_at FROM webhook_deliveries d
+                 JOIN events e ON e.id = d.event_id AND e.seq = d.event_seq ORDER BY e.seq, d.endpoint_id",
+            )
             .unwrap();
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn deferred_fan_outs_commit_with_their_job_and_roll_back_with_it() {
+    async fn deferred_events_commit_with_their_job_and_roll_back_with_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         let conn = Connection::open(&path).unwrap();
         conn.execute_batch(TABLES).unwrap();
-        // Outside a batch an event fans out at once.
-        fan_out_later(&Db::Lite(&conn), &[fan("evt_00", 0)]).unwrap();
-        assert_eq!(deliveries(&path), [("evt_00".to_owned(), 1_000)]);
+        // Outside a batch an event is recorded and fans out at once.
+        record(&Db::Lite(&conn), &event("evt_00", 0)).unwrap();
+        assert_eq!(
+            deliveries(&path),
+            [("evt_00".to_owned(), 1, "we_1".to_owned(), 1_000)]
+        );
         let (gc, _thread) = GroupCommit::start(Conn::Lite(conn), None);
         let gc = Arc::new(gc);
         let mut tasks = Vec::new();
@@ -424,7 +441,7 @@ mod tests {
             tasks.push(tokio::spawn(async move {
                 gc.run(move |c| {
                     let id = format!("evt_{n:02}");
-                    fan_out_later(c, &[fan(&id, n)])?;
+                    record(c, &event(&id, n))?;
                     if n % 10 == 7 {
                         return Err(StoreError::Corrupt("refused on purpose".into()));
                     }
@@ -437,13 +454,29 @@ mod tests {
             let _ = t.await.unwrap();
         }
         let got = deliveries(&path);
-        let want: Vec<(String, i64)> = (0..=40i64)
+        // Every committed job's event is stored once and has its deliveries
+        // (the second endpoint takes only message.failed), due at the
+        // event's own time; the failed jobs' events are gone with them.
+        let mut ids: Vec<&str> = got.iter().map(|d| d.0.as_str()).collect();
+        ids.dedup();
+        let want: Vec<String> = (0..=40i64)
             .filter(|n| n % 10 != 7)
-            .map(|n| (format!("evt_{n:02}"), 1_000 + n))
+            .map(|n| format!("evt_{n:02}"))
             .collect();
-        // Every committed job's event has its delivery, due at its own time;
-        // the failed jobs' are gone with them.
-        assert_eq!(got, want);
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, want);
+        assert_eq!(got.len(), want.len() + 1, "evt_03 goes to both endpoints");
+        for (id, _, endpoint, due) in &got {
+            let n: i64 = id[4..].parse().unwrap();
+            assert_eq!(*due, 1_000 + n, "{id}");
+            assert!(endpoint == "we_1" || n == 3, "{id} to {endpoint}");
+        }
+        let events: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(events as usize, want.len());
         let stats = gc.stats();
         assert!(stats.max_batch > 1, "the jobs shared batches: {stats:?}");
     }

@@ -35,30 +35,19 @@ fn record_event(
     now: Timestamp,
 ) -> Result<(), StoreError> {
     let id = EventId::new_at(now);
-    let seq: i64 = c.query_row(
-        "INSERT INTO events (id, workspace_id, message_id, type, status, detail, error_code, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING seq",
-        p![
-            id.as_str(),
-            ws,
+    super::events::record(
+        c,
+        &super::events::NewEvent {
+            id: id.as_str(),
+            workspace_id: ws,
             message_id,
-            event.as_str(),
-            status.as_str(),
+            event_type: event.as_str(),
+            status: status.as_str(),
             detail,
             error_code,
-            now.as_millis()
-        ],
-        |r| r.get(0),
-    )?;
-    let fan = Fan {
-        id: id.as_str(),
-        workspace_id: ws,
-        seq,
-        event_type: event.as_str(),
-        message_id: Some(message_id),
-        at: now,
-    };
-    super::webhooks::fan_out_later(c, &[fan])
+            at: now,
+        },
+    )
 }
 
 /// id, request hash, initial status, client_ref, segments, encoding, created_at.
@@ -375,7 +364,7 @@ fn insert_messages(c: &Db<'_>, rows: &[NewRow<'_>]) -> Result<(), StoreError> {
             at: r.req.now,
         })
         .collect();
-    super::webhooks::fan_out_later(c, &fans)
+    super::events::fan_out_later(c, &fans)
 }
 
 /// A message with its timeline and attempts, scoped to the workspace.

@@ -6,6 +6,7 @@
 mod consent;
 mod console;
 pub mod db;
+mod events;
 mod group_commit;
 mod inbound;
 mod messages;
