@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::db::{Db, OptionalExt, Row, V, p, set_chunks, values_rows};
+use super::db::{Db, Row, V, p, set_chunks, values_rows};
 use serde_json::{Value, json};
 use switchboard_core::webhook_endpoint::{
     DEFAULT_DISABLE_AFTER, DEFAULT_RETRY_SCHEDULE, DEFAULT_TIMEOUT_MS, EndpointSettings,
@@ -46,11 +46,15 @@ pub struct Fan<'a> {
 /// `events` table: a cached plan made while that table was small would scan
 /// it once it is large.
 pub fn fan_out(c: &Db<'_>, events: &[Fan<'_>]) -> Result<(), StoreError> {
-    // Only the event-type filter differs between the engines.
+    // Only the event-type filter differs between the engines. On SQLite the
+    // list is searched as text for the quoted name: the lists are written
+    // by serde_json from validated names (letters, dots, underscores), so
+    // `"message.sent"` matches that element and nothing else, without
+    // opening `json_each` for every event and endpoint.
     let subscribed = if c.is_pg() {
         "jsonb_exists(w.event_types::jsonb, e.column4)"
     } else {
-        "EXISTS (SELECT 1 FROM json_each(w.event_types) WHERE value = e.column4)"
+        "instr(w.event_types, '\"' || e.column4 || '\"') > 0"
     };
     for chunk in set_chunks(events) {
         let sql = format!(
@@ -374,51 +378,110 @@ fn message_data(
     })
 }
 
-/// Loads the event with its data.
-fn load_event(c: &Db<'_>, event_id: &str) -> Result<Option<WebhookEvent>, StoreError> {
-    type Row = (
-        String,
-        String,
-        Option<String>,
-        String,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        i64,
-    );
-    let row: Option<Row> = c
-        .prepare_cached("SELECT workspace_id, type, message_id, status, detail, error_code, payload, created_at FROM events WHERE id = ?1")?
-        .query_row(p![event_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?)))
-        .optional()?;
-    let Some((ws, event_type, message_id, status, detail, error_code, payload, created)) = row
-    else {
-        return Ok(None);
-    };
-    let data = match (message_id, payload) {
-        (Some(mid), _) => {
-            let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1");
-            let mut stmt = c.prepare_cached(&sql)?;
-            let mut found = stmt.query(p![&mid])?;
-            match found.next()? {
-                Some(r) => message_data(
-                    &rows::message(&r)?,
-                    &status,
-                    error_code.as_deref(),
-                    detail.as_deref(),
-                ),
-                None => json!({"object": "message", "id": mid}),
-            }
-        }
-        (None, Some(p)) => serde_json::from_str(&p).map_err(|_| corrupt("event payload", &p))?,
+/// An `events` row as a delivery needs it.
+struct EventRow {
+    ws: String,
+    event_type: String,
+    message_id: Option<String>,
+    status: String,
+    detail: Option<String>,
+    error_code: Option<String>,
+    payload: Option<String>,
+    created: i64,
+}
+
+const EVENT_COLUMNS: &str =
+    "id, workspace_id, type, message_id, status, detail, error_code, payload, created_at";
+
+fn event_row(r: &Row<'_>) -> Result<(String, EventRow), super::db::DbError> {
+    Ok((
+        r.get(0)?,
+        EventRow {
+            ws: r.get(1)?,
+            event_type: r.get(2)?,
+            message_id: r.get(3)?,
+            status: r.get(4)?,
+            detail: r.get(5)?,
+            error_code: r.get(6)?,
+            payload: r.get(7)?,
+            created: r.get(8)?,
+        },
+    ))
+}
+
+/// The event as a delivery carries it: a message event's data is the
+/// message (`message`, if it still exists) as of the event.
+fn webhook_event(
+    id: &str,
+    e: EventRow,
+    message: Option<&MessageRecord>,
+) -> Result<WebhookEvent, StoreError> {
+    let data = match (&e.message_id, &e.payload) {
+        (Some(mid), _) => match message {
+            Some(m) => message_data(m, &e.status, e.error_code.as_deref(), e.detail.as_deref()),
+            None => json!({"object": "message", "id": mid}),
+        },
+        (None, Some(p)) => serde_json::from_str(p).map_err(|_| corrupt("event payload", p))?,
         (None, None) => Value::Null,
     };
-    Ok(Some(WebhookEvent {
-        id: event_id.to_owned(),
-        event_type,
-        created_at: Timestamp::from_millis(created),
-        workspace_id: WorkspaceId::parse(&ws).map_err(|_| corrupt("workspace id", &ws))?,
+    Ok(WebhookEvent {
+        id: id.to_owned(),
+        event_type: e.event_type,
+        created_at: Timestamp::from_millis(e.created),
+        workspace_id: WorkspaceId::parse(&e.ws).map_err(|_| corrupt("workspace id", &e.ws))?,
         data,
-    }))
+    })
+}
+
+/// `(?1, ?2, …)` for an `IN` list of `n` values (one row of `n` columns).
+fn in_list(n: usize) -> String {
+    values_rows(1, n, None)
+}
+
+/// Loads events with their data: two reads per `set_chunks` run (the
+/// events, then their messages), not two per event. Events not found are
+/// left out.
+fn load_events(c: &Db<'_>, ids: &[&str]) -> Result<HashMap<String, WebhookEvent>, StoreError> {
+    let mut rows: Vec<(String, EventRow)> = Vec::with_capacity(ids.len());
+    for chunk in set_chunks(ids) {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE id IN {}",
+            in_list(chunk.len())
+        );
+        let params: Vec<V> = chunk.iter().map(|id| V::from(*id)).collect();
+        rows.extend(c.query_map(&sql, &params, event_row)?);
+    }
+    let mut message_ids: Vec<&str> = rows
+        .iter()
+        .filter_map(|(_, e)| e.message_id.as_deref())
+        .collect();
+    message_ids.sort_unstable();
+    message_ids.dedup();
+    let mut messages: HashMap<String, MessageRecord> = HashMap::with_capacity(message_ids.len());
+    for chunk in set_chunks(&message_ids) {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id IN {}",
+            in_list(chunk.len())
+        );
+        let params: Vec<V> = chunk.iter().map(|id| V::from(*id)).collect();
+        let found = c.query_map(&sql, &params, |r| Ok(rows::message(r)))?;
+        for m in found {
+            let m = m?;
+            messages.insert(m.id.as_str().to_owned(), m);
+        }
+    }
+    rows.into_iter()
+        .map(|(id, e)| {
+            let message = e.message_id.as_deref().and_then(|m| messages.get(m));
+            let event = webhook_event(&id, e, message)?;
+            Ok((id, event))
+        })
+        .collect()
+}
+
+/// Loads one event with its data.
+fn load_event(c: &Db<'_>, event_id: &str) -> Result<Option<WebhookEvent>, StoreError> {
+    Ok(load_events(c, &[event_id])?.remove(event_id))
 }
 
 /// Claims due deliveries of enabled endpoints, in per-message order. An
@@ -480,11 +543,25 @@ pub fn claim(
         due.push((id, endpoint_id, event_id, attempts, trigger));
     }
     let lease_until = now.plus(lease).as_millis();
+    // Set-based: one lease update and two reads per `set_chunks` run.
+    let ids: Vec<&str> = due.iter().map(|d| d.0.as_str()).collect();
+    for chunk in set_chunks(&ids) {
+        let sql = format!(
+            "UPDATE webhook_deliveries SET lease_until = ?{}, attempts = attempts + 1, updated_at = ?{} WHERE id IN {}",
+            chunk.len() + 1,
+            chunk.len() + 2,
+            in_list(chunk.len())
+        );
+        let mut params: Vec<V> = chunk.iter().map(|id| V::from(*id)).collect();
+        params.push(V::Int(lease_until));
+        params.push(V::Int(now.as_millis()));
+        c.execute(&sql, &params)?;
+    }
+    let event_ids: Vec<&str> = due.iter().map(|d| d.2.as_str()).collect();
+    let events = load_events(c, &event_ids)?;
     let mut endpoints: HashMap<String, EndpointRecord> = HashMap::new();
     let mut jobs = Vec::with_capacity(due.len());
     for (id, endpoint_id, event_id, attempts, trigger) in due {
-        c.prepare_cached("UPDATE webhook_deliveries SET lease_until = ?1, attempts = attempts + 1, updated_at = ?2 WHERE id = ?3")?
-            .execute(p![lease_until, now.as_millis(), id])?;
         let endpoint = match endpoints.get(&endpoint_id) {
             Some(e) => e.clone(),
             None => {
@@ -494,7 +571,11 @@ pub fn claim(
                 e
             }
         };
-        let event = load_event(c, &event_id)?.ok_or_else(|| corrupt("event", &event_id))?;
+        // Two deliveries of one event (to two endpoints) share its row.
+        let event = match events.get(&event_id) {
+            Some(e) => e.clone(),
+            None => return Err(corrupt("event", &event_id)),
+        };
         jobs.push(WebhookJob {
             delivery_id: id,
             attempt: attempts + 1,
