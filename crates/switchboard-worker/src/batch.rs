@@ -12,6 +12,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -19,19 +20,38 @@ use tokio::sync::{mpsc, oneshot};
 pub(crate) type Flush<T, R> =
     Box<dyn Fn(Vec<T>) -> Pin<Box<dyn Future<Output = Vec<R>> + Send>> + Send + Sync>;
 
-/// The handle tasks submit to; the collector task ends when it is dropped.
-#[derive(Debug)]
+/// The handle tasks submit to. The collector task starts on the first
+/// submission (on the runtime that submits) and ends when this is dropped.
 pub(crate) struct Batcher<T, R> {
-    tx: mpsc::UnboundedSender<(T, oneshot::Sender<R>)>,
+    max: usize,
+    flush: Arc<Flush<T, R>>,
+    tx: OnceLock<mpsc::UnboundedSender<(T, oneshot::Sender<R>)>>,
+}
+
+impl<T, R> std::fmt::Debug for Batcher<T, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batcher")
+            .field("max", &self.max)
+            .field("started", &self.tx.get().is_some())
+            .finish()
+    }
 }
 
 impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
-    /// Starts the collector on the current Tokio runtime; it writes at most
-    /// `max` items per call of `flush`.
-    pub(crate) fn start(max: usize, flush: Flush<T, R>) -> Self {
+    /// A batcher that writes at most `max` items per call of `flush`.
+    pub(crate) fn new(max: usize, flush: Flush<T, R>) -> Self {
+        Batcher {
+            max,
+            flush: Arc::new(flush),
+            tx: OnceLock::new(),
+        }
+    }
+
+    fn start(&self) -> mpsc::UnboundedSender<(T, oneshot::Sender<R>)> {
         // Unbounded, yet bounded in practice: every submitter waits for its
         // answer, and submitters are bounded by the worker's concurrency.
         let (tx, mut rx) = mpsc::unbounded_channel::<(T, oneshot::Sender<R>)>();
+        let (max, flush) = (self.max, self.flush.clone());
         tokio::spawn(async move {
             let mut items = Vec::new();
             let mut answers = Vec::new();
@@ -53,21 +73,23 @@ impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
                 }
             }
         });
-        Batcher { tx }
+        tx
     }
 
     /// Hands `item` to the collector and waits until its batch is written;
     /// `None` if the collector is gone (its runtime stopped).
     pub(crate) async fn submit(&self, item: T) -> Option<R> {
         let (answer, answered) = oneshot::channel();
-        self.tx.send((item, answer)).ok()?;
+        self.tx
+            .get_or_init(|| self.start())
+            .send((item, answer))
+            .ok()?;
         answered.await.ok()
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
@@ -76,7 +98,7 @@ mod tests {
     async fn results_come_back_to_their_own_submitter_in_few_writes() {
         let calls = Arc::new(AtomicUsize::new(0));
         let c = calls.clone();
-        let batcher: Arc<Batcher<u32, u32>> = Arc::new(Batcher::start(
+        let batcher: Arc<Batcher<u32, u32>> = Arc::new(Batcher::new(
             64,
             Box::new(move |items: Vec<u32>| {
                 c.fetch_add(1, Ordering::Relaxed);

@@ -65,9 +65,8 @@ struct Inner {
     // gateway's own `/callbacks/pr_sim`, known once the listener is bound.
     sim_callback_url: OnceLock<String>,
     http: reqwest::Client,
-    // Writes the results of concurrent sends together; started on first use
-    // (on the runtime that sends).
-    results: OnceLock<Batcher<AttemptReport, Result<TransitionOutcome, StoreError>>>,
+    // Writes the results of concurrent sends together.
+    results: Batcher<AttemptReport, Result<TransitionOutcome, StoreError>>,
 }
 
 /// Most attempt results written in one store call.
@@ -87,7 +86,7 @@ impl Worker {
     ) -> Self {
         Worker {
             inner: Arc::new(Inner {
-                store,
+                store: store.clone(),
                 providers,
                 sim,
                 clock,
@@ -95,7 +94,13 @@ impl Worker {
                 metrics,
                 wake,
                 sim_callback_url: OnceLock::new(),
-                results: OnceLock::new(),
+                results: Batcher::new(RESULT_BATCH, {
+                    let store = store.clone();
+                    Box::new(move |reports| {
+                        let store = store.clone();
+                        Box::pin(async move { store.complete_attempts(reports).await })
+                    })
+                }),
                 http: reqwest::Client::builder()
                     .timeout(Duration::from_secs(10))
                     .build()
@@ -359,17 +364,7 @@ impl Inner {
             finished_at: self.clock.now(),
             outcome,
         };
-        let results = self.results.get_or_init(|| {
-            let store = self.store.clone();
-            Batcher::start(
-                RESULT_BATCH,
-                Box::new(move |reports| {
-                    let store = store.clone();
-                    Box::pin(async move { store.complete_attempts(reports).await })
-                }),
-            )
-        });
-        match results.submit(report).await {
+        match self.results.submit(report).await {
             Some(Ok(_)) => {}
             // The lease runs out and the message is claimed again; the
             // provider sees the same idempotency key.

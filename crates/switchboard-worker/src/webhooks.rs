@@ -7,7 +7,7 @@
 //! Redirects are not followed.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
@@ -127,7 +127,7 @@ struct Inner {
     client: reqwest::Client,
     config: WebhookConfig,
     // Writes the results of concurrent deliveries together (see `batch.rs`).
-    results: OnceLock<Batcher<WebhookAttemptReport, Result<(), StoreError>>>,
+    results: Batcher<WebhookAttemptReport, Result<(), StoreError>>,
 }
 
 /// Most delivery results written in one store call.
@@ -268,11 +268,17 @@ impl WebhookDeliverer {
             .build()?;
         Ok(WebhookDeliverer {
             inner: Arc::new(Inner {
-                store,
+                store: store.clone(),
                 clock,
                 client,
                 config,
-                results: OnceLock::new(),
+                results: Batcher::new(RESULT_BATCH, {
+                    let store = store.clone();
+                    Box::new(move |reports| {
+                        let store = store.clone();
+                        Box::pin(async move { store.complete_webhook_attempts(reports).await })
+                    })
+                }),
             }),
         })
     }
@@ -390,17 +396,7 @@ impl WebhookDeliverer {
 
     async fn run_job(&self, job: WebhookJob) {
         let report = self.attempt(&job).await;
-        let results = self.inner.results.get_or_init(|| {
-            let store = self.inner.store.clone();
-            Batcher::start(
-                RESULT_BATCH,
-                Box::new(move |reports| {
-                    let store = store.clone();
-                    Box::pin(async move { store.complete_webhook_attempts(reports).await })
-                }),
-            )
-        });
-        match results.submit(report).await {
+        match self.inner.results.submit(report).await {
             Some(Ok(())) => {}
             Some(Err(e)) => {
                 tracing::error!(delivery = %job.delivery_id, error = %e, "recording a webhook attempt failed");
