@@ -24,11 +24,6 @@ pub fn state_of(
     .optional()?)
 }
 
-/// Whether the number has opted out of the channel.
-pub fn is_opted_out(c: &Db<'_>, ws: &str, phone: &str, channel: &str) -> Result<bool, StoreError> {
-    Ok(state_of(c, ws, phone, channel)?.as_deref() == Some("opted_out"))
-}
-
 /// Records a change; returns whether the state changed. With `emit`, a
 /// change of state is also a `contact.*` event.
 pub fn change(c: &Db<'_>, ch: &ConsentChange, emit: bool) -> Result<bool, StoreError> {

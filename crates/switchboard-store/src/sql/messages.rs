@@ -205,8 +205,17 @@ fn consent_states(
             ]
         })
         .collect();
+    consent_states_of(c, &who)
+}
+
+/// The stored consent state of each (workspace, phone, channel) that has
+/// one: one read per `set_chunks` run.
+fn consent_states_of(
+    c: &Db<'_>,
+    who: &[[&str; 3]],
+) -> Result<HashMap<(String, String, String), String>, StoreError> {
     let mut found = HashMap::new();
-    for chunk in set_chunks(&who) {
+    for chunk in set_chunks(who) {
         let sql = format!(
             "SELECT c.workspace_id, c.phone, c.channel, c.state
              FROM (VALUES {}) k JOIN contacts c
@@ -684,6 +693,16 @@ pub fn claim_due(
         );
     }
     let lease_until = now.plus(lease).as_millis();
+    // An opt-out may have arrived while a message waited: the recipients'
+    // consent, read once for the whole claim.
+    let consent = {
+        let who: Vec<[&str; 3]> = candidates
+            .iter()
+            .filter(|m| !m.consent_exempt)
+            .map(|m| [m.ws.as_str(), m.to.as_str(), m.channel.as_str()])
+            .collect();
+        consent_states_of(c, &who)?
+    };
     let mut claimed = Vec::with_capacity(candidates.len());
     let mut quiet: HashMap<String, Option<QuietHours>> = HashMap::new();
     // Per-provider throughput limits, shared by every node: a message whose
@@ -747,7 +766,12 @@ pub fn claim_due(
             continue;
         }
         // An opt-out may have arrived while the message waited.
-        if !consent_exempt && super::consent::is_opted_out(c, &ws, &to, &channel)? {
+        if !consent_exempt
+            && !consent.is_empty()
+            && consent
+                .get(&(ws.clone(), to.clone(), channel.clone()))
+                .is_some_and(|state| state == "opted_out")
+        {
             unsent(
                 Trigger::Suppress,
                 "recipient_opted_out",
@@ -817,11 +841,8 @@ pub fn claim_due(
                 b.tokens -= 1.0;
             }
         }
+        // Marked `sending` below, all together.
         let attempt = attempts + 1;
-        c.execute(
-            "UPDATE messages SET status = 'sending', attempts = ?1, lease_until = ?2, claimed_at = ?3, next_attempt_at = NULL, updated_at = ?3 WHERE id = ?4",
-            p![attempt, lease_until, now.as_millis(), id],
-        )?;
         if from_status == Status::Queued {
             let t = transition(from_status, Trigger::Claim).expect("queued can be claimed");
             record_event(
@@ -862,6 +883,23 @@ pub fn claim_due(
             claimed_at: now,
             created_at: Timestamp::from_millis(created_at),
         });
+    }
+    // One update per `set_chunks` run: `attempts + 1` is the attempt handed
+    // out above, as the row was read (and, on PostgreSQL, locked) by this job.
+    let ids: Vec<&str> = claimed.iter().map(|m| m.id.as_str()).collect();
+    for chunk in set_chunks(&ids) {
+        let n = chunk.len();
+        let sql = format!(
+            "UPDATE messages SET status = 'sending', attempts = attempts + 1, lease_until = ?{}, claimed_at = ?{}, next_attempt_at = NULL, updated_at = ?{} WHERE id IN {}",
+            n + 1,
+            n + 2,
+            n + 2,
+            values_rows(1, n, None)
+        );
+        let mut params: Vec<V> = chunk.iter().map(|id| V::from(*id)).collect();
+        params.push(V::Int(lease_until));
+        params.push(V::Int(now.as_millis()));
+        c.execute(&sql, &params)?;
     }
     for (provider, b) in buckets {
         if let Some(b) = b {

@@ -551,3 +551,90 @@ conformance!(
         assert!(f.store.complete_attempts(Vec::new()).await.is_empty());
     }
 );
+
+conformance!(
+    a_claim_suppresses_exactly_the_messages_whose_recipient_opted_out_meanwhile,
+    |f: crate::Fixture| async move {
+        use switchboard_store::ConsentChange;
+        let mut ids = Vec::new();
+        // 0 and 1 to a number that opts out after they were accepted (1 is
+        // consent-exempt, like a STOP confirmation); 2 to a number that opts
+        // out and back in; 3 to a number that opts out on another channel;
+        // 4 to a number without a consent record.
+        for (n, to) in [
+            "+14155550101",
+            "+14155550101",
+            "+14155550102",
+            "+14155550103",
+            "+14155550104",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let mut req = request(&f.ws, json!({"to": to, "body": "hi"}), "h");
+            req.consent_exempt = n == 1;
+            let AcceptOutcome::Created(a) = f.store.accept_message(req).await.unwrap() else {
+                panic!()
+            };
+            ids.push(a.id);
+        }
+        let change = |to: &str, channel: &str, state: &str| ConsentChange {
+            workspace_id: f.ws.clone(),
+            phone: to.into(),
+            channel: channel.into(),
+            state: state.into(),
+            source: "api".into(),
+            jurisdiction: None,
+            detail: None,
+            at: T0,
+        };
+        for c in [
+            change("+14155550101", "sms", "opted_out"),
+            change("+14155550102", "sms", "opted_out"),
+            change("+14155550102", "sms", "opted_in"),
+            change("+14155550103", "whatsapp", "opted_out"),
+        ] {
+            f.store.change_consent(c).await.unwrap();
+        }
+        let claimed = f
+            .store
+            .claim_due(T0, 10, Duration::from_secs(30))
+            .await
+            .unwrap();
+        let mut got: Vec<_> = claimed.iter().map(|m| (m.id.clone(), m.attempt)).collect();
+        got.sort();
+        let mut want: Vec<_> = ids[1..].iter().map(|id| (id.clone(), 1)).collect();
+        want.sort();
+        assert_eq!(got, want, "all but the first are claimed, as attempt 1");
+        let detail = f.store.get_message(&f.ws, &ids[0]).await.unwrap().unwrap();
+        assert_eq!(detail.message.status.as_str(), "suppressed");
+        for id in &ids[1..] {
+            let d = f.store.get_message(&f.ws, id).await.unwrap().unwrap();
+            assert_eq!(d.message.status.as_str(), "sending", "{id}");
+        }
+        // The claims are leases: nothing more until they run out, then the
+        // same four again as attempt 2.
+        assert!(
+            f.store
+                .claim_due(
+                    T0.plus(Duration::from_secs(29)),
+                    10,
+                    Duration::from_secs(30)
+                )
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let again = f
+            .store
+            .claim_due(
+                T0.plus(Duration::from_secs(31)),
+                10,
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap();
+        assert_eq!(again.len(), 4);
+        assert!(again.iter().all(|m| m.attempt == 2));
+    }
+);
