@@ -912,7 +912,9 @@ pub fn claim_due(
     Ok(claimed)
 }
 
-fn log_attempt(c: &Db<'_>, r: &AttemptReport) -> Result<(), StoreError> {
+/// The attempt-log row of a report, in `ATTEMPT_INSERT` order; `None` for
+/// an expiry (no provider was called).
+fn attempt_values(r: &AttemptReport) -> Option<[V<'_>; 11]> {
     let (outcome, class, code, message, pmid): (
         &str,
         Option<ErrorClass>,
@@ -935,31 +937,131 @@ fn log_attempt(c: &Db<'_>, r: &AttemptReport) -> Result<(), StoreError> {
             message,
             ..
         } => ("failed", Some(*class), Some(code), Some(message), None),
-        AttemptOutcome::Expired => return Ok(()),
+        AttemptOutcome::Expired => return None,
     };
-    let mut stmt = c.prepare_cached(
-        "INSERT INTO attempts (id, message_id, attempt, provider_id, started_at, duration_ms, outcome, error_class, error_code, error_message, provider_message_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-    )?;
-    stmt.execute(p![
-        AttemptId::new_at(r.started_at).as_str(),
-        r.message_id.as_str(),
-        r.attempt,
-        r.provider_id.as_str(),
-        r.started_at.as_millis(),
-        r.finished_at.as_millis() - r.started_at.as_millis(),
-        outcome,
-        class.map(ErrorClass::as_str),
-        code,
-        message,
-        pmid
-    ])?;
+    Some([
+        V::from(AttemptId::new_at(r.started_at).to_string()),
+        V::from(r.message_id.as_str()),
+        V::Int(i64::from(r.attempt)),
+        V::from(r.provider_id.as_str()),
+        V::Int(r.started_at.as_millis()),
+        V::Int(r.finished_at.as_millis() - r.started_at.as_millis()),
+        V::from(outcome),
+        class.map(ErrorClass::as_str).map_or(V::Null, V::from),
+        code.map_or(V::Null, V::from),
+        message.map_or(V::Null, V::from),
+        pmid.map_or(V::Null, V::from),
+    ])
+}
+
+const ATTEMPT_INSERT: &str = "INSERT INTO attempts (id, message_id, attempt, provider_id, started_at, duration_ms, outcome, error_class, error_code, error_message, provider_message_id) VALUES ";
+
+/// Logs the attempts of many reports: one insert per `set_chunks` run.
+fn log_attempts(c: &Db<'_>, reports: &[&AttemptReport]) -> Result<(), StoreError> {
+    let rows: Vec<[V<'_>; 11]> = reports.iter().filter_map(|r| attempt_values(r)).collect();
+    for chunk in set_chunks(&rows) {
+        let sql = format!("{ATTEMPT_INSERT}{}", values_rows(chunk.len(), 11, None));
+        let params: Vec<V> = chunk.iter().flatten().cloned().collect();
+        c.execute(&sql, &params)?;
+    }
     Ok(())
+}
+
+/// `complete_attempt` for many reports, with the common case set-based: a
+/// send the provider accepted, reported by the claim that is still current,
+/// moves its message `sending → sent` with one update per `set_chunks` run
+/// (and the attempt log with one insert), instead of an insert, a read and
+/// an update per report. Every other report (failures, retries, failover,
+/// stale or refused reports, a message reported twice) goes through
+/// `complete_attempt`'s own path. One outcome per report, in order.
+pub fn complete_attempts(
+    c: &Db<'_>,
+    reports: &[AttemptReport],
+) -> Result<Vec<TransitionOutcome>, StoreError> {
+    log_attempts(c, &reports.iter().collect::<Vec<_>>())?;
+    // The messages' current state, read (and on PostgreSQL locked) at once.
+    let ids: Vec<&str> = reports.iter().map(|r| r.message_id.as_str()).collect();
+    let mut state: HashMap<String, (String, u32, String)> = HashMap::with_capacity(ids.len());
+    for chunk in set_chunks(&ids) {
+        let sql = format!(
+            "SELECT id, status, attempts, workspace_id FROM messages WHERE id IN {}{}",
+            values_rows(1, chunk.len(), None),
+            c.for_update()
+        );
+        let params: Vec<V> = chunk.iter().map(|id| V::from(*id)).collect();
+        for (id, row) in c.query_map(&sql, &params, |r| {
+            Ok((r.get::<_, String>(0)?, (r.get(1)?, r.get(2)?, r.get(3)?)))
+        })? {
+            state.insert(id, row);
+        }
+    }
+    let mut seen: HashMap<&str, usize> = HashMap::with_capacity(ids.len());
+    for id in &ids {
+        *seen.entry(id).or_default() += 1;
+    }
+    let sent = transition(Status::Sending, Trigger::ProviderAccepted)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let mut fast: Vec<(&AttemptReport, &str, &str)> = Vec::new();
+    let mut outcomes = Vec::with_capacity(reports.len());
+    for r in reports {
+        let id = r.message_id.as_str();
+        let current = state.get(id);
+        match (&r.outcome, current) {
+            (
+                AttemptOutcome::Accepted {
+                    provider_message_id,
+                },
+                Some((status, attempts, ws)),
+            ) if status == "sending" && *attempts == r.attempt && seen[id] == 1 => {
+                fast.push((r, provider_message_id, ws));
+                outcomes.push(TransitionOutcome::Applied {
+                    status: sent.to,
+                    event: sent.event,
+                });
+            }
+            _ => outcomes.push(apply_attempt(c, r)?),
+        }
+    }
+    for chunk in set_chunks(&fast) {
+        // The status is the state machine's constant, not input.
+        let sql = format!(
+            "UPDATE messages SET status = '{}', provider_message_id = v.column2, lease_until = NULL, error_code = NULL, error_message = NULL, updated_at = v.column3
+             FROM (VALUES {}) AS v WHERE messages.id = v.column1",
+            sent.to.as_str(),
+            values_rows(chunk.len(), 3, Some(&["TEXT", "TEXT", "BIGINT"]))
+        );
+        let mut params: Vec<V> = Vec::with_capacity(chunk.len() * 3);
+        for (r, pmid, _) in chunk {
+            params.push(V::from(r.message_id.as_str()));
+            params.push(V::from(*pmid));
+            params.push(V::Int(r.finished_at.as_millis()));
+        }
+        c.execute(&sql, &params)?;
+    }
+    for (r, pmid, ws) in fast {
+        record_event(
+            c,
+            ws,
+            r.message_id.as_str(),
+            sent.event,
+            sent.to,
+            Some(&format!("accepted by {} as {pmid}", r.provider_id)),
+            None,
+            r.finished_at,
+        )?;
+    }
+    Ok(outcomes)
 }
 
 /// Records an attempt's result and applies the transition it implies.
 pub fn complete_attempt(c: &Db<'_>, r: &AttemptReport) -> Result<TransitionOutcome, StoreError> {
-    log_attempt(c, r)?;
+    log_attempts(c, &[r])?;
+    apply_attempt(c, r)
+}
+
+/// Applies the transition an attempt's result implies (its attempt is
+/// already logged).
+fn apply_attempt(c: &Db<'_>, r: &AttemptReport) -> Result<TransitionOutcome, StoreError> {
     let sql = format!(
         "SELECT status, attempts, workspace_id, route_start, channel, from_addr FROM messages WHERE id = ?1{}",
         c.for_update()

@@ -487,11 +487,7 @@ impl Store for SqlStore {
         let all = reports.clone();
         let together = self
             .writer
-            .run(move |c| {
-                all.iter()
-                    .map(|r| messages::complete_attempt(c, r))
-                    .collect::<Result<Vec<_>, _>>()
-            })
+            .run(move |c| messages::complete_attempts(c, &all))
             .await;
         match together {
             Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),

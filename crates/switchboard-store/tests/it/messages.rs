@@ -453,7 +453,7 @@ conformance!(
         use switchboard_store::IncomingReceipt;
         use switchboard_store::ReceiptKind::{Delivered, Read};
         let mut ids = Vec::new();
-        for _ in 0..3 {
+        for _ in 0..4 {
             let AcceptOutcome::Created(a) = f.store.accept_message(simple(&f.ws)).await.unwrap()
             else {
                 panic!()
@@ -466,7 +466,7 @@ conformance!(
                 .await
                 .unwrap()
                 .len(),
-            3
+            4
         );
         let report = |id: &switchboard_core::MessageId, attempt, pmid: &str| AttemptReport {
             message_id: id.clone(),
@@ -478,23 +478,30 @@ conformance!(
                 provider_message_id: pmid.into(),
             },
         };
-        // A report for a message that does not exist fails alone; a stale
-        // one (wrong attempt) changes nothing; the others apply.
-        let ghost = switchboard_core::MessageId::new_at(T0);
+        // A stale report (wrong attempt) changes nothing; the others apply.
         let results = f
             .store
             .complete_attempts(vec![
                 report(&ids[0], 1, "SIMa"),
-                report(&ghost, 1, "SIMghost"),
                 report(&ids[1], 7, "SIMstale"),
                 report(&ids[2], 1, "SIMc"),
             ])
             .await;
-        assert_eq!(results.len(), 4);
+        assert_eq!(results.len(), 3);
         assert!(matches!(results[0], Ok(TransitionOutcome::Applied { .. })));
-        assert!(results[1].is_err(), "{:?}", results[1]);
-        assert_eq!(results[2].as_ref().unwrap(), &TransitionOutcome::Stale);
-        assert!(matches!(results[3], Ok(TransitionOutcome::Applied { .. })));
+        assert_eq!(results[1].as_ref().unwrap(), &TransitionOutcome::Stale);
+        assert!(matches!(results[2], Ok(TransitionOutcome::Applied { .. })));
+        // A report for a message that does not exist fails alone.
+        let ghost = switchboard_core::MessageId::new_at(T0);
+        let results = f
+            .store
+            .complete_attempts(vec![
+                report(&ghost, 1, "SIMghost"),
+                report(&ids[3], 1, "SIMd"),
+            ])
+            .await;
+        assert!(results[0].is_err(), "{:?}", results[0]);
+        assert!(matches!(results[1], Ok(TransitionOutcome::Applied { .. })));
         let status = |i: usize| {
             let (store, ws, id) = (f.store.clone(), f.ws.clone(), ids[i].clone());
             async move {
@@ -513,6 +520,29 @@ conformance!(
             [status(0).await, status(1).await, status(2).await],
             ["sent", "sending", "sent"]
         );
+        // Applied together, each exactly as alone: its event, its attempt
+        // row, its provider id.
+        for (i, pmid) in [(0, "SIMa"), (2, "SIMc"), (3, "SIMd")] {
+            let d = f.store.get_message(&f.ws, &ids[i]).await.unwrap().unwrap();
+            assert_eq!(
+                events_of(&d),
+                ["message.queued", "message.sending", "message.sent"]
+            );
+            assert_eq!(
+                d.events[2].detail.as_deref(),
+                Some(format!("accepted by pr_sim as {pmid}").as_str())
+            );
+            assert_eq!(d.attempts.len(), 1);
+            assert_eq!(d.attempts[0].outcome, "accepted");
+            assert_eq!(d.attempts[0].duration_ms, 5);
+            assert_eq!(d.attempts[0].provider_message_id.as_deref(), Some(pmid));
+            assert_eq!(d.message.provider_message_id.as_deref(), Some(pmid));
+        }
+        // The stale report is logged and changed nothing.
+        let d = f.store.get_message(&f.ws, &ids[1]).await.unwrap().unwrap();
+        assert_eq!(events_of(&d), ["message.queued", "message.sending"]);
+        assert_eq!(d.attempts.len(), 1);
+        assert_eq!(d.attempts[0].attempt, 7);
         // One callback's receipts in one write: a repeat inside the list and
         // one already stored are both duplicates.
         let incoming = |pmid: &str, kind| IncomingReceipt {
