@@ -24,7 +24,7 @@ use crate::model::*;
     clippy::too_many_arguments,
     reason = "one row's columns; a struct would only restate them"
 )]
-fn record_event(
+pub(super) fn record_event(
     c: &Db<'_>,
     ws: &str,
     message_id: &str,
@@ -1310,6 +1310,22 @@ fn fail_over(
     }))
 }
 
+/// The transition a receipt asks for, with the error code it records.
+pub(super) fn receipt_trigger(
+    kind: ReceiptKind,
+    error_code: Option<&str>,
+) -> (Trigger, Option<&str>) {
+    match kind {
+        ReceiptKind::Delivered => (Trigger::ReceiptDelivered, None),
+        ReceiptKind::Read => (Trigger::ReceiptRead, None),
+        // The provider's own code when it gave one (`carrier_unreachable`, …).
+        ReceiptKind::Undelivered => (
+            Trigger::ReceiptUndelivered,
+            Some(error_code.unwrap_or("undelivered")),
+        ),
+    }
+}
+
 /// Applies a receipt to the message with this provider id.
 pub fn apply_receipt(
     c: &Db<'_>,
@@ -1335,15 +1351,7 @@ pub fn apply_receipt(
     };
     let message_id = MessageId::parse(&id).map_err(|_| StoreError::Corrupt(id.clone()))?;
     let from = rows::status(&status)?;
-    let (trigger, code) = match kind {
-        ReceiptKind::Delivered => (Trigger::ReceiptDelivered, None),
-        ReceiptKind::Read => (Trigger::ReceiptRead, None),
-        // The provider's own code when it gave one (`carrier_unreachable`, …).
-        ReceiptKind::Undelivered => (
-            Trigger::ReceiptUndelivered,
-            Some(error_code.unwrap_or("undelivered")),
-        ),
-    };
+    let (trigger, code) = receipt_trigger(kind, error_code);
     match transition(from, trigger) {
         Ok(t) => {
             c.prepare_cached("UPDATE messages SET status = ?1, lease_until = NULL, error_code = COALESCE(?2, error_code), updated_at = ?3 WHERE id = ?4")?

@@ -6,10 +6,14 @@
 //! has yet (the send's result commits late) waits and is checked again with
 //! backoff; after a day it is kept as `unmatched`.
 
-use super::db::{Db, p};
-use switchboard_core::Timestamp;
+use std::collections::HashMap;
 
-use super::messages::apply_receipt;
+use super::db::{Db, V, p, set_chunks, values_rows};
+use switchboard_core::state::transition;
+use switchboard_core::{MessageId, Status, Timestamp};
+
+use super::messages::{apply_receipt, receipt_trigger, record_event};
+use super::rows;
 use crate::error::StoreError;
 use crate::model::{ReceiptKind, ReceiptOutcome, ReceiptPass};
 
@@ -32,7 +36,17 @@ pub fn receive(
     Ok(n > 0)
 }
 
-/// Applies due pending receipts.
+/// A message a receipt names: id, status, workspace.
+type Named = (String, String, String);
+/// A message's new status, its error code if a receipt gave one, and when.
+type Moved = (Status, Option<String>, i64);
+
+/// Applies due pending receipts, set-based: one read of the messages they
+/// name, then one update of the messages moved and one of the receipts
+/// settled per `set_chunks` run, with the transitions decided in between
+/// in lifecycle order per message (so delivered then read in one pass ends
+/// at read, with both events). A provider id that two messages share is
+/// left to `apply_receipt`, receipt by receipt.
 pub fn process(c: &Db<'_>, now: Timestamp, limit: usize) -> Result<ReceiptPass, StoreError> {
     type Row = (i64, String, String, String, u32, i64, Option<String>);
     let sql = format!(
@@ -58,6 +72,31 @@ pub fn process(c: &Db<'_>, now: Timestamp, limit: usize) -> Result<ReceiptPass, 
             },
         )?
         .collect::<Result<_, _>>()?;
+    // The messages the receipts name, read (and on PostgreSQL locked) at once.
+    let mut keys: Vec<[&str; 2]> = rows.iter().map(|r| [r.1.as_str(), r.2.as_str()]).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let mut named: HashMap<(String, String), Vec<Named>> = HashMap::new();
+    for chunk in set_chunks(&keys) {
+        let sql = format!(
+            "SELECT k.column1, k.column2, m.id, m.status, m.workspace_id
+             FROM (VALUES {}) k JOIN messages m ON m.provider_id = k.column1 AND m.provider_message_id = k.column2{}",
+            values_rows(chunk.len(), 2, Some(&["TEXT", "TEXT"])),
+            if c.is_pg() { " FOR UPDATE OF m" } else { "" }
+        );
+        let params: Vec<V> = chunk.iter().flatten().map(|v| V::from(*v)).collect();
+        for (key, m) in c.query_map_planned(&sql, &params, |r| {
+            Ok(((r.get(0)?, r.get(1)?), (r.get(2)?, r.get(3)?, r.get(4)?)))
+        })? {
+            named.entry(key).or_default().push(m);
+        }
+    }
+    // Each message's status as this pass moves it (receipts come in
+    // lifecycle order per message), and what to write once at the end.
+    let mut status: HashMap<String, Status> = HashMap::new();
+    let mut changed: HashMap<String, Moved> = HashMap::new();
+    let mut order: Vec<String> = Vec::new();
+    let mut done: Vec<(i64, &'static str)> = Vec::with_capacity(rows.len());
     let mut pass = ReceiptPass::default();
     for (id, provider, pmid, kind, checks, received_at, error_code) in rows {
         let kind = ReceiptKind::parse(&kind)
@@ -66,15 +105,51 @@ pub fn process(c: &Db<'_>, now: Timestamp, limit: usize) -> Result<ReceiptPass, 
             Some(code) => format!("receipt from {provider}: {} ({code})", kind.as_str()),
             None => format!("receipt from {provider}: {}", kind.as_str()),
         };
-        let outcome = apply_receipt(
-            c,
-            &provider,
-            &pmid,
-            kind,
-            error_code.as_deref(),
-            Some(&detail),
-            now,
-        )?;
+        let key = (provider, pmid);
+        let outcome = match named.get(&key).map(Vec::as_slice) {
+            None | Some([]) => ReceiptOutcome::UnknownMessage,
+            Some([(mid, current, ws)]) => {
+                let from = match status.get(mid) {
+                    Some(s) => *s,
+                    None => rows::status(current)?,
+                };
+                let message_id =
+                    MessageId::parse(mid).map_err(|_| StoreError::Corrupt(mid.clone()))?;
+                let (trigger, code) = receipt_trigger(kind, error_code.as_deref());
+                match transition(from, trigger) {
+                    Ok(t) => {
+                        status.insert(mid.clone(), t.to);
+                        let entry = changed.entry(mid.clone()).or_insert_with(|| {
+                            order.push(mid.clone());
+                            (t.to, None, now.as_millis())
+                        });
+                        entry.0 = t.to;
+                        if let Some(code) = code {
+                            entry.1 = Some(code.to_owned());
+                        }
+                        record_event(c, ws, mid, t.event, t.to, Some(&detail), code, now)?;
+                        ReceiptOutcome::Applied {
+                            message_id,
+                            status: t.to,
+                        }
+                    }
+                    Err(_) => ReceiptOutcome::Ignored {
+                        message_id,
+                        status: from,
+                    },
+                }
+            }
+            // Two messages with one provider id: as `apply_receipt` decides.
+            Some(_) => apply_receipt(
+                c,
+                &key.0,
+                &key.1,
+                kind,
+                error_code.as_deref(),
+                Some(&detail),
+                now,
+            )?,
+        };
         let state = match outcome {
             ReceiptOutcome::Applied { .. } => {
                 pass.applied += 1;
@@ -97,8 +172,41 @@ pub fn process(c: &Db<'_>, now: Timestamp, limit: usize) -> Result<ReceiptPass, 
                 continue;
             }
         };
-        c.prepare_cached("UPDATE receipt_inbox SET state = ?1, processed_at = ?2 WHERE id = ?3")?
-            .execute(p![state, now.as_millis(), id])?;
+        done.push((id, state));
+    }
+    // The messages moved, one update per `set_chunks` run.
+    let moved: Vec<(&str, &Moved)> = order.iter().map(|id| (id.as_str(), &changed[id])).collect();
+    for chunk in set_chunks(&moved) {
+        let sql = format!(
+            "UPDATE messages SET status = v.column2, lease_until = NULL, error_code = COALESCE(v.column3, messages.error_code), updated_at = v.column4
+             FROM (VALUES {}) AS v WHERE messages.id = v.column1",
+            values_rows(chunk.len(), 4, Some(&["TEXT", "TEXT", "TEXT", "BIGINT"]))
+        );
+        let params: Vec<V> = chunk
+            .iter()
+            .flat_map(|(id, (st, code, at))| {
+                [
+                    V::from(*id),
+                    V::from(st.as_str()),
+                    code.as_deref().map_or(V::Null, V::from),
+                    V::Int(*at),
+                ]
+            })
+            .collect();
+        c.execute(&sql, &params)?;
+    }
+    // The receipts settled, likewise.
+    for chunk in set_chunks(&done) {
+        let sql = format!(
+            "UPDATE receipt_inbox SET state = v.column2, processed_at = v.column3
+             FROM (VALUES {}) AS v WHERE receipt_inbox.id = v.column1",
+            values_rows(chunk.len(), 3, Some(&["BIGINT", "TEXT", "BIGINT"]))
+        );
+        let params: Vec<V> = chunk
+            .iter()
+            .flat_map(|(id, state)| [V::Int(*id), V::from(*state), V::Int(now.as_millis())])
+            .collect();
+        c.execute(&sql, &params)?;
     }
     Ok(pass)
 }

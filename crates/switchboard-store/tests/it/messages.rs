@@ -574,9 +574,51 @@ conformance!(
                 .unwrap(),
             [false, true, false, true]
         );
+        let mut failed = incoming("SIMd", switchboard_store::ReceiptKind::Undelivered);
+        failed.error_code = Some("carrier_unreachable".into());
+        assert_eq!(
+            f.store
+                .receive_receipts("pr_sim", vec![failed, incoming("SIMnobody", Delivered)], T0)
+                .await
+                .unwrap(),
+            [true, true]
+        );
+        // One pass: delivered then read for one message, an undelivered with
+        // the provider's code, and one for a provider id no message has yet.
         let pass = f.store.process_receipts(T0, 100).await.unwrap();
-        assert_eq!(pass.applied, 3);
-        assert_eq!([status(0).await, status(2).await], ["delivered", "read"]);
+        assert_eq!((pass.applied, pass.waiting), (4, 1));
+        assert_eq!(
+            [status(0).await, status(2).await, status(3).await],
+            ["delivered", "read", "undelivered"]
+        );
+        let d = f.store.get_message(&f.ws, &ids[2]).await.unwrap().unwrap();
+        assert_eq!(
+            events_of(&d),
+            [
+                "message.queued",
+                "message.sending",
+                "message.sent",
+                "message.delivered",
+                "message.read"
+            ]
+        );
+        let d = f.store.get_message(&f.ws, &ids[3]).await.unwrap().unwrap();
+        assert_eq!(d.message.error_code.as_deref(), Some("carrier_unreachable"));
+        assert_eq!(
+            d.events.last().unwrap().error_code.as_deref(),
+            Some("carrier_unreachable")
+        );
+        // Settled receipts are not applied again; a later one is.
+        assert_eq!(
+            f.store
+                .receive_receipts("pr_sim", vec![incoming("SIMa", Read)], T0)
+                .await
+                .unwrap(),
+            [true]
+        );
+        let pass = f.store.process_receipts(T0, 100).await.unwrap();
+        assert_eq!((pass.applied, pass.ignored, pass.waiting), (1, 0, 0));
+        assert_eq!(status(0).await, "read");
         // An empty batch is no write and no error.
         assert!(f.store.complete_attempts(Vec::new()).await.is_empty());
     }
