@@ -28,7 +28,7 @@ use crate::server::{ADMIN_TOKEN, Server, Usage};
 #[derive(Debug, Parser)]
 #[command(name = "switchboard-bench", version, about)]
 struct Args {
-    /// Scenarios to run: noop, accept, accept-pg, e2e, e2e-all, webhooks, or all.
+    /// Scenarios to run: noop, accept, accept-pg, e2e, e2e-all, e2e-pg, webhooks, or all.
     #[arg(default_value = "all")]
     scenarios: Vec<String>,
     /// Concurrent connections of the load generator.
@@ -266,14 +266,39 @@ async fn accept_pg(args: &Args) -> anyhow::Result<Row> {
     row
 }
 
+/// `e2e` on PostgreSQL (no target: the one-node figure is SQLite's).
+async fn e2e_pg(args: &Args) -> anyhow::Result<Row> {
+    let Some(url) = &args.database_url else {
+        bail!("e2e-pg needs --database-url (or SWITCHBOARD_BENCH_DATABASE_URL)");
+    };
+    let u = url.clone();
+    let schema = Schema::create_async(&u, "bench").await?;
+    let row = e2e(
+        args,
+        "e2e-pg",
+        false,
+        &[("SWITCHBOARD_DATABASE_URL", schema.url())],
+    )
+    .await;
+    tokio::task::spawn_blocking(move || drop(schema)).await?;
+    row
+}
+
 /// Messages submitted → sim → delivered → the receiver; `all_events` picks
-/// the receiver's subscription (terminal events, or every event).
-async fn e2e(args: &Args, all_events: bool) -> anyhow::Result<Row> {
-    let scenario = if all_events { "e2e-all" } else { "e2e" };
-    let mut server = Server::start(&[
-        ("SWITCHBOARD_SIM_LATENCY_MS", "0".into()),
-        ("SWITCHBOARD_SIM_RECEIPT_DELAY_MS", "50".into()),
-    ])?;
+/// the receiver's subscription (terminal events, or every event); `env`
+/// goes to the server (the database).
+async fn e2e(
+    args: &Args,
+    scenario: &str,
+    all_events: bool,
+    env: &[(&str, String)],
+) -> anyhow::Result<Row> {
+    let mut server_env = vec![
+        ("SWITCHBOARD_SIM_LATENCY_MS", "0".to_owned()),
+        ("SWITCHBOARD_SIM_RECEIPT_DELAY_MS", "50".to_owned()),
+    ];
+    server_env.extend(env.iter().cloned());
+    let mut server = Server::start(&server_env)?;
     let key = workspace(&server.base).await?;
     let receiver = Receiver::start().await?;
     let events = (!all_events).then(|| vec!["message.delivered", "message.failed"]);
@@ -538,12 +563,20 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let mut wanted: Vec<String> = args.scenarios.clone();
     if wanted.iter().any(|s| s == "all") {
-        wanted = ["noop", "accept", "accept-pg", "e2e", "e2e-all", "webhooks"]
-            .map(String::from)
-            .to_vec();
+        wanted = [
+            "noop",
+            "accept",
+            "accept-pg",
+            "e2e",
+            "e2e-all",
+            "e2e-pg",
+            "webhooks",
+        ]
+        .map(String::from)
+        .to_vec();
         if args.database_url.is_none() {
-            wanted.retain(|s| s != "accept-pg");
-            eprintln!("accept-pg skipped: no --database-url");
+            wanted.retain(|s| s != "accept-pg" && s != "e2e-pg");
+            eprintln!("accept-pg and e2e-pg skipped: no --database-url");
         }
     }
     let mut rows = Vec::new();
@@ -553,8 +586,9 @@ async fn main() -> anyhow::Result<()> {
             "noop" => noop(&args).await?,
             "accept" => accept(&args, "accept", &[]).await?,
             "accept-pg" => accept_pg(&args).await?,
-            "e2e" => e2e(&args, false).await?,
-            "e2e-all" => e2e(&args, true).await?,
+            "e2e" => e2e(&args, "e2e", false, &[]).await?,
+            "e2e-all" => e2e(&args, "e2e-all", true, &[]).await?,
+            "e2e-pg" => e2e_pg(&args).await?,
             "webhooks" => webhooks(&args).await?,
             other => bail!("unknown scenario {other:?}"),
         };
