@@ -25,7 +25,7 @@ use crate::receiver::Receiver;
 use crate::server::{ADMIN_TOKEN, Server, Usage};
 
 /// Benchmarks of the Switchboard gateway.
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(name = "switchboard-bench", version, about)]
 struct Args {
     /// Scenarios to run: noop, accept, accept-pg, e2e, e2e-all, e2e-pg, webhooks, or all.
@@ -43,6 +43,9 @@ struct Args {
     /// Messages in the end-to-end scenarios.
     #[arg(long, default_value_t = 100_000)]
     messages: usize,
+    /// Messages in `e2e-pg` (fewer: it runs at a few hundred a second).
+    #[arg(long, default_value_t = 20_000)]
+    pg_messages: usize,
     /// Messages whose events the webhook scenario fans out.
     #[arg(long, default_value_t = 2_500)]
     fanout_messages: usize,
@@ -273,8 +276,12 @@ async fn e2e_pg(args: &Args) -> anyhow::Result<Row> {
     };
     let u = url.clone();
     let schema = Schema::create_async(&u, "bench").await?;
+    let args = Args {
+        messages: args.pg_messages,
+        ..args.clone()
+    };
     let row = e2e(
-        args,
+        &args,
         "e2e-pg",
         false,
         &[("SWITCHBOARD_DATABASE_URL", schema.url())],
