@@ -15,7 +15,9 @@ use serde_json::{Value, json};
 use switchboard_core::netpolicy::{Cidr, forbidden_reason};
 use switchboard_core::webhook_signature::{WebhookSecret, signature_header};
 use switchboard_core::{Clock, Timestamp};
-use switchboard_store::{Store, StoreError, WebhookAttemptReport, WebhookJob, WebhookOutcome};
+use switchboard_store::{
+    Store, StoreError, WebhookAttemptReport, WebhookEvent, WebhookJob, WebhookOutcome,
+};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -135,14 +137,42 @@ const RESULT_BATCH: usize = 512;
 
 /// The envelope of SPEC §4.
 pub fn envelope(job: &WebhookJob) -> Value {
+    envelope_value(&job.event, &job.endpoint.id)
+}
+
+fn envelope_value(event: &WebhookEvent, endpoint_id: &str) -> Value {
     json!({
-        "id": job.event.id,
-        "event": job.event.event_type,
-        "timestamp": job.event.created_at.to_rfc3339(),
-        "webhook_id": job.endpoint.id,
-        "account_id": job.event.workspace_id.as_str(),
-        "data": job.event.data,
+        "id": event.id,
+        "event": event.event_type,
+        "timestamp": event.created_at.to_rfc3339(),
+        "webhook_id": endpoint_id,
+        "account_id": event.workspace_id.as_str(),
+        "data": event.data,
     })
+}
+
+/// `envelope_value` serialized without building it: the same bytes (a
+/// `Value` object's keys come out sorted, so the fields are declared in
+/// that order) without a deep copy of the event's data per delivery.
+fn envelope_json(event: &WebhookEvent, endpoint_id: &str) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Envelope<'a> {
+        account_id: &'a str,
+        data: &'a Value,
+        event: &'a str,
+        id: &'a str,
+        timestamp: String,
+        webhook_id: &'a str,
+    }
+    serde_json::to_vec(&Envelope {
+        account_id: event.workspace_id.as_str(),
+        data: &event.data,
+        event: &event.event_type,
+        id: &event.id,
+        timestamp: event.created_at.to_rfc3339(),
+        webhook_id: endpoint_id,
+    })
+    .expect("JSON values serialize")
 }
 
 fn form_encode(v: &Value) -> String {
@@ -174,6 +204,13 @@ fn form_encode(v: &Value) -> String {
 
 /// Renders the body an endpoint receives.
 pub fn render_body(job: &WebhookJob) -> Result<(Vec<u8>, &'static str), String> {
+    if job.endpoint.format != "template" && job.endpoint.content_type != "form" {
+        // The standard envelope, the common case.
+        return Ok((
+            envelope_json(&job.event, &job.endpoint.id),
+            "application/json",
+        ));
+    }
     let env = envelope(job);
     if job.endpoint.format == "template" {
         let source = job.endpoint.template.as_deref().unwrap_or("");
@@ -189,14 +226,10 @@ pub fn render_body(job: &WebhookJob) -> Result<(Vec<u8>, &'static str), String> 
         };
         return Ok((rendered.into_bytes(), ct));
     }
-    if job.endpoint.content_type == "form" {
-        Ok((
-            form_encode(&env).into_bytes(),
-            "application/x-www-form-urlencoded",
-        ))
-    } else {
-        Ok((env.to_string().into_bytes(), "application/json"))
-    }
+    Ok((
+        form_encode(&env).into_bytes(),
+        "application/x-www-form-urlencoded",
+    ))
 }
 
 /// Checks a payload template's syntax.
@@ -538,6 +571,24 @@ mod tests {
         assert_eq!(
             next_attempt(&s, 1, T, Some(Duration::from_secs(1)), 0.0),
             WebhookOutcome::RetryAt(T.plus(Duration::from_secs(60)))
+        );
+    }
+
+    #[test]
+    fn the_envelope_serialized_directly_is_the_envelope_value_byte_for_byte() {
+        let event = WebhookEvent {
+            id: "evt_01JD000000000000000000000".into(),
+            event_type: "message.delivered".into(),
+            created_at: T,
+            workspace_id: switchboard_core::WorkspaceId::new_at(T),
+            data: json!({
+                "object": "message", "id": "msg_1", "body": "quote \" and ✓ and \n",
+                "metadata": {"z": 1, "a": [true, null, 2.5]}, "error_code": null,
+            }),
+        };
+        assert_eq!(
+            envelope_json(&event, "we_1"),
+            envelope_value(&event, "we_1").to_string().into_bytes()
         );
     }
 

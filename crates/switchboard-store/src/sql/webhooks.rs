@@ -558,7 +558,14 @@ pub fn claim(
         c.execute(&sql, &params)?;
     }
     let event_ids: Vec<&str> = due.iter().map(|d| d.2.as_str()).collect();
-    let events = load_events(c, &event_ids)?;
+    let mut events = load_events(c, &event_ids)?;
+    // How many deliveries still need each event: the last takes it, the
+    // others copy it.
+    let mut uses: HashMap<String, usize> = HashMap::with_capacity(event_ids.len());
+    for id in &event_ids {
+        *uses.entry((*id).to_owned()).or_default() += 1;
+    }
+    drop(event_ids);
     let mut endpoints: HashMap<String, EndpointRecord> = HashMap::new();
     let mut jobs = Vec::with_capacity(due.len());
     for (id, endpoint_id, event_id, attempts, trigger) in due {
@@ -571,11 +578,17 @@ pub fn claim(
                 e
             }
         };
-        // Two deliveries of one event (to two endpoints) share its row.
-        let event = match events.get(&event_id) {
-            Some(e) => e.clone(),
-            None => return Err(corrupt("event", &event_id)),
-        };
+        // Deliveries of one event (to several endpoints) share its row.
+        let left = uses.get_mut(&event_id).map_or(0, |n| {
+            *n -= 1;
+            *n
+        });
+        let event = if left == 0 {
+            events.remove(&event_id)
+        } else {
+            events.get(&event_id).cloned()
+        }
+        .ok_or_else(|| corrupt("event", &event_id))?;
         jobs.push(WebhookJob {
             delivery_id: id,
             attempt: attempts + 1,
