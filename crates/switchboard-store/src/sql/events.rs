@@ -15,9 +15,9 @@
 //! its batch, only those of earlier batches. The writer's readers of those
 //! tables are the delivery claim and the range redelivery, which then find
 //! them on their next pass, as if they had run first. Sequence numbers are
-//! still in the order events were recorded: deferred events are inserted
-//! in that order, after the acceptance events of their batch, and a message
-//! is accepted before anything else happens to it.
+//! still in the order events were recorded: the batch's events are
+//! inserted in that order (a batch's accepts run first, so their events
+//! come first).
 
 use std::collections::HashMap;
 
@@ -47,8 +47,7 @@ pub struct NewEvent<'a> {
     pub at: Timestamp,
 }
 
-/// An event kept until the end of its batch; `seq` is known once inserted
-/// (acceptance events are inserted by `accept_many` and only fan out here).
+/// An event kept until the end of its batch.
 struct Pending {
     id: String,
     workspace_id: String,
@@ -58,7 +57,21 @@ struct Pending {
     detail: Option<String>,
     error_code: Option<String>,
     at: Timestamp,
-    seq: Option<i64>,
+}
+
+impl Pending {
+    fn of(e: &NewEvent<'_>) -> Self {
+        Pending {
+            id: e.id.to_owned(),
+            workspace_id: e.workspace_id.to_owned(),
+            message_id: e.message_id.to_owned(),
+            event_type: e.event_type.to_owned(),
+            status: e.status.to_owned(),
+            detail: e.detail.map(str::to_owned),
+            error_code: e.error_code.map(str::to_owned),
+            at: e.at,
+        }
+    }
 }
 
 thread_local! {
@@ -78,56 +91,9 @@ impl DeferEvents {
 
     /// Inserts the events deferred so far and fans them all out.
     pub fn flush(&self, c: &Db<'_>) -> Result<(), StoreError> {
-        let mut pending =
+        let pending =
             DEFERRED.with_borrow_mut(|d| d.as_mut().map(std::mem::take).unwrap_or_default());
-        if pending.is_empty() {
-            return Ok(());
-        }
-        let fresh: Vec<&Pending> = pending.iter().filter(|p| p.seq.is_none()).collect();
-        let mut seq_of: HashMap<String, i64> = HashMap::with_capacity(fresh.len());
-        for chunk in set_chunks(&fresh) {
-            let sql = format!(
-                "INSERT INTO events (id, workspace_id, message_id, type, status, detail, error_code, created_at) VALUES {} RETURNING id, seq",
-                values_rows(chunk.len(), 8, None)
-            );
-            let params: Vec<V> = chunk
-                .iter()
-                .flat_map(|p| {
-                    [
-                        V::from(p.id.as_str()),
-                        V::from(p.workspace_id.as_str()),
-                        V::from(p.message_id.as_str()),
-                        V::from(p.event_type.as_str()),
-                        V::from(p.status.as_str()),
-                        V::from(&p.detail),
-                        V::from(&p.error_code),
-                        V::Int(p.at.as_millis()),
-                    ]
-                })
-                .collect();
-            seq_of.extend(c.query_map(&sql, &params, |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-            })?);
-        }
-        for p in &mut pending {
-            if p.seq.is_none() {
-                p.seq = Some(*seq_of.get(&p.id).ok_or_else(|| {
-                    StoreError::Corrupt(format!("event {} was not inserted", p.id))
-                })?);
-            }
-        }
-        let fans: Vec<Fan<'_>> = pending
-            .iter()
-            .map(|p| Fan {
-                id: &p.id,
-                workspace_id: &p.workspace_id,
-                seq: p.seq.unwrap_or_default(),
-                event_type: &p.event_type,
-                message_id: Some(&p.message_id),
-                at: p.at,
-            })
-            .collect();
-        fan_out(c, &fans)
+        write(c, &pending)
     }
 
     /// Forgets what was deferred (its job was rolled back).
@@ -146,77 +112,67 @@ impl Drop for DeferEvents {
     }
 }
 
+/// Inserts events, one statement per `set_chunks` run, and fans them out.
+fn write(c: &Db<'_>, events: &[Pending]) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut seq_of: HashMap<String, i64> = HashMap::with_capacity(events.len());
+    for chunk in set_chunks(events) {
+        let sql = format!(
+            "INSERT INTO events (id, workspace_id, message_id, type, status, detail, error_code, created_at) VALUES {} RETURNING id, seq",
+            values_rows(chunk.len(), 8, None)
+        );
+        let params: Vec<V> = chunk
+            .iter()
+            .flat_map(|p| {
+                [
+                    V::from(p.id.as_str()),
+                    V::from(p.workspace_id.as_str()),
+                    V::from(p.message_id.as_str()),
+                    V::from(p.event_type.as_str()),
+                    V::from(p.status.as_str()),
+                    V::from(&p.detail),
+                    V::from(&p.error_code),
+                    V::Int(p.at.as_millis()),
+                ]
+            })
+            .collect();
+        seq_of.extend(c.query_map(&sql, &params, |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })?);
+    }
+    let fans = events
+        .iter()
+        .map(|p| {
+            Ok(Fan {
+                id: &p.id,
+                workspace_id: &p.workspace_id,
+                seq: *seq_of.get(&p.id).ok_or_else(|| {
+                    StoreError::Corrupt(format!("event {} was not inserted", p.id))
+                })?,
+                event_type: &p.event_type,
+                message_id: Some(&p.message_id),
+                at: p.at,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    fan_out(c, &fans)
+}
+
 /// Records a message event: at the end of the batch inside one
 /// (`DeferEvents`), at once otherwise.
 pub fn record(c: &Db<'_>, e: &NewEvent<'_>) -> Result<(), StoreError> {
-    let kept = DEFERRED.with_borrow_mut(|d| match d {
+    let pending = Pending::of(e);
+    let pending = DEFERRED.with_borrow_mut(|d| match d {
         Some(v) => {
-            v.push(Pending {
-                id: e.id.to_owned(),
-                workspace_id: e.workspace_id.to_owned(),
-                message_id: e.message_id.to_owned(),
-                event_type: e.event_type.to_owned(),
-                status: e.status.to_owned(),
-                detail: e.detail.map(str::to_owned),
-                error_code: e.error_code.map(str::to_owned),
-                at: e.at,
-                seq: None,
-            });
-            true
+            v.push(pending);
+            None
         }
-        None => false,
+        None => Some(pending),
     });
-    if kept {
-        return Ok(());
+    match pending {
+        Some(p) => write(c, &[p]),
+        None => Ok(()),
     }
-    let seq: i64 = c.query_row(
-        "INSERT INTO events (id, workspace_id, message_id, type, status, detail, error_code, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING seq",
-        &[
-            V::from(e.id),
-            V::from(e.workspace_id),
-            V::from(e.message_id),
-            V::from(e.event_type),
-            V::from(e.status),
-            V::from(&e.detail),
-            V::from(&e.error_code),
-            V::Int(e.at.as_millis()),
-        ],
-        |r| r.get(0),
-    )?;
-    fan_out(
-        c,
-        &[Fan {
-            id: e.id,
-            workspace_id: e.workspace_id,
-            seq,
-            event_type: e.event_type,
-            message_id: Some(e.message_id),
-            at: e.at,
-        }],
-    )
-}
-
-/// Fans out message events already inserted (acceptance events, inserted
-/// set-based by `accept_many`): at the end of the batch inside one, at once
-/// otherwise.
-pub fn fan_out_later(c: &Db<'_>, events: &[Fan<'_>]) -> Result<(), StoreError> {
-    let kept = DEFERRED.with_borrow_mut(|d| match d {
-        Some(v) => {
-            v.extend(events.iter().map(|f| Pending {
-                id: f.id.to_owned(),
-                workspace_id: f.workspace_id.to_owned(),
-                message_id: f.message_id.unwrap_or_default().to_owned(),
-                event_type: f.event_type.to_owned(),
-                status: String::new(),
-                detail: None,
-                error_code: None,
-                at: f.at,
-                seq: Some(f.seq),
-            }));
-            true
-        }
-        None => false,
-    });
-    if kept { Ok(()) } else { fan_out(c, events) }
 }

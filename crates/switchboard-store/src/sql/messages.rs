@@ -16,7 +16,6 @@ use switchboard_core::{
 };
 
 use super::rows::{self, MESSAGE_COLUMNS};
-use super::webhooks::Fan;
 use crate::error::StoreError;
 use crate::model::*;
 
@@ -62,8 +61,9 @@ pub fn accept(c: &Db<'_>, req: &AcceptRequest) -> Result<AcceptOutcome, StoreErr
 
 /// Stores many messages, or resolves their idempotency keys, with a few
 /// set-based statements per `set_chunks` run instead of four or five per
-/// message: one read of the idempotency keys, one of the consent rows, one
-/// insert of the messages, one of their events and one fan-out. Requests
+/// message: one read of the idempotency keys, one of the consent rows and
+/// one insert of the messages; their events are recorded with the batch's
+/// others (`events::record`). Requests
 /// are decided in order, so of two in the batch with the same key the first
 /// is stored and the second is its replay (or conflict). Returns one outcome
 /// per request, in order.
@@ -317,63 +317,41 @@ impl<'a> NewRow<'a> {
             owned(template),
         ]
     }
-
-    /// The `events` row of its acceptance, in `EVENT_INSERT` order.
-    fn event_values(&self) -> [V<'_>; EVENT_INSERT_COLUMNS] {
-        [
-            V::from(self.event_id.as_str()),
-            V::from(self.req.workspace_id.as_str()),
-            V::from(self.id.as_str()),
-            V::from(EventType::on_accept(self.status).as_str()),
-            V::from(self.status.as_str()),
-            V::from(&self.detail),
-            V::Null,
-            V::Int(self.req.now.as_millis()),
-        ]
-    }
 }
 
 const MESSAGE_INSERT: &str = "INSERT INTO messages (id, workspace_id, to_phone, from_addr, channel, body, media_urls, encoding, segments,
     client_ref, metadata, category, priority, timezone, status, initial_status, provider_id, attempts,
     next_attempt_at, send_at, expires_at, idempotency_key, request_hash, created_at, updated_at, consent_exempt, channel_template) VALUES ";
 const MESSAGE_INSERT_COLUMNS: usize = 27;
-const EVENT_INSERT: &str = "INSERT INTO events (id, workspace_id, message_id, type, status, detail, error_code, created_at) VALUES ";
-const EVENT_INSERT_COLUMNS: usize = 8;
 
-/// Inserts the messages, then their acceptance events, then fans the events
-/// out to the webhook endpoints: three statements per `set_chunks` run.
+/// Inserts the messages, one statement per `set_chunks` run, and records
+/// their acceptance events (`events::record`: with the rest of the batch's
+/// events, before its commit).
 fn insert_messages(c: &Db<'_>, rows: &[NewRow<'_>]) -> Result<(), StoreError> {
-    let mut seqs = Vec::with_capacity(rows.len());
     for chunk in set_chunks(rows) {
-        let n = chunk.len();
         let sql = format!(
             "{MESSAGE_INSERT}{}",
-            values_rows(n, MESSAGE_INSERT_COLUMNS, None)
+            values_rows(chunk.len(), MESSAGE_INSERT_COLUMNS, None)
         );
         let params: Vec<V> = chunk.iter().flat_map(NewRow::message_values).collect();
         c.execute(&sql, &params)?;
-        let sql = format!(
-            "{EVENT_INSERT}{} RETURNING id, seq",
-            values_rows(n, EVENT_INSERT_COLUMNS, None)
-        );
-        let params: Vec<V> = chunk.iter().flat_map(NewRow::event_values).collect();
-        seqs.extend(c.query_map(&sql, &params, |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-        })?);
     }
-    let seq_of: HashMap<String, i64> = seqs.into_iter().collect();
-    let fans: Vec<Fan<'_>> = rows
-        .iter()
-        .map(|r| Fan {
-            id: r.event_id.as_str(),
-            workspace_id: r.req.workspace_id.as_str(),
-            seq: seq_of[r.event_id.as_str()],
-            event_type: EventType::on_accept(r.status).as_str(),
-            message_id: Some(r.id.as_str()),
-            at: r.req.now,
-        })
-        .collect();
-    super::events::fan_out_later(c, &fans)
+    for r in rows {
+        super::events::record(
+            c,
+            &super::events::NewEvent {
+                id: r.event_id.as_str(),
+                workspace_id: r.req.workspace_id.as_str(),
+                message_id: r.id.as_str(),
+                event_type: EventType::on_accept(r.status).as_str(),
+                status: r.status.as_str(),
+                detail: Some(&r.detail),
+                error_code: None,
+                at: r.req.now,
+            },
+        )?;
+    }
+    Ok(())
 }
 
 /// A message with its timeline and attempts, scoped to the workspace.

@@ -115,7 +115,7 @@ async fn an_operator_sends_watches_redelivers_and_opts_out_in_the_browser() {
     b.wait_text("#timeline", "message.canceled").await;
 
     // The CRM refused the delivered event: the attempt log shows its body.
-    assert_eq!(crm.received().len(), 1);
+    assert_eq!(crm.received().len(), 1, "{:?}", crm.event_types());
     b.click("nav a[data-page=webhooks]").await;
     b.ready("webhooks").await;
     b.wait_text("#view", "CRM").await;
