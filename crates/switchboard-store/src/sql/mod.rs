@@ -81,6 +81,35 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
 const STATEMENT_CACHE: usize = 256;
 
 impl SqlStore {
+    /// Writes `items` with `all` in one write job; if that fails (one item
+    /// failing rolls the others back with it), writes each with `one` in a
+    /// job of its own, so a failure is its item's alone. One result per
+    /// item, in order.
+    async fn together_or_each<T, R>(
+        &self,
+        items: Vec<T>,
+        all: fn(&db::Db<'_>, &[T]) -> Result<Vec<R>, StoreError>,
+        one: fn(&db::Db<'_>, &T) -> Result<R, StoreError>,
+    ) -> Vec<Result<R, StoreError>>
+    where
+        T: Send + Sync + 'static,
+        R: Send + 'static,
+    {
+        let items = std::sync::Arc::new(items);
+        let shared = items.clone();
+        match self.writer.run(move |c| all(c, &shared)).await {
+            Ok(results) => results.into_iter().map(Ok).collect(),
+            Err(_) => {
+                let mut out = Vec::with_capacity(items.len());
+                for i in 0..items.len() {
+                    let items = items.clone();
+                    out.push(self.writer.run(move |c| one(c, &items[i])).await);
+                }
+                out
+            }
+        }
+    }
+
     /// Opens (creating if needed) the SQLite store in `data_dir`, applies
     /// migrations and starts the writer thread.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
@@ -483,24 +512,12 @@ impl Store for SqlStore {
         &self,
         reports: Vec<AttemptReport>,
     ) -> Vec<Result<TransitionOutcome, StoreError>> {
-        let reports = std::sync::Arc::new(reports);
-        let all = reports.clone();
-        let together = self
-            .writer
-            .run(move |c| messages::complete_attempts(c, &all))
-            .await;
-        match together {
-            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
-            // One of them failed (and rolled the others back with it): each
-            // alone, so the failure is its own.
-            Err(_) => {
-                let mut out = Vec::with_capacity(reports.len());
-                for r in std::sync::Arc::unwrap_or_clone(reports) {
-                    out.push(self.complete_attempt(r).await);
-                }
-                out
-            }
-        }
+        self.together_or_each(
+            reports,
+            messages::complete_attempts,
+            messages::complete_attempt,
+        )
+        .await
     }
 
     async fn apply_receipt(
@@ -534,15 +551,17 @@ impl Store for SqlStore {
         raw: Option<&str>,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        let (p, pm, e, raw) = (
-            provider_id.to_owned(),
-            provider_message_id.to_owned(),
-            error_code.map(str::to_owned),
-            raw.map(str::to_owned),
-        );
-        self.writer
-            .run(move |c| receipts::receive(c, &p, &pm, kind, e.as_deref(), raw.as_deref(), now))
-            .await
+        let one = IncomingReceipt {
+            provider_message_id: provider_message_id.to_owned(),
+            kind,
+            error_code: error_code.map(str::to_owned),
+            raw: raw.map(str::to_owned),
+        };
+        Ok(self
+            .receive_receipts(provider_id, vec![one], now)
+            .await?
+            .pop()
+            .unwrap_or(false))
     }
 
     async fn receive_receipts(
@@ -793,22 +812,12 @@ impl Store for SqlStore {
         &self,
         reports: Vec<WebhookAttemptReport>,
     ) -> Vec<Result<(), StoreError>> {
-        let reports = std::sync::Arc::new(reports);
-        let all = reports.clone();
-        let together = self
-            .writer
-            .run(move |c| all.iter().try_for_each(|r| webhooks::complete(c, r)))
-            .await;
-        match together {
-            Ok(()) => reports.iter().map(|_| Ok(())).collect(),
-            Err(_) => {
-                let mut out = Vec::with_capacity(reports.len());
-                for r in std::sync::Arc::unwrap_or_clone(reports) {
-                    out.push(self.complete_webhook_attempt(r).await);
-                }
-                out
-            }
-        }
+        self.together_or_each(
+            reports,
+            |c, all| all.iter().map(|r| webhooks::complete(c, r)).collect(),
+            webhooks::complete,
+        )
+        .await
     }
 
     async fn webhook_attempts(
