@@ -687,6 +687,11 @@ pub fn values_rows(rows: usize, cols: usize, casts: Option<&[&str]>) -> String {
     out
 }
 
+/// `(?1, ?2, …)` for an `IN` list of `n` values (one row of `n` columns).
+pub fn in_list(n: usize) -> String {
+    values_rows(1, n, None)
+}
+
 /// The rows that one set-based statement carries at most.
 pub const MAX_SET: usize = 64;
 

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::db::{Db, DbError, OptionalExt, Row, V, p, set_chunks, values_rows};
+use super::db::{Db, DbError, OptionalExt, Row, V, in_list, p, set_chunks, values_rows};
 use switchboard_core::quiet_hours::QuietHours;
 use switchboard_core::retry::GiveUpReason;
 use switchboard_core::state::transition;
@@ -872,7 +872,7 @@ pub fn claim_due(
             n + 1,
             n + 2,
             n + 2,
-            values_rows(1, n, None)
+            in_list(n)
         );
         let mut params: Vec<V> = chunk.iter().map(|id| V::from(*id)).collect();
         params.push(V::Int(lease_until));
@@ -963,7 +963,7 @@ pub fn complete_attempts(
     for chunk in set_chunks(&ids) {
         let sql = format!(
             "SELECT id, status, attempts, workspace_id FROM messages WHERE id IN {}{}",
-            values_rows(1, chunk.len(), None),
+            in_list(chunk.len()),
             c.for_update()
         );
         let params: Vec<V> = chunk.iter().map(|id| V::from(*id)).collect();

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::db::{Db, Row, V, p, set_chunks, values_rows};
+use super::db::{Db, Row, V, in_list, p, set_chunks, values_rows};
 use serde_json::{Value, json};
 use switchboard_core::webhook_endpoint::{
     DEFAULT_DISABLE_AFTER, DEFAULT_RETRY_SCHEDULE, DEFAULT_TIMEOUT_MS, EndpointSettings,
@@ -431,11 +431,6 @@ fn webhook_event(
         workspace_id: WorkspaceId::parse(&e.ws).map_err(|_| corrupt("workspace id", &e.ws))?,
         data,
     })
-}
-
-/// `(?1, ?2, …)` for an `IN` list of `n` values (one row of `n` columns).
-fn in_list(n: usize) -> String {
-    values_rows(1, n, None)
 }
 
 /// Loads events with their data: two reads per `set_chunks` run (the
