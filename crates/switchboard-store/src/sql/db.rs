@@ -96,6 +96,9 @@ pub enum V<'a> {
     Text(Cow<'a, str>),
     /// A boolean.
     Bool(bool),
+    /// A column of values sent as one PostgreSQL array (`RowSet`); SQLite
+    /// has no array parameters.
+    Array(Vec<V<'a>>),
 }
 
 impl From<String> for V<'_> {
@@ -150,6 +153,7 @@ impl ToV for V<'_> {
             V::Int(i) => V::Int(*i),
             V::Real(f) => V::Real(*f),
             V::Bool(b) => V::Bool(*b),
+            V::Array(items) => V::Array(items.iter().map(ToV::to_v).collect()),
         }
     }
 }
@@ -185,6 +189,11 @@ impl rusqlite::ToSql for V<'_> {
             V::Real(f) => ValueRef::Real(*f),
             V::Text(s) => ValueRef::Text(s.as_bytes()),
             V::Bool(b) => ValueRef::Integer(i64::from(*b)),
+            V::Array(_) => {
+                return Err(rusqlite::Error::ToSqlConversionFailure(
+                    "array parameters are PostgreSQL's (build sets with RowSet)".into(),
+                ));
+            }
         }))
     }
 }
@@ -226,6 +235,7 @@ impl PgToSql for V<'_> {
                 }
                 _ => s.as_ref().to_sql(ty, out),
             },
+            V::Array(items) => items.to_sql(ty, out),
         }
     }
 
@@ -419,6 +429,8 @@ fn pg_cell(r: &postgres::Row, i: usize) -> Result<Cell, DbError> {
 pub struct PgConn {
     client: RefCell<postgres::Client>,
     statements: RefCell<HashMap<String, postgres::Statement>>,
+    /// Whether a statement failed since `Db::take_failed` last asked.
+    failed: std::cell::Cell<bool>,
 }
 
 impl std::fmt::Debug for PgConn {
@@ -433,7 +445,20 @@ impl PgConn {
         PgConn {
             client: RefCell::new(client),
             statements: RefCell::default(),
+            failed: std::cell::Cell::new(false),
         }
+    }
+
+    /// The client, for one call whose failure is remembered.
+    fn call<T>(
+        &self,
+        f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error>,
+    ) -> Result<T, DbError> {
+        let r = f(&mut self.client.borrow_mut());
+        if r.is_err() {
+            self.failed.set(true);
+        }
+        Ok(r?)
     }
 
     /// Whether the connection is unusable (the server went away).
@@ -445,10 +470,7 @@ impl PgConn {
         if let Some(s) = self.statements.borrow().get(sql) {
             return Ok(s.clone());
         }
-        let stmt = self
-            .client
-            .borrow_mut()
-            .prepare(&dollar_placeholders(sql))?;
+        let stmt = self.call(|c| c.prepare(&dollar_placeholders(sql)))?;
         self.statements
             .borrow_mut()
             .insert(sql.to_owned(), stmt.clone());
@@ -580,6 +602,20 @@ impl Db<'_> {
         }
     }
 
+    /// Whether a PostgreSQL statement failed since the last call (and
+    /// forgets it). PostgreSQL aborts the whole transaction on a failed
+    /// statement and `COMMIT` then quietly rolls back, so a write job that
+    /// caught such a failure and carried on would look successful; the
+    /// group commit asks this before committing, instead of a round trip
+    /// to the server. Always `false` on SQLite, where a failed statement
+    /// leaves the transaction usable.
+    pub fn take_failed(&self) -> bool {
+        match self {
+            Db::Lite(_) => false,
+            Db::Pg(c) => c.failed.replace(false),
+        }
+    }
+
     /// ` FOR UPDATE` on PostgreSQL (wait for the row), nothing on SQLite.
     pub fn for_update(&self) -> &'static str {
         if self.is_pg() { " FOR UPDATE" } else { "" }
@@ -593,7 +629,7 @@ impl Db<'_> {
                 .execute(rusqlite::params_from_iter(params.iter()))?),
             Db::Pg(c) => {
                 let stmt = c.statement(sql)?;
-                let n = c.client.borrow_mut().execute(&stmt, &pg_params(params))?;
+                let n = c.call(|cl| cl.execute(&stmt, &pg_params(params)))?;
                 Ok(usize::try_from(n).unwrap_or(usize::MAX))
             }
         }
@@ -603,7 +639,7 @@ impl Db<'_> {
     pub fn execute_batch(&self, sql: &str) -> Result<(), DbError> {
         match self {
             Db::Lite(c) => Ok(c.execute_batch(sql)?),
-            Db::Pg(c) => Ok(c.client.borrow_mut().batch_execute(sql)?),
+            Db::Pg(c) => c.call(|cl| cl.batch_execute(sql)),
         }
     }
 
@@ -625,7 +661,7 @@ impl Db<'_> {
             }
             Db::Pg(c) => {
                 let stmt = c.statement(sql)?;
-                let row = c.client.borrow_mut().query_opt(&stmt, &pg_params(params))?;
+                let row = c.call(|cl| cl.query_opt(&stmt, &pg_params(params)))?;
                 match row {
                     Some(r) => f(&Row::Pg(&r)),
                     None => Err(DbError::NoRows),
@@ -653,7 +689,7 @@ impl Db<'_> {
             }
             Db::Pg(c) => {
                 let stmt = c.statement(sql)?;
-                let rows = c.client.borrow_mut().query(&stmt, &pg_params(params))?;
+                let rows = c.call(|cl| cl.query(&stmt, &pg_params(params)))?;
                 rows.iter().map(|r| f(&Row::Pg(r))).collect()
             }
         }
@@ -664,6 +700,11 @@ impl Db<'_> {
 /// `(?1, ?2), (?3, ?4)`. With `casts`, each value is `CAST(?n AS type)` so
 /// PostgreSQL can type a `VALUES` list that has no target table.
 pub fn values_rows(rows: usize, cols: usize, casts: Option<&[&str]>) -> String {
+    numbered_rows(1, rows, cols, casts)
+}
+
+/// `values_rows` numbered from `?first`.
+fn numbered_rows(first: usize, rows: usize, cols: usize, casts: Option<&[&str]>) -> String {
     let mut out = String::with_capacity(rows * cols * 6);
     for r in 0..rows {
         if r > 0 {
@@ -674,7 +715,7 @@ pub fn values_rows(rows: usize, cols: usize, casts: Option<&[&str]>) -> String {
             if c > 0 {
                 out.push_str(", ");
             }
-            let n = r * cols + c + 1;
+            let n = first + r * cols + c;
             // Written in place: a `format!` per placeholder was a thousand
             // allocations for one 64-row insert.
             let _ = match casts {
@@ -687,13 +728,142 @@ pub fn values_rows(rows: usize, cols: usize, casts: Option<&[&str]>) -> String {
     out
 }
 
-/// `(?1, ?2, …)` for an `IN` list of `n` values (one row of `n` columns).
-pub fn in_list(n: usize) -> String {
-    values_rows(1, n, None)
+/// The rows of one set-based statement (`Db::chunks` gives their runs),
+/// bound as parameters in the form each engine takes best.
+///
+/// On SQLite they are a `VALUES` list of placeholders, one per value
+/// (`(?1, ?2), (?3, ?4)`), as SQLite's own bulk inserts are written. On
+/// PostgreSQL each column is one array parameter, unnested back into rows
+/// (`SELECT * FROM UNNEST(CAST(?1 AS TEXT[]), CAST(?2 AS BIGINT[]))`): the
+/// statement then has one shape whatever the number of rows, so it is
+/// prepared once and a batch of any size is one round trip, where a
+/// `VALUES` list of placeholders needed a prepared statement per size (or a
+/// statement per power-of-two run, five round trips for 31 rows).
+///
+/// The placeholders start at `?first`; a statement's other parameters take
+/// the numbers below it and come first in its parameter list.
+pub struct RowSet<'p> {
+    pg: bool,
+    first: usize,
+    rows: usize,
+    types: &'static [&'static str],
+    params: Vec<V<'p>>,
 }
 
-/// The rows that one set-based statement carries at most.
+impl<'p> RowSet<'p> {
+    /// `rows`, each of `types.len()` values (`TEXT` or `BIGINT`, the
+    /// PostgreSQL schema's types), numbered from `?first`.
+    pub fn new<R: IntoIterator<Item = V<'p>>>(
+        c: &Db<'_>,
+        first: usize,
+        types: &'static [&'static str],
+        rows: impl IntoIterator<Item = R>,
+    ) -> Self {
+        let cols = types.len();
+        let (rows, params) = if c.is_pg() {
+            let mut columns: Vec<Vec<V<'p>>> = vec![Vec::new(); cols];
+            let mut n = 0;
+            for row in rows {
+                n += 1;
+                for (col, v) in columns.iter_mut().zip(row) {
+                    col.push(v);
+                }
+            }
+            (n, columns.into_iter().map(V::Array).collect())
+        } else {
+            let params: Vec<V<'p>> = rows.into_iter().flatten().collect();
+            (params.len() / cols.max(1), params)
+        };
+        RowSet {
+            pg: c.is_pg(),
+            first,
+            rows,
+            types,
+            params,
+        }
+    }
+
+    /// How many rows.
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    fn unnest(&self) -> String {
+        let mut out = String::from("SELECT * FROM UNNEST(");
+        for (i, ty) in self.types.iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            let _ = write!(out, "CAST(?{} AS {ty}[])", self.first + i);
+        }
+        out.push(')');
+        out
+    }
+
+    fn placeholders(&self, casts: bool) -> String {
+        numbered_rows(
+            self.first,
+            self.rows,
+            self.types.len(),
+            casts.then_some(self.types),
+        )
+    }
+
+    /// The rows as an insert's source: `INSERT INTO t (a, b) {values}`.
+    pub fn values(&self) -> String {
+        if self.pg {
+            self.unnest()
+        } else {
+            format!("VALUES {}", self.placeholders(false))
+        }
+    }
+
+    /// The rows as a table to join, its columns named `column1`, `column2`,
+    /// …: `FROM {table} AS v JOIN …`.
+    pub fn table(&self) -> String {
+        if self.pg {
+            let names: Vec<String> = (1..=self.types.len())
+                .map(|i| format!("column{i}"))
+                .collect();
+            format!("({} AS u({}))", self.unnest(), names.join(", "))
+        } else {
+            format!("(VALUES {})", self.placeholders(true))
+        }
+    }
+
+    /// The values of a one-column set as an `IN` list: `WHERE id IN {in_list}`.
+    pub fn in_list(&self) -> String {
+        debug_assert_eq!(self.types.len(), 1, "an IN list has one column");
+        if self.pg {
+            format!("({})", self.unnest())
+        } else {
+            // One row of `rows` columns: `(?1, ?2, …)`.
+            numbered_rows(self.first, 1, self.rows, None)
+        }
+    }
+
+    /// The set's parameters, to follow the statement's others.
+    pub fn params(&self) -> &[V<'p>] {
+        &self.params
+    }
+
+    /// The set's parameters, owned.
+    pub fn into_params(self) -> Vec<V<'p>> {
+        self.params
+    }
+}
+
+/// The rows that one set-based statement carries at most on SQLite.
 pub const MAX_SET: usize = 64;
+
+/// The rows that one set-based statement carries at most on PostgreSQL,
+/// where a set is a few array parameters of any length.
+pub const MAX_PG_SET: usize = 4_096;
 
 /// Splits `items` into runs whose lengths are powers of two up to
 /// `MAX_SET` (100 → 64, 32, 4), so a set-based statement has at most seven
@@ -712,11 +882,25 @@ pub fn set_chunks<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
 }
 
 impl Db<'_> {
+    /// The runs of `items` that one set-based statement (`RowSet`) carries:
+    /// on SQLite `set_chunks` (so each statement has at most seven shapes
+    /// and stays in the statement cache), on PostgreSQL runs of up to
+    /// `MAX_PG_SET` (one shape, one round trip per run).
+    pub fn chunks<'t, T>(&self, items: &'t [T]) -> Box<dyn Iterator<Item = &'t [T]> + 't> {
+        if self.is_pg() {
+            Box::new(items.chunks(MAX_PG_SET))
+        } else {
+            Box::new(set_chunks(items))
+        }
+    }
+
     /// `query_map` for a statement whose best plan depends on how large its
-    /// tables are now: PostgreSQL plans it afresh for these values (one
-    /// more round trip) instead of running a plan cached for a prepared
-    /// statement, which may have been made while the tables were nearly
-    /// empty and would then scan them. SQLite has no such cache.
+    /// tables are now: PostgreSQL plans it afresh for these values instead
+    /// of running a plan cached for a prepared statement, which may have
+    /// been made while the tables were nearly empty and would then scan
+    /// them. It is sent unnamed with its parameters' types given
+    /// (`pg_type`), so it is still one round trip. SQLite has no such
+    /// cache.
     pub fn query_map_planned<T>(
         &self,
         sql: &str,
@@ -727,10 +911,31 @@ impl Db<'_> {
             Db::Lite(_) => self.query_map(sql, params, f),
             Db::Pg(c) => {
                 let sql = dollar_placeholders(sql);
-                let rows = c.client.borrow_mut().query(&sql, &pg_params(params))?;
+                let typed: Vec<(&(dyn PgToSql + Sync), Type)> = params
+                    .iter()
+                    .map(|v| (v as &(dyn PgToSql + Sync), pg_type(v)))
+                    .collect();
+                let rows = c.call(|cl| cl.query_typed(&sql, &typed))?;
                 rows.iter().map(|r| f(&Row::Pg(r))).collect()
             }
         }
+    }
+}
+
+/// The PostgreSQL type a value is sent as when the statement does not say
+/// (`query_map_planned`): the schema's own (`TEXT`, `BIGINT`, booleans as
+/// `BIGINT`); a NULL, or an array of nothing but NULLs, as text, which
+/// casts to any of them.
+fn pg_type(v: &V<'_>) -> Type {
+    match v {
+        V::Null | V::Text(_) => Type::TEXT,
+        V::Int(_) | V::Bool(_) => Type::INT8,
+        V::Real(_) => Type::FLOAT8,
+        V::Array(items) => match items.iter().find(|v| !matches!(v, V::Null)) {
+            Some(V::Int(_) | V::Bool(_)) => Type::INT8_ARRAY,
+            Some(V::Real(_)) => Type::FLOAT8_ARRAY,
+            _ => Type::TEXT_ARRAY,
+        },
     }
 }
 
@@ -791,6 +996,139 @@ mod tests {
             values_rows(1, 2, Some(&["TEXT", "BIGINT"])),
             "(CAST(?1 AS TEXT), CAST(?2 AS BIGINT))"
         );
+    }
+
+    /// The rows `row_sets_join_and_insert` puts through a `RowSet`: NULLs
+    /// in both types, a column of nothing but NULLs, quotes.
+    fn sample_rows(n: i64) -> Vec<[V<'static>; 3]> {
+        (0..n)
+            .map(|i| {
+                [
+                    if i % 3 == 0 {
+                        V::Null
+                    } else {
+                        V::from(format!("it's {i}"))
+                    },
+                    if i % 2 == 0 { V::Int(i) } else { V::Null },
+                    V::Null,
+                ]
+            })
+            .collect()
+    }
+
+    /// Inserts `n` rows through `RowSet::values`, reads them back through
+    /// `table` (with a parameter before the set's) and `in_list`.
+    fn row_sets_join_and_insert(db: &Db<'_>, n: i64) {
+        db.execute_batch("CREATE TEMPORARY TABLE rs (s TEXT, i BIGINT, z TEXT)")
+            .unwrap();
+        let rows = sample_rows(n);
+        let mut inserted = 0;
+        for chunk in db.chunks(&rows) {
+            let set = RowSet::new(db, 1, &["TEXT", "BIGINT", "TEXT"], chunk.iter().cloned());
+            assert_eq!(set.len(), chunk.len());
+            inserted += db
+                .execute(
+                    &format!("INSERT INTO rs (s, i, z) {}", set.values()),
+                    set.params(),
+                )
+                .unwrap();
+        }
+        assert_eq!(inserted, usize::try_from(n).unwrap());
+        // Joined as a table, numbered after the statement's own parameter.
+        let wanted: Vec<[V<'_>; 2]> = (0..n)
+            .filter(|i| i % 2 == 0)
+            .map(|i| [V::Int(i), V::from(format!("w{i}"))])
+            .collect();
+        let mut found = 0;
+        for chunk in db.chunks(&wanted) {
+            let set = RowSet::new(db, 2, &["BIGINT", "TEXT"], chunk.iter().cloned());
+            let sql = format!(
+                "SELECT v.column2, rs.i, rs.s FROM {} AS v JOIN rs ON rs.i = v.column1 WHERE rs.z IS NULL AND ?1 = 'x' ORDER BY rs.i",
+                set.table()
+            );
+            let mut params = vec![V::from("x")];
+            params.extend(set.into_params());
+            let got = db
+                .query_map_planned(&sql, &params, |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                    ))
+                })
+                .unwrap();
+            for (tag, i, s) in &got {
+                assert_eq!(tag, &format!("w{i}"));
+                assert_eq!(s.is_none(), i % 3 == 0, "row {i}");
+            }
+            found += got.len();
+        }
+        assert_eq!(found, wanted.len());
+        // As an IN list, after two parameters of the statement's own.
+        let some: Vec<String> = (1..n).step_by(7).map(|i| format!("it's {i}")).collect();
+        let set = RowSet::new(db, 3, &["TEXT"], some.iter().map(|s| [V::from(s.as_str())]));
+        let sql = format!(
+            "SELECT COUNT(*) FROM rs WHERE s IN {} AND ?1 = ?2",
+            set.in_list()
+        );
+        let mut params = vec![V::Int(1), V::Int(1)];
+        params.extend(set.into_params());
+        let count: i64 = db.query_row(&sql, &params, |r| r.get(0)).unwrap();
+        let expected = some
+            .iter()
+            .filter(|s| {
+                let i: i64 = s.trim_start_matches("it's ").parse().unwrap();
+                i % 3 != 0
+            })
+            .count();
+        assert_eq!(usize::try_from(count).unwrap(), expected);
+    }
+
+    #[test]
+    fn row_sets_number_their_placeholders_from_first() {
+        let c = rusqlite::Connection::open_in_memory().unwrap();
+        let db = Db::Lite(&c);
+        let set = RowSet::new(
+            &db,
+            3,
+            &["TEXT", "BIGINT"],
+            [[V::from("a"), V::Int(1)], [V::from("b"), V::Int(2)]],
+        );
+        assert_eq!(set.values(), "VALUES (?3, ?4), (?5, ?6)");
+        assert_eq!(
+            set.table(),
+            "(VALUES (CAST(?3 AS TEXT), CAST(?4 AS BIGINT)), (CAST(?5 AS TEXT), CAST(?6 AS BIGINT)))"
+        );
+        assert_eq!(set.params().len(), 4);
+        let ids = RowSet::new(&db, 2, &["TEXT"], [[V::from("a")], [V::from("b")]]);
+        assert_eq!(ids.in_list(), "(?2, ?3)");
+        assert_eq!(set_chunks(&[0; 100]).count(), db.chunks(&[0; 100]).count());
+    }
+
+    #[test]
+    fn row_sets_join_and_insert_on_sqlite() {
+        let c = rusqlite::Connection::open_in_memory().unwrap();
+        row_sets_join_and_insert(&Db::Lite(&c), 300);
+    }
+
+    /// On PostgreSQL, when a test server is configured: arrays of any
+    /// length, more rows than one run carries (`MAX_PG_SET`).
+    #[test]
+    fn row_sets_join_and_insert_on_postgres() {
+        let Ok(url) = std::env::var("SWITCHBOARD_TEST_DATABASE_URL") else {
+            eprintln!("SWITCHBOARD_TEST_DATABASE_URL is not set: skipped");
+            return;
+        };
+        let client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let conn = PgConn::new(client);
+        let db = Db::Pg(&conn);
+        let n = i64::try_from(MAX_PG_SET).unwrap() + 300;
+        assert_eq!(db.chunks(&sample_rows(n)).count(), 2);
+        row_sets_join_and_insert(&db, n);
+        assert!(!db.take_failed());
+        assert!(db.execute_batch("SELECT nonsense").is_err());
+        assert!(db.take_failed(), "a failed statement is remembered");
+        assert!(!db.take_failed(), "and forgotten once asked");
     }
 
     #[test]

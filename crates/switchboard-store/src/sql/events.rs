@@ -23,7 +23,7 @@ use std::collections::HashMap;
 
 use switchboard_core::Timestamp;
 
-use super::db::{Db, V, set_chunks, values_rows};
+use super::db::{Db, RowSet, V};
 use super::webhooks::{Fan, fan_out};
 use crate::error::StoreError;
 
@@ -112,20 +112,20 @@ impl Drop for DeferEvents {
     }
 }
 
-/// Inserts events, one statement per `set_chunks` run, and fans them out.
+/// Inserts events, one statement per `Db::chunks` run, and fans them out.
 fn write(c: &Db<'_>, events: &[Pending]) -> Result<(), StoreError> {
     if events.is_empty() {
         return Ok(());
     }
     let mut seq_of: HashMap<String, i64> = HashMap::with_capacity(events.len());
-    for chunk in set_chunks(events) {
-        let sql = format!(
-            "INSERT INTO events (id, workspace_id, message_id, type, status, detail, error_code, created_at) VALUES {} RETURNING id, seq",
-            values_rows(chunk.len(), 8, None)
-        );
-        let params: Vec<V> = chunk
-            .iter()
-            .flat_map(|p| {
+    for chunk in c.chunks(events) {
+        let set = RowSet::new(
+            c,
+            1,
+            &[
+                "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "BIGINT",
+            ],
+            chunk.iter().map(|p| {
                 [
                     V::from(p.id.as_str()),
                     V::from(p.workspace_id.as_str()),
@@ -136,9 +136,13 @@ fn write(c: &Db<'_>, events: &[Pending]) -> Result<(), StoreError> {
                     V::from(&p.error_code),
                     V::Int(p.at.as_millis()),
                 ]
-            })
-            .collect();
-        seq_of.extend(c.query_map(&sql, &params, |r| {
+            }),
+        );
+        let sql = format!(
+            "INSERT INTO events (id, workspace_id, message_id, type, status, detail, error_code, created_at) {} RETURNING id, seq",
+            set.values()
+        );
+        seq_of.extend(c.query_map(&sql, set.params(), |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
         })?);
     }

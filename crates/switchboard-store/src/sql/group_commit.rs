@@ -277,11 +277,14 @@ fn run_batch(conn: &Db<'_>, mut jobs: Vec<Job>) -> Vec<(Job, Result<Value, Store
     if let Err(e) = conn.execute_batch(begin) {
         let e = StoreError::from(e);
         tracing::error!(error = %e, "could not begin a write transaction");
+        let _ = conn.take_failed();
         return jobs
             .into_iter()
             .map(|j| (j, Err(StoreError::for_each_job(&e))))
             .collect();
     }
+    // What failed before this transaction is not its concern.
+    let _ = conn.take_failed();
     // Message events are recorded once for the batch, before it commits.
     let events = DeferEvents::start();
     // Optimistic: no savepoints.
@@ -289,8 +292,8 @@ fn run_batch(conn: &Db<'_>, mut jobs: Vec<Job>) -> Vec<(Job, Result<Value, Store
         attempt_all(&mut jobs, conn).and_then(|v| guarded(|| events.flush(conn)).map(|()| v));
     // PostgreSQL aborts the whole transaction on a failed statement, and
     // COMMIT then quietly rolls back. A job that caught such a failure and
-    // carried on would look successful: ask the server.
-    if outcome.is_ok() && conn.is_pg() && conn.execute_batch("SELECT 1").is_err() {
+    // carried on would look successful (`Db::take_failed`).
+    if conn.take_failed() && outcome.is_ok() {
         outcome = Err(StoreError::Corrupt(
             "a write job carried on after a failed statement; rolled back".into(),
         ));

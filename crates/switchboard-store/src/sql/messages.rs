@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::db::{Db, DbError, OptionalExt, Row, V, in_list, p, set_chunks, values_rows};
+use super::db::{Db, DbError, OptionalExt, Row, RowSet, V, p};
 use switchboard_core::quiet_hours::QuietHours;
 use switchboard_core::retry::GiveUpReason;
 use switchboard_core::state::transition;
@@ -60,7 +60,7 @@ pub fn accept(c: &Db<'_>, req: &AcceptRequest) -> Result<AcceptOutcome, StoreErr
 }
 
 /// Stores many messages, or resolves their idempotency keys, with a few
-/// set-based statements per `set_chunks` run instead of four or five per
+/// set-based statements per `Db::chunks` run instead of four or five per
 /// message: one read of the idempotency keys, one of the consent rows and
 /// one insert of the messages; their events are recorded with the batch's
 /// others (`events::record`). Requests
@@ -157,18 +157,20 @@ fn existing_keys(
         })
         .collect();
     let mut found = HashMap::new();
-    for chunk in set_chunks(&keys) {
+    for chunk in c.chunks(&keys) {
+        let set = RowSet::new(
+            c,
+            1,
+            &["TEXT", "TEXT"],
+            chunk.iter().map(|(ws, key)| [V::from(*ws), V::from(*key)]),
+        );
         let sql = format!(
             "SELECT m.workspace_id, m.idempotency_key, m.id, m.request_hash, m.initial_status, m.client_ref,
                     m.segments, m.encoding, m.created_at
-             FROM (VALUES {}) k JOIN messages m ON m.workspace_id = k.column1 AND m.idempotency_key = k.column2",
-            values_rows(chunk.len(), 2, Some(&["TEXT", "TEXT"]))
+             FROM {} k JOIN messages m ON m.workspace_id = k.column1 AND m.idempotency_key = k.column2",
+            set.table()
         );
-        let params: Vec<V> = chunk
-            .iter()
-            .flat_map(|(ws, key)| [V::from(*ws), V::from(*key)])
-            .collect();
-        for row in c.query_map_planned(&sql, &params, |r| {
+        for row in c.query_map_planned(&sql, set.params(), |r| {
             Ok((
                 (r.get(0)?, r.get(1)?),
                 (
@@ -209,21 +211,26 @@ fn consent_states(
 }
 
 /// The stored consent state of each (workspace, phone, channel) that has
-/// one: one read per `set_chunks` run.
+/// one: one read per `Db::chunks` run.
 fn consent_states_of(
     c: &Db<'_>,
     who: &[[&str; 3]],
 ) -> Result<HashMap<(String, String, String), String>, StoreError> {
     let mut found = HashMap::new();
-    for chunk in set_chunks(who) {
+    for chunk in c.chunks(who) {
+        let set = RowSet::new(
+            c,
+            1,
+            &["TEXT", "TEXT", "TEXT"],
+            chunk.iter().map(|row| row.map(V::from)),
+        );
         let sql = format!(
             "SELECT c.workspace_id, c.phone, c.channel, c.state
-             FROM (VALUES {}) k JOIN contacts c
+             FROM {} k JOIN contacts c
                ON c.workspace_id = k.column1 AND c.phone = k.column2 AND c.channel = k.column3",
-            values_rows(chunk.len(), 3, Some(&["TEXT", "TEXT", "TEXT"]))
+            set.table()
         );
-        let params: Vec<V> = chunk.iter().flatten().map(|v| V::from(*v)).collect();
-        for row in c.query_map_planned(&sql, &params, |r| {
+        for row in c.query_map_planned(&sql, set.params(), |r| {
             Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get(3)?))
         })? {
             found.insert(row.0, row.1);
@@ -321,20 +328,27 @@ impl<'a> NewRow<'a> {
 
 const MESSAGE_INSERT: &str = "INSERT INTO messages (id, workspace_id, to_phone, from_addr, channel, body, media_urls, encoding, segments,
     client_ref, metadata, category, priority, timezone, status, initial_status, provider_id, attempts,
-    next_attempt_at, send_at, expires_at, idempotency_key, request_hash, created_at, updated_at, consent_exempt, channel_template) VALUES ";
+    next_attempt_at, send_at, expires_at, idempotency_key, request_hash, created_at, updated_at, consent_exempt, channel_template) ";
 const MESSAGE_INSERT_COLUMNS: usize = 27;
+/// The PostgreSQL types of `MESSAGE_INSERT`'s columns.
+const MESSAGE_INSERT_TYPES: [&str; MESSAGE_INSERT_COLUMNS] = [
+    "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "BIGINT", "TEXT", "TEXT",
+    "TEXT", "BIGINT", "TEXT", "TEXT", "TEXT", "TEXT", "BIGINT", "BIGINT", "BIGINT", "BIGINT",
+    "TEXT", "TEXT", "BIGINT", "BIGINT", "BIGINT", "TEXT",
+];
 
-/// Inserts the messages, one statement per `set_chunks` run, and records
+/// Inserts the messages, one statement per `Db::chunks` run, and records
 /// their acceptance events (`events::record`: with the rest of the batch's
 /// events, before its commit).
 fn insert_messages(c: &Db<'_>, rows: &[NewRow<'_>]) -> Result<(), StoreError> {
-    for chunk in set_chunks(rows) {
-        let sql = format!(
-            "{MESSAGE_INSERT}{}",
-            values_rows(chunk.len(), MESSAGE_INSERT_COLUMNS, None)
+    for chunk in c.chunks(rows) {
+        let set = RowSet::new(
+            c,
+            1,
+            &MESSAGE_INSERT_TYPES,
+            chunk.iter().map(NewRow::message_values),
         );
-        let params: Vec<V> = chunk.iter().flat_map(NewRow::message_values).collect();
-        c.execute(&sql, &params)?;
+        c.execute(&format!("{MESSAGE_INSERT}{}", set.values()), set.params())?;
     }
     for r in rows {
         super::events::record(
@@ -862,21 +876,17 @@ pub fn claim_due(
             created_at: Timestamp::from_millis(created_at),
         });
     }
-    // One update per `set_chunks` run: `attempts + 1` is the attempt handed
+    // One update per `Db::chunks` run: `attempts + 1` is the attempt handed
     // out above, as the row was read (and, on PostgreSQL, locked) by this job.
     let ids: Vec<&str> = claimed.iter().map(|m| m.id.as_str()).collect();
-    for chunk in set_chunks(&ids) {
-        let n = chunk.len();
+    for chunk in c.chunks(&ids) {
+        let set = RowSet::new(c, 3, &["TEXT"], chunk.iter().map(|id| [V::from(*id)]));
         let sql = format!(
-            "UPDATE messages SET status = 'sending', attempts = attempts + 1, lease_until = ?{}, claimed_at = ?{}, next_attempt_at = NULL, updated_at = ?{} WHERE id IN {}",
-            n + 1,
-            n + 2,
-            n + 2,
-            in_list(n)
+            "UPDATE messages SET status = 'sending', attempts = attempts + 1, lease_until = ?1, claimed_at = ?2, next_attempt_at = NULL, updated_at = ?2 WHERE id IN {}",
+            set.in_list()
         );
-        let mut params: Vec<V> = chunk.iter().map(|id| V::from(*id)).collect();
-        params.push(V::Int(lease_until));
-        params.push(V::Int(now.as_millis()));
+        let mut params: Vec<V> = vec![V::Int(lease_until), V::Int(now.as_millis())];
+        params.extend(set.into_params());
         c.execute(&sql, &params)?;
     }
     for (provider, b) in buckets {
@@ -932,22 +942,25 @@ fn attempt_values(r: &AttemptReport) -> Option<[V<'_>; 11]> {
     ])
 }
 
-const ATTEMPT_INSERT: &str = "INSERT INTO attempts (id, message_id, attempt, provider_id, started_at, duration_ms, outcome, error_class, error_code, error_message, provider_message_id) VALUES ";
+const ATTEMPT_INSERT: &str = "INSERT INTO attempts (id, message_id, attempt, provider_id, started_at, duration_ms, outcome, error_class, error_code, error_message, provider_message_id) ";
+/// The PostgreSQL types of `ATTEMPT_INSERT`'s columns.
+const ATTEMPT_INSERT_TYPES: [&str; 11] = [
+    "TEXT", "TEXT", "BIGINT", "TEXT", "BIGINT", "BIGINT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT",
+];
 
-/// Logs the attempts of many reports: one insert per `set_chunks` run.
+/// Logs the attempts of many reports: one insert per `Db::chunks` run.
 fn log_attempts(c: &Db<'_>, reports: &[&AttemptReport]) -> Result<(), StoreError> {
     let rows: Vec<[V<'_>; 11]> = reports.iter().filter_map(|r| attempt_values(r)).collect();
-    for chunk in set_chunks(&rows) {
-        let sql = format!("{ATTEMPT_INSERT}{}", values_rows(chunk.len(), 11, None));
-        let params: Vec<V> = chunk.iter().flatten().cloned().collect();
-        c.execute(&sql, &params)?;
+    for chunk in c.chunks(&rows) {
+        let set = RowSet::new(c, 1, &ATTEMPT_INSERT_TYPES, chunk.iter().cloned());
+        c.execute(&format!("{ATTEMPT_INSERT}{}", set.values()), set.params())?;
     }
     Ok(())
 }
 
 /// `complete_attempt` for many reports, with the common case set-based: a
 /// send the provider accepted, reported by the claim that is still current,
-/// moves its message `sending → sent` with one update per `set_chunks` run
+/// moves its message `sending → sent` with one update per `Db::chunks` run
 /// (and the attempt log with one insert), instead of an insert, a read and
 /// an update per report. Every other report (failures, retries, failover,
 /// stale or refused reports, a message reported twice) goes through
@@ -960,14 +973,14 @@ pub fn complete_attempts(
     // The messages' current state, read (and on PostgreSQL locked) at once.
     let ids: Vec<&str> = reports.iter().map(|r| r.message_id.as_str()).collect();
     let mut state: HashMap<String, (String, u32, String)> = HashMap::with_capacity(ids.len());
-    for chunk in set_chunks(&ids) {
+    for chunk in c.chunks(&ids) {
+        let set = RowSet::new(c, 1, &["TEXT"], chunk.iter().map(|id| [V::from(*id)]));
         let sql = format!(
             "SELECT id, status, attempts, workspace_id FROM messages WHERE id IN {}{}",
-            in_list(chunk.len()),
+            set.in_list(),
             c.for_update()
         );
-        let params: Vec<V> = chunk.iter().map(|id| V::from(*id)).collect();
-        for (id, row) in c.query_map(&sql, &params, |r| {
+        for (id, row) in c.query_map(&sql, set.params(), |r| {
             Ok((r.get::<_, String>(0)?, (r.get(1)?, r.get(2)?, r.get(3)?)))
         })? {
             state.insert(id, row);
@@ -1000,21 +1013,27 @@ pub fn complete_attempts(
             _ => outcomes.push(apply_attempt(c, r)?),
         }
     }
-    for chunk in set_chunks(&fast) {
+    for chunk in c.chunks(&fast) {
+        let set = RowSet::new(
+            c,
+            1,
+            &["TEXT", "TEXT", "BIGINT"],
+            chunk.iter().map(|(r, pmid, _)| {
+                [
+                    V::from(r.message_id.as_str()),
+                    V::from(*pmid),
+                    V::Int(r.finished_at.as_millis()),
+                ]
+            }),
+        );
         // The status is the state machine's constant, not input.
         let sql = format!(
             "UPDATE messages SET status = '{}', provider_message_id = v.column2, lease_until = NULL, error_code = NULL, error_message = NULL, updated_at = v.column3
-             FROM (VALUES {}) AS v WHERE messages.id = v.column1",
+             FROM {} AS v WHERE messages.id = v.column1",
             sent.to.as_str(),
-            values_rows(chunk.len(), 3, Some(&["TEXT", "TEXT", "BIGINT"]))
+            set.table()
         );
-        let mut params: Vec<V> = Vec::with_capacity(chunk.len() * 3);
-        for (r, pmid, _) in chunk {
-            params.push(V::from(r.message_id.as_str()));
-            params.push(V::from(*pmid));
-            params.push(V::Int(r.finished_at.as_millis()));
-        }
-        c.execute(&sql, &params)?;
+        c.execute(&sql, set.params())?;
     }
     for (r, pmid, ws) in fast {
         record_event(

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use super::db::{Db, V, p, set_chunks, values_rows};
+use super::db::{Db, RowSet, V, p};
 use switchboard_core::state::transition;
 use switchboard_core::{MessageId, Status, Timestamp};
 
@@ -43,7 +43,7 @@ type Moved = (Status, Option<String>, i64);
 
 /// Applies due pending receipts, set-based: one read of the messages they
 /// name, then one update of the messages moved and one of the receipts
-/// settled per `set_chunks` run, with the transitions decided in between
+/// settled per `Db::chunks` run, with the transitions decided in between
 /// in lifecycle order per message (so delivered then read in one pass ends
 /// at read, with both events). A provider id that two messages share is
 /// left to `apply_receipt`, receipt by receipt.
@@ -77,15 +77,20 @@ pub fn process(c: &Db<'_>, now: Timestamp, limit: usize) -> Result<ReceiptPass, 
     keys.sort_unstable();
     keys.dedup();
     let mut named: HashMap<(String, String), Vec<Named>> = HashMap::new();
-    for chunk in set_chunks(&keys) {
+    for chunk in c.chunks(&keys) {
+        let set = RowSet::new(
+            c,
+            1,
+            &["TEXT", "TEXT"],
+            chunk.iter().map(|k| k.map(V::from)),
+        );
         let sql = format!(
             "SELECT k.column1, k.column2, m.id, m.status, m.workspace_id
-             FROM (VALUES {}) k JOIN messages m ON m.provider_id = k.column1 AND m.provider_message_id = k.column2{}",
-            values_rows(chunk.len(), 2, Some(&["TEXT", "TEXT"])),
+             FROM {} k JOIN messages m ON m.provider_id = k.column1 AND m.provider_message_id = k.column2{}",
+            set.table(),
             if c.is_pg() { " FOR UPDATE OF m" } else { "" }
         );
-        let params: Vec<V> = chunk.iter().flatten().map(|v| V::from(*v)).collect();
-        for (key, m) in c.query_map_planned(&sql, &params, |r| {
+        for (key, m) in c.query_map_planned(&sql, set.params(), |r| {
             Ok(((r.get(0)?, r.get(1)?), (r.get(2)?, r.get(3)?, r.get(4)?)))
         })? {
             named.entry(key).or_default().push(m);
@@ -174,39 +179,45 @@ pub fn process(c: &Db<'_>, now: Timestamp, limit: usize) -> Result<ReceiptPass, 
         };
         done.push((id, state));
     }
-    // The messages moved, one update per `set_chunks` run.
+    // The messages moved, one update per `Db::chunks` run.
     let moved: Vec<(&str, &Moved)> = order.iter().map(|id| (id.as_str(), &changed[id])).collect();
-    for chunk in set_chunks(&moved) {
-        let sql = format!(
-            "UPDATE messages SET status = v.column2, lease_until = NULL, error_code = COALESCE(v.column3, messages.error_code), updated_at = v.column4
-             FROM (VALUES {}) AS v WHERE messages.id = v.column1",
-            values_rows(chunk.len(), 4, Some(&["TEXT", "TEXT", "TEXT", "BIGINT"]))
-        );
-        let params: Vec<V> = chunk
-            .iter()
-            .flat_map(|(id, (st, code, at))| {
+    for chunk in c.chunks(&moved) {
+        let set = RowSet::new(
+            c,
+            1,
+            &["TEXT", "TEXT", "TEXT", "BIGINT"],
+            chunk.iter().map(|(id, (st, code, at))| {
                 [
                     V::from(*id),
                     V::from(st.as_str()),
                     code.as_deref().map_or(V::Null, V::from),
                     V::Int(*at),
                 ]
-            })
-            .collect();
-        c.execute(&sql, &params)?;
+            }),
+        );
+        let sql = format!(
+            "UPDATE messages SET status = v.column2, lease_until = NULL, error_code = COALESCE(v.column3, messages.error_code), updated_at = v.column4
+             FROM {} AS v WHERE messages.id = v.column1",
+            set.table()
+        );
+        c.execute(&sql, set.params())?;
     }
     // The receipts settled, likewise.
-    for chunk in set_chunks(&done) {
+    for chunk in c.chunks(&done) {
+        let set = RowSet::new(
+            c,
+            1,
+            &["BIGINT", "TEXT", "BIGINT"],
+            chunk
+                .iter()
+                .map(|(id, state)| [V::Int(*id), V::from(*state), V::Int(now.as_millis())]),
+        );
         let sql = format!(
             "UPDATE receipt_inbox SET state = v.column2, processed_at = v.column3
-             FROM (VALUES {}) AS v WHERE receipt_inbox.id = v.column1",
-            values_rows(chunk.len(), 3, Some(&["BIGINT", "TEXT", "BIGINT"]))
+             FROM {} AS v WHERE receipt_inbox.id = v.column1",
+            set.table()
         );
-        let params: Vec<V> = chunk
-            .iter()
-            .flat_map(|(id, state)| [V::Int(*id), V::from(*state), V::Int(now.as_millis())])
-            .collect();
-        c.execute(&sql, &params)?;
+        c.execute(&sql, set.params())?;
     }
     Ok(pass)
 }

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::db::{Db, Row, V, in_list, p, set_chunks, values_rows};
+use super::db::{Db, Row, RowSet, V, p};
 use serde_json::{Value, json};
 use switchboard_core::webhook_endpoint::{
     DEFAULT_DISABLE_AFTER, DEFAULT_RETRY_SCHEDULE, DEFAULT_TIMEOUT_MS, EndpointSettings,
@@ -42,7 +42,7 @@ pub struct Fan<'a> {
 
 /// Creates a delivery for each enabled endpoint of the event's workspace
 /// that subscribes to its type, for any number of events: one statement per
-/// `set_chunks` run. The events come as parameters, not by joining the
+/// `Db::chunks` run. The events come as parameters, not by joining the
 /// `events` table: a cached plan made while that table was small would scan
 /// it once it is large.
 pub fn fan_out(c: &Db<'_>, events: &[Fan<'_>]) -> Result<(), StoreError> {
@@ -56,21 +56,12 @@ pub fn fan_out(c: &Db<'_>, events: &[Fan<'_>]) -> Result<(), StoreError> {
     } else {
         "instr(w.event_types, '\"' || e.column4 || '\"') > 0"
     };
-    for chunk in set_chunks(events) {
-        let sql = format!(
-            "INSERT INTO webhook_deliveries (id, endpoint_id, workspace_id, event_id, event_seq, ordering_key, status, next_attempt_at, created_at, updated_at)
-             SELECT e.column1 || '/' || w.id, w.id, e.column2, e.column1, e.column3, e.column5, 'pending', e.column6, e.column6, e.column6
-             FROM (VALUES {}) e JOIN webhook_endpoints w ON w.workspace_id = e.column2
-             WHERE w.enabled = 1 AND w.deleted_at IS NULL AND (w.event_types IS NULL OR {subscribed})",
-            values_rows(
-                chunk.len(),
-                6,
-                Some(&["TEXT", "TEXT", "BIGINT", "TEXT", "TEXT", "BIGINT"])
-            )
-        );
-        let params: Vec<V> = chunk
-            .iter()
-            .flat_map(|e| {
+    for chunk in c.chunks(events) {
+        let set = RowSet::new(
+            c,
+            1,
+            &["TEXT", "TEXT", "BIGINT", "TEXT", "TEXT", "BIGINT"],
+            chunk.iter().map(|e| {
                 [
                     V::from(e.id),
                     V::from(e.workspace_id),
@@ -79,9 +70,16 @@ pub fn fan_out(c: &Db<'_>, events: &[Fan<'_>]) -> Result<(), StoreError> {
                     V::from(&e.message_id),
                     V::Int(e.at.as_millis()),
                 ]
-            })
-            .collect();
-        c.execute(&sql, &params)?;
+            }),
+        );
+        let sql = format!(
+            "INSERT INTO webhook_deliveries (id, endpoint_id, workspace_id, event_id, event_seq, ordering_key, status, next_attempt_at, created_at, updated_at)
+             SELECT e.column1 || '/' || w.id, w.id, e.column2, e.column1, e.column3, e.column5, 'pending', e.column6, e.column6, e.column6
+             FROM {} e JOIN webhook_endpoints w ON w.workspace_id = e.column2
+             WHERE w.enabled = 1 AND w.deleted_at IS NULL AND (w.event_types IS NULL OR {subscribed})",
+            set.table()
+        );
+        c.execute(&sql, set.params())?;
     }
     Ok(())
 }
@@ -433,18 +431,18 @@ fn webhook_event(
     })
 }
 
-/// Loads events with their data: two reads per `set_chunks` run (the
+/// Loads events with their data: two reads per `Db::chunks` run (the
 /// events, then their messages), not two per event. Events not found are
 /// left out.
 fn load_events(c: &Db<'_>, ids: &[&str]) -> Result<HashMap<String, WebhookEvent>, StoreError> {
     let mut rows: Vec<(String, EventRow)> = Vec::with_capacity(ids.len());
-    for chunk in set_chunks(ids) {
+    for chunk in c.chunks(ids) {
+        let set = RowSet::new(c, 1, &["TEXT"], chunk.iter().map(|id| [V::from(*id)]));
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events WHERE id IN {}",
-            in_list(chunk.len())
+            set.in_list()
         );
-        let params: Vec<V> = chunk.iter().map(|id| V::from(*id)).collect();
-        rows.extend(c.query_map(&sql, &params, event_row)?);
+        rows.extend(c.query_map(&sql, set.params(), event_row)?);
     }
     let mut message_ids: Vec<&str> = rows
         .iter()
@@ -453,13 +451,13 @@ fn load_events(c: &Db<'_>, ids: &[&str]) -> Result<HashMap<String, WebhookEvent>
     message_ids.sort_unstable();
     message_ids.dedup();
     let mut messages: HashMap<String, MessageRecord> = HashMap::with_capacity(message_ids.len());
-    for chunk in set_chunks(&message_ids) {
+    for chunk in c.chunks(&message_ids) {
+        let set = RowSet::new(c, 1, &["TEXT"], chunk.iter().map(|id| [V::from(*id)]));
         let sql = format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id IN {}",
-            in_list(chunk.len())
+            set.in_list()
         );
-        let params: Vec<V> = chunk.iter().map(|id| V::from(*id)).collect();
-        let found = c.query_map(&sql, &params, |r| Ok(rows::message(r)))?;
+        let found = c.query_map(&sql, set.params(), |r| Ok(rows::message(r)))?;
         for m in found {
             let m = m?;
             messages.insert(m.id.as_str().to_owned(), m);
@@ -538,18 +536,16 @@ pub fn claim(
         due.push((id, endpoint_id, event_id, attempts, trigger));
     }
     let lease_until = now.plus(lease).as_millis();
-    // Set-based: one lease update and two reads per `set_chunks` run.
+    // Set-based: one lease update and two reads per `Db::chunks` run.
     let ids: Vec<&str> = due.iter().map(|d| d.0.as_str()).collect();
-    for chunk in set_chunks(&ids) {
+    for chunk in c.chunks(&ids) {
+        let set = RowSet::new(c, 3, &["TEXT"], chunk.iter().map(|id| [V::from(*id)]));
         let sql = format!(
-            "UPDATE webhook_deliveries SET lease_until = ?{}, attempts = attempts + 1, updated_at = ?{} WHERE id IN {}",
-            chunk.len() + 1,
-            chunk.len() + 2,
-            in_list(chunk.len())
+            "UPDATE webhook_deliveries SET lease_until = ?1, attempts = attempts + 1, updated_at = ?2 WHERE id IN {}",
+            set.in_list()
         );
-        let mut params: Vec<V> = chunk.iter().map(|id| V::from(*id)).collect();
-        params.push(V::Int(lease_until));
-        params.push(V::Int(now.as_millis()));
+        let mut params: Vec<V> = vec![V::Int(lease_until), V::Int(now.as_millis())];
+        params.extend(set.into_params());
         c.execute(&sql, &params)?;
     }
     let event_ids: Vec<&str> = due.iter().map(|d| d.2.as_str()).collect();
