@@ -812,12 +812,8 @@ impl Store for SqlStore {
         &self,
         reports: Vec<WebhookAttemptReport>,
     ) -> Vec<Result<(), StoreError>> {
-        self.together_or_each(
-            reports,
-            |c, all| all.iter().map(|r| webhooks::complete(c, r)).collect(),
-            webhooks::complete,
-        )
-        .await
+        self.together_or_each(reports, webhooks::complete_all, webhooks::complete)
+            .await
     }
 
     async fn webhook_attempts(

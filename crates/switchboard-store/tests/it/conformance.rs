@@ -627,3 +627,111 @@ conformance!(
         assert_eq!(f.store.conversations(&f.ws, T0, 1).await.unwrap().len(), 1);
     }
 );
+
+conformance!(
+    webhook_results_written_together_decide_as_they_would_one_at_a_time,
+    |f: crate::Fixture| async move {
+        let ep = f
+            .store
+            .create_endpoint(&f.ws, &endpoint(None, 5), "wh_batch", "whsec_b", T0)
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            f.store.accept_message(simple(&f.ws)).await.unwrap();
+        }
+        // Three messages, three ordering keys: three deliveries out at once.
+        let jobs = f
+            .store
+            .claim_webhook_deliveries(T0, 10, LEASE)
+            .await
+            .unwrap();
+        assert_eq!(jobs.len(), 3);
+        let later = T0.plus(Duration::from_secs(1));
+        f.store
+            .complete_webhook_attempt(report(&jobs[0], 503, WebhookOutcome::RetryAt(later)))
+            .await
+            .unwrap();
+        let failing = f.store.get_endpoint(&f.ws, &ep.id).await.unwrap().unwrap();
+        assert_eq!(failing.consecutive_failures, 1);
+        // Two successes together: both delivered, the failure count reset.
+        let results = f
+            .store
+            .complete_webhook_attempts(vec![
+                report(&jobs[1], 200, WebhookOutcome::Succeeded),
+                report(&jobs[2], 204, WebhookOutcome::Succeeded),
+            ])
+            .await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        let healthy = f.store.get_endpoint(&f.ws, &ep.id).await.unwrap().unwrap();
+        assert_eq!(healthy.consecutive_failures, 0);
+        assert!(healthy.enabled);
+        let attempts = f
+            .store
+            .webhook_attempts(&f.ws, &ep.id, 10)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut codes: Vec<Option<u16>> = attempts.iter().map(|a| a.status_code).collect();
+        codes.sort_unstable();
+        assert_eq!(codes, [Some(200), Some(204), Some(503)]);
+        assert!(
+            attempts
+                .iter()
+                .all(|a| a.response_body.as_deref() == Some("ok"))
+        );
+        // Only the failed delivery is due again.
+        let again = f
+            .store
+            .claim_webhook_deliveries(later, 10, LEASE)
+            .await
+            .unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].delivery_id, jobs[0].delivery_id);
+        // The same delivery reported twice in one write: the first report
+        // settles it, the second is logged and changes nothing.
+        let results = f
+            .store
+            .complete_webhook_attempts(vec![
+                report(&again[0], 200, WebhookOutcome::Succeeded),
+                report(&again[0], 200, WebhookOutcome::Succeeded),
+            ])
+            .await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        let attempts = f
+            .store
+            .webhook_attempts(&f.ws, &ep.id, 10)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(attempts.len(), 5);
+        assert!(
+            f.store
+                .claim_webhook_deliveries(later.plus(Duration::from_secs(60)), 10, LEASE)
+                .await
+                .unwrap()
+                .is_empty(),
+            "every delivery settled"
+        );
+        // A success and a failure together are applied in order: the
+        // failure after the success counts.
+        f.store.accept_message(simple(&f.ws)).await.unwrap();
+        f.store.accept_message(simple(&f.ws)).await.unwrap();
+        let at = later.plus(Duration::from_secs(120));
+        let mixed = f
+            .store
+            .claim_webhook_deliveries(at, 10, LEASE)
+            .await
+            .unwrap();
+        assert_eq!(mixed.len(), 2);
+        let results = f
+            .store
+            .complete_webhook_attempts(vec![
+                report(&mixed[0], 200, WebhookOutcome::Succeeded),
+                report(&mixed[1], 500, WebhookOutcome::RetryAt(at)),
+            ])
+            .await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        let after = f.store.get_endpoint(&f.ws, &ep.id).await.unwrap().unwrap();
+        assert_eq!(after.consecutive_failures, 1);
+    }
+);
