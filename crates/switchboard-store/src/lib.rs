@@ -339,8 +339,11 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         endpoint_id: &str,
         now: Timestamp,
     ) -> Result<Option<WebhookJob>, StoreError>;
-    /// The earliest time a webhook delivery becomes due.
-    async fn next_webhook_due_at(&self) -> Result<Option<Timestamp>, StoreError>;
+    /// The earliest time after `now` at which a webhook delivery may become
+    /// claimable (a retry's time, a lease's end); what is due by `now` but
+    /// waits for an earlier delivery of its message is left out. Never
+    /// later than the truth, possibly earlier.
+    async fn next_webhook_due_at(&self, now: Timestamp) -> Result<Option<Timestamp>, StoreError>;
 
     /// Stores a template; `None` if the name is taken in the workspace.
     async fn create_template(

@@ -457,9 +457,13 @@ impl WebhookDeliverer {
         Ok(n)
     }
 
-    /// When the next delivery is due.
+    /// When a delivery may next become claimable
+    /// (`Store::next_webhook_due_at`).
     pub async fn next_due_at(&self) -> Result<Option<Timestamp>, StoreError> {
-        self.inner.store.next_webhook_due_at().await
+        self.inner
+            .store
+            .next_webhook_due_at(self.inner.clock.now())
+            .await
     }
 
     /// Runs until `shutdown`, finishing the attempts in flight. Claims

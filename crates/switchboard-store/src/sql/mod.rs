@@ -853,8 +853,10 @@ impl Store for SqlStore {
             .await
     }
 
-    async fn next_webhook_due_at(&self) -> Result<Option<Timestamp>, StoreError> {
-        self.readers.run(webhooks::next_due_at).await
+    async fn next_webhook_due_at(&self, now: Timestamp) -> Result<Option<Timestamp>, StoreError> {
+        self.readers
+            .run(move |c| webhooks::next_due_at(c, now))
+            .await
     }
 
     async fn create_template(

@@ -854,17 +854,22 @@ pub fn test_job(
     }))
 }
 
-/// The earliest time a delivery becomes due.
-pub fn next_due_at(c: &Db<'_>) -> Result<Option<Timestamp>, StoreError> {
-    let greatest = if c.is_pg() { "GREATEST" } else { "MAX" };
-    let sql = format!(
-        "SELECT MIN({greatest}(d.next_attempt_at, COALESCE(d.lease_until, 0))) FROM webhook_deliveries d
-         JOIN webhook_endpoints w ON w.id = d.endpoint_id
-         WHERE d.status = 'pending' AND w.enabled = 1 AND w.deleted_at IS NULL
-           AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p
-                           WHERE p.endpoint_id = d.endpoint_id AND p.ordering_key = d.ordering_key
-                             AND p.status = 'pending' AND p.event_seq < d.event_seq)"
-    );
-    let t: Option<i64> = c.query_row(&sql, p![], |r| r.get(0))?;
+/// The earliest time after `now` at which a pending delivery may become
+/// claimable: its next attempt's time, or the end of the lease of one in
+/// flight. Asked when a claim found nothing due, so what is due by `now`
+/// is waiting for an earlier delivery of its message (which frees it when
+/// it finishes, or its lease ends) and is left out. It may be early (a
+/// retry queued behind another delivery, an endpoint disabled since),
+/// never late, and is one lookup in the due index plus a look at the
+/// leases, not a test of every pending delivery's predecessors (25–90 ms
+/// with a few thousand pending on PostgreSQL).
+pub fn next_due_at(c: &Db<'_>, now: Timestamp) -> Result<Option<Timestamp>, StoreError> {
+    let t: Option<i64> = c.query_row(
+        "SELECT MIN(t) FROM (
+            SELECT MIN(next_attempt_at) AS t FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at > ?1
+            UNION ALL SELECT MIN(lease_until) FROM webhook_deliveries WHERE status = 'pending' AND lease_until > ?1) AS due",
+        p![now.as_millis()],
+        |r| r.get(0),
+    )?;
     Ok(t.map(Timestamp::from_millis))
 }

@@ -735,3 +735,40 @@ conformance!(
         assert_eq!(after.consecutive_failures, 1);
     }
 );
+
+conformance!(
+    the_next_webhook_due_time_is_a_retry_or_a_lease_end_after_now,
+    |f: crate::Fixture| async move {
+        f.store
+            .create_endpoint(&f.ws, &endpoint(None, 5), "wh_due", "whsec_d", T0)
+            .await
+            .unwrap();
+        assert_eq!(f.store.next_webhook_due_at(T0).await.unwrap(), None);
+        f.store.accept_message(simple(&f.ws)).await.unwrap();
+        // `message.sending` waits behind `message.queued`: due, not claimable.
+        f.store.claim_due(T0, 10, LEASE).await.unwrap();
+        assert_eq!(
+            f.store.next_webhook_due_at(T0).await.unwrap(),
+            None,
+            "what is due by now is the claim's, not a time to wait for"
+        );
+        let jobs = f
+            .store
+            .claim_webhook_deliveries(T0, 10, LEASE)
+            .await
+            .unwrap();
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(
+            f.store.next_webhook_due_at(T0).await.unwrap(),
+            Some(T0.plus(LEASE)),
+            "in flight: due again when its lease ends"
+        );
+        let retry = T0.plus(Duration::from_secs(5));
+        f.store
+            .complete_webhook_attempt(report(&jobs[0], 503, WebhookOutcome::RetryAt(retry)))
+            .await
+            .unwrap();
+        assert_eq!(f.store.next_webhook_due_at(T0).await.unwrap(), Some(retry));
+        assert_eq!(f.store.next_webhook_due_at(retry).await.unwrap(), None);
+    }
+);
