@@ -572,22 +572,7 @@ impl Store for SqlStore {
     ) -> Result<Vec<bool>, StoreError> {
         let p = provider_id.to_owned();
         self.writer
-            .run(move |c| {
-                receipts
-                    .iter()
-                    .map(|r| {
-                        receipts::receive(
-                            c,
-                            &p,
-                            &r.provider_message_id,
-                            r.kind,
-                            r.error_code.as_deref(),
-                            r.raw.as_deref(),
-                            now,
-                        )
-                    })
-                    .collect()
-            })
+            .run(move |c| receipts::receive_many(c, &p, &receipts, now))
             .await
     }
 

@@ -6,7 +6,7 @@
 //! has yet (the send's result commits late) waits and is checked again with
 //! backoff; after a day it is kept as `unmatched`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::db::{Db, RowSet, V, p};
 use switchboard_core::state::transition;
@@ -15,25 +15,46 @@ use switchboard_core::{MessageId, Status, Timestamp};
 use super::messages::{apply_receipt, receipt_trigger, record_event};
 use super::rows;
 use crate::error::StoreError;
-use crate::model::{ReceiptKind, ReceiptOutcome, ReceiptPass};
+use crate::model::{IncomingReceipt, ReceiptKind, ReceiptOutcome, ReceiptPass};
 
-/// Stores a receipt; `false` if the same one was stored before.
-pub fn receive(
+/// Stores receipts in the inbox, one insert per `Db::chunks` run; each is
+/// `true` if it is new, `false` if the inbox already had it (a provider's
+/// retry) or it repeats one earlier in `receipts` (only the first counts).
+pub fn receive_many(
     c: &Db<'_>,
     provider_id: &str,
-    pmid: &str,
-    kind: ReceiptKind,
-    error_code: Option<&str>,
-    raw: Option<&str>,
+    receipts: &[IncomingReceipt],
     now: Timestamp,
-) -> Result<bool, StoreError> {
-    let n = c
-        .prepare_cached(
-            "INSERT INTO receipt_inbox (provider_id, provider_message_id, kind, error_code, raw, received_at, next_check_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) ON CONFLICT (provider_id, provider_message_id, kind) DO NOTHING",
-        )?
-        .execute(p![provider_id, pmid, kind.as_str(), error_code, raw, now.as_millis()])?;
-    Ok(n > 0)
+) -> Result<Vec<bool>, StoreError> {
+    let mut stored: HashSet<(String, String)> = HashSet::with_capacity(receipts.len());
+    for chunk in c.chunks(receipts) {
+        let set = RowSet::new(
+            c,
+            1,
+            &["TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "BIGINT", "BIGINT"],
+            chunk.iter().map(|r| {
+                [
+                    V::from(provider_id),
+                    V::from(r.provider_message_id.as_str()),
+                    V::from(r.kind.as_str()),
+                    V::from(&r.error_code),
+                    V::from(&r.raw),
+                    V::Int(now.as_millis()),
+                    V::Int(now.as_millis()),
+                ]
+            }),
+        );
+        let sql = format!(
+            "INSERT INTO receipt_inbox (provider_id, provider_message_id, kind, error_code, raw, received_at, next_check_at) {}
+             ON CONFLICT (provider_id, provider_message_id, kind) DO NOTHING RETURNING provider_message_id, kind",
+            set.values()
+        );
+        stored.extend(c.query_map(&sql, set.params(), |r| Ok((r.get(0)?, r.get(1)?)))?);
+    }
+    Ok(receipts
+        .iter()
+        .map(|r| stored.remove(&(r.provider_message_id.clone(), r.kind.as_str().to_owned())))
+        .collect())
 }
 
 /// A message a receipt names: id, status, workspace.
