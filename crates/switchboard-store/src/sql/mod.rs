@@ -176,9 +176,22 @@ impl SqlStore {
             let client = config.connect(postgres::NoTls).map_err(DbError::from)?;
             Ok(Conn::Pg(Box::new(PgConn::new(client))))
         };
-        let writer_conn = connect()?;
+        // The writer's statements find rows by key or through a small set
+        // of keys; a sequential scan is never what they want, but a plan
+        // made while a table was small may choose one and keep it (a
+        // prepared statement's generic plan is not replanned until the
+        // table's statistics change). Discouraged on its connection only.
+        let writer_connect = {
+            let connect = connect.clone();
+            move || -> Result<Conn, StoreError> {
+                let conn = connect()?;
+                conn.db().execute_batch("SET enable_seqscan = off")?;
+                Ok(conn)
+            }
+        };
+        let writer_conn = writer_connect()?;
         pg_schema::migrate(&writer_conn.db())?;
-        let (writer, _handle) = GroupCommit::start(writer_conn, Some(Box::new(connect.clone())));
+        let (writer, _handle) = GroupCommit::start(writer_conn, Some(Box::new(writer_connect)));
         let readers = ReadPool::new(readers.max(1), std::sync::Arc::new(connect));
         Ok(SqlStore {
             writer,
