@@ -894,6 +894,33 @@ impl Db<'_> {
         }
     }
 
+    /// Updates rows of `table` from a set, one statement per `chunks` run:
+    /// `UPDATE {table} SET {assignments} FROM {set} AS v WHERE {table}.id =
+    /// v.column1{and}`. Each item's row (`row`) starts with the id of the
+    /// row to update; `assignments` name its other values `v.column2`, ….
+    pub fn update_from<'p, T, R>(
+        &self,
+        table: &str,
+        assignments: &str,
+        and: &str,
+        types: &'static [&'static str],
+        items: &'p [T],
+        row: impl Fn(&'p T) -> R,
+    ) -> Result<(), DbError>
+    where
+        R: IntoIterator<Item = V<'p>>,
+    {
+        for chunk in self.chunks(items) {
+            let set = RowSet::new(self, 1, types, chunk.iter().map(&row));
+            let sql = format!(
+                "UPDATE {table} SET {assignments} FROM {} AS v WHERE {table}.id = v.column1{and}",
+                set.table()
+            );
+            self.execute(&sql, set.params())?;
+        }
+        Ok(())
+    }
+
     /// `query_map` for a statement whose best plan depends on how large its
     /// tables are now: PostgreSQL plans it afresh for these values instead
     /// of running a plan cached for a prepared statement, which may have

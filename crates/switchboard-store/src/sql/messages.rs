@@ -1013,28 +1013,24 @@ pub fn complete_attempts(
             _ => outcomes.push(apply_attempt(c, r)?),
         }
     }
-    for chunk in c.chunks(&fast) {
-        let set = RowSet::new(
-            c,
-            1,
-            &["TEXT", "TEXT", "BIGINT"],
-            chunk.iter().map(|(r, pmid, _)| {
-                [
-                    V::from(r.message_id.as_str()),
-                    V::from(*pmid),
-                    V::Int(r.finished_at.as_millis()),
-                ]
-            }),
-        );
-        // The status is the state machine's constant, not input.
-        let sql = format!(
-            "UPDATE messages SET status = '{}', provider_message_id = v.column2, lease_until = NULL, error_code = NULL, error_message = NULL, updated_at = v.column3
-             FROM {} AS v WHERE messages.id = v.column1",
-            sent.to.as_str(),
-            set.table()
-        );
-        c.execute(&sql, set.params())?;
-    }
+    // The status is the state machine's constant, not input.
+    c.update_from(
+        "messages",
+        &format!(
+            "status = '{}', provider_message_id = v.column2, lease_until = NULL, error_code = NULL, error_message = NULL, updated_at = v.column3",
+            sent.to.as_str()
+        ),
+        "",
+        &["TEXT", "TEXT", "BIGINT"],
+        &fast,
+        |(r, pmid, _)| {
+            [
+                V::from(r.message_id.as_str()),
+                V::from(*pmid),
+                V::Int(r.finished_at.as_millis()),
+            ]
+        },
+    )?;
     for (r, pmid, ws) in fast {
         record_event(
             c,

@@ -202,43 +202,29 @@ pub fn process(c: &Db<'_>, now: Timestamp, limit: usize) -> Result<ReceiptPass, 
     }
     // The messages moved, one update per `Db::chunks` run.
     let moved: Vec<(&str, &Moved)> = order.iter().map(|id| (id.as_str(), &changed[id])).collect();
-    for chunk in c.chunks(&moved) {
-        let set = RowSet::new(
-            c,
-            1,
-            &["TEXT", "TEXT", "TEXT", "BIGINT"],
-            chunk.iter().map(|(id, (st, code, at))| {
-                [
-                    V::from(*id),
-                    V::from(st.as_str()),
-                    code.as_deref().map_or(V::Null, V::from),
-                    V::Int(*at),
-                ]
-            }),
-        );
-        let sql = format!(
-            "UPDATE messages SET status = v.column2, lease_until = NULL, error_code = COALESCE(v.column3, messages.error_code), updated_at = v.column4
-             FROM {} AS v WHERE messages.id = v.column1",
-            set.table()
-        );
-        c.execute(&sql, set.params())?;
-    }
+    c.update_from(
+        "messages",
+        "status = v.column2, lease_until = NULL, error_code = COALESCE(v.column3, messages.error_code), updated_at = v.column4",
+        "",
+        &["TEXT", "TEXT", "TEXT", "BIGINT"],
+        &moved,
+        |(id, (st, code, at))| {
+            [
+                V::from(*id),
+                V::from(st.as_str()),
+                code.as_deref().map_or(V::Null, V::from),
+                V::Int(*at),
+            ]
+        },
+    )?;
     // The receipts settled, likewise.
-    for chunk in c.chunks(&done) {
-        let set = RowSet::new(
-            c,
-            1,
-            &["BIGINT", "TEXT", "BIGINT"],
-            chunk
-                .iter()
-                .map(|(id, state)| [V::Int(*id), V::from(*state), V::Int(now.as_millis())]),
-        );
-        let sql = format!(
-            "UPDATE receipt_inbox SET state = v.column2, processed_at = v.column3
-             FROM {} AS v WHERE receipt_inbox.id = v.column1",
-            set.table()
-        );
-        c.execute(&sql, set.params())?;
-    }
+    c.update_from(
+        "receipt_inbox",
+        "state = v.column2, processed_at = v.column3",
+        "",
+        &["BIGINT", "TEXT", "BIGINT"],
+        &done,
+        |(id, state)| [V::Int(*id), V::from(*state), V::Int(now.as_millis())],
+    )?;
     Ok(pass)
 }

@@ -647,25 +647,19 @@ pub fn complete_all(c: &Db<'_>, reports: &[WebhookAttemptReport]) -> Result<Vec<
         return reports.iter().map(|r| complete(c, r)).collect();
     }
     log_webhook_attempts(c, reports)?;
-    for chunk in c.chunks(reports) {
-        let set = RowSet::new(
-            c,
-            1,
-            &["TEXT", "BIGINT"],
-            chunk.iter().map(|r| {
-                [
-                    V::from(r.delivery_id.as_str()),
-                    V::Int(r.finished_at.as_millis()),
-                ]
-            }),
-        );
-        let sql = format!(
-            "UPDATE webhook_deliveries SET status = 'succeeded', lease_until = NULL, updated_at = v.column2
-             FROM {} AS v WHERE webhook_deliveries.id = v.column1 AND webhook_deliveries.status = 'pending'",
-            set.table()
-        );
-        c.execute(&sql, set.params())?;
-    }
+    c.update_from(
+        "webhook_deliveries",
+        "status = 'succeeded', lease_until = NULL, updated_at = v.column2",
+        " AND webhook_deliveries.status = 'pending'",
+        &["TEXT", "BIGINT"],
+        reports,
+        |r| {
+            [
+                V::from(r.delivery_id.as_str()),
+                V::Int(r.finished_at.as_millis()),
+            ]
+        },
+    )?;
     // A test send says nothing about the endpoint's health.
     let mut endpoints: Vec<&str> = reports
         .iter()
