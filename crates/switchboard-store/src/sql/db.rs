@@ -696,15 +696,11 @@ impl Db<'_> {
     }
 }
 
-/// Placeholders for `rows` rows of `cols` values each, numbered from `?1`:
-/// `(?1, ?2), (?3, ?4)`. With `casts`, each value is `CAST(?n AS type)` so
-/// PostgreSQL can type a `VALUES` list that has no target table.
-pub fn values_rows(rows: usize, cols: usize, casts: Option<&[&str]>) -> String {
-    numbered_rows(1, rows, cols, casts)
-}
-
-/// `values_rows` numbered from `?first`.
-fn numbered_rows(first: usize, rows: usize, cols: usize, casts: Option<&[&str]>) -> String {
+/// Placeholders for `rows` rows of `cols` values each, numbered from
+/// `?first`: `(?1, ?2), (?3, ?4)`. With `casts`, each value is
+/// `CAST(?n AS type)` so PostgreSQL can type a `VALUES` list that has no
+/// target table.
+fn values_rows(first: usize, rows: usize, cols: usize, casts: Option<&[&str]>) -> String {
     let mut out = String::with_capacity(rows * cols * 6);
     for r in 0..rows {
         if r > 0 {
@@ -806,7 +802,7 @@ impl<'p> RowSet<'p> {
     }
 
     fn placeholders(&self, casts: bool) -> String {
-        numbered_rows(
+        values_rows(
             self.first,
             self.rows,
             self.types.len(),
@@ -843,7 +839,7 @@ impl<'p> RowSet<'p> {
             format!("({})", self.unnest())
         } else {
             // One row of `rows` columns: `(?1, ?2, …)`.
-            numbered_rows(self.first, 1, self.rows, None)
+            values_rows(self.first, 1, self.rows, None)
         }
     }
 
@@ -921,6 +917,49 @@ impl Db<'_> {
         Ok(())
     }
 
+    /// Updates the rows of `table` whose id is one of `ids`, one statement
+    /// per `chunks` run: `UPDATE {table} SET {assignments} WHERE id IN
+    /// {ids}{and}`, with `leading` bound as `?1`, `?2`, … for
+    /// `assignments` and `and` to use.
+    pub fn update_ids(
+        &self,
+        table: &str,
+        assignments: &str,
+        and: &str,
+        leading: &[V<'_>],
+        ids: &[&str],
+    ) -> Result<(), DbError> {
+        for chunk in self.chunks(ids) {
+            let set = id_set(self, leading.len() + 1, chunk);
+            let sql = format!(
+                "UPDATE {table} SET {assignments} WHERE id IN {}{and}",
+                set.in_list()
+            );
+            let mut params: Vec<V> = leading.iter().map(ToV::to_v).collect();
+            params.extend(set.into_params());
+            self.execute(&sql, &params)?;
+        }
+        Ok(())
+    }
+
+    /// The rows whose id is one of `ids`, each read by `f`, one read per
+    /// `chunks` run: `{select} WHERE id IN {ids}{suffix}`.
+    pub fn query_ids<T>(
+        &self,
+        select: &str,
+        suffix: &str,
+        ids: &[&str],
+        mut f: impl FnMut(&Row<'_>) -> Result<T, DbError>,
+    ) -> Result<Vec<T>, DbError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in self.chunks(ids) {
+            let set = id_set(self, 1, chunk);
+            let sql = format!("{select} WHERE id IN {}{suffix}", set.in_list());
+            out.extend(self.query_map(&sql, set.params(), &mut f)?);
+        }
+        Ok(out)
+    }
+
     /// `query_map` for a statement whose best plan depends on how large its
     /// tables are now: PostgreSQL plans it afresh for these values instead
     /// of running a plan cached for a prepared statement, which may have
@@ -947,6 +986,11 @@ impl Db<'_> {
             }
         }
     }
+}
+
+/// A one-column set of text ids, numbered from `?first`.
+fn id_set<'p>(c: &Db<'_>, first: usize, ids: &[&'p str]) -> RowSet<'p> {
+    RowSet::new(c, first, &["TEXT"], ids.iter().map(|id| [V::from(*id)]))
 }
 
 /// The PostgreSQL type a value is sent as when the statement does not say
@@ -1018,9 +1062,9 @@ mod tests {
         assert_eq!(set_chunks(&v).flatten().copied().collect::<Vec<_>>(), v);
         assert_eq!(set_chunks(&v[..1]).count(), 1);
         assert_eq!(set_chunks::<u32>(&[]).count(), 0);
-        assert_eq!(values_rows(2, 2, None), "(?1, ?2), (?3, ?4)");
+        assert_eq!(values_rows(1, 2, 2, None), "(?1, ?2), (?3, ?4)");
         assert_eq!(
-            values_rows(1, 2, Some(&["TEXT", "BIGINT"])),
+            values_rows(1, 1, 2, Some(&["TEXT", "BIGINT"])),
             "(CAST(?1 AS TEXT), CAST(?2 AS BIGINT))"
         );
     }

@@ -879,16 +879,13 @@ pub fn claim_due(
     // One update per `Db::chunks` run: `attempts + 1` is the attempt handed
     // out above, as the row was read (and, on PostgreSQL, locked) by this job.
     let ids: Vec<&str> = claimed.iter().map(|m| m.id.as_str()).collect();
-    for chunk in c.chunks(&ids) {
-        let set = RowSet::new(c, 3, &["TEXT"], chunk.iter().map(|id| [V::from(*id)]));
-        let sql = format!(
-            "UPDATE messages SET status = 'sending', attempts = attempts + 1, lease_until = ?1, claimed_at = ?2, next_attempt_at = NULL, updated_at = ?2 WHERE id IN {}",
-            set.in_list()
-        );
-        let mut params: Vec<V> = vec![V::Int(lease_until), V::Int(now.as_millis())];
-        params.extend(set.into_params());
-        c.execute(&sql, &params)?;
-    }
+    c.update_ids(
+        "messages",
+        "status = 'sending', attempts = attempts + 1, lease_until = ?1, claimed_at = ?2, next_attempt_at = NULL, updated_at = ?2",
+        "",
+        &[V::Int(lease_until), V::Int(now.as_millis())],
+        &ids,
+    )?;
     for (provider, b) in buckets {
         if let Some(b) = b {
             c.execute(
@@ -972,20 +969,15 @@ pub fn complete_attempts(
     log_attempts(c, &reports.iter().collect::<Vec<_>>())?;
     // The messages' current state, read (and on PostgreSQL locked) at once.
     let ids: Vec<&str> = reports.iter().map(|r| r.message_id.as_str()).collect();
-    let mut state: HashMap<String, (String, u32, String)> = HashMap::with_capacity(ids.len());
-    for chunk in c.chunks(&ids) {
-        let set = RowSet::new(c, 1, &["TEXT"], chunk.iter().map(|id| [V::from(*id)]));
-        let sql = format!(
-            "SELECT id, status, attempts, workspace_id FROM messages WHERE id IN {}{}",
-            set.in_list(),
-            c.for_update()
-        );
-        for (id, row) in c.query_map(&sql, set.params(), |r| {
-            Ok((r.get::<_, String>(0)?, (r.get(1)?, r.get(2)?, r.get(3)?)))
-        })? {
-            state.insert(id, row);
-        }
-    }
+    let state: HashMap<String, (String, u32, String)> = c
+        .query_ids(
+            "SELECT id, status, attempts, workspace_id FROM messages",
+            c.for_update(),
+            &ids,
+            |r| Ok((r.get::<_, String>(0)?, (r.get(1)?, r.get(2)?, r.get(3)?))),
+        )?
+        .into_iter()
+        .collect();
     let mut seen: HashMap<&str, usize> = HashMap::with_capacity(ids.len());
     for id in &ids {
         *seen.entry(id).or_default() += 1;

@@ -435,15 +435,12 @@ fn webhook_event(
 /// events, then their messages), not two per event. Events not found are
 /// left out.
 fn load_events(c: &Db<'_>, ids: &[&str]) -> Result<HashMap<String, WebhookEvent>, StoreError> {
-    let mut rows: Vec<(String, EventRow)> = Vec::with_capacity(ids.len());
-    for chunk in c.chunks(ids) {
-        let set = RowSet::new(c, 1, &["TEXT"], chunk.iter().map(|id| [V::from(*id)]));
-        let sql = format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE id IN {}",
-            set.in_list()
-        );
-        rows.extend(c.query_map(&sql, set.params(), event_row)?);
-    }
+    let rows = c.query_ids(
+        &format!("SELECT {EVENT_COLUMNS} FROM events"),
+        "",
+        ids,
+        event_row,
+    )?;
     let mut message_ids: Vec<&str> = rows
         .iter()
         .filter_map(|(_, e)| e.message_id.as_deref())
@@ -451,17 +448,14 @@ fn load_events(c: &Db<'_>, ids: &[&str]) -> Result<HashMap<String, WebhookEvent>
     message_ids.sort_unstable();
     message_ids.dedup();
     let mut messages: HashMap<String, MessageRecord> = HashMap::with_capacity(message_ids.len());
-    for chunk in c.chunks(&message_ids) {
-        let set = RowSet::new(c, 1, &["TEXT"], chunk.iter().map(|id| [V::from(*id)]));
-        let sql = format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id IN {}",
-            set.in_list()
-        );
-        let found = c.query_map(&sql, set.params(), |r| Ok(rows::message(r)))?;
-        for m in found {
-            let m = m?;
-            messages.insert(m.id.as_str().to_owned(), m);
-        }
+    for m in c.query_ids(
+        &format!("SELECT {MESSAGE_COLUMNS} FROM messages"),
+        "",
+        &message_ids,
+        |r| Ok(rows::message(r)),
+    )? {
+        let m = m?;
+        messages.insert(m.id.as_str().to_owned(), m);
     }
     rows.into_iter()
         .map(|(id, e)| {
@@ -538,16 +532,13 @@ pub fn claim(
     let lease_until = now.plus(lease).as_millis();
     // Set-based: one lease update and two reads per `Db::chunks` run.
     let ids: Vec<&str> = due.iter().map(|d| d.0.as_str()).collect();
-    for chunk in c.chunks(&ids) {
-        let set = RowSet::new(c, 3, &["TEXT"], chunk.iter().map(|id| [V::from(*id)]));
-        let sql = format!(
-            "UPDATE webhook_deliveries SET lease_until = ?1, attempts = attempts + 1, updated_at = ?2 WHERE id IN {}",
-            set.in_list()
-        );
-        let mut params: Vec<V> = vec![V::Int(lease_until), V::Int(now.as_millis())];
-        params.extend(set.into_params());
-        c.execute(&sql, &params)?;
-    }
+    c.update_ids(
+        "webhook_deliveries",
+        "lease_until = ?1, attempts = attempts + 1, updated_at = ?2",
+        "",
+        &[V::Int(lease_until), V::Int(now.as_millis())],
+        &ids,
+    )?;
     let event_ids: Vec<&str> = due.iter().map(|d| d.2.as_str()).collect();
     let mut events = load_events(c, &event_ids)?;
     // How many deliveries still need each event: the last takes it, the
@@ -668,15 +659,14 @@ pub fn complete_all(c: &Db<'_>, reports: &[WebhookAttemptReport]) -> Result<Vec<
         .collect();
     endpoints.sort_unstable();
     endpoints.dedup();
-    for chunk in c.chunks(&endpoints) {
-        let set = RowSet::new(c, 1, &["TEXT"], chunk.iter().map(|id| [V::from(*id)]));
-        // Only where there is something to reset (see `complete`).
-        let sql = format!(
-            "UPDATE webhook_endpoints SET consecutive_failures = 0 WHERE id IN {} AND consecutive_failures <> 0",
-            set.in_list()
-        );
-        c.execute(&sql, set.params())?;
-    }
+    // Only where there is something to reset (see `complete`).
+    c.update_ids(
+        "webhook_endpoints",
+        "consecutive_failures = 0",
+        " AND consecutive_failures <> 0",
+        &[],
+        &endpoints,
+    )?;
     Ok(vec![(); reports.len()])
 }
 
