@@ -27,6 +27,18 @@ fn endpoint(events: Option<Vec<&str>>, disable_after: u32) -> EndpointSettings {
     .unwrap()
 }
 
+/// What a claim of webhook deliveries at `at` takes, up to `limit`.
+async fn claim_deliveries(
+    f: &crate::Fixture,
+    at: switchboard_core::Timestamp,
+    limit: usize,
+) -> Vec<switchboard_store::WebhookJob> {
+    f.store
+        .claim_webhook_deliveries(at, limit, LEASE)
+        .await
+        .unwrap()
+}
+
 fn report(
     job: &switchboard_store::WebhookJob,
     status: u16,
@@ -126,11 +138,7 @@ conformance!(
         let claimed = f.store.claim_due(T0, 10, LEASE).await.unwrap();
         assert_eq!(claimed.len(), 1);
         // queued and sending are out for `all`; `delivered_only` has nothing yet.
-        let jobs = f
-            .store
-            .claim_webhook_deliveries(T0, 100, LEASE)
-            .await
-            .unwrap();
+        let jobs = claim_deliveries(&f, T0, 100).await;
         let types: Vec<(&str, &str)> = jobs
             .iter()
             .map(|j| (j.endpoint.id.as_str(), j.event.event_type.as_str()))
@@ -141,11 +149,7 @@ conformance!(
             .complete_webhook_attempt(report(&jobs[0], 200, WebhookOutcome::Succeeded))
             .await
             .unwrap();
-        let next = f
-            .store
-            .claim_webhook_deliveries(T0, 100, LEASE)
-            .await
-            .unwrap();
+        let next = claim_deliveries(&f, T0, 100).await;
         assert_eq!(next.len(), 1);
         assert_eq!(next[0].event.event_type, "message.sending");
         // A failure keeps the order: nothing after it goes out before it.
@@ -157,13 +161,7 @@ conformance!(
             ))
             .await
             .unwrap();
-        assert!(
-            f.store
-                .claim_webhook_deliveries(T0, 100, LEASE)
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        assert!(claim_deliveries(&f, T0, 100).await.is_empty());
         let attempts = f
             .store
             .webhook_attempts(&f.ws, &all.id, 10)
@@ -194,11 +192,7 @@ conformance!(
         f.store.accept_message(simple(&f.ws)).await.unwrap();
         let mut now = T0;
         for _ in 0..2 {
-            let jobs = f
-                .store
-                .claim_webhook_deliveries(now, 10, LEASE)
-                .await
-                .unwrap();
+            let jobs = claim_deliveries(&f, now, 10).await;
             assert_eq!(jobs.len(), 1);
             now = now.plus(Duration::from_secs(5));
             f.store
@@ -208,13 +202,7 @@ conformance!(
         }
         let after = f.store.get_endpoint(&f.ws, &ep.id).await.unwrap().unwrap();
         assert!(!after.enabled, "disabled after 2 failures in a row");
-        assert!(
-            f.store
-                .claim_webhook_deliveries(now, 10, LEASE)
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        assert!(claim_deliveries(&f, now, 10).await.is_empty());
     }
 );
 
@@ -640,11 +628,7 @@ conformance!(
             f.store.accept_message(simple(&f.ws)).await.unwrap();
         }
         // Three messages, three ordering keys: three deliveries out at once.
-        let jobs = f
-            .store
-            .claim_webhook_deliveries(T0, 10, LEASE)
-            .await
-            .unwrap();
+        let jobs = claim_deliveries(&f, T0, 10).await;
         assert_eq!(jobs.len(), 3);
         let later = T0.plus(Duration::from_secs(1));
         f.store
@@ -680,11 +664,7 @@ conformance!(
                 .all(|a| a.response_body.as_deref() == Some("ok"))
         );
         // Only the failed delivery is due again.
-        let again = f
-            .store
-            .claim_webhook_deliveries(later, 10, LEASE)
-            .await
-            .unwrap();
+        let again = claim_deliveries(&f, later, 10).await;
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].delivery_id, jobs[0].delivery_id);
         // The same delivery reported twice in one write: the first report
@@ -705,10 +685,8 @@ conformance!(
             .unwrap();
         assert_eq!(attempts.len(), 5);
         assert!(
-            f.store
-                .claim_webhook_deliveries(later.plus(Duration::from_secs(60)), 10, LEASE)
+            claim_deliveries(&f, later.plus(Duration::from_secs(60)), 10)
                 .await
-                .unwrap()
                 .is_empty(),
             "every delivery settled"
         );
@@ -717,11 +695,7 @@ conformance!(
         f.store.accept_message(simple(&f.ws)).await.unwrap();
         f.store.accept_message(simple(&f.ws)).await.unwrap();
         let at = later.plus(Duration::from_secs(120));
-        let mixed = f
-            .store
-            .claim_webhook_deliveries(at, 10, LEASE)
-            .await
-            .unwrap();
+        let mixed = claim_deliveries(&f, at, 10).await;
         assert_eq!(mixed.len(), 2);
         let results = f
             .store
@@ -752,11 +726,7 @@ conformance!(
             None,
             "what is due by now is the claim's, not a time to wait for"
         );
-        let jobs = f
-            .store
-            .claim_webhook_deliveries(T0, 10, LEASE)
-            .await
-            .unwrap();
+        let jobs = claim_deliveries(&f, T0, 10).await;
         assert_eq!(jobs.len(), 1);
         assert_eq!(
             f.store.next_webhook_due_at(T0).await.unwrap(),
