@@ -7,14 +7,14 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::secret::random_bytes;
+use crate::secret::id_bytes;
 use crate::time::Timestamp;
 
 const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
 fn ulid_at(now: Timestamp) -> String {
     let ms = u128::try_from(now.as_millis().max(0)).unwrap_or(0) & ((1u128 << 48) - 1);
-    let rand = random_bytes::<10>();
+    let rand = id_bytes::<10>();
     let mut value = ms << 80;
     for (i, b) in rand.iter().enumerate() {
         value |= u128::from(*b) << (72 - 8 * i);

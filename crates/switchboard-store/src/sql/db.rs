@@ -616,6 +616,31 @@ impl Db<'_> {
         }
     }
 
+    /// `INSERT INTO`; on SQLite `INSERT OR FAIL INTO`. A statement that
+    /// may abort part-way (any `UNIQUE` or `NOT NULL` column) makes SQLite
+    /// copy every page it touches into a statement journal first, so that
+    /// it can undo itself alone and leave the transaction open. No write
+    /// job carries on after a failed statement (the job's savepoint or the
+    /// whole batch is rolled back, see `group_commit`), so that copy buys
+    /// nothing; `OR FAIL` stops at the failing row without it. For the hot
+    /// set-based writes: a multi-row insert ran a third faster without it.
+    pub fn insert_into(&self) -> &'static str {
+        if self.is_pg() {
+            "INSERT INTO"
+        } else {
+            "INSERT OR FAIL INTO"
+        }
+    }
+
+    /// `UPDATE`; on SQLite `UPDATE OR FAIL` (see `insert_into`).
+    pub fn update(&self) -> &'static str {
+        if self.is_pg() {
+            "UPDATE"
+        } else {
+            "UPDATE OR FAIL"
+        }
+    }
+
     /// ` FOR UPDATE` on PostgreSQL (wait for the row), nothing on SQLite.
     pub fn for_update(&self) -> &'static str {
         if self.is_pg() { " FOR UPDATE" } else { "" }
@@ -909,7 +934,8 @@ impl Db<'_> {
         for chunk in self.chunks(items) {
             let set = RowSet::new(self, 1, types, chunk.iter().map(&row));
             let sql = format!(
-                "UPDATE {table} SET {assignments} FROM {} AS v WHERE {table}.id = v.column1{and}",
+                "{} {table} SET {assignments} FROM {} AS v WHERE {table}.id = v.column1{and}",
+                self.update(),
                 set.table()
             );
             self.execute(&sql, set.params())?;
@@ -932,7 +958,8 @@ impl Db<'_> {
         for chunk in self.chunks(ids) {
             let set = id_set(self, leading.len() + 1, chunk);
             let sql = format!(
-                "UPDATE {table} SET {assignments} WHERE id IN {}{and}",
+                "{} {table} SET {assignments} WHERE id IN {}{and}",
+                self.update(),
                 set.in_list()
             );
             let mut params: Vec<V> = leading.iter().map(ToV::to_v).collect();

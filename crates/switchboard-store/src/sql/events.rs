@@ -139,7 +139,8 @@ fn write(c: &Db<'_>, events: &[Pending]) -> Result<(), StoreError> {
             }),
         );
         let sql = format!(
-            "INSERT INTO events (id, workspace_id, message_id, type, status, detail, error_code, created_at) {} RETURNING id, seq",
+            "{} events (id, workspace_id, message_id, type, status, detail, error_code, created_at) {} RETURNING id, seq",
+            c.insert_into(),
             set.values()
         );
         seq_of.extend(c.query_map(&sql, set.params(), |r| {

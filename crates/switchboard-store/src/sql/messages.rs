@@ -326,7 +326,7 @@ impl<'a> NewRow<'a> {
     }
 }
 
-const MESSAGE_INSERT: &str = "INSERT INTO messages (id, workspace_id, to_phone, from_addr, channel, body, media_urls, encoding, segments,
+const MESSAGE_INSERT: &str = "messages (id, workspace_id, to_phone, from_addr, channel, body, media_urls, encoding, segments,
     client_ref, metadata, category, priority, timezone, status, initial_status, provider_id, attempts,
     next_attempt_at, send_at, expires_at, idempotency_key, request_hash, created_at, updated_at, consent_exempt, channel_template) ";
 const MESSAGE_INSERT_COLUMNS: usize = 27;
@@ -348,7 +348,10 @@ fn insert_messages(c: &Db<'_>, rows: &[NewRow<'_>]) -> Result<(), StoreError> {
             &MESSAGE_INSERT_TYPES,
             chunk.iter().map(NewRow::message_values),
         );
-        c.execute(&format!("{MESSAGE_INSERT}{}", set.values()), set.params())?;
+        c.execute(
+            &format!("{} {MESSAGE_INSERT}{}", c.insert_into(), set.values()),
+            set.params(),
+        )?;
     }
     for r in rows {
         super::events::record(
@@ -939,7 +942,7 @@ fn attempt_values(r: &AttemptReport) -> Option<[V<'_>; 11]> {
     ])
 }
 
-const ATTEMPT_INSERT: &str = "INSERT INTO attempts (id, message_id, attempt, provider_id, started_at, duration_ms, outcome, error_class, error_code, error_message, provider_message_id) ";
+const ATTEMPT_INSERT: &str = "attempts (id, message_id, attempt, provider_id, started_at, duration_ms, outcome, error_class, error_code, error_message, provider_message_id) ";
 /// The PostgreSQL types of `ATTEMPT_INSERT`'s columns.
 const ATTEMPT_INSERT_TYPES: [&str; 11] = [
     "TEXT", "TEXT", "BIGINT", "TEXT", "BIGINT", "BIGINT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT",
@@ -950,7 +953,10 @@ fn log_attempts(c: &Db<'_>, reports: &[&AttemptReport]) -> Result<(), StoreError
     let rows: Vec<[V<'_>; 11]> = reports.iter().filter_map(|r| attempt_values(r)).collect();
     for chunk in c.chunks(&rows) {
         let set = RowSet::new(c, 1, &ATTEMPT_INSERT_TYPES, chunk.iter().cloned());
-        c.execute(&format!("{ATTEMPT_INSERT}{}", set.values()), set.params())?;
+        c.execute(
+            &format!("{} {ATTEMPT_INSERT}{}", c.insert_into(), set.values()),
+            set.params(),
+        )?;
     }
     Ok(())
 }

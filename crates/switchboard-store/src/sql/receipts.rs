@@ -45,8 +45,9 @@ pub fn receive_many(
             }),
         );
         let sql = format!(
-            "INSERT INTO receipt_inbox (provider_id, provider_message_id, kind, error_code, raw, received_at, next_check_at) {}
+            "{} receipt_inbox (provider_id, provider_message_id, kind, error_code, raw, received_at, next_check_at) {}
              ON CONFLICT (provider_id, provider_message_id, kind) DO NOTHING RETURNING provider_message_id, kind",
+            c.insert_into(),
             set.values()
         );
         stored.extend(c.query_map(&sql, set.params(), |r| Ok((r.get(0)?, r.get(1)?)))?);

@@ -73,10 +73,11 @@ pub fn fan_out(c: &Db<'_>, events: &[Fan<'_>]) -> Result<(), StoreError> {
             }),
         );
         let sql = format!(
-            "INSERT INTO webhook_deliveries (id, endpoint_id, workspace_id, event_id, event_seq, ordering_key, status, next_attempt_at, created_at, updated_at)
+            "{} webhook_deliveries (id, endpoint_id, workspace_id, event_id, event_seq, ordering_key, status, next_attempt_at, created_at, updated_at)
              SELECT e.column1 || '/' || w.id, w.id, e.column2, e.column1, e.column3, e.column5, 'pending', e.column6, e.column6, e.column6
              FROM {} e JOIN webhook_endpoints w ON w.workspace_id = e.column2
              WHERE w.enabled = 1 AND w.deleted_at IS NULL AND (w.event_types IS NULL OR {subscribed})",
+            c.insert_into(),
             set.table()
         );
         c.execute(&sql, set.params())?;
@@ -582,7 +583,7 @@ pub fn claim(
     Ok(jobs)
 }
 
-const WEBHOOK_ATTEMPT_INSERT: &str = "INSERT INTO webhook_attempts (id, endpoint_id, delivery_id, event_id, attempt, trigger, status_code, error, response_body, duration_ms, created_at) ";
+const WEBHOOK_ATTEMPT_INSERT: &str = "webhook_attempts (id, endpoint_id, delivery_id, event_id, attempt, trigger, status_code, error, response_body, duration_ms, created_at) ";
 
 /// Logs webhook attempts: one insert per `Db::chunks` run.
 fn log_webhook_attempts(c: &Db<'_>, reports: &[WebhookAttemptReport]) -> Result<(), StoreError> {
@@ -614,7 +615,11 @@ fn log_webhook_attempts(c: &Db<'_>, reports: &[WebhookAttemptReport]) -> Result<
             }),
         );
         c.execute(
-            &format!("{WEBHOOK_ATTEMPT_INSERT}{}", set.values()),
+            &format!(
+                "{} {WEBHOOK_ATTEMPT_INSERT}{}",
+                c.insert_into(),
+                set.values()
+            ),
             set.params(),
         )?;
     }

@@ -68,6 +68,73 @@ async fn a_failing_write_rolls_back_alone_and_its_batch_commits() {
     assert_eq!((count, has25), (49, false));
 }
 
+/// `Db::insert_into` is `INSERT OR FAIL` on SQLite, which stops at the
+/// failing row and keeps the rows before it (no statement journal): the
+/// group commit must still roll the whole job back, in the optimistic pass
+/// and in the careful one, and commit its neighbours.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_row_insert_that_fails_part_way_leaves_none_of_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE t (n INTEGER PRIMARY KEY, k TEXT NOT NULL UNIQUE);
+         INSERT INTO t VALUES (1000, 'taken');",
+    )
+    .unwrap();
+    let (gc, _thread) = GroupCommit::start(Conn::Lite(conn), None);
+    let gc = Arc::new(gc);
+    let mut tasks = Vec::new();
+    for job in 0..40i64 {
+        let gc = gc.clone();
+        tasks.push(tokio::spawn(async move {
+            gc.run(move |c| {
+                // Four rows; job 13's third row takes a key already stored,
+                // job 27's fourth row has no key at all.
+                let rows: Vec<(i64, Option<String>)> = (0..4)
+                    .map(|i| {
+                        let n = job * 10 + i;
+                        let k = match (job, i) {
+                            (13, 2) => Some("taken".to_owned()),
+                            (27, 3) => None,
+                            _ => Some(format!("k{n}")),
+                        };
+                        (n, k)
+                    })
+                    .collect();
+                let params: Vec<V> = rows
+                    .iter()
+                    .flat_map(|(n, k)| [V::Int(*n), k.as_deref().map_or(V::Null, V::from)])
+                    .collect();
+                c.execute(
+                    &format!(
+                        "{} t (n, k) VALUES (?1, ?2), (?3, ?4), (?5, ?6), (?7, ?8)",
+                        c.insert_into()
+                    ),
+                    &params,
+                )?;
+                Ok(job)
+            })
+            .await
+        }));
+    }
+    for (job, t) in tasks.into_iter().enumerate() {
+        let r = t.await.unwrap();
+        assert_eq!(r.is_err(), job == 13 || job == 27, "job {job}: {r:?}");
+    }
+    let check = Connection::open(&path).unwrap();
+    let count = |sql: &str| -> i64 { check.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(
+        count("SELECT COUNT(*) FROM t WHERE n BETWEEN 130 AND 139"),
+        0
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM t WHERE n BETWEEN 270 AND 279"),
+        0
+    );
+    assert_eq!(count("SELECT COUNT(*) FROM t"), 1 + 38 * 4);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_postgres_a_job_that_carries_on_after_a_failed_statement_is_not_committed() {
     let Some(base) = crate::pg_url() else {
