@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use switchboard_core::Timestamp;
 
 use super::db::{Db, RowSet, V};
-use super::webhooks::{Fan, fan_out};
+use super::webhooks::{Fan, fan_out, fan_out_from};
 use crate::error::StoreError;
 
 /// A message event to record.
@@ -112,34 +112,47 @@ impl Drop for DeferEvents {
     }
 }
 
+/// The columns of an events insert, and their PostgreSQL types.
+const EVENT_INSERT: &str =
+    "events (id, workspace_id, message_id, type, status, detail, error_code, created_at)";
+const EVENT_TYPES: [&str; 8] = [
+    "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "BIGINT",
+];
+
+/// The events of a run as a `RowSet`, in `EVENT_INSERT` order.
+fn event_set<'p>(c: &Db<'_>, chunk: &'p [Pending]) -> RowSet<'p> {
+    RowSet::new(
+        c,
+        1,
+        &EVENT_TYPES,
+        chunk.iter().map(|p| {
+            [
+                V::from(p.id.as_str()),
+                V::from(p.workspace_id.as_str()),
+                V::from(p.message_id.as_str()),
+                V::from(p.event_type.as_str()),
+                V::from(p.status.as_str()),
+                V::from(&p.detail),
+                V::from(&p.error_code),
+                V::Int(p.at.as_millis()),
+            ]
+        }),
+    )
+}
+
 /// Inserts events, one statement per `Db::chunks` run, and fans them out.
 fn write(c: &Db<'_>, events: &[Pending]) -> Result<(), StoreError> {
     if events.is_empty() {
         return Ok(());
     }
+    if c.is_pg() {
+        return write_pg(c, events);
+    }
     let mut seq_of: HashMap<String, i64> = HashMap::with_capacity(events.len());
     for chunk in c.chunks(events) {
-        let set = RowSet::new(
-            c,
-            1,
-            &[
-                "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "BIGINT",
-            ],
-            chunk.iter().map(|p| {
-                [
-                    V::from(p.id.as_str()),
-                    V::from(p.workspace_id.as_str()),
-                    V::from(p.message_id.as_str()),
-                    V::from(p.event_type.as_str()),
-                    V::from(p.status.as_str()),
-                    V::from(&p.detail),
-                    V::from(&p.error_code),
-                    V::Int(p.at.as_millis()),
-                ]
-            }),
-        );
+        let set = event_set(c, chunk);
         let sql = format!(
-            "{} events (id, workspace_id, message_id, type, status, detail, error_code, created_at) {} RETURNING id, seq",
+            "{} {EVENT_INSERT} {} RETURNING id, seq",
             c.insert_into(),
             set.values()
         );
@@ -163,6 +176,32 @@ fn write(c: &Db<'_>, events: &[Pending]) -> Result<(), StoreError> {
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
     fan_out(c, &fans)
+}
+
+/// On PostgreSQL, where every statement is a round trip, the insert and
+/// the fan-out are one statement per run: the fan-out reads the rows the
+/// insert returns (with their sequence numbers) in a data-modifying `WITH`.
+fn write_pg(c: &Db<'_>, events: &[Pending]) -> Result<(), StoreError> {
+    for chunk in c.chunks(events) {
+        let set = event_set(c, chunk);
+        let sql = format!(
+            "WITH ev (column1, column2, column3, column4, column5, column6) AS (
+                 INSERT INTO {EVENT_INSERT} {}
+                 RETURNING id, workspace_id, seq, type, message_id, created_at),
+             fan AS ({})
+             SELECT COUNT(*) FROM ev",
+            set.values(),
+            fan_out_from(c, "ev"),
+        );
+        let inserted: i64 = c.query_row(&sql, set.params(), |r| r.get(0))?;
+        if usize::try_from(inserted).ok() != Some(chunk.len()) {
+            return Err(StoreError::Corrupt(format!(
+                "{inserted} of {} events were inserted",
+                chunk.len()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Records a message event: at the end of the batch inside one

@@ -46,16 +46,6 @@ pub struct Fan<'a> {
 /// `events` table: a cached plan made while that table was small would scan
 /// it once it is large.
 pub fn fan_out(c: &Db<'_>, events: &[Fan<'_>]) -> Result<(), StoreError> {
-    // Only the event-type filter differs between the engines. On SQLite the
-    // list is searched as text for the quoted name: the lists are written
-    // by serde_json from validated names (letters, dots, underscores), so
-    // `"message.sent"` matches that element and nothing else, without
-    // opening `json_each` for every event and endpoint.
-    let subscribed = if c.is_pg() {
-        "jsonb_exists(w.event_types::jsonb, e.column4)"
-    } else {
-        "instr(w.event_types, '\"' || e.column4 || '\"') > 0"
-    };
     for chunk in c.chunks(events) {
         let set = RowSet::new(
             c,
@@ -72,17 +62,33 @@ pub fn fan_out(c: &Db<'_>, events: &[Fan<'_>]) -> Result<(), StoreError> {
                 ]
             }),
         );
-        let sql = format!(
-            "{} webhook_deliveries (id, endpoint_id, workspace_id, event_id, event_seq, ordering_key, status, next_attempt_at, created_at, updated_at)
-             SELECT e.column1 || '/' || w.id, w.id, e.column2, e.column1, e.column3, e.column5, 'pending', e.column6, e.column6, e.column6
-             FROM {} e JOIN webhook_endpoints w ON w.workspace_id = e.column2
-             WHERE w.enabled = 1 AND w.deleted_at IS NULL AND (w.event_types IS NULL OR {subscribed})",
-            c.insert_into(),
-            set.table()
-        );
-        c.execute(&sql, set.params())?;
+        c.execute(&fan_out_from(c, &set.table()), set.params())?;
     }
     Ok(())
+}
+
+/// The fan-out statement for the events of `source`, a table expression
+/// whose columns `column1` … `column6` are each event's id, workspace,
+/// sequence number, type, message and time (a `RowSet`, or on PostgreSQL
+/// the events an insert returns, see `events::write`).
+pub(crate) fn fan_out_from(c: &Db<'_>, source: &str) -> String {
+    // Only the event-type filter differs between the engines. On SQLite the
+    // list is searched as text for the quoted name: the lists are written
+    // by serde_json from validated names (letters, dots, underscores), so
+    // `"message.sent"` matches that element and nothing else, without
+    // opening `json_each` for every event and endpoint.
+    let subscribed = if c.is_pg() {
+        "jsonb_exists(w.event_types::jsonb, e.column4)"
+    } else {
+        "instr(w.event_types, '\"' || e.column4 || '\"') > 0"
+    };
+    format!(
+        "{} webhook_deliveries (id, endpoint_id, workspace_id, event_id, event_seq, ordering_key, status, next_attempt_at, created_at, updated_at)
+         SELECT e.column1 || '/' || w.id, w.id, e.column2, e.column1, e.column3, e.column5, 'pending', e.column6, e.column6, e.column6
+         FROM {source} e JOIN webhook_endpoints w ON w.workspace_id = e.column2
+         WHERE w.enabled = 1 AND w.deleted_at IS NULL AND (w.event_types IS NULL OR {subscribed})",
+        c.insert_into(),
+    )
 }
 
 /// Records an event that is not about a message (`endpoint.disabled`,
