@@ -4,6 +4,9 @@ use clap::Parser;
 use switchboard::cli::{Cli, run};
 use tracing_subscriber::EnvFilter;
 
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // One TLS stack for the whole process: rustls on ring.
