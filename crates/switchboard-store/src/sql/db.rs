@@ -986,55 +986,11 @@ impl Db<'_> {
         }
         Ok(out)
     }
-
-    /// `query_map` for a statement whose best plan depends on how large its
-    /// tables are now: PostgreSQL plans it afresh for these values instead
-    /// of running a plan cached for a prepared statement, which may have
-    /// been made while the tables were nearly empty and would then scan
-    /// them. It is sent unnamed with its parameters' types given
-    /// (`pg_type`), so it is still one round trip. SQLite has no such
-    /// cache.
-    pub fn query_map_planned<T>(
-        &self,
-        sql: &str,
-        params: &[V],
-        mut f: impl FnMut(&Row<'_>) -> Result<T, DbError>,
-    ) -> Result<Vec<T>, DbError> {
-        match self {
-            Db::Lite(_) => self.query_map(sql, params, f),
-            Db::Pg(c) => {
-                let sql = dollar_placeholders(sql);
-                let typed: Vec<(&(dyn PgToSql + Sync), Type)> = params
-                    .iter()
-                    .map(|v| (v as &(dyn PgToSql + Sync), pg_type(v)))
-                    .collect();
-                let rows = c.call(|cl| cl.query_typed(&sql, &typed))?;
-                rows.iter().map(|r| f(&Row::Pg(r))).collect()
-            }
-        }
-    }
 }
 
 /// A one-column set of text ids, numbered from `?first`.
 fn id_set<'p>(c: &Db<'_>, first: usize, ids: &[&'p str]) -> RowSet<'p> {
     RowSet::new(c, first, &["TEXT"], ids.iter().map(|id| [V::from(*id)]))
-}
-
-/// The PostgreSQL type a value is sent as when the statement does not say
-/// (`query_map_planned`): the schema's own (`TEXT`, `BIGINT`, booleans as
-/// `BIGINT`); a NULL, or an array of nothing but NULLs, as text, which
-/// casts to any of them.
-fn pg_type(v: &V<'_>) -> Type {
-    match v {
-        V::Null | V::Text(_) => Type::TEXT,
-        V::Int(_) | V::Bool(_) => Type::INT8,
-        V::Real(_) => Type::FLOAT8,
-        V::Array(items) => match items.iter().find(|v| !matches!(v, V::Null)) {
-            Some(V::Int(_) | V::Bool(_)) => Type::INT8_ARRAY,
-            Some(V::Real(_)) => Type::FLOAT8_ARRAY,
-            _ => Type::TEXT_ARRAY,
-        },
-    }
 }
 
 /// An owned connection of either engine.
@@ -1147,7 +1103,7 @@ mod tests {
             let mut params = vec![V::from("x")];
             params.extend(set.into_params());
             let got = db
-                .query_map_planned(&sql, &params, |r| {
+                .query_map(&sql, &params, |r| {
                     Ok((
                         r.get::<_, String>(0)?,
                         r.get::<_, i64>(1)?,

@@ -164,13 +164,8 @@ fn existing_keys(
             &["TEXT", "TEXT"],
             chunk.iter().map(|(ws, key)| [V::from(*ws), V::from(*key)]),
         );
-        let sql = format!(
-            "SELECT m.workspace_id, m.idempotency_key, m.id, m.request_hash, m.initial_status, m.client_ref,
-                    m.segments, m.encoding, m.created_at
-             FROM {} k JOIN messages m ON m.workspace_id = k.column1 AND m.idempotency_key = k.column2",
-            set.table()
-        );
-        for row in c.query_map_planned(&sql, set.params(), |r| {
+        let sql = existing_keys_sql(c, &set.table());
+        for row in c.query_map(&sql, set.params(), |r| {
             Ok((
                 (r.get(0)?, r.get(1)?),
                 (
@@ -188,6 +183,31 @@ fn existing_keys(
         }
     }
     Ok(found)
+}
+
+/// The read of `existing_keys` for a set of (workspace, key) pairs.
+fn existing_keys_sql(c: &Db<'_>, set: &str) -> String {
+    if c.is_pg() {
+        // A prepared statement whose every plan is one lookup per key in
+        // the one index that matches its expression (PostgreSQL migration
+        // 0007): no plan made while the table was small can scan it later.
+        format!(
+            "SELECT k.column1, k.column2, m.id, m.request_hash, m.initial_status, m.client_ref,
+                    m.segments, m.encoding, m.created_at
+             FROM {set} k JOIN LATERAL (
+                 SELECT m.id, m.request_hash, m.initial_status, m.client_ref, m.segments, m.encoding, m.created_at
+                 FROM messages m
+                 WHERE (m.workspace_id || ' ' || m.idempotency_key) = (k.column1 || ' ' || k.column2)
+                   AND m.idempotency_key IS NOT NULL
+                 OFFSET 0) m ON true"
+        )
+    } else {
+        format!(
+            "SELECT m.workspace_id, m.idempotency_key, m.id, m.request_hash, m.initial_status, m.client_ref,
+                    m.segments, m.encoding, m.created_at
+             FROM {set} k JOIN messages m ON m.workspace_id = k.column1 AND m.idempotency_key = k.column2"
+        )
+    }
 }
 
 /// The consent state of each recipient whose request is subject to a
@@ -224,19 +244,35 @@ fn consent_states_of(
             &["TEXT", "TEXT", "TEXT"],
             chunk.iter().map(|row| row.map(V::from)),
         );
-        let sql = format!(
-            "SELECT c.workspace_id, c.phone, c.channel, c.state
-             FROM {} k JOIN contacts c
-               ON c.workspace_id = k.column1 AND c.phone = k.column2 AND c.channel = k.column3",
-            set.table()
-        );
-        for row in c.query_map_planned(&sql, set.params(), |r| {
+        let sql = consent_sql(c, &set.table());
+        for row in c.query_map(&sql, set.params(), |r| {
             Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get(3)?))
         })? {
             found.insert(row.0, row.1);
         }
     }
     Ok(found)
+}
+
+/// The read of `consent_states_of` for a set of (workspace, phone,
+/// channel) triples: on PostgreSQL one primary-key lookup per triple
+/// whatever plan is cached (see `existing_keys_sql`).
+fn consent_sql(c: &Db<'_>, set: &str) -> String {
+    if c.is_pg() {
+        format!(
+            "SELECT k.column1, k.column2, k.column3, c.state
+             FROM {set} k JOIN LATERAL (
+                 SELECT c.state FROM contacts c
+                 WHERE c.workspace_id = k.column1 AND c.phone = k.column2 AND c.channel = k.column3
+                 OFFSET 0) c ON true"
+        )
+    } else {
+        format!(
+            "SELECT c.workspace_id, c.phone, c.channel, c.state
+             FROM {set} k JOIN contacts c
+               ON c.workspace_id = k.column1 AND c.phone = k.column2 AND c.channel = k.column3"
+        )
+    }
 }
 
 /// A message about to be stored, with its first event.
@@ -1383,4 +1419,51 @@ pub fn status_counts(c: &Db<'_>) -> Result<Vec<(Status, u64)>, StoreError> {
         .into_iter()
         .map(|(s, n)| Ok((rows::status(&s)?, u64::try_from(n).unwrap_or(0))))
         .collect()
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use super::*;
+    use crate::sql::db::{Conn, PgConn};
+    use crate::sql::scratch::ScratchSchema;
+
+    /// The plan PostgreSQL caches for a prepared statement may be made
+    /// while the tables are empty and is kept as they grow: with a generic
+    /// plan made on empty tables, each key read must still be an index
+    /// lookup per key in its own index, never a filter over a workspace.
+    #[test]
+    fn on_postgres_the_key_reads_look_each_key_up_in_its_own_index() {
+        let Some(base) = ScratchSchema::test_server_url() else {
+            eprintln!("SWITCHBOARD_TEST_DATABASE_URL is not set: skipped");
+            return;
+        };
+        let schema = ScratchSchema::create(&base, "plan").unwrap();
+        let client = postgres::Client::connect(&schema.url(), postgres::NoTls).unwrap();
+        let conn = Conn::Pg(Box::new(PgConn::new(client)));
+        let db = conn.db();
+        crate::sql::pg_schema::migrate(&db).unwrap();
+        db.execute_batch("SET plan_cache_mode = force_generic_plan")
+            .unwrap();
+        let explain = |sql: String, params: &[V]| -> String {
+            db.query_map(&format!("EXPLAIN {sql}"), params, |r| r.get::<_, String>(0))
+                .unwrap()
+                .join("\n")
+        };
+        let keys = RowSet::new(&db, 1, &["TEXT", "TEXT"], [[V::from("ws_1"), V::from("k")]]);
+        let plan = explain(existing_keys_sql(&db, &keys.table()), keys.params());
+        assert!(
+            plan.contains("Index Scan using messages_idempotency_key"),
+            "{plan}"
+        );
+        assert!(!plan.contains("messages_by_"), "{plan}");
+        let who = RowSet::new(
+            &db,
+            1,
+            &["TEXT", "TEXT", "TEXT"],
+            [[V::from("ws_1"), V::from("+14155550123"), V::from("sms")]],
+        );
+        let plan = explain(consent_sql(&db, &who.table()), who.params());
+        assert!(plan.contains("Index Scan using contacts_pkey"), "{plan}");
+        assert!(plan.contains("Nested Loop"), "{plan}");
+    }
 }

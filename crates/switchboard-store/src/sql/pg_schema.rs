@@ -21,6 +21,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0006_webhook_claim_order",
         super::schema::WEBHOOK_CLAIM_ORDER,
     ),
+    (
+        "0007_idempotency_lookup",
+        include_str!("pg/0007_idempotency_lookup.sql"),
+    ),
 ];
 
 /// Applies the migrations not yet applied, each in its own transaction;
