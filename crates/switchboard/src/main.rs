@@ -4,6 +4,7 @@ use clap::Parser;
 use switchboard::cli::{Cli, run};
 use tracing_subscriber::EnvFilter;
 
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
