@@ -641,6 +641,36 @@ impl Db<'_> {
         }
     }
 
+    /// A `FROM` clause that finds, for each row `k` of a key set (`set`, a
+    /// `RowSet::table()`), the rows of `table` (as `alias`) that `on`
+    /// names: `{set} k JOIN {table} {alias} ON {on}`. On PostgreSQL the
+    /// lookup is a `LATERAL` subquery, `{set} k JOIN LATERAL (SELECT
+    /// {columns} FROM {table} {alias} WHERE {on} OFFSET 0) {alias} ON
+    /// true` (`OFFSET 0` keeps the planner from flattening it back into a
+    /// join it could hash), so every plan, even a generic one cached while
+    /// the table was empty, is one index lookup per key; `on` must match
+    /// one index only (ARCHITECTURE.md, "One SQL layer"). `columns` are
+    /// the columns of `alias` the statement reads; `lock` locks each row
+    /// found (PostgreSQL only).
+    pub fn lookup_join(
+        &self,
+        set: &str,
+        table: &str,
+        alias: &str,
+        columns: &str,
+        on: &str,
+        lock: bool,
+    ) -> String {
+        if self.is_pg() {
+            let lock = if lock { " FOR UPDATE" } else { "" };
+            format!(
+                "{set} k JOIN LATERAL (SELECT {columns} FROM {table} {alias} WHERE {on} OFFSET 0{lock}) {alias} ON true"
+            )
+        } else {
+            format!("{set} k JOIN {table} {alias} ON {on}")
+        }
+    }
+
     /// ` FOR UPDATE` on PostgreSQL (wait for the row), nothing on SQLite.
     pub fn for_update(&self) -> &'static str {
         if self.is_pg() { " FOR UPDATE" } else { "" }

@@ -187,27 +187,21 @@ fn existing_keys(
 
 /// The read of `existing_keys` for a set of (workspace, key) pairs.
 fn existing_keys_sql(c: &Db<'_>, set: &str) -> String {
-    if c.is_pg() {
-        // A prepared statement whose every plan is one lookup per key in
-        // the one index that matches its expression (PostgreSQL migration
-        // 0007): no plan made while the table was small can scan it later.
-        format!(
-            "SELECT k.column1, k.column2, m.id, m.request_hash, m.initial_status, m.client_ref,
-                    m.segments, m.encoding, m.created_at
-             FROM {set} k JOIN LATERAL (
-                 SELECT m.id, m.request_hash, m.initial_status, m.client_ref, m.segments, m.encoding, m.created_at
-                 FROM messages m
-                 WHERE (m.workspace_id || ' ' || m.idempotency_key) = (k.column1 || ' ' || k.column2)
-                   AND m.idempotency_key IS NOT NULL
-                 OFFSET 0) m ON true"
-        )
+    // On PostgreSQL the key is looked up as the one expression its index
+    // holds (migration 0007): the pair could as well be served by any index
+    // that leads with workspace_id, and a plan cached on an empty table
+    // took one of those and filtered the whole workspace.
+    let on = if c.is_pg() {
+        "(m.workspace_id || ' ' || m.idempotency_key) = (k.column1 || ' ' || k.column2)
+         AND m.idempotency_key IS NOT NULL"
     } else {
-        format!(
-            "SELECT m.workspace_id, m.idempotency_key, m.id, m.request_hash, m.initial_status, m.client_ref,
-                    m.segments, m.encoding, m.created_at
-             FROM {set} k JOIN messages m ON m.workspace_id = k.column1 AND m.idempotency_key = k.column2"
-        )
-    }
+        "m.workspace_id = k.column1 AND m.idempotency_key = k.column2"
+    };
+    let columns = "m.id, m.request_hash, m.initial_status, m.client_ref, m.segments, m.encoding, m.created_at";
+    format!(
+        "SELECT k.column1, k.column2, {columns} FROM {}",
+        c.lookup_join(set, "messages", "m", columns, on, false)
+    )
 }
 
 /// The consent state of each recipient whose request is subject to a
@@ -255,24 +249,19 @@ fn consent_states_of(
 }
 
 /// The read of `consent_states_of` for a set of (workspace, phone,
-/// channel) triples: on PostgreSQL one primary-key lookup per triple
-/// whatever plan is cached (see `existing_keys_sql`).
+/// channel) triples: one primary-key lookup per triple.
 fn consent_sql(c: &Db<'_>, set: &str) -> String {
-    if c.is_pg() {
-        format!(
-            "SELECT k.column1, k.column2, k.column3, c.state
-             FROM {set} k JOIN LATERAL (
-                 SELECT c.state FROM contacts c
-                 WHERE c.workspace_id = k.column1 AND c.phone = k.column2 AND c.channel = k.column3
-                 OFFSET 0) c ON true"
+    format!(
+        "SELECT k.column1, k.column2, k.column3, c.state FROM {}",
+        c.lookup_join(
+            set,
+            "contacts",
+            "c",
+            "c.state",
+            "c.workspace_id = k.column1 AND c.phone = k.column2 AND c.channel = k.column3",
+            false,
         )
-    } else {
-        format!(
-            "SELECT c.workspace_id, c.phone, c.channel, c.state
-             FROM {set} k JOIN contacts c
-               ON c.workspace_id = k.column1 AND c.phone = k.column2 AND c.channel = k.column3"
-        )
-    }
+    )
 }
 
 /// A message about to be stored, with its first event.

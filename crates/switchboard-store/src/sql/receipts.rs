@@ -106,24 +106,17 @@ pub fn process(c: &Db<'_>, now: Timestamp, limit: usize) -> Result<ReceiptPass, 
             &["TEXT", "TEXT"],
             chunk.iter().map(|k| k.map(V::from)),
         );
-        let sql = if c.is_pg() {
-            // One index lookup per key whatever plan is cached (ARCHITECTURE.md,
-            // "One SQL layer"), each row locked.
-            format!(
-                "SELECT k.column1, k.column2, m.id, m.status, m.workspace_id
-                 FROM {} k JOIN LATERAL (
-                     SELECT m.id, m.status, m.workspace_id FROM messages m
-                     WHERE m.provider_id = k.column1 AND m.provider_message_id = k.column2
-                     OFFSET 0 FOR UPDATE) m ON true",
-                set.table()
+        let sql = format!(
+            "SELECT k.column1, k.column2, m.id, m.status, m.workspace_id FROM {}",
+            c.lookup_join(
+                &set.table(),
+                "messages",
+                "m",
+                "m.id, m.status, m.workspace_id",
+                "m.provider_id = k.column1 AND m.provider_message_id = k.column2",
+                true,
             )
-        } else {
-            format!(
-                "SELECT k.column1, k.column2, m.id, m.status, m.workspace_id
-                 FROM {} k JOIN messages m ON m.provider_id = k.column1 AND m.provider_message_id = k.column2",
-                set.table()
-            )
-        };
+        );
         for (key, m) in c.query_map(&sql, set.params(), |r| {
             Ok(((r.get(0)?, r.get(1)?), (r.get(2)?, r.get(3)?, r.get(4)?)))
         })? {

@@ -7,6 +7,17 @@ use switchboard_store::{AcceptOutcome, StoreError};
 
 use crate::{simple, sqlite};
 
+/// A group commit on a fresh SQLite file made by `schema`; the directory
+/// lives as long as the first value.
+fn sqlite_writer(schema: &str) -> (tempfile::TempDir, std::path::PathBuf, Arc<GroupCommit>) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let conn = Connection::open(&path).unwrap();
+    conn.execute_batch(schema).unwrap();
+    let (gc, _thread) = GroupCommit::start(Conn::Lite(conn), None);
+    (dir, path, Arc::new(gc))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_accepts_share_commits() {
     let f = sqlite().await;
@@ -32,13 +43,7 @@ async fn concurrent_accepts_share_commits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_write_rolls_back_alone_and_its_batch_commits() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("t.db");
-    let conn = Connection::open(&path).unwrap();
-    conn.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY)")
-        .unwrap();
-    let (gc, _thread) = GroupCommit::start(Conn::Lite(conn), None);
-    let gc = Arc::new(gc);
+    let (_dir, path, gc) = sqlite_writer("CREATE TABLE t (n INTEGER PRIMARY KEY)");
     let mut tasks = Vec::new();
     for n in 0..50i64 {
         let gc = gc.clone();
@@ -74,16 +79,10 @@ async fn a_failing_write_rolls_back_alone_and_its_batch_commits() {
 /// and in the careful one, and commit its neighbours.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_multi_row_insert_that_fails_part_way_leaves_none_of_its_rows() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("t.db");
-    let conn = Connection::open(&path).unwrap();
-    conn.execute_batch(
+    let (_dir, path, gc) = sqlite_writer(
         "CREATE TABLE t (n INTEGER PRIMARY KEY, k TEXT NOT NULL UNIQUE);
          INSERT INTO t VALUES (1000, 'taken');",
-    )
-    .unwrap();
-    let (gc, _thread) = GroupCommit::start(Conn::Lite(conn), None);
-    let gc = Arc::new(gc);
+    );
     let mut tasks = Vec::new();
     for job in 0..40i64 {
         let gc = gc.clone();
