@@ -154,19 +154,17 @@ async fn create_endpoint(
 }
 
 fn message_request(base: &str, key: &str) -> MakeRequest {
-    let url = format!("{base}/v1/messages");
+    let host = load::authority(base).to_owned();
     let auth = format!("Bearer {key}");
     // Every request carries its own idempotency key, as CRM integrations
     // do (the key read is part of the accept path).
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    Arc::new(move |c: &reqwest::Client, i: usize| {
+    Arc::new(move |i: usize, buf: &mut Vec<u8>| {
         let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        c.post(&url)
-            .header("authorization", &auth)
-            .header("content-type", "application/json")
-            .body(format!(
-                r#"{{"to":"+14155550123","body":"Benchmark message {i}","client_ref":"b{i}","idempotency_key":"bench-{n}"}}"#
-            ))
+        let body = format!(
+            r#"{{"to":"+14155550123","body":"Benchmark message {i}","client_ref":"b{i}","idempotency_key":"bench-{n}"}}"#
+        );
+        load::post_json(buf, &host, "/v1/messages", &auth, body.as_bytes());
     })
 }
 
@@ -178,7 +176,9 @@ async fn warm_then_measure(
     make: MakeRequest,
     expect: u16,
 ) -> (load::LoadResult, server::Usage) {
+    let host = load::authority(&server.base);
     load::run(
+        host,
         args.concurrency,
         2_000,
         Duration::from_secs(5),
@@ -188,6 +188,7 @@ async fn warm_then_measure(
     .await;
     let before = server.usage();
     let r = load::run(
+        host,
         args.concurrency,
         args.requests,
         Duration::from_secs(args.seconds),
@@ -200,8 +201,8 @@ async fn warm_then_measure(
 
 async fn noop(args: &Args) -> anyhow::Result<Row> {
     let server = Server::start(&[("SWITCHBOARD_DISPATCH_PAUSED", "true".into())])?;
-    let url = format!("{}/healthz", server.base);
-    let make: MakeRequest = Arc::new(move |c: &reqwest::Client, _| c.get(&url));
+    let host = load::authority(&server.base).to_owned();
+    let make: MakeRequest = Arc::new(move |_, b: &mut Vec<u8>| load::get(b, &host, "/healthz"));
     let (r, before) = warm_then_measure(args, &server, make, 200).await;
     let mut row = Row::http(
         "noop",
@@ -326,8 +327,9 @@ async fn e2e(
     let mut tasks = Vec::new();
     for _ in 0..args.concurrency {
         let (next, make) = (next.clone(), make.clone());
+        let mut conn = load::Conn::new(load::authority(&server.base));
         tasks.push(tokio::spawn(async move {
-            let client = load::client();
+            let mut request = Vec::with_capacity(512);
             let mut out = Vec::new();
             let mut errors = 0usize;
             loop {
@@ -335,12 +337,19 @@ async fn e2e(
                 if i >= n {
                     break;
                 }
+                request.clear();
+                make(i, &mut request);
                 let t = Instant::now();
-                match make(&client, i).send().await {
-                    Ok(r) if r.status() == 202 => {
-                        let v: Value = r.json().await.unwrap_or_default();
-                        if let Some(id) = v["id"].as_str() {
-                            out.push((id.to_owned(), t));
+                match conn.send(&request).await {
+                    Ok(r) if r.status == 202 => {
+                        #[derive(serde::Deserialize)]
+                        struct Accepted<'a> {
+                            #[serde(borrow)]
+                            id: std::borrow::Cow<'a, str>,
+                        }
+                        match serde_json::from_slice::<Accepted>(r.body) {
+                            Ok(a) => out.push((a.id.into_owned(), t)),
+                            Err(_) => errors += 1,
                         }
                     }
                     _ => errors += 1,
@@ -440,6 +449,7 @@ async fn webhooks(args: &Args) -> anyhow::Result<Row> {
     let since = jiff::Timestamp::now();
     let make = message_request(&server.base, &key);
     let r = load::run(
+        load::authority(&server.base),
         args.concurrency,
         args.fanout_messages,
         Duration::from_secs(120),
