@@ -34,7 +34,7 @@ use axum::routing::{get, post};
 use axum::{Router, middleware};
 
 pub use error::ApiError;
-pub use state::{AppState, KeyCache};
+pub use state::{AppParts, AppState, KeyCache};
 
 /// Settings of the HTTP edge.
 #[derive(Debug, Clone, Copy)]

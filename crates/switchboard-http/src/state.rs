@@ -11,9 +11,30 @@ use tokio::sync::Notify;
 
 use crate::rate_limit::RateLimiter;
 
-/// Shared state of the HTTP edge.
+/// Shared state of the HTTP edge: one allocation, so that the clone axum
+/// makes for every extractor and middleware of every request is one
+/// reference count, not one per part (the accept profile showed the parts'
+/// clones and drops at about 4% of the request threads).
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppParts>);
+
+impl AppState {
+    /// The state of these parts.
+    pub fn new(parts: AppParts) -> AppState {
+        AppState(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppParts;
+    fn deref(&self) -> &AppParts {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+#[derive(Debug)]
+pub struct AppParts {
     /// Storage.
     pub store: Arc<dyn Store>,
     /// Time source.

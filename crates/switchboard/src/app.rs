@@ -12,7 +12,7 @@ use switchboard_core::{Clock, ProviderId, RetryPolicy};
 use switchboard_http::auth::hash_secret;
 use switchboard_http::rate_limit::{RateLimitConfig, RateLimiter};
 use switchboard_http::webhooks::WebhookGateway;
-use switchboard_http::{AppState, HttpConfig, KeyCache};
+use switchboard_http::{AppParts, AppState, HttpConfig, KeyCache};
 use switchboard_providers::sim::{SIM_PROVIDER_ID, SimConfig, SimProvider};
 use switchboard_providers::{Connector, Providers};
 use switchboard_store::Store;
@@ -116,8 +116,8 @@ fn http_state(
     admin_hash: String,
     webhooks: WebhookDeliverer,
     providers: Providers,
-) -> AppState {
-    AppState {
+) -> AppParts {
+    AppParts {
         store: store.clone(),
         clock,
         metrics: Arc::new(Metrics::default()),
@@ -156,14 +156,14 @@ pub async fn local_admin(
     let token = new_token("sbadmin_");
     let webhooks = WebhookDeliverer::new(store.clone(), clock.clone(), WebhookConfig::default())
         .context("building the webhook HTTP client")?;
-    let state = http_state(
+    let state = AppState::new(http_state(
         config,
         store,
         clock,
         hash_secret(&token),
         webhooks,
         Providers::offline(),
-    );
+    ));
     let router = switchboard_http::router(
         state,
         HttpConfig {
@@ -292,6 +292,7 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App
     // Shared with the worker: its counters and its wake-up.
     state.metrics = metrics;
     state.wake = wake;
+    let state = AppState::new(state);
     tokio::spawn(ingest_received(state.clone(), received));
     let router = switchboard_http::router(
         state,
