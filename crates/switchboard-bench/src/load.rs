@@ -50,14 +50,73 @@ pub fn post_json(buf: &mut Vec<u8>, host: &str, path: &str, authorization: &str,
     buf.extend_from_slice(body);
 }
 
+/// Bytes read from a stream and not yet consumed, in a buffer that grows
+/// (up to `max`) when one message does not fit: the client's (`Conn`) and
+/// the webhook receiver's.
+pub struct ReadBuf {
+    /// Unconsumed: `buf[start..end]`.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    max: usize,
+}
+
+impl ReadBuf {
+    /// An empty buffer that holds at most `max` unconsumed bytes.
+    pub fn new(max: usize) -> ReadBuf {
+        ReadBuf {
+            buf: vec![0; (16 << 10).min(max)],
+            start: 0,
+            end: 0,
+            max,
+        }
+    }
+
+    /// What has been read and not consumed.
+    pub fn data(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// Marks the first `n` bytes of `data()` as used.
+    pub fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.end {
+            self.clear();
+        }
+    }
+
+    /// Forgets everything unconsumed (a new connection).
+    pub fn clear(&mut self) {
+        self.start = 0;
+        self.end = 0;
+    }
+
+    /// Reads more of `s`: the bytes read, 0 at the end of the stream; an
+    /// error if `max` unconsumed bytes are already held.
+    pub async fn read_from(&mut self, s: &mut TcpStream) -> io::Result<usize> {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() {
+            if self.buf.len() >= self.max {
+                return Err(bad("message too large"));
+            }
+            let len = (self.buf.len() * 2).min(self.max);
+            self.buf.resize(len, 0);
+        }
+        let n = s.read(&mut self.buf[self.end..]).await?;
+        self.end += n;
+        Ok(n)
+    }
+}
+
 /// One keep-alive HTTP/1.1 connection, reconnected when the server closes it.
 pub struct Conn {
     addr: String,
     stream: Option<TcpStream>,
-    /// Bytes read and not yet consumed: `buf[start..end]`.
-    buf: Vec<u8>,
-    start: usize,
-    end: usize,
+    read: ReadBuf,
     body: Vec<u8>,
 }
 
@@ -77,9 +136,7 @@ impl Conn {
         Conn {
             addr: authority.to_owned(),
             stream: None,
-            buf: vec![0; 16 << 10],
-            start: 0,
-            end: 0,
+            read: ReadBuf::new(MAX_RESPONSE),
             body: Vec::new(),
         }
     }
@@ -109,8 +166,7 @@ impl Conn {
             let s = TcpStream::connect(&self.addr).await?;
             s.set_nodelay(true)?;
             self.stream = Some(s);
-            self.start = 0;
-            self.end = 0;
+            self.read.clear();
         }
         self.stream
             .as_mut()
@@ -122,7 +178,7 @@ impl Conn {
             let mut headers = [httparse::EMPTY_HEADER; 32];
             let mut r = httparse::Response::new(&mut headers);
             match r
-                .parse(&self.buf[self.start..self.end])
+                .parse(self.read.data())
                 .map_err(|e| bad(&format!("response head: {e}")))?
             {
                 httparse::Status::Complete(n) => {
@@ -148,14 +204,14 @@ impl Conn {
                 httparse::Status::Partial => self.fill().await?,
             }
         };
-        self.start += head_len;
+        self.read.consume(head_len);
         self.body.clear();
         if chunked {
             loop {
                 let size = loop {
-                    match httparse::parse_chunk_size(&self.buf[self.start..self.end]) {
+                    match httparse::parse_chunk_size(self.read.data()) {
                         Ok(httparse::Status::Complete((n, size))) => {
-                            self.start += n;
+                            self.read.consume(n);
                             break size as usize;
                         }
                         Ok(httparse::Status::Partial) => self.fill().await?,
@@ -168,13 +224,13 @@ impl Conn {
                 // The chunk and its CRLF (after the last, zero-size chunk:
                 // the empty trailer's CRLF).
                 self.take(size).await?;
-                while self.end - self.start < 2 {
+                while self.read.data().len() < 2 {
                     self.fill().await?;
                 }
-                if &self.buf[self.start..self.start + 2] != b"\r\n" {
+                if &self.read.data()[..2] != b"\r\n" {
                     return Err(bad("chunk end"));
                 }
-                self.start += 2;
+                self.read.consume(2);
                 if size == 0 {
                     break;
                 }
@@ -187,10 +243,10 @@ impl Conn {
         } else if status != 204 && status != 304 && !(100..200).contains(&status) {
             // Delimited by the end of the connection.
             loop {
-                if self.start == self.end && self.read_some().await? == 0 {
+                if self.read.data().is_empty() && self.read_some().await? == 0 {
                     break;
                 }
-                let n = self.end - self.start;
+                let n = self.read.data().len();
                 self.take(n).await?;
                 if self.body.len() > MAX_RESPONSE {
                     return Err(bad("response too large"));
@@ -198,23 +254,18 @@ impl Conn {
             }
             return Ok((status, false));
         }
-        if self.start == self.end {
-            self.start = 0;
-            self.end = 0;
-        }
         Ok((status, keep))
     }
 
     /// Moves `n` bytes of the stream to the body.
     async fn take(&mut self, mut n: usize) -> io::Result<()> {
         while n > 0 {
-            if self.start == self.end {
+            if self.read.data().is_empty() {
                 self.fill().await?;
             }
-            let k = n.min(self.end - self.start);
-            self.body
-                .extend_from_slice(&self.buf[self.start..self.start + k]);
-            self.start += k;
+            let k = n.min(self.read.data().len());
+            self.body.extend_from_slice(&self.read.data()[..k]);
+            self.read.consume(k);
             n -= k;
         }
         Ok(())
@@ -232,27 +283,8 @@ impl Conn {
     }
 
     async fn read_some(&mut self) -> io::Result<usize> {
-        if self.start > 0 {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        if self.end == self.buf.len() {
-            if self.buf.len() >= MAX_RESPONSE {
-                return Err(bad("response head too large"));
-            }
-            let len = self.buf.len() * 2;
-            self.buf.resize(len, 0);
-        }
-        let end = self.end;
-        let n = self
-            .stream
-            .as_mut()
-            .expect("connected")
-            .read(&mut self.buf[end..])
-            .await?;
-        self.end += n;
-        Ok(n)
+        let stream = self.stream.as_mut().expect("connected");
+        self.read.read_from(stream).await
     }
 }
 

@@ -11,8 +11,10 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+
+use crate::load::ReadBuf;
 
 #[derive(Default)]
 struct Inner {
@@ -81,15 +83,16 @@ struct Data<'a> {
 }
 
 /// Records one delivery to endpoint `n`; the answer's status.
-fn hook(inner: &Mutex<Inner>, n: Option<usize>, h: &Head, body: &[u8]) -> u16 {
+fn hook(inner: &Mutex<Inner>, n: usize, h: &Head, body: &[u8]) -> u16 {
     let now = Instant::now();
     let parsed: Payload<'_> = serde_json::from_slice(body).unwrap_or_default();
     let mut s = inner.lock().expect("receiver lock");
     s.deliveries += 1;
     s.first.get_or_insert(now);
     s.last = Some(now);
-    let ok = n
-        .and_then(|n| s.keys.get(&n))
+    let ok = s
+        .keys
+        .get(&n)
         .is_some_and(|k| verify(k, &h.id, &h.timestamp, &h.signature, body));
     if !ok {
         s.bad_signatures += 1;
@@ -178,12 +181,11 @@ fn answer(status: u16, close: bool) -> &'static [u8] {
 /// One keep-alive connection: requests in order, each answered before the
 /// next is read.
 async fn connection(mut s: TcpStream, inner: Arc<Mutex<Inner>>) {
-    let mut buf = vec![0u8; 16 << 10];
-    let (mut start, mut end) = (0usize, 0usize);
+    let mut read = ReadBuf::new(MAX_REQUEST);
     loop {
-        // The head, then the body, both in `buf[start..end]`.
+        // The head, then the body.
         let (n, h) = loop {
-            match parse_head(&buf[start..end]) {
+            match parse_head(read.data()) {
                 Ok(Some(x)) => break x,
                 Ok(None) => {}
                 Err(_) => {
@@ -191,54 +193,31 @@ async fn connection(mut s: TcpStream, inner: Arc<Mutex<Inner>>) {
                     return;
                 }
             }
-            if !read_more(&mut s, &mut buf, &mut start, &mut end).await {
+            if !more(&mut read, &mut s).await {
                 return;
             }
         };
-        while end - start < n + h.length {
-            if !read_more(&mut s, &mut buf, &mut start, &mut end).await {
+        while read.data().len() < n + h.length {
+            if !more(&mut read, &mut s).await {
                 return;
             }
         }
-        let body = &buf[start + n..start + n + h.length];
-        let endpoint = h
-            .path
-            .strip_prefix("/hook/")
-            .and_then(|n| n.parse::<usize>().ok());
-        let status = match endpoint {
-            Some(_) => hook(&inner, endpoint, &h, body),
+        let body = &read.data()[n..n + h.length];
+        let status = match h.path.strip_prefix("/hook/").and_then(|k| k.parse().ok()) {
+            Some(endpoint) => hook(&inner, endpoint, &h, body),
             None => 404,
         };
-        start += n + h.length;
-        if start == end {
-            (start, end) = (0, 0);
-        }
+        read.consume(n + h.length);
         if s.write_all(answer(status, h.close)).await.is_err() || h.close {
             return;
         }
     }
 }
 
-/// Reads more of the stream into `buf`; false at its end or an error.
-async fn read_more(
-    s: &mut TcpStream,
-    buf: &mut Vec<u8>,
-    start: &mut usize,
-    end: &mut usize,
-) -> bool {
-    if *start > 0 {
-        buf.copy_within(*start..*end, 0);
-        *end -= *start;
-        *start = 0;
-    }
-    if *end == buf.len() {
-        if buf.len() >= MAX_REQUEST {
-            return false;
-        }
-        let len = (buf.len() * 2).min(MAX_REQUEST);
-        buf.resize(len, 0);
-    }
-    matches!(s.read(&mut buf[*end..]).await, Ok(k) if k > 0 && { *end += k; true })
+/// Reads more of the connection; false at its end, an error, or a request
+/// larger than the receiver reads.
+async fn more(read: &mut ReadBuf, s: &mut TcpStream) -> bool {
+    matches!(read.read_from(s).await, Ok(k) if k > 0)
 }
 
 impl Receiver {
@@ -296,6 +275,7 @@ impl Receiver {
 mod tests {
     use super::*;
     use crate::load::Conn;
+    use tokio::io::AsyncReadExt;
 
     fn signed(
         key: &[u8],
