@@ -74,6 +74,9 @@ struct Row {
     server_cpu_seconds: f64,
     server_cpu_percent: f64,
     server_peak_rss_mb: f64,
+    /// Kilobytes the server wrote to storage per request or message (not
+    /// counted on PostgreSQL, whose server process writes them).
+    server_disk_kb_per_op: Option<f64>,
     notes: String,
     extra: Value,
 }
@@ -93,9 +96,16 @@ impl Row {
             server_cpu_seconds: cpu,
             server_cpu_percent: 100.0 * cpu / r.elapsed.as_secs_f64().max(1e-9),
             server_peak_rss_mb: after.peak_rss_mb,
+            server_disk_kb_per_op: Some(after.disk_kb_per(&before, r.ok)),
             notes: String::new(),
             extra: Value::Null,
         }
+    }
+
+    /// The disk figure does not apply (PostgreSQL writes in its own process).
+    fn on_postgres(mut self) -> Row {
+        self.server_disk_kb_per_op = None;
+        self
     }
 }
 
@@ -267,7 +277,7 @@ async fn accept_pg(args: &Args) -> anyhow::Result<Row> {
     )
     .await;
     tokio::task::spawn_blocking(move || drop(schema)).await?;
-    row
+    row.map(Row::on_postgres)
 }
 
 /// `e2e` on PostgreSQL (no target: the one-node figure is SQLite's).
@@ -289,7 +299,7 @@ async fn e2e_pg(args: &Args) -> anyhow::Result<Row> {
     )
     .await;
     tokio::task::spawn_blocking(move || drop(schema)).await?;
-    row
+    row.map(Row::on_postgres)
 }
 
 /// Messages submitted → sim → delivered → the receiver; `all_events` picks
@@ -420,6 +430,7 @@ async fn e2e(
         server_cpu_seconds: cpu,
         server_cpu_percent: 100.0 * cpu / wall.as_secs_f64().max(1e-9),
         server_peak_rss_mb: after.peak_rss_mb,
+        server_disk_kb_per_op: Some(after.disk_kb_per(&before, lat.len())),
         notes: format!(
             "lost {lost}, duplicate sends {duplicate_sends}, repeated provider calls {repeated}, bad signatures {}",
             seen.bad_signatures
@@ -529,6 +540,7 @@ async fn webhooks(args: &Args) -> anyhow::Result<Row> {
         server_cpu_seconds: cpu,
         server_cpu_percent: 100.0 * cpu / wall.as_secs_f64().max(1e-9),
         server_peak_rss_mb: after.peak_rss_mb,
+        server_disk_kb_per_op: Some(after.disk_kb_per(&before, seen.deliveries)),
         notes: format!(
             "{queued} queued by range redelivery; bad signatures {}",
             seen.bad_signatures
@@ -539,7 +551,7 @@ async fn webhooks(args: &Args) -> anyhow::Result<Row> {
 
 fn print_table(rows: &[Row]) {
     println!(
-        "\n{:<10} {:>9} {:>7} {:>11} {:>8} {:>8} {:>8} {:>7} {:>8}  notes",
+        "\n{:<10} {:>9} {:>7} {:>11} {:>8} {:>8} {:>8} {:>7} {:>8} {:>8}  notes",
         "scenario",
         "count",
         "errors",
@@ -548,7 +560,8 @@ fn print_table(rows: &[Row]) {
         "p99 ms",
         "max ms",
         "cpu %",
-        "rss MB"
+        "rss MB",
+        "disk KB"
     );
     for r in rows {
         let ms = |v: f64| {
@@ -558,8 +571,11 @@ fn print_table(rows: &[Row]) {
                 format!("{v:.2}")
             }
         };
+        let disk = r
+            .server_disk_kb_per_op
+            .map_or_else(|| "-".to_owned(), |kb| format!("{kb:.2}"));
         println!(
-            "{:<10} {:>9} {:>7} {:>11.0} {:>8} {:>8} {:>8} {:>7.0} {:>8.1}  {}",
+            "{:<10} {:>9} {:>7} {:>11.0} {:>8} {:>8} {:>8} {:>7.0} {:>8.1} {:>8}  {}",
             r.scenario,
             r.count,
             r.errors,
@@ -569,6 +585,7 @@ fn print_table(rows: &[Row]) {
             ms(r.max_ms),
             r.server_cpu_percent,
             r.server_peak_rss_mb,
+            disk,
             r.notes
         );
     }
@@ -596,6 +613,8 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("accept-pg and e2e-pg skipped: no --database-url");
         }
     }
+    let machine = machine();
+    eprintln!("machine: {machine}");
     let mut rows = Vec::new();
     for s in &wanted {
         eprintln!("running {s}…");
@@ -629,7 +648,7 @@ async fn main() -> anyhow::Result<()> {
         .to_string();
     let doc = json!({
         "when": jiff::Timestamp::now().to_string(),
-        "machine": machine(),
+        "machine": machine,
         "concurrency": args.concurrency,
         "rows": rows,
     });
@@ -639,6 +658,35 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(args.out.join("latest.json"), &text)?;
     println!("\nwritten to {}", path.display());
     Ok(())
+}
+
+/// What one durable commit costs this machine's disk: the latency of
+/// `fdatasync` after appending 4 KB (one page) and 192 KB (about what a
+/// commit of 25 accepts writes to the WAL), in the directory the servers'
+/// data directories are made in. 200 syncs of each, at most 3 s each.
+fn disk_probe() -> Value {
+    use std::io::Write;
+    let probe = |bytes: usize| -> Option<Value> {
+        let dir = tempfile::tempdir().ok()?;
+        let mut f = std::fs::File::create(dir.path().join("probe")).ok()?;
+        let page = vec![0x5a_u8; bytes];
+        let started = Instant::now();
+        let mut lat = Vec::with_capacity(200);
+        while lat.len() < 200 && started.elapsed() < Duration::from_secs(3) {
+            f.write_all(&page).ok()?;
+            let t = Instant::now();
+            f.sync_data().ok()?;
+            lat.push(t.elapsed().as_micros() as u64);
+        }
+        lat.sort_unstable();
+        Some(json!({
+            "kb": bytes / 1024,
+            "syncs": lat.len(),
+            "p50_ms": quantile(&lat, 0.50) as f64 / 1000.0,
+            "p99_ms": quantile(&lat, 0.99) as f64 / 1000.0,
+        }))
+    };
+    json!([probe(4096), probe(192 * 1024)])
 }
 
 fn machine() -> Value {
@@ -651,5 +699,10 @@ fn machine() -> Value {
                 .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
         })
         .unwrap_or_default();
-    json!({"cpus": cpus, "cpu_model": model, "os": std::env::consts::OS})
+    json!({
+        "cpus": cpus,
+        "cpu_model": model,
+        "os": std::env::consts::OS,
+        "fdatasync": disk_probe(),
+    })
 }

@@ -20,11 +20,27 @@ pub struct Server {
     _dir: Option<tempfile::TempDir>,
 }
 
-/// CPU seconds (user + system) and peak resident memory of a process.
+/// CPU seconds (user + system), peak resident memory and bytes written
+/// to storage of a process.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Usage {
     pub cpu_seconds: f64,
     pub peak_rss_mb: f64,
+    /// `write_bytes` of `/proc/<pid>/io`: the file pages the process
+    /// dirtied (the WAL, the database file, the simulator's ledger),
+    /// counted when dirtied, whether or not written back yet.
+    pub disk_write_bytes: u64,
+}
+
+impl Usage {
+    /// Kilobytes written to storage between `before` and `self`, per
+    /// `ops` operations.
+    pub fn disk_kb_per(&self, before: &Usage, ops: usize) -> f64 {
+        self.disk_write_bytes
+            .saturating_sub(before.disk_write_bytes) as f64
+            / 1024.0
+            / ops.max(1) as f64
+    }
 }
 
 /// The `switchboard` binary beside this one (both are built by `bench/run`).
@@ -131,10 +147,17 @@ pub fn usage_of(pid: u32) -> Usage {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0.0);
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    let disk_write_bytes = io
+        .lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
     Usage {
         // USER_HZ is 100 on Linux.
         cpu_seconds: ticks / 100.0,
         peak_rss_mb: hwm_kb / 1024.0,
+        disk_write_bytes,
     }
 }
 
