@@ -239,15 +239,18 @@ async fn accept(args: &Args, scenario: &str, env: &[(&str, String)]) -> anyhow::
         before,
         server.usage(),
     );
-    row.notes = match batch_size(&server.base).await {
-        Some(b) => format!("dispatch paused; {b:.0} writes per commit"),
+    row.notes = match group_commits(&server.base).await {
+        Some((commits, writes)) => format!(
+            "dispatch paused; {:.0} writes per commit",
+            writes / commits.max(1.0)
+        ),
         None => "dispatch paused: the accept path alone".into(),
     };
     Ok(row)
 }
 
-/// The mean number of writes per group commit, from `/metrics`.
-async fn batch_size(base: &str) -> Option<f64> {
+/// The group commits so far and the writes they carried, from `/metrics`.
+async fn group_commits(base: &str) -> Option<(f64, f64)> {
     let text = reqwest::get(format!("{base}/metrics"))
         .await
         .ok()?
@@ -258,8 +261,10 @@ async fn batch_size(base: &str) -> Option<f64> {
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
     };
-    let commits = metric("switchboard_group_commits_total ")?;
-    Some(metric("switchboard_group_commit_jobs_total ")? / commits.max(1.0))
+    Some((
+        metric("switchboard_group_commits_total ")?,
+        metric("switchboard_group_commit_jobs_total ")?,
+    ))
 }
 
 use switchboard_store::sql::scratch::ScratchSchema as Schema;
@@ -409,6 +414,9 @@ async fn e2e(
     let last_terminal = seen.terminal.values().max().copied().unwrap_or(started);
     let wall = last_terminal.duration_since(started);
     let lost = submitted.len() - lat.len();
+    // Every write of the run (and the few of its setup): how the drain's
+    // stages batched, which sets what each message costs the disk.
+    let (commits, writes) = group_commits(&server.base).await.unwrap_or_default();
     let _dir = server.keep_dir();
     let data_dir = server.stop();
     let (sends, repeated) = server::ledger(&data_dir)?;
@@ -432,8 +440,10 @@ async fn e2e(
         server_peak_rss_mb: after.peak_rss_mb,
         server_disk_kb_per_op: Some(after.disk_kb_per(&before, lat.len())),
         notes: format!(
-            "lost {lost}, duplicate sends {duplicate_sends}, repeated provider calls {repeated}, bad signatures {}",
-            seen.bad_signatures
+            "lost {lost}, duplicate sends {duplicate_sends}, repeated provider calls {repeated}, bad signatures {}; {:.1} writes per commit, {:.2} commits per message",
+            seen.bad_signatures,
+            writes / commits.max(1.0),
+            commits / submitted.len().max(1) as f64,
         ),
         extra: json!({
             "submitted": submitted.len(),
@@ -445,6 +455,8 @@ async fn e2e(
             "distinct_events": seen.distinct,
             "bad_signatures": seen.bad_signatures,
             "sim_receipt_delay_ms": 50,
+            "group_commits": commits,
+            "group_commit_writes": writes,
         }),
     })
 }
