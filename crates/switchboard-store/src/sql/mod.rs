@@ -3,6 +3,7 @@
 //! same directory is refused, which is what lets a restarted node reclaim all
 //! in-flight work at once instead of waiting for leases to run out.
 
+mod checkpoint;
 mod consent;
 mod console;
 pub mod db;
@@ -57,6 +58,8 @@ enum Engine {
         path: PathBuf,
         // Held for the life of the store: the exclusive lock on the data dir.
         _lock: File,
+        // Runs for the life of the store.
+        _checkpointer: checkpoint::Checkpointer,
     },
     Postgres,
 }
@@ -68,6 +71,8 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // FULL: a commit is on disk before the writer answers, so a 202 survives
     // a power cut, not only a process crash. Group commit pays for the fsync.
+    // (The writer's connection then commits with NORMAL and syncs the WAL on
+    // a thread of its own before answering: `GroupCommit::start_pipelined`.)
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "busy_timeout", 5000)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -135,7 +140,15 @@ impl SqlStore {
         let mut conn = Connection::open(&path)?;
         configure(&conn)?;
         schema::migrate(&mut conn)?;
-        let (writer, _handle) = GroupCommit::start(Conn::Lite(conn), None);
+        // Checkpoints run on a thread of their own; the writer's automatic
+        // one is the backstop (`checkpoint`).
+        conn.pragma_update(None, "wal_autocheckpoint", checkpoint::BACKSTOP_PAGES)?;
+        let checkpointer = checkpoint::Checkpointer::start(path.clone())?;
+        // The writer commits without syncing and a thread of its own syncs
+        // the WAL before anyone is answered (`group_commit`).
+        let mut wal = path.clone().into_os_string();
+        wal.push("-wal");
+        let (writer, _handle) = GroupCommit::start_pipelined(Conn::Lite(conn), wal.into());
         let read_path = path.clone();
         let readers = ReadPool::new(
             4,
@@ -152,7 +165,11 @@ impl SqlStore {
         Ok(SqlStore {
             writer,
             readers,
-            engine: Engine::Sqlite { path, _lock: lock },
+            engine: Engine::Sqlite {
+                path,
+                _lock: lock,
+                _checkpointer: checkpointer,
+            },
         })
     }
 

@@ -183,3 +183,74 @@ async fn on_postgres_a_job_that_carries_on_after_a_failed_statement_is_not_commi
     assert_eq!(count, 0);
     drop(schema);
 }
+
+/// The SQLite writer's pipelined sync: every write is answered, after a
+/// sync of the WAL, and is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_writes_are_answered_after_their_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let conn = Connection::open(&path).unwrap();
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    conn.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+        .unwrap();
+    let wal = dir.path().join("t.db-wal");
+    let (gc, _thread) = GroupCommit::start_pipelined(Conn::Lite(conn), wal);
+    let gc = Arc::new(gc);
+    let mut tasks = Vec::new();
+    for n in 0..300i64 {
+        let gc = gc.clone();
+        tasks.push(tokio::spawn(async move {
+            gc.run(move |c| Ok(c.execute("INSERT INTO t (n) VALUES (?1)", &[V::Int(n)])?))
+                .await
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), 1);
+    }
+    let count: i64 = Connection::open(&path)
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(count, 300);
+    assert!(gc.stats().max_batch > 1, "{:?}", gc.stats());
+}
+
+/// A WAL that cannot be synced: the batch is answered with an error (its
+/// durability is unknown) and the writer refuses every write after it,
+/// without running them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_sync_fails_its_batch_and_stops_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let conn = Connection::open(&path).unwrap();
+    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+    conn.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+        .unwrap();
+    // Not the WAL: no such file, so every sync fails.
+    let (gc, _thread) =
+        GroupCommit::start_pipelined(Conn::Lite(conn), dir.path().join("missing").join("wal"));
+    let first = gc
+        .run(|c| Ok(c.execute("INSERT INTO t (n) VALUES (1)", &[])?))
+        .await;
+    assert!(
+        matches!(&first, Err(StoreError::CommitFailed(m)) if m.contains("syncing")),
+        "{first:?}"
+    );
+    let later = gc
+        .run(|c| Ok(c.execute("INSERT INTO t (n) VALUES (2)", &[])?))
+        .await;
+    assert!(
+        matches!(&later, Err(StoreError::CommitFailed(_))),
+        "{later:?}"
+    );
+    let ns: Vec<i64> = {
+        let c = Connection::open(&path).unwrap();
+        let mut s = c.prepare("SELECT n FROM t ORDER BY n").unwrap();
+        s.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    };
+    assert_eq!(ns, [1], "the refused write never ran");
+}
