@@ -45,7 +45,7 @@
 //! not write may be gone while a later sync reports success, so no later
 //! answer could be trusted). WAL checkpoints, which SQLite would run on
 //! the committing connection, run on a thread of their own as well
-//! (`checkpoint`). Together: e2e +13% to +22%, accept +8%, on a machine
+//! (`checkpoint`). Together: e2e +13% to +27%, accept +8%, on a machine
 //! whose syncs take 0.3–1 ms (BENCHMARKS.md, "Tenth session").
 //!
 //! *Invariant*: this thread is the only writer of the database on this
