@@ -29,9 +29,49 @@ pub struct Browser {
 }
 
 impl Drop for Browser {
+    /// Ends the WebDriver session, so chromedriver quits Chromium, then
+    /// stops the driver's whole process group: killing only chromedriver
+    /// left its Chromium running, orphaned, now and then (one was found on
+    /// the CI machine after a run, using CPU in later benchmarks).
     fn drop(&mut self) {
+        end_session(&self.base);
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.driver.id())])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+    }
+}
+
+/// `DELETE` on the session (`http://host:port/session/id`), in a blocking
+/// call with short timeouts: a `Drop` cannot wait on the async client.
+fn end_session(session: &str) {
+    use std::io::{Read, Write};
+    let Some((host, path)) = session
+        .strip_prefix("http://")
+        .and_then(|rest| rest.split_once('/'))
+    else {
+        return;
+    };
+    if !path.starts_with("session/") {
+        return;
+    }
+    let Ok(addr) = host.parse::<std::net::SocketAddr>() else {
+        return;
+    };
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
+    let request = format!(
+        "DELETE /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    );
+    if stream.write_all(request.as_bytes()).is_ok() {
+        // chromedriver answers once the browser has quit.
+        let mut answer = Vec::new();
+        let _ = stream.take(64 * 1024).read_to_end(&mut answer);
     }
 }
 
@@ -69,7 +109,11 @@ impl Browser {
         let chromium = std::env::var("SWITCHBOARD_TEST_CHROMIUM")
             .unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
         let port = free_port();
+        // In a process group of its own, which Chromium joins, so that
+        // `Drop` can stop them all.
+        use std::os::unix::process::CommandExt;
         let driver = Command::new(&driver_path)
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
