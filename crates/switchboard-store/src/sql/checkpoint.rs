@@ -13,8 +13,8 @@
 //! thread fall behind or stop. The thread ends when its store is dropped.
 //!
 //! Measured (BENCHMARKS.md, "Tenth session"): with the pipelined sync of
-//! `group_commit`, e2e +22% and accept +8% on a machine whose syncs are
-//! slow.
+//! `group_commit`, e2e +13% to +27% and accept +7% to +22% on a machine
+//! whose syncs are slow.
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -316,11 +316,10 @@ fn writer_loop(
         if let Some(s) = &syncer
             && s.failed.load(Ordering::Acquire)
         {
-            for job in jobs {
-                job.answer(Err(StoreError::CommitFailed(
-                    "the database's WAL could not be synced; restart the node".into(),
-                )));
-            }
+            refuse(
+                jobs,
+                "the database's WAL could not be synced; restart the node",
+            );
             continue;
         }
         let answers = run_batch(&conn.db(), jobs);
@@ -342,14 +341,21 @@ fn writer_loop(
                     tracing::error!(
                         "the sync thread has stopped; refusing every write from now on"
                     );
-                    for (job, _) in answers {
-                        job.answer(Err(StoreError::CommitFailed(
-                            "the database sync thread stopped; restart the node".into(),
-                        )));
-                    }
+                    refuse(
+                        answers.into_iter().map(|(job, _)| job),
+                        "the database sync thread stopped; restart the node",
+                    );
                 }
             }
         }
+    }
+}
+
+/// Answers every job with a failed commit: the writer no longer trusts
+/// its syncs (`Syncer`).
+fn refuse(jobs: impl IntoIterator<Item = Job>, why: &str) {
+    for job in jobs {
+        job.answer(Err(StoreError::CommitFailed(why.to_owned())));
     }
 }
 

@@ -184,16 +184,23 @@ async fn on_postgres_a_job_that_carries_on_after_a_failed_statement_is_not_commi
     drop(schema);
 }
 
-/// The SQLite writer's pipelined sync: every write is answered, after a
-/// sync of the WAL, and is there.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pipelined_writes_are_answered_after_their_sync() {
+/// A fresh SQLite file in WAL mode with one table `t (n)`, for the
+/// pipelined writer; the directory lives as long as the first value.
+fn wal_db() -> (tempfile::TempDir, std::path::PathBuf, Connection) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.db");
     let conn = Connection::open(&path).unwrap();
     conn.pragma_update(None, "journal_mode", "WAL").unwrap();
     conn.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY)")
         .unwrap();
+    (dir, path, conn)
+}
+
+/// The SQLite writer's pipelined sync: every write is answered, after a
+/// sync of the WAL, and is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_writes_are_answered_after_their_sync() {
+    let (dir, path, conn) = wal_db();
     let wal = dir.path().join("t.db-wal");
     let (gc, _thread) = GroupCommit::start_pipelined(Conn::Lite(conn), wal);
     let gc = Arc::new(gc);
@@ -221,12 +228,7 @@ async fn pipelined_writes_are_answered_after_their_sync() {
 /// without running them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_sync_fails_its_batch_and_stops_the_writer() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("t.db");
-    let conn = Connection::open(&path).unwrap();
-    conn.pragma_update(None, "journal_mode", "WAL").unwrap();
-    conn.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY)")
-        .unwrap();
+    let (dir, path, conn) = wal_db();
     // Not the WAL: no such file, so every sync fails.
     let (gc, _thread) =
         GroupCommit::start_pipelined(Conn::Lite(conn), dir.path().join("missing").join("wal"));
