@@ -48,6 +48,21 @@
 //! (`checkpoint`). Together: e2e +13% to +27%, accept +8%, on a machine
 //! whose syncs take 0.3–1 ms (BENCHMARKS.md, "Tenth session").
 //!
+//! On PostgreSQL the same pipeline: the writer's connection commits with
+//! `synchronous_commit = off` (the commit returns once its record is in
+//! the WAL buffers), and the `db-sync` thread makes the batches durable
+//! with a synchronous commit on a connection of its own (`Durability::
+//! PgFlush`): PostgreSQL flushes the WAL up to that commit's record, past
+//! every commit the writer had finished, before it answers. The same
+//! visibility trade-off holds, now for every node: another node may read
+//! a batch's rows before it is durable, but it acts on them only after a
+//! claim of its own, whose commit comes later in the WAL and is answered
+//! only after its own flush. A lost sync connection fails the batches it
+//! was for (they may or may not have survived; idempotency keys make the
+//! retry safe) and is made again; it is not fail-stop, as the server, not
+//! this process, owns the WAL's fsync. accept-pg +10% to +20%
+//! (BENCHMARKS.md, "Eleventh session").
+//!
 //! *Invariant*: this thread is the only writer of the database on this
 //! node, so a job can read and then write (idempotency check, state
 //! transition) without races from this node. On PostgreSQL other nodes write
@@ -59,6 +74,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -141,18 +157,36 @@ impl GroupCommit {
         {
             tracing::error!(error = %e, "could not set synchronous = NORMAL; commits sync themselves");
         }
-        Self::spawn(conn, None, Some(wal))
+        Self::spawn(conn, None, Some(Durability::Wal(wal)))
+    }
+
+    /// Starts the writer thread on a PostgreSQL connection whose commits do
+    /// not wait for the WAL flush (`synchronous_commit = off`, set on it and
+    /// on every reconnection by `reconnect`): the sync thread makes them
+    /// durable with a synchronous commit of its own on a connection from
+    /// `sync_connect` (see the module documentation).
+    pub fn start_pipelined_pg(
+        conn: Conn,
+        reconnect: Box<dyn Fn() -> Result<Conn, StoreError> + Send>,
+        sync_connect: Box<dyn Fn() -> Result<Conn, StoreError> + Send>,
+    ) -> Result<(Self, JoinHandle<()>), StoreError> {
+        let sync_conn = sync_connect()?;
+        let durability = Durability::PgFlush {
+            connect: sync_connect,
+            conn: Some((sync_conn, Instant::now())),
+        };
+        Ok(Self::spawn(conn, Some(reconnect), Some(durability)))
     }
 
     fn spawn(
         conn: Conn,
         reconnect: Option<Box<dyn Fn() -> Result<Conn, StoreError> + Send>>,
-        wal: Option<std::path::PathBuf>,
+        durability: Option<Durability>,
     ) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let counters = Arc::new(Counters::default());
         let c = counters.clone();
-        let syncer = wal.map(Syncer::start);
+        let syncer = durability.map(Syncer::start);
         let handle = std::thread::Builder::new()
             .name("db-writer".into())
             .spawn(move || writer_loop(conn, reconnect, rx, &c, syncer))
@@ -212,67 +246,142 @@ impl GroupCommit {
 /// A batch's jobs with their results, committed and waiting to be answered.
 type Answers = Vec<(Job, Result<Value, StoreError>)>;
 
+/// A committed batch on its way to the sync thread.
+struct Committed {
+    answers: Answers,
+    /// When the writer began the batch (before its first statement).
+    began: Instant,
+}
+
 /// Batches committed but not yet synced that the sync thread holds at most;
 /// beyond that the writer waits for it (the disk is then the bound).
 const SYNC_QUEUE: usize = 64;
 
-/// The `db-sync` thread: syncs the WAL after commits and answers their
-/// jobs (see the module documentation).
+/// What the sync thread does to make every commit before it durable.
+enum Durability {
+    /// SQLite: `fdatasync` the WAL file. A failure is final: the pages the
+    /// kernel could not write may be gone while a later sync succeeds.
+    Wal(std::path::PathBuf),
+    /// PostgreSQL: a synchronous commit on a connection of its own. Its
+    /// commit record comes after every commit the writer had finished, and
+    /// PostgreSQL flushes the WAL up to it (and, with synchronous
+    /// replication, waits for the standbys) before answering, so it makes
+    /// them all durable. The transaction writes one WAL record, a logical
+    /// decoding message (prefix `switchboard.sync`, no content): without a
+    /// record of its own a transaction's commit is not flushed. A failure
+    /// fails the batches it was for; the connection is made anew at once,
+    /// and only batches begun after that can be answered through it (a
+    /// commit made before a server restart may be gone even though a flush
+    /// on the restarted server succeeds).
+    PgFlush {
+        connect: Box<dyn Fn() -> Result<Conn, StoreError> + Send>,
+        /// The connection and when it was made.
+        conn: Option<(Conn, Instant)>,
+    },
+}
+
+impl Durability {
+    /// Makes durable every commit that finished before this call; `since`
+    /// is when the oldest of their batches began.
+    fn sync(&mut self, since: Instant) -> Result<(), String> {
+        match self {
+            // The file is opened each time: a sync must reach the WAL that
+            // SQLite has now, whatever happened to an earlier one.
+            Durability::Wal(wal) => std::fs::OpenOptions::new()
+                .write(true)
+                .open(&wal)
+                .and_then(|f| f.sync_data())
+                .map_err(|e| format!("syncing {}: {e}", wal.display())),
+            Durability::PgFlush { connect, conn } => {
+                let flushed = match conn.as_ref() {
+                    None => Err("no connection to PostgreSQL to make the commit durable".to_owned()),
+                    Some((_, made)) if *made > since => Err(
+                        "the connection to PostgreSQL was made again after this write began, so whether it was stored is unknown"
+                            .to_owned(),
+                    ),
+                    Some((c, _)) => c
+                        .db()
+                        .execute_batch("SELECT pg_logical_emit_message(true, 'switchboard.sync', '')")
+                        .map_err(|e| format!("making the commit durable on PostgreSQL: {e}")),
+                };
+                if flushed.is_err() || conn.as_ref().is_some_and(|(c, _)| c.is_broken()) {
+                    *conn = match connect() {
+                        Ok(c) => Some((c, Instant::now())),
+                        Err(e) => {
+                            tracing::error!(error = %e, "reconnecting the sync connection to PostgreSQL failed");
+                            None
+                        }
+                    };
+                }
+                flushed
+            }
+        }
+    }
+
+    /// Whether a failed sync stops every later write.
+    fn fail_stop(&self) -> bool {
+        matches!(self, Durability::Wal(_))
+    }
+}
+
+/// The `db-sync` thread: makes commits durable and answers their jobs
+/// (see the module documentation).
 struct Syncer {
-    tx: std::sync::mpsc::SyncSender<Answers>,
+    tx: std::sync::mpsc::SyncSender<Committed>,
     failed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Syncer {
-    fn start(wal: std::path::PathBuf) -> Syncer {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Answers>(SYNC_QUEUE);
+    fn start(durability: Durability) -> Syncer {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Committed>(SYNC_QUEUE);
         let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let f = failed.clone();
         std::thread::Builder::new()
             .name("db-sync".into())
-            .spawn(move || sync_loop(&wal, &rx, &f))
+            .spawn(move || sync_loop(durability, &rx, &f))
             .expect("spawning the sync thread");
         Syncer { tx, failed }
     }
 
     /// Answers the batch after the next sync; gives it back if the sync
     /// thread has stopped.
-    fn hand_over(&self, answers: Answers) -> Result<(), Answers> {
-        self.tx.send(answers).map_err(|e| e.0)
+    fn hand_over(&self, batch: Committed) -> Result<(), Answers> {
+        self.tx.send(batch).map_err(|e| e.0.answers)
     }
 }
 
-/// Syncs `wal` and answers every batch that arrived before the sync began.
+/// Syncs and answers every batch that arrived before the sync began.
 fn sync_loop(
-    wal: &std::path::Path,
-    rx: &std::sync::mpsc::Receiver<Answers>,
+    mut durability: Durability,
+    rx: &std::sync::mpsc::Receiver<Committed>,
     failed: &std::sync::atomic::AtomicBool,
 ) {
-    let mut batches: Vec<Answers> = Vec::new();
+    let mut batches: Vec<Committed> = Vec::new();
     while let Ok(first) = rx.recv() {
         batches.push(first);
         while let Ok(more) = rx.try_recv() {
             batches.push(more);
         }
-        // Every batch here was committed (its frames written) before this
-        // sync starts. The file is opened each time: a sync must reach the
-        // WAL that SQLite has now, whatever happened to an earlier one.
+        // Every batch here was committed before this sync starts.
+        let since = batches
+            .iter()
+            .map(|b| b.began)
+            .min()
+            .unwrap_or_else(Instant::now);
         let synced = if failed.load(Ordering::Acquire) {
-            Err("an earlier sync of the WAL failed".to_owned())
+            Err("an earlier sync of the database failed".to_owned())
         } else {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(wal)
-                .and_then(|f| f.sync_data())
-                .map_err(|e| format!("syncing {}: {e}", wal.display()))
+            durability.sync(since)
         };
-        if let Err(e) = &synced
-            && !failed.swap(true, Ordering::AcqRel)
-        {
-            tracing::error!(error = %e, "the database's WAL could not be synced; refusing every write from now on");
+        if let Err(e) = &synced {
+            if !durability.fail_stop() {
+                tracing::error!(error = %e, "a commit could not be made durable; its writes are answered with an error");
+            } else if !failed.swap(true, Ordering::AcqRel) {
+                tracing::error!(error = %e, "the database's WAL could not be synced; refusing every write from now on");
+            }
         }
         for batch in batches.drain(..) {
-            for (job, result) in batch {
+            for (job, result) in batch.answers {
                 let result = match (&synced, result) {
                     (Ok(()), r) => r,
                     (Err(e), Ok(_)) => Err(StoreError::CommitFailed(e.clone())),
@@ -322,6 +431,7 @@ fn writer_loop(
             );
             continue;
         }
+        let began = Instant::now();
         let answers = run_batch(&conn.db(), jobs);
         // Counted before answering, so a caller that has its answer sees
         // its commit in the counters.
@@ -335,7 +445,7 @@ fn writer_loop(
                 }
             }
             Some(s) => {
-                if let Err(answers) = s.hand_over(answers) {
+                if let Err(answers) = s.hand_over(Committed { answers, began }) {
                     // Committed but never synced: not an answer to give.
                     s.failed.store(true, Ordering::Release);
                     tracing::error!(

@@ -198,17 +198,26 @@ impl SqlStore {
         // made while a table was small may choose one and keep it (a
         // prepared statement's generic plan is not replanned until the
         // table's statistics change). Discouraged on its connection only.
+        // Its commits do not wait for the WAL flush: the sync thread's
+        // connection makes them durable before anyone is answered, while
+        // the writer runs the next batch (`GroupCommit::start_pipelined_pg`).
         let writer_connect = {
             let connect = connect.clone();
             move || -> Result<Conn, StoreError> {
                 let conn = connect()?;
-                conn.db().execute_batch("SET enable_seqscan = off")?;
+                conn.db()
+                    .execute_batch("SET enable_seqscan = off; SET synchronous_commit = off")?;
                 Ok(conn)
             }
         };
-        let writer_conn = writer_connect()?;
+        let writer_conn = connect()?;
         pg_schema::migrate(&writer_conn.db())?;
-        let (writer, _handle) = GroupCommit::start(writer_conn, Some(Box::new(writer_connect)));
+        drop(writer_conn);
+        let (writer, _handle) = GroupCommit::start_pipelined_pg(
+            writer_connect()?,
+            Box::new(writer_connect),
+            Box::new(connect.clone()),
+        )?;
         let readers = ReadPool::new(readers.max(1), std::sync::Arc::new(connect));
         Ok(SqlStore {
             writer,

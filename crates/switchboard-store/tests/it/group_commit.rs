@@ -256,3 +256,154 @@ async fn a_failed_sync_fails_its_batch_and_stops_the_writer() {
     };
     assert_eq!(ns, [1], "the refused write never ran");
 }
+
+/// A connection to `url` named `name` in `pg_stat_activity`.
+fn pg_conn(url: &str, name: &str) -> Result<Conn, StoreError> {
+    let mut config: postgres::Config = url.parse().unwrap();
+    config.application_name(name);
+    let client = config
+        .connect(postgres::NoTls)
+        .map_err(|e| StoreError::CommitFailed(e.to_string()))?;
+    Ok(Conn::Pg(Box::new(switchboard_store::sql::db::PgConn::new(
+        client,
+    ))))
+}
+
+/// A pipelined PostgreSQL writer on a fresh schema with one table `t (n)`;
+/// its sync connection is named `name`.
+async fn pg_pipelined(name: &'static str) -> Option<(crate::PgSchema, String, GroupCommit)> {
+    let Some(base) = crate::pg_url() else {
+        eprintln!("SWITCHBOARD_TEST_DATABASE_URL is not set: skipped");
+        return None;
+    };
+    let schema = crate::new_schema(&base).await;
+    let url = schema.url();
+    let u = url.clone();
+    let gc = tokio::task::spawn_blocking(move || {
+        let w = u.clone();
+        let writer = move || -> Result<Conn, StoreError> {
+            let c = pg_conn(&w, "writer")?;
+            c.db().execute_batch("SET synchronous_commit = off")?;
+            Ok(c)
+        };
+        let conn = writer()?;
+        conn.db()
+            .execute_batch("CREATE TABLE t (n BIGINT PRIMARY KEY)")?;
+        let (gc, _thread) = GroupCommit::start_pipelined_pg(
+            conn,
+            Box::new(writer),
+            Box::new(move || pg_conn(&u, name)),
+        )?;
+        Ok::<_, StoreError>(gc)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    Some((schema, url, gc))
+}
+
+/// The PostgreSQL writer commits without waiting for the WAL flush; every
+/// write is answered only once the WAL is flushed past it, and is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_pipelined_writes_are_answered_after_the_wal_is_flushed() {
+    let Some((schema, url, gc)) = pg_pipelined("sb-sync-flushed").await else {
+        return;
+    };
+    let gc = Arc::new(gc);
+    let mut tasks = Vec::new();
+    for n in 0..300i64 {
+        let gc = gc.clone();
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            // The WAL position after the job's own insert, read inside it.
+            let lsn: String = gc
+                .run(move |c| {
+                    c.execute("INSERT INTO t (n) VALUES (?1)", &[V::Int(n)])?;
+                    Ok(
+                        c.query_row("SELECT pg_current_wal_insert_lsn()::text", &[], |r| {
+                            r.get(0)
+                        })?,
+                    )
+                })
+                .await
+                .unwrap();
+            // Answered: the WAL is flushed at least that far.
+            tokio::task::spawn_blocking(move || {
+                let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                let flushed: bool = c
+                    .query_one(
+                        "SELECT pg_current_wal_flush_lsn() >= $1::text::pg_lsn",
+                        &[&lsn],
+                    )
+                    .unwrap()
+                    .get(0);
+                assert!(flushed, "answered before the WAL was flushed past {lsn}");
+            })
+            .await
+            .unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let count: i64 = gc
+        .run(|c| Ok(c.query_row("SELECT COUNT(*) FROM t", &[], |r| r.get(0))?))
+        .await
+        .unwrap();
+    assert_eq!(count, 300);
+    assert!(gc.stats().max_batch > 1, "{:?}", gc.stats());
+    drop(schema);
+}
+
+/// The sync connection is lost: the batch it was for is answered with an
+/// error (whether it survived is unknown to the writer), the connection is
+/// made again, and the next write is answered as usual; the writer goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_lost_sync_connection_fails_its_batch_and_is_made_again() {
+    let Some((schema, url, gc)) = pg_pipelined("sb-sync-lost").await else {
+        return;
+    };
+    gc.run(|c| Ok(c.execute("INSERT INTO t (n) VALUES (1)", &[])?))
+        .await
+        .unwrap();
+    let u = url.clone();
+    let killed: i64 = tokio::task::spawn_blocking(move || {
+        let mut c = postgres::Client::connect(&u, postgres::NoTls).unwrap();
+        c.query_one(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'sb-sync-lost'",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    })
+    .await
+    .unwrap();
+    assert_eq!(killed, 1);
+    // Wait until the server has closed it.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let lost = gc
+        .run(|c| Ok(c.execute("INSERT INTO t (n) VALUES (2)", &[])?))
+        .await;
+    assert!(
+        matches!(&lost, Err(StoreError::CommitFailed(m)) if m.contains("PostgreSQL")),
+        "{lost:?}"
+    );
+    for n in 3..6i64 {
+        let r = gc
+            .run(move |c| Ok(c.execute("INSERT INTO t (n) VALUES (?1)", &[V::Int(n)])?))
+            .await;
+        assert_eq!(
+            r.unwrap(),
+            1,
+            "write {n} after the sync connection was made again"
+        );
+    }
+    let ns: Vec<i64> = gc
+        .run(|c| Ok(c.query_map("SELECT n FROM t ORDER BY n", &[], |r| r.get(0))?))
+        .await
+        .unwrap();
+    // The failed batch's write was in fact committed: its answer said
+    // only that the writer could not vouch for it.
+    assert_eq!(ns, [1, 2, 3, 4, 5]);
+    drop(schema);
+}
