@@ -295,7 +295,10 @@ impl Durability {
             Durability::PgFlush { connect, conn } => {
                 let flushed = match conn.as_ref() {
                     None => Err("no connection to PostgreSQL to make the commit durable".to_owned()),
-                    Some((_, made)) if *made > since => Err(
+                    // The connection is sound, only too new to vouch for
+                    // these batches: keep it (making it again would refuse
+                    // the batches begun meanwhile, and so on under load).
+                    Some((_, made)) if *made > since => return Err(
                         "the connection to PostgreSQL was made again after this write began, so whether it was stored is unknown"
                             .to_owned(),
                     ),

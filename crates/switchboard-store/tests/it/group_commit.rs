@@ -355,6 +355,82 @@ async fn on_postgres_pipelined_writes_are_answered_after_the_wal_is_flushed() {
     drop(schema);
 }
 
+/// Terminates the one server connection named `name` and waits until the
+/// server has closed it.
+async fn terminate(url: &str, name: &'static str) {
+    let u = url.to_owned();
+    let killed: i64 = tokio::task::spawn_blocking(move || {
+        let mut c = postgres::Client::connect(&u, postgres::NoTls).unwrap();
+        c.query_one(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+            &[&name],
+        )
+        .unwrap()
+        .get(0)
+    })
+    .await
+    .unwrap();
+    assert_eq!(killed, 1);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+}
+
+/// The sync connection is lost while writes keep coming: only the writes
+/// in flight around the loss fail (each writer's write then, and at most
+/// the one it began before the connection was made again), and the new
+/// connection, once made, is kept: later writes are answered as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_lost_sync_connection_under_load_fails_only_the_writes_around_it() {
+    let Some((schema, url, gc)) = pg_pipelined("sb-sync-load").await else {
+        return;
+    };
+    let gc = Arc::new(gc);
+    const WRITERS: i64 = 16;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for w in 0..WRITERS {
+        let (gc, stop) = (gc.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            // (failed, succeeded after the first failure, last result ok)
+            let (mut failed, mut after, mut last_ok) = (0u32, 0u32, false);
+            for i in 0..100_000i64 {
+                if stop.load(std::sync::atomic::Ordering::Acquire) {
+                    break;
+                }
+                let n = w * 1_000_000 + i;
+                let r = gc
+                    .run(move |c| Ok(c.execute("INSERT INTO t (n) VALUES (?1)", &[V::Int(n)])?))
+                    .await;
+                last_ok = r.is_ok();
+                match r {
+                    Ok(_) if failed > 0 => after += 1,
+                    Ok(_) => {}
+                    Err(StoreError::CommitFailed(_)) => failed += 1,
+                    Err(e) => panic!("write {n}: {e:?}"),
+                }
+            }
+            (failed, after, last_ok)
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    terminate(&url, "sb-sync-load").await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let (mut failed, mut after) = (0, 0);
+    for t in tasks {
+        let (f, a, last_ok) = t.await.unwrap();
+        assert!(f <= 2, "one writer had {f} writes failed");
+        assert!(last_ok, "a writer's last write failed");
+        failed += f;
+        after += a;
+    }
+    assert!(
+        failed >= 1,
+        "no write was in flight when the connection was lost"
+    );
+    assert!(after >= 1, "no write succeeded after the loss");
+    drop(schema);
+}
+
 /// The sync connection is lost: the batch it was for is answered with an
 /// error (whether it survived is unknown to the writer), the connection is
 /// made again, and the next write is answered as usual; the writer goes on.
@@ -366,21 +442,7 @@ async fn on_postgres_a_lost_sync_connection_fails_its_batch_and_is_made_again() 
     gc.run(|c| Ok(c.execute("INSERT INTO t (n) VALUES (1)", &[])?))
         .await
         .unwrap();
-    let u = url.clone();
-    let killed: i64 = tokio::task::spawn_blocking(move || {
-        let mut c = postgres::Client::connect(&u, postgres::NoTls).unwrap();
-        c.query_one(
-            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'sb-sync-lost'",
-            &[],
-        )
-        .unwrap()
-        .get(0)
-    })
-    .await
-    .unwrap();
-    assert_eq!(killed, 1);
-    // Wait until the server has closed it.
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    terminate(&url, "sb-sync-lost").await;
     let lost = gc
         .run(|c| Ok(c.execute("INSERT INTO t (n) VALUES (2)", &[])?))
         .await;
