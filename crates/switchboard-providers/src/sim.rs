@@ -262,6 +262,12 @@ impl SimProvider {
         // NORMAL in WAL mode survives a process crash, which is all a
         // simulator needs to model a provider that remembers.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // The receipt claim's `LIMIT ?2` would otherwise have SQLite plan
+        // the statement again whenever the limit changes.
+        conn.set_db_config(
+            rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+            true,
+        )?;
         conn.execute_batch(LEDGER_SCHEMA)?;
         let ledger = Arc::new(Mutex::new(conn));
         let (calls, rx) = tokio::sync::mpsc::channel(LEDGER_QUEUE);
@@ -377,8 +383,12 @@ impl SimProvider {
     pub async fn mark_reported(&self, ids: Vec<i64>) -> Result<(), rusqlite::Error> {
         self.with_ledger(move |c| {
             let tx = c.transaction()?;
-            for id in ids {
-                tx.execute("UPDATE sim_receipts SET reported = 1 WHERE id = ?1", [id])?;
+            {
+                let mut mark =
+                    tx.prepare_cached("UPDATE sim_receipts SET reported = 1 WHERE id = ?1")?;
+                for id in ids {
+                    mark.execute([id])?;
+                }
             }
             tx.commit()
         })

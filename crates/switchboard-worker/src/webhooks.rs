@@ -6,6 +6,7 @@
 //! literals (which reqwest does not resolve) are checked before the call.
 //! Redirects are not followed.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -130,7 +131,13 @@ struct Inner {
     config: WebhookConfig,
     // Writes the results of concurrent deliveries together (see `batch.rs`).
     results: Batcher<WebhookAttemptReport, Result<(), StoreError>>,
+    // Endpoint URLs as parsed, by their text: a busy endpoint's URL was
+    // parsed again for every delivery.
+    urls: std::sync::Mutex<HashMap<String, reqwest::Url>>,
 }
+
+/// Most parsed endpoint URLs kept; past it the cache starts again.
+const URL_CACHE: usize = 1_024;
 
 /// Most delivery results written in one store call.
 const RESULT_BATCH: usize = 512;
@@ -312,6 +319,7 @@ impl WebhookDeliverer {
                         Box::pin(async move { store.complete_webhook_attempts(reports).await })
                     })
                 }),
+                urls: std::sync::Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -372,13 +380,27 @@ impl WebhookDeliverer {
         }
     }
 
+    /// The endpoint's URL, parsed once while it is in use.
+    fn endpoint_url(&self, text: &str) -> Result<reqwest::Url, String> {
+        let mut urls = self.inner.urls.lock().expect("url cache lock");
+        if let Some(url) = urls.get(text) {
+            return Ok(url.clone());
+        }
+        let url = reqwest::Url::parse(text).map_err(|err| format!("invalid URL: {err}"))?;
+        if urls.len() >= URL_CACHE {
+            urls.clear();
+        }
+        urls.insert(text.to_owned(), url.clone());
+        Ok(url)
+    }
+
     async fn call(
         &self,
         job: &WebhookJob,
         rendered: Result<(Vec<u8>, &'static str), String>,
     ) -> Result<(u16, String, Option<Duration>), String> {
         let e = &job.endpoint;
-        let url = reqwest::Url::parse(&e.url).map_err(|err| format!("invalid URL: {err}"))?;
+        let url = self.endpoint_url(&e.url)?;
         if let Some(host) = url.host() {
             let ip = match host {
                 url::Host::Ipv4(ip) => Some(IpAddr::V4(ip)),
