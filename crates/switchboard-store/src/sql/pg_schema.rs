@@ -25,6 +25,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0007_idempotency_lookup",
         include_str!("pg/0007_idempotency_lookup.sql"),
     ),
+    (
+        "0008_fewer_log_indexes",
+        include_str!("pg/0008_fewer_log_indexes.sql"),
+    ),
 ];
 
 /// Applies the migrations not yet applied, each in its own transaction;

@@ -288,7 +288,63 @@ ALTER TABLE providers ADD COLUMN tokens_at INTEGER;
     ("0009_integrations", INTEGRATIONS),
     ("0010_console_sessions", CONSOLE_SESSIONS),
     ("0011_webhook_claim_order", WEBHOOK_CLAIM_ORDER),
+    ("0012_fewer_log_indexes", FEWER_LOG_INDEXES),
 ];
+
+/// Fewer B-trees written per message end to end (BENCHMARKS, twelfth
+/// session): every B-tree an insert touches costs the writer its leaf and
+/// a WAL frame per commit.
+/// - `webhook_deliveries_by_event`: no statement reads it.
+/// - `attempts`: keyed by its message (`WITHOUT ROWID`), the only way it
+///   is read; its id had an index of its own and the message a third
+///   B-tree. Ids stay unique: the key ends with them.
+/// - `webhook_attempts`: its id had an index of its own that nothing reads;
+///   an explicit `seq` orders attempts of one millisecond (it was the
+///   implicit rowid, which `VACUUM` may renumber), as on PostgreSQL.
+///
+/// The two tables are copied once, at the upgrade.
+const FEWER_LOG_INDEXES: &str = r#"
+DROP INDEX webhook_deliveries_by_event;
+
+CREATE TABLE attempts_v2 (
+    message_id          TEXT NOT NULL,
+    attempt             INTEGER NOT NULL,
+    id                  TEXT NOT NULL,
+    provider_id         TEXT NOT NULL,
+    started_at          INTEGER NOT NULL,
+    duration_ms         INTEGER NOT NULL,
+    outcome             TEXT NOT NULL,
+    error_class         TEXT,
+    error_code          TEXT,
+    error_message       TEXT,
+    provider_message_id TEXT,
+    PRIMARY KEY (message_id, attempt, id)
+) WITHOUT ROWID;
+INSERT INTO attempts_v2 (message_id, attempt, id, provider_id, started_at, duration_ms, outcome, error_class, error_code, error_message, provider_message_id)
+    SELECT message_id, attempt, id, provider_id, started_at, duration_ms, outcome, error_class, error_code, error_message, provider_message_id FROM attempts;
+DROP TABLE attempts;
+ALTER TABLE attempts_v2 RENAME TO attempts;
+
+CREATE TABLE webhook_attempts_v2 (
+    seq           INTEGER PRIMARY KEY,
+    id            TEXT NOT NULL,
+    endpoint_id   TEXT NOT NULL,
+    delivery_id   TEXT,
+    event_id      TEXT NOT NULL,
+    attempt       INTEGER NOT NULL,
+    trigger       TEXT NOT NULL,
+    status_code   INTEGER,
+    error         TEXT,
+    response_body TEXT,
+    duration_ms   INTEGER NOT NULL,
+    created_at    INTEGER NOT NULL
+);
+INSERT INTO webhook_attempts_v2 (seq, id, endpoint_id, delivery_id, event_id, attempt, trigger, status_code, error, response_body, duration_ms, created_at)
+    SELECT rowid, id, endpoint_id, delivery_id, event_id, attempt, trigger, status_code, error, response_body, duration_ms, created_at FROM webhook_attempts ORDER BY rowid;
+DROP TABLE webhook_attempts;
+ALTER TABLE webhook_attempts_v2 RENAME TO webhook_attempts;
+CREATE INDEX webhook_attempts_by_endpoint ON webhook_attempts (endpoint_id, created_at);
+"#;
 
 /// Operator console sign-ins: the cookie's hash, who it acts as, and its
 /// CSRF token. The same statements on both engines.
@@ -350,11 +406,16 @@ ALTER TABLE messages ADD COLUMN channel_template TEXT;
 
 /// Applies the migrations not yet applied, each in its own transaction.
 pub fn migrate(conn: &mut Connection) -> Result<usize, StoreError> {
+    migrate_through(conn, MIGRATIONS.len())
+}
+
+/// Applies the first `count` migrations not yet applied.
+fn migrate_through(conn: &mut Connection, count: usize) -> Result<usize, StoreError> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)",
     )?;
     let mut applied = 0;
-    for (name, sql) in MIGRATIONS {
+    for (name, sql) in &MIGRATIONS[..count] {
         let done: bool = conn.query_row(
             "SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE name = ?1)",
             [name],
@@ -373,4 +434,111 @@ pub fn migrate(conn: &mut Connection) -> Result<usize, StoreError> {
         applied += 1;
     }
     Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn indexes(conn: &Connection, table: &str) -> Vec<String> {
+        let mut stmt = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ?1 ORDER BY name")
+            .unwrap();
+        stmt.query_map([table], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_upgrade_to_fewer_log_indexes_keeps_every_attempt_and_its_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("old.db")).unwrap();
+        let before = MIGRATIONS
+            .iter()
+            .position(|(n, _)| *n == "0012_fewer_log_indexes")
+            .unwrap();
+        migrate_through(&mut conn, before).unwrap();
+        // Two message attempts, and three webhook attempts of which two
+        // share a millisecond: insertion order must still break that tie.
+        conn.execute_batch(
+            "INSERT INTO attempts (id, message_id, attempt, provider_id, started_at, duration_ms, outcome, error_message)
+                 VALUES ('att_2', 'msg_a', 2, 'pr_sim', 20, 5, 'sent', NULL),
+                        ('att_1', 'msg_a', 1, 'pr_sim', 10, 5, 'failed', 'it''s down');
+             INSERT INTO webhook_attempts (id, endpoint_id, event_id, attempt, trigger, status_code, duration_ms, created_at)
+                 VALUES ('wha_z', 'we_1', 'evt_1', 1, 'scheduled', 500, 3, 100),
+                        ('wha_a', 'we_1', 'evt_1', 2, 'scheduled', 200, 3, 100),
+                        ('wha_m', 'we_1', 'evt_2', 1, 'scheduled', 200, 3, 50);",
+        )
+        .unwrap();
+        assert_eq!(migrate(&mut conn).unwrap(), MIGRATIONS.len() - before);
+
+        let attempts: Vec<(String, i64, String, Option<String>)> = conn
+            .prepare("SELECT id, attempt, outcome, error_message FROM attempts WHERE message_id = 'msg_a' ORDER BY attempt")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            attempts,
+            [
+                ("att_1".into(), 1, "failed".into(), Some("it's down".into())),
+                ("att_2".into(), 2, "sent".into(), None),
+            ]
+        );
+        // The listing's order: newest first, the later insert first within
+        // a millisecond.
+        let hooks: Vec<String> = conn
+            .prepare("SELECT id FROM webhook_attempts WHERE endpoint_id = 'we_1' ORDER BY created_at DESC, seq DESC")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(hooks, ["wha_a", "wha_z", "wha_m"]);
+        // A new attempt goes after the copied ones.
+        conn.execute(
+            "INSERT INTO webhook_attempts (id, endpoint_id, event_id, attempt, trigger, duration_ms, created_at)
+             VALUES ('wha_new', 'we_1', 'evt_3', 1, 'scheduled', 1, 100)",
+            [],
+        )
+        .unwrap();
+        let seq: i64 = conn
+            .query_row(
+                "SELECT seq FROM webhook_attempts WHERE id = 'wha_new'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(seq, 4);
+        // The same attempt cannot be logged twice.
+        assert!(
+            conn.execute(
+                "INSERT INTO attempts (id, message_id, attempt, provider_id, started_at, duration_ms, outcome)
+                 VALUES ('att_1', 'msg_a', 1, 'pr_sim', 10, 5, 'failed')",
+                [],
+            )
+            .is_err()
+        );
+        // What is left to write per row: the attempts table is its own
+        // key, one B-tree.
+        assert!(indexes(&conn, "attempts").is_empty());
+        let without_rowid: String = conn
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE name = 'attempts'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(without_rowid.ends_with("WITHOUT ROWID"), "{without_rowid}");
+        assert_eq!(
+            indexes(&conn, "webhook_attempts"),
+            ["webhook_attempts_by_endpoint"]
+        );
+        assert!(
+            !indexes(&conn, "webhook_deliveries")
+                .contains(&"webhook_deliveries_by_event".to_owned())
+        );
+    }
 }

@@ -748,14 +748,11 @@ pub fn attempts(
     if load_endpoint(c, Some(ws), endpoint_id)?.is_none() {
         return Ok(None);
     }
-    // Insertion order breaks ties within a millisecond.
-    let order = if c.is_pg() { "seq" } else { "rowid" };
-    let sql = format!(
-        "SELECT id, delivery_id, event_id, attempt, trigger, status_code, error, response_body, duration_ms, created_at
-         FROM webhook_attempts WHERE endpoint_id = ?1 ORDER BY created_at DESC, {order} DESC LIMIT ?2"
-    );
+    // Insertion order (`seq`) breaks ties within a millisecond.
+    let sql = "SELECT id, delivery_id, event_id, attempt, trigger, status_code, error, response_body, duration_ms, created_at
+         FROM webhook_attempts WHERE endpoint_id = ?1 ORDER BY created_at DESC, seq DESC LIMIT ?2";
     let list = c
-        .prepare_cached(&sql)?
+        .prepare_cached(sql)?
         .query_map(p![endpoint_id, i64::try_from(limit).unwrap_or(100)], |r| {
             Ok(WebhookAttemptRecord {
                 id: r.get(0)?,
