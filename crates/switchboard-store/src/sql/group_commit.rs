@@ -428,9 +428,11 @@ fn writer_loop(
         if let Some(s) = &syncer
             && s.failed.load(Ordering::Acquire)
         {
+            // A failed WAL sync (SQLite), or a sync thread that stopped
+            // (either engine).
             refuse(
                 jobs,
-                "the database's WAL could not be synced; restart the node",
+                "an earlier commit could not be made durable; restart the node",
             );
             continue;
         }

@@ -18,6 +18,12 @@ fn sqlite_writer(schema: &str) -> (tempfile::TempDir, std::path::PathBuf, Arc<Gr
     (dir, path, Arc::new(gc))
 }
 
+/// One write through `gc`: the row `n` into table `t`.
+async fn insert(gc: &GroupCommit, n: i64) -> Result<usize, StoreError> {
+    gc.run(move |c| Ok(c.execute("INSERT INTO t (n) VALUES (?1)", &[V::Int(n)])?))
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_accepts_share_commits() {
     let f = sqlite().await;
@@ -207,10 +213,7 @@ async fn pipelined_writes_are_answered_after_their_sync() {
     let mut tasks = Vec::new();
     for n in 0..300i64 {
         let gc = gc.clone();
-        tasks.push(tokio::spawn(async move {
-            gc.run(move |c| Ok(c.execute("INSERT INTO t (n) VALUES (?1)", &[V::Int(n)])?))
-                .await
-        }));
+        tasks.push(tokio::spawn(async move { insert(&gc, n).await }));
     }
     for t in tasks {
         assert_eq!(t.await.unwrap().unwrap(), 1);
@@ -232,16 +235,12 @@ async fn a_failed_sync_fails_its_batch_and_stops_the_writer() {
     // Not the WAL: no such file, so every sync fails.
     let (gc, _thread) =
         GroupCommit::start_pipelined(Conn::Lite(conn), dir.path().join("missing").join("wal"));
-    let first = gc
-        .run(|c| Ok(c.execute("INSERT INTO t (n) VALUES (1)", &[])?))
-        .await;
+    let first = insert(&gc, 1).await;
     assert!(
         matches!(&first, Err(StoreError::CommitFailed(m)) if m.contains("syncing")),
         "{first:?}"
     );
-    let later = gc
-        .run(|c| Ok(c.execute("INSERT INTO t (n) VALUES (2)", &[])?))
-        .await;
+    let later = insert(&gc, 2).await;
     assert!(
         matches!(&later, Err(StoreError::CommitFailed(_))),
         "{later:?}"
@@ -397,9 +396,7 @@ async fn on_postgres_a_lost_sync_connection_under_load_fails_only_the_writes_aro
                     break;
                 }
                 let n = w * 1_000_000 + i;
-                let r = gc
-                    .run(move |c| Ok(c.execute("INSERT INTO t (n) VALUES (?1)", &[V::Int(n)])?))
-                    .await;
+                let r = insert(&gc, n).await;
                 last_ok = r.is_ok();
                 match r {
                     Ok(_) if failed > 0 => after += 1,
@@ -439,21 +436,15 @@ async fn on_postgres_a_lost_sync_connection_fails_its_batch_and_is_made_again() 
     let Some((schema, url, gc)) = pg_pipelined("sb-sync-lost").await else {
         return;
     };
-    gc.run(|c| Ok(c.execute("INSERT INTO t (n) VALUES (1)", &[])?))
-        .await
-        .unwrap();
+    insert(&gc, 1).await.unwrap();
     terminate(&url, "sb-sync-lost").await;
-    let lost = gc
-        .run(|c| Ok(c.execute("INSERT INTO t (n) VALUES (2)", &[])?))
-        .await;
+    let lost = insert(&gc, 2).await;
     assert!(
         matches!(&lost, Err(StoreError::CommitFailed(m)) if m.contains("PostgreSQL")),
         "{lost:?}"
     );
     for n in 3..6i64 {
-        let r = gc
-            .run(move |c| Ok(c.execute("INSERT INTO t (n) VALUES (?1)", &[V::Int(n)])?))
-            .await;
+        let r = insert(&gc, n).await;
         assert_eq!(
             r.unwrap(),
             1,
