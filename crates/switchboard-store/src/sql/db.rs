@@ -30,18 +30,35 @@ pub enum DbError {
     Lite(#[from] rusqlite::Error),
     /// PostgreSQL.
     #[error("postgres: {}", pg_message(.0))]
-    Pg(#[from] postgres::Error),
+    Pg(#[from] tokio_postgres::Error),
     /// A query that must return a row returned none.
     #[error("the query returned no rows")]
     NoRows,
     /// A column could not be read as the wanted type.
     #[error("column {0}: {1}")]
     Type(usize, String),
+    /// A queued write (`Db::execute_later`) changed another number of rows
+    /// than it had to.
+    #[error("a write changed {got} rows where it had to change {want}")]
+    Rows {
+        /// The rows it had to change.
+        want: usize,
+        /// The rows it changed.
+        got: u64,
+    },
+    /// A queued read (`Db::query_later`) was not answered: a statement
+    /// sent before it failed, and PostgreSQL refused the rest of its
+    /// transaction.
+    #[error("a queued read was not answered: a statement before it failed")]
+    Unanswered,
+    /// The connection's runtime could not be made.
+    #[error("runtime: {0}")]
+    Runtime(String),
 }
 
 /// The server's own message (and code) when there is one: `db error` alone
 /// tells an operator nothing.
-fn pg_message(e: &postgres::Error) -> String {
+fn pg_message(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} ({})", db.message(), db.code().code()),
         None => match std::error::Error::source(e) {
@@ -58,7 +75,7 @@ impl DbError {
             DbError::Lite(rusqlite::Error::SqliteFailure(f, _)) => {
                 f.code == rusqlite::ErrorCode::ConstraintViolation
             }
-            DbError::Pg(e) => e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION),
+            DbError::Pg(e) => e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION),
             _ => false,
         }
     }
@@ -99,6 +116,20 @@ pub enum V<'a> {
     /// A column of values sent as one PostgreSQL array (`RowSet`); SQLite
     /// has no array parameters.
     Array(Vec<V<'a>>),
+}
+
+impl V<'_> {
+    /// The value, owning its text (to outlive what it borrowed).
+    pub fn into_owned(self) -> V<'static> {
+        match self {
+            V::Null => V::Null,
+            V::Int(i) => V::Int(i),
+            V::Real(f) => V::Real(f),
+            V::Text(t) => V::Text(Cow::Owned(t.into_owned())),
+            V::Bool(b) => V::Bool(b),
+            V::Array(items) => V::Array(items.into_iter().map(V::into_owned).collect()),
+        }
+    }
 }
 
 impl From<String> for V<'_> {
@@ -329,7 +360,7 @@ pub enum Row<'a> {
     /// SQLite.
     Lite(&'a rusqlite::Row<'a>),
     /// PostgreSQL.
-    Pg(&'a postgres::Row),
+    Pg(&'a tokio_postgres::Row),
     /// Read ahead (`Stmt::query`).
     Owned(&'a [Cell]),
 }
@@ -394,7 +425,7 @@ impl Rows {
     }
 }
 
-fn pg_cell(r: &postgres::Row, i: usize) -> Result<Cell, DbError> {
+fn pg_cell(r: &tokio_postgres::Row, i: usize) -> Result<Cell, DbError> {
     let ty = r
         .columns()
         .get(i)
@@ -426,11 +457,106 @@ fn pg_cell(r: &postgres::Row, i: usize) -> Result<Cell, DbError> {
 }
 
 /// A PostgreSQL connection with its prepared-statement cache.
+///
+/// The client is tokio-postgres's, driven by a runtime of the connection's
+/// own (one thread: the caller's, which blocks on each call, as the
+/// synchronous `postgres` client does). Unlike that client it can
+/// *pipeline*: writes whose answer nobody waits for (`Db::execute_later`)
+/// are queued and sent together with the next statement that needs an
+/// answer, so a batch's inserts and its `COMMIT` cost one round trip
+/// between the writer and the server, not one each.
 pub struct PgConn {
-    client: RefCell<postgres::Client>,
-    statements: RefCell<HashMap<String, postgres::Statement>>,
+    client: Option<tokio_postgres::Client>,
+    /// Drives the connection (socket reads and writes) while a call blocks.
+    connection: Option<tokio::task::JoinHandle<()>>,
+    runtime: tokio::runtime::Runtime,
+    statements: RefCell<HashMap<String, tokio_postgres::Statement>>,
     /// Whether a statement failed since `Db::take_failed` last asked.
     failed: std::cell::Cell<bool>,
+    /// Whether `execute_later` queues (`Db::pipeline`).
+    pipelining: std::cell::Cell<bool>,
+    /// Queued writes, sent in order ahead of the next call.
+    later: RefCell<Vec<Later>>,
+    /// Whether a queued write failed since `Db::take_later_failed` asked.
+    later_failed: std::cell::Cell<bool>,
+    /// The rows of queued reads that have been run, by slot
+    /// (`Db::query_later`), and the next slot.
+    read: RefCell<HashMap<usize, Vec<Vec<Cell>>>>,
+    next_slot: std::cell::Cell<usize>,
+}
+
+/// The rows of a `Db::query_later` read, there or to come.
+pub enum LaterRows {
+    /// Read at once.
+    Ready(Rows),
+    /// Queued on a PostgreSQL connection.
+    Slot(usize),
+}
+
+/// A write queued by `Db::execute_later`.
+enum Later {
+    /// A prepared statement, its parameters and the rows it must change.
+    Statement {
+        statement: tokio_postgres::Statement,
+        params: Vec<V<'static>>,
+        rows: Option<usize>,
+    },
+    /// Statements without parameters (`BEGIN`).
+    Simple(&'static str),
+    /// A read whose rows are kept for `Db::rows` under `slot`.
+    Query {
+        statement: tokio_postgres::Statement,
+        params: Vec<V<'static>>,
+        slot: usize,
+    },
+}
+
+impl Later {
+    /// Runs it; a read's rows are returned with their slot.
+    async fn run(
+        &self,
+        client: &tokio_postgres::Client,
+    ) -> Result<Option<(usize, Vec<Vec<Cell>>)>, DbError> {
+        match self {
+            Later::Query {
+                statement,
+                params,
+                slot,
+            } => {
+                let rows = client
+                    .query(statement, &pg_params(params))
+                    .await?
+                    .iter()
+                    .map(|r| (0..r.len()).map(|i| pg_cell(r, i)).collect())
+                    .collect::<Result<Vec<Vec<Cell>>, DbError>>()?;
+                Ok(Some((*slot, rows)))
+            }
+            other => other.write(client).await.map(|()| None),
+        }
+    }
+
+    async fn write(&self, client: &tokio_postgres::Client) -> Result<(), DbError> {
+        match self {
+            Later::Statement {
+                statement,
+                params,
+                rows,
+            } => {
+                let n = client
+                    .execute_raw(statement, params.iter().map(|v| v as &(dyn PgToSql + Sync)))
+                    .await?;
+                match rows {
+                    Some(want) if usize::try_from(n).ok() != Some(*want) => Err(DbError::Rows {
+                        want: *want,
+                        got: n,
+                    }),
+                    _ => Ok(()),
+                }
+            }
+            Later::Simple(sql) => Ok(client.batch_execute(sql).await?),
+            Later::Query { .. } => unreachable!("reads are run by Later::run"),
+        }
+    }
 }
 
 impl std::fmt::Debug for PgConn {
@@ -440,41 +566,144 @@ impl std::fmt::Debug for PgConn {
 }
 
 impl PgConn {
-    /// Wraps a connected client.
-    pub fn new(client: postgres::Client) -> Self {
-        PgConn {
-            client: RefCell::new(client),
+    /// Connects (without TLS: the server is on the node's own network).
+    pub fn connect(config: &tokio_postgres::Config) -> Result<Self, DbError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| DbError::Runtime(e.to_string()))?;
+        let (client, connection) = runtime.block_on(config.connect(tokio_postgres::NoTls))?;
+        let connection = runtime.spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::warn!(error = %e, "the PostgreSQL connection ended");
+            }
+        });
+        Ok(PgConn {
+            client: Some(client),
+            connection: Some(connection),
+            runtime,
             statements: RefCell::default(),
             failed: std::cell::Cell::new(false),
-        }
+            pipelining: std::cell::Cell::new(false),
+            later: RefCell::default(),
+            later_failed: std::cell::Cell::new(false),
+            read: RefCell::default(),
+            next_slot: std::cell::Cell::new(0),
+        })
     }
 
-    /// The client, for one call whose failure is remembered.
+    /// `connect` with a URL (`postgres://user@host:port/db`).
+    pub fn connect_url(url: &str) -> Result<Self, DbError> {
+        Self::connect(&url.parse()?)
+    }
+
+    fn client(&self) -> &tokio_postgres::Client {
+        self.client
+            .as_ref()
+            .expect("the client lives as long as the connection")
+    }
+
+    /// Runs one call, after every queued write (all sent together, in
+    /// order, before any answer is awaited). The first failure, in that
+    /// order, is the call's; a queued write's failure is remembered
+    /// (`Db::take_later_failed`): PostgreSQL then refuses the rest of the
+    /// transaction, and a `COMMIT` rolls it back without an error.
     fn call<T>(
         &self,
-        f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error>,
+        f: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
     ) -> Result<T, DbError> {
-        let r = f(&mut self.client.borrow_mut());
+        let later = std::mem::take(&mut *self.later.borrow_mut());
+        let r = if later.is_empty() {
+            self.runtime.block_on(f).map_err(DbError::from)
+        } else {
+            let client = self.client();
+            self.runtime.block_on(async {
+                let mut earlier: Vec<_> = later.iter().map(|l| Box::pin(l.run(client))).collect();
+                let mut done: Vec<Option<Result<_, DbError>>> =
+                    earlier.iter().map(|_| None).collect();
+                let mut f = std::pin::pin!(f);
+                let mut now = None;
+                // Polled in order: each sends its request on its first poll.
+                std::future::poll_fn(|cx| {
+                    let mut pending = false;
+                    for (fut, slot) in earlier.iter_mut().zip(done.iter_mut()) {
+                        if slot.is_none() {
+                            match fut.as_mut().poll(cx) {
+                                std::task::Poll::Ready(r) => *slot = Some(r),
+                                std::task::Poll::Pending => pending = true,
+                            }
+                        }
+                    }
+                    if now.is_none() {
+                        match f.as_mut().poll(cx) {
+                            std::task::Poll::Ready(r) => now = Some(r),
+                            std::task::Poll::Pending => pending = true,
+                        }
+                    }
+                    if pending {
+                        std::task::Poll::Pending
+                    } else {
+                        std::task::Poll::Ready(())
+                    }
+                })
+                .await;
+                let mut first_error = None;
+                for r in done.into_iter().flatten() {
+                    match r {
+                        Ok(Some((slot, rows))) => {
+                            self.read.borrow_mut().insert(slot, rows);
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            self.later_failed.set(true);
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                }
+                if let Some(e) = first_error {
+                    return Err(e);
+                }
+                now.expect("polled to the end").map_err(DbError::from)
+            })
+        };
         if r.is_err() {
             self.failed.set(true);
         }
-        Ok(r?)
+        r
     }
 
     /// Whether the connection is unusable (the server went away).
     pub fn is_closed(&self) -> bool {
-        self.client.borrow().is_closed()
+        self.client().is_closed()
     }
 
-    fn statement(&self, sql: &str) -> Result<postgres::Statement, DbError> {
+    fn statement(&self, sql: &str) -> Result<tokio_postgres::Statement, DbError> {
         if let Some(s) = self.statements.borrow().get(sql) {
             return Ok(s.clone());
         }
-        let stmt = self.call(|c| c.prepare(&dollar_placeholders(sql)))?;
+        // Prepared on its own, ahead of any queued write: a statement is
+        // the session's, not the transaction's.
+        let stmt = self
+            .runtime
+            .block_on(self.client().prepare(&dollar_placeholders(sql)))
+            .inspect_err(|_| self.failed.set(true))?;
         self.statements
             .borrow_mut()
             .insert(sql.to_owned(), stmt.clone());
         Ok(stmt)
+    }
+}
+
+impl Drop for PgConn {
+    fn drop(&mut self) {
+        // Dropping the client ends the session politely (a Terminate
+        // message); the connection task then finishes.
+        drop(self.client.take());
+        if let Some(connection) = self.connection.take() {
+            let _ = self.runtime.block_on(async {
+                tokio::time::timeout(std::time::Duration::from_secs(1), connection).await
+            });
+        }
     }
 }
 
@@ -616,6 +845,139 @@ impl Db<'_> {
         }
     }
 
+    /// Lets `execute_later` queue writes on this connection (PostgreSQL),
+    /// or makes it run them at once again. Only the group commit turns it
+    /// on, inside its transactions, which always end with a statement that
+    /// sends what is queued (`COMMIT`, `RELEASE`); turned off, anything
+    /// still queued is sent first.
+    pub fn pipeline(&self, on: bool) -> Result<(), DbError> {
+        match self {
+            Db::Lite(_) => Ok(()),
+            Db::Pg(c) => {
+                if !on {
+                    // Reads whose rows nobody took are forgotten.
+                    c.read.borrow_mut().clear();
+                    self.flush()?;
+                }
+                c.pipelining.set(on);
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends every queued write now and waits for their answers.
+    pub fn flush(&self) -> Result<(), DbError> {
+        match self {
+            Db::Lite(_) => Ok(()),
+            Db::Pg(c) if c.later.borrow().is_empty() => Ok(()),
+            Db::Pg(c) => c.call(std::future::ready(Ok(()))),
+        }
+    }
+
+    /// Runs a write whose answer nobody waits for. On PostgreSQL, while
+    /// the connection pipelines (`pipeline`), it is queued and sent with
+    /// the next statement that needs an answer, in order, with no round
+    /// trip of its own; its failure is then that statement's, and
+    /// `take_later_failed` tells it apart. Otherwise, and on SQLite, it
+    /// runs at once. `rows`: how many rows it must change (or return),
+    /// else it fails (`DbError::Rows`).
+    pub fn execute_later(
+        &self,
+        sql: &str,
+        params: Vec<V<'_>>,
+        rows: Option<usize>,
+    ) -> Result<(), DbError> {
+        if let Db::Pg(c) = self
+            && c.pipelining.get()
+        {
+            let statement = c.statement(sql)?;
+            let params = params.into_iter().map(V::into_owned).collect();
+            c.later.borrow_mut().push(Later::Statement {
+                statement,
+                params,
+                rows,
+            });
+            return Ok(());
+        }
+        let n = self.execute(sql, &params)?;
+        match rows {
+            Some(want) if n != want => Err(DbError::Rows {
+                want,
+                got: n as u64,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// A read sent as `execute_later` sends its writes: on PostgreSQL,
+    /// while the connection pipelines, it is queued and its rows are read
+    /// with `rows`, so reads that do not depend on each other go to the
+    /// server together. Otherwise it runs at once.
+    pub fn query_later(&self, sql: &str, params: Vec<V<'_>>) -> Result<LaterRows, DbError> {
+        if let Db::Pg(c) = self
+            && c.pipelining.get()
+        {
+            let statement = c.statement(sql)?;
+            let slot = c.next_slot.get();
+            c.next_slot.set(slot.wrapping_add(1));
+            c.later.borrow_mut().push(Later::Query {
+                statement,
+                params: params.into_iter().map(V::into_owned).collect(),
+                slot,
+            });
+            return Ok(LaterRows::Slot(slot));
+        }
+        Ok(LaterRows::Ready(self.prepare_cached(sql)?.query(&params)?))
+    }
+
+    /// The rows of a `query_later` read (sending what is queued first, if
+    /// it has not been sent).
+    pub fn rows(&self, read: LaterRows) -> Result<Rows, DbError> {
+        let slot = match read {
+            LaterRows::Ready(rows) => return Ok(rows),
+            LaterRows::Slot(slot) => slot,
+        };
+        let Db::Pg(c) = self else {
+            unreachable!("only PostgreSQL queues reads")
+        };
+        let queued = c
+            .later
+            .borrow()
+            .iter()
+            .any(|l| matches!(l, Later::Query { slot: s, .. } if *s == slot));
+        // A failure of what was sent with it is remembered (`take_failed`,
+        // `take_later_failed`); the read itself may have been answered.
+        let sent = if queued { self.flush() } else { Ok(()) };
+        match (c.read.borrow_mut().remove(&slot), sent) {
+            (Some(rows), _) => Ok(Rows {
+                rows: rows.into_iter(),
+                current: Vec::new(),
+            }),
+            (None, Err(e)) => Err(e),
+            (None, Ok(())) => Err(DbError::Unanswered),
+        }
+    }
+
+    /// `execute_batch`, queued as `execute_later` queues (for `BEGIN`).
+    pub fn execute_batch_later(&self, sql: &'static str) -> Result<(), DbError> {
+        match self {
+            Db::Pg(c) if c.pipelining.get() => {
+                c.later.borrow_mut().push(Later::Simple(sql));
+                Ok(())
+            }
+            _ => self.execute_batch(sql),
+        }
+    }
+
+    /// Whether a queued write failed since the last call (and forgets it):
+    /// its transaction is lost, as if a job had failed.
+    pub fn take_later_failed(&self) -> bool {
+        match self {
+            Db::Lite(_) => false,
+            Db::Pg(c) => c.later_failed.replace(false),
+        }
+    }
+
     /// `INSERT INTO`; on SQLite `INSERT OR FAIL INTO`. A statement that
     /// may abort part-way (any `UNIQUE` or `NOT NULL` column) makes SQLite
     /// copy every page it touches into a statement journal first, so that
@@ -684,7 +1046,7 @@ impl Db<'_> {
                 .execute(rusqlite::params_from_iter(params.iter()))?),
             Db::Pg(c) => {
                 let stmt = c.statement(sql)?;
-                let n = c.call(|cl| cl.execute(&stmt, &pg_params(params)))?;
+                let n = c.call(c.client().execute(&stmt, &pg_params(params)))?;
                 Ok(usize::try_from(n).unwrap_or(usize::MAX))
             }
         }
@@ -694,7 +1056,7 @@ impl Db<'_> {
     pub fn execute_batch(&self, sql: &str) -> Result<(), DbError> {
         match self {
             Db::Lite(c) => Ok(c.execute_batch(sql)?),
-            Db::Pg(c) => c.call(|cl| cl.batch_execute(sql)),
+            Db::Pg(c) => c.call(c.client().batch_execute(sql)),
         }
     }
 
@@ -716,7 +1078,7 @@ impl Db<'_> {
             }
             Db::Pg(c) => {
                 let stmt = c.statement(sql)?;
-                let row = c.call(|cl| cl.query_opt(&stmt, &pg_params(params)))?;
+                let row = c.call(c.client().query_opt(&stmt, &pg_params(params)))?;
                 match row {
                     Some(r) => f(&Row::Pg(&r)),
                     None => Err(DbError::NoRows),
@@ -744,7 +1106,7 @@ impl Db<'_> {
             }
             Db::Pg(c) => {
                 let stmt = c.statement(sql)?;
-                let rows = c.call(|cl| cl.query(&stmt, &pg_params(params)))?;
+                let rows = c.call(c.client().query(&stmt, &pg_params(params)))?;
                 rows.iter().map(|r| f(&Row::Pg(r))).collect()
             }
         }
@@ -1197,14 +1559,121 @@ mod tests {
 
     /// On PostgreSQL, when a test server is configured: arrays of any
     /// length, more rows than one run carries (`MAX_PG_SET`).
+    /// The rows of `SELECT n FROM t ORDER BY n` on `db`.
+    fn ns(db: &Db<'_>) -> Vec<i64> {
+        db.query_map("SELECT n FROM t ORDER BY n", &[], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn queued_writes_and_reads_go_out_together_and_in_order_on_postgres() {
+        let Some(base) = crate::sql::scratch::ScratchSchema::test_server_url() else {
+            eprintln!("SWITCHBOARD_TEST_DATABASE_URL is not set: skipped");
+            return;
+        };
+        let schema = crate::sql::scratch::ScratchSchema::create(&base, "pipe").unwrap();
+        let conn = PgConn::connect_url(&schema.url()).unwrap();
+        let other = PgConn::connect_url(&schema.url()).unwrap();
+        let (db, seen) = (Db::Pg(&conn), Db::Pg(&other));
+        db.execute_batch("CREATE TABLE t (n BIGINT PRIMARY KEY)")
+            .unwrap();
+        db.pipeline(true).unwrap();
+        let insert = "INSERT INTO t (n) VALUES (?1)";
+        db.execute_later(insert, vec![V::Int(1)], Some(1)).unwrap();
+        db.execute_later(insert, vec![V::Int(2)], Some(1)).unwrap();
+        assert_eq!(ns(&seen), Vec::<i64>::new(), "queued, not yet sent");
+        // Two reads queued behind the writes: each sees both writes.
+        let count = db.query_later("SELECT COUNT(*) FROM t", vec![]).unwrap();
+        let max = db
+            .query_later("SELECT MAX(n) FROM t WHERE n < ?1", vec![V::Int(10)])
+            .unwrap();
+        assert_eq!(ns(&seen), Vec::<i64>::new(), "reads are queued too");
+        let mut rows = db.rows(count).unwrap();
+        assert_eq!(rows.next().unwrap().unwrap().get::<_, i64>(0).unwrap(), 2);
+        assert_eq!(ns(&seen), [1, 2], "sent by the first read's rows");
+        let mut rows = db.rows(max).unwrap();
+        assert_eq!(rows.next().unwrap().unwrap().get::<_, i64>(0).unwrap(), 2);
+        assert!(!db.take_failed() && !db.take_later_failed());
+
+        // A queued write that fails is the failure of the call that sent
+        // it, and is told apart from that call's own.
+        db.execute_later(insert, vec![V::Int(1)], Some(1)).unwrap();
+        let e = db.execute(insert, &[V::Int(3)]).unwrap_err();
+        assert!(e.is_unique_violation(), "{e}");
+        assert!(db.take_later_failed(), "the queued write failed");
+        assert!(db.take_failed());
+        // Outside a transaction each statement stands alone.
+        assert_eq!(ns(&seen), [1, 2, 3]);
+
+        // A write that must change one row and changes none.
+        db.execute_later("UPDATE t SET n = n WHERE n = ?1", vec![V::Int(99)], Some(1))
+            .unwrap();
+        let e = db.flush().unwrap_err();
+        assert!(matches!(e, DbError::Rows { want: 1, got: 0 }), "{e}");
+        assert!(db.take_later_failed());
+
+        // In a transaction, the queued statements, BEGIN and COMMIT
+        // included, go out with the COMMIT; one failure loses them all.
+        db.execute_batch_later("BEGIN").unwrap();
+        db.execute_later(insert, vec![V::Int(4)], Some(1)).unwrap();
+        db.execute_later(insert, vec![V::Int(2)], Some(1)).unwrap();
+        db.execute_later(insert, vec![V::Int(5)], Some(1)).unwrap();
+        assert!(
+            db.execute_batch("COMMIT")
+                .unwrap_err()
+                .is_unique_violation()
+        );
+        assert!(db.take_later_failed());
+        assert_eq!(ns(&seen), [1, 2, 3], "rolled back whole");
+        // A read queued before the failure has its rows; one after it
+        // has none (PostgreSQL refused the rest of the transaction).
+        db.execute_batch_later("BEGIN").unwrap();
+        let before = db.query_later("SELECT 1", vec![]).unwrap();
+        db.execute_later(insert, vec![V::Int(2)], Some(1)).unwrap();
+        let after = db.query_later("SELECT 1", vec![]).unwrap();
+        assert!(db.rows(before).is_ok(), "answered before the failure");
+        assert!(db.take_later_failed());
+        assert!(matches!(db.rows(after), Err(DbError::Unanswered)));
+        db.execute_batch("ROLLBACK").unwrap();
+
+        // Turning the pipeline off sends what is queued.
+        db.execute_later(insert, vec![V::Int(6)], Some(1)).unwrap();
+        db.pipeline(false).unwrap();
+        assert_eq!(ns(&seen), [1, 2, 3, 6]);
+        // And from then on writes run at once.
+        db.execute_later(insert, vec![V::Int(7)], Some(1)).unwrap();
+        assert_eq!(ns(&seen), [1, 2, 3, 6, 7]);
+    }
+
+    #[test]
+    fn queued_writes_and_reads_run_at_once_on_sqlite() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let db = Db::Lite(&conn);
+        db.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+            .unwrap();
+        db.pipeline(true).unwrap();
+        let insert = "INSERT INTO t (n) VALUES (?1)";
+        db.execute_later(insert, vec![V::Int(1)], Some(1)).unwrap();
+        assert_eq!(ns(&db), [1]);
+        let read = db.query_later("SELECT COUNT(*) FROM t", vec![]).unwrap();
+        assert!(matches!(read, LaterRows::Ready(_)));
+        let mut rows = db.rows(read).unwrap();
+        assert_eq!(rows.next().unwrap().unwrap().get::<_, i64>(0).unwrap(), 1);
+        assert!(db.execute_later(insert, vec![V::Int(1)], Some(1)).is_err());
+        let e = db
+            .execute_later("UPDATE t SET n = n WHERE n = ?1", vec![V::Int(99)], Some(1))
+            .unwrap_err();
+        assert!(matches!(e, DbError::Rows { want: 1, got: 0 }), "{e}");
+        assert!(!db.take_later_failed(), "nothing is ever queued");
+    }
+
     #[test]
     fn row_sets_join_and_insert_on_postgres() {
         let Ok(url) = std::env::var("SWITCHBOARD_TEST_DATABASE_URL") else {
             eprintln!("SWITCHBOARD_TEST_DATABASE_URL is not set: skipped");
             return;
         };
-        let client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-        let conn = PgConn::new(client);
+        let conn = PgConn::connect_url(&url).unwrap();
         let db = Db::Pg(&conn);
         let n = i64::try_from(MAX_PG_SET).unwrap() + 300;
         assert_eq!(db.chunks(&sample_rows(n)).count(), 2);

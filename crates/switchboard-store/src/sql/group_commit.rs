@@ -78,7 +78,7 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::db::{Conn, Db};
+use super::db::{Conn, Db, DbError};
 use super::events::DeferEvents;
 use super::messages;
 use crate::error::StoreError;
@@ -524,24 +524,44 @@ fn attempt_all(jobs: &mut [Job], conn: &Db<'_>) -> Result<Vec<Value>, StoreError
 
 /// Commits, or rolls back if the commit fails; the error is every job's.
 fn commit(conn: &Db<'_>, n: usize) -> Result<(), StoreError> {
-    conn.execute_batch("COMMIT").map_err(|e| {
-        let _ = conn.execute_batch("ROLLBACK");
-        let e = StoreError::from(e);
-        tracing::error!(error = %e, jobs = n, "group commit failed");
-        e
-    })
+    conn.execute_batch("COMMIT")
+        .map_err(|e| commit_failed(conn, n, e))
+}
+
+/// Rolls back after a failed commit; the error is every job's.
+fn commit_failed(conn: &Db<'_>, n: usize, e: DbError) -> StoreError {
+    let _ = conn.execute_batch("ROLLBACK");
+    let e = StoreError::from(e);
+    tracing::error!(error = %e, jobs = n, "group commit failed");
+    e
+}
+
+/// Runs a batch with its writes pipelined (`Db::pipeline`): on PostgreSQL
+/// the `BEGIN`, the accepts' inserts, the events and the `COMMIT` go to the
+/// server together with the statements that need an answer, not one round
+/// trip each.
+fn run_batch(conn: &Db<'_>, jobs: Vec<Job>) -> Vec<(Job, Result<Value, StoreError>)> {
+    if let Err(e) = conn.pipeline(true) {
+        tracing::error!(error = %e, "could not pipeline the writer's connection");
+    }
+    let answers = run_transaction(conn, jobs);
+    // Every path above ends with a statement that sent what was queued.
+    if let Err(e) = conn.pipeline(false) {
+        tracing::error!(error = %e, "a write was queued after its transaction ended");
+    }
+    answers
 }
 
 /// Runs a batch: optimistically in one transaction, or, if a job fails, again
 /// with a savepoint per job. Returns each job's answer with its result.
-fn run_batch(conn: &Db<'_>, mut jobs: Vec<Job>) -> Vec<(Job, Result<Value, StoreError>)> {
+fn run_transaction(conn: &Db<'_>, mut jobs: Vec<Job>) -> Vec<(Job, Result<Value, StoreError>)> {
     let begin = if conn.is_pg() {
         "BEGIN"
     } else {
         "BEGIN IMMEDIATE"
     };
     let n = jobs.len();
-    if let Err(e) = conn.execute_batch(begin) {
+    if let Err(e) = conn.execute_batch_later(begin) {
         let e = StoreError::from(e);
         tracing::error!(error = %e, "could not begin a write transaction");
         let _ = conn.take_failed();
@@ -552,6 +572,7 @@ fn run_batch(conn: &Db<'_>, mut jobs: Vec<Job>) -> Vec<(Job, Result<Value, Store
     }
     // What failed before this transaction is not its concern.
     let _ = conn.take_failed();
+    let _ = conn.take_later_failed();
     // Message events are recorded once for the batch, before it commits.
     let events = DeferEvents::start();
     // Optimistic: no savepoints.
@@ -566,20 +587,26 @@ fn run_batch(conn: &Db<'_>, mut jobs: Vec<Job>) -> Vec<(Job, Result<Value, Store
         ));
     }
     let first_error = match outcome {
-        Ok(values) => {
-            let committed = commit(conn, n);
-            return jobs
-                .into_iter()
-                .zip(values)
-                .map(|(j, v)| {
-                    let r = match &committed {
-                        Ok(()) => Ok(v),
-                        Err(e) => Err(StoreError::for_each_job(e)),
-                    };
-                    (j, r)
-                })
-                .collect();
-        }
+        Ok(values) => match conn.execute_batch("COMMIT") {
+            // Not the commit: a job's queued write failed, so the server
+            // rolled the transaction back. Redone carefully below, as any
+            // failed job is.
+            Err(e) if conn.take_later_failed() => StoreError::from(e),
+            r => {
+                let committed = r.map_err(|e| commit_failed(conn, n, e));
+                return jobs
+                    .into_iter()
+                    .zip(values)
+                    .map(|(j, v)| {
+                        let r = match &committed {
+                            Ok(()) => Ok(v),
+                            Err(e) => Err(StoreError::for_each_job(e)),
+                        };
+                        (j, r)
+                    })
+                    .collect();
+            }
+        },
         Err(e) => e,
     };
     let _ = conn.execute_batch("ROLLBACK");
@@ -603,7 +630,11 @@ fn run_batch(conn: &Db<'_>, mut jobs: Vec<Job>) -> Vec<(Job, Result<Value, Store
             results.push(Err(StoreError::from(e)));
             continue;
         }
-        let r = attempt(job, conn).and_then(|v| guarded(|| events.flush(conn)).map(|()| v));
+        // Its queued writes are sent before its savepoint ends, so their
+        // failure is its own.
+        let r = attempt(job, conn)
+            .and_then(|v| guarded(|| events.flush(conn)).map(|()| v))
+            .and_then(|v| conn.flush().map(|()| v).map_err(StoreError::from));
         if r.is_err() {
             events.discard();
         }

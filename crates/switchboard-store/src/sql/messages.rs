@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::db::{Db, DbError, OptionalExt, Row, RowSet, V, p};
+use super::db::{Db, DbError, LaterRows, OptionalExt, Row, RowSet, V, p};
 use switchboard_core::quiet_hours::QuietHours;
 use switchboard_core::retry::GiveUpReason;
 use switchboard_core::state::transition;
@@ -68,8 +68,11 @@ pub fn accept(c: &Db<'_>, req: &AcceptRequest) -> Result<AcceptOutcome, StoreErr
 /// is stored and the second is its replay (or conflict). Returns one outcome
 /// per request, in order.
 pub fn accept_many(c: &Db<'_>, reqs: &[&AcceptRequest]) -> Result<Vec<AcceptOutcome>, StoreError> {
-    let existing = existing_keys(c, reqs)?;
+    // Both reads are sent before either is answered (`Db::query_later`).
+    let keys = existing_keys(c, reqs)?;
     let consent = consent_states(c, reqs)?;
+    let existing = keys.read(c)?;
+    let consent = consent.read(c)?;
     // Keys stored by this batch: (workspace, key) → (request hash, answer).
     let mut stored: HashMap<(&str, &str), (&str, Accepted)> = HashMap::new();
     let mut outcomes = Vec::with_capacity(reqs.len());
@@ -148,7 +151,7 @@ pub fn accept_many(c: &Db<'_>, reqs: &[&AcceptRequest]) -> Result<Vec<AcceptOutc
 fn existing_keys(
     c: &Db<'_>,
     reqs: &[&AcceptRequest],
-) -> Result<HashMap<(String, String), AcceptedRow>, StoreError> {
+) -> Result<Reads<(String, String), AcceptedRow>, StoreError> {
     let keys: Vec<(&str, &str)> = reqs
         .iter()
         .filter_map(|r| {
@@ -156,7 +159,7 @@ fn existing_keys(
             Some((r.workspace_id.as_str(), key))
         })
         .collect();
-    let mut found = HashMap::new();
+    let mut reads = Vec::new();
     for chunk in c.chunks(&keys) {
         let set = RowSet::new(
             c,
@@ -165,7 +168,11 @@ fn existing_keys(
             chunk.iter().map(|(ws, key)| [V::from(*ws), V::from(*key)]),
         );
         let sql = existing_keys_sql(c, &set.table());
-        for row in c.query_map(&sql, set.params(), |r| {
+        reads.push(c.query_later(&sql, set.into_params())?);
+    }
+    Ok(Reads {
+        reads,
+        row: |r| {
             Ok((
                 (r.get(0)?, r.get(1)?),
                 (
@@ -178,11 +185,30 @@ fn existing_keys(
                     r.get(8)?,
                 ),
             ))
-        })? {
-            found.insert(row.0, row.1);
+        },
+    })
+}
+
+/// Lookups sent (`Db::query_later`) and not yet read: one read per chunk,
+/// each row becoming a map entry.
+struct Reads<K, T> {
+    reads: Vec<LaterRows>,
+    row: fn(&Row<'_>) -> Result<(K, T), DbError>,
+}
+
+impl<K: std::hash::Hash + Eq, T> Reads<K, T> {
+    /// Every row found, by key.
+    fn read(self, c: &Db<'_>) -> Result<HashMap<K, T>, StoreError> {
+        let mut found = HashMap::new();
+        for read in self.reads {
+            let mut rows = c.rows(read)?;
+            while let Some(r) = rows.next()? {
+                let (k, v) = (self.row)(&r)?;
+                found.insert(k, v);
+            }
         }
+        Ok(found)
     }
-    Ok(found)
 }
 
 /// The read of `existing_keys` for a set of (workspace, key) pairs.
@@ -209,7 +235,7 @@ fn existing_keys_sql(c: &Db<'_>, set: &str) -> String {
 fn consent_states(
     c: &Db<'_>,
     reqs: &[&AcceptRequest],
-) -> Result<HashMap<(String, String, String), String>, StoreError> {
+) -> Result<Reads<(String, String, String), String>, StoreError> {
     let who: Vec<[&str; 3]> = reqs
         .iter()
         .filter(|r| !r.consent_exempt || r.require_opt_in)
@@ -221,7 +247,7 @@ fn consent_states(
             ]
         })
         .collect();
-    consent_states_of(c, &who)
+    consent_reads(c, &who)
 }
 
 /// The stored consent state of each (workspace, phone, channel) that has
@@ -230,7 +256,15 @@ fn consent_states_of(
     c: &Db<'_>,
     who: &[[&str; 3]],
 ) -> Result<HashMap<(String, String, String), String>, StoreError> {
-    let mut found = HashMap::new();
+    consent_reads(c, who)?.read(c)
+}
+
+/// The reads of `consent_states_of`, sent and not yet read.
+fn consent_reads(
+    c: &Db<'_>,
+    who: &[[&str; 3]],
+) -> Result<Reads<(String, String, String), String>, StoreError> {
+    let mut reads = Vec::new();
     for chunk in c.chunks(who) {
         let set = RowSet::new(
             c,
@@ -239,13 +273,12 @@ fn consent_states_of(
             chunk.iter().map(|row| row.map(V::from)),
         );
         let sql = consent_sql(c, &set.table());
-        for row in c.query_map(&sql, set.params(), |r| {
-            Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get(3)?))
-        })? {
-            found.insert(row.0, row.1);
-        }
+        reads.push(c.query_later(&sql, set.into_params())?);
     }
-    Ok(found)
+    Ok(Reads {
+        reads,
+        row: |r| Ok(((r.get(0)?, r.get(1)?, r.get(2)?), r.get(3)?)),
+    })
 }
 
 /// The read of `consent_states_of` for a set of (workspace, phone,
@@ -373,10 +406,8 @@ fn insert_messages(c: &Db<'_>, rows: &[NewRow<'_>]) -> Result<(), StoreError> {
             &MESSAGE_INSERT_TYPES,
             chunk.iter().map(NewRow::message_values),
         );
-        c.execute(
-            &format!("{} {MESSAGE_INSERT}{}", c.insert_into(), set.values()),
-            set.params(),
-        )?;
+        let sql = format!("{} {MESSAGE_INSERT}{}", c.insert_into(), set.values());
+        c.execute_later(&sql, set.into_params(), Some(chunk.len()))?;
     }
     for r in rows {
         super::events::record(
@@ -1427,8 +1458,7 @@ mod plan_tests {
             return;
         };
         let schema = ScratchSchema::create(&base, "plan").unwrap();
-        let client = postgres::Client::connect(&schema.url(), postgres::NoTls).unwrap();
-        let conn = Conn::Pg(Box::new(PgConn::new(client)));
+        let conn = Conn::Pg(Box::new(PgConn::connect_url(&schema.url()).unwrap()));
         let db = conn.db();
         crate::sql::pg_schema::migrate(&db).unwrap();
         db.execute_batch("SET plan_cache_mode = force_generic_plan")

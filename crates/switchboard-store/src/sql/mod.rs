@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use db::{Conn, DbError, PgConn};
+use db::{Conn, PgConn};
 use rusqlite::{Connection, OpenFlags};
 use switchboard_core::{Channel, MessageId, Status, Timestamp, WorkspaceId};
 
@@ -196,7 +196,7 @@ impl SqlStore {
     /// and starts the writer. `readers` connections serve reads. Blocks:
     /// call it from a blocking context (or `connect_postgres_async`).
     pub fn connect_postgres(url: &str, readers: usize) -> Result<Self, StoreError> {
-        let mut config: postgres::Config = url
+        let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| StoreError::DataDir(format!("invalid database URL: {e}")))?;
         // A server that does not answer must not hang a node's start or a
@@ -208,8 +208,7 @@ impl SqlStore {
             config.application_name("switchboard");
         }
         let connect = move || -> Result<Conn, StoreError> {
-            let client = config.connect(postgres::NoTls).map_err(DbError::from)?;
-            Ok(Conn::Pg(Box::new(PgConn::new(client))))
+            Ok(Conn::Pg(Box::new(PgConn::connect(&config)?)))
         };
         // The writer's statements find rows by key or through a small set
         // of keys; a sequential scan is never what they want, but a plan

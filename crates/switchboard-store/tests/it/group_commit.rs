@@ -149,8 +149,9 @@ async fn on_postgres_a_job_that_carries_on_after_a_failed_statement_is_not_commi
     let schema = crate::new_schema(&base).await;
     let url = schema.url();
     let (gc, _thread) = tokio::task::spawn_blocking(move || {
-        let client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-        let conn = Conn::Pg(Box::new(switchboard_store::sql::db::PgConn::new(client)));
+        let conn = Conn::Pg(Box::new(
+            switchboard_store::sql::db::PgConn::connect_url(&url).unwrap(),
+        ));
         conn.db()
             .execute_batch("CREATE TABLE t (n BIGINT PRIMARY KEY)")
             .unwrap();
@@ -256,16 +257,92 @@ async fn a_failed_sync_fails_its_batch_and_stops_the_writer() {
     assert_eq!(ns, [1], "the refused write never ran");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_queued_write_that_fails_fails_its_own_job_only() {
+    let Some(base) = crate::pg_url() else {
+        eprintln!("SWITCHBOARD_TEST_DATABASE_URL is not set: skipped");
+        return;
+    };
+    let schema = crate::new_schema(&base).await;
+    let url = schema.url();
+    let (gc, _thread) = tokio::task::spawn_blocking(move || {
+        let conn = Conn::Pg(Box::new(
+            switchboard_store::sql::db::PgConn::connect_url(&url).unwrap(),
+        ));
+        conn.db()
+            .execute_batch("CREATE TABLE t (n BIGINT PRIMARY KEY)")
+            .unwrap();
+        GroupCommit::start(conn, None)
+    })
+    .await
+    .unwrap();
+    let gc = Arc::new(gc);
+    // Writes that are queued (`Db::execute_later`): nothing reaches the
+    // server until the batch's COMMIT, where the duplicate fails and the
+    // server rolls the whole transaction back.
+    let queued = |gc: &Arc<GroupCommit>, n: i64| {
+        let gc = gc.clone();
+        tokio::spawn(async move {
+            gc.run(move |c| {
+                c.execute_later("INSERT INTO t (n) VALUES (?1)", vec![V::Int(n)], Some(1))?;
+                Ok(())
+            })
+            .await
+        })
+    };
+    // A first job holds the writer so the next four queue up into one batch.
+    let holder = {
+        let gc = gc.clone();
+        tokio::spawn(async move {
+            gc.run(|c| Ok(c.execute_batch("SELECT pg_sleep(0.3)")?))
+                .await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let before = gc.stats();
+    let jobs = [
+        queued(&gc, 1),
+        queued(&gc, 2),
+        queued(&gc, 1),
+        queued(&gc, 3),
+    ];
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    holder.await.unwrap().unwrap();
+    let mut results = Vec::new();
+    for j in jobs {
+        results.push(j.await.unwrap());
+    }
+    let after = gc.stats();
+    // The two writes of 1 may reach the writer in either order: the
+    // second to arrive fails, alone.
+    assert!(results[1].is_ok() && results[3].is_ok(), "{results:?}");
+    let failed: Vec<String> = [&results[0], &results[2]]
+        .into_iter()
+        .filter_map(|r| r.as_ref().err().map(ToString::to_string))
+        .collect();
+    assert_eq!(failed.len(), 1, "{results:?}");
+    assert!(failed[0].contains("duplicate key"), "{}", failed[0]);
+    assert_eq!(after.jobs - before.jobs, 5, "the holder and the four");
+    assert!(after.max_batch >= 4, "the four shared a batch: {after:?}");
+    let ns: Vec<i64> = gc
+        .run(|c| Ok(c.query_map("SELECT n FROM t ORDER BY n", &[], |r| r.get(0))?))
+        .await
+        .unwrap();
+    assert_eq!(
+        ns,
+        [1, 2, 3],
+        "the good jobs committed after the careful pass"
+    );
+    drop(schema);
+}
+
 /// A connection to `url` named `name` in `pg_stat_activity`.
 fn pg_conn(url: &str, name: &str) -> Result<Conn, StoreError> {
-    let mut config: postgres::Config = url.parse().unwrap();
+    let mut config: tokio_postgres::Config = url.parse().unwrap();
     config.application_name(name);
-    let client = config
-        .connect(postgres::NoTls)
+    let conn = switchboard_store::sql::db::PgConn::connect(&config)
         .map_err(|e| StoreError::CommitFailed(e.to_string()))?;
-    Ok(Conn::Pg(Box::new(switchboard_store::sql::db::PgConn::new(
-        client,
-    ))))
+    Ok(Conn::Pg(Box::new(conn)))
 }
 
 /// A pipelined PostgreSQL writer on a fresh schema with one table `t (n)`;
