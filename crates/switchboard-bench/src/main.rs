@@ -7,6 +7,7 @@
 //! (fixed concurrency, bounded in count and time) and reads the server's CPU
 //! time and peak RSS from `/proc`.
 
+mod latency;
 mod load;
 mod receiver;
 mod server;
@@ -55,6 +56,10 @@ struct Args {
     /// PostgreSQL for accept-pg (a schema of its own is made and dropped).
     #[arg(long, env = "SWITCHBOARD_BENCH_DATABASE_URL")]
     database_url: Option<String>,
+    /// Puts PostgreSQL this many milliseconds away in each direction (a
+    /// delaying proxy on loopback), as a database on another host is.
+    #[arg(long, default_value_t = 0)]
+    pg_latency_ms: u64,
     /// Where results are written.
     #[arg(long, default_value = "bench/results")]
     out: std::path::PathBuf,
@@ -105,6 +110,17 @@ impl Row {
     /// The disk figure does not apply (PostgreSQL writes in its own process).
     fn on_postgres(mut self) -> Row {
         self.server_disk_kb_per_op = None;
+        self
+    }
+
+    /// Notes the database's distance, if `--pg-latency-ms` set one.
+    fn with_pg_latency(mut self, args: &Args) -> Row {
+        if args.pg_latency_ms > 0 {
+            self.notes = format!(
+                "PostgreSQL {} ms away each way; {}",
+                args.pg_latency_ms, self.notes
+            );
+        }
         self
     }
 }
@@ -295,14 +311,27 @@ async fn accept_pg(args: &Args) -> anyhow::Result<Row> {
     };
     let u = url.clone();
     let schema = Schema::create_async(&u, "bench").await?;
+    let server_url = pg_url_for_server(args, schema.url()).await?;
     let row = accept(
         args,
         "accept-pg",
-        &[("SWITCHBOARD_DATABASE_URL", schema.url())],
+        &[("SWITCHBOARD_DATABASE_URL", server_url)],
     )
     .await;
     tokio::task::spawn_blocking(move || drop(schema)).await?;
-    row.map(Row::on_postgres)
+    row.map(|r| r.on_postgres().with_pg_latency(args))
+}
+
+/// The database URL the server is given: `url`, or with
+/// `--pg-latency-ms`, a delaying proxy in front of it.
+async fn pg_url_for_server(args: &Args, url: String) -> anyhow::Result<String> {
+    if args.pg_latency_ms == 0 {
+        return Ok(url);
+    }
+    let (_, upstream) = latency::through(&url, 0)?;
+    let proxy =
+        latency::LatencyProxy::start(upstream, Duration::from_millis(args.pg_latency_ms)).await?;
+    Ok(latency::through(&url, proxy.port)?.0)
 }
 
 /// `e2e` on PostgreSQL (no target: the one-node figure is SQLite's).
@@ -316,15 +345,16 @@ async fn e2e_pg(args: &Args) -> anyhow::Result<Row> {
         messages: args.pg_messages,
         ..args.clone()
     };
+    let server_url = pg_url_for_server(&args, schema.url()).await?;
     let row = e2e(
         &args,
         "e2e-pg",
         false,
-        &[("SWITCHBOARD_DATABASE_URL", schema.url())],
+        &[("SWITCHBOARD_DATABASE_URL", server_url)],
     )
     .await;
     tokio::task::spawn_blocking(move || drop(schema)).await?;
-    row.map(Row::on_postgres)
+    row.map(|r| r.on_postgres().with_pg_latency(&args))
 }
 
 /// Messages submitted → sim → delivered → the receiver; `all_events` picks

@@ -1,8 +1,9 @@
 //! One SQL layer, two drivers.
 //!
 //! The store's SQL is written once against `Db`, which runs it on SQLite
-//! (rusqlite) or PostgreSQL (the synchronous `postgres` client, always on a
-//! blocking thread). Statements use SQLite's `?1` placeholders; for
+//! (rusqlite) or PostgreSQL (tokio-postgres on a one-thread runtime of the
+//! connection's own, blocked on by its caller, always a blocking thread;
+//! it can pipeline, see `Db::execute_later`). Statements use SQLite's `?1` placeholders; for
 //! PostgreSQL they are rewritten to `$1` once and the prepared statement is
 //! cached per connection. Values cross as `V` and come back through
 //! `FromCol`, converting by the column's actual type, so one schema may say

@@ -28,6 +28,14 @@
 //! per batch, just before the commit (`events::DeferEvents`), not two
 //! statements per event.
 //!
+//! On PostgreSQL the batch's statements are pipelined (`Db::pipeline`):
+//! `BEGIN`, the writes nobody waits for (`Db::execute_later`) and the reads
+//! that can go together (`Db::query_later`) are sent with the next
+//! statement that needs an answer, so a batch of accepts is two round trips
+//! to the server. A queued write that fails makes the server roll the
+//! transaction back at `COMMIT`; the writer tells that apart from a failed
+//! commit (`Db::take_later_failed`) and runs the batch again carefully.
+//!
 //! On SQLite the fsync is *pipelined*: the writer's connection commits
 //! with `synchronous = NORMAL` (the WAL frames are written, not synced) and
 //! hands the batch's answers to a second thread, `db-sync`, which syncs the
