@@ -1331,7 +1331,8 @@ impl Db<'_> {
                 self.update(),
                 set.table()
             );
-            self.execute(&sql, set.params())?;
+            // Nobody waits for its row count: queued (`execute_later`).
+            self.execute_later(&sql, set.into_params(), None)?;
         }
         Ok(())
     }
@@ -1357,7 +1358,7 @@ impl Db<'_> {
             );
             let mut params: Vec<V> = leading.iter().map(ToV::to_v).collect();
             params.extend(set.into_params());
-            self.execute(&sql, &params)?;
+            self.execute_later(&sql, params, None)?;
         }
         Ok(())
     }
