@@ -855,13 +855,11 @@ impl Db<'_> {
         match self {
             Db::Lite(_) => Ok(()),
             Db::Pg(c) => {
-                if !on {
-                    // Reads whose rows nobody took are forgotten.
-                    c.read.borrow_mut().clear();
-                    self.flush()?;
-                }
+                let sent = if on { Ok(()) } else { self.flush() };
+                // Reads whose rows nobody took are forgotten.
+                c.read.borrow_mut().clear();
                 c.pipelining.set(on);
-                Ok(())
+                sent
             }
         }
     }
