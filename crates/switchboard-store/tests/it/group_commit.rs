@@ -140,13 +140,10 @@ async fn a_multi_row_insert_that_fails_part_way_leaves_none_of_its_rows() {
     assert_eq!(count("SELECT COUNT(*) FROM t"), 1 + 38 * 4);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_postgres_a_job_that_carries_on_after_a_failed_statement_is_not_committed() {
-    let Some(base) = crate::pg_url() else {
-        eprintln!("SWITCHBOARD_TEST_DATABASE_URL is not set: skipped");
-        return;
-    };
-    let schema = crate::new_schema(&base).await;
+/// A PostgreSQL group commit (no sync thread) on a fresh schema with one
+/// table `t (n)`; the schema lives as long as the first value.
+async fn pg_writer(base: &str) -> (crate::PgSchema, GroupCommit) {
+    let schema = crate::new_schema(base).await;
     let url = schema.url();
     let (gc, _thread) = tokio::task::spawn_blocking(move || {
         let conn = Conn::Pg(Box::new(
@@ -159,6 +156,16 @@ async fn on_postgres_a_job_that_carries_on_after_a_failed_statement_is_not_commi
     })
     .await
     .unwrap();
+    (schema, gc)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_job_that_carries_on_after_a_failed_statement_is_not_committed() {
+    let Some(base) = crate::pg_url() else {
+        eprintln!("SWITCHBOARD_TEST_DATABASE_URL is not set: skipped");
+        return;
+    };
+    let (schema, gc) = pg_writer(&base).await;
     // Alone in its batch, and then beside a good job: either way the job that
     // swallowed an error is answered with an error and none of its writes stay.
     for round in 0..2i64 {
@@ -263,19 +270,7 @@ async fn on_postgres_a_queued_write_that_fails_fails_its_own_job_only() {
         eprintln!("SWITCHBOARD_TEST_DATABASE_URL is not set: skipped");
         return;
     };
-    let schema = crate::new_schema(&base).await;
-    let url = schema.url();
-    let (gc, _thread) = tokio::task::spawn_blocking(move || {
-        let conn = Conn::Pg(Box::new(
-            switchboard_store::sql::db::PgConn::connect_url(&url).unwrap(),
-        ));
-        conn.db()
-            .execute_batch("CREATE TABLE t (n BIGINT PRIMARY KEY)")
-            .unwrap();
-        GroupCommit::start(conn, None)
-    })
-    .await
-    .unwrap();
+    let (schema, gc) = pg_writer(&base).await;
     let gc = Arc::new(gc);
     // Writes that are queued (`Db::execute_later`): nothing reaches the
     // server until the batch's COMMIT, where the duplicate fails and the
