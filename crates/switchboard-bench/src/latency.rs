@@ -11,35 +11,29 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-/// A running proxy; it stops with the process.
-pub struct LatencyProxy {
-    /// Where to connect instead of the upstream.
-    pub port: u16,
-}
-
-impl LatencyProxy {
-    /// Listens on 127.0.0.1 and forwards each connection to `upstream`
-    /// (`host:port`), `delay` late in each direction.
-    pub async fn start(upstream: String, delay: Duration) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let port = listener.local_addr()?.port();
-        tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                let upstream = upstream.clone();
-                tokio::spawn(async move {
-                    let Ok(server) = TcpStream::connect(&upstream).await else {
-                        return;
-                    };
-                    let _ = client.set_nodelay(true);
-                    let _ = server.set_nodelay(true);
-                    let (cr, cw) = client.into_split();
-                    let (sr, sw) = server.into_split();
-                    tokio::join!(pipe(cr, sw, delay), pipe(sr, cw, delay));
-                });
-            }
-        });
-        Ok(LatencyProxy { port })
-    }
+/// Starts a proxy in front of the database at `url` (it stops with the
+/// process): it listens on 127.0.0.1 and forwards each connection to the
+/// URL's host and port, `delay` late in each direction. Returns `url`
+/// pointed at the proxy.
+pub async fn in_front_of(url: &str, delay: Duration) -> anyhow::Result<String> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let (proxied, upstream) = through(url, listener.local_addr()?.port())?;
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                let Ok(server) = TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                tokio::join!(pipe(cr, sw, delay), pipe(sr, cw, delay));
+            });
+        }
+    });
+    Ok(proxied)
 }
 
 /// Forwards `from` to `to`, each chunk `delay` after it arrived.
@@ -130,10 +124,14 @@ mod tests {
                 s.write_all(&buf[..n]).await.unwrap();
             }
         });
-        let proxy = LatencyProxy::start(upstream, Duration::from_millis(20))
-            .await
-            .unwrap();
-        let mut c = TcpStream::connect(("127.0.0.1", proxy.port)).await.unwrap();
+        let url = in_front_of(
+            &format!("postgres://u@{upstream}/db"),
+            Duration::from_millis(20),
+        )
+        .await
+        .unwrap();
+        let (_, proxy) = through(&url, 0).unwrap();
+        let mut c = TcpStream::connect(proxy).await.unwrap();
         let began = std::time::Instant::now();
         c.write_all(b"one,").await.unwrap();
         c.write_all(b"two").await.unwrap();

@@ -328,10 +328,7 @@ async fn pg_url_for_server(args: &Args, url: String) -> anyhow::Result<String> {
     if args.pg_latency_ms == 0 {
         return Ok(url);
     }
-    let (_, upstream) = latency::through(&url, 0)?;
-    let proxy =
-        latency::LatencyProxy::start(upstream, Duration::from_millis(args.pg_latency_ms)).await?;
-    Ok(latency::through(&url, proxy.port)?.0)
+    latency::in_front_of(&url, Duration::from_millis(args.pg_latency_ms)).await
 }
 
 /// `e2e` on PostgreSQL (no target: the one-node figure is SQLite's).

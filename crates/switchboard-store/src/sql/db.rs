@@ -519,6 +519,15 @@ impl Later {
         client: &tokio_postgres::Client,
     ) -> Result<Option<(usize, Vec<Vec<Cell>>)>, DbError> {
         match self {
+            Later::Statement {
+                statement,
+                params,
+                rows,
+            } => {
+                let n = client.execute(statement, &pg_params(params)).await?;
+                changed(n, *rows).map(|()| None)
+            }
+            Later::Simple(sql) => Ok(client.batch_execute(sql).await.map(|()| None)?),
             Later::Query {
                 statement,
                 params,
@@ -532,31 +541,16 @@ impl Later {
                     .collect::<Result<Vec<Vec<Cell>>, DbError>>()?;
                 Ok(Some((*slot, rows)))
             }
-            other => other.write(client).await.map(|()| None),
         }
     }
+}
 
-    async fn write(&self, client: &tokio_postgres::Client) -> Result<(), DbError> {
-        match self {
-            Later::Statement {
-                statement,
-                params,
-                rows,
-            } => {
-                let n = client
-                    .execute_raw(statement, params.iter().map(|v| v as &(dyn PgToSql + Sync)))
-                    .await?;
-                match rows {
-                    Some(want) if usize::try_from(n).ok() != Some(*want) => Err(DbError::Rows {
-                        want: *want,
-                        got: n,
-                    }),
-                    _ => Ok(()),
-                }
-            }
-            Later::Simple(sql) => Ok(client.batch_execute(sql).await?),
-            Later::Query { .. } => unreachable!("reads are run by Later::run"),
-        }
+/// `Ok` if a write changed (or returned) `n` rows where it had to change
+/// `want`, if it had to change a number (`Db::execute_later`).
+fn changed(n: u64, want: Option<usize>) -> Result<(), DbError> {
+    match want {
+        Some(want) if usize::try_from(n).ok() != Some(want) => Err(DbError::Rows { want, got: n }),
+        _ => Ok(()),
     }
 }
 
@@ -899,13 +893,7 @@ impl Db<'_> {
             return Ok(());
         }
         let n = self.execute(sql, &params)?;
-        match rows {
-            Some(want) if n != want => Err(DbError::Rows {
-                want,
-                got: n as u64,
-            }),
-            _ => Ok(()),
-        }
+        changed(u64::try_from(n).unwrap_or(u64::MAX), rows)
     }
 
     /// A read sent as `execute_later` sends its writes: on PostgreSQL,
@@ -1557,8 +1545,6 @@ mod tests {
         row_sets_join_and_insert(&Db::Lite(&c), 300);
     }
 
-    /// On PostgreSQL, when a test server is configured: arrays of any
-    /// length, more rows than one run carries (`MAX_PG_SET`).
     /// The rows of `SELECT n FROM t ORDER BY n` on `db`.
     fn ns(db: &Db<'_>) -> Vec<i64> {
         db.query_map("SELECT n FROM t ORDER BY n", &[], |r| r.get(0))
@@ -1667,6 +1653,8 @@ mod tests {
         assert!(!db.take_later_failed(), "nothing is ever queued");
     }
 
+    /// On PostgreSQL, when a test server is configured: arrays of any
+    /// length, more rows than one run carries (`MAX_PG_SET`).
     #[test]
     fn row_sets_join_and_insert_on_postgres() {
         let Ok(url) = std::env::var("SWITCHBOARD_TEST_DATABASE_URL") else {
