@@ -151,7 +151,7 @@ impl GroupCommit {
         conn: Conn,
         reconnect: Option<Box<dyn Fn() -> Result<Conn, StoreError> + Send>>,
     ) -> (Self, JoinHandle<()>) {
-        Self::spawn(conn, reconnect, None)
+        Self::spawn(conn, reconnect, None, None)
     }
 
     /// Starts the writer thread on a SQLite connection in WAL mode whose
@@ -159,13 +159,17 @@ impl GroupCommit {
     /// thread of their own (see the module documentation). Sets the
     /// connection's `synchronous` to `NORMAL`: the sync thread does what
     /// `FULL` would do inside each commit.
-    pub fn start_pipelined(conn: Conn, wal: std::path::PathBuf) -> (Self, JoinHandle<()>) {
+    pub fn start_pipelined(
+        conn: Conn,
+        wal: std::path::PathBuf,
+        chore: Option<Chore>,
+    ) -> (Self, JoinHandle<()>) {
         if let Conn::Lite(c) = &conn
             && let Err(e) = c.pragma_update(None, "synchronous", "NORMAL")
         {
             tracing::error!(error = %e, "could not set synchronous = NORMAL; commits sync themselves");
         }
-        Self::spawn(conn, None, Some(Durability::Wal(wal)))
+        Self::spawn(conn, None, Some(Durability::Wal(wal)), chore)
     }
 
     /// Starts the writer thread on a PostgreSQL connection whose commits do
@@ -183,13 +187,14 @@ impl GroupCommit {
             connect: sync_connect,
             conn: Some((sync_conn, Instant::now())),
         };
-        Ok(Self::spawn(conn, Some(reconnect), Some(durability)))
+        Ok(Self::spawn(conn, Some(reconnect), Some(durability), None))
     }
 
     fn spawn(
         conn: Conn,
         reconnect: Option<Box<dyn Fn() -> Result<Conn, StoreError> + Send>>,
         durability: Option<Durability>,
+        chore: Option<Chore>,
     ) -> (Self, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let counters = Arc::new(Counters::default());
@@ -197,7 +202,7 @@ impl GroupCommit {
         let syncer = durability.map(Syncer::start);
         let handle = std::thread::Builder::new()
             .name("db-writer".into())
-            .spawn(move || writer_loop(conn, reconnect, rx, &c, syncer))
+            .spawn(move || writer_loop(conn, reconnect, rx, &c, syncer, chore))
             .expect("spawning the writer thread");
         (GroupCommit { tx, counters }, handle)
     }
@@ -247,6 +252,47 @@ impl GroupCommit {
             commits: self.counters.commits.load(Ordering::Relaxed),
             jobs: self.counters.jobs.load(Ordering::Relaxed),
             max_batch: self.counters.max_batch.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Work the writer does by itself in steps, each in a transaction of its
+/// own: a step before a batch when `every` has passed since the last one,
+/// and, when the writer stops, steps until none is left
+/// (`keys_behind::sweep_step`).
+#[derive(Debug, Clone, Copy)]
+pub struct Chore {
+    /// How often a step runs while writes arrive.
+    pub every: std::time::Duration,
+    /// One step; answers whether steps are left.
+    pub step: fn(&Db<'_>) -> Result<bool, StoreError>,
+}
+
+impl Chore {
+    /// Runs a step in a transaction. A failure is logged and rolled back,
+    /// and the step is tried again next time; it then answers no steps left.
+    fn run(&self, conn: &Db<'_>) -> bool {
+        let begin = if conn.is_pg() {
+            "BEGIN"
+        } else {
+            "BEGIN IMMEDIATE"
+        };
+        let done = conn
+            .execute_batch(begin)
+            .map_err(StoreError::from)
+            .and_then(|()| guarded(|| (self.step)(conn)))
+            .and_then(|more| {
+                conn.execute_batch("COMMIT")
+                    .map(|()| more)
+                    .map_err(StoreError::from)
+            });
+        match done {
+            Ok(more) => more,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                tracing::error!(error = %e, "a step of the writer's chore failed; it is tried again later");
+                false
+            }
         }
     }
 }
@@ -410,9 +456,17 @@ fn writer_loop(
     mut rx: mpsc::Receiver<Job>,
     counters: &Counters,
     syncer: Option<Syncer>,
+    chore: Option<Chore>,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    let mut chore_ran = Instant::now();
     while let Some(first) = rx.blocking_recv() {
+        if let Some(chore) = &chore
+            && chore_ran.elapsed() >= chore.every
+        {
+            chore.run(&conn.db());
+            chore_ran = Instant::now();
+        }
         if conn.is_broken()
             && let Some(reconnect) = &reconnect
         {
@@ -471,6 +525,14 @@ fn writer_loop(
                 }
             }
         }
+    }
+    // Stopping: the chore to its end, unless the writes are refused.
+    if let Some(chore) = &chore
+        && !syncer
+            .as_ref()
+            .is_some_and(|s| s.failed.load(Ordering::Acquire))
+    {
+        while chore.run(&conn.db()) {}
     }
 }
 

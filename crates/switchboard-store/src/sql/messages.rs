@@ -217,13 +217,13 @@ fn existing_keys_sql(c: &Db<'_>, set: &str) -> String {
     // holds (migration 0007): the pair could as well be served by any index
     // that leads with workspace_id, and a plan cached on an empty table
     // took one of those and filtered the whole workspace.
-    let on = if c.is_pg() {
-        "(m.workspace_id || ' ' || m.idempotency_key) = (k.column1 || ' ' || k.column2)
-         AND m.idempotency_key IS NOT NULL"
-    } else {
-        "m.workspace_id = k.column1 AND m.idempotency_key = k.column2"
-    };
     let columns = "m.id, m.request_hash, m.initial_status, m.client_ref, m.segments, m.encoding, m.created_at";
+    if !c.is_pg() {
+        // On SQLite the keys are written behind (`keys_behind`).
+        return super::keys_behind::lookup_sql(set, columns);
+    }
+    let on = "(m.workspace_id || ' ' || m.idempotency_key) = (k.column1 || ' ' || k.column2)
+         AND m.idempotency_key IS NOT NULL";
     format!(
         "SELECT k.column1, k.column2, {columns} FROM {}",
         c.lookup_join(set, "messages", "m", columns, on, false)
@@ -408,6 +408,15 @@ fn insert_messages(c: &Db<'_>, rows: &[NewRow<'_>]) -> Result<(), StoreError> {
         );
         let sql = format!("{} {MESSAGE_INSERT}{}", c.insert_into(), set.values());
         c.execute_later(&sql, set.into_params(), Some(chunk.len()))?;
+    }
+    if !c.is_pg() {
+        super::keys_behind::record(
+            c,
+            rows.iter().filter_map(|r| {
+                let key = r.req.message.idempotency_key.as_deref()?;
+                Some((r.req.workspace_id.as_str(), key, r.id.as_str()))
+            }),
+        )?;
     }
     for r in rows {
         super::events::record(

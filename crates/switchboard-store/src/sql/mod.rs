@@ -10,6 +10,7 @@ pub mod db;
 mod events;
 mod group_commit;
 mod inbound;
+mod keys_behind;
 mod messages;
 mod pg_schema;
 mod providers;
@@ -158,6 +159,7 @@ impl SqlStore {
         let mut conn = Connection::open(&path)?;
         configure(&conn)?;
         schema::migrate(&mut conn)?;
+        keys_behind::prepare(&conn)?;
         // Checkpoints run on a thread of their own; the writer's automatic
         // one is the backstop (`checkpoint`).
         conn.pragma_update(None, "wal_autocheckpoint", checkpoint::BACKSTOP_PAGES)?;
@@ -166,7 +168,14 @@ impl SqlStore {
         // the WAL before anyone is answered (`group_commit`).
         let mut wal = path.clone().into_os_string();
         wal.push("-wal");
-        let (writer, _handle) = GroupCommit::start_pipelined(Conn::Lite(conn), wal.into());
+        let (writer, _handle) = GroupCommit::start_pipelined(
+            Conn::Lite(conn),
+            wal.into(),
+            Some(group_commit::Chore {
+                every: keys_behind::EVERY,
+                step: keys_behind::sweep_step,
+            }),
+        );
         let read_path = path.clone();
         let readers = ReadPool::new(
             4,

@@ -289,7 +289,30 @@ ALTER TABLE providers ADD COLUMN tokens_at INTEGER;
     ("0010_console_sessions", CONSOLE_SESSIONS),
     ("0011_webhook_claim_order", WEBHOOK_CLAIM_ORDER),
     ("0012_fewer_log_indexes", FEWER_LOG_INDEXES),
+    ("0013_message_keys", MESSAGE_KEYS),
 ];
+
+/// Idempotency keys in a table of their own, written behind the accepts
+/// (`keys_behind`): the unique index on `messages` put a random leaf page
+/// into every accept's commit (BENCHMARKS, fourteenth session). The keys
+/// already stored are copied once, at the upgrade; `written_behind` says
+/// up to which message row the table is complete.
+const MESSAGE_KEYS: &str = r#"
+CREATE TABLE message_keys (
+    workspace_id    TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    message_id      TEXT NOT NULL,
+    PRIMARY KEY (workspace_id, idempotency_key)
+) WITHOUT ROWID;
+INSERT INTO message_keys (workspace_id, idempotency_key, message_id)
+    SELECT workspace_id, idempotency_key, id FROM messages WHERE idempotency_key IS NOT NULL;
+DROP INDEX messages_idempotency;
+CREATE TABLE written_behind (
+    name TEXT PRIMARY KEY,
+    upto INTEGER NOT NULL
+);
+INSERT INTO written_behind (name, upto) VALUES ('message_keys', (SELECT coalesce(max(rowid), 0) FROM messages));
+"#;
 
 /// Fewer B-trees written per message end to end (BENCHMARKS, twelfth
 /// session): every B-tree an insert touches costs the writer its leaf and
@@ -436,6 +459,18 @@ fn migrate_through(conn: &mut Connection, count: usize) -> Result<usize, StoreEr
     Ok(applied)
 }
 
+/// Applies the migrations before the one named `name` (tests of
+/// upgrades); answers how many that is.
+#[cfg(test)]
+pub(super) fn migrate_through_name(conn: &mut Connection, name: &str) -> usize {
+    let before = MIGRATIONS
+        .iter()
+        .position(|(n, _)| *n == name)
+        .expect("a migration of that name");
+    migrate_through(conn, before).unwrap();
+    before
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -454,11 +489,7 @@ mod tests {
     fn the_upgrade_to_fewer_log_indexes_keeps_every_attempt_and_its_order() {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = Connection::open(dir.path().join("old.db")).unwrap();
-        let before = MIGRATIONS
-            .iter()
-            .position(|(n, _)| *n == "0012_fewer_log_indexes")
-            .unwrap();
-        migrate_through(&mut conn, before).unwrap();
+        let before = migrate_through_name(&mut conn, "0012_fewer_log_indexes");
         // Two message attempts, and three webhook attempts of which two
         // share a millisecond: insertion order must still break that tie.
         conn.execute_batch(

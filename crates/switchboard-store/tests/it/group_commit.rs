@@ -216,7 +216,7 @@ fn wal_db() -> (tempfile::TempDir, std::path::PathBuf, Connection) {
 async fn pipelined_writes_are_answered_after_their_sync() {
     let (dir, path, conn) = wal_db();
     let wal = dir.path().join("t.db-wal");
-    let (gc, _thread) = GroupCommit::start_pipelined(Conn::Lite(conn), wal);
+    let (gc, _thread) = GroupCommit::start_pipelined(Conn::Lite(conn), wal, None);
     let gc = Arc::new(gc);
     let mut tasks = Vec::new();
     for n in 0..300i64 {
@@ -241,8 +241,11 @@ async fn pipelined_writes_are_answered_after_their_sync() {
 async fn a_failed_sync_fails_its_batch_and_stops_the_writer() {
     let (dir, path, conn) = wal_db();
     // Not the WAL: no such file, so every sync fails.
-    let (gc, _thread) =
-        GroupCommit::start_pipelined(Conn::Lite(conn), dir.path().join("missing").join("wal"));
+    let (gc, _thread) = GroupCommit::start_pipelined(
+        Conn::Lite(conn),
+        dir.path().join("missing").join("wal"),
+        None,
+    );
     let first = insert(&gc, 1).await;
     assert!(
         matches!(&first, Err(StoreError::CommitFailed(m)) if m.contains("syncing")),
