@@ -711,49 +711,63 @@ conformance!(
     }
 );
 
+/// A message with an idempotency key.
+fn keyed(
+    ws: &switchboard_core::WorkspaceId,
+    key: &str,
+    hash: &str,
+) -> switchboard_store::AcceptRequest {
+    request(
+        ws,
+        json!({"to": "+14155550123", "body": "hi", "idempotency_key": key}),
+        hash,
+    )
+}
+
+/// The key's replay answers its message, and a different body under it is
+/// a conflict with that message.
+async fn key_holds(
+    store: &switchboard_store::sql::SqlStore,
+    ws: &switchboard_core::WorkspaceId,
+    key: &str,
+    id: &switchboard_core::MessageId,
+) {
+    use switchboard_store::Store;
+    let again = store.accept_message(keyed(ws, key, "h")).await.unwrap();
+    assert!(
+        matches!(&again, AcceptOutcome::Replayed(r) if r.id == *id),
+        "{key}: {again:?}"
+    );
+    let clash = store.accept_message(keyed(ws, key, "other")).await.unwrap();
+    assert!(
+        matches!(&clash, AcceptOutcome::Conflict { existing } if existing == id),
+        "{key}: {clash:?}"
+    );
+}
+
 /// On SQLite the idempotency keys are written behind the accepts
 /// (`keys_behind`): a key is found while it is pending in the writer's
 /// memory, after it has been moved to its table, and after a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_sqlite_a_key_holds_while_pending_after_its_move_and_after_a_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let keyed = |ws: &switchboard_core::WorkspaceId, key: &str, hash: &str| {
-        request(
-            ws,
-            json!({"to": "+14155550123", "body": "hi", "idempotency_key": key}),
-            hash,
-        )
-    };
     use switchboard_store::Store;
+    let dir = tempfile::tempdir().unwrap();
     let moved = || -> i64 {
         rusqlite::Connection::open(dir.path().join(switchboard_store::sql::DB_FILE))
             .unwrap()
             .query_row("SELECT count(*) FROM message_keys", [], |r| r.get(0))
             .unwrap()
     };
-    let (ws, first) = {
+    let (ws, a, b) = {
         let store = switchboard_store::sql::SqliteStore::open(dir.path()).unwrap();
         let ws = store.create_workspace("test", T0).await.unwrap().id;
-        let AcceptOutcome::Created(first) =
-            store.accept_message(keyed(&ws, "a", "h")).await.unwrap()
+        let AcceptOutcome::Created(a) = store.accept_message(keyed(&ws, "a", "h")).await.unwrap()
         else {
             panic!("a new key")
         };
         // Pending: not in the table yet, found all the same.
         assert_eq!(moved(), 0);
-        let again = store.accept_message(keyed(&ws, "a", "h")).await.unwrap();
-        assert!(
-            matches!(&again, AcceptOutcome::Replayed(r) if r.id == first.id),
-            "{again:?}"
-        );
-        let clash = store
-            .accept_message(keyed(&ws, "a", "other"))
-            .await
-            .unwrap();
-        assert!(
-            matches!(&clash, AcceptOutcome::Conflict { existing } if existing == &first.id),
-            "{clash:?}"
-        );
+        key_holds(&store, &ws, "a", &a.id).await;
         // The writer moves pending keys in steps before batches, at most
         // every 100 ms: writes keep arriving until it has.
         let mut n = 0;
@@ -763,21 +777,12 @@ async fn on_sqlite_a_key_holds_while_pending_after_its_move_and_after_a_restart(
             store.accept_message(simple(&ws)).await.unwrap();
             n += 1;
         }
-        let again = store.accept_message(keyed(&ws, "a", "h")).await.unwrap();
-        assert!(
-            matches!(&again, AcceptOutcome::Replayed(r) if r.id == first.id),
-            "{again:?}"
-        );
-        let clash = store
-            .accept_message(keyed(&ws, "a", "other"))
-            .await
-            .unwrap();
-        assert!(matches!(clash, AcceptOutcome::Conflict { .. }), "{clash:?}");
-        let AcceptOutcome::Created(_) = store.accept_message(keyed(&ws, "b", "h")).await.unwrap()
+        key_holds(&store, &ws, "a", &a.id).await;
+        let AcceptOutcome::Created(b) = store.accept_message(keyed(&ws, "b", "h")).await.unwrap()
         else {
             panic!("a new key")
         };
-        (ws, first)
+        (ws, a, b)
     };
     // The stopped writer moves what is pending on its way out; the next
     // start copies whatever it did not.
@@ -793,16 +798,6 @@ async fn on_sqlite_a_key_holds_while_pending_after_its_move_and_after_a_restart(
         }
     };
     assert_eq!(moved(), 2);
-    let again = store.accept_message(keyed(&ws, "a", "h")).await.unwrap();
-    assert!(
-        matches!(&again, AcceptOutcome::Replayed(r) if r.id == first.id),
-        "{again:?}"
-    );
-    let again = store.accept_message(keyed(&ws, "b", "h")).await.unwrap();
-    assert!(matches!(again, AcceptOutcome::Replayed(_)), "{again:?}");
-    let clash = store
-        .accept_message(keyed(&ws, "b", "other"))
-        .await
-        .unwrap();
-    assert!(matches!(clash, AcceptOutcome::Conflict { .. }), "{clash:?}");
+    key_holds(&store, &ws, "a", &a.id).await;
+    key_holds(&store, &ws, "b", &b.id).await;
 }
