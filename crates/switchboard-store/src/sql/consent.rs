@@ -51,7 +51,7 @@ pub fn change(c: &Db<'_>, ch: &ConsentChange, emit: bool) -> Result<bool, StoreE
         // tell which CRM (adapter) the contact came through.
         let last: Option<(String, Option<String>, Option<String>)> = c
             .query_row(
-                "SELECT id, client_ref, metadata FROM messages WHERE workspace_id = ?1 AND to_phone = ?2 ORDER BY id DESC LIMIT 1",
+                &super::written_behind::last_to(c, "m.id, m.client_ref, m.metadata"),
                 p![ws, ch.phone],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )

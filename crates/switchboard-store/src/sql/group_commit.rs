@@ -259,7 +259,7 @@ impl GroupCommit {
 /// Work the writer does by itself in steps, each in a transaction of its
 /// own: a step before a batch when `every` has passed since the last one,
 /// and, when the writer stops, steps until none is left
-/// (`keys_behind::sweep_step`).
+/// (`written_behind::sweep_step`).
 #[derive(Debug, Clone, Copy)]
 pub struct Chore {
     /// How often a step runs while writes arrive.

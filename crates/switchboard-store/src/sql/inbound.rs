@@ -59,7 +59,7 @@ pub fn record(c: &Db<'_>, n: &NewInbound) -> Result<InboundOutcome, StoreError> 
         }
     }
     let conversation: Option<String> = c
-        .prepare_cached("SELECT id FROM messages WHERE workspace_id = ?1 AND to_phone = ?2 ORDER BY id DESC LIMIT 1")?
+        .prepare_cached(&super::written_behind::last_to(c, "m.id"))?
         .query_row(p![ws, n.from], |r| r.get(0))
         .optional()?;
     let rec = InboundRecord {

@@ -4,6 +4,7 @@
 //! `switchboard_core::state::transition` and records exactly its one event.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::db::{Db, DbError, LaterRows, OptionalExt, Row, RowSet, V, p};
@@ -219,8 +220,8 @@ fn existing_keys_sql(c: &Db<'_>, set: &str) -> String {
     // took one of those and filtered the whole workspace.
     let columns = "m.id, m.request_hash, m.initial_status, m.client_ref, m.segments, m.encoding, m.created_at";
     if !c.is_pg() {
-        // On SQLite the keys are written behind (`keys_behind`).
-        return super::keys_behind::lookup_sql(set, columns);
+        // On SQLite the keys are written behind (`written_behind`).
+        return super::written_behind::keys_sql(set, columns);
     }
     let on = "(m.workspace_id || ' ' || m.idempotency_key) = (k.column1 || ' ' || k.column2)
          AND m.idempotency_key IS NOT NULL";
@@ -410,11 +411,15 @@ fn insert_messages(c: &Db<'_>, rows: &[NewRow<'_>]) -> Result<(), StoreError> {
         c.execute_later(&sql, set.into_params(), Some(chunk.len()))?;
     }
     if !c.is_pg() {
-        super::keys_behind::record(
+        super::written_behind::record(
             c,
-            rows.iter().filter_map(|r| {
-                let key = r.req.message.idempotency_key.as_deref()?;
-                Some((r.req.workspace_id.as_str(), key, r.id.as_str()))
+            rows.iter().map(|r| {
+                (
+                    r.req.workspace_id.as_str(),
+                    r.req.message.idempotency_key.as_deref(),
+                    r.req.message.to.as_str(),
+                    r.id.as_str(),
+                )
             }),
         )?;
     }
@@ -492,35 +497,56 @@ pub fn get(
 
 /// A page of a workspace's messages, newest first.
 pub fn list(c: &Db<'_>, ws: &WorkspaceId, f: &MessageFilter) -> Result<MessagePage, StoreError> {
-    let mut sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE workspace_id = ?");
+    // `?1` the workspace, `?2` the recipient if any, then the filters'.
     let mut args: Vec<V> = vec![ws.as_str().into()];
-    if let Some(s) = f.status {
-        sql.push_str(" AND status = ?");
-        args.push(s.as_str().into());
-    }
     if let Some(to) = &f.to {
-        sql.push_str(" AND to_phone = ?");
         args.push(to.into());
     }
+    let mut and = String::new();
+    let mut cond = |args: &mut Vec<V<'_>>, what: &str| {
+        let _ = write!(and, " AND m.{what} ?{}", args.len());
+    };
+    if let Some(s) = f.status {
+        args.push(s.as_str().into());
+        cond(&mut args, "status =");
+    }
     if let Some(r) = &f.client_ref {
-        sql.push_str(" AND client_ref = ?");
         args.push(r.into());
+        cond(&mut args, "client_ref =");
     }
     if let Some(t) = f.created_after {
-        sql.push_str(" AND created_at >= ?");
         args.push(V::Int(t.as_millis()));
+        cond(&mut args, "created_at >=");
     }
     if let Some(t) = f.created_before {
-        sql.push_str(" AND created_at < ?");
         args.push(V::Int(t.as_millis()));
+        cond(&mut args, "created_at <");
     }
-    if let Some(cursor) = &f.cursor {
-        sql.push_str(" AND id < ?");
+    let cursor = f.cursor.as_ref().map(|cursor| {
         args.push(cursor.as_str().into());
-    }
-    sql.push_str(" ORDER BY id DESC LIMIT ?");
+        cond(&mut args, "id <");
+        format!("?{}", args.len())
+    });
     let limit = f.limit.clamp(1, 100);
     args.push(V::Int(i64::try_from(limit + 1).unwrap_or(101)));
+    let limit_arg = format!("?{}", args.len());
+    let columns = MESSAGE_COLUMNS
+        .split(',')
+        .map(|col| format!("m.{}", col.trim()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = match &f.to {
+        // On SQLite the recipients are written behind (`written_behind`).
+        Some(_) if !c.is_pg() => {
+            super::written_behind::listing_to_sql(&columns, &and, cursor.as_deref(), &limit_arg)
+        }
+        Some(_) => format!(
+            "SELECT {columns} FROM messages m WHERE m.workspace_id = ?1 AND m.to_phone = ?2{and} ORDER BY m.id DESC LIMIT {limit_arg}"
+        ),
+        None => format!(
+            "SELECT {columns} FROM messages m WHERE m.workspace_id = ?1{and} ORDER BY m.id DESC LIMIT {limit_arg}"
+        ),
+    };
     let mut stmt = c.prepare_cached(&sql)?;
     let mut rows_ = stmt.query(&args)?;
     let mut data = Vec::with_capacity(limit + 1);

@@ -10,7 +10,6 @@ pub mod db;
 mod events;
 mod group_commit;
 mod inbound;
-mod keys_behind;
 mod messages;
 mod pg_schema;
 mod providers;
@@ -22,6 +21,7 @@ pub mod scratch;
 mod templates;
 mod tenants;
 mod webhooks;
+mod written_behind;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -159,7 +159,7 @@ impl SqlStore {
         let mut conn = Connection::open(&path)?;
         configure(&conn)?;
         schema::migrate(&mut conn)?;
-        keys_behind::prepare(&conn)?;
+        written_behind::prepare(&conn)?;
         // Checkpoints run on a thread of their own; the writer's automatic
         // one is the backstop (`checkpoint`).
         conn.pragma_update(None, "wal_autocheckpoint", checkpoint::BACKSTOP_PAGES)?;
@@ -172,8 +172,8 @@ impl SqlStore {
             Conn::Lite(conn),
             wal.into(),
             Some(group_commit::Chore {
-                every: keys_behind::EVERY,
-                step: keys_behind::sweep_step,
+                every: written_behind::EVERY,
+                step: written_behind::sweep_step,
             }),
         );
         let read_path = path.clone();

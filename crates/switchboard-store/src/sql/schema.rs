@@ -289,15 +289,16 @@ ALTER TABLE providers ADD COLUMN tokens_at INTEGER;
     ("0010_console_sessions", CONSOLE_SESSIONS),
     ("0011_webhook_claim_order", WEBHOOK_CLAIM_ORDER),
     ("0012_fewer_log_indexes", FEWER_LOG_INDEXES),
-    ("0013_message_keys", MESSAGE_KEYS),
+    ("0013_written_behind", WRITTEN_BEHIND),
 ];
 
-/// Idempotency keys in a table of their own, written behind the accepts
-/// (`keys_behind`): the unique index on `messages` put a random leaf page
-/// into every accept's commit (BENCHMARKS, fourteenth session). The keys
-/// already stored are copied once, at the upgrade; `written_behind` says
-/// up to which message row the table is complete.
-const MESSAGE_KEYS: &str = r#"
+/// The idempotency keys and the recipients of messages in tables of their
+/// own, written behind the accepts (`written_behind`): the unique index on
+/// the keys and the index by recipient put a random leaf page each into
+/// every accept's commit (BENCHMARKS, fourteenth session). What is stored
+/// is copied once, at the upgrade; `written_behind` says up to which
+/// message row the tables are complete.
+const WRITTEN_BEHIND: &str = r#"
 CREATE TABLE message_keys (
     workspace_id    TEXT NOT NULL,
     idempotency_key TEXT NOT NULL,
@@ -307,11 +308,20 @@ CREATE TABLE message_keys (
 INSERT INTO message_keys (workspace_id, idempotency_key, message_id)
     SELECT workspace_id, idempotency_key, id FROM messages WHERE idempotency_key IS NOT NULL;
 DROP INDEX messages_idempotency;
+CREATE TABLE message_phones (
+    workspace_id TEXT NOT NULL,
+    to_phone     TEXT NOT NULL,
+    message_id   TEXT NOT NULL,
+    PRIMARY KEY (workspace_id, to_phone, message_id)
+) WITHOUT ROWID;
+INSERT INTO message_phones (workspace_id, to_phone, message_id)
+    SELECT workspace_id, to_phone, id FROM messages;
+DROP INDEX messages_by_phone;
 CREATE TABLE written_behind (
     name TEXT PRIMARY KEY,
     upto INTEGER NOT NULL
 );
-INSERT INTO written_behind (name, upto) VALUES ('message_keys', (SELECT coalesce(max(rowid), 0) FROM messages));
+INSERT INTO written_behind (name, upto) VALUES ('messages', (SELECT coalesce(max(rowid), 0) FROM messages));
 "#;
 
 /// Fewer B-trees written per message end to end (BENCHMARKS, twelfth

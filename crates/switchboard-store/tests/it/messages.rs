@@ -711,6 +711,97 @@ conformance!(
     }
 );
 
+conformance!(
+    the_listing_by_recipient_pages_through_its_messages_newest_first,
+    |f: crate::Fixture| async move {
+        let to = |n: usize| {
+            if n % 3 == 0 {
+                "+14155550199"
+            } else {
+                "+14155550123"
+            }
+        };
+        // (n, id) of the messages to +14155550123.
+        let mut ours = Vec::new();
+        for n in 0..9 {
+            let body = json!({"to": to(n), "body": "hi", "client_ref": format!("r{}", n % 2)});
+            let AcceptOutcome::Created(a) = f
+                .store
+                .accept_message(request(&f.ws, body, "h"))
+                .await
+                .unwrap()
+            else {
+                panic!("created")
+            };
+            if to(n) == "+14155550123" {
+                ours.push((n, a.id));
+            }
+        }
+        // All in one millisecond (the clock is T0): the id orders them.
+        ours.sort_by(|a, b| b.1.as_str().cmp(a.1.as_str()));
+        let ids: Vec<_> = ours.iter().map(|(_, id)| id.clone()).collect();
+        assert_eq!(recipient_pages(&f, None, 4).await, [&ids[..4], &ids[4..]]);
+        assert_eq!(recipient_pages(&f, None, 6).await, [&ids[..]]);
+        // With another filter.
+        let odd: Vec<_> = ours
+            .iter()
+            .filter(|(n, _)| n % 2 == 1)
+            .map(|(_, id)| id.clone())
+            .collect();
+        assert_eq!(
+            recipient_pages(&f, Some("r1"), 2).await,
+            [&odd[..2], &odd[2..]]
+        );
+        // And to a number with no messages.
+        let none = f
+            .store
+            .list_messages(
+                &f.ws,
+                &switchboard_store::MessageFilter {
+                    to: Some("+14155550100".into()),
+                    limit: 10,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert!(none.data.is_empty() && none.next_cursor.is_none());
+    }
+);
+
+/// Every page of the listing to +14155550123 (with a `client_ref` filter if
+/// given), following the cursors.
+async fn recipient_pages(
+    f: &crate::Fixture,
+    client_ref: Option<&str>,
+    limit: usize,
+) -> Vec<Vec<switchboard_core::MessageId>> {
+    let mut pages = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = f
+            .store
+            .list_messages(
+                &f.ws,
+                &switchboard_store::MessageFilter {
+                    to: Some("+14155550123".into()),
+                    client_ref: client_ref.map(str::to_owned),
+                    cursor,
+                    limit,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert!(page.data.iter().all(|m| m.to == "+14155550123"));
+        pages.push(page.data.into_iter().map(|m| m.id).collect());
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return pages,
+        }
+    }
+}
+
 /// A message with an idempotency key.
 fn keyed(
     ws: &switchboard_core::WorkspaceId,
@@ -745,9 +836,10 @@ async fn key_holds(
     );
 }
 
-/// On SQLite the idempotency keys are written behind the accepts
-/// (`keys_behind`): a key is found while it is pending in the writer's
-/// memory, after it has been moved to its table, and after a restart.
+/// On SQLite the idempotency keys and recipients are written behind the
+/// accepts (`written_behind`): a key is found while it is pending in the
+/// writer's memory, after it has been swept to its table, and after a
+/// restart, and the listing by recipient has every message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_sqlite_a_key_holds_while_pending_after_its_move_and_after_a_restart() {
     use switchboard_store::Store;
@@ -800,4 +892,23 @@ async fn on_sqlite_a_key_holds_while_pending_after_its_move_and_after_a_restart(
     assert_eq!(moved(), 2);
     key_holds(&store, &ws, "a", &a.id).await;
     key_holds(&store, &ws, "b", &b.id).await;
+    // The recipients were written behind with the keys: the listing by
+    // recipient has every message, swept or not.
+    let stored: i64 = rusqlite::Connection::open(dir.path().join(switchboard_store::sql::DB_FILE))
+        .unwrap()
+        .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
+        .unwrap();
+    let listed = store
+        .list_messages(
+            &ws,
+            &switchboard_store::MessageFilter {
+                to: Some("+14155550123".into()),
+                limit: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(listed.data.len() as i64, stored);
+    assert!(listed.data.iter().any(|m| m.id == a.id) && listed.data.iter().any(|m| m.id == b.id));
 }
