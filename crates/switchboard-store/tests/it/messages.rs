@@ -715,7 +715,7 @@ conformance!(
     the_listing_by_recipient_pages_through_its_messages_newest_first,
     |f: crate::Fixture| async move {
         let to = |n: usize| {
-            if n % 3 == 0 {
+            if n.is_multiple_of(3) {
                 "+14155550199"
             } else {
                 "+14155550123"
