@@ -32,7 +32,7 @@ use db::{Conn, PgConn};
 use rusqlite::{Connection, OpenFlags};
 use switchboard_core::{Channel, MessageId, Status, Timestamp, WorkspaceId};
 
-pub use group_commit::GroupCommit;
+pub use group_commit::{Chore, GroupCommit};
 use read_pool::ReadPool;
 
 use crate::Store;
