@@ -71,6 +71,13 @@
 //! this process, owns the WAL's fsync. accept-pg +10% to +20%
 //! (BENCHMARKS.md, "Eleventh session").
 //!
+//! On SQLite the writer also has a *chore* (`Chore`), work it does by
+//! itself in steps, each in a transaction of its own between batches: it
+//! sweeps the index entries written behind the accepts into their tables
+//! (`written_behind`), a step every 100 ms while writes arrive, and the
+//! whole of what is left when it stops. Neither runs once writes are
+//! refused.
+//!
 //! *Invariant*: this thread is the only writer of the database on this
 //! node, so a job can read and then write (idempotency check, state
 //! transition) without races from this node. On PostgreSQL other nodes write
@@ -460,9 +467,15 @@ fn writer_loop(
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let mut chore_ran = Instant::now();
+    let refusing = |syncer: &Option<Syncer>| {
+        syncer
+            .as_ref()
+            .is_some_and(|s| s.failed.load(Ordering::Acquire))
+    };
     while let Some(first) = rx.blocking_recv() {
         if let Some(chore) = &chore
             && chore_ran.elapsed() >= chore.every
+            && !refusing(&syncer)
         {
             chore.run(&conn.db());
             chore_ran = Instant::now();
@@ -487,9 +500,7 @@ fn writer_loop(
         }
         let n = batch.len() as u64;
         let jobs: Vec<Job> = std::mem::take(&mut batch);
-        if let Some(s) = &syncer
-            && s.failed.load(Ordering::Acquire)
-        {
+        if refusing(&syncer) {
             // A failed WAL sync (SQLite), or a sync thread that stopped
             // (either engine).
             refuse(
@@ -528,9 +539,7 @@ fn writer_loop(
     }
     // Stopping: the chore to its end, unless the writes are refused.
     if let Some(chore) = &chore
-        && !syncer
-            .as_ref()
-            .is_some_and(|s| s.failed.load(Ordering::Acquire))
+        && !refusing(&syncer)
     {
         while chore.run(&conn.db()) {}
     }

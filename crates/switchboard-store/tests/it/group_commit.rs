@@ -535,3 +535,70 @@ async fn on_postgres_a_lost_sync_connection_fails_its_batch_and_is_made_again() 
     assert_eq!(ns, [1, 2, 3, 4, 5]);
     drop(schema);
 }
+
+/// A chore step for the tests below: records itself in `steps` and says
+/// there are steps left until there are five.
+fn five_steps(c: &switchboard_store::sql::db::Db<'_>) -> Result<bool, StoreError> {
+    c.execute("INSERT INTO steps (n) VALUES (1)", &[])?;
+    let n: i64 = c.query_row("SELECT count(*) FROM steps", &[], |r| r.get(0))?;
+    Ok(n < 5)
+}
+
+fn steps(path: &std::path::Path) -> i64 {
+    Connection::open(path)
+        .unwrap()
+        .query_row("SELECT count(*) FROM steps", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// The writer's chore: a step before each batch once `every` has passed
+/// (here at once), and when the writer stops, steps until none is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chore_steps_before_batches_and_to_its_end_when_the_writer_stops() {
+    let (dir, path, conn) = wal_db();
+    conn.execute_batch("CREATE TABLE steps (n INTEGER)")
+        .unwrap();
+    let chore = switchboard_store::sql::Chore {
+        every: std::time::Duration::ZERO,
+        step: five_steps,
+    };
+    let (gc, thread) =
+        GroupCommit::start_pipelined(Conn::Lite(conn), dir.path().join("t.db-wal"), Some(chore));
+    assert_eq!(insert(&gc, 1).await.unwrap(), 1);
+    assert_eq!(steps(&path), 1);
+    assert_eq!(insert(&gc, 2).await.unwrap(), 1);
+    assert_eq!(steps(&path), 2);
+    drop(gc);
+    tokio::task::spawn_blocking(move || thread.join().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(steps(&path), 5);
+}
+
+/// Once a sync has failed the writer refuses every write, its chore's
+/// included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_that_refuses_writes_runs_no_chore() {
+    let (dir, path, conn) = wal_db();
+    conn.execute_batch("CREATE TABLE steps (n INTEGER)")
+        .unwrap();
+    let chore = switchboard_store::sql::Chore {
+        every: std::time::Duration::ZERO,
+        step: five_steps,
+    };
+    // Not the WAL: no such file, so every sync fails.
+    let (gc, thread) = GroupCommit::start_pipelined(
+        Conn::Lite(conn),
+        dir.path().join("missing").join("wal"),
+        Some(chore),
+    );
+    assert!(insert(&gc, 1).await.is_err());
+    // The step before that first batch ran; none since.
+    assert_eq!(steps(&path), 1);
+    assert!(insert(&gc, 2).await.is_err());
+    drop(gc);
+    tokio::task::spawn_blocking(move || thread.join().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(steps(&path), 1);
+}
