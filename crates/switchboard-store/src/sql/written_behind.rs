@@ -22,7 +22,7 @@
 //! - When a sweep ends, every message up to the last row when it began
 //!   has its entries in the tables, and `written_behind` marks that row.
 //! - The writer, which accepts alone, looks a key or a recipient up in its
-//!   pending table and in the swept one ([`keys_sql`], [`last_to_sql`]).
+//!   pending table and in the swept one ([`keys_sql`], [`last_to`]).
 //!   Readers, which cannot see the writer's memory, read the swept table
 //!   for the messages up to the mark and the message rows after it, at
 //!   most a sweep or two of them ([`listing_to_sql`]).
