@@ -336,7 +336,9 @@ pub fn last_to(c: &Db<'_>, columns: &str) -> String {
 /// ?2{and}` (`and`: further conditions on `m`, the cursor's `m.id <
 /// {cursor}` among them), up to `{limit}`. The messages up to the mark are
 /// found through `message_phones`, those after it by reading the rows
-/// after it.
+/// after it: by row number (`NOT INDEXED`), since a listing index of the
+/// workspace or status would serve the order and the filter, and then
+/// read every message it holds to find the few after the mark.
 pub fn listing_to_sql(columns: &str, and: &str, cursor: Option<&str>, limit: &str) -> String {
     let mark = format!("(SELECT upto FROM written_behind WHERE name = '{MARK}')");
     let before = cursor
@@ -348,7 +350,7 @@ pub fn listing_to_sql(columns: &str, and: &str, cursor: Option<&str>, limit: &st
                  WHERE p.workspace_id = ?1 AND p.to_phone = ?2{before} AND m.rowid <= {mark}{and}
                  ORDER BY p.message_id DESC LIMIT {limit})
              UNION ALL
-             SELECT * FROM (SELECT {columns} FROM messages m
+             SELECT * FROM (SELECT {columns} FROM messages m NOT INDEXED
                  WHERE m.rowid > {mark} AND m.workspace_id = ?1 AND m.to_phone = ?2{and}
                  ORDER BY m.id DESC LIMIT {limit}))
          ORDER BY id DESC LIMIT {limit}"
@@ -600,6 +602,43 @@ mod tests {
         assert_eq!(last(&conn).as_deref(), Some("msg_4"));
         assert_eq!(listing(10, None), ["msg_4", "msg_3", "msg_1"]);
         assert_eq!(listing(2, Some("msg_4")), ["msg_3", "msg_1"]);
+    }
+
+    /// The listing's messages after the mark are read by row number from
+    /// the mark on, whatever other filter it has: not through a listing
+    /// index, which would read the whole workspace or status.
+    #[test]
+    fn the_listing_reads_the_rows_after_the_mark_by_row_number() {
+        let (_dir, conn) = store();
+        for (and, cursor) in [
+            ("", None),
+            (" AND m.status = ?4", None),
+            (" AND m.client_ref = ?4 AND m.id < ?5", Some("?5")),
+        ] {
+            let sql = listing_to_sql("m.id", and, cursor, "?3");
+            let mut explain = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let nulls = vec![rusqlite::types::Null; explain.parameter_count()];
+            let plan: Vec<String> = explain
+                .query_map(rusqlite::params_from_iter(nulls), |r| r.get(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert!(
+                plan.iter()
+                    .any(|l| l.contains("SEARCH m USING INTEGER PRIMARY KEY (rowid>?)")),
+                "{and}: {plan:?}"
+            );
+            assert!(
+                !plan.iter().any(|l| l.contains("messages_by_")),
+                "{and}: {plan:?}"
+            );
+            assert!(
+                plan.iter().any(
+                    |l| l.contains("SEARCH p USING PRIMARY KEY (workspace_id=? AND to_phone=?")
+                ),
+                "{and}: {plan:?}"
+            );
+        }
     }
 
     #[test]
