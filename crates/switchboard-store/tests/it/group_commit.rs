@@ -551,10 +551,17 @@ fn steps(path: &std::path::Path) -> i64 {
         .unwrap()
 }
 
-/// The writer's chore: a step before each batch once `every` has passed
-/// (here at once), and when the writer stops, steps until none is left.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_chore_steps_before_batches_and_to_its_end_when_the_writer_stops() {
+/// A pipelined writer on a fresh file with a `steps` table and the
+/// `five_steps` chore, due before every batch; `wal` names the file its
+/// syncs sync (relative to the directory).
+fn chore_writer(
+    wal: &str,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    GroupCommit,
+    std::thread::JoinHandle<()>,
+) {
     let (dir, path, conn) = wal_db();
     conn.execute_batch("CREATE TABLE steps (n INTEGER)")
         .unwrap();
@@ -563,15 +570,28 @@ async fn a_chore_steps_before_batches_and_to_its_end_when_the_writer_stops() {
         step: five_steps,
     };
     let (gc, thread) =
-        GroupCommit::start_pipelined(Conn::Lite(conn), dir.path().join("t.db-wal"), Some(chore));
-    assert_eq!(insert(&gc, 1).await.unwrap(), 1);
-    assert_eq!(steps(&path), 1);
-    assert_eq!(insert(&gc, 2).await.unwrap(), 1);
-    assert_eq!(steps(&path), 2);
+        GroupCommit::start_pipelined(Conn::Lite(conn), dir.path().join(wal), Some(chore));
+    (dir, path, gc, thread)
+}
+
+/// Drops the writer and waits for its thread to end.
+async fn stop(gc: GroupCommit, thread: std::thread::JoinHandle<()>) {
     drop(gc);
     tokio::task::spawn_blocking(move || thread.join().unwrap())
         .await
         .unwrap();
+}
+
+/// The writer's chore: a step before each batch once `every` has passed
+/// (here at once), and when the writer stops, steps until none is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chore_steps_before_batches_and_to_its_end_when_the_writer_stops() {
+    let (_dir, path, gc, thread) = chore_writer("t.db-wal");
+    assert_eq!(insert(&gc, 1).await.unwrap(), 1);
+    assert_eq!(steps(&path), 1);
+    assert_eq!(insert(&gc, 2).await.unwrap(), 1);
+    assert_eq!(steps(&path), 2);
+    stop(gc, thread).await;
     assert_eq!(steps(&path), 5);
 }
 
@@ -579,26 +599,12 @@ async fn a_chore_steps_before_batches_and_to_its_end_when_the_writer_stops() {
 /// included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_writer_that_refuses_writes_runs_no_chore() {
-    let (dir, path, conn) = wal_db();
-    conn.execute_batch("CREATE TABLE steps (n INTEGER)")
-        .unwrap();
-    let chore = switchboard_store::sql::Chore {
-        every: std::time::Duration::ZERO,
-        step: five_steps,
-    };
     // Not the WAL: no such file, so every sync fails.
-    let (gc, thread) = GroupCommit::start_pipelined(
-        Conn::Lite(conn),
-        dir.path().join("missing").join("wal"),
-        Some(chore),
-    );
+    let (_dir, path, gc, thread) = chore_writer("missing/wal");
     assert!(insert(&gc, 1).await.is_err());
     // The step before that first batch ran; none since.
     assert_eq!(steps(&path), 1);
     assert!(insert(&gc, 2).await.is_err());
-    drop(gc);
-    tokio::task::spawn_blocking(move || thread.join().unwrap())
-        .await
-        .unwrap();
+    stop(gc, thread).await;
     assert_eq!(steps(&path), 1);
 }
