@@ -279,13 +279,8 @@ impl Chore {
     /// Runs a step in a transaction. A failure is logged and rolled back,
     /// and the step is tried again next time; it then answers no steps left.
     fn run(&self, conn: &Db<'_>) -> bool {
-        let begin = if conn.is_pg() {
-            "BEGIN"
-        } else {
-            "BEGIN IMMEDIATE"
-        };
         let done = conn
-            .execute_batch(begin)
+            .execute_batch(begin(conn))
             .map_err(StoreError::from)
             .and_then(|()| guarded(|| (self.step)(conn)))
             .and_then(|more| {
@@ -631,14 +626,20 @@ fn run_batch(conn: &Db<'_>, jobs: Vec<Job>) -> Vec<(Job, Result<Value, StoreErro
     answers
 }
 
-/// Runs a batch: optimistically in one transaction, or, if a job fails, again
-/// with a savepoint per job. Returns each job's answer with its result.
-fn run_transaction(conn: &Db<'_>, mut jobs: Vec<Job>) -> Vec<(Job, Result<Value, StoreError>)> {
-    let begin = if conn.is_pg() {
+/// How the writer begins a transaction: on SQLite taking the write lock at
+/// once (`IMMEDIATE`), so no statement of it waits for the lock midway.
+fn begin(conn: &Db<'_>) -> &'static str {
+    if conn.is_pg() {
         "BEGIN"
     } else {
         "BEGIN IMMEDIATE"
-    };
+    }
+}
+
+/// Runs a batch: optimistically in one transaction, or, if a job fails, again
+/// with a savepoint per job. Returns each job's answer with its result.
+fn run_transaction(conn: &Db<'_>, mut jobs: Vec<Job>) -> Vec<(Job, Result<Value, StoreError>)> {
+    let begin = begin(conn);
     let n = jobs.len();
     if let Err(e) = conn.execute_batch_later(begin) {
         let e = StoreError::from(e);

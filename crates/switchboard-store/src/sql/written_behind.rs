@@ -54,13 +54,12 @@ const MIN_STEP: i64 = 256;
 const MARK: &str = "messages";
 
 /// A table written behind: its pending table in the writer's memory, and
-/// its key (the columns of both, in key order, the last the message id).
+/// its key (the columns of both, in key order: two columns of the message
+/// row, then the message id).
 struct Behind {
     name: &'static str,
     pending: &'static str,
     key: [&'static str; 3],
-    /// How each column is read from a message row.
-    from_message: [&'static str; 3],
 }
 
 const TABLES: [Behind; 2] = [
@@ -68,13 +67,11 @@ const TABLES: [Behind; 2] = [
         name: "main.message_keys",
         pending: "temp.pending_keys",
         key: ["workspace_id", "idempotency_key", "message_id"],
-        from_message: ["workspace_id", "idempotency_key", "id"],
     },
     Behind {
         name: "main.message_phones",
         pending: "temp.pending_phones",
         key: ["workspace_id", "to_phone", "message_id"],
-        from_message: ["workspace_id", "to_phone", "id"],
     },
 ];
 
@@ -114,10 +111,10 @@ pub fn prepare(conn: &Connection) -> Result<(), StoreError> {
     let tx = conn.unchecked_transaction()?;
     let mut copied = 0;
     for t in &TABLES {
-        let [a, b, id] = t.from_message;
+        let [a, b, _] = t.key;
         copied += tx.execute(
             &format!(
-                "INSERT OR IGNORE INTO {} ({}) SELECT {a}, {b}, {id} FROM messages
+                "INSERT OR IGNORE INTO {} ({}) SELECT {a}, {b}, id FROM messages
                  WHERE rowid > (SELECT upto FROM written_behind WHERE name = ?1) AND {b} IS NOT NULL
                  ORDER BY 1, 2, 3",
                 t.name,
@@ -126,10 +123,7 @@ pub fn prepare(conn: &Connection) -> Result<(), StoreError> {
             [MARK],
         )?;
     }
-    let last: i64 = tx.query_row("SELECT coalesce(max(rowid), 0) FROM messages", [], |r| {
-        r.get(0)
-    })?;
-    set_mark(&tx, last)?;
+    set_mark(&tx, last_row(&tx)?)?;
     tx.commit()?;
     if copied > 0 {
         tracing::info!(
@@ -197,9 +191,7 @@ pub fn sweep_step(c: &Db<'_>) -> Result<bool, StoreError> {
         })?
         .collect::<Result<_, _>>()?;
     if sweep.is_empty() {
-        let mark: i64 = conn
-            .prepare_cached("SELECT coalesce(max(rowid), 0) FROM messages")?
-            .query_row([], |r| r.get(0))?;
+        let mark = last_row(conn)?;
         let mut any = false;
         for t in &TABLES {
             let pending: i64 = conn
@@ -266,11 +258,9 @@ fn sweep_slice(conn: &Connection, t: &Behind, after: &str, step: i64) -> Result<
         Some(_) => format!("({cols}) > (?1, ?2, ?3) AND ({cols}) <= (?4, ?5, ?6)"),
         None => format!("({cols}) > (?1, ?2, ?3) AND ?4 IS NULL AND ?5 IS NULL AND ?6 IS NULL"),
     };
-    let u = until.clone().unwrap_or_default();
-    let u: [Option<&str>; 3] = if until.is_some() {
-        [Some(&u[0]), Some(&u[1]), Some(&u[2])]
-    } else {
-        [None; 3]
+    let u: [Option<&str>; 3] = match &until {
+        Some(u) => [Some(&u[0]), Some(&u[1]), Some(&u[2])],
+        None => [None; 3],
     };
     let params = rusqlite::params![after[0], after[1], after[2], u[0], u[1], u[2]];
     conn.prepare_cached(&format!(
@@ -287,6 +277,13 @@ fn sweep_slice(conn: &Connection, t: &Behind, after: &str, step: i64) -> Result<
     conn.prepare_cached("UPDATE temp.sweep SET after = ?2, done = ?3 WHERE name = ?1")?
         .execute(rusqlite::params![t.name, position, until.is_none()])?;
     Ok(until.is_some())
+}
+
+/// The last message row (0 if none).
+fn last_row(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT coalesce(max(rowid), 0) FROM messages")?
+        .query_row([], |r| r.get(0))?)
 }
 
 /// Every message row up to `upto` has its entries in the tables.

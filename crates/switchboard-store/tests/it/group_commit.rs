@@ -141,9 +141,14 @@ async fn a_multi_row_insert_that_fails_part_way_leaves_none_of_its_rows() {
 }
 
 /// A PostgreSQL group commit (no sync thread) on a fresh schema with one
-/// table `t (n)`; the schema lives as long as the first value.
-async fn pg_writer(base: &str) -> (crate::PgSchema, GroupCommit) {
-    let schema = crate::new_schema(base).await;
+/// table `t (n)`; the schema lives as long as the first value. `None`
+/// (the case is skipped) without a test server.
+async fn pg_writer() -> Option<(crate::PgSchema, GroupCommit)> {
+    let Some(base) = crate::pg_url() else {
+        eprintln!("SWITCHBOARD_TEST_DATABASE_URL is not set: skipped");
+        return None;
+    };
+    let schema = crate::new_schema(&base).await;
     let url = schema.url();
     let (gc, _thread) = tokio::task::spawn_blocking(move || {
         let conn = Conn::Pg(Box::new(
@@ -156,16 +161,14 @@ async fn pg_writer(base: &str) -> (crate::PgSchema, GroupCommit) {
     })
     .await
     .unwrap();
-    (schema, gc)
+    Some((schema, gc))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_postgres_a_job_that_carries_on_after_a_failed_statement_is_not_committed() {
-    let Some(base) = crate::pg_url() else {
-        eprintln!("SWITCHBOARD_TEST_DATABASE_URL is not set: skipped");
+    let Some((schema, gc)) = pg_writer().await else {
         return;
     };
-    let (schema, gc) = pg_writer(&base).await;
     // Alone in its batch, and then beside a good job: either way the job that
     // swallowed an error is answered with an error and none of its writes stay.
     for round in 0..2i64 {
@@ -269,11 +272,9 @@ async fn a_failed_sync_fails_its_batch_and_stops_the_writer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_postgres_a_queued_write_that_fails_fails_its_own_job_only() {
-    let Some(base) = crate::pg_url() else {
-        eprintln!("SWITCHBOARD_TEST_DATABASE_URL is not set: skipped");
+    let Some((schema, gc)) = pg_writer().await else {
         return;
     };
-    let (schema, gc) = pg_writer(&base).await;
     let gc = Arc::new(gc);
     // Writes that are queued (`Db::execute_later`): nothing reaches the
     // server until the batch's COMMIT, where the duplicate fails and the
