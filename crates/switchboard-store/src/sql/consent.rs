@@ -49,13 +49,14 @@ pub fn change(c: &Db<'_>, ch: &ConsentChange, emit: bool) -> Result<bool, StoreE
         };
         // The last message sent to the number: its client_ref and metadata
         // tell which CRM (adapter) the contact came through.
-        let last: Option<(String, Option<String>, Option<String>)> = c
-            .query_row(
-                &super::written_behind::last_to(c, "m.id, m.client_ref, m.metadata"),
-                p![ws, ch.phone],
+        let last: Option<(String, Option<String>, Option<String>)> =
+            super::written_behind::last_to(
+                c,
+                "m.id, m.client_ref, m.metadata",
+                ws,
+                &ch.phone,
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?;
+            )?;
         let last_message = last.map(|(id, client_ref, metadata)| {
             json!({
                 "id": id,

@@ -96,6 +96,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::db::{Conn, Db, DbError};
 use super::events::DeferEvents;
 use super::messages;
+use super::written_behind;
 use crate::error::StoreError;
 use crate::model::{AcceptOutcome, AcceptRequest, GroupCommitStats};
 
@@ -273,6 +274,9 @@ pub struct Chore {
     pub every: std::time::Duration,
     /// One step; answers whether steps are left.
     pub step: fn(&Db<'_>) -> Result<bool, StoreError>,
+    /// Runs on the writer thread before its first job (for state the
+    /// chore keeps on that thread: `written_behind::install`).
+    pub start: fn(),
 }
 
 impl Chore {
@@ -289,9 +293,12 @@ impl Chore {
                     .map_err(StoreError::from)
             });
         match done {
-            Ok(more) => more,
+            Ok(more) => {
+                written_behind::committed();
+                more
+            }
             Err(e) => {
-                let _ = conn.execute_batch("ROLLBACK");
+                rollback(conn);
                 tracing::error!(error = %e, "a step of the writer's chore failed; it is tried again later");
                 false
             }
@@ -462,6 +469,9 @@ fn writer_loop(
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let mut chore_ran = Instant::now();
+    if let Some(chore) = &chore {
+        (chore.start)();
+    }
     let refusing = |syncer: &Option<Syncer>| {
         syncer
             .as_ref()
@@ -599,12 +609,28 @@ fn attempt_all(jobs: &mut [Job], conn: &Db<'_>) -> Result<Vec<Value>, StoreError
 /// Commits, or rolls back if the commit fails; the error is every job's.
 fn commit(conn: &Db<'_>, n: usize) -> Result<(), StoreError> {
     conn.execute_batch("COMMIT")
+        .map(|()| written_behind::committed())
         .map_err(|e| commit_failed(conn, n, e))
+}
+
+/// Rolls the transaction back, with the pending entries the writer keeps
+/// beside it (`written_behind`, which follows every end of a transaction
+/// and every savepoint of the writer's).
+fn rollback(conn: &Db<'_>) {
+    let _ = conn.execute_batch("ROLLBACK");
+    written_behind::rolled_back();
+}
+
+/// Rolls back the newest savepoint's writes and releases it.
+fn rollback_job(conn: &Db<'_>) {
+    let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+    written_behind::rolled_back_to();
+    written_behind::released();
 }
 
 /// Rolls back after a failed commit; the error is every job's.
 fn commit_failed(conn: &Db<'_>, n: usize, e: DbError) -> StoreError {
-    let _ = conn.execute_batch("ROLLBACK");
+    rollback(conn);
     let e = StoreError::from(e);
     tracing::error!(error = %e, jobs = n, "group commit failed");
     e
@@ -673,7 +699,9 @@ fn run_transaction(conn: &Db<'_>, mut jobs: Vec<Job>) -> Vec<(Job, Result<Value,
             // failed job is.
             Err(e) if conn.take_later_failed() => StoreError::from(e),
             r => {
-                let committed = r.map_err(|e| commit_failed(conn, n, e));
+                let committed = r
+                    .map(|()| written_behind::committed())
+                    .map_err(|e| commit_failed(conn, n, e));
                 return jobs
                     .into_iter()
                     .zip(values)
@@ -689,7 +717,7 @@ fn run_transaction(conn: &Db<'_>, mut jobs: Vec<Job>) -> Vec<(Job, Result<Value,
         },
         Err(e) => e,
     };
-    let _ = conn.execute_batch("ROLLBACK");
+    rollback(conn);
     events.discard();
     if n == 1 {
         // Alone in its batch: its failure is the batch's; nothing to redo.
@@ -710,6 +738,7 @@ fn run_transaction(conn: &Db<'_>, mut jobs: Vec<Job>) -> Vec<(Job, Result<Value,
             results.push(Err(StoreError::from(e)));
             continue;
         }
+        written_behind::savepoint();
         // Its queued writes are sent before its savepoint ends, so their
         // failure is its own.
         let r = attempt(job, conn)
@@ -720,17 +749,20 @@ fn run_transaction(conn: &Db<'_>, mut jobs: Vec<Job>) -> Vec<(Job, Result<Value,
         }
         let r = match r {
             Ok(v) => match conn.execute_batch("RELEASE job") {
-                Ok(()) => Ok(v),
+                Ok(()) => {
+                    written_behind::released();
+                    Ok(v)
+                }
                 Err(e) => {
                     // The job swallowed a failed statement (PostgreSQL then
                     // refuses everything up to a rollback): undo it alone.
                     tracing::error!(error = %e, "a write job left its savepoint unusable; rolled back");
-                    let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+                    rollback_job(conn);
                     Err(StoreError::from(e))
                 }
             },
             Err(e) => {
-                let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+                rollback_job(conn);
                 Err(e)
             }
         };

@@ -58,10 +58,8 @@ pub fn record(c: &Db<'_>, n: &NewInbound) -> Result<InboundOutcome, StoreError> 
             return Ok(InboundOutcome::Duplicate(row(&r)?));
         }
     }
-    let conversation: Option<String> = c
-        .prepare_cached(&super::written_behind::last_to(c, "m.id"))?
-        .query_row(p![ws, n.from], |r| r.get(0))
-        .optional()?;
+    let conversation: Option<String> =
+        super::written_behind::last_to(c, "m.id", ws, &n.from, |r| r.get(0))?;
     let rec = InboundRecord {
         id: format!("in_{}", &EventId::new_at(n.now).as_str()[4..]),
         from: n.from.clone(),

@@ -162,12 +162,22 @@ fn existing_keys(
         .collect();
     let mut reads = Vec::new();
     for chunk in c.chunks(&keys) {
-        let set = RowSet::new(
-            c,
-            1,
-            &["TEXT", "TEXT"],
-            chunk.iter().map(|(ws, key)| [V::from(*ws), V::from(*key)]),
-        );
+        let set = if c.is_pg() {
+            RowSet::new(
+                c,
+                1,
+                &["TEXT", "TEXT"],
+                chunk.iter().map(|(ws, key)| [V::from(*ws), V::from(*key)]),
+            )
+        } else {
+            // With the message each key is pending for, if it is.
+            RowSet::new(
+                c,
+                1,
+                &["TEXT", "TEXT", "TEXT"],
+                super::written_behind::key_rows(chunk),
+            )
+        };
         let sql = existing_keys_sql(c, &set.table());
         reads.push(c.query_later(&sql, set.into_params())?);
     }

@@ -174,6 +174,7 @@ impl SqlStore {
             Some(group_commit::Chore {
                 every: written_behind::EVERY,
                 step: written_behind::sweep_step,
+                start: written_behind::install,
             }),
         );
         let read_path = path.clone();

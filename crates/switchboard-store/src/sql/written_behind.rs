@@ -10,11 +10,18 @@
 //! `message_keys` (workspace, idempotency key → message) and
 //! `message_phones` (workspace, recipient, message).
 //!
-//! - An accept records its entries in `temp.pending_keys` and
-//!   `temp.pending_phones`, tables of the writer's connection that live in
-//!   memory and never reach the WAL, in the same transaction as its
-//!   message. So they commit, roll back and roll back to a savepoint with
-//!   the message.
+//! - An accept records its entries as *pending*, in ordered sets in the
+//!   writer thread's memory ([`Pending`], installed by [`install`]), not
+//!   in SQLite: no page of theirs is journaled, cached or written. They
+//!   follow the writer's transaction: the writer tells them when it
+//!   commits, rolls back, or opens, releases or rolls back to a savepoint
+//!   ([`committed`], [`rolled_back`], [`savepoint`], [`released`],
+//!   [`rolled_back_to`]), and an undo log takes back what a rolled-back
+//!   transaction or savepoint recorded, so the entries commit and roll
+//!   back with their message. (Until the fifteenth session they were
+//!   temporary SQLite tables of the writer's connection; their page
+//!   journal and cache cost the writer about a seventh of its time,
+//!   BENCHMARKS.md, "Fifteenth session".)
 //! - The writer sweeps the pending entries into their tables in key
 //!   order, a tenth of them a step, a step every [`EVERY`]
 //!   ([`sweep_step`]): entries that arrive together share leaf pages
@@ -22,7 +29,7 @@
 //! - When a sweep ends, every message up to the last row when it began
 //!   has its entries in the tables, and `written_behind` marks that row.
 //! - The writer, which accepts alone, looks a key or a recipient up in its
-//!   pending table and in the swept one ([`keys_sql`], [`last_to`]).
+//!   pending entries and in the swept table ([`keys_sql`], [`last_to`]).
 //!   Readers, which cannot see the writer's memory, read the swept table
 //!   for the messages up to the mark and the message rows after it, at
 //!   most a sweep or two of them ([`listing_to_sql`]).
@@ -31,49 +38,57 @@
 //!   copied before the first accept. The mark is a row number, which only
 //!   `VACUUM` can change; the writer finishes its sweep when it stops, so a
 //!   `VACUUM` of a store that was shut down finds nothing pending.
+//! - On a thread where no pending entries are installed (a tool or a test
+//!   writing with a connection of its own) an accept's entries go straight
+//!   into the tables.
 //!
 //! On PostgreSQL, where several nodes accept, the indexes stay.
 
+use std::cell::RefCell;
+use std::collections::BTreeSet;
+use std::ops::Bound;
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
 
-use super::db::{Db, RowSet, V};
+use super::db::{Db, OptionalExt, RowSet, V, p};
 use crate::error::StoreError;
 
 /// How often the writer takes a step of a sweep.
-pub const EVERY: Duration = Duration::from_millis(100);
+pub const EVERY: Duration = Duration::from_millis(20);
 
-/// Steps per sweep: a sweep takes about a second.
-const STEPS: i64 = 10;
+/// Steps per sweep at most: a sweep takes up to a second. (Fewer, larger
+/// steps made p99 worse: each step's commit stalls the accepts behind it;
+/// more, smaller ones wrote the same pages again and again. BENCHMARKS.md,
+/// "Fifteenth session".)
+const STEPS: usize = 50;
 
 /// The fewest entries a step moves from one table.
-const MIN_STEP: i64 = 256;
+const MIN_STEP: usize = 256;
 
 /// The row of `written_behind` that holds the mark.
 const MARK: &str = "messages";
 
-/// A table written behind: its pending table in the writer's memory, and
-/// its key (the columns of both, in key order: two columns of the message
-/// row, then the message id).
+/// A table written behind, and its key: two columns of the message row,
+/// then the message id.
 struct Behind {
     name: &'static str,
-    pending: &'static str,
     key: [&'static str; 3],
 }
 
+/// The keys' table (index 0 of [`Pending::tables`]), then the recipients'.
 const TABLES: [Behind; 2] = [
     Behind {
         name: "main.message_keys",
-        pending: "temp.pending_keys",
         key: ["workspace_id", "idempotency_key", "message_id"],
     },
     Behind {
         name: "main.message_phones",
-        pending: "temp.pending_phones",
         key: ["workspace_id", "to_phone", "message_id"],
     },
 ];
+const KEYS: usize = 0;
+const PHONES: usize = 1;
 
 impl Behind {
     fn columns(&self) -> String {
@@ -81,33 +96,154 @@ impl Behind {
     }
 }
 
-/// Makes the writer's connection ready: its tables of pending entries, and
-/// the entries of every message accepted after the mark copied (see the
-/// module documentation).
+/// An entry of a table written behind, in its key's order.
+type Entry = [String; 3];
+
+/// The writer's pending entries and its sweep (see the module
+/// documentation).
+#[derive(Debug, Default)]
+pub struct Pending {
+    /// Per table of [`TABLES`], the entries not yet swept. A pending key
+    /// is unique by its first two columns: an accept looks its key up
+    /// first.
+    tables: [BTreeSet<Entry>; 2],
+    sweep: Option<Sweep>,
+    /// What the open transaction changed, newest last.
+    undo: Vec<Undo>,
+    /// The length of `undo` when each open savepoint began.
+    savepoints: Vec<usize>,
+}
+
+/// A sweep under way.
+#[derive(Debug, Clone)]
+struct Sweep {
+    /// The last message row when it began.
+    mark: i64,
+    /// Per table: the last entry moved (none yet at the start), and
+    /// whether the table is done.
+    after: [Option<Entry>; 2],
+    done: [bool; 2],
+    /// Steps left, this one included.
+    steps_left: usize,
+}
+
+/// A change to [`Pending`], undone on rollback.
+#[derive(Debug)]
+enum Undo {
+    Added(usize, Entry),
+    Removed(usize, Vec<Entry>),
+    Sweep(Option<Sweep>),
+}
+
+thread_local! {
+    // `Some` on the writer thread once `install` has run.
+    static PENDING: RefCell<Option<Pending>> = const { RefCell::new(None) };
+}
+
+/// Keeps pending entries on this thread (the writer's) from now on. The
+/// writer calls it before its first job, after [`prepare`].
+pub fn install() {
+    PENDING.set(Some(Pending::default()));
+}
+
+/// Runs `f` on this thread's pending entries, if it has them.
+fn with<T>(f: impl FnOnce(&mut Pending) -> T) -> Option<T> {
+    PENDING.with_borrow_mut(|p| p.as_mut().map(f))
+}
+
+/// The writer's transaction committed: its changes stay.
+pub fn committed() {
+    with(|p| {
+        p.undo.clear();
+        p.savepoints.clear();
+    });
+}
+
+/// The writer's transaction rolled back: its changes are undone.
+pub fn rolled_back() {
+    with(|p| {
+        p.undo_to(0);
+        p.savepoints.clear();
+    });
+}
+
+/// The writer opened a savepoint.
+pub fn savepoint() {
+    with(|p| p.savepoints.push(p.undo.len()));
+}
+
+/// The writer released its newest savepoint: its changes are the
+/// transaction's.
+pub fn released() {
+    with(|p| p.savepoints.pop());
+}
+
+/// The writer rolled back to its newest savepoint (which stays open):
+/// the changes since it began are undone.
+pub fn rolled_back_to() {
+    with(|p| {
+        let to = p.savepoints.last().copied().unwrap_or(0);
+        p.undo_to(to);
+    });
+}
+
+impl Pending {
+    fn undo_to(&mut self, len: usize) {
+        while self.undo.len() > len {
+            match self.undo.pop().expect("longer than len") {
+                Undo::Added(t, e) => {
+                    self.tables[t].remove(&e);
+                }
+                Undo::Removed(t, entries) => self.tables[t].extend(entries),
+                Undo::Sweep(s) => self.sweep = s,
+            }
+        }
+    }
+
+    fn add(&mut self, t: usize, e: Entry) {
+        if self.tables[t].insert(e.clone()) {
+            self.undo.push(Undo::Added(t, e));
+        }
+    }
+
+    fn set_sweep(&mut self, s: Option<Sweep>) {
+        let old = std::mem::replace(&mut self.sweep, s);
+        self.undo.push(Undo::Sweep(old));
+    }
+
+    /// The entries of table `t` whose first two columns are `a`, `b`.
+    fn prefixed<'s>(&'s self, t: usize, a: &str, b: &str) -> impl Iterator<Item = &'s Entry> {
+        let from: Entry = [a.to_owned(), b.to_owned(), String::new()];
+        self.tables[t]
+            .range(from..)
+            .take_while(move |e| e[0] == a && e[1] == b)
+    }
+}
+
+/// The message a pending idempotency key belongs to.
+fn pending_key(workspace: &str, key: &str) -> Option<String> {
+    with(|p| {
+        p.prefixed(KEYS, workspace, key)
+            .next()
+            .map(|e| e[2].clone())
+    })
+    .flatten()
+}
+
+/// The newest pending message to a recipient.
+fn newest_pending_to(workspace: &str, phone: &str) -> Option<String> {
+    with(|p| {
+        p.prefixed(PHONES, workspace, phone)
+            .last()
+            .map(|e| e[2].clone())
+    })
+    .flatten()
+}
+
+/// Makes the store ready for its writer: the entries of every message
+/// accepted after the mark copied into their tables (see the module
+/// documentation).
 pub fn prepare(conn: &Connection) -> Result<(), StoreError> {
-    conn.pragma_update(None, "temp_store", "MEMORY")?;
-    // The keys' table is keyed by the pair, so a pending key is unique.
-    conn.execute_batch(
-        "CREATE TEMP TABLE IF NOT EXISTS pending_keys (
-             workspace_id    TEXT NOT NULL,
-             idempotency_key TEXT NOT NULL,
-             message_id      TEXT NOT NULL,
-             PRIMARY KEY (workspace_id, idempotency_key)
-         ) WITHOUT ROWID;
-         CREATE TEMP TABLE IF NOT EXISTS pending_phones (
-             workspace_id TEXT NOT NULL,
-             to_phone     TEXT NOT NULL,
-             message_id   TEXT NOT NULL,
-             PRIMARY KEY (workspace_id, to_phone, message_id)
-         ) WITHOUT ROWID;
-         CREATE TEMP TABLE IF NOT EXISTS sweep (
-             name  TEXT PRIMARY KEY,
-             after TEXT NOT NULL,
-             mark  INTEGER NOT NULL,
-             step  INTEGER NOT NULL,
-             done  INTEGER NOT NULL
-         )",
-    )?;
     let tx = conn.unchecked_transaction()?;
     let mut copied = 0;
     for t in &TABLES {
@@ -123,7 +259,7 @@ pub fn prepare(conn: &Connection) -> Result<(), StoreError> {
             [MARK],
         )?;
     }
-    set_mark(&tx, last_row(&tx)?)?;
+    set_mark(&Db::Lite(&tx), last_row(&tx)?)?;
     tx.commit()?;
     if copied > 0 {
         tracing::info!(
@@ -134,149 +270,141 @@ pub fn prepare(conn: &Connection) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Records new messages' entries as pending, in the accepts' transaction:
-/// (workspace, idempotency key if any, recipient, message id).
+/// Records new messages' entries, in the accepts' transaction:
+/// (workspace, idempotency key if any, recipient, message id). Pending on
+/// the writer's thread; into their tables at once elsewhere.
 pub fn record<'a>(
     c: &Db<'_>,
     messages: impl IntoIterator<Item = (&'a str, Option<&'a str>, &'a str, &'a str)>,
 ) -> Result<(), StoreError> {
     let messages: Vec<_> = messages.into_iter().collect();
-    let keys: Vec<[&str; 3]> = messages
-        .iter()
-        .filter_map(|(ws, key, _, id)| Some([*ws, (*key)?, *id]))
-        .collect();
-    let phones: Vec<[&str; 3]> = messages
-        .iter()
-        .map(|(ws, _, to, id)| [*ws, *to, *id])
-        .collect();
-    for (t, rows) in TABLES.iter().zip([keys, phones]) {
-        for chunk in c.chunks(&rows) {
-            let set = RowSet::new(
-                c,
-                1,
-                &["TEXT", "TEXT", "TEXT"],
-                chunk.iter().map(|r| r.map(V::from)),
-            );
-            let sql = format!(
-                "INSERT INTO {} ({}) {}",
-                t.pending,
-                t.columns(),
-                set.values()
-            );
-            c.execute_later(&sql, set.into_params(), Some(chunk.len()))?;
+    let entry = |a: &str, b: &str, id: &str| [a.to_owned(), b.to_owned(), id.to_owned()];
+    let recorded = with(|p| {
+        for (ws, key, to, id) in &messages {
+            if let Some(key) = key {
+                p.add(KEYS, entry(ws, key, id));
+            }
+            p.add(PHONES, entry(ws, to, id));
         }
+    });
+    if recorded.is_some() {
+        return Ok(());
+    }
+    let keys: Vec<Entry> = messages
+        .iter()
+        .filter_map(|(ws, key, _, id)| Some(entry(ws, (*key)?, id)))
+        .collect();
+    let phones: Vec<Entry> = messages
+        .iter()
+        .map(|(ws, _, to, id)| entry(ws, to, id))
+        .collect();
+    insert(c, &TABLES[KEYS], &keys)?;
+    insert(c, &TABLES[PHONES], &phones)
+}
+
+/// Inserts entries into their table.
+fn insert(c: &Db<'_>, t: &Behind, rows: &[Entry]) -> Result<(), StoreError> {
+    for chunk in c.chunks(rows) {
+        let set = RowSet::new(
+            c,
+            1,
+            &["TEXT", "TEXT", "TEXT"],
+            chunk
+                .iter()
+                .map(|e| e.each_ref().map(|v| V::from(v.as_str()))),
+        );
+        let sql = format!("INSERT INTO {} ({}) {}", t.name, t.columns(), set.values());
+        c.execute_later(&sql, set.into_params(), Some(chunk.len()))?;
     }
     Ok(())
 }
 
 /// One step of the sweep that moves the pending entries into their
-/// tables. A sweep goes through the entries pending when it began in key
-/// order, about [`STEPS`] steps of a slice of each table, so each step's
-/// commit touches one stretch of the table's pages (a move of everything
-/// at once stalled the writer for tens of milliseconds: a commit of most
-/// of the table's leaf pages). Entries that arrive meanwhile after the
-/// sweep's position are moved by it too; those before it wait for the
-/// next sweep. When a sweep ends, every message up to the last row when it
+/// tables. A sweep goes through the entries pending in key order, in at
+/// most [`STEPS`] steps of a slice of each table, so each step's commit
+/// touches one stretch of the table's pages (a move of everything at once
+/// stalled the writer for tens of milliseconds: a commit of most of the
+/// table's leaf pages). Entries that arrive meanwhile after the sweep's
+/// position are moved by it too, so a step moves an equal share of what is
+/// ahead of the position for each step left, at least [`MIN_STEP`] (a
+/// share fixed when the sweep began never finished under a steady load:
+/// the random keys kept arriving ahead of it); those that arrive behind
+/// the position wait for the next sweep. When a sweep ends, every message up to the last row when it
 /// began has its entries in the tables, and the mark says so. Its state
-/// lives in `temp.sweep`, in the writer's transaction with everything
-/// else. Answers whether the sweep has steps left.
+/// changes with the writer's transaction, as the entries do. Answers
+/// whether the sweep has steps left (none on a thread without pending
+/// entries, or on PostgreSQL).
 pub fn sweep_step(c: &Db<'_>) -> Result<bool, StoreError> {
+    sweep_step_of(c, STEPS)
+}
+
+/// [`sweep_step`] of a sweep of at most `steps` steps.
+fn sweep_step_of(c: &Db<'_>, steps: usize) -> Result<bool, StoreError> {
     let Db::Lite(conn) = c else {
         return Ok(false);
     };
-    let mut sweep: Vec<(String, String, i64, i64, bool)> = conn
-        .prepare_cached("SELECT name, after, mark, step, done FROM temp.sweep ORDER BY name")?
-        .query_map([], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-        })?
-        .collect::<Result<_, _>>()?;
-    if sweep.is_empty() {
-        let mark = last_row(conn)?;
-        let mut any = false;
-        for t in &TABLES {
-            let pending: i64 = conn
-                .prepare_cached(&format!("SELECT count(*) FROM {}", t.pending))?
-                .query_row([], |r| r.get(0))?;
-            any |= pending > 0;
-            let step = (pending / STEPS).max(MIN_STEP);
-            sweep.push((t.name.to_owned(), String::new(), mark, step, pending == 0));
+    let Some(sweep) = with(|p| p.sweep.clone()) else {
+        return Ok(false);
+    };
+    let mut sweep = match sweep {
+        Some(s) => s,
+        None => {
+            let mark = last_row(conn)?;
+            let sizes = with(|p| p.tables.each_ref().map(BTreeSet::len)).unwrap_or_default();
+            if sizes.iter().all(|n| *n == 0) {
+                set_mark(c, mark)?;
+                return Ok(false);
+            }
+            Sweep {
+                mark,
+                after: [None, None],
+                done: sizes.map(|n| n == 0),
+                steps_left: steps,
+            }
         }
-        if !any {
-            set_mark(conn, mark)?;
-            return Ok(false);
-        }
-        for (name, after, mark, step, done) in &sweep {
-            conn.prepare_cached(
-                "INSERT INTO temp.sweep (name, after, mark, step, done) VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(rusqlite::params![name, after, mark, step, done])?;
-        }
-    }
-    let mark = sweep[0].2;
-    let mut left = false;
-    for (name, after, _, step, done) in &sweep {
-        if *done {
+    };
+    for (t, table) in TABLES.iter().enumerate() {
+        if sweep.done[t] {
             continue;
         }
-        let t = TABLES
-            .iter()
-            .find(|t| t.name == name.as_str())
-            .ok_or_else(|| StoreError::Corrupt(format!("no table {name} is written behind")))?;
-        let more = sweep_slice(conn, t, after, *step)?;
-        left |= more;
+        // The next slice in key order: an equal share of what is pending
+        // for each step left (entries keep arriving ahead of the
+        // position; those behind it count too, which only makes the share
+        // larger), so the last step takes the rest.
+        let (slice, take) = with(|p| {
+            let from: Bound<&Entry> = match &sweep.after[t] {
+                Some(a) => Bound::Excluded(a),
+                None => Bound::Unbounded,
+            };
+            let take = p.tables[t].len().div_ceil(sweep.steps_left).max(MIN_STEP);
+            let slice: Vec<Entry> = p.tables[t]
+                .range::<Entry, _>((from, Bound::Unbounded))
+                .take(take)
+                .cloned()
+                .collect();
+            (slice, take)
+        })
+        .unwrap_or_default();
+        insert(c, table, &slice)?;
+        sweep.done[t] = slice.len() < take;
+        if let Some(last) = slice.last() {
+            sweep.after[t] = Some(last.clone());
+        }
+        with(|p| {
+            for e in &slice {
+                p.tables[t].remove(e);
+            }
+            p.undo.push(Undo::Removed(t, slice));
+        });
     }
-    if left {
-        return Ok(true);
+    sweep.steps_left = sweep.steps_left.saturating_sub(1).max(1);
+    let left = !sweep.done.iter().all(|d| *d);
+    let mark = sweep.mark;
+    with(|p| p.set_sweep(left.then_some(sweep)));
+    if !left {
+        set_mark(c, mark)?;
     }
-    conn.prepare_cached("DELETE FROM temp.sweep")?.execute([])?;
-    set_mark(conn, mark)?;
-    Ok(false)
-}
-
-/// Moves the next slice of `t`'s pending entries, those after `after` (its
-/// key as JSON, or empty at the start). Answers whether entries are left.
-fn sweep_slice(conn: &Connection, t: &Behind, after: &str, step: i64) -> Result<bool, StoreError> {
-    let cols = t.columns();
-    let after: [String; 3] = if after.is_empty() {
-        Default::default()
-    } else {
-        serde_json::from_str(after)
-            .map_err(|e| StoreError::Corrupt(format!("a sweep's position: {e}")))?
-    };
-    // The last key of this step's slice; none if fewer entries are left.
-    let until: Option<[String; 3]> = conn
-        .prepare_cached(&format!(
-            "SELECT {cols} FROM {} WHERE ({cols}) > (?1, ?2, ?3) ORDER BY {cols} LIMIT 1 OFFSET ?4",
-            t.pending
-        ))?
-        .query_row(
-            rusqlite::params![after[0], after[1], after[2], step - 1],
-            |r| Ok([r.get(0)?, r.get(1)?, r.get(2)?]),
-        )
-        .optional()?;
-    let slice = match until {
-        Some(_) => format!("({cols}) > (?1, ?2, ?3) AND ({cols}) <= (?4, ?5, ?6)"),
-        None => format!("({cols}) > (?1, ?2, ?3) AND ?4 IS NULL AND ?5 IS NULL AND ?6 IS NULL"),
-    };
-    let u: [Option<&str>; 3] = match &until {
-        Some(u) => [Some(&u[0]), Some(&u[1]), Some(&u[2])],
-        None => [None; 3],
-    };
-    let params = rusqlite::params![after[0], after[1], after[2], u[0], u[1], u[2]];
-    conn.prepare_cached(&format!(
-        "INSERT INTO {} ({cols}) SELECT {cols} FROM {} WHERE {slice} ORDER BY {cols}",
-        t.name, t.pending
-    ))?
-    .execute(params)?;
-    conn.prepare_cached(&format!("DELETE FROM {} WHERE {slice}", t.pending))?
-        .execute(params)?;
-    let position = match &until {
-        Some(until) => serde_json::to_string(until).expect("strings serialize"),
-        None => String::new(),
-    };
-    conn.prepare_cached("UPDATE temp.sweep SET after = ?2, done = ?3 WHERE name = ?1")?
-        .execute(rusqlite::params![t.name, position, until.is_none()])?;
-    Ok(until.is_some())
+    Ok(left)
 }
 
 /// The last message row (0 if none).
@@ -287,45 +415,64 @@ fn last_row(conn: &Connection) -> Result<i64, StoreError> {
 }
 
 /// Every message row up to `upto` has its entries in the tables.
-fn set_mark(conn: &Connection, upto: i64) -> Result<(), StoreError> {
-    conn.prepare_cached("UPDATE written_behind SET upto = ?2 WHERE name = ?1")?
-        .execute(rusqlite::params![MARK, upto])?;
+fn set_mark(c: &Db<'_>, upto: i64) -> Result<(), StoreError> {
+    c.prepare_cached("UPDATE written_behind SET upto = ?2 WHERE name = ?1")?
+        .execute(p![MARK, upto])?;
     Ok(())
 }
 
-/// The writer's read of the stored messages that hold any of a set's
-/// (workspace, key) pairs: those whose keys are pending, then those swept.
+/// The writer's set of (workspace, key) pairs to look up, each with the
+/// message its key is pending for, if it is: `(workspace, key, message
+/// or NULL)` rows for [`keys_sql`].
+pub fn key_rows<'a>(keys: &'a [(&'a str, &'a str)]) -> Vec<[V<'a>; 3]> {
+    keys.iter()
+        .map(|(ws, key)| {
+            let pending = pending_key(ws, key).map_or(V::Null, V::from);
+            [V::from(*ws), V::from(*key), pending]
+        })
+        .collect()
+}
+
+/// The writer's read of the stored messages that hold any of a set of
+/// [`key_rows`]: those whose keys are pending, by id, then those swept.
 pub fn keys_sql(set: &str, columns: &str) -> String {
-    let from = |table: &str| {
-        format!(
-            "SELECT k.column1, k.column2, {columns} FROM {set} k
-             JOIN {table} x ON x.workspace_id = k.column1 AND x.idempotency_key = k.column2
-             JOIN messages m ON m.id = x.message_id"
-        )
-    };
     format!(
-        "{} UNION ALL {}",
-        from("temp.pending_keys"),
-        from("main.message_keys")
+        "SELECT k.column1, k.column2, {columns} FROM {set} k
+             JOIN messages m ON m.id = k.column3
+         UNION ALL
+         SELECT k.column1, k.column2, {columns} FROM {set} k
+             JOIN main.message_keys x ON k.column3 IS NULL
+                 AND x.workspace_id = k.column1 AND x.idempotency_key = k.column2
+             JOIN messages m ON m.id = x.message_id"
     )
 }
 
-/// The writer's read of the newest message to a recipient (`?1` the
-/// workspace, `?2` the number): `{columns}` of it, from `messages m`. On
-/// SQLite through the pending and the swept recipients; on PostgreSQL
-/// through its index.
-pub fn last_to(c: &Db<'_>, columns: &str) -> String {
-    if c.is_pg() {
-        return format!(
+/// The writer's read of the newest message to a recipient: `row` of
+/// `{columns}` of it, from `messages m`. On SQLite through the pending and
+/// the swept recipients; on PostgreSQL through its index.
+pub fn last_to<T>(
+    c: &Db<'_>,
+    columns: &str,
+    workspace: &str,
+    phone: &str,
+    row: impl FnOnce(&super::db::Row<'_>) -> Result<T, super::db::DbError>,
+) -> Result<Option<T>, StoreError> {
+    let found = if c.is_pg() {
+        c.prepare_cached(&format!(
             "SELECT {columns} FROM messages m WHERE m.workspace_id = ?1 AND m.to_phone = ?2 ORDER BY m.id DESC LIMIT 1"
-        );
-    }
-    format!(
-        "SELECT {columns} FROM messages m WHERE m.id = (SELECT max(message_id) FROM (
-             SELECT max(message_id) AS message_id FROM temp.pending_phones WHERE workspace_id = ?1 AND to_phone = ?2
-             UNION ALL
-             SELECT max(message_id) FROM main.message_phones WHERE workspace_id = ?1 AND to_phone = ?2))"
-    )
+        ))?
+        .query_row(p![workspace, phone], row)
+    } else {
+        let pending = newest_pending_to(workspace, phone);
+        c.prepare_cached(&format!(
+            "SELECT {columns} FROM messages m WHERE m.id = (SELECT max(message_id) FROM (
+                 SELECT ?3 AS message_id
+                 UNION ALL
+                 SELECT max(message_id) FROM main.message_phones WHERE workspace_id = ?1 AND to_phone = ?2))"
+        ))?
+        .query_row(p![workspace, phone, pending], row)
+    };
+    Ok(found.optional()?)
 }
 
 /// A reader's listing of the messages to a recipient, newest first:
@@ -369,6 +516,9 @@ mod tests {
         conn.pragma_update(None, "journal_mode", "WAL").unwrap();
         super::super::schema::migrate(&mut conn).unwrap();
         prepare(&conn).unwrap();
+        // This thread writes as the writer does, with pending entries (a
+        // new start forgets those of the last, as a restart does).
+        install();
         conn
     }
 
@@ -383,6 +533,9 @@ mod tests {
         )
         .unwrap();
         record(&Db::Lite(conn), [("ws_1", key, to, id)]).unwrap();
+        if conn.is_autocommit() {
+            committed();
+        }
     }
 
     fn strings(conn: &Connection, sql: &str) -> Vec<String> {
@@ -391,6 +544,21 @@ mod tests {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap()
+    }
+
+    /// The pending entries of table `t`.
+    fn pending(t: usize) -> Vec<Entry> {
+        with(|p| p.tables[t].iter().cloned().collect()).expect("installed")
+    }
+
+    /// The pending keys, in order.
+    fn pending_keys() -> Vec<String> {
+        pending(KEYS).into_iter().map(|[_, k, _]| k).collect()
+    }
+
+    /// The messages whose recipients are pending, in the entries' order.
+    fn pending_phones() -> Vec<String> {
+        pending(PHONES).into_iter().map(|[_, _, id]| id).collect()
     }
 
     fn keys(conn: &Connection, table: &str) -> Vec<String> {
@@ -414,15 +582,21 @@ mod tests {
     /// Every message has its recipient either pending or swept, once; and
     /// those up to the mark are swept.
     fn phones_whole(conn: &Connection) {
-        assert_eq!(
-            count(
-                conn,
-                "SELECT count(*) FROM messages m WHERE
-                     (SELECT count(*) FROM temp.pending_phones p WHERE p.message_id = m.id AND p.to_phone = m.to_phone)
-                   + (SELECT count(*) FROM main.message_phones p WHERE p.message_id = m.id AND p.to_phone = m.to_phone) != 1"
-            ),
-            0
+        let pending: Vec<String> = pending(PHONES)
+            .into_iter()
+            .map(|[_, to, id]| format!("{to} {id}"))
+            .collect();
+        let swept = strings(
+            conn,
+            "SELECT to_phone || ' ' || message_id FROM main.message_phones",
         );
+        let mut both: Vec<String> = pending.into_iter().chain(swept).collect();
+        both.sort();
+        let messages = strings(
+            conn,
+            "SELECT to_phone || ' ' || id FROM messages ORDER BY 1",
+        );
+        assert_eq!(both, messages);
         assert_eq!(
             count(
                 conn,
@@ -434,11 +608,19 @@ mod tests {
     }
 
     /// One step in a transaction of its own, as the writer's chore runs it.
+    /// Checks the recipients after it (`phones_whole`).
     fn step(conn: &Connection) -> bool {
-        let tx = conn.unchecked_transaction().unwrap();
-        let more = sweep_step(&Db::Lite(&tx)).unwrap();
-        tx.commit().unwrap();
+        let more = step_of(conn, STEPS);
         phones_whole(conn);
+        more
+    }
+
+    /// A step of a sweep of at most `steps` steps, unchecked.
+    fn step_of(conn: &Connection, steps: usize) -> bool {
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let more = sweep_step_of(&Db::Lite(conn), steps).unwrap();
+        conn.execute_batch("COMMIT").unwrap();
+        committed();
         more
     }
 
@@ -463,7 +645,7 @@ mod tests {
         assert_eq!(moved.len(), 256);
         assert_eq!(moved.first().unwrap(), "k0000");
         assert_eq!(moved.last().unwrap(), "k0255");
-        assert_eq!(keys(&conn, "temp.pending_keys").len(), 744);
+        assert_eq!(pending_keys().len(), 744);
         assert_eq!(
             count(&conn, "SELECT count(*) FROM main.message_phones"),
             256
@@ -477,18 +659,15 @@ mod tests {
         assert!(step(&conn));
         assert!(step(&conn));
         assert!(!step(&conn), "the fourth step is the last");
-        assert_eq!(keys(&conn, "temp.pending_keys"), ["k0100x"]);
+        assert_eq!(pending_keys(), ["k0100x"]);
         assert_eq!(keys(&conn, "main.message_keys").len(), 1001);
-        assert_eq!(
-            strings(&conn, "SELECT message_id FROM temp.pending_phones"),
-            ["msg_behind"]
-        );
+        assert_eq!(pending_phones(), ["msg_behind"]);
         // Every row up to the last when the sweep began: the 1,000 and the
         // one without a key, not the two that came during it.
         assert_eq!(mark(&conn), 1001);
         assert!(!step(&conn), "a sweep of one entry is one step");
-        assert!(keys(&conn, "temp.pending_keys").is_empty());
-        assert_eq!(count(&conn, "SELECT count(*) FROM temp.pending_phones"), 0);
+        assert!(pending_keys().is_empty());
+        assert_eq!(pending(PHONES).len() as i64, 0);
         assert_eq!(
             count(&conn, "SELECT count(*) FROM main.message_phones"),
             1003
@@ -498,6 +677,55 @@ mod tests {
         accept(&conn, "msg_nokey2", None, "+14155550000");
         assert!(!step(&conn));
         assert_eq!(mark(&conn), 1004);
+    }
+
+    /// Under a steady load, random keys keep arriving ahead of the
+    /// sweep's position; the sweep still ends within its steps, and what
+    /// stays pending is what arrived during it.
+    #[test]
+    fn a_sweep_ends_within_its_steps_while_keys_keep_arriving_ahead_of_it() {
+        let (_dir, conn) = store();
+        let mut n = 0;
+        // A batch of accepts in one transaction, as the writer commits them.
+        let mut arrive = |conn: &Connection, count: usize| {
+            conn.execute_batch("BEGIN").unwrap();
+            for _ in 0..count {
+                n += 1;
+                let k = (n * 7919) % 100_000;
+                let (id, key, to) = (
+                    format!("msg_{n:06}"),
+                    format!("k{k:05}"),
+                    format!("+1{k:05}"),
+                );
+                accept(conn, &id, Some(&key), &to);
+            }
+            conn.execute_batch("COMMIT").unwrap();
+            committed();
+        };
+        arrive(&conn, 1_000);
+        let mut steps: i64 = 0;
+        loop {
+            steps += 1;
+            let more = step_of(&conn, 10);
+            arrive(&conn, 1_000);
+            if !more {
+                break;
+            }
+            assert!(steps < 10, "a sweep of 10 steps at most took more");
+        }
+        assert!(steps > 1);
+        // Every row up to the last when the sweep began.
+        assert_eq!(mark(&conn), 1_000);
+        assert!(pending_keys().len() < 1_000 * 10);
+        phones_whole(&conn);
+        // The next sweep moves what arrived behind the position too.
+        while step_of(&conn, 10) {}
+        phones_whole(&conn);
+        assert!(pending_keys().is_empty());
+        assert_eq!(
+            count(&conn, "SELECT count(*) FROM main.message_keys"),
+            1_000 * (steps + 1)
+        );
     }
 
     #[test]
@@ -515,7 +743,7 @@ mod tests {
         }
         let conn = open(&dir);
         assert_eq!(keys(&conn, "main.message_keys"), ["a", "b", "c"]);
-        assert!(keys(&conn, "temp.pending_keys").is_empty());
+        assert!(pending_keys().is_empty());
         assert_eq!(
             strings(
                 &conn,
@@ -540,18 +768,99 @@ mod tests {
         conn.execute_batch("BEGIN").unwrap();
         accept(&conn, "msg_1", Some("kept"), "+1");
         conn.execute_batch("SAVEPOINT job").unwrap();
+        savepoint();
         accept(&conn, "msg_2", Some("undone"), "+2");
-        conn.execute_batch("ROLLBACK TO job; RELEASE job; COMMIT")
-            .unwrap();
+        conn.execute_batch("ROLLBACK TO job").unwrap();
+        rolled_back_to();
+        // The savepoint stays open after a rollback to it.
+        accept(&conn, "msg_3", Some("redone"), "+3");
+        conn.execute_batch("RELEASE job").unwrap();
+        released();
+        conn.execute_batch("SAVEPOINT job").unwrap();
+        savepoint();
+        accept(&conn, "msg_4", Some("released"), "+4");
+        conn.execute_batch("RELEASE job; COMMIT").unwrap();
+        released();
+        committed();
         conn.execute_batch("BEGIN").unwrap();
-        accept(&conn, "msg_3", Some("rolled back"), "+3");
+        accept(&conn, "msg_5", Some("rolled back"), "+5");
+        conn.execute_batch("SAVEPOINT job").unwrap();
+        savepoint();
+        accept(&conn, "msg_6", Some("rolled back too"), "+6");
         conn.execute_batch("ROLLBACK").unwrap();
-        assert_eq!(keys(&conn, "temp.pending_keys"), ["kept"]);
-        assert_eq!(
-            strings(&conn, "SELECT message_id FROM temp.pending_phones"),
-            ["msg_1"]
-        );
-        assert_eq!(keys(&conn, "messages"), ["kept"]);
+        rolled_back();
+        assert_eq!(pending_keys(), ["kept", "redone", "released"]);
+        assert_eq!(pending_phones(), ["msg_1", "msg_3", "msg_4"]);
+        assert_eq!(keys(&conn, "messages"), ["kept", "redone", "released"]);
+        phones_whole(&conn);
+        // A transaction after the rollback starts clean.
+        conn.execute_batch("BEGIN").unwrap();
+        accept(&conn, "msg_7", Some("later"), "+7");
+        conn.execute_batch("ROLLBACK").unwrap();
+        rolled_back();
+        assert_eq!(pending_keys(), ["kept", "redone", "released"]);
+    }
+
+    /// A step rolled back leaves its entries pending and the sweep where
+    /// it was; the next step moves them.
+    #[test]
+    fn a_step_rolled_back_leaves_its_entries_pending_and_the_sweep_where_it_was() {
+        let (_dir, conn) = store();
+        for n in 0..600 {
+            accept(
+                &conn,
+                &format!("msg_{n:04}"),
+                Some(&format!("k{n:04}")),
+                "+1",
+            );
+        }
+        assert!(step(&conn));
+        assert_eq!(pending_keys().len(), 344);
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        assert!(sweep_step(&Db::Lite(&conn)).unwrap());
+        assert_eq!(pending_keys().len(), 88);
+        conn.execute_batch("ROLLBACK").unwrap();
+        rolled_back();
+        assert_eq!(pending_keys().len(), 344);
+        assert_eq!(pending_keys().first().unwrap(), "k0256");
+        phones_whole(&conn);
+        assert!(step(&conn));
+        assert_eq!(pending_keys().len(), 88);
+        assert!(!step(&conn));
+        assert!(pending_keys().is_empty());
+        assert_eq!(keys(&conn, "main.message_keys").len(), 600);
+        assert_eq!(mark(&conn), 600);
+    }
+
+    /// On a thread without pending entries (a tool's or a test's own
+    /// connection), an accept's entries go straight into their tables.
+    #[test]
+    fn without_pending_entries_the_entries_go_straight_into_their_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        std::thread::spawn(move || {
+            let mut conn = Connection::open(dir.path().join("t.db")).unwrap();
+            super::super::schema::migrate(&mut conn).unwrap();
+            prepare(&conn).unwrap();
+            conn.execute(
+                "INSERT INTO messages (id, workspace_id, to_phone, channel, body, encoding, segments, category,
+                     priority, status, initial_status, expires_at, idempotency_key, request_hash, created_at, updated_at)
+                 VALUES ('msg_1', 'ws_1', '+1', 'sms', 'hi', 'gsm7', 1, 'transactional', 0, 'queued', 'queued', 0, 'k', 'h', 0, 0)",
+                [],
+            )
+            .unwrap();
+            let db = Db::Lite(&conn);
+            record(&db, [("ws_1", Some("k"), "+1", "msg_1")]).unwrap();
+            assert_eq!(keys(&conn, "main.message_keys"), ["k"]);
+            assert_eq!(
+                strings(&conn, "SELECT message_id FROM main.message_phones"),
+                ["msg_1"]
+            );
+            assert!(!sweep_step(&db).unwrap(), "nothing to sweep");
+            let found = last_to(&db, "m.id", "ws_1", "+1", |r| r.get::<_, String>(0)).unwrap();
+            assert_eq!(found.as_deref(), Some("msg_1"));
+        })
+        .join()
+        .unwrap();
     }
 
     /// The writer's newest message to a number and a reader's listing see
@@ -561,11 +870,7 @@ mod tests {
         let (dir, conn) = store();
         let reader = Connection::open(dir.path().join("t.db")).unwrap();
         let last = |conn: &Connection| -> Option<String> {
-            conn.query_row(&last_to(&Db::Lite(conn), "m.id"), ["ws_1", "+1"], |r| {
-                r.get(0)
-            })
-            .optional()
-            .unwrap()
+            last_to(&Db::Lite(conn), "m.id", "ws_1", "+1", |r| r.get(0)).unwrap()
         };
         let listing = |limit: i64, cursor: Option<&str>| -> Vec<String> {
             let and = if cursor.is_some() {
@@ -636,6 +941,59 @@ mod tests {
                 "{and}: {plan:?}"
             );
         }
+    }
+
+    /// The writer's key read finds a pending key's message by its id and
+    /// a swept key through its table: primary-key searches only.
+    #[test]
+    fn the_key_read_searches_by_primary_keys_only() {
+        let (_dir, conn) = store();
+        accept(&conn, "msg_2", Some("swept"), "+2");
+        assert!(!step(&conn));
+        accept(&conn, "msg_3", Some("pending too"), "+3");
+        let db = Db::Lite(&conn);
+        let wanted = [
+            ("ws_1", "pending too"),
+            ("ws_1", "swept"),
+            ("ws_1", "none"),
+            ("ws_2", "swept"),
+        ];
+        let set = RowSet::new(&db, 1, &["TEXT", "TEXT", "TEXT"], key_rows(&wanted));
+        let sql = keys_sql(&set.table(), "m.id");
+        let mut explain = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let plan: Vec<String> = explain
+            .query_map(rusqlite::params_from_iter(set.params()), |r| r.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        for l in plan
+            .iter()
+            .filter(|l| l.contains("SCAN") || l.contains("SEARCH"))
+        {
+            assert!(
+                l.contains("SCAN k")
+                    || l.contains("CONSTANT ROWS")
+                    || l.contains("(id=?)")
+                    || l.contains("PRIMARY KEY"),
+                "{l}: {plan:?}"
+            );
+        }
+        let found: Vec<(String, String)> = conn
+            .prepare(&sql)
+            .unwrap()
+            .query_map(rusqlite::params_from_iter(set.params()), |r| {
+                Ok((r.get(1)?, r.get(2)?))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            found,
+            [
+                ("pending too".to_owned(), "msg_3".to_owned()),
+                ("swept".to_owned(), "msg_2".to_owned())
+            ]
+        );
     }
 
     #[test]

@@ -569,6 +569,7 @@ fn chore_writer(
     let chore = switchboard_store::sql::Chore {
         every: std::time::Duration::ZERO,
         step: five_steps,
+        start: || {},
     };
     let (gc, thread) =
         GroupCommit::start_pipelined(Conn::Lite(conn), dir.path().join(wal), Some(chore));
