@@ -1205,13 +1205,40 @@ impl<'p> RowSet<'p> {
         out
     }
 
-    fn placeholders(&self, casts: bool) -> String {
-        values_rows(
+    /// `values_rows` for this set, written once per shape and thread: a
+    /// set-based statement has a few shapes (`set_chunks`), and writing
+    /// its placeholders again for every batch was 4% of the writer's time
+    /// (BENCHMARKS.md, "Fifteenth session").
+    fn placeholders(&self, casts: bool) -> std::rc::Rc<str> {
+        type Shape = (bool, usize, usize, usize, usize);
+        thread_local! {
+            static WRITTEN: RefCell<HashMap<Shape, std::rc::Rc<str>>> = RefCell::new(HashMap::new());
+        }
+        // The types are static: their address names them.
+        let shape = (
+            casts,
             self.first,
             self.rows,
+            self.types.as_ptr() as usize,
             self.types.len(),
-            casts.then_some(self.types),
-        )
+        );
+        WRITTEN.with_borrow_mut(|written| {
+            if let Some(s) = written.get(&shape) {
+                return s.clone();
+            }
+            if written.len() >= 4_096 {
+                written.clear();
+            }
+            let s: std::rc::Rc<str> = values_rows(
+                self.first,
+                self.rows,
+                self.types.len(),
+                casts.then_some(self.types),
+            )
+            .into();
+            written.insert(shape, s.clone());
+            s
+        })
     }
 
     /// The rows as an insert's source: `INSERT INTO t (a, b) {values}`.
@@ -1430,6 +1457,37 @@ mod tests {
             values_rows(1, 1, 2, Some(&["TEXT", "BIGINT"])),
             "(CAST(?1 AS TEXT), CAST(?2 AS BIGINT))"
         );
+    }
+
+    /// The placeholders written once per shape are those of that shape:
+    /// its first number, its rows, and its types (two static lists of one
+    /// length are two shapes).
+    #[test]
+    fn row_set_placeholders_are_written_once_per_shape() {
+        static ONE: [&str; 2] = ["TEXT", "TEXT"];
+        static TWO: [&str; 2] = ["TEXT", "BIGINT"];
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let db = Db::Lite(&conn);
+        let set = |first: usize, types: &'static [&'static str], rows: usize| {
+            let set = RowSet::new(&db, first, types, (0..rows).map(|_| [V::Null, V::Null]));
+            (set.values(), set.table())
+        };
+        for _ in 0..2 {
+            assert_eq!(
+                set(1, &ONE, 2),
+                (
+                    "VALUES (?1, ?2), (?3, ?4)".to_owned(),
+                    "(VALUES (CAST(?1 AS TEXT), CAST(?2 AS TEXT)), (CAST(?3 AS TEXT), CAST(?4 AS TEXT)))"
+                        .to_owned()
+                )
+            );
+            assert_eq!(set(3, &ONE, 1).0, "VALUES (?3, ?4)");
+            assert_eq!(set(1, &ONE, 1).0, "VALUES (?1, ?2)");
+            assert_eq!(
+                set(1, &TWO, 1).1,
+                "(VALUES (CAST(?1 AS TEXT), CAST(?2 AS BIGINT)))"
+            );
+        }
     }
 
     /// The rows `row_sets_join_and_insert` puts through a `RowSet`: NULLs
