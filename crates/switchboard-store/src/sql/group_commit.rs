@@ -272,8 +272,9 @@ impl GroupCommit {
 pub struct Chore {
     /// How often a step runs while writes arrive.
     pub every: std::time::Duration,
-    /// One step; answers whether steps are left.
-    pub step: fn(&Db<'_>) -> Result<bool, StoreError>,
+    /// One step; answers whether steps are left. With `true` the writer
+    /// is stopping: the chore goes on to its end whatever its pace.
+    pub step: fn(&Db<'_>, bool) -> Result<bool, StoreError>,
     /// Runs on the writer thread before its first job (for state the
     /// chore keeps on that thread: `written_behind::install`).
     pub start: fn(),
@@ -282,11 +283,12 @@ pub struct Chore {
 impl Chore {
     /// Runs a step in a transaction. A failure is logged and rolled back,
     /// and the step is tried again next time; it then answers no steps left.
-    fn run(&self, conn: &Db<'_>) -> bool {
+    /// `finish`: the writer is stopping.
+    fn run(&self, conn: &Db<'_>, finish: bool) -> bool {
         let done = conn
             .execute_batch(begin(conn))
             .map_err(StoreError::from)
-            .and_then(|()| guarded(|| (self.step)(conn)))
+            .and_then(|()| guarded(|| (self.step)(conn, finish)))
             .and_then(|more| {
                 conn.execute_batch("COMMIT")
                     .map(|()| more)
@@ -482,7 +484,7 @@ fn writer_loop(
             && chore_ran.elapsed() >= chore.every
             && !refusing(&syncer)
         {
-            chore.run(&conn.db());
+            chore.run(&conn.db(), false);
             chore_ran = Instant::now();
         }
         if conn.is_broken()
@@ -546,7 +548,7 @@ fn writer_loop(
     if let Some(chore) = &chore
         && !refusing(&syncer)
     {
-        while chore.run(&conn.db()) {}
+        while chore.run(&conn.db(), true) {}
     }
 }
 

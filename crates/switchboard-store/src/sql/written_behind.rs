@@ -47,7 +47,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::ops::Bound;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
@@ -56,6 +56,9 @@ use crate::error::StoreError;
 
 /// How often the writer takes a step of a sweep.
 pub const EVERY: Duration = Duration::from_millis(20);
+
+/// How often a sweep begins at most.
+const PERIOD: Duration = Duration::from_secs(1);
 
 /// Steps per sweep at most: a sweep takes up to a second. (Fewer, larger
 /// steps made p99 worse: each step's commit stalls the accepts behind it;
@@ -108,6 +111,8 @@ pub struct Pending {
     /// first.
     tables: [BTreeSet<Entry>; 2],
     sweep: Option<Sweep>,
+    /// When the last sweep began.
+    began: Option<Instant>,
     /// What the open transaction changed, newest last.
     undo: Vec<Undo>,
     /// The length of `undo` when each open savepoint began.
@@ -326,29 +331,37 @@ fn insert(c: &Db<'_>, t: &Behind, rows: &[Entry]) -> Result<(), StoreError> {
 /// stalled the writer for tens of milliseconds: a commit of most of the
 /// table's leaf pages). Entries that arrive meanwhile after the sweep's
 /// position are moved by it too, so a step moves an equal share of what is
-/// ahead of the position for each step left, at least [`MIN_STEP`] (a
-/// share fixed when the sweep began never finished under a steady load:
-/// the random keys kept arriving ahead of it); those that arrive behind
-/// the position wait for the next sweep. When a sweep ends, every message up to the last row when it
-/// began has its entries in the tables, and the mark says so. Its state
-/// changes with the writer's transaction, as the entries do. Answers
-/// whether the sweep has steps left (none on a thread without pending
+/// pending for each step left, at least [`MIN_STEP`] (a share fixed when
+/// the sweep began never finished under a steady load: the random keys
+/// kept arriving ahead of it); those that arrive behind the position wait
+/// for the next sweep. A sweep begins at most once a [`PERIOD`] (unless
+/// `finish`, when the writer stops): a leaf page is written once per
+/// sweep whatever number of its entries the sweep moves, so sweeps that
+/// followed each other as fast as the steps allowed wrote half as much
+/// again per message in `e2e`. When a sweep ends, every message up to the
+/// last row when it began has its entries in the tables, and the mark says
+/// so. Its state changes with the writer's transaction, as the entries do.
+/// Answers whether steps are left (none on a thread without pending
 /// entries, or on PostgreSQL).
-pub fn sweep_step(c: &Db<'_>) -> Result<bool, StoreError> {
-    sweep_step_of(c, STEPS)
+pub fn sweep_step(c: &Db<'_>, finish: bool) -> Result<bool, StoreError> {
+    let period = if finish { Duration::ZERO } else { PERIOD };
+    sweep_step_of(c, STEPS, period)
 }
 
-/// [`sweep_step`] of a sweep of at most `steps` steps.
-fn sweep_step_of(c: &Db<'_>, steps: usize) -> Result<bool, StoreError> {
+/// [`sweep_step`] of a sweep of at most `steps` steps, begun at most once
+/// a `period`.
+fn sweep_step_of(c: &Db<'_>, steps: usize, period: Duration) -> Result<bool, StoreError> {
     let Db::Lite(conn) = c else {
         return Ok(false);
     };
-    let Some(sweep) = with(|p| p.sweep.clone()) else {
+    let Some((sweep, began)) = with(|p| (p.sweep.clone(), p.began)) else {
         return Ok(false);
     };
     let mut sweep = match sweep {
         Some(s) => s,
+        None if began.is_some_and(|b| b.elapsed() < period) => return Ok(false),
         None => {
+            with(|p| p.began = Some(Instant::now()));
             let mark = last_row(conn)?;
             let sizes = with(|p| p.tables.each_ref().map(BTreeSet::len)).unwrap_or_default();
             if sizes.iter().all(|n| *n == 0) {
@@ -618,7 +631,7 @@ mod tests {
     /// A step of a sweep of at most `steps` steps, unchecked.
     fn step_of(conn: &Connection, steps: usize) -> bool {
         conn.execute_batch("BEGIN IMMEDIATE").unwrap();
-        let more = sweep_step_of(&Db::Lite(conn), steps).unwrap();
+        let more = sweep_step_of(&Db::Lite(conn), steps, Duration::ZERO).unwrap();
         conn.execute_batch("COMMIT").unwrap();
         committed();
         more
@@ -728,6 +741,35 @@ mod tests {
         );
     }
 
+    /// A sweep begins at most once a period, unless the writer is
+    /// stopping.
+    #[test]
+    fn a_sweep_begins_at_most_once_a_period_unless_the_writer_stops() {
+        let (_dir, conn) = store();
+        let sweep = |finish: bool| -> bool {
+            conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+            let more = sweep_step(&Db::Lite(&conn), finish).unwrap();
+            conn.execute_batch("COMMIT").unwrap();
+            committed();
+            more
+        };
+        accept(&conn, "msg_1", Some("a"), "+1");
+        assert!(!sweep(false), "the first sweep begins at once");
+        assert!(pending_keys().is_empty());
+        accept(&conn, "msg_2", Some("b"), "+2");
+        assert!(!sweep(false));
+        assert_eq!(
+            pending_keys(),
+            ["b"],
+            "less than a period since the last began"
+        );
+        assert_eq!(mark(&conn), 1);
+        assert!(!sweep(true));
+        assert!(pending_keys().is_empty());
+        assert_eq!(mark(&conn), 2);
+        phones_whole(&conn);
+    }
+
     #[test]
     fn entries_not_swept_before_a_stop_are_copied_on_the_next_start() {
         let dir = tempfile::tempdir().unwrap();
@@ -817,7 +859,7 @@ mod tests {
         assert!(step(&conn));
         assert_eq!(pending_keys().len(), 344);
         conn.execute_batch("BEGIN IMMEDIATE").unwrap();
-        assert!(sweep_step(&Db::Lite(&conn)).unwrap());
+        assert!(sweep_step(&Db::Lite(&conn), true).unwrap());
         assert_eq!(pending_keys().len(), 88);
         conn.execute_batch("ROLLBACK").unwrap();
         rolled_back();
@@ -855,7 +897,7 @@ mod tests {
                 strings(&conn, "SELECT message_id FROM main.message_phones"),
                 ["msg_1"]
             );
-            assert!(!sweep_step(&db).unwrap(), "nothing to sweep");
+            assert!(!sweep_step(&db, true).unwrap(), "nothing to sweep");
             let found = last_to(&db, "m.id", "ws_1", "+1", |r| r.get::<_, String>(0)).unwrap();
             assert_eq!(found.as_deref(), Some("msg_1"));
         })

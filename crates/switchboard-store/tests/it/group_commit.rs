@@ -537,10 +537,14 @@ async fn on_postgres_a_lost_sync_connection_fails_its_batch_and_is_made_again() 
     drop(schema);
 }
 
-/// A chore step for the tests below: records itself in `steps` and says
-/// there are steps left until there are five.
-fn five_steps(c: &switchboard_store::sql::db::Db<'_>) -> Result<bool, StoreError> {
-    c.execute("INSERT INTO steps (n) VALUES (1)", &[])?;
+/// A chore step for the tests below: records itself in `steps` (`n` 1
+/// when the writer is stopping, 0 otherwise) and says there are steps left
+/// until there are five.
+fn five_steps(c: &switchboard_store::sql::db::Db<'_>, finish: bool) -> Result<bool, StoreError> {
+    c.execute(
+        "INSERT INTO steps (n) VALUES (?1)",
+        &[V::Int(i64::from(finish))],
+    )?;
     let n: i64 = c.query_row("SELECT count(*) FROM steps", &[], |r| r.get(0))?;
     Ok(n < 5)
 }
@@ -549,6 +553,14 @@ fn steps(path: &std::path::Path) -> i64 {
     Connection::open(path)
         .unwrap()
         .query_row("SELECT count(*) FROM steps", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// The steps taken while the writer was stopping.
+fn finishing_steps(path: &std::path::Path) -> i64 {
+    Connection::open(path)
+        .unwrap()
+        .query_row("SELECT count(*) FROM steps WHERE n = 1", [], |r| r.get(0))
         .unwrap()
 }
 
@@ -593,8 +605,10 @@ async fn a_chore_steps_before_batches_and_to_its_end_when_the_writer_stops() {
     assert_eq!(steps(&path), 1);
     assert_eq!(insert(&gc, 2).await.unwrap(), 1);
     assert_eq!(steps(&path), 2);
+    assert_eq!(finishing_steps(&path), 0);
     stop(gc, thread).await;
     assert_eq!(steps(&path), 5);
+    assert_eq!(finishing_steps(&path), 3);
 }
 
 /// Once a sync has failed the writer refuses every write, its chore's
