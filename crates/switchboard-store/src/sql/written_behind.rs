@@ -99,8 +99,33 @@ impl Behind {
     }
 }
 
-/// An entry of a table written behind, in its key's order.
-type Entry = [String; 3];
+/// An entry of a table written behind: its three columns in one string,
+/// separated by NULs, which order as the columns do (NUL sorts before
+/// every other character), in one allocation.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Entry(Box<str>);
+
+impl Entry {
+    /// The entry of columns `a`, `b`, `c`; none if one of them holds a NUL
+    /// (such an entry goes straight into its table).
+    fn new(a: &str, b: &str, c: &str) -> Option<Entry> {
+        if [a, b, c].iter().any(|v| v.contains('\0')) {
+            return None;
+        }
+        Some(Entry(format!("{a}\0{b}\0{c}").into()))
+    }
+
+    /// The start of every entry whose first two columns are `a`, `b`.
+    fn prefix(a: &str, b: &str) -> Entry {
+        Entry(format!("{a}\0{b}\0").into())
+    }
+
+    fn columns(&self) -> [&str; 3] {
+        let mut it = self.0.splitn(3, '\0');
+        let mut next = || it.next().unwrap_or_default();
+        [next(), next(), next()]
+    }
+}
 
 /// The writer's pending entries and its sweep (see the module
 /// documentation).
@@ -216,23 +241,21 @@ impl Pending {
         self.undo.push(Undo::Sweep(old));
     }
 
-    /// The entries of table `t` whose first two columns are `a`, `b`.
-    fn prefixed<'s>(&'s self, t: usize, a: &str, b: &str) -> impl Iterator<Item = &'s Entry> {
-        let from: Entry = [a.to_owned(), b.to_owned(), String::new()];
+    /// The last columns of the entries of table `t` whose first two
+    /// columns are `a`, `b`, in order.
+    fn prefixed<'s>(&'s self, t: usize, a: &str, b: &str) -> impl Iterator<Item = &'s str> {
+        let from = Entry::prefix(a, b);
+        let len = from.0.len();
         self.tables[t]
-            .range(from..)
-            .take_while(move |e| e[0] == a && e[1] == b)
+            .range(from.clone()..)
+            .take_while(move |e| e.0.starts_with(&*from.0))
+            .map(move |e| &e.0[len..])
     }
 }
 
 /// The message a pending idempotency key belongs to.
 fn pending_key(workspace: &str, key: &str) -> Option<String> {
-    with(|p| {
-        p.prefixed(KEYS, workspace, key)
-            .next()
-            .map(|e| e[2].clone())
-    })
-    .flatten()
+    with(|p| p.prefixed(KEYS, workspace, key).next().map(str::to_owned)).flatten()
 }
 
 /// The newest pending message to a recipient.
@@ -240,7 +263,7 @@ fn newest_pending_to(workspace: &str, phone: &str) -> Option<String> {
     with(|p| {
         p.prefixed(PHONES, workspace, phone)
             .last()
-            .map(|e| e[2].clone())
+            .map(str::to_owned)
     })
     .flatten()
 }
@@ -282,41 +305,35 @@ pub fn record<'a>(
     c: &Db<'_>,
     messages: impl IntoIterator<Item = (&'a str, Option<&'a str>, &'a str, &'a str)>,
 ) -> Result<(), StoreError> {
-    let messages: Vec<_> = messages.into_iter().collect();
-    let entry = |a: &str, b: &str, id: &str| [a.to_owned(), b.to_owned(), id.to_owned()];
-    let recorded = with(|p| {
-        for (ws, key, to, id) in &messages {
-            if let Some(key) = key {
-                p.add(KEYS, entry(ws, key, id));
-            }
-            p.add(PHONES, entry(ws, to, id));
+    // Per table, the entries that go straight into it.
+    let mut straight: [Vec<[&str; 3]>; 2] = Default::default();
+    let installed = PENDING.with_borrow(Option::is_some);
+    let mut pend = |t: usize, e: [&'a str; 3]| match Entry::new(e[0], e[1], e[2]) {
+        Some(entry) if installed => {
+            with(|p| p.add(t, entry));
         }
-    });
-    if recorded.is_some() {
-        return Ok(());
+        _ => straight[t].push(e),
+    };
+    for (ws, key, to, id) in messages {
+        if let Some(key) = key {
+            pend(KEYS, [ws, key, id]);
+        }
+        pend(PHONES, [ws, to, id]);
     }
-    let keys: Vec<Entry> = messages
-        .iter()
-        .filter_map(|(ws, key, _, id)| Some(entry(ws, (*key)?, id)))
-        .collect();
-    let phones: Vec<Entry> = messages
-        .iter()
-        .map(|(ws, _, to, id)| entry(ws, to, id))
-        .collect();
-    insert(c, &TABLES[KEYS], &keys)?;
-    insert(c, &TABLES[PHONES], &phones)
+    for (t, rows) in TABLES.iter().zip(&straight) {
+        insert(c, t, rows)?;
+    }
+    Ok(())
 }
 
 /// Inserts entries into their table.
-fn insert(c: &Db<'_>, t: &Behind, rows: &[Entry]) -> Result<(), StoreError> {
+fn insert(c: &Db<'_>, t: &Behind, rows: &[[&str; 3]]) -> Result<(), StoreError> {
     for chunk in c.chunks(rows) {
         let set = RowSet::new(
             c,
             1,
             &["TEXT", "TEXT", "TEXT"],
-            chunk
-                .iter()
-                .map(|e| e.each_ref().map(|v| V::from(v.as_str()))),
+            chunk.iter().map(|e| e.map(V::from)),
         );
         let sql = format!("INSERT INTO {} ({}) {}", t.name, t.columns(), set.values());
         c.execute_later(&sql, set.into_params(), Some(chunk.len()))?;
@@ -398,7 +415,8 @@ fn sweep_step_of(c: &Db<'_>, steps: usize, period: Duration) -> Result<bool, Sto
             (slice, take)
         })
         .unwrap_or_default();
-        insert(c, table, &slice)?;
+        let rows: Vec<[&str; 3]> = slice.iter().map(Entry::columns).collect();
+        insert(c, table, &rows)?;
         sweep.done[t] = slice.len() < take;
         if let Some(last) = slice.last() {
             sweep.after[t] = Some(last.clone());
@@ -560,8 +578,14 @@ mod tests {
     }
 
     /// The pending entries of table `t`.
-    fn pending(t: usize) -> Vec<Entry> {
-        with(|p| p.tables[t].iter().cloned().collect()).expect("installed")
+    fn pending(t: usize) -> Vec<[String; 3]> {
+        with(|p| {
+            p.tables[t]
+                .iter()
+                .map(|e| e.columns().map(str::to_owned))
+                .collect()
+        })
+        .expect("installed")
     }
 
     /// The pending keys, in order.
@@ -767,6 +791,65 @@ mod tests {
         assert!(!sweep(true));
         assert!(pending_keys().is_empty());
         assert_eq!(mark(&conn), 2);
+        phones_whole(&conn);
+    }
+
+    /// Entries order as their columns do, and a prefix finds exactly the
+    /// entries of its first two columns.
+    #[test]
+    fn entries_order_as_their_columns_do() {
+        let columns = [
+            ["ws_1", "k", "msg_2"],
+            ["ws_1", "k", "msg_10"],
+            ["ws_1", "k2", "msg_1"],
+            ["ws_1", "", "msg_3"],
+            ["ws_10", "", "msg_4"],
+            ["ws_", "1k", "msg_5"],
+            ["ws_1", "k\u{1}", "msg_6"],
+        ];
+        let mut by_columns = columns.to_vec();
+        by_columns.sort();
+        let mut entries: Vec<Entry> = columns
+            .iter()
+            .map(|[a, b, c]| Entry::new(a, b, c).unwrap())
+            .collect();
+        entries.sort();
+        assert_eq!(
+            entries.iter().map(Entry::columns).collect::<Vec<_>>(),
+            by_columns
+        );
+        let mut p = Pending::default();
+        for e in entries {
+            p.add(KEYS, e);
+        }
+        assert_eq!(
+            p.prefixed(KEYS, "ws_1", "k").collect::<Vec<_>>(),
+            ["msg_10", "msg_2"]
+        );
+        assert_eq!(p.prefixed(KEYS, "ws_1", "").collect::<Vec<_>>(), ["msg_3"]);
+        assert!(Entry::new("ws_1", "a\0b", "msg_1").is_none());
+    }
+
+    /// A key holding a NUL cannot be an entry in memory: it goes straight
+    /// into its table, where the key read finds it.
+    #[test]
+    fn an_entry_with_a_nul_goes_straight_into_its_table() {
+        let (_dir, conn) = store();
+        accept(&conn, "msg_1", Some("a\0b"), "+1");
+        assert!(pending_keys().is_empty());
+        assert_eq!(pending_phones(), ["msg_1"]);
+        assert_eq!(keys(&conn, "main.message_keys"), ["a\0b"]);
+        let wanted = [("ws_1", "a\0b"), ("ws_1", "a")];
+        let db = Db::Lite(&conn);
+        let set = RowSet::new(&db, 1, &["TEXT", "TEXT", "TEXT"], key_rows(&wanted));
+        let found: Vec<String> = conn
+            .prepare(&keys_sql(&set.table(), "m.id"))
+            .unwrap()
+            .query_map(rusqlite::params_from_iter(set.params()), |r| r.get(2))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(found, ["msg_1"]);
         phones_whole(&conn);
     }
 
