@@ -74,9 +74,11 @@
 //! On SQLite the writer also has a *chore* (`Chore`), work it does by
 //! itself in steps, each in a transaction of its own between batches: it
 //! sweeps the index entries written behind the accepts into their tables
-//! (`written_behind`), a step every 100 ms while writes arrive, and the
+//! (`written_behind`), a step every 20 ms while writes arrive, and the
 //! whole of what is left when it stops. Neither runs once writes are
-//! refused.
+//! refused. The writer tells the pending entries of every commit,
+//! rollback and savepoint (`written_behind::committed` and the rest,
+//! beside the SQL here), as they live in its thread's memory.
 //!
 //! *Invariant*: this thread is the only writer of the database on this
 //! node, so a job can read and then write (idempotency check, state

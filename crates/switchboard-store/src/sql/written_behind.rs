@@ -23,9 +23,10 @@
 //!   journal and cache cost the writer about a seventh of its time,
 //!   BENCHMARKS.md, "Fifteenth session".)
 //! - The writer sweeps the pending entries into their tables in key
-//!   order, a tenth of them a step, a step every [`EVERY`]
-//!   ([`sweep_step`]): entries that arrive together share leaf pages
-//!   there, and each step's commit touches one stretch of each table.
+//!   order, a share of them a step, a step every [`EVERY`], a sweep at
+//!   most every [`PERIOD`] ([`sweep_step`]): entries that arrive together
+//!   share leaf pages there, and each step's commit touches one stretch of
+//!   each table.
 //! - When a sweep ends, every message up to the last row when it began
 //!   has its entries in the tables, and `written_behind` marks that row.
 //! - The writer, which accepts alone, looks a key or a recipient up in its
