@@ -102,9 +102,10 @@ impl Behind {
 
 /// An entry of a table written behind: its three columns in one string,
 /// separated by NULs, which order as the columns do (NUL sorts before
-/// every other character), in one allocation.
+/// every other character), in one allocation, shared by its set, the undo
+/// log and a sweep's slice.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Entry(Box<str>);
+struct Entry(std::rc::Rc<str>);
 
 impl Entry {
     /// The entry of columns `a`, `b`, `c`; none if one of them holds a NUL
