@@ -838,6 +838,121 @@ mod tests {
             .unwrap()
     }
 
+    /// An accept as the HTTP edge makes it, with an idempotency key.
+    fn keyed(key: &str) -> AcceptRequest {
+        use switchboard_core::{NewMessage, ProviderId, SubmitInput, WorkspaceId};
+        let body = serde_json::json!({"to": "+14155550123", "body": "hi", "idempotency_key": key});
+        let now = Timestamp::from_millis(1_700_000_000_000);
+        AcceptRequest {
+            workspace_id: WorkspaceId::parse("ws_1").unwrap(),
+            message: NewMessage::parse(SubmitInput::from_json(&body).unwrap(), None, now).unwrap(),
+            request_hash: "h".into(),
+            provider_id: ProviderId::parse("pr_sim").unwrap(),
+            from: "Switchboard".into(),
+            now,
+            consent_exempt: false,
+            hold_until: None,
+            require_opt_in: false,
+        }
+    }
+
+    /// The writer's pending index entries follow its transactions: a
+    /// batch whose first pass fails (a failing job among accepts) is rolled
+    /// back and run again job by job, and its accepts' keys are then
+    /// pending once, for the messages that were stored (a stale entry from
+    /// the first pass would name a message rolled back, and the key would
+    /// be taken for a new one); the stop sweeps each once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pending_index_entries_follow_a_batch_run_again_after_a_failure() {
+        use crate::sql::written_behind;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        crate::sql::schema::migrate(&mut conn).unwrap();
+        written_behind::prepare(&conn).unwrap();
+        let chore = Chore {
+            // No sweep while the test runs; the stop sweeps everything.
+            every: std::time::Duration::from_secs(3_600),
+            step: written_behind::sweep_step,
+            start: written_behind::install,
+        };
+        let (gc, thread) = GroupCommit::start_pipelined(
+            Conn::Lite(conn),
+            dir.path().join("t.db-wal"),
+            Some(chore),
+        );
+        // Holds the writer while the next jobs queue into one batch.
+        let hold = tokio::spawn({
+            let gc = gc.clone();
+            async move {
+                gc.run(|_| {
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                    Ok(())
+                })
+                .await
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let a = tokio::spawn({
+            let gc = gc.clone();
+            async move { gc.accept(keyed("a")).await }
+        });
+        let b = tokio::spawn({
+            let gc = gc.clone();
+            async move { gc.accept(keyed("b")).await }
+        });
+        let failing = tokio::spawn({
+            let gc = gc.clone();
+            async move {
+                gc.run(|_| Err::<(), _>(StoreError::Corrupt("fails".into())))
+                    .await
+            }
+        });
+        hold.await.unwrap().unwrap();
+        assert!(failing.await.unwrap().is_err());
+        let mut ids = Vec::new();
+        for (key, job) in [("a", a), ("b", b)] {
+            let AcceptOutcome::Created(m) = job.await.unwrap().unwrap() else {
+                panic!("{key}: a new key")
+            };
+            ids.push(m.id);
+        }
+        assert!(gc.stats().max_batch >= 3, "{:?}", gc.stats());
+        for (key, id) in ["a", "b"].into_iter().zip(&ids) {
+            let again = gc.accept(keyed(key)).await.unwrap();
+            assert!(
+                matches!(&again, AcceptOutcome::Replayed(r) if r.id == *id),
+                "{key}: {again:?}"
+            );
+        }
+        drop(gc);
+        tokio::task::spawn_blocking(move || thread.join().unwrap())
+            .await
+            .unwrap();
+        let c = Connection::open(&path).unwrap();
+        let keys: Vec<(String, String)> = c
+            .prepare(
+                "SELECT k.idempotency_key, m.id FROM message_keys k JOIN messages m ON m.id = k.message_id
+                 ORDER BY 1",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let expected: Vec<(String, String)> = ["a", "b"]
+            .into_iter()
+            .zip(&ids)
+            .map(|(k, id)| (k.to_owned(), id.as_str().to_owned()))
+            .collect();
+        assert_eq!(keys, expected);
+        let count = |sql: &str| -> i64 { c.query_row(sql, [], |r| r.get(0)).unwrap() };
+        assert_eq!(count("SELECT count(*) FROM messages"), 2);
+        assert_eq!(count("SELECT count(*) FROM message_keys"), 2);
+        assert_eq!(count("SELECT count(*) FROM message_phones"), 2);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn deferred_events_commit_with_their_job_and_roll_back_with_it() {
         let dir = tempfile::tempdir().unwrap();

@@ -861,7 +861,8 @@ async fn on_sqlite_a_key_holds_while_pending_after_its_move_and_after_a_restart(
         assert_eq!(moved(), 0);
         key_holds(&store, &ws, "a", &a.id).await;
         // The writer moves pending keys in steps before batches, at most
-        // every 100 ms: writes keep arriving until it has.
+        // every 20 ms (a sweep at most once a second): writes keep
+        // arriving until it has.
         let mut n = 0;
         while moved() == 0 {
             assert!(n < 100, "the key was never moved");
