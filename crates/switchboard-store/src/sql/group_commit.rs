@@ -882,18 +882,25 @@ mod tests {
             dir.path().join("t.db-wal"),
             Some(chore),
         );
-        // Holds the writer while the next jobs queue into one batch.
+        // Holds the writer until the next jobs are queued, so they form
+        // one batch.
+        let (started, has_started) = std::sync::mpsc::channel::<()>();
+        let (go, wait) = std::sync::mpsc::channel::<()>();
         let hold = tokio::spawn({
             let gc = gc.clone();
             async move {
-                gc.run(|_| {
-                    std::thread::sleep(std::time::Duration::from_millis(200));
+                gc.run(move |_| {
+                    let _ = started.send(());
+                    let _ = wait.recv();
                     Ok(())
                 })
                 .await
             }
         });
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tokio::task::spawn_blocking(move || has_started.recv())
+            .await
+            .unwrap()
+            .unwrap();
         let a = tokio::spawn({
             let gc = gc.clone();
             async move { gc.accept(keyed("a")).await }
@@ -909,6 +916,13 @@ mod tests {
                     .await
             }
         });
+        let mut n = 0;
+        while gc.tx.capacity() > QUEUE - 3 {
+            assert!(n < 5_000, "the jobs were never queued");
+            n += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        go.send(()).unwrap();
         hold.await.unwrap().unwrap();
         assert!(failing.await.unwrap().is_err());
         let mut ids = Vec::new();
