@@ -619,10 +619,24 @@ fn commit(conn: &Db<'_>, n: usize) -> Result<(), StoreError> {
 
 /// Rolls the transaction back, with the pending entries the writer keeps
 /// beside it (`written_behind`, which follows every end of a transaction
-/// and every savepoint of the writer's).
+/// and every savepoint of the writer's: each statement that ends one or
+/// opens, releases or rolls back to a savepoint is written once, in these
+/// functions, with its notice).
 fn rollback(conn: &Db<'_>) {
     let _ = conn.execute_batch("ROLLBACK");
     written_behind::rolled_back();
+}
+
+/// Opens a job's savepoint (the careful pass).
+fn savepoint_job(conn: &Db<'_>) -> Result<(), DbError> {
+    conn.execute_batch("SAVEPOINT job")
+        .map(|()| written_behind::savepoint())
+}
+
+/// Releases a job's savepoint: its writes are the transaction's.
+fn release_job(conn: &Db<'_>) -> Result<(), DbError> {
+    conn.execute_batch("RELEASE job")
+        .map(|()| written_behind::released())
 }
 
 /// Rolls back the newest savepoint's writes and releases it.
@@ -738,11 +752,10 @@ fn run_transaction(conn: &Db<'_>, mut jobs: Vec<Job>) -> Vec<(Job, Result<Value,
     // Careful: each job in its own savepoint, so a failure is its own.
     let mut results = Vec::with_capacity(n);
     for job in &mut jobs {
-        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+        if let Err(e) = savepoint_job(conn) {
             results.push(Err(StoreError::from(e)));
             continue;
         }
-        written_behind::savepoint();
         // Its queued writes are sent before its savepoint ends, so their
         // failure is its own.
         let r = attempt(job, conn)
@@ -752,11 +765,8 @@ fn run_transaction(conn: &Db<'_>, mut jobs: Vec<Job>) -> Vec<(Job, Result<Value,
             events.discard();
         }
         let r = match r {
-            Ok(v) => match conn.execute_batch("RELEASE job") {
-                Ok(()) => {
-                    written_behind::released();
-                    Ok(v)
-                }
+            Ok(v) => match release_job(conn) {
+                Ok(()) => Ok(v),
                 Err(e) => {
                     // The job swallowed a failed statement (PostgreSQL then
                     // refuses everything up to a rollback): undo it alone.

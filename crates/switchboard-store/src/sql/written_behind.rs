@@ -892,39 +892,38 @@ mod tests {
     #[test]
     fn pending_entries_roll_back_with_their_message() {
         let (_dir, conn) = store();
-        conn.execute_batch("BEGIN").unwrap();
+        // A statement, and the notice the writer gives the pending entries
+        // with it (`group_commit`).
+        let run = |sql: &str, notice: fn()| {
+            conn.execute_batch(sql).unwrap();
+            notice();
+        };
+        let nothing = || {};
+        run("BEGIN", nothing);
         accept(&conn, "msg_1", Some("kept"), "+1");
-        conn.execute_batch("SAVEPOINT job").unwrap();
-        savepoint();
+        run("SAVEPOINT job", savepoint);
         accept(&conn, "msg_2", Some("undone"), "+2");
-        conn.execute_batch("ROLLBACK TO job").unwrap();
-        rolled_back_to();
+        run("ROLLBACK TO job", rolled_back_to);
         // The savepoint stays open after a rollback to it.
         accept(&conn, "msg_3", Some("redone"), "+3");
-        conn.execute_batch("RELEASE job").unwrap();
-        released();
-        conn.execute_batch("SAVEPOINT job").unwrap();
-        savepoint();
+        run("RELEASE job", released);
+        run("SAVEPOINT job", savepoint);
         accept(&conn, "msg_4", Some("released"), "+4");
-        conn.execute_batch("RELEASE job; COMMIT").unwrap();
-        released();
-        committed();
-        conn.execute_batch("BEGIN").unwrap();
+        run("RELEASE job", released);
+        run("COMMIT", committed);
+        run("BEGIN", nothing);
         accept(&conn, "msg_5", Some("rolled back"), "+5");
-        conn.execute_batch("SAVEPOINT job").unwrap();
-        savepoint();
+        run("SAVEPOINT job", savepoint);
         accept(&conn, "msg_6", Some("rolled back too"), "+6");
-        conn.execute_batch("ROLLBACK").unwrap();
-        rolled_back();
+        run("ROLLBACK", rolled_back);
         assert_eq!(pending_keys(), ["kept", "redone", "released"]);
         assert_eq!(pending_phones(), ["msg_1", "msg_3", "msg_4"]);
         assert_eq!(keys(&conn, "messages"), ["kept", "redone", "released"]);
         phones_whole(&conn);
         // A transaction after the rollback starts clean.
-        conn.execute_batch("BEGIN").unwrap();
+        run("BEGIN", nothing);
         accept(&conn, "msg_7", Some("later"), "+7");
-        conn.execute_batch("ROLLBACK").unwrap();
-        rolled_back();
+        run("ROLLBACK", rolled_back);
         assert_eq!(pending_keys(), ["kept", "redone", "released"]);
     }
 

@@ -740,51 +740,41 @@ conformance!(
         // All in one millisecond (the clock is T0): the id orders them.
         ours.sort_by(|a, b| b.1.as_str().cmp(a.1.as_str()));
         let ids: Vec<_> = ours.iter().map(|(_, id)| id.clone()).collect();
-        assert_eq!(recipient_pages(&f, None, 4).await, [&ids[..4], &ids[4..]]);
-        assert_eq!(recipient_pages(&f, None, 6).await, [&ids[..]]);
+        let pages = |client_ref, limit| {
+            recipient_pages(&*f.store, &f.ws, "+14155550123", client_ref, limit)
+        };
+        assert_eq!(pages(None, 4).await, [&ids[..4], &ids[4..]]);
+        assert_eq!(pages(None, 6).await, [&ids[..]]);
         // With another filter.
         let odd: Vec<_> = ours
             .iter()
             .filter(|(n, _)| n % 2 == 1)
             .map(|(_, id)| id.clone())
             .collect();
-        assert_eq!(
-            recipient_pages(&f, Some("r1"), 2).await,
-            [&odd[..2], &odd[2..]]
-        );
-        // And to a number with no messages.
-        let none = f
-            .store
-            .list_messages(
-                &f.ws,
-                &switchboard_store::MessageFilter {
-                    to: Some("+14155550100".into()),
-                    limit: 10,
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
-        assert!(none.data.is_empty() && none.next_cursor.is_none());
+        assert_eq!(pages(Some("r1"), 2).await, [&odd[..2], &odd[2..]]);
+        // And to a number with no messages: one empty page, no cursor.
+        let none = recipient_pages(&*f.store, &f.ws, "+14155550100", None, 10).await;
+        assert_eq!(none, [Vec::<switchboard_core::MessageId>::new()]);
     }
 );
 
-/// Every page of the listing to +14155550123 (with a `client_ref` filter if
+/// Every page of the listing to `to` (with a `client_ref` filter if
 /// given), following the cursors.
 async fn recipient_pages(
-    f: &crate::Fixture,
+    store: &dyn switchboard_store::Store,
+    ws: &switchboard_core::WorkspaceId,
+    to: &str,
     client_ref: Option<&str>,
     limit: usize,
 ) -> Vec<Vec<switchboard_core::MessageId>> {
     let mut pages = Vec::new();
     let mut cursor = None;
     loop {
-        let page = f
-            .store
+        let page = store
             .list_messages(
-                &f.ws,
+                ws,
                 &switchboard_store::MessageFilter {
-                    to: Some("+14155550123".into()),
+                    to: Some(to.into()),
                     client_ref: client_ref.map(str::to_owned),
                     cursor,
                     limit,
@@ -793,7 +783,7 @@ async fn recipient_pages(
             )
             .await
             .unwrap();
-        assert!(page.data.iter().all(|m| m.to == "+14155550123"));
+        assert!(page.data.iter().all(|m| m.to == to));
         pages.push(page.data.into_iter().map(|m| m.id).collect());
         match page.next_cursor {
             Some(c) => cursor = Some(c),
@@ -899,17 +889,10 @@ async fn on_sqlite_a_key_holds_while_pending_after_its_move_and_after_a_restart(
         .unwrap()
         .query_row("SELECT count(*) FROM messages", [], |r| r.get(0))
         .unwrap();
-    let listed = store
-        .list_messages(
-            &ws,
-            &switchboard_store::MessageFilter {
-                to: Some("+14155550123".into()),
-                limit: 100,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    assert_eq!(listed.data.len() as i64, stored);
-    assert!(listed.data.iter().any(|m| m.id == a.id) && listed.data.iter().any(|m| m.id == b.id));
+    let listed = recipient_pages(&store, &ws, "+14155550123", None, 100).await;
+    let [listed] = &listed[..] else {
+        panic!("one page: {listed:?}")
+    };
+    assert_eq!(listed.len() as i64, stored);
+    assert!(listed.contains(&a.id) && listed.contains(&b.id));
 }
