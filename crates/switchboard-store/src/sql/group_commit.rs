@@ -74,7 +74,9 @@
 //! On SQLite the writer also has a *chore* (`Chore`), work it does by
 //! itself in steps, each in a transaction of its own between batches: it
 //! sweeps the index entries written behind the accepts into their tables
-//! (`written_behind`), a step every 20 ms while writes arrive, and the
+//! (`written_behind`), a step every 20 ms before batches, or by the clock
+//! while no job arrives and the chore says a step is due (`Chore::due`:
+//! the writer's wait for a job then has a deadline, `next_job`), and the
 //! whole of what is left when it stops. Neither runs once writes are
 //! refused. The writer tells the pending entries of every commit,
 //! rollback and savepoint (`written_behind::committed` and the rest,
@@ -268,11 +270,11 @@ impl GroupCommit {
 
 /// Work the writer does by itself in steps, each in a transaction of its
 /// own: a step before a batch when `every` has passed since the last one,
-/// and, when the writer stops, steps until none is left
-/// (`written_behind::sweep_step`).
+/// a step while no job arrives when `due` says one is, and, when the
+/// writer stops, steps until none is left (`written_behind::sweep_step`).
 #[derive(Debug, Clone, Copy)]
 pub struct Chore {
-    /// How often a step runs while writes arrive.
+    /// How often a step runs at most (before batches, or by the clock).
     pub every: std::time::Duration,
     /// One step; answers whether steps are left. With `true` the writer
     /// is stopping: the chore goes on to its end whatever its pace.
@@ -280,6 +282,12 @@ pub struct Chore {
     /// Runs on the writer thread before its first job (for state the
     /// chore keeps on that thread: `written_behind::install`).
     pub start: fn(),
+    /// Asked on the writer thread while no job is queued: how soon the
+    /// chore has a step to take though no write arrives (never sooner
+    /// than `every` after its last step), or `None` when it has none.
+    /// Without it, work the chore has left after a burst would wait for
+    /// the next write (`written_behind::due`).
+    pub due: fn() -> Option<std::time::Duration>,
 }
 
 impl Chore {
@@ -481,7 +489,23 @@ fn writer_loop(
             .as_ref()
             .is_some_and(|s| s.failed.load(Ordering::Acquire))
     };
-    while let Some(first) = rx.blocking_recv() {
+    loop {
+        // With no job queued, the chore's next step is due by the clock.
+        let idle = chore
+            .as_ref()
+            .filter(|_| !refusing(&syncer))
+            .and_then(|c| Some((c.due)()?.max(c.every.saturating_sub(chore_ran.elapsed()))));
+        let first = match next_job(&mut rx, idle) {
+            Next::Job(job) => job,
+            Next::Closed => break,
+            Next::Idle => {
+                if let Some(chore) = &chore {
+                    chore.run(&conn.db(), false);
+                    chore_ran = Instant::now();
+                }
+                continue;
+            }
+        };
         if let Some(chore) = &chore
             && chore_ran.elapsed() >= chore.every
             && !refusing(&syncer)
@@ -551,6 +575,53 @@ fn writer_loop(
         && !refusing(&syncer)
     {
         while chore.run(&conn.db(), true) {}
+    }
+}
+
+/// What the writer's wait for a job ended with.
+enum Next {
+    Job(Job),
+    /// Every sender is gone: the writer stops.
+    Closed,
+    /// The wait's time ran out with no job.
+    Idle,
+}
+
+/// Wakes a thread parked in `next_job`.
+struct Unpark(std::thread::Thread);
+
+impl std::task::Wake for Unpark {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// The next job, waiting for it at most `wait` (for ever when `None`).
+fn next_job(rx: &mut mpsc::Receiver<Job>, wait: Option<std::time::Duration>) -> Next {
+    let Some(wait) = wait else {
+        return rx.blocking_recv().map_or(Next::Closed, Next::Job);
+    };
+    let deadline = Instant::now() + wait;
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    loop {
+        match rx.poll_recv(&mut cx) {
+            std::task::Poll::Ready(Some(job)) => return Next::Job(job),
+            std::task::Poll::Ready(None) => return Next::Closed,
+            std::task::Poll::Pending => {
+                let now = Instant::now();
+                if now >= deadline {
+                    return Next::Idle;
+                }
+                // A job's arrival unparks the thread (as may nothing at
+                // all: the loop asks again).
+                std::thread::park_timeout(deadline - now);
+            }
+        }
     }
 }
 
@@ -886,6 +957,7 @@ mod tests {
             every: std::time::Duration::from_secs(3_600),
             step: written_behind::sweep_step,
             start: written_behind::install,
+            due: written_behind::due,
         };
         let (gc, thread) = GroupCommit::start_pipelined(
             Conn::Lite(conn),

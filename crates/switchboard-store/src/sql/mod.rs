@@ -175,6 +175,7 @@ impl SqlStore {
                 every: written_behind::EVERY,
                 step: written_behind::sweep_step,
                 start: written_behind::install,
+                due: written_behind::due,
             }),
         );
         let read_path = path.clone();

@@ -26,7 +26,9 @@
 //!   order, a share of them a step, a step every [`EVERY`], a sweep at
 //!   most every [`PERIOD`] ([`sweep_step`]): entries that arrive together
 //!   share leaf pages there, and each step's commit touches one stretch of
-//!   each table.
+//!   each table. It steps before batches, and by the clock while no job
+//!   arrives until the mark has reached the last row ([`due`]), so a
+//!   burst's entries do not wait in memory for the next write.
 //! - When a sweep ends, every message up to the last row when it began
 //!   has its entries in the tables, and `written_behind` marks that row.
 //! - The writer, which accepts alone, looks a key or a recipient up in its
@@ -140,6 +142,9 @@ pub struct Pending {
     sweep: Option<Sweep>,
     /// When the last sweep began.
     began: Option<Instant>,
+    /// Nothing pending and the mark at the last message row: the sweep
+    /// has nothing to do until the next accept ([`due`]).
+    settled: bool,
     /// What the open transaction changed, newest last.
     undo: Vec<Undo>,
     /// The length of `undo` when each open savepoint began.
@@ -165,6 +170,7 @@ enum Undo {
     Added(usize, Entry),
     Removed(usize, Vec<Entry>),
     Sweep(Option<Sweep>),
+    Settled(bool),
 }
 
 thread_local! {
@@ -175,7 +181,30 @@ thread_local! {
 /// Keeps pending entries on this thread (the writer's) from now on. The
 /// writer calls it before its first job, after [`prepare`].
 pub fn install() {
-    PENDING.set(Some(Pending::default()));
+    // `prepare` has just set the mark to the last row.
+    PENDING.set(Some(Pending {
+        settled: true,
+        ..Pending::default()
+    }));
+}
+
+/// How soon the sweep has a step to take though no write arrives
+/// (`Chore::due`): at once while a sweep is under way, when the period
+/// allows the next one while entries are pending or the mark is behind,
+/// and never once settled. So the entries of a burst reach their tables,
+/// and the mark the last row, a second or two after the burst, not at
+/// the next write.
+pub fn due() -> Option<Duration> {
+    with(|p| {
+        if p.sweep.is_some() {
+            Some(Duration::ZERO)
+        } else if p.settled {
+            None
+        } else {
+            Some(PERIOD.saturating_sub(p.began.map_or(PERIOD, |b| b.elapsed())))
+        }
+    })
+    .flatten()
 }
 
 /// Runs `f` on this thread's pending entries, if it has them.
@@ -228,6 +257,7 @@ impl Pending {
                 }
                 Undo::Removed(t, entries) => self.tables[t].extend(entries),
                 Undo::Sweep(s) => self.sweep = s,
+                Undo::Settled(v) => self.settled = v,
             }
         }
     }
@@ -235,6 +265,14 @@ impl Pending {
     fn add(&mut self, t: usize, e: Entry) {
         if self.tables[t].insert(e.clone()) {
             self.undo.push(Undo::Added(t, e));
+            self.set_settled(false);
+        }
+    }
+
+    fn set_settled(&mut self, v: bool) {
+        if self.settled != v {
+            self.settled = v;
+            self.undo.push(Undo::Settled(!v));
         }
     }
 
@@ -385,6 +423,7 @@ fn sweep_step_of(c: &Db<'_>, steps: usize, period: Duration) -> Result<bool, Sto
             let sizes = with(|p| p.tables.each_ref().map(BTreeSet::len)).unwrap_or_default();
             if sizes.iter().all(|n| *n == 0) {
                 set_mark(c, mark)?;
+                with(|p| p.set_settled(true));
                 return Ok(false);
             }
             Sweep {
@@ -956,6 +995,45 @@ mod tests {
         assert!(pending_keys().is_empty());
         assert_eq!(keys(&conn, "main.message_keys").len(), 600);
         assert_eq!(mark(&conn), 600);
+    }
+
+    /// What the sweep says is due while no write arrives (`due`): nothing
+    /// once settled (at start, `prepare` has moved the mark); the next
+    /// sweep's start once entries are pending, within the period; the next
+    /// step at once while a sweep is under way; the next start again when
+    /// a sweep has ended, since its mark is the row it began at; nothing
+    /// once a start has found nothing pending and moved the mark to the
+    /// last row. A rolled-back accept takes its change back.
+    #[test]
+    fn the_sweep_is_due_until_the_mark_reaches_the_last_row() {
+        let (_dir, conn) = store();
+        assert_eq!(due(), None);
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        accept(&conn, "msg_0000", Some("k"), "+1");
+        assert_eq!(due(), Some(Duration::ZERO), "no sweep has begun yet");
+        conn.execute_batch("ROLLBACK").unwrap();
+        rolled_back();
+        assert_eq!(due(), None, "the accept rolled back");
+        for n in 0..600 {
+            accept(
+                &conn,
+                &format!("msg_{n:04}"),
+                Some(&format!("k{n:04}")),
+                "+1",
+            );
+        }
+        assert!(step(&conn));
+        assert_eq!(due(), Some(Duration::ZERO), "a sweep under way");
+        while step(&conn) {}
+        let next = due().expect("the mark is where the sweep began");
+        assert!(next > PERIOD / 2 && next <= PERIOD, "{next:?}");
+        accept(&conn, "msg_0600", Some("k0600"), "+1");
+        assert!(!step(&conn), "a sweep of one entry, begun and ended");
+        assert!(due().is_some(), "the accept came after the sweep began");
+        assert_eq!(mark(&conn), 601);
+        assert!(!step(&conn));
+        assert_eq!(mark(&conn), 601);
+        assert_eq!(due(), None, "nothing pending, the mark at the last row");
     }
 
     /// On a thread without pending entries (a tool's or a test's own

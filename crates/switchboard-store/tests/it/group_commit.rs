@@ -575,14 +575,30 @@ fn chore_writer(
     GroupCommit,
     std::thread::JoinHandle<()>,
 ) {
+    chore_writer_with(
+        wal,
+        switchboard_store::sql::Chore {
+            every: std::time::Duration::ZERO,
+            step: five_steps,
+            start: || {},
+            due: || None,
+        },
+    )
+}
+
+/// A pipelined writer on a fresh file with a `steps` table and `chore`.
+fn chore_writer_with(
+    wal: &str,
+    chore: switchboard_store::sql::Chore,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    GroupCommit,
+    std::thread::JoinHandle<()>,
+) {
     let (dir, path, conn) = wal_db();
     conn.execute_batch("CREATE TABLE steps (n INTEGER)")
         .unwrap();
-    let chore = switchboard_store::sql::Chore {
-        every: std::time::Duration::ZERO,
-        step: five_steps,
-        start: || {},
-    };
     let (gc, thread) =
         GroupCommit::start_pipelined(Conn::Lite(conn), dir.path().join(wal), Some(chore));
     (dir, path, gc, thread)
@@ -609,6 +625,64 @@ async fn a_chore_steps_before_batches_and_to_its_end_when_the_writer_stops() {
     stop(gc, thread).await;
     assert_eq!(steps(&path), 5);
     assert_eq!(finishing_steps(&path), 3);
+}
+
+/// A chore that says it has steps due takes them with no job arriving, at
+/// its pace, until it has none left; one that says none takes none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chore_that_is_due_steps_while_no_job_arrives() {
+    // Due at once until it has taken five steps (`due` takes no
+    // arguments: the steps count themselves in a static).
+    static TAKEN: AtomicI64 = AtomicI64::new(0);
+    fn counted(c: &switchboard_store::sql::db::Db<'_>, finish: bool) -> Result<bool, StoreError> {
+        TAKEN.fetch_add(1, SeqCst);
+        five_steps(c, finish)
+    }
+    fn due() -> Option<std::time::Duration> {
+        (TAKEN.load(SeqCst) < 5).then_some(std::time::Duration::ZERO)
+    }
+    use std::sync::atomic::{AtomicI64, Ordering::SeqCst};
+    let every = std::time::Duration::from_millis(30);
+    let started = std::time::Instant::now();
+    let (_dir, path, gc, thread) = chore_writer_with(
+        "t.db-wal",
+        switchboard_store::sql::Chore {
+            every,
+            step: counted,
+            start: || {},
+            due,
+        },
+    );
+    // No job at all: the writer steps by itself.
+    while steps(&path) < 5 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{} steps after 10 s with no job",
+            steps(&path)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // At its pace: five steps `every` apart, the first `every` after the
+    // writer started.
+    assert!(started.elapsed() >= every * 5, "{:?}", started.elapsed());
+    // Nothing more is due: no step while no job arrives.
+    tokio::time::sleep(every * 5).await;
+    assert_eq!(steps(&path), 5);
+    assert_eq!(finishing_steps(&path), 0);
+    stop(gc, thread).await;
+}
+
+/// A chore that is never due takes no step while no job arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chore_that_is_not_due_waits_for_jobs() {
+    let (_dir, path, gc, thread) = chore_writer("t.db-wal");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(steps(&path), 0);
+    assert_eq!(insert(&gc, 1).await.unwrap(), 1);
+    assert_eq!(steps(&path), 1);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(steps(&path), 1);
+    stop(gc, thread).await;
 }
 
 /// Once a sync has failed the writer refuses every write, its chore's

@@ -896,3 +896,62 @@ async fn on_sqlite_a_key_holds_while_pending_after_its_move_and_after_a_restart(
     assert_eq!(listed.len() as i64, stored);
     assert!(listed.contains(&a.id) && listed.contains(&b.id));
 }
+
+/// The entries of a burst of accepts reach their tables, and the mark the
+/// last message row, with no write after the burst: the writer's sweep
+/// steps by the clock while it has work left (`written_behind::due`), not
+/// only before batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sqlite_a_burst_is_swept_with_no_write_after_it() {
+    use switchboard_store::Store;
+    let dir = tempfile::tempdir().unwrap();
+    let store = switchboard_store::sql::SqliteStore::open(dir.path()).unwrap();
+    let ws = store.create_workspace("test", T0).await.unwrap().id;
+    let mut ids = Vec::new();
+    for i in 0..300 {
+        let AcceptOutcome::Created(a) = store
+            .accept_message(keyed(&ws, &format!("key-{i}"), "h"))
+            .await
+            .unwrap()
+        else {
+            panic!("a new key")
+        };
+        ids.push(a.id);
+    }
+    let state = || -> (i64, i64, i64, i64) {
+        rusqlite::Connection::open(dir.path().join(switchboard_store::sql::DB_FILE))
+            .unwrap()
+            .query_row(
+                "SELECT (SELECT count(*) FROM message_keys), (SELECT count(*) FROM message_phones),
+                        (SELECT upto FROM written_behind WHERE name = 'messages'),
+                        (SELECT max(rowid) FROM messages)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap()
+    };
+    // A sweep begins at most once a second and takes up to a second; the
+    // mark reaches the last row at the start of the sweep after that.
+    let started = std::time::Instant::now();
+    loop {
+        let (keys, phones, mark, last) = state();
+        if (keys, phones, mark) == (300, 300, last) {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "10 s after the burst: {keys} keys and {phones} recipients swept, mark {mark} of {last}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Swept, every key holds, and the listing by recipient has them all.
+    key_holds(&store, &ws, "key-0", &ids[0]).await;
+    key_holds(&store, &ws, "key-299", &ids[299]).await;
+    let listed: std::collections::HashSet<_> =
+        recipient_pages(&store, &ws, "+14155550123", None, 100)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+    assert_eq!(listed, ids.into_iter().collect());
+}
