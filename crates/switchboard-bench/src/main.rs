@@ -79,6 +79,9 @@ struct Row {
     server_cpu_seconds: f64,
     server_cpu_percent: f64,
     server_peak_rss_mb: f64,
+    /// CPU of the server's PostgreSQL backends over the run, percent of
+    /// one core (PostgreSQL on this machine; none on SQLite).
+    db_cpu_percent: Option<f64>,
     /// Kilobytes the server wrote to storage per request or message (not
     /// counted on PostgreSQL, whose server process writes them).
     server_disk_kb_per_op: Option<f64>,
@@ -101,6 +104,7 @@ impl Row {
             server_cpu_seconds: cpu,
             server_cpu_percent: 100.0 * cpu / r.elapsed.as_secs_f64().max(1e-9),
             server_peak_rss_mb: after.peak_rss_mb,
+            db_cpu_percent: None,
             server_disk_kb_per_op: Some(after.disk_kb_per(&before, r.ok)),
             notes: String::new(),
             extra: Value::Null,
@@ -215,13 +219,15 @@ fn mix(mut z: u64) -> u64 {
 }
 
 /// 2,000 requests (at most 5 s) to warm the server, then the measured run;
-/// returns it with the server's usage from before it.
-async fn warm_then_measure(
+/// returns it with the server's usage from before it, and what `also`
+/// read then (the database's CPU).
+async fn warm_then_measure<T, F: std::future::Future<Output = T>>(
     args: &Args,
     server: &Server,
     make: MakeRequest,
     expect: u16,
-) -> (load::LoadResult, server::Usage) {
+    also: impl FnOnce() -> F,
+) -> (load::LoadResult, server::Usage, T) {
     let host = load::authority(&server.base);
     load::run(
         host,
@@ -232,6 +238,7 @@ async fn warm_then_measure(
         make.clone(),
     )
     .await;
+    let also = also().await;
     let before = server.usage();
     let r = load::run(
         host,
@@ -242,14 +249,14 @@ async fn warm_then_measure(
         make,
     )
     .await;
-    (r, before)
+    (r, before, also)
 }
 
 async fn noop(args: &Args) -> anyhow::Result<Row> {
     let server = Server::start(&[("SWITCHBOARD_DISPATCH_PAUSED", "true".into())])?;
     let host = load::authority(&server.base).to_owned();
     let make: MakeRequest = Arc::new(move |_, b: &mut Vec<u8>| load::get(b, &host, "/healthz"));
-    let (r, before) = warm_then_measure(args, &server, make, 200).await;
+    let (r, before, ()) = warm_then_measure(args, &server, make, 200, || async {}).await;
     let mut row = Row::http(
         "noop",
         "GET /healthz (same server stack)",
@@ -261,13 +268,29 @@ async fn noop(args: &Args) -> anyhow::Result<Row> {
     Ok(row)
 }
 
-async fn accept(args: &Args, scenario: &str, env: &[(&str, String)]) -> anyhow::Result<Row> {
+async fn accept(
+    args: &Args,
+    scenario: &str,
+    env: &[(&str, String)],
+    db: Option<&Backends>,
+) -> anyhow::Result<Row> {
     let mut env = env.to_vec();
     env.push(("SWITCHBOARD_DISPATCH_PAUSED", "true".into()));
     let server = Server::start(&env)?;
     let key = workspace(&server.base).await?;
     let make = message_request(&server.base, &key);
-    let (r, before) = warm_then_measure(args, &server, make, 202).await;
+    let mut pids = Vec::new();
+    let (r, before, db_before) = warm_then_measure(args, &server, make, 202, || async {
+        match db {
+            Some(db) => db.cpu_seconds(&mut pids).await,
+            None => None,
+        }
+    })
+    .await;
+    let db_after = match db {
+        Some(db) => db.cpu_seconds(&mut pids).await,
+        None => None,
+    };
     let mut row = Row::http(
         scenario,
         "POST /v1/messages, 202 after COMMIT",
@@ -275,6 +298,9 @@ async fn accept(args: &Args, scenario: &str, env: &[(&str, String)]) -> anyhow::
         before,
         server.usage(),
     );
+    row.db_cpu_percent = db_before
+        .zip(db_after)
+        .map(|(b, a)| 100.0 * (a - b) / r.elapsed.as_secs_f64().max(1e-9));
     row.notes = match group_commits(&server.base).await {
         Some((commits, writes)) => format!(
             "dispatch paused; {:.0} writes per commit",
@@ -311,15 +337,71 @@ async fn accept_pg(args: &Args) -> anyhow::Result<Row> {
     };
     let u = url.clone();
     let schema = Schema::create_async(&u, "bench").await?;
-    let server_url = pg_url_for_server(args, schema.url()).await?;
+    let backends = Backends::of(&u, &schema);
+    let server_url = pg_url_for_server(args, backends.server_url(&schema)).await?;
     let row = accept(
         args,
         "accept-pg",
         &[("SWITCHBOARD_DATABASE_URL", server_url)],
+        Some(&backends),
     )
     .await;
     tokio::task::spawn_blocking(move || drop(schema)).await?;
     row.map(|r| r.on_postgres().with_pg_latency(args))
+}
+
+/// The server's PostgreSQL backends, for their CPU: found by the
+/// application name its connections carry (the scratch schema's, unique
+/// to the run), their CPU time read from `/proc` when PostgreSQL runs on
+/// this machine.
+struct Backends {
+    base: String,
+    application_name: String,
+}
+
+impl Backends {
+    fn of(base: &str, schema: &Schema) -> Backends {
+        Backends {
+            base: base.to_owned(),
+            application_name: schema.name().to_owned(),
+        }
+    }
+
+    /// The schema's URL with the application name set.
+    fn server_url(&self, schema: &Schema) -> String {
+        format!(
+            "{}&application_name={}",
+            schema.url(),
+            self.application_name
+        )
+    }
+
+    /// The backends' CPU seconds so far, with their process ids (found
+    /// once, at the first call: the server's connections are made at its
+    /// start). None when they cannot be read: another host's PostgreSQL,
+    /// or no backend found.
+    async fn cpu_seconds(&self, pids: &mut Vec<u32>) -> Option<f64> {
+        if pids.is_empty() {
+            let (base, app) = (self.base.clone(), self.application_name.clone());
+            *pids = tokio::task::spawn_blocking(move || {
+                switchboard_store::sql::scratch::backend_pids(&base, &app)
+            })
+            .await
+            .ok()?
+            .ok()?;
+        }
+        let mut total = 0.0;
+        for pid in pids.iter() {
+            // A process id from another host's server may name a process
+            // of this one: only a PostgreSQL process counts.
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            if comm.trim() != "postgres" {
+                return None;
+            }
+            total += server::usage_of(*pid).cpu_seconds;
+        }
+        (!pids.is_empty()).then_some(total)
+    }
 }
 
 /// The database URL the server is given: `url`, or with
@@ -342,12 +424,14 @@ async fn e2e_pg(args: &Args) -> anyhow::Result<Row> {
         messages: args.pg_messages,
         ..args.clone()
     };
-    let server_url = pg_url_for_server(&args, schema.url()).await?;
+    let backends = Backends::of(&u, &schema);
+    let server_url = pg_url_for_server(&args, backends.server_url(&schema)).await?;
     let row = e2e(
         &args,
         "e2e-pg",
         false,
         &[("SWITCHBOARD_DATABASE_URL", server_url)],
+        Some(&backends),
     )
     .await;
     tokio::task::spawn_blocking(move || drop(schema)).await?;
@@ -362,6 +446,7 @@ async fn e2e(
     scenario: &str,
     all_events: bool,
     env: &[(&str, String)],
+    db: Option<&Backends>,
 ) -> anyhow::Result<Row> {
     let mut server_env = vec![
         ("SWITCHBOARD_SIM_LATENCY_MS", "0".to_owned()),
@@ -381,6 +466,11 @@ async fn e2e(
     .await?;
     receiver.endpoint(0, &secret)?;
     let n = args.messages;
+    let mut pids = Vec::new();
+    let db_before = match db {
+        Some(db) => db.cpu_seconds(&mut pids).await,
+        None => None,
+    };
     let before = server.usage();
     let started = Instant::now();
     // Submit with fixed concurrency, remembering when each message went in.
@@ -448,6 +538,11 @@ async fn e2e(
     // Let stragglers (duplicates, the every-event tail) arrive briefly.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = server.usage();
+    let db_after = match db {
+        Some(db) => db.cpu_seconds(&mut pids).await,
+        None => None,
+    };
+    let db_cpu = db_before.zip(db_after);
     let seen = receiver.seen();
     let mut lat: Vec<u64> = submitted
         .iter()
@@ -485,6 +580,7 @@ async fn e2e(
         server_cpu_seconds: cpu,
         server_cpu_percent: 100.0 * cpu / wall.as_secs_f64().max(1e-9),
         server_peak_rss_mb: after.peak_rss_mb,
+        db_cpu_percent: db_cpu.map(|(b, a)| 100.0 * (a - b) / wall.as_secs_f64().max(1e-9)),
         server_disk_kb_per_op: Some(after.disk_kb_per(&before, lat.len())),
         notes: format!(
             "lost {lost}, duplicate sends {duplicate_sends}, repeated provider calls {repeated}, bad signatures {}; {}",
@@ -605,6 +701,7 @@ async fn webhooks(args: &Args) -> anyhow::Result<Row> {
         server_cpu_seconds: cpu,
         server_cpu_percent: 100.0 * cpu / wall.as_secs_f64().max(1e-9),
         server_peak_rss_mb: after.peak_rss_mb,
+        db_cpu_percent: None,
         server_disk_kb_per_op: Some(after.disk_kb_per(&before, seen.deliveries)),
         notes: format!(
             "{queued} queued by range redelivery; bad signatures {}",
@@ -616,7 +713,7 @@ async fn webhooks(args: &Args) -> anyhow::Result<Row> {
 
 fn print_table(rows: &[Row]) {
     println!(
-        "\n{:<10} {:>9} {:>7} {:>11} {:>8} {:>8} {:>8} {:>7} {:>8} {:>8}  notes",
+        "\n{:<10} {:>9} {:>7} {:>11} {:>8} {:>8} {:>8} {:>7} {:>8} {:>8} {:>8}  notes",
         "scenario",
         "count",
         "errors",
@@ -625,6 +722,7 @@ fn print_table(rows: &[Row]) {
         "p99 ms",
         "max ms",
         "cpu %",
+        "db cpu %",
         "rss MB",
         "disk KB"
     );
@@ -639,8 +737,11 @@ fn print_table(rows: &[Row]) {
         let disk = r
             .server_disk_kb_per_op
             .map_or_else(|| "-".to_owned(), |kb| format!("{kb:.2}"));
+        let db_cpu = r
+            .db_cpu_percent
+            .map_or_else(|| "-".to_owned(), |p| format!("{p:.0}"));
         println!(
-            "{:<10} {:>9} {:>7} {:>11.0} {:>8} {:>8} {:>8} {:>7.0} {:>8.1} {:>8}  {}",
+            "{:<10} {:>9} {:>7} {:>11.0} {:>8} {:>8} {:>8} {:>7.0} {:>8} {:>8.1} {:>8}  {}",
             r.scenario,
             r.count,
             r.errors,
@@ -649,6 +750,7 @@ fn print_table(rows: &[Row]) {
             ms(r.p99_ms),
             ms(r.max_ms),
             r.server_cpu_percent,
+            db_cpu,
             r.server_peak_rss_mb,
             disk,
             r.notes
@@ -685,10 +787,10 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("running {s}…");
         let row = match s.as_str() {
             "noop" => noop(&args).await?,
-            "accept" => accept(&args, "accept", &[]).await?,
+            "accept" => accept(&args, "accept", &[], None).await?,
             "accept-pg" => accept_pg(&args).await?,
-            "e2e" => e2e(&args, "e2e", false, &[]).await?,
-            "e2e-all" => e2e(&args, "e2e-all", true, &[]).await?,
+            "e2e" => e2e(&args, "e2e", false, &[], None).await?,
+            "e2e-all" => e2e(&args, "e2e-all", true, &[], None).await?,
             "e2e-pg" => e2e_pg(&args).await?,
             "webhooks" => webhooks(&args).await?,
             other => bail!("unknown scenario {other:?}"),

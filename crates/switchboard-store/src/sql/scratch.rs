@@ -53,6 +53,20 @@ impl ScratchSchema {
     }
 }
 
+/// The process ids of the backends serving the connections to `base`'s
+/// server that carry `application_name` (blocking).
+pub fn backend_pids(base: &str, application_name: &str) -> Result<Vec<u32>, DbError> {
+    let mut c = postgres::Client::connect(base, postgres::NoTls)?;
+    let rows = c.query(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = $1",
+        &[&application_name],
+    )?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| u32::try_from(r.get::<_, i32>(0)).ok())
+        .collect())
+}
+
 impl Drop for ScratchSchema {
     fn drop(&mut self) {
         let (base, name) = (self.base.clone(), self.name.clone());
@@ -63,5 +77,31 @@ impl Drop for ScratchSchema {
             }
         })
         .join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The backends of the connections that carry an application name, and
+    /// only theirs (the benchmark's `db cpu %`).
+    #[test]
+    fn backend_pids_finds_the_connections_of_an_application_name() {
+        let Some(base) = ScratchSchema::test_server_url() else {
+            return;
+        };
+        let schema = ScratchSchema::create(&base, "t").unwrap();
+        let app = schema.name().to_owned();
+        assert!(backend_pids(&base, &app).unwrap().is_empty());
+        let url = format!("{}&application_name={app}", schema.url());
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let own: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+        assert_eq!(
+            backend_pids(&base, &app).unwrap(),
+            [u32::try_from(own).unwrap()]
+        );
+        drop(c);
+        drop(schema);
     }
 }
