@@ -171,6 +171,7 @@ enum Undo {
     Removed(usize, Vec<Entry>),
     Sweep(Option<Sweep>),
     Settled(bool),
+    Began(Option<Instant>),
 }
 
 thread_local! {
@@ -258,6 +259,7 @@ impl Pending {
                 Undo::Removed(t, entries) => self.tables[t].extend(entries),
                 Undo::Sweep(s) => self.sweep = s,
                 Undo::Settled(v) => self.settled = v,
+                Undo::Began(b) => self.began = b,
             }
         }
     }
@@ -418,7 +420,10 @@ fn sweep_step_of(c: &Db<'_>, steps: usize, period: Duration) -> Result<bool, Sto
         Some(s) => s,
         None if began.is_some_and(|b| b.elapsed() < period) => return Ok(false),
         None => {
-            with(|p| p.began = Some(Instant::now()));
+            with(|p| {
+                let old = p.began.replace(Instant::now());
+                p.undo.push(Undo::Began(old));
+            });
             let mark = last_row(conn)?;
             let sizes = with(|p| p.tables.each_ref().map(BTreeSet::len)).unwrap_or_default();
             if sizes.iter().all(|n| *n == 0) {
@@ -1022,6 +1027,13 @@ mod tests {
                 "+1",
             );
         }
+        // A sweep's start that rolls back does not count as one: the next
+        // is still due at once, not a period later.
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        assert!(sweep_step(&Db::Lite(&conn), false).unwrap());
+        conn.execute_batch("ROLLBACK").unwrap();
+        rolled_back();
+        assert_eq!(due(), Some(Duration::ZERO), "the start rolled back");
         assert!(step(&conn));
         assert_eq!(due(), Some(Duration::ZERO), "a sweep under way");
         while step(&conn) {}
