@@ -23,7 +23,7 @@ use crate::state::{AppState, WorkspaceCtx};
 /// SHA-256 of a secret, hex. API keys and the admin token carry 256 bits of
 /// entropy, so a fast hash is the right tool (no password stretching needed).
 pub fn hash_secret(secret: &str) -> String {
-    hex::encode(Sha256::digest(secret.as_bytes()))
+    switchboard_core::secret::hex_lower(&Sha256::digest(secret.as_bytes()))
 }
 
 fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
@@ -102,9 +102,13 @@ pub async fn workspace_ctx(
 }
 
 fn rate_headers(headers: &mut HeaderMap, s: &RateLimitStatus) {
-    headers.insert("x-ratelimit-limit", HeaderValue::from(s.limit));
-    headers.insert("x-ratelimit-remaining", HeaderValue::from(s.remaining));
-    headers.insert("x-ratelimit-reset", HeaderValue::from(s.reset_secs));
+    // Made once: a name given as a string is parsed again on every insert.
+    const LIMIT: header::HeaderName = header::HeaderName::from_static("x-ratelimit-limit");
+    const REMAINING: header::HeaderName = header::HeaderName::from_static("x-ratelimit-remaining");
+    const RESET: header::HeaderName = header::HeaderName::from_static("x-ratelimit-reset");
+    headers.insert(LIMIT, HeaderValue::from(s.limit));
+    headers.insert(REMAINING, HeaderValue::from(s.remaining));
+    headers.insert(RESET, HeaderValue::from(s.reset_secs));
 }
 
 /// Whether a request is authenticated by the console's session cookie: it

@@ -369,7 +369,7 @@ fn request_hash(body: &Value) -> String {
     };
     // Writing into a hash cannot fail, and a `Value` always serializes.
     debug_assert!(written.is_ok());
-    hex::encode(h.0.finalize())
+    switchboard_core::secret::hex_lower(&h.0.finalize())
 }
 
 fn idempotency_header(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
