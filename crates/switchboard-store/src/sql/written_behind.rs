@@ -615,6 +615,18 @@ mod tests {
         }
     }
 
+    /// `n` accepts to one recipient, `msg_0000` with key `k0000` and on.
+    fn accept_numbered(conn: &Connection, n: usize) {
+        for n in 0..n {
+            accept(
+                conn,
+                &format!("msg_{n:04}"),
+                Some(&format!("k{n:04}")),
+                "+1",
+            );
+        }
+    }
+
     fn strings(conn: &Connection, sql: &str) -> Vec<String> {
         let mut s = conn.prepare(sql).unwrap();
         s.query_map([], |r| r.get(0))
@@ -976,14 +988,7 @@ mod tests {
     #[test]
     fn a_step_rolled_back_leaves_its_entries_pending_and_the_sweep_where_it_was() {
         let (_dir, conn) = store();
-        for n in 0..600 {
-            accept(
-                &conn,
-                &format!("msg_{n:04}"),
-                Some(&format!("k{n:04}")),
-                "+1",
-            );
-        }
+        accept_numbered(&conn, 600);
         assert!(step(&conn));
         assert_eq!(pending_keys().len(), 344);
         conn.execute_batch("BEGIN IMMEDIATE").unwrap();
@@ -1019,14 +1024,7 @@ mod tests {
         conn.execute_batch("ROLLBACK").unwrap();
         rolled_back();
         assert_eq!(due(), None, "the accept rolled back");
-        for n in 0..600 {
-            accept(
-                &conn,
-                &format!("msg_{n:04}"),
-                Some(&format!("k{n:04}")),
-                "+1",
-            );
-        }
+        accept_numbered(&conn, 600);
         // A sweep's start that rolls back does not count as one: the next
         // is still due at once, not a period later.
         conn.execute_batch("BEGIN IMMEDIATE").unwrap();
