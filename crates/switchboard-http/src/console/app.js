@@ -282,17 +282,21 @@ async function pageMessage(view, id) {
 // ---------------------------------------------------------------- send
 
 function segmentCounter(textarea, out, variables) {
+  let asked = 0; // only the latest request's answer is shown (see pageTemplate)
   const update = debounce(async () => {
+    const mine = ++asked;
     try {
       const body = { body: textarea.value };
       if (variables) body.variables = variables();
       const p = await api("POST", "/v1/messages/preview", body);
+      if (mine !== asked) return p;
       out.classList.toggle("multi", p.segments > 1);
       out.textContent = `${p.characters} characters · ${p.encoding === "GSM-7" ? "GSM-7" : "UCS-2 (Unicode)"} · ${p.segments} segment${p.segments === 1 ? "" : "s"} · ${p.remaining_in_segment} left in this segment`;
       out.dataset.segments = p.segments;
       out.dataset.encoding = p.encoding;
       return p;
     } catch (e) {
+      if (mine !== asked) return;
       out.textContent = e.message;
       out.dataset.segments = "";
     }
@@ -523,11 +527,16 @@ async function pageTemplate(view, id) {
   const err = h("p", { class: "error-text", role: "alert" });
   const values = {};
   const update = segmentCounter(body, counter, () => values);
+  // Each keystroke asks for a preview; their answers may come back out of
+  // order (one connection each), so only the latest request's is shown.
+  let asked = 0;
   const showPreview = async () => {
+    const mine = ++asked;
+    let text;
     try {
-      const p = await api("POST", "/v1/messages/preview", { body: body.value, variables: values });
-      preview.textContent = p.text;
-    } catch (e) { preview.textContent = e.message; }
+      text = (await api("POST", "/v1/messages/preview", { body: body.value, variables: values })).text;
+    } catch (e) { text = e.message; }
+    if (mine === asked) preview.textContent = text;
   };
   const refresh = debounce(() => {
     const names = [...new Set([...body.value.matchAll(/\{\{\s*([A-Za-z0-9_]+)\s*\}\}/g)].map((m) => m[1]))];
