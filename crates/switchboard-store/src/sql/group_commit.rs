@@ -284,17 +284,19 @@ pub struct Chore {
     pub start: fn(),
     /// Asked on the writer thread while no job is queued: how soon the
     /// chore has a step to take though no write arrives (never sooner
-    /// than `every` after its last step), or `None` when it has none.
+    /// than `every` after its last step, or a second after a failed one),
+    /// or `None` when it has none.
     /// Without it, work the chore has left after a burst would wait for
     /// the next write (`written_behind::due`).
     pub due: fn() -> Option<std::time::Duration>,
 }
 
 impl Chore {
-    /// Runs a step in a transaction. A failure is logged and rolled back,
-    /// and the step is tried again next time; it then answers no steps left.
+    /// Runs a step in a transaction: whether steps are left, or `None` if
+    /// it failed. A failure is logged and rolled back, and the step is
+    /// tried again, no sooner than [`CHORE_RETRY`] later.
     /// `finish`: the writer is stopping.
-    fn run(&self, conn: &Db<'_>, finish: bool) -> bool {
+    fn run(&self, conn: &Db<'_>, finish: bool) -> Option<bool> {
         let done = conn
             .execute_batch(begin(conn))
             .map_err(StoreError::from)
@@ -307,16 +309,30 @@ impl Chore {
         match done {
             Ok(more) => {
                 written_behind::committed();
-                more
+                Some(more)
             }
             Err(e) => {
                 rollback(conn);
                 tracing::error!(error = %e, "a step of the writer's chore failed; it is tried again later");
-                false
+                None
             }
         }
     }
+
+    /// Runs a step (`run`) and answers how long until the next may run:
+    /// `every`, or [`CHORE_RETRY`] after a failure.
+    fn step(&self, conn: &Db<'_>) -> std::time::Duration {
+        match self.run(conn, false) {
+            Some(_) => self.every,
+            None => self.every.max(CHORE_RETRY),
+        }
+    }
 }
+
+/// The shortest wait before a failed chore step is tried again: a step
+/// that keeps failing (a full disk) while no job arrives would otherwise
+/// be tried, and its error logged, every `Chore::every`.
+const CHORE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A batch's jobs with their results, committed and waiting to be answered.
 type Answers = Vec<(Job, Result<Value, StoreError>)>;
@@ -481,6 +497,8 @@ fn writer_loop(
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     let mut chore_ran = Instant::now();
+    // How long after `chore_ran` the next step may run.
+    let mut chore_pace = chore.as_ref().map(|c| c.every).unwrap_or_default();
     if let Some(chore) = &chore {
         (chore.start)();
     }
@@ -494,23 +512,23 @@ fn writer_loop(
         let idle = chore
             .as_ref()
             .filter(|_| !refusing(&syncer))
-            .and_then(|c| Some((c.due)()?.max(c.every.saturating_sub(chore_ran.elapsed()))));
+            .and_then(|c| Some((c.due)()?.max(chore_pace.saturating_sub(chore_ran.elapsed()))));
         let first = match next_job(&mut rx, idle) {
             Next::Job(job) => job,
             Next::Closed => break,
             Next::Idle => {
                 if let Some(chore) = &chore {
-                    chore.run(&conn.db(), false);
+                    chore_pace = chore.step(&conn.db());
                     chore_ran = Instant::now();
                 }
                 continue;
             }
         };
         if let Some(chore) = &chore
-            && chore_ran.elapsed() >= chore.every
+            && chore_ran.elapsed() >= chore_pace
             && !refusing(&syncer)
         {
-            chore.run(&conn.db(), false);
+            chore_pace = chore.step(&conn.db());
             chore_ran = Instant::now();
         }
         if conn.is_broken()
@@ -574,7 +592,7 @@ fn writer_loop(
     if let Some(chore) = &chore
         && !refusing(&syncer)
     {
-        while chore.run(&conn.db(), true) {}
+        while chore.run(&conn.db(), true) == Some(true) {}
     }
 }
 

@@ -672,6 +672,43 @@ async fn a_chore_that_is_due_steps_while_no_job_arrives() {
     stop(gc, thread).await;
 }
 
+/// A chore step that fails is tried again no sooner than a second later,
+/// however often the chore says it is due and however many jobs arrive
+/// (without the pause, a step that keeps failing while the store is idle
+/// would be tried, and its error logged, every `every`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_chore_step_is_tried_again_a_second_later() {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    static TRIED: AtomicUsize = AtomicUsize::new(0);
+    fn failing(c: &switchboard_store::sql::db::Db<'_>, _: bool) -> Result<bool, StoreError> {
+        TRIED.fetch_add(1, SeqCst);
+        c.execute("INSERT INTO missing (n) VALUES (1)", &[])?;
+        Ok(true)
+    }
+    let (_dir, _path, gc, thread) = chore_writer_with(
+        "t.db-wal",
+        switchboard_store::sql::Chore {
+            every: std::time::Duration::from_millis(10),
+            step: failing,
+            start: || {},
+            due: || Some(std::time::Duration::ZERO),
+        },
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(TRIED.load(SeqCst), 1, "tried once, then paused");
+    // Jobs still run, and do not bring the step back before its time.
+    for n in 0..5 {
+        assert_eq!(insert(&gc, n).await.unwrap(), 1);
+    }
+    assert_eq!(TRIED.load(SeqCst), 1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while TRIED.load(SeqCst) < 2 {
+        assert!(std::time::Instant::now() < deadline, "never tried again");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    stop(gc, thread).await;
+}
+
 /// A chore that is never due takes no step while no job arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chore_that_is_not_due_waits_for_jobs() {
