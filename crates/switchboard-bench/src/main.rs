@@ -279,18 +279,9 @@ async fn accept(
     let server = Server::start(&env)?;
     let key = workspace(&server.base).await?;
     let make = message_request(&server.base, &key);
-    let mut pids = Vec::new();
-    let (r, before, db_before) = warm_then_measure(args, &server, make, 202, || async {
-        match db {
-            Some(db) => db.cpu_seconds(&mut pids).await,
-            None => None,
-        }
-    })
-    .await;
-    let db_after = match db {
-        Some(db) => db.cpu_seconds(&mut pids).await,
-        None => None,
-    };
+    let (r, before, db_cpu) =
+        warm_then_measure(args, &server, make, 202, || DbCpu::start(db)).await;
+    let db_used = db_cpu.used();
     let mut row = Row::http(
         scenario,
         "POST /v1/messages, 202 after COMMIT",
@@ -298,9 +289,7 @@ async fn accept(
         before,
         server.usage(),
     );
-    row.db_cpu_percent = db_before
-        .zip(db_after)
-        .map(|(b, a)| 100.0 * (a - b) / r.elapsed.as_secs_f64().max(1e-9));
+    row.db_cpu_percent = db_used.map(|cpu| 100.0 * cpu / r.elapsed.as_secs_f64().max(1e-9));
     row.notes = match group_commits(&server.base).await {
         Some((commits, writes)) => format!(
             "dispatch paused; {:.0} writes per commit",
@@ -376,32 +365,56 @@ impl Backends {
         )
     }
 
-    /// The backends' CPU seconds so far, with their process ids (found
-    /// once, at the first call: the server's connections are made at its
-    /// start). None when they cannot be read: another host's PostgreSQL,
-    /// or no backend found.
-    async fn cpu_seconds(&self, pids: &mut Vec<u32>) -> Option<f64> {
-        if pids.is_empty() {
-            let (base, app) = (self.base.clone(), self.application_name.clone());
-            *pids = tokio::task::spawn_blocking(move || {
-                switchboard_store::sql::scratch::backend_pids(&base, &app)
-            })
-            .await
-            .ok()?
-            .ok()?;
-        }
-        let mut total = 0.0;
-        for pid in pids.iter() {
-            // A process id from another host's server may name a process
-            // of this one: only a PostgreSQL process counts.
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-            if comm.trim() != "postgres" {
-                return None;
-            }
-            total += server::usage_of(*pid).cpu_seconds;
-        }
-        (!pids.is_empty()).then_some(total)
+    /// The backends' process ids (the server's connections are made at
+    /// its start, so they are read once).
+    async fn pids(&self) -> Option<Vec<u32>> {
+        let (base, app) = (self.base.clone(), self.application_name.clone());
+        tokio::task::spawn_blocking(move || {
+            switchboard_store::sql::scratch::backend_pids(&base, &app)
+        })
+        .await
+        .ok()?
+        .ok()
     }
+}
+
+/// The CPU the server's PostgreSQL backends use from a start on; nothing
+/// without `Backends`, or when they cannot be read (another host's
+/// PostgreSQL, or no backend found).
+struct DbCpu {
+    pids: Vec<u32>,
+    start: Option<f64>,
+}
+
+impl DbCpu {
+    async fn start(db: Option<&Backends>) -> DbCpu {
+        let pids = match db {
+            Some(db) => db.pids().await.unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let start = seconds_of(&pids);
+        DbCpu { pids, start }
+    }
+
+    /// CPU seconds used since the start.
+    fn used(&self) -> Option<f64> {
+        Some(seconds_of(&self.pids)? - self.start?)
+    }
+}
+
+/// The CPU seconds of PostgreSQL processes so far; none if `pids` is empty
+/// or one of them is not a PostgreSQL process of this machine (a process
+/// id from another host's server may name one of this host's).
+fn seconds_of(pids: &[u32]) -> Option<f64> {
+    let mut total = 0.0;
+    for pid in pids {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        if comm.trim() != "postgres" {
+            return None;
+        }
+        total += server::usage_of(*pid).cpu_seconds;
+    }
+    (!pids.is_empty()).then_some(total)
 }
 
 /// The database URL the server is given: `url`, or with
@@ -466,11 +479,7 @@ async fn e2e(
     .await?;
     receiver.endpoint(0, &secret)?;
     let n = args.messages;
-    let mut pids = Vec::new();
-    let db_before = match db {
-        Some(db) => db.cpu_seconds(&mut pids).await,
-        None => None,
-    };
+    let db_cpu = DbCpu::start(db).await;
     let before = server.usage();
     let started = Instant::now();
     // Submit with fixed concurrency, remembering when each message went in.
@@ -538,11 +547,7 @@ async fn e2e(
     // Let stragglers (duplicates, the every-event tail) arrive briefly.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = server.usage();
-    let db_after = match db {
-        Some(db) => db.cpu_seconds(&mut pids).await,
-        None => None,
-    };
-    let db_cpu = db_before.zip(db_after);
+    let db_used = db_cpu.used();
     let seen = receiver.seen();
     let mut lat: Vec<u64> = submitted
         .iter()
@@ -580,7 +585,7 @@ async fn e2e(
         server_cpu_seconds: cpu,
         server_cpu_percent: 100.0 * cpu / wall.as_secs_f64().max(1e-9),
         server_peak_rss_mb: after.peak_rss_mb,
-        db_cpu_percent: db_cpu.map(|(b, a)| 100.0 * (a - b) / wall.as_secs_f64().max(1e-9)),
+        db_cpu_percent: db_used.map(|cpu| 100.0 * cpu / wall.as_secs_f64().max(1e-9)),
         server_disk_kb_per_op: Some(after.disk_kb_per(&before, lat.len())),
         notes: format!(
             "lost {lost}, duplicate sends {duplicate_sends}, repeated provider calls {repeated}, bad signatures {}; {}",

@@ -321,7 +321,7 @@ impl Chore {
 
     /// Runs a step (`run`) and answers how long until the next may run:
     /// `every`, or [`CHORE_RETRY`] after a failure.
-    fn step(&self, conn: &Db<'_>) -> std::time::Duration {
+    fn run_paced(&self, conn: &Db<'_>) -> std::time::Duration {
         match self.run(conn, false) {
             Some(_) => self.every,
             None => self.every.max(CHORE_RETRY),
@@ -518,7 +518,7 @@ fn writer_loop(
             Next::Closed => break,
             Next::Idle => {
                 if let Some(chore) = &chore {
-                    chore_pace = chore.step(&conn.db());
+                    chore_pace = chore.run_paced(&conn.db());
                     chore_ran = Instant::now();
                 }
                 continue;
@@ -528,7 +528,7 @@ fn writer_loop(
             && chore_ran.elapsed() >= chore_pace
             && !refusing(&syncer)
         {
-            chore_pace = chore.step(&conn.db());
+            chore_pace = chore.run_paced(&conn.db());
             chore_ran = Instant::now();
         }
         if conn.is_broken()
