@@ -291,9 +291,14 @@ async fn accept(
     );
     row.db_cpu_percent = db_used.map(|cpu| 100.0 * cpu / r.elapsed.as_secs_f64().max(1e-9));
     row.notes = match group_commits(&server.base).await {
-        Some((commits, writes)) => format!(
-            "dispatch paused; {:.0} writes per commit",
-            writes / commits.max(1.0)
+        Some((commits, writes, rechecked)) => format!(
+            "dispatch paused; {:.0} writes per commit{}",
+            writes / commits.max(1.0),
+            if db.is_some() {
+                format!(", {rechecked:.0} batches rechecked")
+            } else {
+                String::new()
+            }
         ),
         None => "dispatch paused: the accept path alone".into(),
     };
@@ -301,7 +306,9 @@ async fn accept(
 }
 
 /// The group commits so far and the writes they carried, from `/metrics`.
-async fn group_commits(base: &str) -> Option<(f64, f64)> {
+/// The writer's commits, the writes they carried, and the batches whose
+/// blind accepts were refused and run again (PostgreSQL), from `/metrics`.
+async fn group_commits(base: &str) -> Option<(f64, f64, f64)> {
     let text = reqwest::get(format!("{base}/metrics"))
         .await
         .ok()?
@@ -315,6 +322,7 @@ async fn group_commits(base: &str) -> Option<(f64, f64)> {
     Some((
         metric("switchboard_group_commits_total ")?,
         metric("switchboard_group_commit_jobs_total ")?,
+        metric("switchboard_group_commit_rechecked_total ")?,
     ))
 }
 
@@ -591,10 +599,15 @@ async fn e2e(
             "lost {lost}, duplicate sends {duplicate_sends}, repeated provider calls {repeated}, bad signatures {}; {}",
             seen.bad_signatures,
             match commits {
-                Some((commits, writes)) => format!(
-                    "{:.1} writes per commit, {:.2} commits per message",
+                Some((commits, writes, rechecked)) => format!(
+                    "{:.1} writes per commit, {:.2} commits per message{}",
                     writes / commits.max(1.0),
                     commits / submitted.len().max(1) as f64,
+                    if db.is_some() {
+                        format!(", {rechecked:.0} batches rechecked")
+                    } else {
+                        String::new()
+                    }
                 ),
                 None => "group commits not read (/metrics did not answer)".into(),
             },

@@ -56,6 +56,11 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         "# HELP switchboard_group_commit_max_batch Largest number of writes in one transaction.\n# TYPE switchboard_group_commit_max_batch gauge\nswitchboard_group_commit_max_batch {}",
         gc.max_batch
     );
+    let _ = writeln!(
+        out,
+        "# HELP switchboard_group_commit_rechecked_total Batches whose accepts, stored without reading first (PostgreSQL), were refused (a stored idempotency key, an opt-out) and run again with their reads.\n# TYPE switchboard_group_commit_rechecked_total counter\nswitchboard_group_commit_rechecked_total {}",
+        gc.rechecked
+    );
     match state.store.status_counts().await {
         Ok(counts) => {
             let _ = writeln!(

@@ -488,6 +488,10 @@ pub struct GroupCommitStats {
     pub jobs: u64,
     /// The largest batch seen.
     pub max_batch: u64,
+    /// Batches whose accepts, stored without reading first (PostgreSQL),
+    /// were refused (a stored idempotency key, an opt-out) and run again
+    /// with their reads.
+    pub rechecked: u64,
 }
 
 /// A webhook endpoint as stored (secrets included: never render it whole).

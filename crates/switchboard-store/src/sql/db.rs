@@ -873,7 +873,12 @@ impl Db<'_> {
     /// trip of its own; its failure is then that statement's, and
     /// `take_later_failed` tells it apart. Otherwise, and on SQLite, it
     /// runs at once. `rows`: how many rows it must change (or return),
-    /// else it fails (`DbError::Rows`).
+    /// else it fails (`DbError::Rows`). On PostgreSQL that count is checked
+    /// by this process, once the answers are back, when whatever was sent
+    /// with it (a transaction's `COMMIT`) has already run: a shortfall
+    /// fails the call, but only a statement that fails on the server rolls
+    /// its transaction back. A write whose count can fall short without an
+    /// error checks it in its SQL (`messages::blind_insert_sql`).
     pub fn execute_later(
         &self,
         sql: &str,

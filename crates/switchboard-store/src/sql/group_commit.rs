@@ -146,6 +146,7 @@ struct Counters {
     commits: AtomicU64,
     jobs: AtomicU64,
     max_batch: AtomicU64,
+    rechecked: AtomicU64,
 }
 
 /// The handle to the writer thread. Cloning is cheap; the thread stops when
@@ -264,6 +265,7 @@ impl GroupCommit {
             commits: self.counters.commits.load(Ordering::Relaxed),
             jobs: self.counters.jobs.load(Ordering::Relaxed),
             max_batch: self.counters.max_batch.load(Ordering::Relaxed),
+            rechecked: self.counters.rechecked.load(Ordering::Relaxed),
         }
     }
 }
@@ -496,6 +498,8 @@ fn writer_loop(
     chore: Option<Chore>,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    // When a batch's blind accepts were last refused (`run_transaction`).
+    let mut rechecked_at: Option<Instant> = None;
     let mut chore_ran = Instant::now();
     // How long after `chore_ran` the next step may run.
     let mut chore_pace = chore.as_ref().map(|c| c.every).unwrap_or_default();
@@ -561,7 +565,12 @@ fn writer_loop(
             continue;
         }
         let began = Instant::now();
-        let answers = run_batch(&conn.db(), jobs);
+        let blind = rechecked_at.is_none_or(|t| t.elapsed() >= BLIND_PAUSE);
+        let (answers, rechecked) = run_batch(&conn.db(), jobs, blind);
+        if rechecked {
+            rechecked_at = Some(began);
+            counters.rechecked.fetch_add(1, Ordering::Relaxed);
+        }
         // Counted before answering, so a caller that has its answer sees
         // its commit in the counters.
         counters.commits.fetch_add(1, Ordering::Relaxed);
@@ -671,9 +680,9 @@ fn attempt(job: &mut Job, conn: &Db<'_>) -> Result<Value, StoreError> {
     })
 }
 
-/// Runs every job of the batch, the accepts first and together; stops at
-/// the first failure.
-fn attempt_all(jobs: &mut [Job], conn: &Db<'_>) -> Result<Vec<Value>, StoreError> {
+/// Runs every job of the batch, the accepts first and together (`blind`:
+/// see `messages::accept_many`); stops at the first failure.
+fn attempt_all(jobs: &mut [Job], conn: &Db<'_>, blind: bool) -> Result<Vec<Value>, StoreError> {
     let accepts: Vec<&AcceptRequest> = jobs
         .iter()
         .filter_map(|j| match j {
@@ -684,7 +693,7 @@ fn attempt_all(jobs: &mut [Job], conn: &Db<'_>) -> Result<Vec<Value>, StoreError
     let mut accepted = if accepts.is_empty() {
         Vec::new()
     } else {
-        guarded(|| messages::accept_many(conn, &accepts))?
+        guarded(|| messages::accept_many(conn, &accepts, blind))?
     }
     .into_iter();
     let mut values = Vec::with_capacity(jobs.len());
@@ -747,11 +756,15 @@ fn commit_failed(conn: &Db<'_>, n: usize, e: DbError) -> StoreError {
 /// the `BEGIN`, the accepts' inserts, the events and the `COMMIT` go to the
 /// server together with the statements that need an answer, not one round
 /// trip each.
-fn run_batch(conn: &Db<'_>, jobs: Vec<Job>) -> Vec<(Job, Result<Value, StoreError>)> {
+fn run_batch(
+    conn: &Db<'_>,
+    jobs: Vec<Job>,
+    blind: bool,
+) -> (Vec<(Job, Result<Value, StoreError>)>, bool) {
     if let Err(e) = conn.pipeline(true) {
         tracing::error!(error = %e, "could not pipeline the writer's connection");
     }
-    let answers = run_transaction(conn, jobs);
+    let answers = run_transaction(conn, jobs, blind);
     // Every path above ends with a statement that sent what was queued.
     if let Err(e) = conn.pipeline(false) {
         tracing::error!(error = %e, "a write was queued after its transaction ended");
@@ -769,74 +782,111 @@ fn begin(conn: &Db<'_>) -> &'static str {
     }
 }
 
+/// How long the writer reads before it accepts after a batch's blind
+/// accepts were refused: a client retrying requests, or messages to
+/// opted-out recipients, tend to come in runs, and each refusal costs the
+/// batch a second run.
+const BLIND_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Runs a batch: optimistically in one transaction, or, if a job fails, again
-/// with a savepoint per job. Returns each job's answer with its result.
-fn run_transaction(conn: &Db<'_>, mut jobs: Vec<Job>) -> Vec<(Job, Result<Value, StoreError>)> {
+/// with a savepoint per job. Returns each job's answer with its result, and
+/// whether the batch's blind accepts were refused.
+///
+/// `blind`: the batch's accepts may be stored without reading first
+/// (`messages::accept_many`; PostgreSQL only, where each read is a round
+/// trip). If the batch then fails, that may be all the failure was (a
+/// stored idempotency key, an opt-out), so it runs optimistically once more
+/// with the reads before any job is run alone.
+fn run_transaction(
+    conn: &Db<'_>,
+    mut jobs: Vec<Job>,
+    blind: bool,
+) -> (Vec<(Job, Result<Value, StoreError>)>, bool) {
     let begin = begin(conn);
     let n = jobs.len();
-    if let Err(e) = conn.execute_batch_later(begin) {
-        let e = StoreError::from(e);
-        tracing::error!(error = %e, "could not begin a write transaction");
-        let _ = conn.take_failed();
-        return jobs
-            .into_iter()
-            .map(|j| (j, Err(StoreError::for_each_job(&e))))
-            .collect();
-    }
-    // What failed before this transaction is not its concern.
-    let _ = conn.take_failed();
-    let _ = conn.take_later_failed();
+    let accepts = || {
+        jobs.iter().filter_map(|j| match j {
+            Job::Accept { req, .. } => Some(&**req),
+            Job::Work { .. } => None,
+        })
+    };
+    let mut blind =
+        blind && conn.is_pg() && accepts().next().is_some() && messages::accepts_blind(accepts());
+    let mut rechecked = false;
     // Message events are recorded once for the batch, before it commits.
     let events = DeferEvents::start();
-    // Optimistic: no savepoints.
-    let mut outcome =
-        attempt_all(&mut jobs, conn).and_then(|v| guarded(|| events.flush(conn)).map(|()| v));
-    // PostgreSQL aborts the whole transaction on a failed statement, and
-    // COMMIT then quietly rolls back. A job that caught such a failure and
-    // carried on would look successful (`Db::take_failed`).
-    if conn.take_failed() && outcome.is_ok() {
-        outcome = Err(StoreError::Corrupt(
-            "a write job carried on after a failed statement; rolled back".into(),
-        ));
-    }
-    let first_error = match outcome {
-        Ok(values) => match conn.execute_batch("COMMIT") {
-            // Not the commit: a job's queued write failed, so the server
-            // rolled the transaction back. Redone carefully below, as any
-            // failed job is.
-            Err(e) if conn.take_later_failed() => StoreError::from(e),
-            r => {
-                let committed = r
-                    .map(|()| written_behind::committed())
-                    .map_err(|e| commit_failed(conn, n, e));
-                return jobs
-                    .into_iter()
-                    .zip(values)
-                    .map(|(j, v)| {
-                        let r = match &committed {
-                            Ok(()) => Ok(v),
-                            Err(e) => Err(StoreError::for_each_job(e)),
-                        };
-                        (j, r)
-                    })
-                    .collect();
-            }
-        },
-        Err(e) => e,
+    let first_error = loop {
+        if let Err(e) = conn.execute_batch_later(begin) {
+            let e = StoreError::from(e);
+            tracing::error!(error = %e, "could not begin a write transaction");
+            let _ = conn.take_failed();
+            let answers = jobs
+                .into_iter()
+                .map(|j| (j, Err(StoreError::for_each_job(&e))))
+                .collect();
+            return (answers, rechecked);
+        }
+        // What failed before this transaction is not its concern.
+        let _ = conn.take_failed();
+        let _ = conn.take_later_failed();
+        // Optimistic: no savepoints.
+        let mut outcome = attempt_all(&mut jobs, conn, blind)
+            .and_then(|v| guarded(|| events.flush(conn)).map(|()| v));
+        // PostgreSQL aborts the whole transaction on a failed statement, and
+        // COMMIT then quietly rolls back. A job that caught such a failure and
+        // carried on would look successful (`Db::take_failed`).
+        if conn.take_failed() && outcome.is_ok() {
+            outcome = Err(StoreError::Corrupt(
+                "a write job carried on after a failed statement; rolled back".into(),
+            ));
+        }
+        let error = match outcome {
+            Ok(values) => match conn.execute_batch("COMMIT") {
+                // Not the commit: a job's queued write failed, so the server
+                // rolled the transaction back. Redone below, as any failed
+                // job is.
+                Err(e) if conn.take_later_failed() => StoreError::from(e),
+                r => {
+                    let committed = r
+                        .map(|()| written_behind::committed())
+                        .map_err(|e| commit_failed(conn, n, e));
+                    let answers = jobs
+                        .into_iter()
+                        .zip(values)
+                        .map(|(j, v)| {
+                            let r = match &committed {
+                                Ok(()) => Ok(v),
+                                Err(e) => Err(StoreError::for_each_job(e)),
+                            };
+                            (j, r)
+                        })
+                        .collect();
+                    return (answers, rechecked);
+                }
+            },
+            Err(e) => e,
+        };
+        rollback(conn);
+        events.discard();
+        if !blind {
+            break error;
+        }
+        tracing::debug!(error = %error, "blind accepts refused; the batch runs again with reads");
+        blind = false;
+        rechecked = true;
     };
-    rollback(conn);
-    events.discard();
     if n == 1 {
         // Alone in its batch: its failure is the batch's; nothing to redo.
         let job = jobs.pop().expect("one job");
-        return vec![(job, Err(first_error))];
+        return (vec![(job, Err(first_error))], rechecked);
     }
     if let Err(e) = conn.execute_batch(begin) {
         let e = StoreError::from(e);
-        return jobs
+        let answers = jobs
             .into_iter()
             .map(|j| (j, Err(StoreError::for_each_job(&e))))
             .collect();
+        return (answers, rechecked);
     }
     // Careful: each job in its own savepoint, so a failure is its own.
     let mut results = Vec::with_capacity(n);
@@ -872,7 +922,8 @@ fn run_transaction(conn: &Db<'_>, mut jobs: Vec<Job>) -> Vec<(Job, Result<Value,
         results.push(r);
     }
     let committed = commit(conn, n);
-    jobs.into_iter()
+    let answers = jobs
+        .into_iter()
         .zip(results)
         .map(|(j, r)| {
             let r = match (&committed, r) {
@@ -882,7 +933,8 @@ fn run_transaction(conn: &Db<'_>, mut jobs: Vec<Job>) -> Vec<(Job, Result<Value,
             };
             (j, r)
         })
-        .collect()
+        .collect();
+    (answers, rechecked)
 }
 
 #[cfg(test)]

@@ -792,6 +792,100 @@ async fn recipient_pages(
     }
 }
 
+conformance!(
+    on_postgres_accepts_are_stored_without_reading_until_one_is_refused,
+    |f: crate::Fixture| async move {
+        use switchboard_store::ConsentChange;
+
+        let pg = f.url.is_some();
+        let rechecked = || f.store.group_commit_stats().rechecked;
+        // Fresh keys and recipients, all at once: stored without a read on
+        // PostgreSQL, none refused.
+        let mut tasks = Vec::new();
+        for k in 0..60 {
+            let store = f.store.clone();
+            let req = keyed(&f.ws, &format!("fresh{k}"), "h");
+            tasks.push(tokio::spawn(async move {
+                store.accept_message(req).await.unwrap()
+            }));
+        }
+        let mut first = None;
+        for t in tasks {
+            let outcome = t.await.unwrap();
+            let AcceptOutcome::Created(a) = outcome else {
+                panic!("{outcome:?}")
+            };
+            first.get_or_insert(a.id);
+        }
+        assert_eq!(rechecked(), 0, "no fresh accept is refused");
+        // A stored key: the blind insert is refused by the unique index,
+        // and the batch runs again with its reads, which find the replay.
+        let again = f
+            .store
+            .accept_message(keyed(&f.ws, "fresh0", "h"))
+            .await
+            .unwrap();
+        assert!(matches!(again, AcceptOutcome::Replayed(_)), "{again:?}");
+        assert_eq!(rechecked(), u64::from(pg));
+        // Within the pause the writer reads first: nothing more is refused.
+        let clash = f
+            .store
+            .accept_message(keyed(&f.ws, "fresh1", "other"))
+            .await
+            .unwrap();
+        assert!(matches!(clash, AcceptOutcome::Conflict { .. }), "{clash:?}");
+        assert_eq!(rechecked(), u64::from(pg));
+        // After it, an opted-out recipient: the insert leaves the row out
+        // and fails; a fresh message sent beside it (in its batch or the
+        // next) is stored.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        f.store
+            .change_consent(ConsentChange {
+                workspace_id: f.ws.clone(),
+                phone: "+14155550999".into(),
+                channel: "sms".into(),
+                state: "opted_out".into(),
+                source: "api".into(),
+                jurisdiction: None,
+                detail: None,
+                at: T0,
+            })
+            .await
+            .unwrap();
+        let before = rechecked();
+        let (out, ws) = (f.store.clone(), f.ws.clone());
+        let opted_out = tokio::spawn(async move {
+            let req = request(&ws, json!({"to": "+14155550999", "body": "x"}), "o");
+            out.accept_message(req).await.unwrap()
+        });
+        let fresh = f
+            .store
+            .accept_message(keyed(&f.ws, "fresh-after", "h"))
+            .await
+            .unwrap();
+        assert!(matches!(fresh, AcceptOutcome::Created(_)), "{fresh:?}");
+        assert_eq!(opted_out.await.unwrap(), AcceptOutcome::OptedOut);
+        if pg {
+            assert_eq!(rechecked(), before + 1);
+        } else {
+            assert_eq!(rechecked(), 0, "SQLite reads without a round trip");
+        }
+        // Nothing refused was stored: the replay and the conflict made no
+        // message, nor did the opt-out.
+        let stored: u64 = f
+            .store
+            .status_counts()
+            .await
+            .unwrap()
+            .iter()
+            .map(|(_, n)| n)
+            .sum();
+        assert_eq!(stored, 61);
+        let d = f.store.get_message(&f.ws, &first.unwrap()).await.unwrap();
+        assert_eq!(d.map(|d| d.events.len()), Some(1), "one event, once");
+    }
+);
+
 /// A message with an idempotency key.
 fn keyed(
     ws: &switchboard_core::WorkspaceId,
