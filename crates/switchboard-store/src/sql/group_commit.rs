@@ -756,11 +756,7 @@ fn commit_failed(conn: &Db<'_>, n: usize, e: DbError) -> StoreError {
 /// the `BEGIN`, the accepts' inserts, the events and the `COMMIT` go to the
 /// server together with the statements that need an answer, not one round
 /// trip each.
-fn run_batch(
-    conn: &Db<'_>,
-    jobs: Vec<Job>,
-    blind: bool,
-) -> (Vec<(Job, Result<Value, StoreError>)>, bool) {
+fn run_batch(conn: &Db<'_>, jobs: Vec<Job>, blind: bool) -> (Answers, bool) {
     if let Err(e) = conn.pipeline(true) {
         tracing::error!(error = %e, "could not pipeline the writer's connection");
     }
@@ -797,11 +793,7 @@ const BLIND_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 /// trip). If the batch then fails, that may be all the failure was (a
 /// stored idempotency key, an opt-out), so it runs optimistically once more
 /// with the reads before any job is run alone.
-fn run_transaction(
-    conn: &Db<'_>,
-    mut jobs: Vec<Job>,
-    blind: bool,
-) -> (Vec<(Job, Result<Value, StoreError>)>, bool) {
+fn run_transaction(conn: &Db<'_>, mut jobs: Vec<Job>, blind: bool) -> (Answers, bool) {
     let begin = begin(conn);
     let n = jobs.len();
     let accepts = || {
