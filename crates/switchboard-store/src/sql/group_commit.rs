@@ -31,10 +31,19 @@
 //! On PostgreSQL the batch's statements are pipelined (`Db::pipeline`):
 //! `BEGIN`, the writes nobody waits for (`Db::execute_later`) and the reads
 //! that can go together (`Db::query_later`) are sent with the next
-//! statement that needs an answer, so a batch of accepts is two round trips
-//! to the server. A queued write that fails makes the server roll the
-//! transaction back at `COMMIT`; the writer tells that apart from a failed
-//! commit (`Db::take_later_failed`) and runs the batch again carefully.
+//! statement that needs an answer. A queued write that fails makes the
+//! server roll the transaction back at `COMMIT`; the writer tells that
+//! apart from a failed commit (`Db::take_later_failed`) and runs the batch
+//! again carefully.
+//!
+//! On PostgreSQL a batch's accepts are also stored *blind*: without first
+//! reading their idempotency keys and their recipients' consent, as one
+//! insert that the server refuses if a key is stored or a recipient opted
+//! out (`messages::accept_many`). So a batch of accepts is one round trip,
+//! where the reads made it two. A refused batch runs once more with the
+//! reads before any job runs alone, and for a second after a refusal
+//! (`BLIND_PAUSE`) the writer reads first, as a client's retries come in
+//! runs.
 //!
 //! On SQLite the fsync is *pipelined*: the writer's connection commits
 //! with `synchronous = NORMAL` (the WAL frames are written, not synced) and
