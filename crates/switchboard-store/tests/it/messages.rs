@@ -272,7 +272,6 @@ conformance!(
         use std::collections::HashMap;
 
         use switchboard_core::webhook_endpoint::EndpointSettings;
-        use switchboard_store::ConsentChange;
 
         let endpoint = |events: Option<Vec<&str>>| {
             EndpointSettings::from_json(
@@ -296,19 +295,7 @@ conformance!(
             )
             .await
             .unwrap();
-        f.store
-            .change_consent(ConsentChange {
-                workspace_id: f.ws.clone(),
-                phone: "+14155550999".into(),
-                channel: "sms".into(),
-                state: "opted_out".into(),
-                source: "api".into(),
-                jurisdiction: None,
-                detail: None,
-                at: T0,
-            })
-            .await
-            .unwrap();
+        opt_out(&f, "+14155550999").await;
         // (label, request): submitted all at once, so the writer takes them
         // in batches, with duplicates of a key inside one batch.
         let mut reqs = Vec::new();
@@ -795,8 +782,6 @@ async fn recipient_pages(
 conformance!(
     on_postgres_accepts_are_stored_without_reading_until_one_is_refused,
     |f: crate::Fixture| async move {
-        use switchboard_store::ConsentChange;
-
         let pg = f.url.is_some();
         let rechecked = || f.store.group_commit_stats().rechecked;
         // Fresh keys and recipients, all at once: stored without a read on
@@ -839,19 +824,7 @@ conformance!(
         // and fails; a fresh message sent beside it (in its batch or the
         // next) is stored.
         tokio::time::sleep(Duration::from_millis(1100)).await;
-        f.store
-            .change_consent(ConsentChange {
-                workspace_id: f.ws.clone(),
-                phone: "+14155550999".into(),
-                channel: "sms".into(),
-                state: "opted_out".into(),
-                source: "api".into(),
-                jurisdiction: None,
-                detail: None,
-                at: T0,
-            })
-            .await
-            .unwrap();
+        opt_out(&f, "+14155550999").await;
         let before = rechecked();
         let (out, ws) = (f.store.clone(), f.ws.clone());
         let opted_out = tokio::spawn(async move {
@@ -885,6 +858,23 @@ conformance!(
         assert_eq!(d.map(|d| d.events.len()), Some(1), "one event, once");
     }
 );
+
+/// `phone` opts out of SMS in the fixture's workspace.
+async fn opt_out(f: &crate::Fixture, phone: &str) {
+    f.store
+        .change_consent(switchboard_store::ConsentChange {
+            workspace_id: f.ws.clone(),
+            phone: phone.into(),
+            channel: "sms".into(),
+            state: "opted_out".into(),
+            source: "api".into(),
+            jurisdiction: None,
+            detail: None,
+            at: T0,
+        })
+        .await
+        .unwrap();
+}
 
 /// A message with an idempotency key.
 fn keyed(
