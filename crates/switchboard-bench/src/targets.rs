@@ -27,6 +27,8 @@ impl Verdict {
             (0, _) => "not measured".to_owned(),
             (1, 1) => "met".to_owned(),
             (1, _) => "not met".to_owned(),
+            (2, 2) => "met in both rounds".to_owned(),
+            (2, 0) => "not met in either round".to_owned(),
             (n, m) if m == n => format!("met in all {n} rounds"),
             (n, 0) => format!("not met in any of {n} rounds"),
             (n, m) => format!("met in {m} of {n} rounds"),
@@ -246,5 +248,13 @@ mod tests {
         assert_eq!(verdict(&v, "webhooks").met, [Some(false), Some(true)]);
         assert_eq!(verdict(&v, "accept-pg").summary(), "not met");
         assert_eq!(verdict(&v, "webhooks").summary(), "met in 1 of 2 rounds");
+        let twice = [
+            vec![row("accept-pg", 21_000.0, 5.0)],
+            vec![row("accept-pg", 22_000.0, 5.0)],
+        ];
+        assert_eq!(
+            verdict(&verdicts(&twice), "accept-pg").summary(),
+            "met in both rounds"
+        );
     }
 }
