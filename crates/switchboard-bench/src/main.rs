@@ -312,7 +312,6 @@ async fn accept(
     Ok(row)
 }
 
-/// The group commits so far and the writes they carried, from `/metrics`.
 /// The writer's commits, the writes they carried, and the batches whose
 /// blind accepts were refused and run again (PostgreSQL), from `/metrics`.
 async fn group_commits(base: &str) -> Option<(f64, f64, f64)> {
