@@ -5,10 +5,13 @@
 //! by itself in the committing connection every 1,000 pages, which puts
 //! the copy and two fsyncs on the writer thread, the one serial stage, for
 //! tens of milliseconds at a time. Here a `db-checkpoint` thread, with a
-//! connection of its own, runs a `PASSIVE` checkpoint every
-//! [`EVERY`]: it copies what is committed without waiting for or blocking
-//! the writer or any reader, and the writer's next transaction restarts
-//! the WAL once everything has been copied. The writer's automatic
+//! connection of its own, runs a `PASSIVE` checkpoint at most every
+//! [`EVERY`] while commits arrive: it copies what is committed without
+//! waiting for or blocking the writer or any reader, and the writer's next
+//! transaction restarts the WAL once everything has been copied. The sync
+//! thread of `group_commit` nudges it after each sync of the WAL
+//! ([`Nudge`]); with no nudge it sleeps, so an idle node's checkpoint
+//! thread does not wake (it used to, every 50 ms). The writer's automatic
 //! checkpoint stays as a backstop at [`BACKSTOP_PAGES`], should this
 //! thread fall behind or stop. The thread ends when its store is dropped.
 //!
@@ -25,7 +28,7 @@ use rusqlite::Connection;
 
 use crate::error::StoreError;
 
-/// How often the thread checkpoints.
+/// How often the thread checkpoints at most.
 pub const EVERY: Duration = Duration::from_millis(50);
 
 /// The writer's own automatic checkpoint, kept as a backstop (pages; 80 MB
@@ -36,10 +39,26 @@ pub const BACKSTOP_PAGES: i64 = 20_000;
 #[derive(Debug)]
 pub struct Checkpointer {
     stop: Arc<AtomicBool>,
+    nudge: Nudge,
+}
+
+/// Tells the checkpoint thread that commits have reached the WAL. Never
+/// blocks: nudges that come while the thread is busy or pacing itself
+/// count as one.
+#[derive(Debug, Clone)]
+pub struct Nudge(std::sync::mpsc::SyncSender<()>);
+
+impl Nudge {
+    /// Wakes the thread for a checkpoint (within [`EVERY`]).
+    pub fn nudge(&self) {
+        let _ = self.0.try_send(());
+    }
 }
 
 impl Checkpointer {
-    /// Starts checkpointing the database at `path` (already in WAL mode).
+    /// Starts checkpointing the database at `path` (already in WAL mode),
+    /// once at once (what a restart found in the WAL) and then whenever
+    /// nudged (`nudger`).
     pub fn start(path: PathBuf) -> Result<Checkpointer, StoreError> {
         let conn = Connection::open(&path)?;
         conn.pragma_update(None, "busy_timeout", 5000)?;
@@ -47,27 +66,39 @@ impl Checkpointer {
         // file after, whatever this connection's level; NORMAL is enough.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
         let s = stop.clone();
         std::thread::Builder::new()
             .name("db-checkpoint".into())
             .spawn(move || {
-                while !s.load(Ordering::Acquire) {
-                    std::thread::sleep(EVERY);
+                // Until every nudger is gone, or the store is dropped.
+                while rx.recv().is_ok() && !s.load(Ordering::Acquire) {
                     if let Err(e) =
                         conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
                     {
                         tracing::warn!(error = %e, "a WAL checkpoint failed; the writer's own checkpoint is the backstop");
                     }
+                    // Paced: the nudges of these 50 ms make one checkpoint.
+                    std::thread::sleep(EVERY);
                 }
             })
             .map_err(|e| StoreError::DataDir(format!("cannot start the checkpoint thread: {e}")))?;
-        Ok(Checkpointer { stop })
+        let nudge = Nudge(tx);
+        nudge.nudge();
+        Ok(Checkpointer { stop, nudge })
+    }
+
+    /// What wakes the thread, for the sync thread to hold.
+    pub fn nudger(&self) -> Nudge {
+        self.nudge.clone()
     }
 }
 
 impl Drop for Checkpointer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
+        // Wakes it to see that it is stopped.
+        self.nudge.nudge();
     }
 }
 
@@ -92,7 +123,7 @@ mod tests {
     }
 
     #[test]
-    fn the_thread_copies_commits_into_the_database_file_until_dropped() {
+    fn the_thread_copies_commits_when_nudged_and_sleeps_otherwise() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         let writer = Connection::open(&path).unwrap();
@@ -103,15 +134,27 @@ mod tests {
             .execute_batch("CREATE TABLE t (b BLOB NOT NULL)")
             .unwrap();
         let checkpointer = Checkpointer::start(path.clone()).unwrap();
+        // The sync thread's handle, which outlives the store's.
+        let nudge = checkpointer.nudger();
+        // Its first checkpoint, at start, and the pause after it.
+        std::thread::sleep(EVERY * 3);
         let start = size(&path);
         let blob = vec![7u8; 256 * 1024];
-        for _ in 0..4 {
-            writer
-                .execute("INSERT INTO t (b) VALUES (?1)", [&blob])
-                .unwrap();
-        }
-        // A megabyte committed: it reaches the database file without the
-        // writer checkpointing.
+        let insert = |n: usize| {
+            for _ in 0..n {
+                writer
+                    .execute("INSERT INTO t (b) VALUES (?1)", [&blob])
+                    .unwrap();
+            }
+        };
+        // A megabyte committed and nobody nudges: the thread sleeps (it
+        // used to copy every 50 ms whether or not anything was written).
+        insert(4);
+        std::thread::sleep(EVERY * 6);
+        assert_eq!(size(&path), start, "copied without a nudge");
+        // Nudged, it reaches the database file without the writer
+        // checkpointing.
+        nudge.nudge();
         assert!(
             eventually(|| size(&path) >= start + 1024 * 1024),
             "the database file stayed at {} bytes",
@@ -120,11 +163,8 @@ mod tests {
         drop(checkpointer);
         std::thread::sleep(EVERY * 4);
         let stopped = size(&path);
-        for _ in 0..4 {
-            writer
-                .execute("INSERT INTO t (b) VALUES (?1)", [&blob])
-                .unwrap();
-        }
+        insert(4);
+        nudge.nudge();
         std::thread::sleep(EVERY * 6);
         assert_eq!(size(&path), stopped, "a dropped checkpointer still copied");
         let n: i64 = writer

@@ -184,6 +184,7 @@ impl GroupCommit {
     pub fn start_pipelined(
         conn: Conn,
         wal: std::path::PathBuf,
+        synced: Option<Synced>,
         chore: Option<Chore>,
     ) -> (Self, JoinHandle<()>) {
         if let Conn::Lite(c) = &conn
@@ -191,7 +192,7 @@ impl GroupCommit {
         {
             tracing::error!(error = %e, "could not set synchronous = NORMAL; commits sync themselves");
         }
-        Self::spawn(conn, None, Some(Durability::Wal(wal)), chore)
+        Self::spawn(conn, None, Some(Durability::Wal { wal, synced }), chore)
     }
 
     /// Starts the writer thread on a PostgreSQL connection whose commits do
@@ -359,11 +360,20 @@ struct Committed {
 /// beyond that the writer waits for it (the disk is then the bound).
 const SYNC_QUEUE: usize = 64;
 
+/// Told on the sync thread after each sync of the WAL that succeeds
+/// (`GroupCommit::start_pipelined`).
+pub type Synced = Box<dyn Fn() + Send>;
+
 /// What the sync thread does to make every commit before it durable.
 enum Durability {
     /// SQLite: `fdatasync` the WAL file. A failure is final: the pages the
     /// kernel could not write may be gone while a later sync succeeds.
-    Wal(std::path::PathBuf),
+    /// `synced` is told after each sync that succeeds (the checkpoint
+    /// thread, which copies what the WAL holds into the database file).
+    Wal {
+        wal: std::path::PathBuf,
+        synced: Option<Synced>,
+    },
     /// PostgreSQL: a synchronous commit on a connection of its own. Its
     /// commit record comes after every commit the writer had finished, and
     /// PostgreSQL flushes the WAL up to it (and, with synchronous
@@ -389,11 +399,17 @@ impl Durability {
         match self {
             // The file is opened each time: a sync must reach the WAL that
             // SQLite has now, whatever happened to an earlier one.
-            Durability::Wal(wal) => std::fs::OpenOptions::new()
-                .write(true)
-                .open(&wal)
-                .and_then(|f| f.sync_data())
-                .map_err(|e| format!("syncing {}: {e}", wal.display())),
+            Durability::Wal { wal, synced } => {
+                let r = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&wal)
+                    .and_then(|f| f.sync_data())
+                    .map_err(|e| format!("syncing {}: {e}", wal.display()));
+                if let (Ok(()), Some(synced)) = (&r, synced) {
+                    synced();
+                }
+                r
+            }
             Durability::PgFlush { connect, conn } => {
                 let flushed = match conn.as_ref() {
                     None => Err("no connection to PostgreSQL to make the commit durable".to_owned()),
@@ -425,7 +441,7 @@ impl Durability {
 
     /// Whether a failed sync stops every later write.
     fn fail_stop(&self) -> bool {
-        matches!(self, Durability::Wal(_))
+        matches!(self, Durability::Wal { .. })
     }
 }
 
@@ -1033,6 +1049,7 @@ mod tests {
         let (gc, thread) = GroupCommit::start_pipelined(
             Conn::Lite(conn),
             dir.path().join("t.db-wal"),
+            None,
             Some(chore),
         );
         // Holds the writer until the next jobs are queued, so they form

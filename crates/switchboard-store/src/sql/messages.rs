@@ -564,6 +564,16 @@ pub fn get(
     }))
 }
 
+/// `MESSAGE_COLUMNS` of the alias `m` (`m.id, m.workspace_id, …`), made
+/// once rather than on every listing.
+static M_COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    MESSAGE_COLUMNS
+        .split(',')
+        .map(|col| format!("m.{}", col.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+});
+
 /// A page of a workspace's messages, newest first.
 pub fn list(c: &Db<'_>, ws: &WorkspaceId, f: &MessageFilter) -> Result<MessagePage, StoreError> {
     // `?1` the workspace, `?2` the recipient if any, then the filters'.
@@ -599,15 +609,11 @@ pub fn list(c: &Db<'_>, ws: &WorkspaceId, f: &MessageFilter) -> Result<MessagePa
     let limit = f.limit.clamp(1, 100);
     args.push(V::Int(i64::try_from(limit + 1).unwrap_or(101)));
     let limit_arg = format!("?{}", args.len());
-    let columns = MESSAGE_COLUMNS
-        .split(',')
-        .map(|col| format!("m.{}", col.trim()))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let columns = M_COLUMNS.as_str();
     let sql = match &f.to {
         // On SQLite the recipients are written behind (`written_behind`).
         Some(_) if !c.is_pg() => {
-            super::written_behind::listing_to_sql(&columns, &and, cursor.as_deref(), &limit_arg)
+            super::written_behind::listing_to_sql(columns, &and, cursor.as_deref(), &limit_arg)
         }
         Some(_) => format!(
             "SELECT {columns} FROM messages m WHERE m.workspace_id = ?1 AND m.to_phone = ?2{and} ORDER BY m.id DESC LIMIT {limit_arg}"

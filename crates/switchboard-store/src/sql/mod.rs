@@ -168,9 +168,11 @@ impl SqlStore {
         // the WAL before anyone is answered (`group_commit`).
         let mut wal = path.clone().into_os_string();
         wal.push("-wal");
+        let nudge = checkpointer.nudger();
         let (writer, _handle) = GroupCommit::start_pipelined(
             Conn::Lite(conn),
             wal.into(),
+            Some(Box::new(move || nudge.nudge())),
             Some(group_commit::Chore {
                 every: written_behind::EVERY,
                 step: written_behind::sweep_step,

@@ -219,7 +219,7 @@ fn wal_db() -> (tempfile::TempDir, std::path::PathBuf, Connection) {
 async fn pipelined_writes_are_answered_after_their_sync() {
     let (dir, path, conn) = wal_db();
     let wal = dir.path().join("t.db-wal");
-    let (gc, _thread) = GroupCommit::start_pipelined(Conn::Lite(conn), wal, None);
+    let (gc, _thread) = GroupCommit::start_pipelined(Conn::Lite(conn), wal, None, None);
     let gc = Arc::new(gc);
     let mut tasks = Vec::new();
     for n in 0..300i64 {
@@ -247,6 +247,7 @@ async fn a_failed_sync_fails_its_batch_and_stops_the_writer() {
     let (gc, _thread) = GroupCommit::start_pipelined(
         Conn::Lite(conn),
         dir.path().join("missing").join("wal"),
+        None,
         None,
     );
     let first = insert(&gc, 1).await;
@@ -600,7 +601,7 @@ fn chore_writer_with(
     conn.execute_batch("CREATE TABLE steps (n INTEGER)")
         .unwrap();
     let (gc, thread) =
-        GroupCommit::start_pipelined(Conn::Lite(conn), dir.path().join(wal), Some(chore));
+        GroupCommit::start_pipelined(Conn::Lite(conn), dir.path().join(wal), None, Some(chore));
     (dir, path, gc, thread)
 }
 
