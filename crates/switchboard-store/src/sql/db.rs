@@ -816,6 +816,16 @@ impl Db<'_> {
         matches!(self, Db::Pg(_))
     }
 
+    /// SQLite: the rows inserted, changed or deleted on this connection
+    /// since it was opened (rolled-back changes included, so an unchanged
+    /// count means nothing was written). `None` on PostgreSQL.
+    pub fn total_changes(&self) -> Option<u64> {
+        match self {
+            Db::Lite(c) => Some(c.total_changes()),
+            Db::Pg(_) => None,
+        }
+    }
+
     /// ` FOR UPDATE SKIP LOCKED` on PostgreSQL (rows another node is
     /// working on are passed over), nothing on SQLite (one writer).
     pub fn skip_locked(&self) -> &'static str {

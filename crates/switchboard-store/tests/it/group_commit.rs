@@ -271,6 +271,35 @@ async fn a_failed_sync_fails_its_batch_and_stops_the_writer() {
     assert_eq!(ns, [1], "the refused write never ran");
 }
 
+/// A batch that changes no row (a poll for due work that finds none) is
+/// answered without a sync of the WAL, once every batch before it has
+/// been synced: an idle node's polls cost no fsync. Here every sync fails,
+/// so a job that went through one would fail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_writes_nothing_is_answered_without_a_sync() {
+    let (dir, path, conn) = wal_db();
+    let (gc, _thread) = GroupCommit::start_pipelined(
+        Conn::Lite(conn),
+        dir.path().join("missing").join("wal"),
+        None,
+        None,
+    );
+    for _ in 0..20 {
+        let read =
+            gc.run(|c| Ok(c.query_row("SELECT COUNT(*) FROM t", &[], |r| r.get::<_, i64>(0))?));
+        assert_eq!(read.await.unwrap(), 0);
+        let nothing = gc.run(|c| Ok(c.execute("UPDATE t SET n = n WHERE n < 0", &[])?));
+        assert_eq!(nothing.await.unwrap(), 0);
+    }
+    assert_eq!(gc.stats().commits, 40);
+    // A write goes through the sync, which fails.
+    assert!(matches!(
+        insert(&gc, 1).await,
+        Err(StoreError::CommitFailed(_))
+    ));
+    drop(path);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_postgres_a_queued_write_that_fails_fails_its_own_job_only() {
     let Some((schema, gc)) = pg_writer().await else {
