@@ -237,19 +237,25 @@ async fn pipelined_writes_are_answered_after_their_sync() {
     assert!(gc.stats().max_batch > 1, "{:?}", gc.stats());
 }
 
-/// A WAL that cannot be synced: the batch is answered with an error (its
-/// durability is unknown) and the writer refuses every write after it,
-/// without running them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_sync_fails_its_batch_and_stops_the_writer() {
+/// A pipelined writer whose every sync fails: it syncs a path that is not
+/// the WAL, and no such file exists.
+fn unsyncable() -> (tempfile::TempDir, std::path::PathBuf, GroupCommit) {
     let (dir, path, conn) = wal_db();
-    // Not the WAL: no such file, so every sync fails.
     let (gc, _thread) = GroupCommit::start_pipelined(
         Conn::Lite(conn),
         dir.path().join("missing").join("wal"),
         None,
         None,
     );
+    (dir, path, gc)
+}
+
+/// A WAL that cannot be synced: the batch is answered with an error (its
+/// durability is unknown) and the writer refuses every write after it,
+/// without running them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_sync_fails_its_batch_and_stops_the_writer() {
+    let (_dir, path, gc) = unsyncable();
     let first = insert(&gc, 1).await;
     assert!(
         matches!(&first, Err(StoreError::CommitFailed(m)) if m.contains("syncing")),
@@ -277,13 +283,7 @@ async fn a_failed_sync_fails_its_batch_and_stops_the_writer() {
 /// so a job that went through one would fail.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_that_writes_nothing_is_answered_without_a_sync() {
-    let (dir, path, conn) = wal_db();
-    let (gc, _thread) = GroupCommit::start_pipelined(
-        Conn::Lite(conn),
-        dir.path().join("missing").join("wal"),
-        None,
-        None,
-    );
+    let (_dir, _path, gc) = unsyncable();
     for _ in 0..20 {
         let read =
             gc.run(|c| Ok(c.query_row("SELECT COUNT(*) FROM t", &[], |r| r.get::<_, i64>(0))?));
@@ -297,7 +297,6 @@ async fn a_batch_that_writes_nothing_is_answered_without_a_sync() {
         insert(&gc, 1).await,
         Err(StoreError::CommitFailed(_))
     ));
-    drop(path);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
