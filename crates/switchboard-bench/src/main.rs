@@ -301,15 +301,20 @@ async fn accept(
         Some((commits, writes, rechecked)) => format!(
             "dispatch paused; {:.0} writes per commit{}",
             writes / commits.max(1.0),
-            if db.is_some() {
-                format!(", {rechecked:.0} batches rechecked")
-            } else {
-                String::new()
-            }
+            rechecked_note(db, rechecked)
         ),
         None => "dispatch paused: the accept path alone".into(),
     };
     Ok(row)
+}
+
+/// ", N batches rechecked" on PostgreSQL (`group_commits`), nothing on
+/// SQLite, which never stores accepts blind.
+fn rechecked_note(db: Option<&Backends>, rechecked: f64) -> String {
+    match db {
+        Some(_) => format!(", {rechecked:.0} batches rechecked"),
+        None => String::new(),
+    }
 }
 
 /// The writer's commits, the writes they carried, and the batches whose
@@ -609,11 +614,7 @@ async fn e2e(
                     "{:.1} writes per commit, {:.2} commits per message{}",
                     writes / commits.max(1.0),
                     commits / submitted.len().max(1) as f64,
-                    if db.is_some() {
-                        format!(", {rechecked:.0} batches rechecked")
-                    } else {
-                        String::new()
-                    }
+                    rechecked_note(db, rechecked)
                 ),
                 None => "group commits not read (/metrics did not answer)".into(),
             },

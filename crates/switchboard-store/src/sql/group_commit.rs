@@ -130,6 +130,14 @@ enum Job {
 }
 
 impl Job {
+    /// The message to store, if it is an accept.
+    fn accept(&self) -> Option<&AcceptRequest> {
+        match self {
+            Job::Accept { req, .. } => Some(req),
+            Job::Work { .. } => None,
+        }
+    }
+
     /// Answers the job with its result, after the commit.
     fn answer(self, r: Result<Value, StoreError>) {
         match self {
@@ -623,17 +631,13 @@ fn writer_loop(
         counters.commits.fetch_add(1, Ordering::Relaxed);
         counters.jobs.fetch_add(n, Ordering::Relaxed);
         counters.max_batch.fetch_max(n, Ordering::Relaxed);
-        match &syncer {
+        // A batch that wrote nothing has nothing to make durable, and what
+        // it read is durable once every batch before it has been synced: it
+        // is answered at once. So an idle node's polls (claims that find
+        // nothing) cost no sync of the WAL, where they cost about thirty a
+        // second.
+        match syncer.as_ref().filter(|s| wrote || !s.caught_up()) {
             None => {
-                for (job, result) in answers {
-                    job.answer(result);
-                }
-            }
-            // Nothing to make durable, and what it read is durable: every
-            // batch before it has been synced. So an idle node's polls
-            // (claims that find nothing) cost no sync of the WAL, where
-            // they cost about thirty a second.
-            Some(s) if !wrote && s.caught_up() => {
                 for (job, result) in answers {
                     job.answer(result);
                 }
@@ -739,13 +743,7 @@ fn attempt(job: &mut Job, conn: &Db<'_>) -> Result<Value, StoreError> {
 /// Runs every job of the batch, the accepts first and together (`blind`:
 /// see `messages::accept_many`); stops at the first failure.
 fn attempt_all(jobs: &mut [Job], conn: &Db<'_>, blind: bool) -> Result<Vec<Value>, StoreError> {
-    let accepts: Vec<&AcceptRequest> = jobs
-        .iter()
-        .filter_map(|j| match j {
-            Job::Accept { req, .. } => Some(&**req),
-            Job::Work { .. } => None,
-        })
-        .collect();
+    let accepts: Vec<&AcceptRequest> = jobs.iter().filter_map(Job::accept).collect();
     let mut accepted = if accepts.is_empty() {
         Vec::new()
     } else {
@@ -852,12 +850,7 @@ const BLIND_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
 fn run_transaction(conn: &Db<'_>, mut jobs: Vec<Job>, blind: bool) -> (Answers, bool) {
     let begin = begin(conn);
     let n = jobs.len();
-    let accepts = || {
-        jobs.iter().filter_map(|j| match j {
-            Job::Accept { req, .. } => Some(&**req),
-            Job::Work { .. } => None,
-        })
-    };
+    let accepts = || jobs.iter().filter_map(Job::accept);
     let mut blind =
         blind && conn.is_pg() && accepts().next().is_some() && messages::accepts_blind(accepts());
     let mut rechecked = false;
