@@ -29,6 +29,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0008_fewer_log_indexes",
         include_str!("pg/0008_fewer_log_indexes.sql"),
     ),
+    (
+        "0009_events_keyed_by_id",
+        include_str!("pg/0009_events_keyed_by_id.sql"),
+    ),
 ];
 
 /// Applies the migrations not yet applied, each in its own transaction;

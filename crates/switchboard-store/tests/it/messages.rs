@@ -1039,3 +1039,57 @@ async fn on_sqlite_a_burst_is_swept_with_no_write_after_it() {
             .collect();
     assert_eq!(listed, ids.into_iter().collect());
 }
+
+/// On PostgreSQL an event is written to two indexes, its id's and its
+/// message's (migration 0009): none on its sequence number. Its id is still
+/// its unique key, and a message's timeline is still in sequence order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_events_are_keyed_by_id_with_no_index_on_their_sequence() {
+    let Some(f) = crate::postgres().await else {
+        eprintln!("SWITCHBOARD_TEST_DATABASE_URL is not set: PostgreSQL case skipped");
+        return;
+    };
+    let AcceptOutcome::Created(a) = f.store.accept_message(simple(&f.ws)).await.unwrap() else {
+        panic!("a new message");
+    };
+    f.store
+        .cancel_message(&f.ws, &a.id, T0.plus(Duration::from_secs(1)))
+        .await
+        .unwrap()
+        .expect("a queued message is canceled");
+    let detail = f.store.get_message(&f.ws, &a.id).await.unwrap().unwrap();
+    let types: Vec<&str> = detail.events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(types, ["message.queued", "message.canceled"]);
+
+    let url = f.url.clone().unwrap();
+    let first_id = detail.events[0].id.clone();
+    let keep = f.keep();
+    tokio::task::spawn_blocking(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let indexes: Vec<String> = c
+            .query(
+                "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND tablename = 'events' ORDER BY 1",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(indexes, ["events_by_message", "events_id_key"]);
+        // The id is still unique: a second event under it is refused.
+        let again = c.execute(
+            "INSERT INTO events (id, workspace_id, message_id, type, status, created_at)
+             SELECT id, workspace_id, message_id, type, status, created_at FROM events WHERE id = $1",
+            &[&first_id],
+        );
+        let err = again.expect_err("a duplicate event id is refused");
+        assert_eq!(
+            err.code(),
+            Some(&postgres::error::SqlState::UNIQUE_VIOLATION),
+            "{err}"
+        );
+    })
+    .await
+    .unwrap();
+    drop(keep);
+}
