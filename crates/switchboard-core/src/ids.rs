@@ -116,6 +116,24 @@ prefixed_id!(/// A configured provider connection.
 prefixed_id!(/// A sender address bound to a provider.
     SenderId, "snd_");
 
+impl EventId {
+    /// The id of a message's acceptance event (`message.queued` or
+    /// `message.scheduled`): `evt_` and the message's own ULID. A message
+    /// accepted as `queued` does not always store that event (the store's
+    /// `implied_accept`), and its id is known all the same.
+    pub fn of_acceptance(message: &MessageId) -> Self {
+        let body = &message.0[MessageId::PREFIX.len()..];
+        EventId(format!("{}{body}", Self::PREFIX))
+    }
+
+    /// The message whose acceptance event this id would name
+    /// (`of_acceptance` backwards), if any.
+    pub fn accepted_message(&self) -> Option<MessageId> {
+        let body = &self.0[Self::PREFIX.len()..];
+        is_ulid(body).then(|| MessageId(format!("{}{body}", MessageId::PREFIX)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,5 +169,16 @@ mod tests {
         assert!(MessageId::parse("msg_../../etc").is_err());
         assert!(MessageId::parse("").is_err());
         assert_eq!(ProviderId::parse("pr_sim").unwrap().as_str(), "pr_sim");
+    }
+
+    #[test]
+    fn an_acceptance_event_id_names_its_message_and_no_other_id_does() {
+        let m = MessageId::new_at(Timestamp::from_millis(1_700_000_000_000));
+        let e = EventId::of_acceptance(&m);
+        assert_eq!(EventId::parse(e.as_str()), Ok(e.clone()));
+        assert_eq!(&e.as_str()[4..], &m.as_str()[4..]);
+        assert_eq!(e.accepted_message(), Some(m));
+        // A readable built-in id has no ULID body: it names no message.
+        assert_eq!(EventId::parse("evt_test").unwrap().accepted_message(), None);
     }
 }

@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use switchboard_core::Timestamp;
 
 use super::db::{Db, RowSet, V};
-use super::webhooks::{Fan, fan_out, fan_out_from};
+use super::webhooks::{Fan, fan_out, fan_out_from, subscribes};
 use crate::error::StoreError;
 
 /// A message event to record.
@@ -45,6 +45,9 @@ pub struct NewEvent<'a> {
     pub error_code: Option<&'a str>,
     /// When.
     pub at: Timestamp,
+    /// Implied by its message's row (a `queued` message's acceptance,
+    /// `implied_accept`): stored only if an endpoint subscribes to it.
+    pub implied: bool,
 }
 
 /// An event kept until the end of its batch.
@@ -57,6 +60,7 @@ struct Pending {
     detail: Option<String>,
     error_code: Option<String>,
     at: Timestamp,
+    implied: bool,
 }
 
 impl Pending {
@@ -70,6 +74,7 @@ impl Pending {
             detail: e.detail.map(str::to_owned),
             error_code: e.error_code.map(str::to_owned),
             at: e.at,
+            implied: e.implied,
         }
     }
 }
@@ -112,14 +117,16 @@ impl Drop for DeferEvents {
     }
 }
 
-/// The columns of an events insert, and their PostgreSQL types.
+/// The columns of an events insert, and the PostgreSQL types of an
+/// `event_set`: those columns, then whether the event is implied.
 const EVENT_INSERT: &str =
     "events (id, workspace_id, message_id, type, status, detail, error_code, created_at)";
-const EVENT_TYPES: [&str; 8] = [
-    "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "BIGINT",
+const EVENT_TYPES: [&str; 9] = [
+    "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "BIGINT", "BIGINT",
 ];
 
-/// The events of a run as a `RowSet`, in `EVENT_INSERT` order.
+/// The events of a run as a `RowSet`, in `EVENT_INSERT` order and then
+/// whether each is implied.
 fn event_set<'p>(c: &Db<'_>, chunk: &'p [Pending]) -> RowSet<'p> {
     RowSet::new(
         c,
@@ -135,6 +142,7 @@ fn event_set<'p>(c: &Db<'_>, chunk: &'p [Pending]) -> RowSet<'p> {
                 V::from(&p.detail),
                 V::from(&p.error_code),
                 V::Int(p.at.as_millis()),
+                V::Bool(p.implied),
             ]
         }),
     )
@@ -151,31 +159,53 @@ fn write(c: &Db<'_>, events: &[Pending]) -> Result<(), StoreError> {
     let mut seq_of: HashMap<String, i64> = HashMap::with_capacity(events.len());
     for chunk in c.chunks(events) {
         let set = event_set(c, chunk);
-        let sql = format!(
-            "{} {EVENT_INSERT} {} RETURNING id, seq",
-            c.insert_into(),
-            set.values()
-        );
+        let sql = format!("{} RETURNING id, seq", insert_sql(c, &set, chunk));
         seq_of.extend(c.query_map(&sql, set.params(), |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
         })?);
     }
-    let fans = events
-        .iter()
-        .map(|p| {
-            Ok(Fan {
-                id: &p.id,
-                workspace_id: &p.workspace_id,
-                seq: *seq_of.get(&p.id).ok_or_else(|| {
-                    StoreError::Corrupt(format!("event {} was not inserted", p.id))
-                })?,
-                event_type: &p.event_type,
-                message_id: Some(&p.message_id),
-                at: p.at,
-            })
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
+    let mut fans = Vec::with_capacity(events.len());
+    for p in events {
+        let Some(&seq) = seq_of.get(&p.id) else {
+            if p.implied {
+                continue; // no endpoint subscribes to it
+            }
+            return Err(StoreError::Corrupt(format!(
+                "event {} was not inserted",
+                p.id
+            )));
+        };
+        fans.push(Fan {
+            id: &p.id,
+            workspace_id: &p.workspace_id,
+            seq,
+            event_type: &p.event_type,
+            message_id: Some(&p.message_id),
+            at: p.at,
+        });
+    }
     fan_out(c, &fans)
+}
+
+/// The insert of `chunk`'s events from `set` (its `event_set`). An implied
+/// event is inserted only if an endpoint of its workspace subscribes to
+/// it, which is then fanned out as any other; one that nobody subscribes
+/// to is left to its message's row (`implied_accept`), which shows it.
+fn insert_sql(c: &Db<'_>, set: &RowSet<'_>, chunk: &[Pending]) -> String {
+    let unless_implied = if chunk.iter().any(|p| p.implied) {
+        format!(
+            " WHERE v.column9 = 0 OR EXISTS (SELECT 1 FROM webhook_endpoints w WHERE {})",
+            subscribes(c, "w", "v.column2", "v.column4")
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "{} {EVENT_INSERT} SELECT column1, column2, column3, column4, column5, column6, column7, column8
+         FROM {} AS v{unless_implied}",
+        c.insert_into(),
+        set.table(),
+    )
 }
 
 /// On PostgreSQL, where every statement is a round trip, the insert and
@@ -186,15 +216,17 @@ fn write_pg(c: &Db<'_>, events: &[Pending]) -> Result<(), StoreError> {
         let set = event_set(c, chunk);
         let sql = format!(
             "WITH ev (column1, column2, column3, column4, column5, column6) AS (
-                 INSERT INTO {EVENT_INSERT} {}
+                 {}
                  RETURNING id, workspace_id, seq, type, message_id, created_at),
              fan AS ({})
              SELECT 1 FROM ev",
-            set.values(),
+            insert_sql(c, &set, chunk),
             fan_out_from(c, "ev"),
         );
-        // One row per event inserted, or it fails (`DbError::Rows`).
-        c.execute_later(&sql, set.into_params(), Some(chunk.len()))?;
+        // One row per event inserted, or it fails (`DbError::Rows`); a
+        // run with implied events stores those that are subscribed to.
+        let rows = (!chunk.iter().any(|p| p.implied)).then_some(chunk.len());
+        c.execute_later(&sql, set.into_params(), rows)?;
     }
     Ok(())
 }

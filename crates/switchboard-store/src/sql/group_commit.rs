@@ -1012,6 +1012,7 @@ mod tests {
             detail: Some("d"),
             error_code: None,
             at: Timestamp::from_millis(1_000 + n),
+            implied: false,
         }
     }
 

@@ -46,9 +46,14 @@ pub(super) fn record_event(
             detail,
             error_code,
             at: now,
+            implied: false,
         },
     )
 }
+
+/// What a message accepted as `queued` says of itself in its acceptance
+/// event (implied by the row: `NewRow::implied`).
+pub(super) const ACCEPTED: &str = "accepted";
 
 /// id, request hash, initial status, client_ref, segments, encoding, created_at.
 type AcceptedRow = (String, String, String, Option<String>, u32, String, i64);
@@ -360,16 +365,24 @@ impl<'a> NewRow<'a> {
         let detail = match req.hold_until {
             Some(t) if t == start => format!("held by quiet hours until {t}"),
             _ if status == Status::Scheduled => format!("scheduled for {start}"),
-            _ => "accepted".to_owned(),
+            _ => ACCEPTED.to_owned(),
         };
+        let id = MessageId::new_at(req.now);
         NewRow {
             req,
-            id: MessageId::new_at(req.now),
-            event_id: EventId::new_at(req.now),
+            event_id: EventId::of_acceptance(&id),
+            id,
             status,
             start,
             detail,
         }
+    }
+
+    /// Whether its acceptance event is implied by the row (`implied_accept`):
+    /// a message accepted as `queued`, whose event says nothing the row
+    /// does not (`ACCEPTED`).
+    fn implied(&self) -> bool {
+        self.status == Status::Queued
     }
 
     /// The `messages` row, in `MESSAGE_INSERT` order.
@@ -416,19 +429,21 @@ impl<'a> NewRow<'a> {
             V::Int(now),
             V::Bool(req.consent_exempt),
             owned(template),
+            V::Bool(self.implied()),
         ]
     }
 }
 
 const MESSAGE_INSERT: &str = "messages (id, workspace_id, to_phone, from_addr, channel, body, media_urls, encoding, segments,
     client_ref, metadata, category, priority, timezone, status, initial_status, provider_id, attempts,
-    next_attempt_at, send_at, expires_at, idempotency_key, request_hash, created_at, updated_at, consent_exempt, channel_template) ";
-const MESSAGE_INSERT_COLUMNS: usize = 27;
+    next_attempt_at, send_at, expires_at, idempotency_key, request_hash, created_at, updated_at, consent_exempt, channel_template,
+    implied_accept) ";
+const MESSAGE_INSERT_COLUMNS: usize = 28;
 /// The PostgreSQL types of `MESSAGE_INSERT`'s columns.
 const MESSAGE_INSERT_TYPES: [&str; MESSAGE_INSERT_COLUMNS] = [
     "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "BIGINT", "TEXT", "TEXT",
     "TEXT", "BIGINT", "TEXT", "TEXT", "TEXT", "TEXT", "BIGINT", "BIGINT", "BIGINT", "BIGINT",
-    "TEXT", "TEXT", "BIGINT", "BIGINT", "BIGINT", "TEXT",
+    "TEXT", "TEXT", "BIGINT", "BIGINT", "BIGINT", "TEXT", "BIGINT",
 ];
 
 /// Inserts the messages, one statement per `Db::chunks` run, and records
@@ -479,6 +494,7 @@ fn insert_messages(c: &Db<'_>, rows: &[NewRow<'_>], blind: bool) -> Result<(), S
                 detail: Some(&r.detail),
                 error_code: None,
                 at: r.req.now,
+                implied: r.implied(),
             },
         )?;
     }
@@ -510,19 +526,40 @@ fn blind_insert_sql(table: &str) -> String {
     )
 }
 
+/// The timeline of a message accepted as `queued` (`implied_accept`) from
+/// its stored `events`: its acceptance event first, as the row implies it
+/// (stored too only if an endpoint subscribed to it).
+fn with_implied_acceptance(m: &MessageRecord, stored: Vec<EventRecord>) -> Vec<EventRecord> {
+    let id = EventId::of_acceptance(&m.id).to_string();
+    let mut events = Vec::with_capacity(stored.len() + 1);
+    events.push(EventRecord {
+        id: id.clone(),
+        event_type: EventType::Queued.as_str().to_owned(),
+        status: Status::Queued.as_str().to_owned(),
+        detail: Some(ACCEPTED.to_owned()),
+        error_code: None,
+        created_at: m.created_at,
+    });
+    events.extend(stored.into_iter().filter(|e| e.id != id));
+    events
+}
+
 /// A message with its timeline and attempts, scoped to the workspace.
 pub fn get(
     c: &Db<'_>,
     ws: &WorkspaceId,
     id: &MessageId,
 ) -> Result<Option<MessageDetail>, StoreError> {
-    let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE workspace_id = ?1 AND id = ?2");
+    let sql = format!(
+        "SELECT {MESSAGE_COLUMNS}, implied_accept FROM messages WHERE workspace_id = ?1 AND id = ?2"
+    );
     let mut stmt = c.prepare_cached(&sql)?;
     let mut found = stmt.query(p![ws.as_str(), id.as_str()])?;
     let Some(row) = found.next()? else {
         return Ok(None);
     };
     let message = rows::message(&row)?;
+    let implied = row.get::<_, i64>(rows::MESSAGE_COLUMN_COUNT)? != 0;
     let mut stmt = c.prepare_cached(
         "SELECT id, type, status, detail, error_code, created_at FROM events WHERE message_id = ?1 ORDER BY seq",
     )?;
@@ -538,6 +575,11 @@ pub fn get(
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
+    let events = if implied {
+        with_implied_acceptance(&message, events)
+    } else {
+        events
+    };
     let mut stmt = c.prepare_cached(
         "SELECT attempt, provider_id, started_at, duration_ms, outcome, error_class, error_code, error_message, provider_message_id
          FROM attempts WHERE message_id = ?1 ORDER BY attempt, started_at",

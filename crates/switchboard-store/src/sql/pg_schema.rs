@@ -33,6 +33,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0009_events_keyed_by_id",
         include_str!("pg/0009_events_keyed_by_id.sql"),
     ),
+    (
+        "0010_implied_accept",
+        include_str!("pg/0010_implied_accept.sql"),
+    ),
 ];
 
 /// Applies the migrations not yet applied, each in its own transaction;

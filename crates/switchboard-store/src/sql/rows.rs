@@ -12,6 +12,10 @@ pub const MESSAGE_COLUMNS: &str = "id, workspace_id, to_phone, from_addr, channe
      next_attempt_at, send_at, expires_at, error_code, error_message, idempotency_key, created_at, updated_at, \
      channel_template";
 
+/// How many columns `MESSAGE_COLUMNS` names: the index of a column selected
+/// after them.
+pub const MESSAGE_COLUMN_COUNT: usize = 27;
+
 fn corrupt(what: &str, value: &str) -> StoreError {
     StoreError::Corrupt(format!("{what}: {value:?}"))
 }
@@ -67,4 +71,14 @@ pub fn message(r: &Row<'_>) -> Result<MessageRecord, StoreError> {
             None => None,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_column_count_counts_the_columns() {
+        assert_eq!(MESSAGE_COLUMNS.split(',').count(), MESSAGE_COLUMN_COUNT);
+    }
 }

@@ -290,7 +290,19 @@ ALTER TABLE providers ADD COLUMN tokens_at INTEGER;
     ("0011_webhook_claim_order", WEBHOOK_CLAIM_ORDER),
     ("0012_fewer_log_indexes", FEWER_LOG_INDEXES),
     ("0013_written_behind", WRITTEN_BEHIND),
+    ("0014_implied_accept", IMPLIED_ACCEPT),
 ];
+
+/// A message accepted as `queued` marks its acceptance event
+/// (`message.queued`, id `evt_` + the message's ULID) as implied by the
+/// row: the event is stored in `events` only when an endpoint of the
+/// workspace subscribes to it (`events::write`), and the message's
+/// timeline shows it from the row otherwise (`messages::get`). Rows from
+/// before the upgrade keep their stored event (0). PostgreSQL: migration
+/// 0010.
+const IMPLIED_ACCEPT: &str = r#"
+ALTER TABLE messages ADD COLUMN implied_accept INTEGER NOT NULL DEFAULT 0;
+"#;
 
 /// The idempotency keys and the recipients of messages in tables of their
 /// own, written behind the accepts (`written_behind`): the unique index on

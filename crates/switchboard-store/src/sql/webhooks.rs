@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use switchboard_core::webhook_endpoint::{
     DEFAULT_DISABLE_AFTER, DEFAULT_RETRY_SCHEDULE, DEFAULT_TIMEOUT_MS, EndpointSettings,
 };
-use switchboard_core::{EventId, Timestamp, WorkspaceId};
+use switchboard_core::{EventId, EventType, MessageId, Status, Timestamp, WorkspaceId};
 
 use super::rows::{self, MESSAGE_COLUMNS};
 use crate::error::StoreError;
@@ -72,22 +72,31 @@ pub fn fan_out(c: &Db<'_>, events: &[Fan<'_>]) -> Result<(), StoreError> {
 /// sequence number, type, message and time (a `RowSet`, or on PostgreSQL
 /// the events an insert returns, see `events::write`).
 pub(crate) fn fan_out_from(c: &Db<'_>, source: &str) -> String {
+    format!(
+        "{} webhook_deliveries (id, endpoint_id, workspace_id, event_id, event_seq, ordering_key, status, next_attempt_at, created_at, updated_at)
+         SELECT e.column1 || '/' || w.id, w.id, e.column2, e.column1, e.column3, e.column5, 'pending', e.column6, e.column6, e.column6
+         FROM {source} e JOIN webhook_endpoints w ON {}",
+        c.insert_into(),
+        subscribes(c, "w", "e.column2", "e.column4"),
+    )
+}
+
+/// The condition that endpoint `w` (an alias of `webhook_endpoints`) is an
+/// enabled endpoint of workspace `ws` subscribed to events of type `ty`
+/// (SQL expressions).
+pub(crate) fn subscribes(c: &Db<'_>, w: &str, ws: &str, ty: &str) -> String {
     // Only the event-type filter differs between the engines. On SQLite the
     // list is searched as text for the quoted name: the lists are written
     // by serde_json from validated names (letters, dots, underscores), so
     // `"message.sent"` matches that element and nothing else, without
     // opening `json_each` for every event and endpoint.
-    let subscribed = if c.is_pg() {
-        "jsonb_exists(w.event_types::jsonb, e.column4)"
+    let listed = if c.is_pg() {
+        format!("jsonb_exists({w}.event_types::jsonb, {ty})")
     } else {
-        "instr(w.event_types, '\"' || e.column4 || '\"') > 0"
+        format!("instr({w}.event_types, '\"' || {ty} || '\"') > 0")
     };
     format!(
-        "{} webhook_deliveries (id, endpoint_id, workspace_id, event_id, event_seq, ordering_key, status, next_attempt_at, created_at, updated_at)
-         SELECT e.column1 || '/' || w.id, w.id, e.column2, e.column1, e.column3, e.column5, 'pending', e.column6, e.column6, e.column6
-         FROM {source} e JOIN webhook_endpoints w ON w.workspace_id = e.column2
-         WHERE w.enabled = 1 AND w.deleted_at IS NULL AND (w.event_types IS NULL OR {subscribed})",
-        c.insert_into(),
+        "{w}.workspace_id = {ws} AND {w}.enabled = 1 AND {w}.deleted_at IS NULL AND ({w}.event_types IS NULL OR {listed})"
     )
 }
 
@@ -783,6 +792,14 @@ pub fn redeliver(
     let Some(e) = load_endpoint(c, Some(ws), endpoint_id)? else {
         return Ok(None);
     };
+    let queued = EventType::Queued.as_str();
+    if matches!(what, Redelivery::Event(_))
+        || e.event_types
+            .as_ref()
+            .is_none_or(|t| t.iter().any(|t| t == queued))
+    {
+        store_implied_acceptances(c, ws, what)?;
+    }
     let events: Vec<(String, i64, String, Option<String>)> = match what {
         Redelivery::Event(id) => c
             .prepare_cached("SELECT id, seq, type, message_id FROM events WHERE id = ?1 AND workspace_id = ?2")?
@@ -814,6 +831,51 @@ pub fn redeliver(
         n += 1;
     }
     Ok(Some(n))
+}
+
+/// Stores the acceptance events that `what` names but that were left to
+/// their messages' rows (`implied_accept`: no endpoint subscribed to them
+/// then), so that they can be delivered now. They are stored with the next
+/// sequence numbers: after the other events of their messages, where a
+/// redelivery of a whole range sends them.
+fn store_implied_acceptances(
+    c: &Db<'_>,
+    ws: &WorkspaceId,
+    what: &Redelivery,
+) -> Result<usize, StoreError> {
+    // `'evt_' || substr(m.id, 5)` is `EventId::of_acceptance`.
+    let insert = |which: &str, params: &[V<'_>]| -> Result<usize, StoreError> {
+        let sql = format!(
+            "INSERT INTO events (id, workspace_id, message_id, type, status, detail, error_code, created_at)
+             SELECT 'evt_' || substr(m.id, 5), m.workspace_id, m.id, '{}', '{}', '{}', NULL, m.created_at
+             FROM messages m
+             WHERE m.workspace_id = ?1 AND {which} AND m.implied_accept = 1
+               AND NOT EXISTS (SELECT 1 FROM events e WHERE e.id = 'evt_' || substr(m.id, 5))
+             ORDER BY m.id LIMIT 10000",
+            EventType::Queued.as_str(),
+            Status::Queued.as_str(),
+            super::messages::ACCEPTED,
+        );
+        Ok(c.execute(&sql, params)?)
+    };
+    match what {
+        Redelivery::Event(id) => {
+            let Some(m) = EventId::parse(id).ok().and_then(|e| e.accepted_message()) else {
+                return Ok(0);
+            };
+            insert("m.id = ?2", p![ws.as_str(), m.as_str()])
+        }
+        Redelivery::Range { since, until } => insert(
+            "m.id >= ?2 AND m.id < ?3 AND m.created_at >= ?4 AND m.created_at < ?5",
+            p![
+                ws.as_str(),
+                MessageId::floor_at(*since),
+                MessageId::floor_at(*until),
+                since.as_millis(),
+                until.as_millis()
+            ],
+        ),
+    }
 }
 
 /// Records a `webhook.test` event for one endpoint and claims its delivery

@@ -742,3 +742,171 @@ conformance!(
         assert_eq!(f.store.next_webhook_due_at(retry).await.unwrap(), None);
     }
 );
+
+conformance!(
+    a_queued_acceptance_is_stored_for_its_subscribers_and_otherwise_shown_from_its_row,
+    |f: crate::Fixture| async move {
+        use switchboard_core::{EventId, MessageId};
+        use switchboard_store::Redelivery;
+        let accepted = |id: &MessageId| EventId::of_acceptance(id).to_string();
+        let created = |o: AcceptOutcome| match o {
+            AcceptOutcome::Created(a) => a.id,
+            other => panic!("a new message: {other:?}"),
+        };
+        // Nobody subscribes to `message.queued`: the row says it all.
+        let failed_only = f
+            .store
+            .create_endpoint(
+                &f.ws,
+                &endpoint(Some(vec!["message.failed"]), 5),
+                "wh_f",
+                "whsec_f",
+                T0,
+            )
+            .await
+            .unwrap();
+        let a = created(f.store.accept_message(simple(&f.ws)).await.unwrap());
+        let timeline = f
+            .store
+            .get_message(&f.ws, &a)
+            .await
+            .unwrap()
+            .unwrap()
+            .events;
+        assert_eq!(timeline.len(), 1, "{timeline:?}");
+        let e = &timeline[0];
+        assert_eq!(
+            (
+                e.id.as_str(),
+                e.event_type.as_str(),
+                e.status.as_str(),
+                e.detail.as_deref(),
+                e.created_at
+            ),
+            (
+                accepted(&a).as_str(),
+                "message.queued",
+                "queued",
+                Some("accepted"),
+                T0
+            )
+        );
+        assert!(claim_deliveries(&f, T0, 100).await.is_empty());
+
+        // An endpoint subscribes: the next acceptance is stored and fanned out.
+        let all = f
+            .store
+            .create_endpoint(&f.ws, &endpoint(None, 5), "wh_all", "whsec_a", T0)
+            .await
+            .unwrap();
+        let b = created(
+            f.store
+                .accept_message(request(
+                    &f.ws,
+                    json!({"to": "+14155550124", "body": "b"}),
+                    "b",
+                ))
+                .await
+                .unwrap(),
+        );
+        let jobs = claim_deliveries(&f, T0, 100).await;
+        let got: Vec<(&str, &str, &str)> = jobs
+            .iter()
+            .map(|j| {
+                (
+                    j.endpoint.id.as_str(),
+                    j.event.id.as_str(),
+                    j.event.event_type.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [(all.id.as_str(), accepted(&b).as_str(), "message.queued")]
+        );
+        assert_eq!(jobs[0].event.data["id"], b.as_str());
+        let timeline = f
+            .store
+            .get_message(&f.ws, &b)
+            .await
+            .unwrap()
+            .unwrap()
+            .events;
+        assert_eq!(
+            timeline.len(),
+            1,
+            "stored and implied are one event: {timeline:?}"
+        );
+        f.store
+            .complete_webhook_attempt(report(&jobs[0], 200, WebhookOutcome::Succeeded))
+            .await
+            .unwrap();
+
+        // The first acceptance, redelivered by its id: stored now, and sent
+        // with its message's data.
+        let again = |endpoint: &str, what: Redelivery| {
+            let (store, ws, endpoint) = (f.store.clone(), f.ws.clone(), endpoint.to_owned());
+            async move { store.redeliver(&ws, &endpoint, &what, T0).await.unwrap() }
+        };
+        assert_eq!(
+            again(&all.id, Redelivery::Event(accepted(&a))).await,
+            Some(1)
+        );
+        let jobs = claim_deliveries(&f, T0, 100).await;
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(
+            (jobs[0].event.id.as_str(), jobs[0].event.data["id"].as_str()),
+            (accepted(&a).as_str(), Some(a.as_str()))
+        );
+        f.store
+            .complete_webhook_attempt(report(&jobs[0], 200, WebhookOutcome::Succeeded))
+            .await
+            .unwrap();
+        assert_eq!(
+            f.store
+                .get_message(&f.ws, &a)
+                .await
+                .unwrap()
+                .unwrap()
+                .events
+                .len(),
+            1
+        );
+        // An id that names no message of the workspace queues nothing.
+        let stranger = EventId::of_acceptance(&MessageId::new_at(T0)).to_string();
+        assert_eq!(again(&all.id, Redelivery::Event(stranger)).await, Some(0));
+
+        // A range: both acceptances once each, to the endpoint that
+        // subscribes to them, none to the one that does not.
+        let c = created(
+            f.store
+                .accept_message(request(
+                    &f.ws,
+                    json!({"to": "+14155550125", "body": "c"}),
+                    "c",
+                ))
+                .await
+                .unwrap(),
+        );
+        let range = || Redelivery::Range {
+            since: T0,
+            until: T0.plus(Duration::from_secs(1)),
+        };
+        assert_eq!(again(&failed_only.id, range()).await, Some(0));
+        assert_eq!(again(&all.id, range()).await, Some(3));
+        let mut ids: Vec<String> = claim_deliveries(&f, T0, 100)
+            .await
+            .into_iter()
+            .map(|j| j.event.id)
+            .collect();
+        ids.sort();
+        let mut want = vec![accepted(&a), accepted(&b), accepted(&c)];
+        want.sort();
+        assert_eq!(ids, want);
+        assert_eq!(
+            again(&all.id, range()).await,
+            Some(3),
+            "no event stored twice"
+        );
+    }
+);

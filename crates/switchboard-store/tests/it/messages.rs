@@ -1058,11 +1058,15 @@ async fn on_postgres_events_are_keyed_by_id_with_no_index_on_their_sequence() {
         .unwrap()
         .expect("a queued message is canceled");
     let detail = f.store.get_message(&f.ws, &a.id).await.unwrap().unwrap();
-    let types: Vec<&str> = detail.events.iter().map(|e| e.event_type.as_str()).collect();
+    let types: Vec<&str> = detail
+        .events
+        .iter()
+        .map(|e| e.event_type.as_str())
+        .collect();
     assert_eq!(types, ["message.queued", "message.canceled"]);
 
     let url = f.url.clone().unwrap();
-    let first_id = detail.events[0].id.clone();
+    let stored_id = detail.events[1].id.clone(); // the cancel's (the acceptance is the row's)
     let keep = f.keep();
     tokio::task::spawn_blocking(move || {
         let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
@@ -1080,7 +1084,7 @@ async fn on_postgres_events_are_keyed_by_id_with_no_index_on_their_sequence() {
         let again = c.execute(
             "INSERT INTO events (id, workspace_id, message_id, type, status, created_at)
              SELECT id, workspace_id, message_id, type, status, created_at FROM events WHERE id = $1",
-            &[&first_id],
+            &[&stored_id],
         );
         let err = again.expect_err("a duplicate event id is refused");
         assert_eq!(
