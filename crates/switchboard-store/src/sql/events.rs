@@ -23,7 +23,7 @@ use std::collections::HashMap;
 
 use switchboard_core::Timestamp;
 
-use super::db::{Db, RowSet, V};
+use super::db::{Db, RowSet, V, p};
 use super::webhooks::{Fan, fan_out, fan_out_from, subscribes};
 use crate::error::StoreError;
 
@@ -98,7 +98,7 @@ impl DeferEvents {
     pub fn flush(&self, c: &Db<'_>) -> Result<(), StoreError> {
         let pending =
             DEFERRED.with_borrow_mut(|d| d.as_mut().map(std::mem::take).unwrap_or_default());
-        write(c, &pending)
+        write(c, pending)
     }
 
     /// Forgets what was deferred (its job was rolled back).
@@ -149,48 +149,76 @@ fn event_set<'p>(c: &Db<'_>, chunk: &'p [Pending]) -> RowSet<'p> {
 }
 
 /// Inserts events, one statement per `Db::chunks` run, and fans them out.
-fn write(c: &Db<'_>, events: &[Pending]) -> Result<(), StoreError> {
+fn write(c: &Db<'_>, mut events: Vec<Pending>) -> Result<(), StoreError> {
+    if c.is_pg() {
+        return write_pg(c, &events);
+    }
+    keep_subscribed(c, &mut events)?;
     if events.is_empty() {
         return Ok(());
     }
-    if c.is_pg() {
-        return write_pg(c, events);
-    }
     let mut seq_of: HashMap<String, i64> = HashMap::with_capacity(events.len());
-    for chunk in c.chunks(events) {
+    for chunk in c.chunks(&events) {
         let set = event_set(c, chunk);
-        let sql = format!("{} RETURNING id, seq", insert_sql(c, &set, chunk));
+        let sql = format!("{} RETURNING id, seq", insert_sql(c, &set, &[]));
         seq_of.extend(c.query_map(&sql, set.params(), |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
         })?);
     }
-    let mut fans = Vec::with_capacity(events.len());
-    for p in events {
-        let Some(&seq) = seq_of.get(&p.id) else {
-            if p.implied {
-                continue; // no endpoint subscribes to it
-            }
-            return Err(StoreError::Corrupt(format!(
-                "event {} was not inserted",
-                p.id
-            )));
-        };
-        fans.push(Fan {
-            id: &p.id,
-            workspace_id: &p.workspace_id,
-            seq,
-            event_type: &p.event_type,
-            message_id: Some(&p.message_id),
-            at: p.at,
-        });
-    }
+    let fans = events
+        .iter()
+        .map(|p| {
+            Ok(Fan {
+                id: &p.id,
+                workspace_id: &p.workspace_id,
+                seq: *seq_of.get(&p.id).ok_or_else(|| {
+                    StoreError::Corrupt(format!("event {} was not inserted", p.id))
+                })?,
+                event_type: &p.event_type,
+                message_id: Some(&p.message_id),
+                at: p.at,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
     fan_out(c, &fans)
+}
+
+/// Leaves out the implied events that no endpoint subscribes to (SQLite,
+/// where a read costs no round trip): one indexed read per workspace and
+/// type among them, usually one per batch, instead of a statement that
+/// carries every event to the server to drop most of them there.
+fn keep_subscribed(c: &Db<'_>, events: &mut Vec<Pending>) -> Result<(), StoreError> {
+    if !events.iter().any(|p| p.implied) {
+        return Ok(());
+    }
+    let sql = format!(
+        "SELECT EXISTS (SELECT 1 FROM webhook_endpoints w WHERE {})",
+        subscribes(c, "w", "?1", "?2")
+    );
+    // (workspace, type, subscribed): a handful at most.
+    let mut asked: Vec<(String, String, bool)> = Vec::new();
+    let known = |asked: &[(String, String, bool)], p: &Pending| {
+        asked
+            .iter()
+            .find(|(w, t, _)| *w == p.workspace_id && *t == p.event_type)
+            .map(|a| a.2)
+    };
+    for p in events.iter().filter(|p| p.implied) {
+        if known(&asked, p).is_none() {
+            let yes = c.query_row(&sql, p![p.workspace_id, p.event_type], |r| r.get(0))?;
+            asked.push((p.workspace_id.clone(), p.event_type.clone(), yes));
+        }
+    }
+    events.retain(|p| !p.implied || known(&asked, p) == Some(true));
+    Ok(())
 }
 
 /// The insert of `chunk`'s events from `set` (its `event_set`). An implied
 /// event is inserted only if an endpoint of its workspace subscribes to
 /// it, which is then fanned out as any other; one that nobody subscribes
 /// to is left to its message's row (`implied_accept`), which shows it.
+/// (SQLite leaves those out before, `keep_subscribed`, and passes no
+/// chunk.)
 fn insert_sql(c: &Db<'_>, set: &RowSet<'_>, chunk: &[Pending]) -> String {
     let unless_implied = if chunk.iter().any(|p| p.implied) {
         format!(
@@ -243,7 +271,7 @@ pub fn record(c: &Db<'_>, e: &NewEvent<'_>) -> Result<(), StoreError> {
         None => Some(pending),
     });
     match pending {
-        Some(p) => write(c, &[p]),
+        Some(p) => write(c, vec![p]),
         None => Ok(()),
     }
 }
