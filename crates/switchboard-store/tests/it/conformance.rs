@@ -91,11 +91,7 @@ conformance!(
                 .unwrap();
         }
         let detail = f.store.get_message(&f.ws, &a.id).await.unwrap().unwrap();
-        let types: Vec<&str> = detail
-            .events
-            .iter()
-            .map(|e| e.event_type.as_str())
-            .collect();
+        let types = crate::event_types(&detail);
         assert_eq!(
             types,
             [

@@ -121,3 +121,8 @@ pub fn request(ws: &WorkspaceId, body: serde_json::Value, hash: &str) -> AcceptR
 pub fn simple(ws: &WorkspaceId) -> AcceptRequest {
     request(ws, json!({"to": "+14155550123", "body": "hi"}), "h")
 }
+
+/// The event types of a message's timeline, oldest first.
+pub fn event_types(d: &switchboard_store::MessageDetail) -> Vec<&str> {
+    d.events.iter().map(|e| e.event_type.as_str()).collect()
+}

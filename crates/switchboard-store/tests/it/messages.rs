@@ -412,7 +412,7 @@ conformance!(
         let mut events = Vec::new();
         for id in &created {
             let d = f.store.get_message(&f.ws, id).await.unwrap().unwrap();
-            let types: Vec<&str> = d.events.iter().map(|e| e.event_type.as_str()).collect();
+            let types = crate::event_types(&d);
             assert_eq!(types, ["message.queued"], "{id}");
             events.push(d.events[0].id.clone());
         }
@@ -1058,11 +1058,7 @@ async fn on_postgres_events_are_keyed_by_id_with_no_index_on_their_sequence() {
         .unwrap()
         .expect("a queued message is canceled");
     let detail = f.store.get_message(&f.ws, &a.id).await.unwrap().unwrap();
-    let types: Vec<&str> = detail
-        .events
-        .iter()
-        .map(|e| e.event_type.as_str())
-        .collect();
+    let types = crate::event_types(&detail);
     assert_eq!(types, ["message.queued", "message.canceled"]);
 
     let url = f.url.clone().unwrap();

@@ -181,11 +181,7 @@ async fn scheduled_work_is_released_once_by_whichever_node_looks_first() {
         .unwrap();
     for m in page.data {
         let detail = f.store.get_message(&f.ws, &m.id).await.unwrap().unwrap();
-        let types: Vec<&str> = detail
-            .events
-            .iter()
-            .map(|e| e.event_type.as_str())
-            .collect();
+        let types = crate::event_types(&detail);
         assert_eq!(
             types,
             ["message.scheduled", "message.queued", "message.sending"]
