@@ -18,6 +18,13 @@
 //! still in the order events were recorded: the batch's events are
 //! inserted in that order (a batch's accepts run first, so their events
 //! come first).
+//!
+//! An *implied* event (the acceptance of a message accepted as `queued`,
+//! see `messages.implied_accept`) is stored only if an endpoint of its
+//! workspace subscribes to it: its message's row says all it says, and the
+//! timeline shows it from there. SQLite checks the subscriptions before
+//! the insert (`keep_subscribed`); PostgreSQL filters in the insert itself,
+//! which costs no round trip.
 
 use std::collections::HashMap;
 
@@ -160,7 +167,7 @@ fn write(c: &Db<'_>, mut events: Vec<Pending>) -> Result<(), StoreError> {
     let mut seq_of: HashMap<String, i64> = HashMap::with_capacity(events.len());
     for chunk in c.chunks(&events) {
         let set = event_set(c, chunk);
-        let sql = format!("{} RETURNING id, seq", insert_sql(c, &set, &[]));
+        let sql = format!("{} RETURNING id, seq", insert_sql(c, &set, false));
         seq_of.extend(c.query_map(&sql, set.params(), |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
         })?);
@@ -213,14 +220,13 @@ fn keep_subscribed(c: &Db<'_>, events: &mut Vec<Pending>) -> Result<(), StoreErr
     Ok(())
 }
 
-/// The insert of `chunk`'s events from `set` (its `event_set`). An implied
-/// event is inserted only if an endpoint of its workspace subscribes to
-/// it, which is then fanned out as any other; one that nobody subscribes
-/// to is left to its message's row (`implied_accept`), which shows it.
-/// (SQLite leaves those out before, `keep_subscribed`, and passes no
-/// chunk.)
-fn insert_sql(c: &Db<'_>, set: &RowSet<'_>, chunk: &[Pending]) -> String {
-    let unless_implied = if chunk.iter().any(|p| p.implied) {
+/// The insert of the events in `set` (an `event_set`). With `filter`, an
+/// implied event is inserted only if an endpoint of its workspace
+/// subscribes to it, which is then fanned out as any other; one that
+/// nobody subscribes to is left to its message's row (`implied_accept`),
+/// which shows it. (SQLite leaves those out before, `keep_subscribed`.)
+fn insert_sql(c: &Db<'_>, set: &RowSet<'_>, filter: bool) -> String {
+    let unless_implied = if filter {
         format!(
             " WHERE v.column9 = 0 OR EXISTS (SELECT 1 FROM webhook_endpoints w WHERE {})",
             subscribes(c, "w", "v.column2", "v.column4")
@@ -242,18 +248,19 @@ fn insert_sql(c: &Db<'_>, set: &RowSet<'_>, chunk: &[Pending]) -> String {
 fn write_pg(c: &Db<'_>, events: &[Pending]) -> Result<(), StoreError> {
     for chunk in c.chunks(events) {
         let set = event_set(c, chunk);
+        let implied = chunk.iter().any(|p| p.implied);
         let sql = format!(
             "WITH ev (column1, column2, column3, column4, column5, column6) AS (
                  {}
                  RETURNING id, workspace_id, seq, type, message_id, created_at),
              fan AS ({})
              SELECT 1 FROM ev",
-            insert_sql(c, &set, chunk),
+            insert_sql(c, &set, implied),
             fan_out_from(c, "ev"),
         );
         // One row per event inserted, or it fails (`DbError::Rows`); a
         // run with implied events stores those that are subscribed to.
-        let rows = (!chunk.iter().any(|p| p.implied)).then_some(chunk.len());
+        let rows = (!implied).then_some(chunk.len());
         c.execute_later(&sql, set.into_params(), rows)?;
     }
     Ok(())
