@@ -254,6 +254,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
     /// Counters of the accept path's group commit.
     fn group_commit_stats(&self) -> GroupCommitStats;
+    /// What this node's idle workers wait on: notified after a commit that
+    /// created webhook deliveries or stored provider receipts.
+    fn signals(&self) -> std::sync::Arc<sql::WorkSignals>;
 
     /// Creates a webhook endpoint from validated settings.
     async fn create_endpoint(

@@ -61,6 +61,9 @@ struct Inner {
     config: WorkerConfig,
     metrics: Arc<Metrics>,
     wake: Arc<Notify>,
+    // Notified after a send, so that the receipt pump, if idle, looks when
+    // the simulator's receipt for it falls due.
+    sent: Notify,
     // Where the simulator's network posts its receipt callbacks: the
     // gateway's own `/callbacks/pr_sim`, known once the listener is bound.
     sim_callback_url: OnceLock<String>,
@@ -93,6 +96,7 @@ impl Worker {
                 config,
                 metrics,
                 wake,
+                sent: Notify::new(),
                 sim_callback_url: OnceLock::new(),
                 results: Batcher::new(RESULT_BATCH, {
                     let store = store.clone();
@@ -292,18 +296,41 @@ impl Worker {
     }
 
     async fn run_receipts(self, shutdown: CancellationToken) {
-        // Also without the simulator: every provider's receipts land in the inbox.
+        // Also without the simulator: every provider's receipts land in the
+        // inbox, and storing them wakes this loop.
+        let signals = self.inner.store.signals();
         while !shutdown.is_cancelled() {
             let applied = self.pump_receipts_once().await.unwrap_or_else(|e| {
                 tracing::error!(error = %e, "receipt pass failed");
                 0
             });
             if applied == 0 {
+                let wait = self.receipt_wait().await;
                 tokio::select! {
-                    () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    () = signals.receipts.notified() => {}
+                    () = self.inner.sent.notified() => {}
+                    () = tokio::time::sleep(wait) => {}
                     () = shutdown.cancelled() => break,
                 }
             }
+        }
+    }
+
+    /// How long an idle receipt pump sleeps: until the simulator's next
+    /// receipt falls due, at most the idle poll (which also bounds how late
+    /// a receipt waiting for its message is checked again).
+    async fn receipt_wait(&self) -> Duration {
+        let poll = self.inner.config.idle_poll;
+        let Some(sim) = &self.inner.sim else {
+            return poll;
+        };
+        match sim.next_receipt_at().await {
+            // Due but not handed over (the callback refused, or not yet
+            // possible): try again shortly, as before.
+            Ok(Some(t)) => t
+                .since(self.inner.clock.now())
+                .clamp(Duration::from_millis(20), poll),
+            _ => poll,
         }
     }
 }
@@ -374,6 +401,9 @@ impl Inner {
             None => {
                 tracing::error!(message_id = %m.id, "recording an attempt failed: the result writer stopped")
             }
+        }
+        if self.sim.is_some() {
+            self.sent.notify_one();
         }
     }
 

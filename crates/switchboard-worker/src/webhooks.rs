@@ -493,6 +493,9 @@ impl WebhookDeliverer {
     /// slow endpoint holds its own deliveries, not the next claim.
     pub async fn run(self, shutdown: CancellationToken) {
         let config = &self.inner.config;
+        // Deliveries this node commits wake the loop; the idle poll finds
+        // the rest (retries falling due, another node's work).
+        let signals = self.inner.store.signals();
         let permits = Arc::new(Semaphore::new(config.concurrency.max(1)));
         let mut tasks = JoinSet::new();
         while !shutdown.is_cancelled() {
@@ -525,7 +528,8 @@ impl WebhookDeliverer {
                 tokio::select! {
                     // A delivery that finishes may free the next of its message.
                     Some(_) = tasks.join_next() => {}
-                    () = tokio::time::sleep(wait.min(Duration::from_millis(100))) => {}
+                    () = signals.deliveries.notified() => {}
+                    () = tokio::time::sleep(wait) => {}
                     () = shutdown.cancelled() => break,
                 }
                 continue;

@@ -261,7 +261,7 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App
             cap: Duration::from_secs(d.backoff_cap_seconds),
             max_attempts: d.max_attempts,
         },
-        idle_poll: Duration::from_secs(1),
+        idle_poll: Duration::from_millis(d.idle_poll_ms),
     };
     let worker = Worker::new(
         store.clone(),
@@ -277,6 +277,7 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App
             &config.webhook_allow_networks,
         )?,
         lease: Duration::from_secs(config.webhook_lease_seconds),
+        idle_poll: Duration::from_millis(d.idle_poll_ms),
         ..WebhookConfig::default()
     };
     let webhooks = WebhookDeliverer::new(store.clone(), clock.clone(), webhook_config)

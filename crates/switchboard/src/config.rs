@@ -141,6 +141,11 @@ pub struct DispatcherSection {
     pub backoff_base_ms: u64,
     /// Largest backoff ceiling, seconds.
     pub backoff_cap_seconds: u64,
+    /// Longest an idle worker (dispatch, receipts, webhooks) waits before it
+    /// looks for work again, milliseconds. Work this node stores wakes it
+    /// at once; this bounds how late it finds work stored by another node,
+    /// retries falling due and receipts waiting for their message.
+    pub idle_poll_ms: u64,
     /// Accept and store, but send nothing and deliver no webhooks (for
     /// maintenance of a provider, or to measure the accept path alone).
     pub paused: bool,
@@ -199,6 +204,7 @@ impl Default for DispatcherSection {
             max_attempts: 8,
             backoff_base_ms: 1000,
             backoff_cap_seconds: 300,
+            idle_poll_ms: 1000,
             paused: false,
         }
     }
@@ -270,6 +276,7 @@ impl Config {
                 "BACKOFF_CAP_SECONDS" => {
                     config.dispatcher.backoff_cap_seconds = parse_env(&name, &value)?
                 }
+                "IDLE_POLL_MS" => config.dispatcher.idle_poll_ms = parse_env(&name, &value)?,
                 "SIM_LATENCY_MS" => config.sim.latency_ms = parse_env(&name, &value)?,
                 "SIM_RECEIPT_DELAY_MS" => config.sim.receipt_delay_ms = parse_env(&name, &value)?,
                 "SIM_RATE_PER_SECOND" => config.sim.rate_per_second = parse_env(&name, &value)?,
@@ -330,6 +337,12 @@ impl Config {
         if d.batch == 0 || d.concurrency == 0 || d.max_attempts == 0 {
             bail!(
                 "dispatcher.batch, dispatcher.concurrency and dispatcher.max_attempts must be positive"
+            );
+        }
+        if !(10..=600_000).contains(&d.idle_poll_ms) {
+            bail!(
+                "dispatcher.idle_poll_ms must be between 10 and 600000, got {}",
+                d.idle_poll_ms
             );
         }
         if d.send_timeout_ms == 0 || d.lease_seconds.saturating_mul(1000) <= d.send_timeout_ms {
@@ -416,6 +429,11 @@ mod tests {
         let mut c = Config::default();
         c.dispatcher.lease_seconds = 10;
         assert!(c.validate().is_err());
+        for bad in ["0", "5", "600001"] {
+            let c = Config::load(None, vars(&[("SWITCHBOARD_IDLE_POLL_MS", bad)])).unwrap();
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains("idle_poll_ms"), "{bad}: {err}");
+        }
         let c = Config {
             admin_token: Some(Secret("short".into())),
             ..Config::default()

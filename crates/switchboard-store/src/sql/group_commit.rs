@@ -109,6 +109,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::db::{Conn, Db, DbError};
 use super::events::DeferEvents;
 use super::messages;
+use super::signals::{self, WorkSignals};
 use super::written_behind;
 use crate::error::StoreError;
 use crate::model::{AcceptOutcome, AcceptRequest, GroupCommitStats};
@@ -172,6 +173,7 @@ struct Counters {
 pub struct GroupCommit {
     tx: mpsc::Sender<Job>,
     counters: Arc<Counters>,
+    signals: Arc<WorkSignals>,
 }
 
 impl GroupCommit {
@@ -230,12 +232,26 @@ impl GroupCommit {
         let (tx, rx) = mpsc::channel(QUEUE);
         let counters = Arc::new(Counters::default());
         let c = counters.clone();
+        let signals = Arc::new(WorkSignals::default());
+        let s = signals.clone();
         let syncer = durability.map(Syncer::start);
         let handle = std::thread::Builder::new()
             .name("db-writer".into())
-            .spawn(move || writer_loop(conn, reconnect, rx, &c, syncer, chore))
+            .spawn(move || writer_loop(conn, reconnect, rx, &c, &s, syncer, chore))
             .expect("spawning the writer thread");
-        (GroupCommit { tx, counters }, handle)
+        (
+            GroupCommit {
+                tx,
+                counters,
+                signals,
+            },
+            handle,
+        )
+    }
+
+    /// What the writer's batches wake (`signals`).
+    pub fn signals(&self) -> Arc<WorkSignals> {
+        self.signals.clone()
     }
 
     /// Runs `f` in the next group commit and returns its result once the
@@ -546,6 +562,7 @@ fn writer_loop(
     reconnect: Option<Box<dyn Fn() -> Result<Conn, StoreError> + Send>>,
     mut rx: mpsc::Receiver<Job>,
     counters: &Counters,
+    signals: &WorkSignals,
     syncer: Option<Syncer>,
     chore: Option<Chore>,
 ) {
@@ -620,6 +637,9 @@ fn writer_loop(
         let blind = rechecked_at.is_none_or(|t| t.elapsed() >= BLIND_PAUSE);
         let changes = conn.db().total_changes();
         let (answers, rechecked) = run_batch(&conn.db(), jobs, blind);
+        // The deliverer's claim or the receipt pump's pass is a later
+        // batch, which runs after this one's commit.
+        signals::wake(signals);
         // SQLite: a batch that changed no row wrote nothing to the WAL.
         let wrote = changes.is_none() || changes != conn.db().total_changes();
         if rechecked {

@@ -18,10 +18,13 @@ mod receipts;
 mod rows;
 mod schema;
 pub mod scratch;
+mod signals;
 mod templates;
 mod tenants;
 mod webhooks;
 mod written_behind;
+
+pub use signals::WorkSignals;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -761,6 +764,10 @@ impl Store for SqlStore {
 
     fn group_commit_stats(&self) -> GroupCommitStats {
         self.writer.stats()
+    }
+
+    fn signals(&self) -> std::sync::Arc<WorkSignals> {
+        self.writer.signals()
     }
 
     async fn create_endpoint(

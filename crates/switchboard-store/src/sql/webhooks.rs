@@ -62,7 +62,9 @@ pub fn fan_out(c: &Db<'_>, events: &[Fan<'_>]) -> Result<(), StoreError> {
                 ]
             }),
         );
-        c.execute(&fan_out_from(c, &set.table()), set.params())?;
+        if c.execute(&fan_out_from(c, &set.table()), set.params())? > 0 {
+            super::signals::note_deliveries();
+        }
     }
     Ok(())
 }
@@ -829,6 +831,9 @@ pub fn redeliver(
         )?
         .execute(p![event_id, endpoint_id, ws.as_str(), seq, message_id, now.as_millis()])?;
         n += 1;
+    }
+    if n > 0 {
+        super::signals::note_deliveries();
     }
     Ok(Some(n))
 }

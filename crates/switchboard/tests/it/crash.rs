@@ -55,7 +55,7 @@ pub fn start(dir: &Path, env: &[(&str, &str)]) -> Gateway {
     Gateway { child, base }
 }
 
-async fn setup_key(client: &Client, base: &str) -> String {
+pub(crate) async fn setup_key(client: &Client, base: &str) -> String {
     let ws: Value = client
         .post(format!("{base}/v1/workspaces"))
         .bearer_auth(ADMIN_TOKEN)
@@ -81,7 +81,7 @@ async fn setup_key(client: &Client, base: &str) -> String {
     key["key"].as_str().unwrap().to_owned()
 }
 
-async fn submit_many(client: &Client, base: &str, key: &str, n: usize) -> Vec<String> {
+pub(crate) async fn submit_many(client: &Client, base: &str, key: &str, n: usize) -> Vec<String> {
     let mut tasks = Vec::new();
     for worker in 0..16 {
         let (client, base, key) = (client.clone(), base.to_owned(), key.to_owned());
@@ -114,7 +114,7 @@ async fn submit_many(client: &Client, base: &str, key: &str, n: usize) -> Vec<St
     ids
 }
 
-async fn metric(client: &Client, base: &str, name: &str) -> u64 {
+pub(crate) async fn metric(client: &Client, base: &str, name: &str) -> u64 {
     let text = client
         .get(format!("{base}/metrics"))
         .send()

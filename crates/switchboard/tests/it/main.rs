@@ -12,6 +12,7 @@ mod console;
 mod crash;
 mod dispatch;
 mod harness;
+mod idle;
 mod inbound;
 mod multi_node;
 mod providers;
