@@ -848,7 +848,8 @@ fn store_implied_acceptances(
     ws: &WorkspaceId,
     what: &Redelivery,
 ) -> Result<usize, StoreError> {
-    // `'evt_' || substr(m.id, 5)` is `EventId::of_acceptance`.
+    // `'evt_' || substr(m.id, 5)` is `EventId::of_acceptance`. Another
+    // node storing the same event in the same moment is not an error.
     let insert = |which: &str, params: &[V<'_>]| -> Result<usize, StoreError> {
         let sql = format!(
             "INSERT INTO events (id, workspace_id, message_id, type, status, detail, error_code, created_at)
@@ -856,7 +857,8 @@ fn store_implied_acceptances(
              FROM messages m
              WHERE m.workspace_id = ?1 AND {which} AND m.implied_accept = 1
                AND NOT EXISTS (SELECT 1 FROM events e WHERE e.id = 'evt_' || substr(m.id, 5))
-             ORDER BY m.id LIMIT 10000",
+             ORDER BY m.id LIMIT 10000
+             ON CONFLICT (id) DO NOTHING",
             EventType::Queued.as_str(),
             Status::Queued.as_str(),
             super::messages::ACCEPTED,
