@@ -7,6 +7,7 @@
 //! (fixed concurrency, bounded in count and time) and reads the server's CPU
 //! time and peak RSS from `/proc`.
 
+mod compare;
 mod latency;
 mod load;
 mod receiver;
@@ -70,6 +71,13 @@ struct Args {
     /// in how many rounds they were met.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
     rounds: u32,
+    /// Another `switchboard` binary to compare this build with (say, a
+    /// build of an earlier commit copied aside). Every round runs each
+    /// scenario on both, one right after the other, the baseline first in
+    /// odd rounds; a last table gives each pair's ratio and their median.
+    /// The main table and the targets are this build's.
+    #[arg(long)]
+    baseline: Option<std::path::PathBuf>,
 }
 
 /// One row of the table.
@@ -805,9 +813,15 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("accept-pg and e2e-pg skipped: no --database-url");
         }
     }
+    if let Some(b) = &args.baseline
+        && !b.is_file()
+    {
+        bail!("--baseline {}: no such file", b.display());
+    }
     let machine = machine();
     eprintln!("machine: {machine}");
     let mut rounds: Vec<Vec<Row>> = Vec::new();
+    let mut pairs: Vec<compare::Pair> = Vec::new();
     for round in 1..=args.rounds {
         let mut rows = Vec::new();
         for s in &wanted {
@@ -816,18 +830,51 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 eprintln!("running {s}…");
             }
-            let row = match s.as_str() {
-                "noop" => noop(&args).await?,
-                "accept" => accept(&args, "accept", &[], None).await?,
-                "accept-pg" => accept_pg(&args).await?,
-                "e2e" => e2e(&args, "e2e", false, &[], None).await?,
-                "e2e-all" => e2e(&args, "e2e-all", true, &[], None).await?,
-                "e2e-pg" => e2e_pg(&args).await?,
-                "webhooks" => webhooks(&args).await?,
-                other => bail!("unknown scenario {other:?}"),
+            let Some(baseline) = &args.baseline else {
+                let row = scenario(&args, s).await?;
+                print_table(std::slice::from_ref(&row));
+                rows.push(row);
+                continue;
             };
-            print_table(std::slice::from_ref(&row));
-            rows.push(row);
+            let mut theirs = None;
+            let mut ours = None;
+            let order = if round % 2 == 1 {
+                [true, false]
+            } else {
+                [false, true]
+            };
+            for on_baseline in order {
+                server::use_binary(on_baseline.then(|| baseline.clone()));
+                let row = scenario(&args, s).await;
+                server::use_binary(None);
+                let row = row?;
+                println!(
+                    "{}",
+                    if on_baseline {
+                        "baseline:"
+                    } else {
+                        "this build:"
+                    }
+                );
+                print_table(std::slice::from_ref(&row));
+                if on_baseline {
+                    theirs = Some(row);
+                } else {
+                    ours = Some(row);
+                }
+            }
+            let (Some(theirs), Some(ours)) = (theirs, ours) else {
+                unreachable!("both sides ran");
+            };
+            // A pair in which either side had errors compares nothing.
+            let clean = ours.errors == 0 && theirs.errors == 0;
+            pairs.push(compare::Pair {
+                scenario: s.clone(),
+                round,
+                baseline: if clean { theirs.per_second } else { 0.0 },
+                this: ours.per_second,
+            });
+            rows.push(ours);
         }
         if args.rounds > 1 {
             println!("\nRound {round} of {}:", args.rounds);
@@ -859,6 +906,10 @@ async fn main() -> anyhow::Result<()> {
     }
     let verdicts = targets::verdicts(&rounds);
     targets::print(&verdicts);
+    let comparisons = compare::compare(&pairs);
+    if let Some(b) = &args.baseline {
+        compare::print(b, &comparisons);
+    }
     std::fs::create_dir_all(&args.out)?;
     let stamp = jiff::Timestamp::now()
         .strftime("%Y%m%dT%H%M%SZ")
@@ -871,6 +922,10 @@ async fn main() -> anyhow::Result<()> {
         "rows": rows,
         "targets": verdicts,
         "all_rounds": if args.rounds > 1 { json!(rounds) } else { Value::Null },
+        "baseline": match &args.baseline {
+            Some(b) => json!({"binary": b, "pairs": pairs, "comparison": comparisons}),
+            None => Value::Null,
+        },
     });
     let text = serde_json::to_string_pretty(&doc)?;
     let path = args.out.join(format!("{stamp}.json"));
@@ -878,6 +933,20 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(args.out.join("latest.json"), &text)?;
     println!("\nwritten to {}", path.display());
     Ok(())
+}
+
+/// Runs one scenario by name.
+async fn scenario(args: &Args, name: &str) -> anyhow::Result<Row> {
+    match name {
+        "noop" => noop(args).await,
+        "accept" => accept(args, "accept", &[], None).await,
+        "accept-pg" => accept_pg(args).await,
+        "e2e" => e2e(args, "e2e", false, &[], None).await,
+        "e2e-all" => e2e(args, "e2e-all", true, &[], None).await,
+        "e2e-pg" => e2e_pg(args).await,
+        "webhooks" => webhooks(args).await,
+        other => bail!("unknown scenario {other:?}"),
+    }
 }
 
 /// Each scenario's median round by rate (the lower middle of an even

@@ -43,8 +43,28 @@ impl Usage {
     }
 }
 
-/// The `switchboard` binary beside this one (both are built by `bench/run`).
+/// The binary the next servers run instead of the one beside this program
+/// (`--baseline`).
+static INSTEAD: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
+
+/// Makes the servers started from now on run `bin`, or with `None` the
+/// binary beside this program again.
+pub fn use_binary(bin: Option<PathBuf>) {
+    *INSTEAD
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = bin;
+}
+
+/// The `switchboard` binary beside this one (both are built by `bench/run`),
+/// unless `use_binary` named another.
 pub fn binary() -> anyhow::Result<PathBuf> {
+    if let Some(bin) = INSTEAD
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+    {
+        return Ok(bin);
+    }
     let me = std::env::current_exe()?;
     let bin = me.with_file_name("switchboard");
     if !bin.exists() {
