@@ -53,8 +53,37 @@ pub struct SegmentInfo {
 const GSM7_BASIC: &str = "@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !\"#¤%&'()*+,-./0123456789:;<=>?¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà";
 const GSM7_EXTENSION: &str = "\u{000C}^{}\\[~]|€";
 
+/// The GSM-7 cost of each ASCII character (0: not representable), made
+/// from the two tables at compile time: most bodies are ASCII, and a table
+/// lookup replaces a search of the alphabet for every character.
+const ASCII_COST: [u8; 128] = {
+    let mut costs = [0u8; 128];
+    let (basic, ext) = (GSM7_BASIC.as_bytes(), GSM7_EXTENSION.as_bytes());
+    let mut i = 0;
+    while i < basic.len() {
+        if basic[i] < 128 {
+            costs[basic[i] as usize] = 1;
+        }
+        i += 1;
+    }
+    let mut i = 0;
+    while i < ext.len() {
+        if ext[i] < 128 {
+            costs[ext[i] as usize] = 2;
+        }
+        i += 1;
+    }
+    costs
+};
+
 /// Septets a character costs in GSM-7, or `None` if it is not representable.
 fn gsm7_cost(c: char) -> Option<u32> {
+    if c.is_ascii() {
+        return match ASCII_COST[c as usize] {
+            0 => None,
+            n => Some(u32::from(n)),
+        };
+    }
     if GSM7_BASIC.contains(c) {
         Some(1)
     } else if GSM7_EXTENSION.contains(c) {
@@ -163,6 +192,23 @@ mod tests {
         check(&body, Encoding::Ucs2, 1, 68);
         let body = format!("{}😀{}", "ж".repeat(66), "ж".repeat(10));
         check(&body, Encoding::Ucs2, 2, 78);
+    }
+
+    #[test]
+    fn the_ascii_table_agrees_with_the_alphabet_for_every_character() {
+        // The definition the table is made from: a search of the two tables.
+        let searched = |c: char| {
+            if GSM7_BASIC.contains(c) {
+                Some(1)
+            } else if GSM7_EXTENSION.contains(c) {
+                Some(2)
+            } else {
+                None
+            }
+        };
+        for c in (0..=0x2FFFFu32).filter_map(char::from_u32) {
+            assert_eq!(gsm7_cost(c), searched(c), "{c:?} (U+{:04X})", c as u32);
+        }
     }
 
     #[test]
