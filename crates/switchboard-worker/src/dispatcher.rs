@@ -305,10 +305,13 @@ impl Worker {
                 0
             });
             if applied == 0 {
-                let wait = self.receipt_wait().await;
+                // A simulator receipt already pending falls due before the
+                // receipt of any later send: a send need not wake the pump
+                // then, only when nothing is pending.
+                let (wait, pending) = self.receipt_wait().await;
                 tokio::select! {
                     () = signals.receipts.notified() => {}
-                    () = self.inner.sent.notified() => {}
+                    () = self.inner.sent.notified(), if !pending => {}
                     () = tokio::time::sleep(wait) => {}
                     () = shutdown.cancelled() => break,
                 }
@@ -318,19 +321,22 @@ impl Worker {
 
     /// How long an idle receipt pump sleeps: until the simulator's next
     /// receipt falls due, at most the idle poll (which also bounds how late
-    /// a receipt waiting for its message is checked again).
-    async fn receipt_wait(&self) -> Duration {
+    /// a receipt waiting for its message is checked again); and whether a
+    /// simulator receipt is pending.
+    async fn receipt_wait(&self) -> (Duration, bool) {
         let poll = self.inner.config.idle_poll;
         let Some(sim) = &self.inner.sim else {
-            return poll;
+            return (poll, false);
         };
         match sim.next_receipt_at().await {
             // Due but not handed over (the callback refused, or not yet
             // possible): try again shortly, as before.
-            Ok(Some(t)) => t
-                .since(self.inner.clock.now())
-                .clamp(Duration::from_millis(20), poll),
-            _ => poll,
+            Ok(Some(t)) => (
+                t.since(self.inner.clock.now())
+                    .clamp(Duration::from_millis(20), poll),
+                true,
+            ),
+            _ => (poll, false),
         }
     }
 }

@@ -105,6 +105,10 @@ pub struct WebhookConfig {
     pub idle_poll: Duration,
 }
 
+/// The least time between a claim that found nothing and the next one made
+/// on a wake-up (`WebhookDeliverer::run`).
+const EMPTY_CLAIM_GAP: Duration = Duration::from_millis(10);
+
 impl Default for WebhookConfig {
     fn default() -> Self {
         WebhookConfig {
@@ -528,7 +532,16 @@ impl WebhookDeliverer {
                 tokio::select! {
                     // A delivery that finishes may free the next of its message.
                     Some(_) = tasks.join_next() => {}
-                    () = signals.deliveries.notified() => {}
+                    () = signals.deliveries.notified() => {
+                        // On PostgreSQL every batch that recorded events
+                        // wakes the deliverer, deliveries or not: claim at
+                        // most every `EMPTY_CLAIM_GAP` after finding none,
+                        // not once per write batch.
+                        tokio::select! {
+                            () = tokio::time::sleep(EMPTY_CLAIM_GAP) => {}
+                            () = shutdown.cancelled() => break,
+                        }
+                    }
                     () = tokio::time::sleep(wait) => {}
                     () = shutdown.cancelled() => break,
                 }
