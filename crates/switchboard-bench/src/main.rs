@@ -836,35 +836,12 @@ async fn main() -> anyhow::Result<()> {
                 rows.push(row);
                 continue;
             };
-            let mut theirs = None;
-            let mut ours = None;
-            let order = if round % 2 == 1 {
-                [true, false]
+            let (theirs, ours) = if round % 2 == 1 {
+                let theirs = scenario_on(&args, s, Some(baseline)).await?;
+                (theirs, scenario_on(&args, s, None).await?)
             } else {
-                [false, true]
-            };
-            for on_baseline in order {
-                server::use_binary(on_baseline.then(|| baseline.clone()));
-                let row = scenario(&args, s).await;
-                server::use_binary(None);
-                let row = row?;
-                println!(
-                    "{}",
-                    if on_baseline {
-                        "baseline:"
-                    } else {
-                        "this build:"
-                    }
-                );
-                print_table(std::slice::from_ref(&row));
-                if on_baseline {
-                    theirs = Some(row);
-                } else {
-                    ours = Some(row);
-                }
-            }
-            let (Some(theirs), Some(ours)) = (theirs, ours) else {
-                unreachable!("both sides ran");
+                let ours = scenario_on(&args, s, None).await?;
+                (scenario_on(&args, s, Some(baseline)).await?, ours)
             };
             // A pair in which either side had errors compares nothing.
             let clean = ours.errors == 0 && theirs.errors == 0;
@@ -933,6 +910,29 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(args.out.join("latest.json"), &text)?;
     println!("\nwritten to {}", path.display());
     Ok(())
+}
+
+/// Runs one scenario on the server binary `bin` (`--baseline`), or on the
+/// one beside this program, and prints its row under which it was.
+async fn scenario_on(
+    args: &Args,
+    name: &str,
+    bin: Option<&std::path::Path>,
+) -> anyhow::Result<Row> {
+    server::use_binary(bin.map(std::path::Path::to_path_buf));
+    let row = scenario(args, name).await;
+    server::use_binary(None);
+    let row = row?;
+    println!(
+        "{}",
+        if bin.is_some() {
+            "baseline:"
+        } else {
+            "this build:"
+        }
+    );
+    print_table(std::slice::from_ref(&row));
+    Ok(row)
 }
 
 /// Runs one scenario by name.

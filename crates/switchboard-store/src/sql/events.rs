@@ -262,7 +262,9 @@ fn write_pg(c: &Db<'_>, events: &[Pending]) -> Result<(), StoreError> {
         // run with implied events stores those that are subscribed to.
         let rows = (!implied).then_some(chunk.len());
         c.execute_later(&sql, set.into_params(), rows)?;
-        // How many deliveries it made is not read back: wake the deliverer.
+    }
+    // How many deliveries they made is not read back: wake the deliverer.
+    if !events.is_empty() {
         super::signals::note_deliveries();
     }
     Ok(())

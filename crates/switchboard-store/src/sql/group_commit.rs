@@ -740,6 +740,13 @@ fn refuse(jobs: impl IntoIterator<Item = Job>, why: &str) {
     }
 }
 
+/// Every job of a batch that could not run, answered with `e`.
+fn failed_all(jobs: Vec<Job>, e: &StoreError) -> Answers {
+    jobs.into_iter()
+        .map(|j| (j, Err(StoreError::for_each_job(e))))
+        .collect()
+}
+
 /// Runs `f`, turning a panic into an error (its writes are then rolled
 /// back with the transaction or its savepoint).
 fn guarded<T>(f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
@@ -881,11 +888,7 @@ fn run_transaction(conn: &Db<'_>, mut jobs: Vec<Job>, blind: bool) -> (Answers, 
             let e = StoreError::from(e);
             tracing::error!(error = %e, "could not begin a write transaction");
             let _ = conn.take_failed();
-            let answers = jobs
-                .into_iter()
-                .map(|j| (j, Err(StoreError::for_each_job(&e))))
-                .collect();
-            return (answers, rechecked);
+            return (failed_all(jobs, &e), rechecked);
         }
         // What failed before this transaction is not its concern.
         let _ = conn.take_failed();
@@ -942,12 +945,7 @@ fn run_transaction(conn: &Db<'_>, mut jobs: Vec<Job>, blind: bool) -> (Answers, 
         return (vec![(job, Err(first_error))], rechecked);
     }
     if let Err(e) = conn.execute_batch(begin) {
-        let e = StoreError::from(e);
-        let answers = jobs
-            .into_iter()
-            .map(|j| (j, Err(StoreError::for_each_job(&e))))
-            .collect();
-        return (answers, rechecked);
+        return (failed_all(jobs, &StoreError::from(e)), rechecked);
     }
     // Careful: each job in its own savepoint, so a failure is its own.
     let mut results = Vec::with_capacity(n);

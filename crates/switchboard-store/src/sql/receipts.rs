@@ -51,9 +51,9 @@ pub fn receive_many(
             set.values()
         );
         stored.extend(c.query_map(&sql, set.params(), |r| Ok((r.get(0)?, r.get(1)?)))?);
-        if !stored.is_empty() {
-            super::signals::note_receipts();
-        }
+    }
+    if !stored.is_empty() {
+        super::signals::note_receipts();
     }
     Ok(receipts
         .iter()
