@@ -622,57 +622,61 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        let n = batch.len() as u64;
-        let jobs: Vec<Job> = std::mem::take(&mut batch);
-        if refusing(&syncer) {
-            // A failed WAL sync (SQLite), or a sync thread that stopped
-            // (either engine).
-            refuse(
-                jobs,
-                "an earlier commit could not be made durable; restart the node",
-            );
-            continue;
-        }
-        let began = Instant::now();
-        let blind = rechecked_at.is_none_or(|t| t.elapsed() >= BLIND_PAUSE);
-        let changes = conn.db().total_changes();
-        let (answers, rechecked) = run_batch(&conn.db(), jobs, blind);
-        // The deliverer's claim or the receipt pump's pass is a later
-        // batch, which runs after this one's commit.
-        signals::wake(signals);
-        // SQLite: a batch that changed no row wrote nothing to the WAL.
-        let wrote = changes.is_none() || changes != conn.db().total_changes();
-        if rechecked {
-            rechecked_at = Some(began);
-            counters.rechecked.fetch_add(1, Ordering::Relaxed);
-        }
-        // Counted before answering, so a caller that has its answer sees
-        // its commit in the counters.
-        counters.commits.fetch_add(1, Ordering::Relaxed);
-        counters.jobs.fetch_add(n, Ordering::Relaxed);
-        counters.max_batch.fetch_max(n, Ordering::Relaxed);
-        // A batch that wrote nothing has nothing to make durable, and what
-        // it read is durable once every batch before it has been synced: it
-        // is answered at once. So an idle node's polls (claims that find
-        // nothing) cost no sync of the WAL, where they cost about thirty a
-        // second.
-        match syncer.as_ref().filter(|s| wrote || !s.caught_up()) {
-            None => {
-                for (job, result) in answers {
-                    job.answer(result);
-                }
+        // On SQLite a batch's accepts commit first, on their own, when it
+        // has other jobs too (`accepts_first`).
+        let pg = conn.db().is_pg();
+        for jobs in accepts_first(std::mem::take(&mut batch), !pg) {
+            let n = jobs.len() as u64;
+            if refusing(&syncer) {
+                // A failed WAL sync (SQLite), or a sync thread that stopped
+                // (either engine).
+                refuse(
+                    jobs,
+                    "an earlier commit could not be made durable; restart the node",
+                );
+                continue;
             }
-            Some(s) => {
-                if let Err(answers) = s.hand_over(Committed { answers, began }) {
-                    // Committed but never synced: not an answer to give.
-                    s.failed.store(true, Ordering::Release);
-                    tracing::error!(
-                        "the sync thread has stopped; refusing every write from now on"
-                    );
-                    refuse(
-                        answers.into_iter().map(|(job, _)| job),
-                        "the database sync thread stopped; restart the node",
-                    );
+            let began = Instant::now();
+            let blind = rechecked_at.is_none_or(|t| t.elapsed() >= BLIND_PAUSE);
+            let changes = conn.db().total_changes();
+            let (answers, rechecked) = run_batch(&conn.db(), jobs, blind);
+            // The deliverer's claim or the receipt pump's pass is a later
+            // batch, which runs after this one's commit.
+            signals::wake(signals);
+            // SQLite: a batch that changed no row wrote nothing to the WAL.
+            let wrote = changes.is_none() || changes != conn.db().total_changes();
+            if rechecked {
+                rechecked_at = Some(began);
+                counters.rechecked.fetch_add(1, Ordering::Relaxed);
+            }
+            // Counted before answering, so a caller that has its answer sees
+            // its commit in the counters.
+            counters.commits.fetch_add(1, Ordering::Relaxed);
+            counters.jobs.fetch_add(n, Ordering::Relaxed);
+            counters.max_batch.fetch_max(n, Ordering::Relaxed);
+            // A batch that wrote nothing has nothing to make durable, and what
+            // it read is durable once every batch before it has been synced: it
+            // is answered at once. So an idle node's polls (claims that find
+            // nothing) cost no sync of the WAL, where they cost about thirty a
+            // second.
+            match syncer.as_ref().filter(|s| wrote || !s.caught_up()) {
+                None => {
+                    for (job, result) in answers {
+                        job.answer(result);
+                    }
+                }
+                Some(s) => {
+                    if let Err(answers) = s.hand_over(Committed { answers, began }) {
+                        // Committed but never synced: not an answer to give.
+                        s.failed.store(true, Ordering::Release);
+                        tracing::error!(
+                            "the sync thread has stopped; refusing every write from now on"
+                        );
+                        refuse(
+                            answers.into_iter().map(|(job, _)| job),
+                            "the database sync thread stopped; restart the node",
+                        );
+                    }
                 }
             }
         }
@@ -683,6 +687,27 @@ fn writer_loop(
     {
         while chore.run(&conn.db(), true) == Some(true) {}
     }
+}
+
+/// A batch as the transactions it runs in: with `split`, its accepts in
+/// one and its other jobs in the next, when it has both; otherwise one. An
+/// accept's caller waits for its 202, while the other jobs are the
+/// workers' claims, results and receipts of hundreds of messages:
+/// committed together, every accept would wait for them too. On their own
+/// the accepts are synced and answered while the rest runs. On SQLite,
+/// where a commit costs no round trip, that is worth its commit end to end
+/// (BENCHMARKS.md, "Nineteenth session"); on PostgreSQL the extra commit
+/// cost more than it saved (e2e-pg -9%), so it splits nothing.
+fn accepts_first(mut jobs: Vec<Job>, split: bool) -> impl Iterator<Item = Vec<Job>> {
+    let accepts = jobs.iter().filter(|j| j.accept().is_some()).count();
+    let others = if !split || accepts == 0 || accepts == jobs.len() {
+        Vec::new()
+    } else {
+        let (a, o): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.accept().is_some());
+        jobs = a;
+        o
+    };
+    [jobs, others].into_iter().filter(|part| !part.is_empty())
 }
 
 /// What the writer's wait for a job ended with.
@@ -1051,8 +1076,13 @@ mod tests {
 
     /// An accept as the HTTP edge makes it, with an idempotency key.
     fn keyed(key: &str) -> AcceptRequest {
+        keyed_saying(key, "hi")
+    }
+
+    /// `keyed` with this text.
+    fn keyed_saying(key: &str, text: &str) -> AcceptRequest {
         use switchboard_core::{NewMessage, ProviderId, SubmitInput, WorkspaceId};
-        let body = serde_json::json!({"to": "+14155550123", "body": "hi", "idempotency_key": key});
+        let body = serde_json::json!({"to": "+14155550123", "body": text, "idempotency_key": key});
         let now = Timestamp::from_millis(1_700_000_000_000);
         AcceptRequest {
             workspace_id: WorkspaceId::parse("ws_1").unwrap(),
@@ -1068,8 +1098,8 @@ mod tests {
     }
 
     /// The writer's pending index entries follow its transactions: a
-    /// batch whose first pass fails (a failing job among accepts) is rolled
-    /// back and run again job by job, and its accepts' keys are then
+    /// batch whose first pass fails (a failing accept among accepts) is
+    /// rolled back and run again job by job, and its accepts' keys are then
     /// pending once, for the messages that were stored (a stale entry from
     /// the first pass would name a message rolled back, and the key would
     /// be taken for a new one); the stop sweeps each once.
@@ -1081,6 +1111,12 @@ mod tests {
         let mut conn = Connection::open(&path).unwrap();
         conn.pragma_update(None, "journal_mode", "WAL").unwrap();
         crate::sql::schema::migrate(&mut conn).unwrap();
+        // A message saying "boom" cannot be stored.
+        conn.execute_batch(
+            "CREATE TRIGGER boom BEFORE INSERT ON messages WHEN NEW.body = 'boom'
+             BEGIN SELECT RAISE(ABORT, 'boom'); END",
+        )
+        .unwrap();
         written_behind::prepare(&conn).unwrap();
         let chore = Chore {
             // No sweep while the test runs; the stop sweeps everything.
@@ -1124,10 +1160,7 @@ mod tests {
         });
         let failing = tokio::spawn({
             let gc = gc.clone();
-            async move {
-                gc.run(|_| Err::<(), _>(StoreError::Corrupt("fails".into())))
-                    .await
-            }
+            async move { gc.accept(keyed_saying("c", "boom")).await }
         });
         let mut n = 0;
         while gc.tx.capacity() > QUEUE - 3 {
@@ -1178,6 +1211,93 @@ mod tests {
         assert_eq!(count("SELECT count(*) FROM messages"), 2);
         assert_eq!(count("SELECT count(*) FROM message_keys"), 2);
         assert_eq!(count("SELECT count(*) FROM message_phones"), 2);
+    }
+
+    /// A batch's accepts are answered without waiting for its other jobs
+    /// (`accepts_first`): here a job batched with an accept waits for that
+    /// accept's answer, which in one transaction with it would come only
+    /// after the job had given up.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_answers_its_accepts_before_it_runs_its_other_jobs() {
+        use crate::sql::written_behind;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let mut conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        crate::sql::schema::migrate(&mut conn).unwrap();
+        written_behind::prepare(&conn).unwrap();
+        let chore = Chore {
+            every: std::time::Duration::from_secs(3_600),
+            step: written_behind::sweep_step,
+            start: written_behind::install,
+            due: written_behind::due,
+        };
+        let (gc, _thread) = GroupCommit::start_pipelined(
+            Conn::Lite(conn),
+            dir.path().join("t.db-wal"),
+            None,
+            Some(chore),
+        );
+        // Holds the writer until the next jobs are queued, so they form
+        // one batch.
+        let (started, has_started) = std::sync::mpsc::channel::<()>();
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let hold = tokio::spawn({
+            let gc = gc.clone();
+            async move {
+                gc.run(move |_| {
+                    let _ = started.send(());
+                    let _ = wait.recv();
+                    Ok(())
+                })
+                .await
+            }
+        });
+        tokio::task::spawn_blocking(move || has_started.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        // Waits (for at most 5 s) to be told that the accept was answered.
+        let (answered, was_answered) = std::sync::mpsc::channel::<()>();
+        let was_answered = std::sync::Mutex::new(was_answered);
+        let waiting = tokio::spawn({
+            let gc = gc.clone();
+            async move {
+                gc.run(move |_| {
+                    let told = was_answered
+                        .lock()
+                        .unwrap()
+                        .recv_timeout(std::time::Duration::from_secs(5));
+                    Ok(told.is_ok())
+                })
+                .await
+            }
+        });
+        let accept = tokio::spawn({
+            let gc = gc.clone();
+            async move { gc.accept(keyed("a")).await }
+        });
+        let mut n = 0;
+        while gc.tx.capacity() > QUEUE - 2 {
+            assert!(n < 5_000, "the jobs were never queued");
+            n += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        go.send(()).unwrap();
+        hold.await.unwrap().unwrap();
+        let outcome = tokio::time::timeout(std::time::Duration::from_secs(3), accept)
+            .await
+            .expect("the accept was answered before the job batched with it ended")
+            .unwrap()
+            .unwrap();
+        assert!(matches!(outcome, AcceptOutcome::Created(_)), "{outcome:?}");
+        answered.send(()).unwrap();
+        assert!(
+            waiting.await.unwrap().unwrap(),
+            "the job heard of the answer"
+        );
+        let stats = gc.stats();
+        assert_eq!((stats.jobs, stats.commits), (3, 3), "{stats:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
