@@ -7,7 +7,9 @@
 //! itself while the previous commit is being fsynced), runs the jobs in one
 //! transaction, commits once, and only then answers each job. So a 202 is
 //! sent after the row is durable, and under load one fsync carries hundreds
-//! of accepts.
+//! of accepts. (On SQLite a batch with accepts and other jobs is two
+//! transactions, the accepts' first, so that a 202 does not wait for the
+//! workers' jobs: `accepts_first`.)
 //!
 //! Jobs almost never fail, so a batch first runs *optimistically*: all jobs
 //! in one transaction with no savepoints (a savepoint per job costs a
