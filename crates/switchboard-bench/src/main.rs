@@ -519,6 +519,7 @@ async fn e2e(
         tasks.push(tokio::spawn(async move {
             let mut request = Vec::with_capacity(512);
             let mut out = Vec::new();
+            let mut answered = Vec::new();
             let mut errors = 0usize;
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -530,6 +531,7 @@ async fn e2e(
                 let t = Instant::now();
                 match conn.send(&request).await {
                     Ok(r) if r.status == 202 => {
+                        answered.push(t.elapsed().as_micros() as u64);
                         #[derive(serde::Deserialize)]
                         struct Accepted<'a> {
                             #[serde(borrow)]
@@ -543,16 +545,22 @@ async fn e2e(
                     _ => errors += 1,
                 }
             }
-            (out, errors)
+            (out, errors, answered)
         }));
     }
     let mut submitted: HashMap<String, Instant> = HashMap::with_capacity(n);
     let mut submit_errors = 0;
+    // How long each 202 took (µs): in a closed loop the submit rate is
+    // the concurrency over this.
+    let mut answers: Vec<u64> = Vec::with_capacity(n);
     for t in tasks {
-        let (out, errors) = t.await?;
+        let (out, errors, answered) = t.await?;
         submit_errors += errors;
         submitted.extend(out);
+        answers.extend(answered);
     }
+    answers.sort_unstable();
+    let answer_ms = |q| quantile(&answers, q) as f64 / 1000.0;
     let submit_elapsed = started.elapsed();
     // Wait for every terminal webhook (bounded), showing progress.
     let deadline = Instant::now() + Duration::from_secs(120 + n as u64 / 500);
@@ -615,8 +623,10 @@ async fn e2e(
         db_cpu_percent: db_used.map(|cpu| 100.0 * cpu / wall.as_secs_f64().max(1e-9)),
         server_disk_kb_per_op: Some(after.disk_kb_per(&before, lat.len())),
         notes: format!(
-            "lost {lost}, duplicate sends {duplicate_sends}, repeated provider calls {repeated}, bad signatures {}; {}",
+            "lost {lost}, duplicate sends {duplicate_sends}, repeated provider calls {repeated}, bad signatures {}; 202 in {:.2} ms p50, {:.2} ms p99; {}",
             seen.bad_signatures,
+            answer_ms(0.5),
+            answer_ms(0.99),
             match commits {
                 Some((commits, writes, rechecked)) => format!(
                     "{:.1} writes per commit, {:.2} commits per message{}",
@@ -630,6 +640,8 @@ async fn e2e(
         extra: json!({
             "submitted": submitted.len(),
             "submit_seconds": submit_elapsed.as_secs_f64(),
+            "accept_p50_ms": answer_ms(0.5),
+            "accept_p99_ms": answer_ms(0.99),
             "lost": lost,
             "duplicate_sends": duplicate_sends,
             "repeated_provider_calls": repeated,
