@@ -1099,29 +1099,27 @@ mod tests {
         }
     }
 
-    /// The writer's pending index entries follow its transactions: a
-    /// batch whose first pass fails (a failing accept among accepts) is
-    /// rolled back and run again job by job, and its accepts' keys are then
-    /// pending once, for the messages that were stored (a stale entry from
-    /// the first pass would name a message rolled back, and the key would
-    /// be taken for a new one); the stop sweeps each once.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn pending_index_entries_follow_a_batch_run_again_after_a_failure() {
+    /// A pipelined writer on a fresh SQLite file (made by `schema::migrate`,
+    /// then `setup`) with the written-behind chore, which sweeps nothing
+    /// until the writer stops; the directory lives as long as the first
+    /// value.
+    fn sqlite_writer(
+        setup: &str,
+    ) -> (
+        tempfile::TempDir,
+        std::path::PathBuf,
+        GroupCommit,
+        JoinHandle<()>,
+    ) {
         use crate::sql::written_behind;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.db");
         let mut conn = Connection::open(&path).unwrap();
         conn.pragma_update(None, "journal_mode", "WAL").unwrap();
         crate::sql::schema::migrate(&mut conn).unwrap();
-        // A message saying "boom" cannot be stored.
-        conn.execute_batch(
-            "CREATE TRIGGER boom BEFORE INSERT ON messages WHEN NEW.body = 'boom'
-             BEGIN SELECT RAISE(ABORT, 'boom'); END",
-        )
-        .unwrap();
+        conn.execute_batch(setup).unwrap();
         written_behind::prepare(&conn).unwrap();
         let chore = Chore {
-            // No sweep while the test runs; the stop sweeps everything.
             every: std::time::Duration::from_secs(3_600),
             step: written_behind::sweep_step,
             start: written_behind::install,
@@ -1133,11 +1131,21 @@ mod tests {
             None,
             Some(chore),
         );
-        // Holds the writer until the next jobs are queued, so they form
-        // one batch.
+        (dir, path, gc, thread)
+    }
+
+    /// Holds the writer in a job until the returned sender is told, so
+    /// that the jobs queued meanwhile form one batch; returns once the
+    /// writer is held.
+    async fn hold(
+        gc: &GroupCommit,
+    ) -> (
+        std::sync::mpsc::Sender<()>,
+        tokio::task::JoinHandle<Result<(), StoreError>>,
+    ) {
         let (started, has_started) = std::sync::mpsc::channel::<()>();
         let (go, wait) = std::sync::mpsc::channel::<()>();
-        let hold = tokio::spawn({
+        let held = tokio::spawn({
             let gc = gc.clone();
             async move {
                 gc.run(move |_| {
@@ -1152,6 +1160,33 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
+        (go, held)
+    }
+
+    /// Waits until `n` jobs are queued behind the held one.
+    async fn queued(gc: &GroupCommit, n: usize) {
+        let mut waited = 0;
+        while gc.tx.capacity() > QUEUE - n {
+            assert!(waited < 5_000, "the jobs were never queued");
+            waited += 1;
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
+    /// The writer's pending index entries follow its transactions: a
+    /// batch whose first pass fails (a failing accept among accepts) is
+    /// rolled back and run again job by job, and its accepts' keys are then
+    /// pending once, for the messages that were stored (a stale entry from
+    /// the first pass would name a message rolled back, and the key would
+    /// be taken for a new one); the stop sweeps each once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pending_index_entries_follow_a_batch_run_again_after_a_failure() {
+        // A message saying "boom" cannot be stored.
+        let (_dir, path, gc, thread) = sqlite_writer(
+            "CREATE TRIGGER boom BEFORE INSERT ON messages WHEN NEW.body = 'boom'
+             BEGIN SELECT RAISE(ABORT, 'boom'); END",
+        );
+        let (go, held) = hold(&gc).await;
         let a = tokio::spawn({
             let gc = gc.clone();
             async move { gc.accept(keyed("a")).await }
@@ -1164,14 +1199,9 @@ mod tests {
             let gc = gc.clone();
             async move { gc.accept(keyed_saying("c", "boom")).await }
         });
-        let mut n = 0;
-        while gc.tx.capacity() > QUEUE - 3 {
-            assert!(n < 5_000, "the jobs were never queued");
-            n += 1;
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        }
+        queued(&gc, 3).await;
         go.send(()).unwrap();
-        hold.await.unwrap().unwrap();
+        held.await.unwrap().unwrap();
         assert!(failing.await.unwrap().is_err());
         let mut ids = Vec::new();
         for (key, job) in [("a", a), ("b", b)] {
@@ -1221,44 +1251,8 @@ mod tests {
     /// after the job had given up.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_batch_answers_its_accepts_before_it_runs_its_other_jobs() {
-        use crate::sql::written_behind;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.db");
-        let mut conn = Connection::open(&path).unwrap();
-        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
-        crate::sql::schema::migrate(&mut conn).unwrap();
-        written_behind::prepare(&conn).unwrap();
-        let chore = Chore {
-            every: std::time::Duration::from_secs(3_600),
-            step: written_behind::sweep_step,
-            start: written_behind::install,
-            due: written_behind::due,
-        };
-        let (gc, _thread) = GroupCommit::start_pipelined(
-            Conn::Lite(conn),
-            dir.path().join("t.db-wal"),
-            None,
-            Some(chore),
-        );
-        // Holds the writer until the next jobs are queued, so they form
-        // one batch.
-        let (started, has_started) = std::sync::mpsc::channel::<()>();
-        let (go, wait) = std::sync::mpsc::channel::<()>();
-        let hold = tokio::spawn({
-            let gc = gc.clone();
-            async move {
-                gc.run(move |_| {
-                    let _ = started.send(());
-                    let _ = wait.recv();
-                    Ok(())
-                })
-                .await
-            }
-        });
-        tokio::task::spawn_blocking(move || has_started.recv())
-            .await
-            .unwrap()
-            .unwrap();
+        let (_dir, _path, gc, _thread) = sqlite_writer("");
+        let (go, held) = hold(&gc).await;
         // Waits (for at most 5 s) to be told that the accept was answered.
         let (answered, was_answered) = std::sync::mpsc::channel::<()>();
         let was_answered = std::sync::Mutex::new(was_answered);
@@ -1279,14 +1273,9 @@ mod tests {
             let gc = gc.clone();
             async move { gc.accept(keyed("a")).await }
         });
-        let mut n = 0;
-        while gc.tx.capacity() > QUEUE - 2 {
-            assert!(n < 5_000, "the jobs were never queued");
-            n += 1;
-            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
-        }
+        queued(&gc, 2).await;
         go.send(()).unwrap();
-        hold.await.unwrap().unwrap();
+        held.await.unwrap().unwrap();
         let outcome = tokio::time::timeout(std::time::Duration::from_secs(3), accept)
             .await
             .expect("the accept was answered before the job batched with it ended")
