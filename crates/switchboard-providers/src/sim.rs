@@ -88,6 +88,21 @@ pub enum Behaviour {
     OptedOut,
 }
 
+impl Behaviour {
+    /// Whether the simulator accepts the `calls`-th call of a send (the
+    /// first is 1) to a recipient with this behaviour.
+    pub fn accepts_call(self, calls: u32) -> bool {
+        match self {
+            Behaviour::InvalidNumber
+            | Behaviour::OptedOut
+            | Behaviour::AlwaysTransportError
+            | Behaviour::NeverAcknowledge => false,
+            Behaviour::Throttle(n) | Behaviour::TransportErrors(n) => calls > n,
+            Behaviour::Deliver | Behaviour::DeliverAndRead | Behaviour::Undeliver => true,
+        }
+    }
+}
+
 /// The behaviour for a recipient number (see the module table).
 pub fn behaviour_for(to: &str) -> Behaviour {
     let tail = to
@@ -407,20 +422,38 @@ impl SimProvider {
         now: Timestamp,
         receipt_delay: Duration,
     ) -> Result<CallResult, rusqlite::Error> {
+        let behaviour = behaviour_for(&req.to);
+        let pmid = format!(
+            "SIM{}",
+            &req.idempotency_key.replace('_', "").to_lowercase()
+        );
+        // A first call that the behaviour accepts is stored accepted at
+        // once (one statement, where an insert and an update were two).
+        let accepted_at_once = behaviour.accepts_call(1);
         let (calls, existing): (u32, Option<String>) = tx
             .prepare_cached(
-                "INSERT INTO sim_sends (key, to_phone, calls) VALUES (?1, ?2, 1)
+                "INSERT INTO sim_sends (key, to_phone, calls, provider_message_id, accepted_at)
+                 VALUES (?1, ?2, 1, ?3, ?4)
              ON CONFLICT (key) DO UPDATE SET calls = calls + 1,
                  calls_after_accept = calls_after_accept + (provider_message_id IS NOT NULL)
              RETURNING calls, provider_message_id",
             )?
-            .query_row(params![req.idempotency_key, req.to], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
-        if let Some(pmid) = existing {
-            return Ok(CallResult::Accepted(pmid));
+            .query_row(
+                params![
+                    req.idempotency_key,
+                    req.to,
+                    accepted_at_once.then_some(pmid.as_str()),
+                    accepted_at_once.then_some(now.as_millis()),
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+        if let Some(existing) = existing {
+            if calls == 1 {
+                // Accepted by this first call: its receipts follow.
+                Self::schedule_receipts(tx, &existing, behaviour, now, receipt_delay)?;
+            }
+            return Ok(CallResult::Accepted(existing));
         }
-        let behaviour = behaviour_for(&req.to);
         let fail = |class, code: &str, msg: &str| {
             Ok(CallResult::Failed(ProviderError::new(class, code, msg)))
         };
@@ -455,30 +488,39 @@ impl SimProvider {
             })),
             Behaviour::NeverAcknowledge => Ok(CallResult::Hang),
             _ => {
-                let pmid = format!(
-                    "SIM{}",
-                    &req.idempotency_key.replace('_', "").to_lowercase()
-                );
                 tx.prepare_cached(
                     "UPDATE sim_sends SET provider_message_id = ?1, accepted_at = ?2 WHERE key = ?3",
                 )?
                 .execute(params![pmid, now.as_millis(), req.idempotency_key])?;
-                let receipt = |kind: &str, after: u32| {
-                    tx.prepare_cached(
-                        "INSERT INTO sim_receipts (provider_message_id, kind, due_at) VALUES (?1, ?2, ?3)",
-                    )?
-                    .execute(params![pmid, kind, now.plus(receipt_delay * after).as_millis()])
-                };
-                match behaviour {
-                    Behaviour::Undeliver => receipt("undelivered", 1)?,
-                    Behaviour::DeliverAndRead => {
-                        receipt("delivered", 1).and_then(|_| receipt("read", 2))?
-                    }
-                    _ => receipt("delivered", 1)?,
-                };
+                Self::schedule_receipts(tx, &pmid, behaviour, now, receipt_delay)?;
                 Ok(CallResult::Accepted(pmid))
             }
         }
+    }
+
+    /// The receipts an accepted send will report, by its behaviour.
+    fn schedule_receipts(
+        tx: &Connection,
+        pmid: &str,
+        behaviour: Behaviour,
+        now: Timestamp,
+        receipt_delay: Duration,
+    ) -> Result<(), rusqlite::Error> {
+        let receipt =
+            |kind: &str, after: u32| {
+                tx.prepare_cached(
+                "INSERT INTO sim_receipts (provider_message_id, kind, due_at) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![pmid, kind, now.plus(receipt_delay * after).as_millis()])
+            };
+        match behaviour {
+            Behaviour::Undeliver => receipt("undelivered", 1)?,
+            Behaviour::DeliverAndRead => {
+                receipt("delivered", 1).and_then(|_| receipt("read", 2))?
+            }
+            _ => receipt("delivered", 1)?,
+        };
+        Ok(())
     }
 }
 
@@ -798,6 +840,72 @@ mod tests {
         let big = SimProvider::callback_body(&many);
         let r = open(&sim, &big, &sim.sign_callback(&big, now), now);
         assert!(matches!(r, Err(CallbackError::Malformed(_))), "{r:?}");
+    }
+
+    /// Each behaviour, called again and again for one send: accepted
+    /// exactly when `accepts_call` says, with one provider id from the
+    /// first acceptance on, and that acceptance's receipts scheduled once.
+    #[test]
+    fn repeated_calls_follow_each_behaviour_and_schedule_receipts_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Connection::open(dir.path().join("ledger.db")).unwrap();
+        c.execute_batch(LEDGER_SCHEMA).unwrap();
+        let now = Timestamp::from_millis(1_790_000_000_000);
+        let delay = Duration::from_millis(50);
+        for (to, receipts) in [
+            ("+14155550123", 1),
+            ("+14155550202", 2),
+            ("+14155550404", 1),
+            ("+14155550423", 1),
+            ("+14155550502", 1),
+            ("+14155550400", 0),
+            ("+14155550408", 0),
+            ("+14155550451", 0),
+            ("+14155550599", 0),
+        ] {
+            let behaviour = behaviour_for(to);
+            let req = request(&format!("msg_{}", &to[8..]), to);
+            let mut ids = Vec::new();
+            for calls in 1..=6 {
+                let tx = c.transaction().unwrap();
+                let r = SimProvider::call(&tx, &req, now, delay).unwrap();
+                tx.commit().unwrap();
+                match r {
+                    CallResult::Accepted(id) => {
+                        assert!(
+                            behaviour.accepts_call(calls) || !ids.is_empty(),
+                            "{to} call {calls}"
+                        );
+                        ids.push(id);
+                    }
+                    _ => assert!(
+                        !behaviour.accepts_call(calls) && ids.is_empty(),
+                        "{to} call {calls}"
+                    ),
+                }
+            }
+            ids.dedup();
+            assert!(ids.len() <= 1, "{to}: one provider id, got {ids:?}");
+            let scheduled: i64 = c
+                .query_row(
+                    "SELECT count(*) FROM sim_receipts r JOIN sim_sends s ON s.provider_message_id = r.provider_message_id
+                     WHERE s.to_phone = ?1",
+                    [to],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(scheduled, receipts, "{to}");
+            let (calls, after): (u32, u32) = c
+                .query_row(
+                    "SELECT calls, calls_after_accept FROM sim_sends WHERE to_phone = ?1",
+                    [to],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .unwrap();
+            let first = (1..=6).find(|&n| behaviour.accepts_call(n));
+            assert_eq!(calls, 6, "{to}");
+            assert_eq!(after, first.map_or(0, |n| 6 - n), "{to}");
+        }
     }
 
     #[test]
