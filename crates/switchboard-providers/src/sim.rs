@@ -88,21 +88,6 @@ pub enum Behaviour {
     OptedOut,
 }
 
-impl Behaviour {
-    /// Whether the simulator accepts the `calls`-th call of a send (the
-    /// first is 1) to a recipient with this behaviour.
-    pub fn accepts_call(self, calls: u32) -> bool {
-        match self {
-            Behaviour::InvalidNumber
-            | Behaviour::OptedOut
-            | Behaviour::AlwaysTransportError
-            | Behaviour::NeverAcknowledge => false,
-            Behaviour::Throttle(n) | Behaviour::TransportErrors(n) => calls > n,
-            Behaviour::Deliver | Behaviour::DeliverAndRead | Behaviour::Undeliver => true,
-        }
-    }
-}
-
 /// The behaviour for a recipient number (see the module table).
 pub fn behaviour_for(to: &str) -> Behaviour {
     let tail = to
@@ -200,6 +185,54 @@ enum CallResult {
     Accepted(String),
     Failed(ProviderError),
     Hang,
+}
+
+impl Behaviour {
+    /// What the simulator answers the `calls`-th call of a send (the first
+    /// is 1) to a recipient with this behaviour instead of accepting it,
+    /// if anything.
+    fn refusal(self, calls: u32) -> Option<CallResult> {
+        let fail = |class, code: &str, msg: &str| {
+            Some(CallResult::Failed(ProviderError::new(class, code, msg)))
+        };
+        match self {
+            Behaviour::InvalidNumber => fail(
+                ErrorClass::Permanent,
+                "invalid_number",
+                "the simulator treats this number as invalid",
+            ),
+            Behaviour::OptedOut => fail(
+                ErrorClass::Consent,
+                "recipient_opted_out",
+                "the recipient has opted out at the carrier",
+            ),
+            Behaviour::AlwaysTransportError => fail(
+                ErrorClass::Transport,
+                "upstream_unavailable",
+                "simulated upstream outage",
+            ),
+            Behaviour::TransportErrors(n) if calls <= n => fail(
+                ErrorClass::Transport,
+                "upstream_unavailable",
+                "simulated transient upstream error",
+            ),
+            Behaviour::Throttle(n) if calls <= n => Some(CallResult::Failed(ProviderError {
+                retry_after: Some(Duration::from_secs(1)),
+                ..ProviderError::new(
+                    ErrorClass::Throttled,
+                    "rate_limited",
+                    "simulated throttling",
+                )
+            })),
+            Behaviour::NeverAcknowledge => Some(CallResult::Hang),
+            _ => None,
+        }
+    }
+
+    /// Whether the simulator accepts the `calls`-th call of a send.
+    fn accepts_call(self, calls: u32) -> bool {
+        self.refusal(calls).is_none()
+    }
 }
 
 /// One send for the ledger thread.
@@ -454,48 +487,16 @@ impl SimProvider {
             }
             return Ok(CallResult::Accepted(existing));
         }
-        let fail = |class, code: &str, msg: &str| {
-            Ok(CallResult::Failed(ProviderError::new(class, code, msg)))
-        };
-        match behaviour {
-            Behaviour::InvalidNumber => fail(
-                ErrorClass::Permanent,
-                "invalid_number",
-                "the simulator treats this number as invalid",
-            ),
-            Behaviour::OptedOut => fail(
-                ErrorClass::Consent,
-                "recipient_opted_out",
-                "the recipient has opted out at the carrier",
-            ),
-            Behaviour::AlwaysTransportError => fail(
-                ErrorClass::Transport,
-                "upstream_unavailable",
-                "simulated upstream outage",
-            ),
-            Behaviour::TransportErrors(n) if calls <= n => fail(
-                ErrorClass::Transport,
-                "upstream_unavailable",
-                "simulated transient upstream error",
-            ),
-            Behaviour::Throttle(n) if calls <= n => Ok(CallResult::Failed(ProviderError {
-                retry_after: Some(Duration::from_secs(1)),
-                ..ProviderError::new(
-                    ErrorClass::Throttled,
-                    "rate_limited",
-                    "simulated throttling",
-                )
-            })),
-            Behaviour::NeverAcknowledge => Ok(CallResult::Hang),
-            _ => {
-                tx.prepare_cached(
-                    "UPDATE sim_sends SET provider_message_id = ?1, accepted_at = ?2 WHERE key = ?3",
-                )?
-                .execute(params![pmid, now.as_millis(), req.idempotency_key])?;
-                Self::schedule_receipts(tx, &pmid, behaviour, now, receipt_delay)?;
-                Ok(CallResult::Accepted(pmid))
-            }
+        if let Some(refused) = behaviour.refusal(calls) {
+            return Ok(refused);
         }
+        // Accepted by a later call (after throttling or transport errors).
+        tx.prepare_cached(
+            "UPDATE sim_sends SET provider_message_id = ?1, accepted_at = ?2 WHERE key = ?3",
+        )?
+        .execute(params![pmid, now.as_millis(), req.idempotency_key])?;
+        Self::schedule_receipts(tx, &pmid, behaviour, now, receipt_delay)?;
+        Ok(CallResult::Accepted(pmid))
     }
 
     /// The receipts an accepted send will report, by its behaviour.

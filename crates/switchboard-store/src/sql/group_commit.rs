@@ -700,16 +700,13 @@ fn writer_loop(
 /// where a commit costs no round trip, that is worth its commit end to end
 /// (BENCHMARKS.md, "Nineteenth session"); on PostgreSQL the extra commit
 /// cost more than it saved (e2e-pg -9%), so it splits nothing.
-fn accepts_first(mut jobs: Vec<Job>, split: bool) -> impl Iterator<Item = Vec<Job>> {
-    let accepts = jobs.iter().filter(|j| j.accept().is_some()).count();
-    let others = if !split || accepts == 0 || accepts == jobs.len() {
-        Vec::new()
+fn accepts_first(jobs: Vec<Job>, split: bool) -> impl Iterator<Item = Vec<Job>> {
+    let (first, rest): (Vec<Job>, Vec<Job>) = if split {
+        jobs.into_iter().partition(|j| j.accept().is_some())
     } else {
-        let (a, o): (Vec<Job>, Vec<Job>) = jobs.into_iter().partition(|j| j.accept().is_some());
-        jobs = a;
-        o
+        (jobs, Vec::new())
     };
-    [jobs, others].into_iter().filter(|part| !part.is_empty())
+    [first, rest].into_iter().filter(|part| !part.is_empty())
 }
 
 /// What the writer's wait for a job ended with.
