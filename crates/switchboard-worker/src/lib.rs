@@ -13,6 +13,7 @@
 
 mod batch;
 mod dispatcher;
+mod http1;
 pub mod webhooks;
 
 pub use dispatcher::{Worker, WorkerConfig};

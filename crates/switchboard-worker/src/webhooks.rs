@@ -1,17 +1,16 @@
 //! The webhook deliverer: claim → render → sign → POST → classify → record.
 //!
 //! Destinations are checked against the SSRF policy after DNS resolution,
-//! at every attempt: a custom resolver hands reqwest only addresses that
-//! passed, so there is no window between the check and the connection. IP
-//! literals (which reqwest does not resolve) are checked before the call.
-//! Redirects are not followed.
+//! whenever a connection is made: the HTTP client (`http1.rs`) dials only
+//! addresses that passed, so there is no window between the check and the
+//! connection. IP literals are checked at every attempt. Redirects are not
+//! followed.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use serde_json::{Value, json};
 use switchboard_core::netpolicy::{Cidr, forbidden_reason};
 use switchboard_core::webhook_signature::{WebhookSecret, signature_header};
@@ -24,6 +23,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::batch::Batcher;
+use crate::http1;
 
 /// Characters of a response body kept in the attempt log.
 pub const RESPONSE_BODY_CHARS: usize = 1000;
@@ -40,28 +40,10 @@ pub struct RefusedDestination {
     reason: &'static str,
 }
 
-/// Resolves names and drops the answer if any address is refused.
-#[derive(Debug, Clone)]
-struct CheckedResolver {
-    allow: Arc<Vec<Cidr>>,
-}
-
-impl Resolve for CheckedResolver {
-    fn resolve(&self, name: Name) -> Resolving {
-        let allow = self.allow.clone();
-        Box::pin(async move {
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
-            check_addrs(&addrs, &allow)?;
-            let out: Addrs = Box::new(addrs.into_iter());
-            Ok(out)
-        })
-    }
-}
-
-fn check_addrs(addrs: &[SocketAddr], allow: &[Cidr]) -> Result<(), RefusedDestination> {
-    // Every address must pass: a name that resolves to one public and one
-    // private address is refused, or the private one could be dialled.
+/// Refuses `addrs` if any of them is refused: a name that resolves to one
+/// public and one private address is refused, or the private one could be
+/// dialled.
+pub(crate) fn check_addrs(addrs: &[SocketAddr], allow: &[Cidr]) -> Result<(), RefusedDestination> {
     for a in addrs {
         if let Some(reason) = forbidden_reason(a.ip(), allow) {
             return Err(RefusedDestination { ip: a.ip(), reason });
@@ -73,7 +55,7 @@ fn check_addrs(addrs: &[SocketAddr], allow: &[Cidr]) -> Result<(), RefusedDestin
 /// Checks a URL's destination now: the literal address, or every address
 /// its host resolves to.
 pub async fn check_destination(url: &str, allow: &[Cidr]) -> Result<(), String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("invalid URL: {e}"))?;
+    let parsed = url::Url::parse(url).map_err(|e| format!("invalid URL: {e}"))?;
     let port = parsed.port_or_known_default().unwrap_or(443);
     let addrs: Vec<SocketAddr> = match parsed.host() {
         Some(url::Host::Ipv4(ip)) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
@@ -131,13 +113,13 @@ pub struct WebhookDeliverer {
 struct Inner {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
-    client: reqwest::Client,
+    client: http1::Client,
     config: WebhookConfig,
     // Writes the results of concurrent deliveries together (see `batch.rs`).
     results: Batcher<WebhookAttemptReport, Result<(), StoreError>>,
     // Endpoint URLs as parsed, by their text: a busy endpoint's URL was
     // parsed again for every delivery.
-    urls: std::sync::Mutex<HashMap<String, reqwest::Url>>,
+    urls: std::sync::Mutex<HashMap<String, url::Url>>,
 }
 
 /// Most parsed endpoint URLs kept; past it the cache starts again.
@@ -252,65 +234,30 @@ pub fn check_template(source: &str) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
-    let v = resp
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?;
-    v.trim()
+fn retry_after(resp: &http1::Response) -> Option<Duration> {
+    resp.header("retry-after")?
+        .trim()
         .parse::<u64>()
         .ok()
         .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER))
 }
 
-async fn read_prefix(mut resp: reqwest::Response) -> String {
-    let mut buf = Vec::new();
-    while buf.len() < RESPONSE_BODY_CHARS * 4 {
-        match resp.chunk().await {
-            Ok(Some(c)) => buf.extend_from_slice(&c),
-            _ => break,
-        }
-    }
-    String::from_utf8_lossy(&buf)
+/// The body's first `RESPONSE_BODY_CHARS` characters.
+fn body_prefix(body: &[u8]) -> String {
+    String::from_utf8_lossy(body)
         .chars()
         .take(RESPONSE_BODY_CHARS)
         .collect()
 }
 
-fn error_chain(e: &reqwest::Error) -> String {
-    let mut msg = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(refused) = s.downcast_ref::<RefusedDestination>() {
-            return refused.to_string();
-        }
-        msg = format!("{msg}: {s}");
-        source = s.source();
-    }
-    if e.is_timeout() {
-        format!("timeout: {msg}")
-    } else {
-        msg
-    }
-}
-
 impl WebhookDeliverer {
     /// A deliverer over the store.
-    pub fn new(
-        store: Arc<dyn Store>,
-        clock: Arc<dyn Clock>,
-        config: WebhookConfig,
-    ) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .dns_resolver(Arc::new(CheckedResolver {
-                allow: Arc::new(config.allow_networks.clone()),
-            }))
-            .user_agent(concat!("Switchboard-Webhooks/", env!("CARGO_PKG_VERSION")))
-            .tcp_nodelay(true)
-            .build()?;
-        Ok(WebhookDeliverer {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: WebhookConfig) -> Self {
+        let client = http1::Client::new(
+            config.allow_networks.clone(),
+            concat!("Switchboard-Webhooks/", env!("CARGO_PKG_VERSION")),
+        );
+        WebhookDeliverer {
             inner: Arc::new(Inner {
                 store: store.clone(),
                 clock,
@@ -325,7 +272,7 @@ impl WebhookDeliverer {
                 }),
                 urls: std::sync::Mutex::new(HashMap::new()),
             }),
-        })
+        }
     }
 
     /// Checks a destination against the SSRF policy.
@@ -385,12 +332,12 @@ impl WebhookDeliverer {
     }
 
     /// The endpoint's URL, parsed once while it is in use.
-    fn endpoint_url(&self, text: &str) -> Result<reqwest::Url, String> {
+    fn endpoint_url(&self, text: &str) -> Result<url::Url, String> {
         let mut urls = self.inner.urls.lock().expect("url cache lock");
         if let Some(url) = urls.get(text) {
             return Ok(url.clone());
         }
-        let url = reqwest::Url::parse(text).map_err(|err| format!("invalid URL: {err}"))?;
+        let url = url::Url::parse(text).map_err(|err| format!("invalid URL: {err}"))?;
         if urls.len() >= URL_CACHE {
             urls.clear();
         }
@@ -426,31 +373,28 @@ impl WebhookDeliverer {
             secrets.push(WebhookSecret::parse(prev).map_err(|err| err.to_string())?);
         }
         let refs: Vec<&WebhookSecret> = secrets.iter().collect();
-        let method =
-            reqwest::Method::from_bytes(e.method.as_bytes()).map_err(|err| err.to_string())?;
-        let mut req = self
+        let signature = signature_header(&refs, &job.event.id, ts, &body);
+        let ts = ts.to_string();
+        let mut headers: Vec<(&str, &str)> = vec![
+            ("content-type", content_type),
+            ("webhook-id", &job.event.id),
+            ("webhook-timestamp", &ts),
+            ("webhook-signature", &signature),
+        ];
+        headers.extend(e.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let resp = self
             .inner
             .client
-            .request(method, url)
-            .timeout(Duration::from_millis(u64::from(e.timeout_ms)))
-            .header("content-type", content_type)
-            .header("webhook-id", &job.event.id)
-            .header("webhook-timestamp", ts.to_string())
-            .header(
-                "webhook-signature",
-                signature_header(&refs, &job.event.id, ts, &body),
-            );
-        for (k, v) in &e.headers {
-            req = req.header(k.as_str(), v.as_str());
-        }
-        let resp = req
-            .body(body)
-            .send()
-            .await
-            .map_err(|err| error_chain(&err))?;
-        let status = resp.status().as_u16();
-        let ra = retry_after(&resp);
-        Ok((status, read_prefix(resp).await, ra))
+            .send(&http1::Request {
+                method: &e.method,
+                url: &url,
+                headers: &headers,
+                body: &body,
+                timeout: Duration::from_millis(u64::from(e.timeout_ms)),
+                keep: RESPONSE_BODY_CHARS * 4,
+            })
+            .await?;
+        Ok((resp.status, body_prefix(&resp.body), retry_after(&resp)))
     }
 
     async fn run_job(&self, job: WebhookJob) {

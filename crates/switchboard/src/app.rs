@@ -154,8 +154,7 @@ pub async fn local_admin(
     let _ = rustls::crypto::ring::default_provider().install_default();
     let clock: Arc<dyn Clock> = Arc::new(switchboard_core::SystemClock);
     let token = new_token("sbadmin_");
-    let webhooks = WebhookDeliverer::new(store.clone(), clock.clone(), WebhookConfig::default())
-        .context("building the webhook HTTP client")?;
+    let webhooks = WebhookDeliverer::new(store.clone(), clock.clone(), WebhookConfig::default());
     let state = AppState::new(http_state(
         config,
         store,
@@ -280,8 +279,7 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App
         idle_poll: Duration::from_millis(d.idle_poll_ms),
         ..WebhookConfig::default()
     };
-    let webhooks = WebhookDeliverer::new(store.clone(), clock.clone(), webhook_config)
-        .context("building the webhook HTTP client")?;
+    let webhooks = WebhookDeliverer::new(store.clone(), clock.clone(), webhook_config);
     let mut state = http_state(
         config,
         store.clone(),
