@@ -11,9 +11,10 @@
 //!
 //! What it keeps of a general-purpose client:
 //! - **The SSRF policy.** A name is resolved when a connection is made and
-//!   every address it resolves to is checked (`check_addrs`) before one is
-//!   dialled, so there is no window between the check and the connection;
-//!   literal addresses are checked the same way.
+//!   every address it resolves to is checked (`webhooks::checked_addrs`)
+//!   before one is dialled, so there is no window between the check and
+//!   the connection; literal addresses are checked the same way. The
+//!   policy is fixed for the client's life: a kept connection passed it.
 //! - **TLS** with rustls and the platform's certificate verifier, as
 //!   reqwest's rustls backend has it (ALPN `http/1.1`, SNI).
 //! - **One deadline** over connecting, TLS, the request and the answer.
@@ -35,7 +36,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -47,7 +48,7 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use url::{Host, Position, Url};
 
-use crate::webhooks::check_addrs;
+use crate::webhooks::checked_addrs;
 
 /// Longest answer head accepted.
 const MAX_HEAD: usize = 64 << 10;
@@ -222,7 +223,7 @@ impl Client {
     /// Sends a request and reads its answer. The error is a sentence for
     /// the attempt log; one that ran out of time starts with `timeout:`.
     pub async fn send(&self, req: &Request<'_>) -> Result<Response, String> {
-        match tokio::time::timeout(req.timeout, self.exchange(req)).await {
+        match tokio::time::timeout(req.timeout, self.send_now(req)).await {
             Ok(answer) => answer,
             Err(_) => Err(format!(
                 "timeout: no complete answer within {} ms",
@@ -231,7 +232,7 @@ impl Client {
         }
     }
 
-    async fn exchange(&self, req: &Request<'_>) -> Result<Response, String> {
+    async fn send_now(&self, req: &Request<'_>) -> Result<Response, String> {
         let url = req.url;
         let tls = match url.scheme() {
             "http" => false,
@@ -245,26 +246,32 @@ impl Client {
         let origin = format!("{}://{}:{port}", url.scheme(), url.host_str().unwrap_or(""));
         let request = self.request_bytes(req)?;
         if let Some(mut kept) = self.checkout(&origin) {
-            match exchange(&mut kept, &request, req.keep).await {
-                Ok((answer, reusable)) => {
-                    if reusable {
-                        self.checkin(&origin, kept);
-                    }
-                    return Ok(answer);
-                }
+            match round_trip(&mut kept, &request, req.keep).await {
+                Ok(done) => return Ok(self.finish(&origin, kept, done)),
                 // The receiver closed it while it was idle: a new one.
                 Err(Failure::Unanswered(_)) => {}
                 Err(Failure::Failed(e)) => return Err(e),
             }
         }
         let mut conn = self.connect(&host, port, tls).await?;
-        let (answer, reusable) = exchange(&mut conn, &request, req.keep)
+        let done = round_trip(&mut conn, &request, req.keep)
             .await
             .map_err(Failure::message)?;
+        Ok(self.finish(&origin, conn, done))
+    }
+
+    /// The answer of a round trip; its connection kept if it can carry
+    /// another request.
+    fn finish(
+        &self,
+        origin: &str,
+        conn: Connection,
+        (answer, reusable): (Response, bool),
+    ) -> Response {
         if reusable {
-            self.checkin(&origin, conn);
+            self.checkin(origin, conn);
         }
-        Ok(answer)
+        answer
     }
 
     /// The request's head and body, in one buffer.
@@ -289,11 +296,11 @@ impl Client {
         line(&["user-agent: ", self.user_agent]);
         line(&["content-length: ", &req.body.len().to_string()]);
         for (name, value) in req.headers {
-            let bad = |b: &u8| matches!(b, b'\r' | b'\n' | 0);
-            if name.is_empty() || name.bytes().any(|b| bad(&b) || b == b':' || b == b' ') {
+            let bad = |b: u8| matches!(b, b'\r' | b'\n' | 0);
+            if name.is_empty() || name.bytes().any(|b| bad(b) || b == b':' || b == b' ') {
                 return Err(format!("invalid header name {name:?}"));
             }
-            if value.bytes().any(|b| bad(&b)) {
+            if value.bytes().any(bad) {
                 return Err(format!("invalid value for header {name}"));
             }
             line(&[name, ": ", value]);
@@ -304,18 +311,7 @@ impl Client {
     }
 
     async fn connect(&self, host: &Host<&str>, port: u16, tls: bool) -> Result<Connection, String> {
-        let addrs: Vec<SocketAddr> = match *host {
-            Host::Ipv4(ip) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
-            Host::Ipv6(ip) => vec![SocketAddr::new(IpAddr::V6(ip), port)],
-            Host::Domain(name) => tokio::net::lookup_host((name, port))
-                .await
-                .map_err(|e| format!("cannot resolve {name}: {e}"))?
-                .collect(),
-        };
-        if addrs.is_empty() {
-            return Err(format!("{host} resolves to no address"));
-        }
-        check_addrs(&addrs, &self.allow).map_err(|e| e.to_string())?;
+        let addrs = checked_addrs(host, port, &self.allow).await?;
         let mut tcp = Err(String::new());
         for addr in &addrs {
             tcp = TcpStream::connect(addr)
@@ -498,7 +494,7 @@ impl Connection {
 
 /// Writes the request and reads the answer: the answer, and whether the
 /// connection can carry another request.
-async fn exchange(
+async fn round_trip(
     conn: &mut Connection,
     request: &[u8],
     keep: usize,
@@ -708,7 +704,7 @@ async fn read_body(
             }
         }
         Framing::UntilClose => {
-            while body.len() < keep {
+            loop {
                 let d = conn.data();
                 let k = d.len().min(keep - body.len());
                 body.extend_from_slice(&d[..k]);

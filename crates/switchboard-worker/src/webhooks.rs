@@ -1,10 +1,11 @@
 //! The webhook deliverer: claim → render → sign → POST → classify → record.
 //!
-//! Destinations are checked against the SSRF policy after DNS resolution,
-//! whenever a connection is made: the HTTP client (`http1.rs`) dials only
-//! addresses that passed, so there is no window between the check and the
-//! connection. IP literals are checked at every attempt. Redirects are not
-//! followed.
+//! Destinations are checked against the SSRF policy whenever a connection
+//! is made, literal addresses and every address a name resolves to: the
+//! HTTP client (`http1.rs`) dials only addresses that passed, so there is
+//! no window between the check and the connection. The policy is fixed for
+//! the client's life, so a kept connection needs no new check. Redirects
+//! are not followed.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -43,7 +44,7 @@ pub struct RefusedDestination {
 /// Refuses `addrs` if any of them is refused: a name that resolves to one
 /// public and one private address is refused, or the private one could be
 /// dialled.
-pub(crate) fn check_addrs(addrs: &[SocketAddr], allow: &[Cidr]) -> Result<(), RefusedDestination> {
+fn check_addrs(addrs: &[SocketAddr], allow: &[Cidr]) -> Result<(), RefusedDestination> {
     for a in addrs {
         if let Some(reason) = forbidden_reason(a.ip(), allow) {
             return Err(RefusedDestination { ip: a.ip(), reason });
@@ -52,24 +53,37 @@ pub(crate) fn check_addrs(addrs: &[SocketAddr], allow: &[Cidr]) -> Result<(), Re
     Ok(())
 }
 
+/// The addresses a URL's host stands for, every one of them allowed by
+/// the policy: the literal address, or every address the name resolves to
+/// now. The deliverer's client dials only these (`http1.rs`), and an
+/// endpoint's URL is checked with them when it is created.
+pub(crate) async fn checked_addrs(
+    host: &url::Host<&str>,
+    port: u16,
+    allow: &[Cidr],
+) -> Result<Vec<SocketAddr>, String> {
+    let addrs: Vec<SocketAddr> = match *host {
+        url::Host::Ipv4(ip) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
+        url::Host::Ipv6(ip) => vec![SocketAddr::new(IpAddr::V6(ip), port)],
+        url::Host::Domain(d) => tokio::net::lookup_host((d, port))
+            .await
+            .map_err(|e| format!("cannot resolve {d}: {e}"))?
+            .collect(),
+    };
+    if addrs.is_empty() {
+        return Err(format!("{host} resolves to no address"));
+    }
+    check_addrs(&addrs, allow).map_err(|e| e.to_string())?;
+    Ok(addrs)
+}
+
 /// Checks a URL's destination now: the literal address, or every address
 /// its host resolves to.
 pub async fn check_destination(url: &str, allow: &[Cidr]) -> Result<(), String> {
     let parsed = url::Url::parse(url).map_err(|e| format!("invalid URL: {e}"))?;
     let port = parsed.port_or_known_default().unwrap_or(443);
-    let addrs: Vec<SocketAddr> = match parsed.host() {
-        Some(url::Host::Ipv4(ip)) => vec![SocketAddr::new(IpAddr::V4(ip), port)],
-        Some(url::Host::Ipv6(ip)) => vec![SocketAddr::new(IpAddr::V6(ip), port)],
-        Some(url::Host::Domain(d)) => tokio::net::lookup_host((d, port))
-            .await
-            .map_err(|e| format!("cannot resolve {d}: {e}"))?
-            .collect(),
-        None => return Err("the URL has no host".into()),
-    };
-    if addrs.is_empty() {
-        return Err("the host resolves to no address".into());
-    }
-    check_addrs(&addrs, allow).map_err(|e| e.to_string())
+    let host = parsed.host().ok_or("the URL has no host")?;
+    checked_addrs(&host, port, allow).await.map(drop)
 }
 
 /// How the deliverer works.
@@ -352,17 +366,6 @@ impl WebhookDeliverer {
     ) -> Result<(u16, String, Option<Duration>), String> {
         let e = &job.endpoint;
         let url = self.endpoint_url(&e.url)?;
-        if let Some(host) = url.host() {
-            let ip = match host {
-                url::Host::Ipv4(ip) => Some(IpAddr::V4(ip)),
-                url::Host::Ipv6(ip) => Some(IpAddr::V6(ip)),
-                url::Host::Domain(_) => None,
-            };
-            if let Some(ip) = ip {
-                check_addrs(&[SocketAddr::new(ip, 0)], &self.inner.config.allow_networks)
-                    .map_err(|err| err.to_string())?;
-            }
-        }
         let (body, content_type) = rendered?;
         let now = self.inner.clock.now();
         let ts = now.as_millis() / 1000;
