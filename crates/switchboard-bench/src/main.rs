@@ -100,6 +100,10 @@ struct Row {
     /// Kilobytes the server wrote to storage per request or message (not
     /// counted on PostgreSQL, whose server process writes them).
     server_disk_kb_per_op: Option<f64>,
+    /// The writer thread over the run: percent of the time on a CPU, and
+    /// percent waiting in the run queue for one (`Usage::writer_percent`).
+    writer_cpu_percent: Option<f64>,
+    writer_wait_percent: Option<f64>,
     notes: String,
     extra: Value,
 }
@@ -121,9 +125,20 @@ impl Row {
             server_peak_rss_mb: after.peak_rss_mb,
             db_cpu_percent: None,
             server_disk_kb_per_op: Some(after.disk_kb_per(&before, r.ok)),
+            writer_cpu_percent: None,
+            writer_wait_percent: None,
             notes: String::new(),
             extra: Value::Null,
         }
+        .with_writer(&before, &after)
+    }
+
+    /// The writer thread's share of the run between the two readings.
+    fn with_writer(mut self, before: &Usage, after: &Usage) -> Row {
+        let w = after.writer_percent(before);
+        self.writer_cpu_percent = w.map(|w| w.0);
+        self.writer_wait_percent = w.map(|w| w.1);
+        self
     }
 
     /// The disk figure does not apply (PostgreSQL writes in its own process).
@@ -622,6 +637,8 @@ async fn e2e(
         server_peak_rss_mb: after.peak_rss_mb,
         db_cpu_percent: db_used.map(|cpu| 100.0 * cpu / wall.as_secs_f64().max(1e-9)),
         server_disk_kb_per_op: Some(after.disk_kb_per(&before, lat.len())),
+        writer_cpu_percent: None,
+        writer_wait_percent: None,
         notes: format!(
             "lost {lost}, duplicate sends {duplicate_sends}, repeated provider calls {repeated}, bad signatures {}; 202 in {:.2} ms p50, {:.2} ms p99; {}",
             seen.bad_signatures,
@@ -652,7 +669,8 @@ async fn e2e(
             "group_commits": commits.map(|c| c.0),
             "group_commit_writes": commits.map(|c| c.1),
         }),
-    })
+    }
+    .with_writer(&before, &after))
 }
 
 /// Events of many messages fanned out to several endpoints by a range
@@ -748,17 +766,20 @@ async fn webhooks(args: &Args) -> anyhow::Result<Row> {
         server_peak_rss_mb: after.peak_rss_mb,
         db_cpu_percent: None,
         server_disk_kb_per_op: Some(after.disk_kb_per(&before, seen.deliveries)),
+        writer_cpu_percent: None,
+        writer_wait_percent: None,
         notes: format!(
             "{queued} queued by range redelivery; bad signatures {}",
             seen.bad_signatures
         ),
         extra: json!({"queued": queued, "messages": r.ok}),
-    })
+    }
+    .with_writer(&before, &after))
 }
 
 fn print_table(rows: &[Row]) {
     println!(
-        "\n{:<10} {:>9} {:>7} {:>11} {:>8} {:>8} {:>8} {:>7} {:>8} {:>8} {:>8}  notes",
+        "\n{:<10} {:>9} {:>7} {:>11} {:>8} {:>8} {:>8} {:>7} {:>8} {:>8} {:>8} {:>9}  notes",
         "scenario",
         "count",
         "errors",
@@ -769,7 +790,8 @@ fn print_table(rows: &[Row]) {
         "cpu %",
         "db cpu %",
         "rss MB",
-        "disk KB"
+        "disk KB",
+        "writer %"
     );
     for r in rows {
         let ms = |v: f64| {
@@ -785,8 +807,13 @@ fn print_table(rows: &[Row]) {
         let db_cpu = r
             .db_cpu_percent
             .map_or_else(|| "-".to_owned(), |p| format!("{p:.0}"));
+        // On a CPU + waiting for one.
+        let writer = match (r.writer_cpu_percent, r.writer_wait_percent) {
+            (Some(run), Some(wait)) => format!("{run:.0}+{wait:.0}"),
+            _ => "-".to_owned(),
+        };
         println!(
-            "{:<10} {:>9} {:>7} {:>11.0} {:>8} {:>8} {:>8} {:>7.0} {:>8} {:>8.1} {:>8}  {}",
+            "{:<10} {:>9} {:>7} {:>11.0} {:>8} {:>8} {:>8} {:>7.0} {:>8} {:>8.1} {:>8} {:>9}  {}",
             r.scenario,
             r.count,
             r.errors,
@@ -798,6 +825,7 @@ fn print_table(rows: &[Row]) {
             db_cpu,
             r.server_peak_rss_mb,
             disk,
+            writer,
             r.notes
         );
     }

@@ -30,9 +30,24 @@ pub struct Usage {
     /// dirtied (the WAL, the database file, the simulator's ledger),
     /// counted when dirtied, whether or not written back yet.
     pub disk_write_bytes: u64,
+    /// The writer thread's (`db-writer`) time on a CPU and time waiting
+    /// in the run queue for one, in seconds (`/proc/<pid>/task/*/schedstat`).
+    pub writer: Option<(f64, f64)>,
+    /// When this was read: seconds since the program started.
+    pub at: f64,
 }
 
 impl Usage {
+    /// The writer thread's share of the time between `before` and `self`:
+    /// percent on a CPU, percent waiting for one. Together they say how
+    /// near the one serial stage is to saturation: at 100 it is never
+    /// idle, and what it waits for is a CPU.
+    pub fn writer_percent(&self, before: &Usage) -> Option<(f64, f64)> {
+        let ((run1, wait1), (run0, wait0)) = (self.writer?, before.writer?);
+        let wall = (self.at - before.at).max(1e-9);
+        Some((100.0 * (run1 - run0) / wall, 100.0 * (wait1 - wait0) / wall))
+    }
+
     /// Kilobytes written to storage between `before` and `self`, per
     /// `ops` operations.
     pub fn disk_kb_per(&self, before: &Usage, ops: usize) -> f64 {
@@ -178,7 +193,30 @@ pub fn usage_of(pid: u32) -> Usage {
         cpu_seconds: ticks / 100.0,
         peak_rss_mb: hwm_kb / 1024.0,
         disk_write_bytes,
+        writer: writer_schedstat(pid),
+        at: EPOCH
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_secs_f64(),
     }
+}
+
+/// What `Usage::at` counts from.
+static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+/// The `db-writer` thread's run and run-queue wait, in seconds: the first
+/// two fields of its `schedstat` (nanoseconds; Linux with schedstats).
+fn writer_schedstat(pid: u32) -> Option<(f64, f64)> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    tasks.flatten().find_map(|t| {
+        let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
+        if comm.trim_end() != "db-writer" {
+            return None;
+        }
+        let stat = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+        let mut f = stat.split_whitespace().map(|v| v.parse::<f64>().ok());
+        Some((f.next()?? / 1e9, f.next()?? / 1e9))
+    })
 }
 
 /// The simulator's ledger of a stopped server: (distinct sends, repeated calls).
