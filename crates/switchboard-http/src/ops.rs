@@ -61,6 +61,21 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         "# HELP switchboard_group_commit_rechecked_total Batches whose accepts, stored without reading first (PostgreSQL), were refused (a stored idempotency key, an opt-out) and run again with their reads.\n# TYPE switchboard_group_commit_rechecked_total counter\nswitchboard_group_commit_rechecked_total {}",
         gc.rechecked
     );
+    let _ = writeln!(
+        out,
+        "# HELP switchboard_group_commit_busy_seconds_total Time the writer thread spent writing: transactions of accepts only, of other jobs, and its chore's steps (SQLite's written-behind sweep). A rate near 1 means the node's one serial stage is saturated and writes queue for it.\n# TYPE switchboard_group_commit_busy_seconds_total counter"
+    );
+    for (work, busy) in [
+        ("accepts", gc.busy_accepts),
+        ("jobs", gc.busy_jobs),
+        ("chore", gc.busy_chore),
+    ] {
+        let _ = writeln!(
+            out,
+            "switchboard_group_commit_busy_seconds_total{{work=\"{work}\"}} {:.6}",
+            busy.as_secs_f64()
+        );
+    }
     match state.store.status_counts().await {
         Ok(counts) => {
             let _ = writeln!(

@@ -479,7 +479,7 @@ pub enum ReceiptOutcome {
     UnknownMessage,
 }
 
-/// Counters of the accept path's group commit, for `/metrics`.
+/// Counters of the writer's group commit, for `/metrics`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GroupCommitStats {
     /// Transactions committed by the writer.
@@ -492,6 +492,15 @@ pub struct GroupCommitStats {
     /// were refused (a stored idempotency key, an opt-out) and run again
     /// with their reads.
     pub rechecked: u64,
+    /// How long the writer thread has spent in transactions of accepts
+    /// only. With the next two, how busy the node's one serial stage is:
+    /// at one second per second, every write waits for it.
+    pub busy_accepts: std::time::Duration,
+    /// … in transactions of its other jobs (on PostgreSQL, where a batch
+    /// is one transaction, also those with accepts among them).
+    pub busy_jobs: std::time::Duration,
+    /// … in its chore's steps (SQLite's written-behind sweep).
+    pub busy_chore: std::time::Duration,
 }
 
 /// A webhook endpoint as stored (secrets included: never render it whole).

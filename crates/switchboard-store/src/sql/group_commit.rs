@@ -167,6 +167,23 @@ struct Counters {
     jobs: AtomicU64,
     max_batch: AtomicU64,
     rechecked: AtomicU64,
+    /// Nanoseconds the writer spent in transactions of accepts only, of
+    /// other jobs (or both, on PostgreSQL), and in its chore's steps.
+    busy_accepts: AtomicU64,
+    busy_jobs: AtomicU64,
+    busy_chore: AtomicU64,
+}
+
+impl Counters {
+    fn read_busy(counter: &AtomicU64) -> std::time::Duration {
+        std::time::Duration::from_nanos(counter.load(Ordering::Relaxed))
+    }
+
+    /// Adds the time since `since` to `counter`.
+    fn busy(counter: &AtomicU64, since: Instant) {
+        let ns = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        counter.fetch_add(ns, Ordering::Relaxed);
+    }
 }
 
 /// The handle to the writer thread. Cloning is cheap; the thread stops when
@@ -302,6 +319,9 @@ impl GroupCommit {
             jobs: self.counters.jobs.load(Ordering::Relaxed),
             max_batch: self.counters.max_batch.load(Ordering::Relaxed),
             rechecked: self.counters.rechecked.load(Ordering::Relaxed),
+            busy_accepts: Counters::read_busy(&self.counters.busy_accepts),
+            busy_jobs: Counters::read_busy(&self.counters.busy_jobs),
+            busy_chore: Counters::read_busy(&self.counters.busy_chore),
         }
     }
 }
@@ -593,7 +613,9 @@ fn writer_loop(
             Next::Closed => break,
             Next::Idle => {
                 if let Some(chore) = &chore {
+                    let began = Instant::now();
                     chore_pace = chore.run_paced(&conn.db());
+                    Counters::busy(&counters.busy_chore, began);
                     chore_ran = Instant::now();
                 }
                 continue;
@@ -603,7 +625,9 @@ fn writer_loop(
             && chore_ran.elapsed() >= chore_pace
             && !refusing(&syncer)
         {
+            let began = Instant::now();
             chore_pace = chore.run_paced(&conn.db());
+            Counters::busy(&counters.busy_chore, began);
             chore_ran = Instant::now();
         }
         if conn.is_broken()
@@ -641,7 +665,13 @@ fn writer_loop(
             let began = Instant::now();
             let blind = rechecked_at.is_none_or(|t| t.elapsed() >= BLIND_PAUSE);
             let changes = conn.db().total_changes();
+            let busy = if jobs.iter().all(|j| j.accept().is_some()) {
+                &counters.busy_accepts
+            } else {
+                &counters.busy_jobs
+            };
             let (answers, rechecked) = run_batch(&conn.db(), jobs, blind);
+            Counters::busy(busy, began);
             // The deliverer's claim or the receipt pump's pass is a later
             // batch, which runs after this one's commit.
             signals::wake(signals);

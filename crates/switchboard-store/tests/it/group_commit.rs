@@ -45,6 +45,37 @@ async fn concurrent_accepts_share_commits() {
         "writes queued together commit together: {stats:?}"
     );
     assert!(stats.commits < stats.jobs, "{stats:?}");
+    assert!(
+        stats.busy_accepts > std::time::Duration::ZERO,
+        "the writer's time in accepts is counted: {stats:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_writers_busy_time_is_counted_by_the_work_it_did() {
+    let (_dir, _path, gc) = sqlite_writer("CREATE TABLE t (n INTEGER PRIMARY KEY)");
+    assert_eq!(gc.stats().busy_jobs, std::time::Duration::ZERO);
+    let started = std::time::Instant::now();
+    // A job that holds the writer for 20 ms is at least 20 ms of its time.
+    gc.run(|c| {
+        c.execute("INSERT INTO t (n) VALUES (1)", &[])?;
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        Ok(())
+    })
+    .await
+    .unwrap();
+    insert(&gc, 2).await.unwrap();
+    let stats = gc.stats();
+    assert!(
+        stats.busy_jobs >= std::time::Duration::from_millis(20),
+        "{stats:?}"
+    );
+    assert!(stats.busy_jobs <= started.elapsed(), "{stats:?}");
+    assert_eq!(
+        (stats.busy_accepts, stats.busy_chore),
+        (std::time::Duration::ZERO, std::time::Duration::ZERO),
+        "no accepts and no chore ran: {stats:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -681,6 +681,9 @@ async fn operations_endpoints_answer() {
         "switchboard_send_attempts_total{outcome=\"accepted\"} 1",
         "switchboard_dispatch_latency_seconds_count 1",
         "switchboard_group_commits_total",
+        "switchboard_group_commit_busy_seconds_total{work=\"accepts\"}",
+        "switchboard_group_commit_busy_seconds_total{work=\"jobs\"}",
+        "switchboard_group_commit_busy_seconds_total{work=\"chore\"}",
     ] {
         assert!(metrics.contains(line), "missing {line} in\n{metrics}");
     }
