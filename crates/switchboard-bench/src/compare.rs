@@ -21,6 +21,11 @@ pub struct Pair {
     pub baseline: f64,
     /// The same of this build.
     pub this: f64,
+    /// The baseline's writer thread CPU per operation, µs (`None` when it
+    /// could not be read, or the pair is left out).
+    pub baseline_writer_us: Option<f64>,
+    /// The same of this build.
+    pub this_writer_us: Option<f64>,
 }
 
 /// A scenario's pairs, summed up.
@@ -33,6 +38,13 @@ pub struct Comparison {
     pub median_change: f64,
     /// The pairs in which this build was faster.
     pub faster: usize,
+    /// Each pair's change of the writer thread's CPU per operation
+    /// (`this / baseline - 1`; negative is less work), where both sides
+    /// were read. Steadier than the rates: a change of the writer's work
+    /// shows here even when the rates' noise hides it.
+    pub writer_changes: Vec<f64>,
+    /// Their median, if any.
+    pub writer_median_change: Option<f64>,
 }
 
 /// The comparison of every scenario, in the order they first appear.
@@ -46,25 +58,35 @@ pub fn compare(pairs: &[Pair]) -> Vec<Comparison> {
     order
         .into_iter()
         .map(|s| {
-            let changes: Vec<f64> = pairs
-                .iter()
-                .filter(|p| p.scenario == s && p.baseline > 0.0)
+            let of = pairs.iter().filter(|p| p.scenario == s);
+            let changes: Vec<f64> = of
+                .clone()
+                .filter(|p| p.baseline > 0.0)
                 .map(|p| p.this / p.baseline - 1.0)
                 .collect();
-            let mut sorted = changes.clone();
-            sorted.sort_by(f64::total_cmp);
-            let median_change = sorted
-                .get(sorted.len().saturating_sub(1) / 2)
-                .copied()
-                .unwrap_or(0.0);
+            let writer_changes: Vec<f64> = of
+                .filter_map(|p| match (p.this_writer_us, p.baseline_writer_us) {
+                    (Some(this), Some(base)) if base > 0.0 => Some(this / base - 1.0),
+                    _ => None,
+                })
+                .collect();
             Comparison {
                 scenario: s.to_owned(),
                 faster: changes.iter().filter(|c| **c > 0.0).count(),
+                median_change: median(&changes).unwrap_or(0.0),
                 changes,
-                median_change,
+                writer_median_change: median(&writer_changes),
+                writer_changes,
             }
         })
         .collect()
+}
+
+/// The median of `values` (the lower middle of an even count).
+fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len().checked_sub(1)? / 2).copied()
 }
 
 fn percent(change: f64) -> String {
@@ -91,6 +113,30 @@ pub fn print(baseline: &std::path::Path, comparisons: &[Comparison]) {
             pairs.join(", ")
         );
     }
+    if comparisons.iter().all(|c| c.writer_changes.is_empty()) {
+        return;
+    }
+    println!(
+        "\nThe writer thread's CPU per operation (this / baseline − 1; negative is less work):"
+    );
+    println!("\n{:<12} {:>8} {:>8}  pairs", "scenario", "median", "less");
+    for c in comparisons {
+        let Some(m) = c.writer_median_change else {
+            continue;
+        };
+        let pairs: Vec<String> = c.writer_changes.iter().map(|x| percent(*x)).collect();
+        println!(
+            "{:<12} {:>8} {:>8}  {}",
+            c.scenario,
+            percent(m),
+            format!(
+                "{} of {}",
+                c.writer_changes.iter().filter(|x| **x < 0.0).count(),
+                c.writer_changes.len()
+            ),
+            pairs.join(", ")
+        );
+    }
 }
 
 #[cfg(test)]
@@ -103,7 +149,34 @@ mod tests {
             round,
             baseline,
             this,
+            baseline_writer_us: None,
+            this_writer_us: None,
         }
+    }
+
+    #[test]
+    fn the_writers_cpu_per_operation_is_compared_where_both_sides_were_read() {
+        let with = |p: Pair, base: Option<f64>, this: Option<f64>| Pair {
+            baseline_writer_us: base,
+            this_writer_us: this,
+            ..p
+        };
+        let got = compare(&[
+            with(pair("e2e", 1, 100.0, 100.0), Some(200.0), Some(180.0)),
+            with(pair("e2e", 2, 100.0, 90.0), Some(200.0), Some(190.0)),
+            with(pair("e2e", 3, 100.0, 110.0), None, Some(150.0)),
+            with(pair("e2e", 4, 100.0, 105.0), Some(100.0), Some(120.0)),
+            pair("noop", 1, 100.0, 100.0),
+        ]);
+        let rounded: Vec<i64> = got[0]
+            .writer_changes
+            .iter()
+            .map(|c| (c * 100.0).round() as i64)
+            .collect();
+        assert_eq!(rounded, [-10, -5, 20], "round 3 had no baseline reading");
+        assert!((got[0].writer_median_change.unwrap() + 0.05).abs() < 1e-9);
+        assert_eq!(got[1].writer_median_change, None, "noop read no writer");
+        assert!(got[1].writer_changes.is_empty());
     }
 
     #[test]

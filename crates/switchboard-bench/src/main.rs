@@ -104,6 +104,8 @@ struct Row {
     /// percent waiting in the run queue for one (`Usage::writer_percent`).
     writer_cpu_percent: Option<f64>,
     writer_wait_percent: Option<f64>,
+    /// The writer thread's CPU time per request, message or delivery, µs.
+    writer_cpu_us_per_op: Option<f64>,
     notes: String,
     extra: Value,
 }
@@ -127,6 +129,7 @@ impl Row {
             server_disk_kb_per_op: Some(after.disk_kb_per(&before, r.ok)),
             writer_cpu_percent: None,
             writer_wait_percent: None,
+            writer_cpu_us_per_op: None,
             notes: String::new(),
             extra: Value::Null,
         }
@@ -138,6 +141,7 @@ impl Row {
         let w = after.writer_percent(before);
         self.writer_cpu_percent = w.map(|w| w.0);
         self.writer_wait_percent = w.map(|w| w.1);
+        self.writer_cpu_us_per_op = after.writer_us_per(before, self.count);
         self
     }
 
@@ -639,6 +643,7 @@ async fn e2e(
         server_disk_kb_per_op: Some(after.disk_kb_per(&before, lat.len())),
         writer_cpu_percent: None,
         writer_wait_percent: None,
+        writer_cpu_us_per_op: None,
         notes: format!(
             "lost {lost}, duplicate sends {duplicate_sends}, repeated provider calls {repeated}, bad signatures {}; 202 in {:.2} ms p50, {:.2} ms p99; {}",
             seen.bad_signatures,
@@ -768,6 +773,7 @@ async fn webhooks(args: &Args) -> anyhow::Result<Row> {
         server_disk_kb_per_op: Some(after.disk_kb_per(&before, seen.deliveries)),
         writer_cpu_percent: None,
         writer_wait_percent: None,
+        writer_cpu_us_per_op: None,
         notes: format!(
             "{queued} queued by range redelivery; bad signatures {}",
             seen.bad_signatures
@@ -890,6 +896,8 @@ async fn main() -> anyhow::Result<()> {
                 round,
                 baseline: if clean { theirs.per_second } else { 0.0 },
                 this: ours.per_second,
+                baseline_writer_us: theirs.writer_cpu_us_per_op.filter(|_| clean),
+                this_writer_us: ours.writer_cpu_us_per_op,
             });
             rows.push(ours);
         }

@@ -187,6 +187,7 @@ mod tests {
             server_disk_kb_per_op: None,
             writer_cpu_percent: None,
             writer_wait_percent: None,
+            writer_cpu_us_per_op: None,
             notes: String::new(),
             extra: Value::Null,
         }
