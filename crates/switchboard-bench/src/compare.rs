@@ -104,14 +104,7 @@ pub fn print(baseline: &std::path::Path, comparisons: &[Comparison]) {
         "scenario", "median", "faster"
     );
     for c in comparisons {
-        let pairs: Vec<String> = c.changes.iter().map(|x| percent(*x)).collect();
-        println!(
-            "{:<12} {:>8} {:>8}  {}",
-            c.scenario,
-            percent(c.median_change),
-            format!("{} of {}", c.faster, c.changes.len()),
-            pairs.join(", ")
-        );
+        print_row(&c.scenario, c.median_change, c.faster, &c.changes);
     }
     if comparisons.iter().all(|c| c.writer_changes.is_empty()) {
         return;
@@ -121,22 +114,24 @@ pub fn print(baseline: &std::path::Path, comparisons: &[Comparison]) {
     );
     println!("\n{:<12} {:>8} {:>8}  pairs", "scenario", "median", "less");
     for c in comparisons {
-        let Some(m) = c.writer_median_change else {
-            continue;
-        };
-        let pairs: Vec<String> = c.writer_changes.iter().map(|x| percent(*x)).collect();
-        println!(
-            "{:<12} {:>8} {:>8}  {}",
-            c.scenario,
-            percent(m),
-            format!(
-                "{} of {}",
-                c.writer_changes.iter().filter(|x| **x < 0.0).count(),
-                c.writer_changes.len()
-            ),
-            pairs.join(", ")
-        );
+        if let Some(m) = c.writer_median_change {
+            let less = c.writer_changes.iter().filter(|x| **x < 0.0).count();
+            print_row(&c.scenario, m, less, &c.writer_changes);
+        }
     }
+}
+
+/// One scenario's line of a comparison table: the median change, in how
+/// many pairs this build did better, and each pair's change.
+fn print_row(scenario: &str, median: f64, better: usize, changes: &[f64]) {
+    let pairs: Vec<String> = changes.iter().map(|x| percent(*x)).collect();
+    println!(
+        "{:<12} {:>8} {:>8}  {}",
+        scenario,
+        percent(median),
+        format!("{better} of {}", changes.len()),
+        pairs.join(", ")
+    );
 }
 
 #[cfg(test)]

@@ -38,22 +38,29 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// The writer thread's seconds on a CPU and waiting for one between
+    /// `before` and `self`, if both readings found it.
+    fn writer_since(&self, before: &Usage) -> Option<(f64, f64)> {
+        let ((run1, wait1), (run0, wait0)) = (self.writer?, before.writer?);
+        Some((run1 - run0, wait1 - wait0))
+    }
+
     /// The writer thread's share of the time between `before` and `self`:
     /// percent on a CPU, percent waiting for one. Together they say how
     /// near the one serial stage is to saturation: at 100 it is never
     /// idle, and what it waits for is a CPU.
+    pub fn writer_percent(&self, before: &Usage) -> Option<(f64, f64)> {
+        let (run, wait) = self.writer_since(before)?;
+        let wall = (self.at - before.at).max(1e-9);
+        Some((100.0 * run / wall, 100.0 * wait / wall))
+    }
+
     /// The writer thread's CPU time between `before` and `self`, in µs
     /// per one of `ops` operations: steadier from run to run than a rate,
     /// as it does not count the time the writer waits for a core.
     pub fn writer_us_per(&self, before: &Usage, ops: usize) -> Option<f64> {
-        let ((run1, _), (run0, _)) = (self.writer?, before.writer?);
-        (ops > 0).then(|| 1e6 * (run1 - run0) / ops as f64)
-    }
-
-    pub fn writer_percent(&self, before: &Usage) -> Option<(f64, f64)> {
-        let ((run1, wait1), (run0, wait0)) = (self.writer?, before.writer?);
-        let wall = (self.at - before.at).max(1e-9);
-        Some((100.0 * (run1 - run0) / wall, 100.0 * (wait1 - wait0) / wall))
+        let (run, _) = self.writer_since(before)?;
+        (ops > 0).then(|| 1e6 * run / ops as f64)
     }
 
     /// Kilobytes written to storage between `before` and `self`, per

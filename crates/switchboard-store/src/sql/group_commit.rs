@@ -377,10 +377,13 @@ impl Chore {
         }
     }
 
-    /// Runs a step (`run`) and answers how long until the next may run:
-    /// `every`, or [`CHORE_RETRY`] after a failure.
-    fn run_paced(&self, conn: &Db<'_>) -> std::time::Duration {
-        match self.run(conn, false) {
+    /// Runs a step (`run`), adds its time to `busy`, and answers how long
+    /// until the next may run: `every`, or [`CHORE_RETRY`] after a failure.
+    fn run_paced(&self, conn: &Db<'_>, busy: &AtomicU64) -> std::time::Duration {
+        let began = Instant::now();
+        let ran = self.run(conn, false);
+        Counters::busy(busy, began);
+        match ran {
             Some(_) => self.every,
             None => self.every.max(CHORE_RETRY),
         }
@@ -613,9 +616,7 @@ fn writer_loop(
             Next::Closed => break,
             Next::Idle => {
                 if let Some(chore) = &chore {
-                    let began = Instant::now();
-                    chore_pace = chore.run_paced(&conn.db());
-                    Counters::busy(&counters.busy_chore, began);
+                    chore_pace = chore.run_paced(&conn.db(), &counters.busy_chore);
                     chore_ran = Instant::now();
                 }
                 continue;
@@ -625,9 +626,7 @@ fn writer_loop(
             && chore_ran.elapsed() >= chore_pace
             && !refusing(&syncer)
         {
-            let began = Instant::now();
-            chore_pace = chore.run_paced(&conn.db());
-            Counters::busy(&counters.busy_chore, began);
+            chore_pace = chore.run_paced(&conn.db(), &counters.busy_chore);
             chore_ran = Instant::now();
         }
         if conn.is_broken()
