@@ -12,7 +12,7 @@ use crate::time::Timestamp;
 
 const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
-fn ulid_at(now: Timestamp) -> String {
+fn ulid_at(now: Timestamp) -> [u8; 26] {
     let ms = u128::try_from(now.as_millis().max(0)).unwrap_or(0) & ((1u128 << 48) - 1);
     let rand = id_bytes::<10>();
     let mut value = ms << 80;
@@ -24,7 +24,17 @@ fn ulid_at(now: Timestamp) -> String {
         let shift = 125 - 5 * i;
         *slot = CROCKFORD[((value >> shift) & 0x1f) as usize];
     }
-    String::from_utf8(out.to_vec()).expect("crockford alphabet is ascii")
+    out
+}
+
+/// `prefix` followed by `body`, in one allocation of the right size (a
+/// `format!` of the two was about a thousand instructions, and ids are
+/// made for every accepted message and event).
+fn prefixed(prefix: &str, body: &str) -> String {
+    let mut s = String::with_capacity(prefix.len() + body.len());
+    s.push_str(prefix);
+    s.push_str(body);
+    s
 }
 
 /// The smallest ULID of millisecond `at`: every id made at or after `at`
@@ -73,7 +83,11 @@ macro_rules! prefixed_id {
 
             /// A new id whose time part is `now`.
             pub fn new_at(now: Timestamp) -> Self {
-                $name(format!("{}{}", $prefix, ulid_at(now)))
+                let body = ulid_at(now);
+                $name(prefixed(
+                    $prefix,
+                    std::str::from_utf8(&body).expect("crockford alphabet is ascii"),
+                ))
             }
 
             /// The lowest id of this type made at or after `at` (for a time
@@ -136,14 +150,14 @@ impl EventId {
     /// `implied_accept`), and its id is known all the same.
     pub fn of_acceptance(message: &MessageId) -> Self {
         let body = &message.0[MessageId::PREFIX.len()..];
-        EventId(format!("{}{body}", Self::PREFIX))
+        EventId(prefixed(Self::PREFIX, body))
     }
 
     /// The message whose acceptance event this id would name
     /// (`of_acceptance` backwards), if any.
     pub fn accepted_message(&self) -> Option<MessageId> {
         let body = &self.0[Self::PREFIX.len()..];
-        is_ulid(body).then(|| MessageId(format!("{}{body}", MessageId::PREFIX)))
+        is_ulid(body).then(|| MessageId(prefixed(MessageId::PREFIX, body)))
     }
 }
 
