@@ -100,14 +100,22 @@ struct Row {
     /// Kilobytes the server wrote to storage per request or message (not
     /// counted on PostgreSQL, whose server process writes them).
     server_disk_kb_per_op: Option<f64>,
-    /// The writer thread over the run: percent of the time on a CPU, and
-    /// percent waiting in the run queue for one (`Usage::writer_percent`).
-    writer_cpu_percent: Option<f64>,
-    writer_wait_percent: Option<f64>,
-    /// The writer thread's CPU time per request, message or delivery, µs.
-    writer_cpu_us_per_op: Option<f64>,
+    /// The writer thread over the run (`Row::with_writer`).
+    #[serde(flatten)]
+    writer: Writer,
     notes: String,
     extra: Value,
+}
+
+/// The writer thread (`db-writer`) over a run, where it could be read.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+struct Writer {
+    /// Percent of the time on a CPU, and percent waiting in the run queue
+    /// for one (`Usage::writer_percent`).
+    writer_cpu_percent: Option<f64>,
+    writer_wait_percent: Option<f64>,
+    /// Its CPU time per request, message or delivery, µs.
+    writer_cpu_us_per_op: Option<f64>,
 }
 
 impl Row {
@@ -127,9 +135,7 @@ impl Row {
             server_peak_rss_mb: after.peak_rss_mb,
             db_cpu_percent: None,
             server_disk_kb_per_op: Some(after.disk_kb_per(&before, r.ok)),
-            writer_cpu_percent: None,
-            writer_wait_percent: None,
-            writer_cpu_us_per_op: None,
+            writer: Writer::default(),
             notes: String::new(),
             extra: Value::Null,
         }
@@ -139,9 +145,11 @@ impl Row {
     /// The writer thread's share of the run between the two readings.
     fn with_writer(mut self, before: &Usage, after: &Usage) -> Row {
         let w = after.writer_percent(before);
-        self.writer_cpu_percent = w.map(|w| w.0);
-        self.writer_wait_percent = w.map(|w| w.1);
-        self.writer_cpu_us_per_op = after.writer_us_per(before, self.count);
+        self.writer = Writer {
+            writer_cpu_percent: w.map(|w| w.0),
+            writer_wait_percent: w.map(|w| w.1),
+            writer_cpu_us_per_op: after.writer_us_per(before, self.count),
+        };
         self
     }
 
@@ -641,9 +649,7 @@ async fn e2e(
         server_peak_rss_mb: after.peak_rss_mb,
         db_cpu_percent: db_used.map(|cpu| 100.0 * cpu / wall.as_secs_f64().max(1e-9)),
         server_disk_kb_per_op: Some(after.disk_kb_per(&before, lat.len())),
-        writer_cpu_percent: None,
-        writer_wait_percent: None,
-        writer_cpu_us_per_op: None,
+        writer: Writer::default(),
         notes: format!(
             "lost {lost}, duplicate sends {duplicate_sends}, repeated provider calls {repeated}, bad signatures {}; 202 in {:.2} ms p50, {:.2} ms p99; {}",
             seen.bad_signatures,
@@ -771,9 +777,7 @@ async fn webhooks(args: &Args) -> anyhow::Result<Row> {
         server_peak_rss_mb: after.peak_rss_mb,
         db_cpu_percent: None,
         server_disk_kb_per_op: Some(after.disk_kb_per(&before, seen.deliveries)),
-        writer_cpu_percent: None,
-        writer_wait_percent: None,
-        writer_cpu_us_per_op: None,
+        writer: Writer::default(),
         notes: format!(
             "{queued} queued by range redelivery; bad signatures {}",
             seen.bad_signatures
@@ -814,7 +818,7 @@ fn print_table(rows: &[Row]) {
             .db_cpu_percent
             .map_or_else(|| "-".to_owned(), |p| format!("{p:.0}"));
         // On a CPU + waiting for one.
-        let writer = match (r.writer_cpu_percent, r.writer_wait_percent) {
+        let writer = match (r.writer.writer_cpu_percent, r.writer.writer_wait_percent) {
             (Some(run), Some(wait)) => format!("{run:.0}+{wait:.0}"),
             _ => "-".to_owned(),
         };
@@ -896,8 +900,8 @@ async fn main() -> anyhow::Result<()> {
                 round,
                 baseline: if clean { theirs.per_second } else { 0.0 },
                 this: ours.per_second,
-                baseline_writer_us: theirs.writer_cpu_us_per_op.filter(|_| clean),
-                this_writer_us: ours.writer_cpu_us_per_op,
+                baseline_writer_us: theirs.writer.writer_cpu_us_per_op.filter(|_| clean),
+                this_writer_us: ours.writer.writer_cpu_us_per_op,
             });
             rows.push(ours);
         }

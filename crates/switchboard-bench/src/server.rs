@@ -22,7 +22,7 @@ pub struct Server {
 
 /// CPU seconds (user + system), peak resident memory and bytes written
 /// to storage of a process.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct Usage {
     pub cpu_seconds: f64,
     pub peak_rss_mb: f64,
@@ -33,8 +33,8 @@ pub struct Usage {
     /// The writer thread's (`db-writer`) time on a CPU and time waiting
     /// in the run queue for one, in seconds (`/proc/<pid>/task/*/schedstat`).
     pub writer: Option<(f64, f64)>,
-    /// When this was read: seconds since the program started.
-    pub at: f64,
+    /// When this was read.
+    pub at: std::time::Instant,
 }
 
 impl Usage {
@@ -51,7 +51,7 @@ impl Usage {
     /// idle, and what it waits for is a CPU.
     pub fn writer_percent(&self, before: &Usage) -> Option<(f64, f64)> {
         let (run, wait) = self.writer_since(before)?;
-        let wall = (self.at - before.at).max(1e-9);
+        let wall = self.at.duration_since(before.at).as_secs_f64().max(1e-9);
         Some((100.0 * run / wall, 100.0 * wait / wall))
     }
 
@@ -209,15 +209,9 @@ pub fn usage_of(pid: u32) -> Usage {
         peak_rss_mb: hwm_kb / 1024.0,
         disk_write_bytes,
         writer: writer_schedstat(pid),
-        at: EPOCH
-            .get_or_init(std::time::Instant::now)
-            .elapsed()
-            .as_secs_f64(),
+        at: std::time::Instant::now(),
     }
 }
-
-/// What `Usage::at` counts from.
-static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
 
 /// The `db-writer` thread's run and run-queue wait, in seconds: the first
 /// two fields of its `schedstat` (nanoseconds; Linux with schedstats).

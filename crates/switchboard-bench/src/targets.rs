@@ -185,9 +185,7 @@ mod tests {
             server_peak_rss_mb: 50.0,
             db_cpu_percent: None,
             server_disk_kb_per_op: None,
-            writer_cpu_percent: None,
-            writer_wait_percent: None,
-            writer_cpu_us_per_op: None,
+            writer: crate::Writer::default(),
             notes: String::new(),
             extra: Value::Null,
         }
