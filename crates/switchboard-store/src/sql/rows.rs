@@ -16,6 +16,16 @@ pub const MESSAGE_COLUMNS: &str = "id, workspace_id, to_phone, from_addr, channe
 /// after them.
 pub const MESSAGE_COLUMN_COUNT: usize = 27;
 
+/// `MESSAGE_COLUMNS` qualified by a table alias (`m.id, m.workspace_id,
+/// …`), for a statement that joins messages to another table.
+pub fn message_columns_of(alias: &str) -> String {
+    MESSAGE_COLUMNS
+        .split(',')
+        .map(|c| format!("{alias}.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn corrupt(what: &str, value: &str) -> StoreError {
     StoreError::Corrupt(format!("{what}: {value:?}"))
 }
@@ -27,46 +37,56 @@ pub fn status(s: &str) -> Result<Status, StoreError> {
 
 /// Reads a row selected with `MESSAGE_COLUMNS`.
 pub fn message(r: &Row<'_>) -> Result<MessageRecord, StoreError> {
-    let id: String = r.get(0)?;
-    let ws: String = r.get(1)?;
-    let media: Option<String> = r.get(6)?;
-    let metadata: Option<String> = r.get(10)?;
-    let status_s: String = r.get(14)?;
-    let priority: i64 = r.get(12)?;
+    message_at(r, 0)
+}
+
+/// Reads the `MESSAGE_COLUMNS` of a row that selects them from column `at`
+/// on (after columns of another table it joins).
+pub fn message_at(r: &Row<'_>, at: usize) -> Result<MessageRecord, StoreError> {
+    let id: String = r.get(at)?;
+    let ws: String = r.get(at + 1)?;
+    let media: Option<String> = r.get(at + 6)?;
+    let metadata: Option<String> = r.get(at + 10)?;
+    let status_s: String = r.get(at + 14)?;
+    let priority: i64 = r.get(at + 12)?;
     Ok(MessageRecord {
         id: MessageId::parse(&id).map_err(|_| corrupt("message id", &id))?,
         workspace_id: WorkspaceId::parse(&ws).map_err(|_| corrupt("workspace id", &ws))?,
-        to: r.get(2)?,
-        from: r.get(3)?,
-        channel: r.get(4)?,
-        body: r.get(5)?,
+        to: r.get(at + 2)?,
+        from: r.get(at + 3)?,
+        channel: r.get(at + 4)?,
+        body: r.get(at + 5)?,
         media_urls: match media {
             Some(m) => serde_json::from_str(&m).map_err(|_| corrupt("media_urls", &m))?,
             None => Vec::new(),
         },
-        encoding: r.get(7)?,
-        segments: r.get(8)?,
-        client_ref: r.get(9)?,
+        encoding: r.get(at + 7)?,
+        segments: r.get(at + 8)?,
+        client_ref: r.get(at + 9)?,
         metadata: match metadata {
             Some(m) => Some(serde_json::from_str(&m).map_err(|_| corrupt("metadata", &m))?),
             None => None,
         },
-        category: r.get(11)?,
+        category: r.get(at + 11)?,
         priority: if priority > 0 { "high" } else { "normal" }.to_owned(),
-        timezone: r.get(13)?,
+        timezone: r.get(at + 13)?,
         status: status(&status_s)?,
-        provider_id: r.get(15)?,
-        provider_message_id: r.get(16)?,
-        attempts: r.get(17)?,
-        next_attempt_at: r.get::<_, Option<i64>>(18)?.map(Timestamp::from_millis),
-        send_at: r.get::<_, Option<i64>>(19)?.map(Timestamp::from_millis),
-        expires_at: Timestamp::from_millis(r.get(20)?),
-        error_code: r.get(21)?,
-        error_message: r.get(22)?,
-        idempotency_key: r.get(23)?,
-        created_at: Timestamp::from_millis(r.get(24)?),
-        updated_at: Timestamp::from_millis(r.get(25)?),
-        whatsapp_template: match r.get::<_, Option<String>>(26)? {
+        provider_id: r.get(at + 15)?,
+        provider_message_id: r.get(at + 16)?,
+        attempts: r.get(at + 17)?,
+        next_attempt_at: r
+            .get::<_, Option<i64>>(at + 18)?
+            .map(Timestamp::from_millis),
+        send_at: r
+            .get::<_, Option<i64>>(at + 19)?
+            .map(Timestamp::from_millis),
+        expires_at: Timestamp::from_millis(r.get(at + 20)?),
+        error_code: r.get(at + 21)?,
+        error_message: r.get(at + 22)?,
+        idempotency_key: r.get(at + 23)?,
+        created_at: Timestamp::from_millis(r.get(at + 24)?),
+        updated_at: Timestamp::from_millis(r.get(at + 25)?),
+        whatsapp_template: match r.get::<_, Option<String>>(at + 26)? {
             Some(t) => Some(serde_json::from_str(&t).map_err(|_| corrupt("channel_template", &t))?),
             None => None,
         },
@@ -80,5 +100,17 @@ mod tests {
     #[test]
     fn the_column_count_counts_the_columns() {
         assert_eq!(MESSAGE_COLUMNS.split(',').count(), MESSAGE_COLUMN_COUNT);
+    }
+
+    #[test]
+    fn qualified_columns_name_the_same_columns_in_order() {
+        let q = message_columns_of("m");
+        assert!(q.starts_with("m.id, m.workspace_id, m.to_phone, "));
+        assert!(q.ends_with(", m.channel_template"));
+        assert_eq!(q.split(", ").count(), MESSAGE_COLUMN_COUNT);
+        assert!(
+            q.split(", ")
+                .all(|c| c.starts_with("m.") && !c.contains(' '))
+        );
     }
 }

@@ -410,17 +410,22 @@ const EVENT_COLUMNS: &str =
     "id, workspace_id, type, message_id, status, detail, error_code, payload, created_at";
 
 fn event_row(r: &Row<'_>) -> Result<(String, EventRow), super::db::DbError> {
+    event_row_at(r, 0)
+}
+
+/// Reads the `EVENT_COLUMNS` of a row that selects them from column `at` on.
+fn event_row_at(r: &Row<'_>, at: usize) -> Result<(String, EventRow), super::db::DbError> {
     Ok((
-        r.get(0)?,
+        r.get(at)?,
         EventRow {
-            ws: r.get(1)?,
-            event_type: r.get(2)?,
-            message_id: r.get(3)?,
-            status: r.get(4)?,
-            detail: r.get(5)?,
-            error_code: r.get(6)?,
-            payload: r.get(7)?,
-            created: r.get(8)?,
+            ws: r.get(at + 1)?,
+            event_type: r.get(at + 2)?,
+            message_id: r.get(at + 3)?,
+            status: r.get(at + 4)?,
+            detail: r.get(at + 5)?,
+            error_code: r.get(at + 6)?,
+            payload: r.get(at + 7)?,
+            created: r.get(at + 8)?,
         },
     ))
 }
@@ -489,67 +494,120 @@ fn load_event(c: &Db<'_>, event_id: &str) -> Result<Option<WebhookEvent>, StoreE
     Ok(load_events(c, &[event_id])?.remove(event_id))
 }
 
-/// Claims due deliveries of enabled endpoints, in per-message order. An
-/// endpoint that is failing gets one attempt at a time (a probe), so a burst
-/// does not pile up attempts past its `disable_after`; a healthy endpoint
-/// gets as many at once as are due.
-pub fn claim(
-    c: &Db<'_>,
-    now: Timestamp,
-    limit: usize,
-    lease: Duration,
-) -> Result<Vec<WebhookJob>, StoreError> {
-    type Due = (String, String, String, u32, String, u32, bool);
-    let lock = if c.is_pg() {
-        " FOR UPDATE OF d SKIP LOCKED"
+/// The statement of `claim`: due deliveries with their endpoint's health,
+/// their event and its message, in one read (on SQLite the event by its
+/// sequence number, the table's rowid; PostgreSQL has no index on it). A
+/// delivery whose event is missing still comes back, with NULL event
+/// columns, so that it shows as the corruption it is.
+fn claim_sql(c: &Db<'_>) -> &'static str {
+    static LITE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static PG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let (cell, event_join, lock) = if c.is_pg() {
+        (&PG, "e.id = d.event_id", " FOR UPDATE OF d SKIP LOCKED")
     } else {
-        ""
+        (&LITE, "e.seq = d.event_seq AND e.id = d.event_id", "")
     };
-    // Whether a failing endpoint already has an attempt in flight is asked
-    // only of failing endpoints: for a healthy one it would scan all its
-    // pending deliveries for every row (quadratic in a backlog).
-    let sql = format!(
-            "SELECT d.id, d.endpoint_id, d.event_id, d.attempts, d.trigger, w.consecutive_failures,
+    cell.get_or_init(|| {
+        let event_columns = EVENT_COLUMNS
+            .split(", ")
+            .map(|c| format!("e.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        // Whether a failing endpoint already has an attempt in flight is
+        // asked only of failing endpoints: for a healthy one it would scan
+        // all its pending deliveries for every row (quadratic in a backlog).
+        format!(
+            "SELECT d.id, d.endpoint_id, d.attempts, d.trigger, w.consecutive_failures,
                     CASE WHEN w.consecutive_failures > 0
                          THEN EXISTS (SELECT 1 FROM webhook_deliveries f WHERE f.endpoint_id = d.endpoint_id AND f.status = 'pending' AND f.lease_until > ?1)
-                         ELSE 0 = 1 END
+                         ELSE 0 = 1 END,
+                    {event_columns}, {}
              FROM webhook_deliveries d
              JOIN webhook_endpoints w ON w.id = d.endpoint_id
+             LEFT JOIN events e ON {event_join}
+             LEFT JOIN messages m ON m.id = e.message_id
              WHERE d.status = 'pending' AND d.next_attempt_at <= ?1 AND (d.lease_until IS NULL OR d.lease_until <= ?1)
                AND w.enabled = 1 AND w.deleted_at IS NULL
                AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p
                                WHERE p.endpoint_id = d.endpoint_id AND p.ordering_key = d.ordering_key
                                  AND p.status = 'pending' AND p.event_seq < d.event_seq)
              ORDER BY d.next_attempt_at, d.event_seq LIMIT ?2{lock}",
-    );
-    let rows_: Vec<Due> = c
-        .prepare_cached(&sql)?
+            rows::message_columns_of("m"),
+        )
+    })
+}
+
+/// Where `claim_sql`'s event columns begin, and its message columns.
+const CLAIM_EVENT_AT: usize = 6;
+const CLAIM_MESSAGE_AT: usize = CLAIM_EVENT_AT + 9;
+
+/// Claims due deliveries of enabled endpoints, in per-message order. An
+/// endpoint that is failing gets one attempt at a time (a probe), so a burst
+/// does not pile up attempts past its `disable_after`; a healthy endpoint
+/// gets as many at once as are due. One read (`claim_sql`) finds them with
+/// their events and messages, and one update per `Db::chunks` run leases
+/// them.
+pub fn claim(
+    c: &Db<'_>,
+    now: Timestamp,
+    limit: usize,
+    lease: Duration,
+) -> Result<Vec<WebhookJob>, StoreError> {
+    struct Due {
+        id: String,
+        endpoint_id: String,
+        attempts: u32,
+        trigger: String,
+        failures: u32,
+        in_flight: bool,
+        event: Option<(String, EventRow)>,
+        message: Option<MessageRecord>,
+    }
+    let rows_: Vec<Result<Due, StoreError>> = c
+        .prepare_cached(claim_sql(c))?
         .query_map(
             p![now.as_millis(), i64::try_from(limit).unwrap_or(i64::MAX)],
             |r| {
-                Ok((
+                let event = match r.get::<_, Option<String>>(CLAIM_EVENT_AT)? {
+                    Some(_) => Some(event_row_at(r, CLAIM_EVENT_AT)?),
+                    None => None,
+                };
+                // A message deleted since its event has NULL columns here.
+                let message = r
+                    .get::<_, Option<String>>(CLAIM_MESSAGE_AT)?
+                    .map(|_| rows::message_at(r, CLAIM_MESSAGE_AT));
+                let (id, endpoint_id, attempts, trigger, failures, in_flight) = (
                     r.get(0)?,
                     r.get(1)?,
                     r.get(2)?,
                     r.get(3)?,
                     r.get(4)?,
                     r.get(5)?,
-                    r.get(6)?,
-                ))
+                );
+                Ok(message.transpose().map(|message| Due {
+                    id,
+                    endpoint_id,
+                    attempts,
+                    trigger,
+                    failures,
+                    in_flight,
+                    event,
+                    message,
+                }))
             },
         )?
         .collect::<Result<_, _>>()?;
     let mut probing: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut due = Vec::with_capacity(rows_.len());
-    for (id, endpoint_id, event_id, attempts, trigger, failures, in_flight) in rows_ {
-        if failures > 0 && (in_flight || !probing.insert(endpoint_id.clone())) {
+    for d in rows_ {
+        let d = d?;
+        if d.failures > 0 && (d.in_flight || !probing.insert(d.endpoint_id.clone())) {
             continue;
         }
-        due.push((id, endpoint_id, event_id, attempts, trigger));
+        due.push(d);
     }
     let lease_until = now.plus(lease).as_millis();
-    // Set-based: one lease update and two reads per `Db::chunks` run.
-    let ids: Vec<&str> = due.iter().map(|d| d.0.as_str()).collect();
+    let ids: Vec<&str> = due.iter().map(|d| d.id.as_str()).collect();
     c.update_ids(
         "webhook_deliveries",
         "lease_until = ?1, attempts = attempts + 1, updated_at = ?2",
@@ -557,42 +615,25 @@ pub fn claim(
         &[V::Int(lease_until), V::Int(now.as_millis())],
         &ids,
     )?;
-    let event_ids: Vec<&str> = due.iter().map(|d| d.2.as_str()).collect();
-    let mut events = load_events(c, &event_ids)?;
-    // How many deliveries still need each event: the last takes it, the
-    // others copy it.
-    let mut uses: HashMap<String, usize> = HashMap::with_capacity(event_ids.len());
-    for id in &event_ids {
-        *uses.entry((*id).to_owned()).or_default() += 1;
-    }
-    drop(event_ids);
+    drop(ids);
     let mut endpoints: HashMap<String, EndpointRecord> = HashMap::new();
     let mut jobs = Vec::with_capacity(due.len());
-    for (id, endpoint_id, event_id, attempts, trigger) in due {
-        let endpoint = match endpoints.get(&endpoint_id) {
+    for d in due {
+        let endpoint = match endpoints.get(&d.endpoint_id) {
             Some(e) => e.clone(),
             None => {
-                let e = load_endpoint(c, None, &endpoint_id)?
-                    .ok_or_else(|| corrupt("endpoint", &endpoint_id))?;
-                endpoints.insert(endpoint_id.clone(), e.clone());
+                let e = load_endpoint(c, None, &d.endpoint_id)?
+                    .ok_or_else(|| corrupt("endpoint", &d.endpoint_id))?;
+                endpoints.insert(d.endpoint_id.clone(), e.clone());
                 e
             }
         };
-        // Deliveries of one event (to several endpoints) share its row.
-        let left = uses.get_mut(&event_id).map_or(0, |n| {
-            *n -= 1;
-            *n
-        });
-        let event = if left == 0 {
-            events.remove(&event_id)
-        } else {
-            events.get(&event_id).cloned()
-        }
-        .ok_or_else(|| corrupt("event", &event_id))?;
+        let (event_id, row) = d.event.ok_or_else(|| corrupt("event of delivery", &d.id))?;
+        let event = webhook_event(&event_id, row, d.message.as_ref())?;
         jobs.push(WebhookJob {
-            delivery_id: id,
-            attempt: attempts + 1,
-            trigger,
+            delivery_id: d.id,
+            attempt: d.attempts + 1,
+            trigger: d.trigger,
             endpoint,
             event,
         });

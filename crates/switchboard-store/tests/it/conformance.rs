@@ -906,3 +906,97 @@ conformance!(
         );
     }
 );
+
+conformance!(
+    a_claimed_delivery_carries_its_message_as_of_the_event,
+    |f: crate::Fixture| async move {
+        // Only the terminal events are subscribed to: the others of the
+        // message are recorded and fan out to nobody.
+        f.store
+            .create_endpoint(
+                &f.ws,
+                &endpoint(Some(vec!["message.delivered", "message.failed"]), 5),
+                "wh_end",
+                "whsec_e",
+                T0,
+            )
+            .await
+            .unwrap();
+        let AcceptOutcome::Created(a) = f
+            .store
+            .accept_message(request(
+                &f.ws,
+                json!({
+                    "to": "+14155550125",
+                    "body": "Your order shipped",
+                    "client_ref": "order-77",
+                    "metadata": {"crm_id": "c-1", "n": 2},
+                    "priority": "high",
+                }),
+                "h",
+            ))
+            .await
+            .unwrap()
+        else {
+            panic!("created")
+        };
+        let claimed = f.store.claim_due(T0, 10, LEASE).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        f.store
+            .complete_attempt(AttemptReport {
+                message_id: claimed[0].id.clone(),
+                attempt: 1,
+                provider_id: claimed[0].provider_id.clone(),
+                started_at: T0,
+                finished_at: T0,
+                outcome: AttemptOutcome::Accepted {
+                    provider_message_id: "P77".into(),
+                },
+            })
+            .await
+            .unwrap();
+        assert!(
+            claim_deliveries(&f, T0, 100).await.is_empty(),
+            "nobody subscribes to sending or sent"
+        );
+        f.store
+            .apply_receipt("pr_sim", "P77", ReceiptKind::Delivered, None, None, T0)
+            .await
+            .unwrap();
+        let jobs = claim_deliveries(&f, T0, 100).await;
+        assert_eq!(jobs.len(), 1);
+        let job = &jobs[0];
+        assert_eq!(job.endpoint.id, "wh_end");
+        assert_eq!(job.attempt, 1);
+        assert_eq!(job.trigger, "scheduled");
+        assert_eq!(job.event.event_type, "message.delivered");
+        assert_eq!(job.event.workspace_id, f.ws);
+        assert_eq!(job.event.created_at, T0);
+        assert_eq!(
+            job.event.data,
+            json!({
+                "object": "message",
+                "id": a.id.as_str(),
+                "to": "+14155550125",
+                "from": "Switchboard",
+                "channel": "sms",
+                "body": "Your order shipped",
+                "media_urls": [],
+                "status": "delivered",
+                "encoding": "GSM-7",
+                "segments": 1,
+                "client_ref": "order-77",
+                "metadata": {"crm_id": "c-1", "n": 2},
+                "category": "transactional",
+                "priority": "high",
+                "provider_id": "pr_sim",
+                "provider_message_id": "P77",
+                "error_code": null,
+                "detail": null,
+                "created_at": T0.to_rfc3339(),
+            })
+        );
+        // Leased: not claimed again until its lease ends.
+        assert!(claim_deliveries(&f, T0, 100).await.is_empty());
+    }
+);
