@@ -39,6 +39,26 @@ async fn claim_deliveries(
         .unwrap()
 }
 
+/// Claims the one queued message and reports it accepted by the provider
+/// as `provider_message_id` (`sending → sent`).
+async fn send_the_only_queued(f: &crate::Fixture, provider_message_id: &str) {
+    let claimed = f.store.claim_due(T0, 10, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    f.store
+        .complete_attempt(AttemptReport {
+            message_id: claimed[0].id.clone(),
+            attempt: 1,
+            provider_id: claimed[0].provider_id.clone(),
+            started_at: T0,
+            finished_at: T0,
+            outcome: AttemptOutcome::Accepted {
+                provider_message_id: provider_message_id.into(),
+            },
+        })
+        .await
+        .unwrap();
+}
+
 fn report(
     job: &switchboard_store::WebhookJob,
     status: u16,
@@ -65,21 +85,7 @@ conformance!(
         let AcceptOutcome::Created(a) = f.store.accept_message(simple(&f.ws)).await.unwrap() else {
             panic!("created")
         };
-        let claimed = f.store.claim_due(T0, 10, LEASE).await.unwrap();
-        assert_eq!(claimed.len(), 1);
-        f.store
-            .complete_attempt(AttemptReport {
-                message_id: claimed[0].id.clone(),
-                attempt: 1,
-                provider_id: claimed[0].provider_id.clone(),
-                started_at: T0,
-                finished_at: T0,
-                outcome: AttemptOutcome::Accepted {
-                    provider_message_id: "P1".into(),
-                },
-            })
-            .await
-            .unwrap();
+        send_the_only_queued(&f, "P1").await;
         for kind in [
             ReceiptKind::Delivered,
             ReceiptKind::Delivered,
@@ -940,21 +946,7 @@ conformance!(
         else {
             panic!("created")
         };
-        let claimed = f.store.claim_due(T0, 10, LEASE).await.unwrap();
-        assert_eq!(claimed.len(), 1);
-        f.store
-            .complete_attempt(AttemptReport {
-                message_id: claimed[0].id.clone(),
-                attempt: 1,
-                provider_id: claimed[0].provider_id.clone(),
-                started_at: T0,
-                finished_at: T0,
-                outcome: AttemptOutcome::Accepted {
-                    provider_message_id: "P77".into(),
-                },
-            })
-            .await
-            .unwrap();
+        send_the_only_queued(&f, "P77").await;
         assert!(
             claim_deliveries(&f, T0, 100).await.is_empty(),
             "nobody subscribes to sending or sent"
