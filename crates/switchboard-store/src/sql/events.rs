@@ -158,8 +158,9 @@ fn event_set<'p>(c: &Db<'_>, chunk: &'p [Pending]) -> RowSet<'p> {
 /// Inserts events, one statement per `Db::chunks` run, and fans them out.
 /// On SQLite only the events that an endpoint subscribes to go into the
 /// fan-out statement (`Subscribed`): most events of a message (`sending`,
-/// `sent`) usually have no subscriber, and joining each to the workspace's
-/// endpoints only to find none was a third of the events' cost.
+/// `sent`) usually have no subscriber, and the fan-out, a third of the
+/// events' cost, joined each of them to the workspace's endpoints only to
+/// find none.
 fn write(c: &Db<'_>, mut events: Vec<Pending>) -> Result<(), StoreError> {
     if c.is_pg() {
         return write_pg(c, &events);
