@@ -247,7 +247,7 @@ fn number(
 /// three or four per batch. It asks what the fan-out statement's join
 /// asks (`subscribes`), in the same transaction, so an event left out of
 /// the fan-out is one it would have made no delivery for.
-struct Subscribed(Vec<(String, String, bool)>);
+struct Subscribed(HashMap<String, HashMap<String, bool>>);
 
 impl Subscribed {
     fn ask(c: &Db<'_>, events: &[Pending]) -> Result<Self, StoreError> {
@@ -255,13 +255,15 @@ impl Subscribed {
             "SELECT EXISTS (SELECT 1 FROM webhook_endpoints w WHERE {})",
             subscribes(c, "w", "?1", "?2")
         );
-        let mut asked = Subscribed(Vec::new());
+        let mut asked = Subscribed(HashMap::new());
         for p in events {
             if asked.known(p).is_none() {
                 let yes = c.query_row(&sql, p![p.workspace_id, p.event_type], |r| r.get(0))?;
                 asked
                     .0
-                    .push((p.workspace_id.clone(), p.event_type.clone(), yes));
+                    .entry(p.workspace_id.clone())
+                    .or_default()
+                    .insert(p.event_type.clone(), yes);
             }
         }
         Ok(asked)
@@ -269,9 +271,9 @@ impl Subscribed {
 
     fn known(&self, p: &Pending) -> Option<bool> {
         self.0
-            .iter()
-            .find(|(w, t, _)| *w == p.workspace_id && *t == p.event_type)
-            .map(|a| a.2)
+            .get(p.workspace_id.as_str())
+            .and_then(|types| types.get(p.event_type.as_str()))
+            .copied()
     }
 
     /// Whether `p` (one of the events asked about) is subscribed to.
