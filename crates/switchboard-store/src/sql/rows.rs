@@ -16,10 +16,11 @@ pub const MESSAGE_COLUMNS: &str = "id, workspace_id, to_phone, from_addr, channe
 /// after them.
 pub const MESSAGE_COLUMN_COUNT: usize = 27;
 
-/// `MESSAGE_COLUMNS` qualified by a table alias (`m.id, m.workspace_id,
-/// …`), for a statement that joins messages to another table.
-pub fn message_columns_of(alias: &str) -> String {
-    MESSAGE_COLUMNS
+/// A column list (`MESSAGE_COLUMNS`, …) qualified by a table alias
+/// (`m.id, m.workspace_id, …`), for a statement that joins its table to
+/// another.
+pub fn qualified(alias: &str, columns: &str) -> String {
+    columns
         .split(',')
         .map(|c| format!("{alias}.{}", c.trim()))
         .collect::<Vec<_>>()
@@ -104,7 +105,7 @@ mod tests {
 
     #[test]
     fn qualified_columns_name_the_same_columns_in_order() {
-        let q = message_columns_of("m");
+        let q = qualified("m", MESSAGE_COLUMNS);
         assert!(q.starts_with("m.id, m.workspace_id, m.to_phone, "));
         assert!(q.ends_with(", m.channel_template"));
         assert_eq!(q.split(", ").count(), MESSAGE_COLUMN_COUNT);

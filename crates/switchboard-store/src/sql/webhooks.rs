@@ -508,11 +508,6 @@ fn claim_sql(c: &Db<'_>) -> &'static str {
         (&LITE, "e.seq = d.event_seq AND e.id = d.event_id", "")
     };
     cell.get_or_init(|| {
-        let event_columns = EVENT_COLUMNS
-            .split(", ")
-            .map(|c| format!("e.{c}"))
-            .collect::<Vec<_>>()
-            .join(", ");
         // Whether a failing endpoint already has an attempt in flight is
         // asked only of failing endpoints: for a healthy one it would scan
         // all its pending deliveries for every row (quadratic in a backlog).
@@ -521,7 +516,7 @@ fn claim_sql(c: &Db<'_>) -> &'static str {
                     CASE WHEN w.consecutive_failures > 0
                          THEN EXISTS (SELECT 1 FROM webhook_deliveries f WHERE f.endpoint_id = d.endpoint_id AND f.status = 'pending' AND f.lease_until > ?1)
                          ELSE 0 = 1 END,
-                    {event_columns}, {}
+                    {}, {}
              FROM webhook_deliveries d
              JOIN webhook_endpoints w ON w.id = d.endpoint_id
              LEFT JOIN events e ON {event_join}
@@ -532,14 +527,18 @@ fn claim_sql(c: &Db<'_>) -> &'static str {
                                WHERE p.endpoint_id = d.endpoint_id AND p.ordering_key = d.ordering_key
                                  AND p.status = 'pending' AND p.event_seq < d.event_seq)
              ORDER BY d.next_attempt_at, d.event_seq LIMIT ?2{lock}",
-            rows::message_columns_of("m"),
+            rows::qualified("e", EVENT_COLUMNS),
+            rows::qualified("m", MESSAGE_COLUMNS),
         )
     })
 }
 
+/// How many columns `EVENT_COLUMNS` names.
+const EVENT_COLUMN_COUNT: usize = 9;
+
 /// Where `claim_sql`'s event columns begin, and its message columns.
 const CLAIM_EVENT_AT: usize = 6;
-const CLAIM_MESSAGE_AT: usize = CLAIM_EVENT_AT + 9;
+const CLAIM_MESSAGE_AT: usize = CLAIM_EVENT_AT + EVENT_COLUMN_COUNT;
 
 /// Claims due deliveries of enabled endpoints, in per-message order. An
 /// endpoint that is failing gets one attempt at a time (a probe), so a burst
@@ -568,10 +567,11 @@ pub fn claim(
         .query_map(
             p![now.as_millis(), i64::try_from(limit).unwrap_or(i64::MAX)],
             |r| {
-                let event = match r.get::<_, Option<String>>(CLAIM_EVENT_AT)? {
-                    Some(_) => Some(event_row_at(r, CLAIM_EVENT_AT)?),
-                    None => None,
-                };
+                // A missing event has NULL columns here.
+                let event = r
+                    .get::<_, Option<String>>(CLAIM_EVENT_AT)?
+                    .map(|_| event_row_at(r, CLAIM_EVENT_AT))
+                    .transpose()?;
                 // A message deleted since its event has NULL columns here.
                 let message = r
                     .get::<_, Option<String>>(CLAIM_MESSAGE_AT)?
@@ -615,7 +615,6 @@ pub fn claim(
         &[V::Int(lease_until), V::Int(now.as_millis())],
         &ids,
     )?;
-    drop(ids);
     let mut endpoints: HashMap<String, EndpointRecord> = HashMap::new();
     let mut jobs = Vec::with_capacity(due.len());
     for d in due {
@@ -974,4 +973,14 @@ pub fn next_due_at(c: &Db<'_>, now: Timestamp) -> Result<Option<Timestamp>, Stor
         |r| r.get(0),
     )?;
     Ok(t.map(Timestamp::from_millis))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_event_column_count_counts_the_columns() {
+        assert_eq!(EVENT_COLUMNS.split(',').count(), EVENT_COLUMN_COUNT);
+    }
 }
