@@ -5,6 +5,11 @@
 //! to one state with one event each. A receipt for a provider id no message
 //! has yet (the send's result commits late) waits and is checked again with
 //! backoff; after a day it is kept as `unmatched`.
+//!
+//! On SQLite, whose writer is the inbox's only writer, a receipt the pass
+//! would apply at once is applied in the write that stores it, and stored
+//! already settled (`receive_settling`); the inbox still holds every
+//! receipt's raw payload and outcome.
 
 use std::collections::{HashMap, HashSet};
 
@@ -17,10 +22,32 @@ use super::rows;
 use crate::error::StoreError;
 use crate::model::{IncomingReceipt, ReceiptKind, ReceiptOutcome, ReceiptPass};
 
-/// Stores receipts in the inbox, one insert per `Db::chunks` run; each is
-/// `true` if it is new, `false` if the inbox already had it (a provider's
-/// retry) or it repeats one earlier in `receipts` (only the first counts).
+/// Stores receipts in the inbox; each is `true` if it is new, `false` if
+/// the inbox already had it (a provider's retry) or it repeats one earlier
+/// in `receipts` (only the first counts).
+///
+/// On PostgreSQL every new receipt is stored pending, one insert per
+/// `Db::chunks` run, for the pass (`process`) to apply. On SQLite a new
+/// receipt whose one message is known, and for whose provider id nothing
+/// waits in the inbox, is applied in the same write, exactly as the pass
+/// would apply it, and stored already settled (`receive_settling`).
 pub fn receive_many(
+    c: &Db<'_>,
+    provider_id: &str,
+    receipts: &[IncomingReceipt],
+    now: Timestamp,
+) -> Result<Vec<bool>, StoreError> {
+    if c.is_pg() {
+        store_pending(c, provider_id, receipts, now)
+    } else {
+        receive_settling(c, provider_id, receipts, now)
+    }
+}
+
+/// `receive_many` on PostgreSQL: every new receipt stored pending. Nodes
+/// receive concurrently, so the unique key (`ON CONFLICT DO NOTHING`)
+/// decides which copy of a receipt is new.
+fn store_pending(
     c: &Db<'_>,
     provider_id: &str,
     receipts: &[IncomingReceipt],
@@ -59,6 +86,217 @@ pub fn receive_many(
         .iter()
         .map(|r| stored.remove(&(r.provider_message_id.clone(), r.kind.as_str().to_owned())))
         .collect())
+}
+
+/// `receive_many` on SQLite, where this writer is the inbox's only writer,
+/// so what it reads first is what the insert would find: a new receipt is
+/// applied as it is stored when the pass would apply it now with the same
+/// result, and stored pending otherwise.
+///
+/// That is when its provider id names exactly one message, no receipt for
+/// that id is pending (one could be, waiting for a check after arriving
+/// before its message's provider id was known; the pass applies the two in
+/// lifecycle order), and it is not a read that overtook its message's
+/// delivered receipt (`read_waits`). The batch's receipts settled together go in the pass's
+/// order: by provider id, delivered before read, then as they came. Each is
+/// stored with its raw payload and its state (`applied` or `ignored`), as
+/// the pass would leave it, and the message moves and its events are
+/// recorded as the pass records them (`Moves`).
+///
+/// It saves, per receipt, what the inbox's churn cost the pass: the pending
+/// index's insert and delete, the row's rewrite, and the pass's read
+/// (BENCHMARKS.md, "Twenty-fourth session").
+fn receive_settling(
+    c: &Db<'_>,
+    provider_id: &str,
+    receipts: &[IncomingReceipt],
+    now: Timestamp,
+) -> Result<Vec<bool>, StoreError> {
+    if receipts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pmids: Vec<&str> = receipts
+        .iter()
+        .map(|r| r.provider_message_id.as_str())
+        .collect();
+    pmids.sort_unstable();
+    pmids.dedup();
+    let keys: Vec<[&str; 2]> = pmids.iter().map(|pmid| [provider_id, *pmid]).collect();
+    // What the inbox holds for these provider ids, and which have a receipt
+    // still pending.
+    let mut held: HashSet<(String, String)> = HashSet::new();
+    let mut waiting: HashSet<String> = HashSet::new();
+    for chunk in c.chunks(&keys) {
+        let set = key_set(c, chunk);
+        let sql = format!(
+            "SELECT i.provider_message_id, i.kind, i.state FROM {}",
+            c.lookup_join(
+                &set.table(),
+                "receipt_inbox",
+                "i",
+                "i.provider_message_id, i.kind, i.state",
+                "i.provider_id = k.column1 AND i.provider_message_id = k.column2",
+                false,
+            )
+        );
+        let found: Vec<(String, String, String)> = c.query_map(&sql, set.params(), |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+        for (pmid, kind, state) in found {
+            if state == "pending" {
+                waiting.insert(pmid.clone());
+            }
+            held.insert((pmid, kind));
+        }
+    }
+    let fresh: Vec<bool> = receipts
+        .iter()
+        .map(|r| held.insert((r.provider_message_id.clone(), r.kind.as_str().to_owned())))
+        .collect();
+    let named = named(c, &keys)?;
+    // The new receipts in the pass's order (a stable sort keeps arrival
+    // order within a provider id and rank).
+    let mut order: Vec<usize> = (0..receipts.len()).filter(|&i| fresh[i]).collect();
+    order.sort_by_key(|&i| {
+        let r = &receipts[i];
+        (r.provider_message_id.as_str(), lifecycle_rank(r.kind))
+    });
+    let mut settled: Vec<Option<&'static str>> = vec![None; receipts.len()];
+    let mut moves = Moves::default();
+    let mut pending = false;
+    for i in order {
+        let r = &receipts[i];
+        let message = match named
+            .get(&(provider_id.to_owned(), r.provider_message_id.clone()))
+            .map(Vec::as_slice)
+        {
+            Some([one]) if !waiting.contains(&r.provider_message_id) => one,
+            _ => {
+                pending = true;
+                continue;
+            }
+        };
+        // A read that overtook its delivered waits for it, as in the pass
+        // when both are there (`read_waits`).
+        if read_waits(r.kind, moves.status_of(message)?) {
+            pending = true;
+            continue;
+        }
+        let outcome = moves.apply(
+            c,
+            provider_id,
+            message,
+            r.kind,
+            r.error_code.as_deref(),
+            now,
+        )?;
+        settled[i] = Some(match outcome {
+            ReceiptOutcome::Applied { .. } => "applied",
+            _ => "ignored",
+        });
+    }
+    let rows: Vec<(&IncomingReceipt, Option<&'static str>)> = receipts
+        .iter()
+        .zip(&settled)
+        .zip(&fresh)
+        .filter(|(_, new)| **new)
+        .map(|((r, state), _)| (r, *state))
+        .collect();
+    for chunk in c.chunks(&rows) {
+        let set = RowSet::new(
+            c,
+            1,
+            &[
+                "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "BIGINT", "BIGINT", "TEXT", "BIGINT",
+            ],
+            chunk.iter().map(|(r, state)| {
+                [
+                    V::from(provider_id),
+                    V::from(r.provider_message_id.as_str()),
+                    V::from(r.kind.as_str()),
+                    V::from(&r.error_code),
+                    V::from(&r.raw),
+                    V::Int(now.as_millis()),
+                    V::Int(now.as_millis()),
+                    V::from(state.unwrap_or("pending")),
+                    state.map_or(V::Null, |_| V::Int(now.as_millis())),
+                ]
+            }),
+        );
+        // No `ON CONFLICT`: the read above found every stored copy, so a
+        // conflict here would be a fault, and fails the write.
+        let sql = format!(
+            "{} receipt_inbox (provider_id, provider_message_id, kind, error_code, raw, received_at, next_check_at, state, processed_at) {}",
+            c.insert_into(),
+            set.values()
+        );
+        c.execute(&sql, set.params())?;
+    }
+    moves.write(c)?;
+    if pending {
+        super::signals::note_receipts();
+    }
+    Ok(fresh)
+}
+
+/// Whether a read receipt is left to the pass rather than applied as it
+/// is stored: when its message is `sent`, not yet delivered, the read has
+/// overtaken its delivered receipt (providers send them apart, and in any
+/// order), which the pass applies first if it has arrived by then, so the
+/// message's timeline has both events, as when they come in one callback.
+fn read_waits(kind: ReceiptKind, status: Status) -> bool {
+    kind == ReceiptKind::Read && status == Status::Sent
+}
+
+/// A set of (provider, provider message id) keys, to join.
+fn key_set<'p>(c: &Db<'_>, keys: &'p [[&'p str; 2]]) -> RowSet<'p> {
+    RowSet::new(c, 1, &["TEXT", "TEXT"], keys.iter().map(|k| k.map(V::from)))
+}
+
+/// The messages each (provider, provider message id) key names, read (and
+/// on PostgreSQL locked) at once; a key no message has is absent.
+fn named(
+    c: &Db<'_>,
+    keys: &[[&str; 2]],
+) -> Result<HashMap<(String, String), Vec<Named>>, StoreError> {
+    let mut named: HashMap<(String, String), Vec<Named>> = HashMap::new();
+    for chunk in c.chunks(keys) {
+        let set = key_set(c, chunk);
+        let sql = format!(
+            "SELECT k.column1, k.column2, m.id, m.status, m.workspace_id FROM {}",
+            c.lookup_join(
+                &set.table(),
+                "messages",
+                "m",
+                "m.id, m.status, m.workspace_id",
+                "m.provider_id = k.column1 AND m.provider_message_id = k.column2",
+                true,
+            )
+        );
+        for (key, m) in c.query_map(&sql, set.params(), |r| {
+            Ok(((r.get(0)?, r.get(1)?), (r.get(2)?, r.get(3)?, r.get(4)?)))
+        })? {
+            named.entry(key).or_default().push(m);
+        }
+    }
+    Ok(named)
+}
+
+/// A receipt's place in a message's lifecycle: a read comes after the
+/// others (the pass's `ORDER BY`).
+fn lifecycle_rank(kind: ReceiptKind) -> u8 {
+    match kind {
+        ReceiptKind::Read => 2,
+        _ => 1,
+    }
+}
+
+/// A receipt's event detail.
+fn detail(provider: &str, kind: ReceiptKind, error_code: Option<&str>) -> String {
+    match error_code {
+        Some(code) => format!("receipt from {provider}: {} ({code})", kind.as_str()),
+        None => format!("receipt from {provider}: {}", kind.as_str()),
+    }
 }
 
 /// A message a receipt names: id, status, workspace.
@@ -101,79 +339,17 @@ pub fn process(c: &Db<'_>, now: Timestamp, limit: usize) -> Result<ReceiptPass, 
     let mut keys: Vec<[&str; 2]> = rows.iter().map(|r| [r.1.as_str(), r.2.as_str()]).collect();
     keys.sort_unstable();
     keys.dedup();
-    let mut named: HashMap<(String, String), Vec<Named>> = HashMap::new();
-    for chunk in c.chunks(&keys) {
-        let set = RowSet::new(
-            c,
-            1,
-            &["TEXT", "TEXT"],
-            chunk.iter().map(|k| k.map(V::from)),
-        );
-        let sql = format!(
-            "SELECT k.column1, k.column2, m.id, m.status, m.workspace_id FROM {}",
-            c.lookup_join(
-                &set.table(),
-                "messages",
-                "m",
-                "m.id, m.status, m.workspace_id",
-                "m.provider_id = k.column1 AND m.provider_message_id = k.column2",
-                true,
-            )
-        );
-        for (key, m) in c.query_map(&sql, set.params(), |r| {
-            Ok(((r.get(0)?, r.get(1)?), (r.get(2)?, r.get(3)?, r.get(4)?)))
-        })? {
-            named.entry(key).or_default().push(m);
-        }
-    }
-    // Each message's status as this pass moves it (receipts come in
-    // lifecycle order per message), and what to write once at the end.
-    let mut status: HashMap<String, Status> = HashMap::new();
-    let mut changed: HashMap<String, Moved> = HashMap::new();
-    let mut order: Vec<String> = Vec::new();
+    let named = named(c, &keys)?;
+    let mut moves = Moves::default();
     let mut done: Vec<(i64, &'static str)> = Vec::with_capacity(rows.len());
     let mut pass = ReceiptPass::default();
     for (id, provider, pmid, kind, checks, received_at, error_code) in rows {
         let kind = ReceiptKind::parse(&kind)
             .ok_or_else(|| StoreError::Corrupt(format!("receipt kind {kind}")))?;
-        let detail = match &error_code {
-            Some(code) => format!("receipt from {provider}: {} ({code})", kind.as_str()),
-            None => format!("receipt from {provider}: {}", kind.as_str()),
-        };
         let key = (provider, pmid);
         let outcome = match named.get(&key).map(Vec::as_slice) {
             None | Some([]) => ReceiptOutcome::UnknownMessage,
-            Some([(mid, current, ws)]) => {
-                let from = match status.get(mid) {
-                    Some(s) => *s,
-                    None => rows::status(current)?,
-                };
-                let message_id =
-                    MessageId::parse(mid).map_err(|_| StoreError::Corrupt(mid.clone()))?;
-                let (trigger, code) = receipt_trigger(kind, error_code.as_deref());
-                match transition(from, trigger) {
-                    Ok(t) => {
-                        status.insert(mid.clone(), t.to);
-                        let entry = changed.entry(mid.clone()).or_insert_with(|| {
-                            order.push(mid.clone());
-                            (t.to, None, now.as_millis())
-                        });
-                        entry.0 = t.to;
-                        if let Some(code) = code {
-                            entry.1 = Some(code.to_owned());
-                        }
-                        record_event(c, ws, mid, t.event, t.to, Some(&detail), code, now)?;
-                        ReceiptOutcome::Applied {
-                            message_id,
-                            status: t.to,
-                        }
-                    }
-                    Err(_) => ReceiptOutcome::Ignored {
-                        message_id,
-                        status: from,
-                    },
-                }
-            }
+            Some([one]) => moves.apply(c, &key.0, one, kind, error_code.as_deref(), now)?,
             // Two messages with one provider id: as `apply_receipt` decides.
             Some(_) => apply_receipt(
                 c,
@@ -181,7 +357,7 @@ pub fn process(c: &Db<'_>, now: Timestamp, limit: usize) -> Result<ReceiptPass, 
                 &key.1,
                 kind,
                 error_code.as_deref(),
-                Some(&detail),
+                Some(&detail(&key.0, kind, error_code.as_deref())),
                 now,
             )?,
         };
@@ -209,23 +385,7 @@ pub fn process(c: &Db<'_>, now: Timestamp, limit: usize) -> Result<ReceiptPass, 
         };
         done.push((id, state));
     }
-    // The messages moved, one update per `Db::chunks` run.
-    let moved: Vec<(&str, &Moved)> = order.iter().map(|id| (id.as_str(), &changed[id])).collect();
-    c.update_from(
-        "messages",
-        "status = v.column2, lease_until = NULL, error_code = COALESCE(v.column3, messages.error_code), updated_at = v.column4",
-        "",
-        &["TEXT", "TEXT", "TEXT", "BIGINT"],
-        &moved,
-        |(id, (st, code, at))| {
-            [
-                V::from(*id),
-                V::from(st.as_str()),
-                code.as_deref().map_or(V::Null, V::from),
-                V::Int(*at),
-            ]
-        },
-    )?;
+    moves.write(c)?;
     // The receipts settled, likewise.
     c.update_from(
         "receipt_inbox",
@@ -236,4 +396,88 @@ pub fn process(c: &Db<'_>, now: Timestamp, limit: usize) -> Result<ReceiptPass, 
         |(id, state)| [V::Int(*id), V::from(*state), V::Int(now.as_millis())],
     )?;
     Ok(pass)
+}
+
+/// The messages a run of receipts moves: each receipt decided against its
+/// message's status as the receipts before it left it, its event recorded,
+/// and each message written once at the end (`write`).
+#[derive(Default)]
+struct Moves {
+    /// Each message's status as these receipts moved it.
+    status: HashMap<String, Status>,
+    /// What to write per message moved, in `order`.
+    changed: HashMap<String, Moved>,
+    order: Vec<String>,
+}
+
+impl Moves {
+    /// A message's status as these receipts left it.
+    fn status_of(&self, (mid, current, _): &Named) -> Result<Status, StoreError> {
+        match self.status.get(mid) {
+            Some(s) => Ok(*s),
+            None => Ok(rows::status(current)?),
+        }
+    }
+
+    /// Applies a receipt from `provider` to the one message it names.
+    fn apply(
+        &mut self,
+        c: &Db<'_>,
+        provider: &str,
+        message: &Named,
+        kind: ReceiptKind,
+        error_code: Option<&str>,
+        now: Timestamp,
+    ) -> Result<ReceiptOutcome, StoreError> {
+        let (mid, _, ws) = message;
+        let from = self.status_of(message)?;
+        let message_id = MessageId::parse(mid).map_err(|_| StoreError::Corrupt(mid.clone()))?;
+        let (trigger, code) = receipt_trigger(kind, error_code);
+        let Ok(t) = transition(from, trigger) else {
+            return Ok(ReceiptOutcome::Ignored {
+                message_id,
+                status: from,
+            });
+        };
+        self.status.insert(mid.clone(), t.to);
+        let entry = self.changed.entry(mid.clone()).or_insert_with(|| {
+            self.order.push(mid.clone());
+            (t.to, None, now.as_millis())
+        });
+        entry.0 = t.to;
+        if let Some(code) = code {
+            entry.1 = Some(code.to_owned());
+        }
+        let detail = detail(provider, kind, error_code);
+        record_event(c, ws, mid, t.event, t.to, Some(&detail), code, now)?;
+        Ok(ReceiptOutcome::Applied {
+            message_id,
+            status: t.to,
+        })
+    }
+
+    /// Writes the messages moved, one update per `Db::chunks` run.
+    fn write(&self, c: &Db<'_>) -> Result<(), StoreError> {
+        let moved: Vec<(&str, &Moved)> = self
+            .order
+            .iter()
+            .map(|id| (id.as_str(), &self.changed[id]))
+            .collect();
+        c.update_from(
+            "messages",
+            "status = v.column2, lease_until = NULL, error_code = COALESCE(v.column3, messages.error_code), updated_at = v.column4",
+            "",
+            &["TEXT", "TEXT", "TEXT", "BIGINT"],
+            &moved,
+            |(id, (st, code, at))| {
+                [
+                    V::from(*id),
+                    V::from(st.as_str()),
+                    code.as_deref().map_or(V::Null, V::from),
+                    V::Int(*at),
+                ]
+            },
+        )?;
+        Ok(())
+    }
 }

@@ -130,6 +130,13 @@ async fn a_second_process_cannot_open_the_same_data_directory() {
     assert!(second.unwrap_err().to_string().contains("in use"));
 }
 
+/// Whether the store applies a receipt whose message is known in the write
+/// that stores it (SQLite, `receipts::receive_settling`), so the pass finds
+/// it settled; PostgreSQL leaves every receipt to the pass.
+fn settles_on_receipt(f: &crate::Fixture) -> bool {
+    f.url.is_none()
+}
+
 fn events_of(detail: &switchboard_store::MessageDetail) -> Vec<String> {
     detail.events.iter().map(|e| e.event_type.clone()).collect()
 }
@@ -256,12 +263,28 @@ conformance!(
             .await
             .unwrap();
         let pass = f.store.process_receipts(T0, 100).await.unwrap();
-        assert_eq!((pass.applied, pass.ignored), (1, 1));
+        assert_eq!(
+            (pass.applied, pass.ignored),
+            if settles_on_receipt(&f) {
+                (0, 0)
+            } else {
+                (1, 1)
+            }
+        );
         let detail = f.store.get_message(&f.ws, &a.id).await.unwrap().unwrap();
         assert_eq!(
             detail.message.status.as_str(),
             "delivered",
             "an undelivered after delivered does not move it back"
+        );
+        assert_eq!(
+            events_of(&detail),
+            [
+                "message.queued",
+                "message.sending",
+                "message.sent",
+                "message.delivered"
+            ]
         );
     }
 );
@@ -570,10 +593,18 @@ conformance!(
                 .unwrap(),
             [true, true]
         );
-        // One pass: delivered then read for one message, an undelivered with
-        // the provider's code, and one for a provider id no message has yet.
+        // One pass (on SQLite, the writes that stored them): delivered then
+        // read for one message, an undelivered with the provider's code, and
+        // one for a provider id no message has yet, which waits.
         let pass = f.store.process_receipts(T0, 100).await.unwrap();
-        assert_eq!((pass.applied, pass.waiting), (4, 1));
+        assert_eq!(
+            (pass.applied, pass.waiting),
+            if settles_on_receipt(&f) {
+                (0, 1)
+            } else {
+                (4, 1)
+            }
+        );
         assert_eq!(
             [status(0).await, status(2).await, status(3).await],
             ["delivered", "read", "undelivered"]
@@ -604,7 +635,14 @@ conformance!(
             [true]
         );
         let pass = f.store.process_receipts(T0, 100).await.unwrap();
-        assert_eq!((pass.applied, pass.ignored, pass.waiting), (1, 0, 0));
+        assert_eq!(
+            (pass.applied, pass.ignored, pass.waiting),
+            if settles_on_receipt(&f) {
+                (0, 0, 0)
+            } else {
+                (1, 0, 0)
+            }
+        );
         assert_eq!(status(0).await, "read");
         // An empty batch is no write and no error.
         assert!(f.store.complete_attempts(Vec::new()).await.is_empty());
@@ -1092,4 +1130,227 @@ async fn on_postgres_events_are_keyed_by_id_with_no_index_on_their_sequence() {
     .await
     .unwrap();
     drop(keep);
+}
+
+/// On SQLite a receipt whose one message is known, and for whose provider
+/// id nothing waits in the inbox, is applied in the write that stores it
+/// (`receipts::receive_settling`), in the pass's order, and stored settled
+/// with its raw payload; the rest wait for the pass as on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sqlite_a_receipt_whose_message_is_known_is_settled_as_it_is_stored() {
+    use switchboard_store::ReceiptKind::{Delivered, Read, Undelivered};
+    use switchboard_store::{IncomingReceipt, ReceiptKind, ReceiptPass, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let inbox = |pmid: &str| -> Vec<(String, String, Option<i64>, Option<String>)> {
+        let c =
+            rusqlite::Connection::open(dir.path().join(switchboard_store::sql::DB_FILE)).unwrap();
+        let mut s = c
+            .prepare("SELECT kind, state, processed_at, raw FROM receipt_inbox WHERE provider_message_id = ?1 ORDER BY id")
+            .unwrap();
+        s.query_map([pmid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let store = switchboard_store::sql::SqliteStore::open(dir.path()).unwrap();
+    let ws = store.create_workspace("test", T0).await.unwrap().id;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let AcceptOutcome::Created(a) = store.accept_message(simple(&ws)).await.unwrap() else {
+            panic!()
+        };
+        ids.push(a.id);
+    }
+    assert_eq!(
+        store
+            .claim_due(T0, 10, Duration::from_secs(30))
+            .await
+            .unwrap()
+            .len(),
+        5
+    );
+    let incoming = |pmid: &str, kind: ReceiptKind| IncomingReceipt {
+        provider_message_id: pmid.into(),
+        kind,
+        error_code: None,
+        raw: Some(format!(
+            "{{\"id\":\"{pmid}\",\"status\":\"{}\"}}",
+            kind.as_str()
+        )),
+    };
+    // SIMb's delivered overtakes the send's result: it waits.
+    assert_eq!(
+        store
+            .receive_receipts("pr_sim", vec![incoming("SIMb", Delivered)], T0)
+            .await
+            .unwrap(),
+        [true]
+    );
+    let report = |id: &switchboard_core::MessageId, pmid: &str| AttemptReport {
+        message_id: id.clone(),
+        attempt: 1,
+        provider_id: ProviderId::parse("pr_sim").unwrap(),
+        started_at: T0,
+        finished_at: T0,
+        outcome: AttemptOutcome::Accepted {
+            provider_message_id: pmid.into(),
+        },
+    };
+    // Two messages share SIMs (a provider that reuses ids).
+    for r in store
+        .complete_attempts(vec![
+            report(&ids[0], "SIMa"),
+            report(&ids[1], "SIMb"),
+            report(&ids[2], "SIMs"),
+            report(&ids[3], "SIMs"),
+            report(&ids[4], "SIMr"),
+        ])
+        .await
+    {
+        assert!(matches!(r, Ok(TransitionOutcome::Applied { .. })), "{r:?}");
+    }
+    // One callback: SIMa's read before its delivered and a repeat, SIMb's
+    // read, SIMs's delivered, and SIMr's read, whose delivered comes later.
+    let t1 = T0.plus(Duration::from_millis(100));
+    assert_eq!(
+        store
+            .receive_receipts(
+                "pr_sim",
+                vec![
+                    incoming("SIMa", Read),
+                    incoming("SIMa", Delivered),
+                    incoming("SIMa", Delivered),
+                    incoming("SIMb", Read),
+                    incoming("SIMs", Delivered),
+                    incoming("SIMr", Read),
+                ],
+                t1,
+            )
+            .await
+            .unwrap(),
+        [true, true, false, true, true, true]
+    );
+    let status = |i: usize| {
+        let (store, ws, id) = (&store, &ws, ids[i].clone());
+        async move {
+            let d = store.get_message(ws, &id).await.unwrap().unwrap();
+            (d.message.status.as_str().to_owned(), events_of(&d))
+        }
+    };
+    // SIMa: applied as it was stored, delivered before read, with no pass.
+    let (st, events) = status(0).await;
+    assert_eq!(st, "read");
+    assert_eq!(
+        events,
+        [
+            "message.queued",
+            "message.sending",
+            "message.sent",
+            "message.delivered",
+            "message.read"
+        ]
+    );
+    let raw = |pmid: &str, kind: &str| format!("{{\"id\":\"{pmid}\",\"status\":\"{kind}\"}}");
+    assert_eq!(
+        inbox("SIMa"),
+        [
+            (
+                "read".to_owned(),
+                "applied".to_owned(),
+                Some(t1.as_millis()),
+                Some(raw("SIMa", "read"))
+            ),
+            (
+                "delivered".to_owned(),
+                "applied".to_owned(),
+                Some(t1.as_millis()),
+                Some(raw("SIMa", "delivered"))
+            ),
+        ]
+    );
+    // SIMb's read waits behind its pending delivered; SIMs names two
+    // messages: both for the pass, untouched until then.
+    assert_eq!(status(1).await.0, "sent");
+    assert_eq!(
+        inbox("SIMb")
+            .into_iter()
+            .map(|r| (r.0, r.1, r.2))
+            .collect::<Vec<_>>(),
+        [
+            ("delivered".to_owned(), "pending".to_owned(), None),
+            ("read".to_owned(), "pending".to_owned(), None)
+        ]
+    );
+    assert_eq!(inbox("SIMs")[0].1, "pending");
+    assert_eq!(
+        (status(2).await.0, status(3).await.0),
+        ("sent".to_owned(), "sent".to_owned())
+    );
+    // SIMr's read overtook its delivered: it waits, and so does the
+    // delivered when it comes, behind it.
+    assert_eq!(status(4).await.0, "sent");
+    assert_eq!(inbox("SIMr")[0].1, "pending");
+    assert_eq!(
+        store
+            .receive_receipts("pr_sim", vec![incoming("SIMr", Delivered)], t1)
+            .await
+            .unwrap(),
+        [true]
+    );
+    assert_eq!(status(4).await.0, "sent");
+    assert_eq!(inbox("SIMr")[1].1, "pending");
+    // A late undelivered is stored settled as ignored; a repeat of a settled
+    // receipt is a duplicate, and neither moves the message.
+    assert_eq!(
+        store
+            .receive_receipts(
+                "pr_sim",
+                vec![incoming("SIMa", Undelivered), incoming("SIMa", Delivered)],
+                t1,
+            )
+            .await
+            .unwrap(),
+        [true, false]
+    );
+    assert_eq!(
+        inbox("SIMa")[2],
+        (
+            "undelivered".to_owned(),
+            "ignored".to_owned(),
+            Some(t1.as_millis()),
+            Some(raw("SIMa", "undelivered"))
+        )
+    );
+    assert_eq!(status(0).await.1.len(), 5, "no event for the ignored one");
+    // The pass applies what waited, SIMb's and SIMr's in lifecycle order,
+    // and one of SIMs's messages.
+    let pass = store
+        .process_receipts(T0.plus(Duration::from_secs(2)), 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        pass,
+        ReceiptPass {
+            applied: 5,
+            ..ReceiptPass::default()
+        }
+    );
+    for i in [1, 4] {
+        let (st, events) = status(i).await;
+        assert_eq!(st, "read");
+        assert_eq!(
+            &events[3..],
+            ["message.delivered", "message.read"],
+            "delivered before read"
+        );
+    }
+    let mut shared = [status(2).await.0, status(3).await.0];
+    shared.sort();
+    assert_eq!(shared, ["delivered", "sent"]);
+    assert!(
+        [inbox("SIMb"), inbox("SIMs"), inbox("SIMr")]
+            .iter()
+            .flatten()
+            .all(|r| r.1 == "applied")
+    );
 }
