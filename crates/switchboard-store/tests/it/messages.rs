@@ -650,6 +650,113 @@ conformance!(
 );
 
 conformance!(
+    a_callback_of_receipts_spanning_many_runs_ends_as_one_at_a_time_would,
+    |f: crate::Fixture| async move {
+        use switchboard_store::IncomingReceipt;
+        use switchboard_store::ReceiptKind::{Delivered, Read, Undelivered};
+        // 70 messages, each with a read that overtakes its delivered in one
+        // callback, every tenth delivered repeated and every seventh with a
+        // late undelivered: 157 receipts, more than two runs of a set-based
+        // statement (`Db::chunks`).
+        let mut ids = Vec::new();
+        for _ in 0..70 {
+            let AcceptOutcome::Created(a) = f.store.accept_message(simple(&f.ws)).await.unwrap()
+            else {
+                panic!()
+            };
+            ids.push(a.id);
+        }
+        assert_eq!(
+            f.store
+                .claim_due(T0, 100, Duration::from_secs(30))
+                .await
+                .unwrap()
+                .len(),
+            70
+        );
+        let reports = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| AttemptReport {
+                message_id: id.clone(),
+                attempt: 1,
+                provider_id: ProviderId::parse("pr_sim").unwrap(),
+                started_at: T0,
+                finished_at: T0,
+                outcome: AttemptOutcome::Accepted {
+                    provider_message_id: format!("SIM{i}"),
+                },
+            })
+            .collect();
+        for r in f.store.complete_attempts(reports).await {
+            assert!(matches!(r, Ok(TransitionOutcome::Applied { .. })), "{r:?}");
+        }
+        let mut receipts = Vec::new();
+        let mut expected = Vec::new();
+        for i in 0..70 {
+            let mut kinds = vec![Read, Delivered];
+            if i % 10 == 0 {
+                kinds.push(Delivered);
+            }
+            if i % 7 == 0 {
+                kinds.push(Undelivered);
+            }
+            for (n, kind) in kinds.into_iter().enumerate() {
+                receipts.push(IncomingReceipt {
+                    provider_message_id: format!("SIM{i}"),
+                    kind,
+                    error_code: None,
+                    raw: Some(format!("{{\"n\":{n}}}")),
+                });
+                // The repeated delivered is the third of its message's.
+                expected.push(!(i % 10 == 0 && n == 2));
+            }
+        }
+        assert_eq!(receipts.len(), 157);
+        assert_eq!(
+            f.store
+                .receive_receipts("pr_sim", receipts.clone(), T0)
+                .await
+                .unwrap(),
+            expected
+        );
+        let pass = f.store.process_receipts(T0, 1000).await.unwrap();
+        if settles_on_receipt(&f) {
+            assert_eq!(pass, switchboard_store::ReceiptPass::default());
+        } else {
+            assert_eq!((pass.applied, pass.ignored, pass.waiting), (140, 10, 0));
+        }
+        for id in &ids {
+            let d = f.store.get_message(&f.ws, id).await.unwrap().unwrap();
+            assert_eq!(d.message.status.as_str(), "read");
+            assert_eq!(
+                events_of(&d),
+                [
+                    "message.queued",
+                    "message.sending",
+                    "message.sent",
+                    "message.delivered",
+                    "message.read"
+                ]
+            );
+        }
+        // The same callback again: every receipt a duplicate, nothing moves.
+        assert!(
+            f.store
+                .receive_receipts("pr_sim", receipts, T0)
+                .await
+                .unwrap()
+                .iter()
+                .all(|new| !new)
+        );
+        assert_eq!(
+            f.store.process_receipts(T0, 1000).await.unwrap(),
+            switchboard_store::ReceiptPass::default()
+        );
+    }
+);
+
+conformance!(
     a_claim_suppresses_exactly_the_messages_whose_recipient_opted_out_meanwhile,
     |f: crate::Fixture| async move {
         use switchboard_store::ConsentChange;
