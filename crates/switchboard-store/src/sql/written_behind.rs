@@ -397,7 +397,17 @@ fn insert(c: &Db<'_>, t: &Behind, rows: &[[&str; 3]]) -> Result<(), StoreError> 
             &["TEXT", "TEXT", "TEXT"],
             chunk.iter().map(|e| e.map(V::from)),
         );
-        let sql = format!("INSERT INTO {} ({}) {}", t.name, t.columns(), set.values());
+        // `OR FAIL` (`Db::insert_into`): a step's entries land on many
+        // pages of the table, and a plain `INSERT` copied each of them into
+        // a statement journal first, which spilled to a temporary file
+        // (BENCHMARKS.md, "Twenty-fourth session").
+        let sql = format!(
+            "{} {} ({}) {}",
+            c.insert_into(),
+            t.name,
+            t.columns(),
+            set.values()
+        );
         c.execute_later(&sql, set.into_params(), Some(chunk.len()))?;
     }
     Ok(())
