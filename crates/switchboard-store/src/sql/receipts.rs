@@ -54,25 +54,11 @@ fn store_pending(
     now: Timestamp,
 ) -> Result<Vec<bool>, StoreError> {
     let mut stored: HashSet<(String, String)> = HashSet::with_capacity(receipts.len());
-    for chunk in c.chunks(receipts) {
-        let set = RowSet::new(
-            c,
-            1,
-            &["TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "BIGINT", "BIGINT"],
-            chunk.iter().map(|r| {
-                [
-                    V::from(provider_id),
-                    V::from(r.provider_message_id.as_str()),
-                    V::from(r.kind.as_str()),
-                    V::from(&r.error_code),
-                    V::from(&r.raw),
-                    V::Int(now.as_millis()),
-                    V::Int(now.as_millis()),
-                ]
-            }),
-        );
+    let rows: Vec<InboxRow<'_>> = receipts.iter().map(|r| (r, None)).collect();
+    for chunk in c.chunks(&rows) {
+        let set = inbox_set(c, provider_id, chunk, now);
         let sql = format!(
-            "{} receipt_inbox (provider_id, provider_message_id, kind, error_code, raw, received_at, next_check_at) {}
+            "{} {INBOX_COLUMNS} {}
              ON CONFLICT (provider_id, provider_message_id, kind) DO NOTHING RETURNING provider_message_id, kind",
             c.insert_into(),
             set.values()
@@ -195,7 +181,7 @@ fn receive_settling(
             _ => "ignored",
         });
     }
-    let rows: Vec<(&IncomingReceipt, Option<&'static str>)> = receipts
+    let rows: Vec<InboxRow<'_>> = receipts
         .iter()
         .zip(&settled)
         .zip(&fresh)
@@ -203,33 +189,10 @@ fn receive_settling(
         .map(|((r, state), _)| (r, *state))
         .collect();
     for chunk in c.chunks(&rows) {
-        let set = RowSet::new(
-            c,
-            1,
-            &[
-                "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "BIGINT", "BIGINT", "TEXT", "BIGINT",
-            ],
-            chunk.iter().map(|(r, state)| {
-                [
-                    V::from(provider_id),
-                    V::from(r.provider_message_id.as_str()),
-                    V::from(r.kind.as_str()),
-                    V::from(&r.error_code),
-                    V::from(&r.raw),
-                    V::Int(now.as_millis()),
-                    V::Int(now.as_millis()),
-                    V::from(state.unwrap_or("pending")),
-                    state.map_or(V::Null, |_| V::Int(now.as_millis())),
-                ]
-            }),
-        );
+        let set = inbox_set(c, provider_id, chunk, now);
         // No `ON CONFLICT`: the read above found every stored copy, so a
         // conflict here would be a fault, and fails the write.
-        let sql = format!(
-            "{} receipt_inbox (provider_id, provider_message_id, kind, error_code, raw, received_at, next_check_at, state, processed_at) {}",
-            c.insert_into(),
-            set.values()
-        );
+        let sql = format!("{} {INBOX_COLUMNS} {}", c.insert_into(), set.values());
         c.execute(&sql, set.params())?;
     }
     moves.write(c)?;
@@ -246,6 +209,43 @@ fn receive_settling(
 /// message's timeline has both events, as when they come in one callback.
 fn read_waits(kind: ReceiptKind, status: Status) -> bool {
     kind == ReceiptKind::Read && status == Status::Sent
+}
+
+/// A receipt as the inbox stores it: pending (`None`), or settled with
+/// its state.
+type InboxRow<'a> = (&'a IncomingReceipt, Option<&'static str>);
+
+/// The inbox's columns a receipt is stored with, in `inbox_set` order.
+const INBOX_COLUMNS: &str = "receipt_inbox (provider_id, provider_message_id, kind, error_code, raw, received_at, next_check_at, state, processed_at)";
+
+/// Receipts from `provider_id` as rows of the inbox, received `now`.
+fn inbox_set<'p>(
+    c: &Db<'_>,
+    provider_id: &'p str,
+    rows: &'p [InboxRow<'p>],
+    now: Timestamp,
+) -> RowSet<'p> {
+    let at = now.as_millis();
+    RowSet::new(
+        c,
+        1,
+        &[
+            "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "BIGINT", "BIGINT", "TEXT", "BIGINT",
+        ],
+        rows.iter().map(move |(r, state)| {
+            [
+                V::from(provider_id),
+                V::from(r.provider_message_id.as_str()),
+                V::from(r.kind.as_str()),
+                V::from(&r.error_code),
+                V::from(&r.raw),
+                V::Int(at),
+                V::Int(at),
+                V::from(state.unwrap_or("pending")),
+                state.map_or(V::Null, |_| V::Int(at)),
+            ]
+        }),
+    )
 }
 
 /// A set of (provider, provider message id) keys, to join.

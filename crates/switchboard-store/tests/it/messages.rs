@@ -130,6 +130,51 @@ async fn a_second_process_cannot_open_the_same_data_directory() {
     assert!(second.unwrap_err().to_string().contains("in use"));
 }
 
+/// The timeline of a message sent, delivered and read.
+const READ_TIMELINE: [&str; 5] = [
+    "message.queued",
+    "message.sending",
+    "message.sent",
+    "message.delivered",
+    "message.read",
+];
+
+/// `n` messages accepted and claimed for sending; their ids, in order.
+async fn claimed(
+    store: &dyn switchboard_store::Store,
+    ws: &switchboard_core::WorkspaceId,
+    n: usize,
+) -> Vec<switchboard_core::MessageId> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let AcceptOutcome::Created(a) = store.accept_message(simple(ws)).await.unwrap() else {
+            panic!("a new message")
+        };
+        ids.push(a.id);
+    }
+    let claimed = store
+        .claim_due(T0, n + 10, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), n);
+    ids
+}
+
+/// The report of attempt `attempt` of message `id`, accepted by `pr_sim`
+/// as `pmid` at `T0`.
+fn accepted_as(id: &switchboard_core::MessageId, attempt: u32, pmid: &str) -> AttemptReport {
+    AttemptReport {
+        message_id: id.clone(),
+        attempt,
+        provider_id: ProviderId::parse("pr_sim").unwrap(),
+        started_at: T0,
+        finished_at: T0,
+        outcome: AttemptOutcome::Accepted {
+            provider_message_id: pmid.into(),
+        },
+    }
+}
+
 /// Whether the store applies a receipt whose message is known in the write
 /// that stores it (SQLite, `receipts::receive_settling`), so the pass finds
 /// it settled; PostgreSQL leaves every receipt to the pass.
@@ -204,17 +249,7 @@ conformance!(
         assert_eq!(pass.applied, 2);
         let detail = f.store.get_message(&f.ws, &a.id).await.unwrap().unwrap();
         assert_eq!(detail.message.status.as_str(), "read");
-        assert_eq!(
-            events_of(&detail),
-            [
-                "message.queued",
-                "message.sending",
-                "message.sent",
-                "message.delivered",
-                "message.read"
-            ],
-            "one event each"
-        );
+        assert_eq!(events_of(&detail), READ_TIMELINE, "one event each");
         // A late duplicate after all that changes nothing.
         assert!(
             !f.store
@@ -462,31 +497,10 @@ conformance!(
     |f: crate::Fixture| async move {
         use switchboard_store::IncomingReceipt;
         use switchboard_store::ReceiptKind::{Delivered, Read};
-        let mut ids = Vec::new();
-        for _ in 0..4 {
-            let AcceptOutcome::Created(a) = f.store.accept_message(simple(&f.ws)).await.unwrap()
-            else {
-                panic!()
-            };
-            ids.push(a.id);
-        }
-        assert_eq!(
-            f.store
-                .claim_due(T0, 10, Duration::from_secs(30))
-                .await
-                .unwrap()
-                .len(),
-            4
-        );
+        let ids = claimed(f.store.as_ref(), &f.ws, 4).await;
         let report = |id: &switchboard_core::MessageId, attempt, pmid: &str| AttemptReport {
-            message_id: id.clone(),
-            attempt,
-            provider_id: ProviderId::parse("pr_sim").unwrap(),
-            started_at: T0,
             finished_at: T0.plus(Duration::from_millis(5)),
-            outcome: AttemptOutcome::Accepted {
-                provider_message_id: pmid.into(),
-            },
+            ..accepted_as(id, attempt, pmid)
         };
         // A stale report (wrong attempt) changes nothing; the others apply.
         let results = f
@@ -610,16 +624,7 @@ conformance!(
             ["delivered", "read", "undelivered"]
         );
         let d = f.store.get_message(&f.ws, &ids[2]).await.unwrap().unwrap();
-        assert_eq!(
-            events_of(&d),
-            [
-                "message.queued",
-                "message.sending",
-                "message.sent",
-                "message.delivered",
-                "message.read"
-            ]
-        );
+        assert_eq!(events_of(&d), READ_TIMELINE);
         let d = f.store.get_message(&f.ws, &ids[3]).await.unwrap().unwrap();
         assert_eq!(d.message.error_code.as_deref(), Some("carrier_unreachable"));
         assert_eq!(
@@ -658,35 +663,11 @@ conformance!(
         // callback, every tenth delivered repeated and every seventh with a
         // late undelivered: 157 receipts, more than two runs of a set-based
         // statement (`Db::chunks`).
-        let mut ids = Vec::new();
-        for _ in 0..70 {
-            let AcceptOutcome::Created(a) = f.store.accept_message(simple(&f.ws)).await.unwrap()
-            else {
-                panic!()
-            };
-            ids.push(a.id);
-        }
-        assert_eq!(
-            f.store
-                .claim_due(T0, 100, Duration::from_secs(30))
-                .await
-                .unwrap()
-                .len(),
-            70
-        );
+        let ids = claimed(f.store.as_ref(), &f.ws, 70).await;
         let reports = ids
             .iter()
             .enumerate()
-            .map(|(i, id)| AttemptReport {
-                message_id: id.clone(),
-                attempt: 1,
-                provider_id: ProviderId::parse("pr_sim").unwrap(),
-                started_at: T0,
-                finished_at: T0,
-                outcome: AttemptOutcome::Accepted {
-                    provider_message_id: format!("SIM{i}"),
-                },
-            })
+            .map(|(i, id)| accepted_as(id, 1, &format!("SIM{i}")))
             .collect();
         for r in f.store.complete_attempts(reports).await {
             assert!(matches!(r, Ok(TransitionOutcome::Applied { .. })), "{r:?}");
@@ -729,16 +710,7 @@ conformance!(
         for id in &ids {
             let d = f.store.get_message(&f.ws, id).await.unwrap().unwrap();
             assert_eq!(d.message.status.as_str(), "read");
-            assert_eq!(
-                events_of(&d),
-                [
-                    "message.queued",
-                    "message.sending",
-                    "message.sent",
-                    "message.delivered",
-                    "message.read"
-                ]
-            );
+            assert_eq!(events_of(&d), READ_TIMELINE);
         }
         // The same callback again: every receipt a duplicate, nothing moves.
         assert!(
@@ -1261,21 +1233,7 @@ async fn on_sqlite_a_receipt_whose_message_is_known_is_settled_as_it_is_stored()
     };
     let store = switchboard_store::sql::SqliteStore::open(dir.path()).unwrap();
     let ws = store.create_workspace("test", T0).await.unwrap().id;
-    let mut ids = Vec::new();
-    for _ in 0..5 {
-        let AcceptOutcome::Created(a) = store.accept_message(simple(&ws)).await.unwrap() else {
-            panic!()
-        };
-        ids.push(a.id);
-    }
-    assert_eq!(
-        store
-            .claim_due(T0, 10, Duration::from_secs(30))
-            .await
-            .unwrap()
-            .len(),
-        5
-    );
+    let ids = claimed(&store, &ws, 5).await;
     let incoming = |pmid: &str, kind: ReceiptKind| IncomingReceipt {
         provider_message_id: pmid.into(),
         kind,
@@ -1293,16 +1251,7 @@ async fn on_sqlite_a_receipt_whose_message_is_known_is_settled_as_it_is_stored()
             .unwrap(),
         [true]
     );
-    let report = |id: &switchboard_core::MessageId, pmid: &str| AttemptReport {
-        message_id: id.clone(),
-        attempt: 1,
-        provider_id: ProviderId::parse("pr_sim").unwrap(),
-        started_at: T0,
-        finished_at: T0,
-        outcome: AttemptOutcome::Accepted {
-            provider_message_id: pmid.into(),
-        },
-    };
+    let report = |id: &switchboard_core::MessageId, pmid: &str| accepted_as(id, 1, pmid);
     // Two messages share SIMs (a provider that reuses ids).
     for r in store
         .complete_attempts(vec![
@@ -1347,16 +1296,7 @@ async fn on_sqlite_a_receipt_whose_message_is_known_is_settled_as_it_is_stored()
     // SIMa: applied as it was stored, delivered before read, with no pass.
     let (st, events) = status(0).await;
     assert_eq!(st, "read");
-    assert_eq!(
-        events,
-        [
-            "message.queued",
-            "message.sending",
-            "message.sent",
-            "message.delivered",
-            "message.read"
-        ]
-    );
+    assert_eq!(events, READ_TIMELINE);
     let raw = |pmid: &str, kind: &str| format!("{{\"id\":\"{pmid}\",\"status\":\"{kind}\"}}");
     assert_eq!(
         inbox("SIMa"),
