@@ -31,7 +31,7 @@ use std::collections::HashMap;
 use switchboard_core::Timestamp;
 
 use super::db::{Db, RowSet, V, p};
-use super::webhooks::{Fan, fan_out, fan_out_from, subscribes};
+use super::webhooks::{Fan, NewDelivery, fan_out_from, insert_deliveries, subscribes};
 use crate::error::StoreError;
 
 /// A message event to record.
@@ -177,23 +177,33 @@ fn write(c: &Db<'_>, mut events: Vec<Pending>) -> Result<(), StoreError> {
         let inserted = c.execute(&insert_sql(c, &set, false), set.params())?;
         number(c, chunk, inserted, &subscribed, &mut seq_of)?;
     }
-    let fans = events
-        .iter()
-        .filter(|p| subscribed.of(p))
-        .map(|p| {
-            Ok(Fan {
-                id: &p.id,
-                workspace_id: &p.workspace_id,
-                seq: *seq_of.get(&p.id).ok_or_else(|| {
-                    StoreError::Corrupt(format!("event {} was not inserted", p.id))
-                })?,
-                event_type: &p.event_type,
-                message_id: Some(&p.message_id),
-                at: p.at,
-            })
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-    fan_out(c, &fans)
+    // The deliveries, one per event and subscribed endpoint, stored as
+    // rows: the endpoints are known (`Subscribed`), so no statement joins
+    // the events to them again.
+    let mut deliveries = Vec::new();
+    for p in &events {
+        let seq = match subscribed.endpoints(p) {
+            [] => continue,
+            _ => *seq_of
+                .get(&p.id)
+                .ok_or_else(|| StoreError::Corrupt(format!("event {} was not inserted", p.id)))?,
+        };
+        for endpoint in subscribed.endpoints(p) {
+            deliveries.push(NewDelivery {
+                id: format!("{}/{endpoint}", p.id),
+                endpoint_id: endpoint,
+                event: Fan {
+                    id: &p.id,
+                    workspace_id: &p.workspace_id,
+                    seq,
+                    event_type: &p.event_type,
+                    message_id: Some(&p.message_id),
+                    at: p.at,
+                },
+            });
+        }
+    }
+    insert_deliveries(c, &deliveries)
 }
 
 /// Finds the sequence numbers of a run's subscribed events, just inserted
@@ -241,44 +251,51 @@ fn number(
     Ok(counted)
 }
 
-/// Whether an enabled endpoint of a workspace subscribes to a type of
-/// event, for each workspace and type among a batch's events (SQLite,
-/// where a read costs no round trip): one indexed read per pair, usually
-/// three or four per batch. It asks what the fan-out statement's join
-/// asks (`subscribes`), in the same transaction, so an event left out of
-/// the fan-out is one it would have made no delivery for.
-struct Subscribed(HashMap<String, HashMap<String, bool>>);
+/// The enabled endpoints of a workspace that subscribe to a type of event,
+/// for each workspace and type among a batch's events (SQLite, where a
+/// read costs no round trip): one indexed read per pair, usually three or
+/// four per batch. It asks what the fan-out statement's join asks
+/// (`subscribes`), in the same transaction, so an event left out of the
+/// fan-out is one it would have made no delivery for, and the deliveries
+/// made from it are the ones the join would have made.
+struct Subscribed(HashMap<String, HashMap<String, Vec<String>>>);
 
 impl Subscribed {
     fn ask(c: &Db<'_>, events: &[Pending]) -> Result<Self, StoreError> {
         let sql = format!(
-            "SELECT EXISTS (SELECT 1 FROM webhook_endpoints w WHERE {})",
+            "SELECT w.id FROM webhook_endpoints w WHERE {} ORDER BY w.id",
             subscribes(c, "w", "?1", "?2")
         );
         let mut asked = Subscribed(HashMap::new());
         for p in events {
             if asked.known(p).is_none() {
-                let yes = c.query_row(&sql, p![p.workspace_id, p.event_type], |r| r.get(0))?;
+                let endpoints: Vec<String> =
+                    c.query_map(&sql, p![p.workspace_id, p.event_type], |r| r.get(0))?;
                 asked
                     .0
                     .entry(p.workspace_id.clone())
                     .or_default()
-                    .insert(p.event_type.clone(), yes);
+                    .insert(p.event_type.clone(), endpoints);
             }
         }
         Ok(asked)
     }
 
-    fn known(&self, p: &Pending) -> Option<bool> {
+    fn known(&self, p: &Pending) -> Option<&[String]> {
         self.0
             .get(p.workspace_id.as_str())
             .and_then(|types| types.get(p.event_type.as_str()))
-            .copied()
+            .map(Vec::as_slice)
+    }
+
+    /// The endpoints subscribed to `p` (one of the events asked about).
+    fn endpoints(&self, p: &Pending) -> &[String] {
+        self.known(p).unwrap_or_default()
     }
 
     /// Whether `p` (one of the events asked about) is subscribed to.
     fn of(&self, p: &Pending) -> bool {
-        self.known(p) == Some(true)
+        !self.endpoints(p).is_empty()
     }
 }
 

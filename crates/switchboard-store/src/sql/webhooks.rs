@@ -69,6 +69,55 @@ pub fn fan_out(c: &Db<'_>, events: &[Fan<'_>]) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// A delivery of an event to an endpoint known to subscribe to it.
+pub(crate) struct NewDelivery<'a> {
+    /// `{event id}/{endpoint id}`, as the fan-out statement names it.
+    pub id: String,
+    pub endpoint_id: &'a str,
+    pub event: Fan<'a>,
+}
+
+/// Stores deliveries whose endpoints are already known (SQLite's events,
+/// `events::Subscribed`), one insert per `Db::chunks` run: the rows the
+/// fan-out statement would make, without its join, and without the SQL
+/// function its subscription test calls, which makes SQLite keep a
+/// statement journal for a multi-row write (BENCHMARKS.md,
+/// "Twenty-fourth session").
+pub(crate) fn insert_deliveries(
+    c: &Db<'_>,
+    deliveries: &[NewDelivery<'_>],
+) -> Result<(), StoreError> {
+    for chunk in c.chunks(deliveries) {
+        let set = RowSet::new(
+            c,
+            1,
+            &["TEXT", "TEXT", "TEXT", "TEXT", "BIGINT", "TEXT", "BIGINT"],
+            chunk.iter().map(|d| {
+                [
+                    V::from(d.id.as_str()),
+                    V::from(d.endpoint_id),
+                    V::from(d.event.workspace_id),
+                    V::from(d.event.id),
+                    V::Int(d.event.seq),
+                    V::from(&d.event.message_id),
+                    V::Int(d.event.at.as_millis()),
+                ]
+            }),
+        );
+        let sql = format!(
+            "{} webhook_deliveries (id, endpoint_id, workspace_id, event_id, event_seq, ordering_key, status, next_attempt_at, created_at, updated_at)
+             SELECT column1, column2, column3, column4, column5, column6, 'pending', column7, column7, column7 FROM {}",
+            c.insert_into(),
+            set.table()
+        );
+        c.execute(&sql, set.params())?;
+    }
+    if !deliveries.is_empty() {
+        super::signals::note_deliveries();
+    }
+    Ok(())
+}
+
 /// The fan-out statement for the events of `source`, a table expression
 /// whose columns `column1` … `column6` are each event's id, workspace,
 /// sequence number, type, message and time (a `RowSet`, or on PostgreSQL

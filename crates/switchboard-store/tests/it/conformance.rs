@@ -184,6 +184,100 @@ conformance!(
 );
 
 conformance!(
+    each_event_goes_to_exactly_the_enabled_endpoints_of_its_workspace_that_subscribe,
+    |f: crate::Fixture| async move {
+        let create = |events: Option<Vec<&'static str>>, id: &'static str| {
+            let f = &f;
+            async move {
+                f.store
+                    .create_endpoint(&f.ws, &endpoint(events, 5), id, "whsec_a", T0)
+                    .await
+                    .unwrap()
+                    .id
+            }
+        };
+        let all = create(None, "wh_all").await;
+        let also_all = create(None, "wh_all2").await;
+        let delivered = create(Some(vec!["message.delivered"]), "wh_dlv").await;
+        let sent = create(Some(vec!["message.sent", "contact.opted_out"]), "wh_sent").await;
+        let disabled = create(None, "wh_off").await;
+        let deleted = create(None, "wh_gone").await;
+        let off = EndpointSettings::from_json(&json!({"enabled": false}), false).unwrap();
+        assert!(
+            f.store
+                .update_endpoint(&f.ws, &disabled, &off, T0)
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(f.store.delete_endpoint(&f.ws, &deleted, T0).await.unwrap());
+        let other = f.store.create_workspace("other", T0).await.unwrap().id;
+        f.store
+            .create_endpoint(&other, &endpoint(None, 5), "wh_other", "whsec_o", T0)
+            .await
+            .unwrap();
+        f.store.accept_message(simple(&f.ws)).await.unwrap();
+        send_the_only_queued(&f, "SIMfan").await;
+        f.store
+            .receive_receipt(
+                "pr_sim",
+                "SIMfan",
+                switchboard_store::ReceiptKind::Delivered,
+                None,
+                None,
+                T0,
+            )
+            .await
+            .unwrap();
+        f.store.process_receipts(T0, 100).await.unwrap();
+        // Every delivery, claimed and answered until none is left.
+        let mut got: Vec<(String, String, String)> = Vec::new();
+        for _ in 0..20 {
+            let jobs = claim_deliveries(&f, T0, 100).await;
+            if jobs.is_empty() {
+                break;
+            }
+            for j in jobs {
+                assert_eq!(j.delivery_id, format!("{}/{}", j.event.id, j.endpoint.id));
+                got.push((
+                    j.endpoint.id.clone(),
+                    j.event.event_type.clone(),
+                    j.delivery_id.clone(),
+                ));
+                f.store
+                    .complete_webhook_attempt(report(&j, 200, WebhookOutcome::Succeeded))
+                    .await
+                    .unwrap();
+            }
+        }
+        let mut pairs: Vec<(&str, &str)> = got
+            .iter()
+            .map(|(e, t, _)| (e.as_str(), t.as_str()))
+            .collect();
+        pairs.sort_unstable();
+        let mut expected = Vec::new();
+        for e in [all.as_str(), also_all.as_str()] {
+            for t in [
+                "message.delivered",
+                "message.queued",
+                "message.sending",
+                "message.sent",
+            ] {
+                expected.push((e, t));
+            }
+        }
+        expected.push((delivered.as_str(), "message.delivered"));
+        expected.push((sent.as_str(), "message.sent"));
+        expected.sort_unstable();
+        assert_eq!(pairs, expected);
+        let mut ids: Vec<&str> = got.iter().map(|(_, _, d)| d.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), got.len(), "one delivery per event and endpoint");
+    }
+);
+
+conformance!(
     an_endpoint_that_keeps_failing_is_disabled,
     |f: crate::Fixture| async move {
         let ep = f
