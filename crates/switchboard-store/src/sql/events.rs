@@ -156,11 +156,11 @@ fn event_set<'p>(c: &Db<'_>, chunk: &'p [Pending]) -> RowSet<'p> {
 }
 
 /// Inserts events, one statement per `Db::chunks` run, and fans them out.
-/// On SQLite only the events that an endpoint subscribes to go into the
-/// fan-out statement (`Subscribed`): most events of a message (`sending`,
-/// `sent`) usually have no subscriber, and the fan-out, a third of the
-/// events' cost, joined each of them to the workspace's endpoints only to
-/// find none.
+/// On SQLite the endpoints subscribed to each workspace and type are read
+/// first (`Subscribed`), and the deliveries are stored from them as rows
+/// (`insert_deliveries`): most events of a message (`sending`, `sent`)
+/// usually have no subscriber, and a fan-out statement joined each of them
+/// to the workspace's endpoints only to find none.
 fn write(c: &Db<'_>, mut events: Vec<Pending>) -> Result<(), StoreError> {
     if c.is_pg() {
         return write_pg(c, &events);
@@ -182,15 +182,15 @@ fn write(c: &Db<'_>, mut events: Vec<Pending>) -> Result<(), StoreError> {
     // the events to them again.
     let mut deliveries = Vec::new();
     for p in &events {
-        let seq = match subscribed.endpoints(p) {
-            [] => continue,
-            _ => *seq_of
-                .get(&p.id)
-                .ok_or_else(|| StoreError::Corrupt(format!("event {} was not inserted", p.id)))?,
-        };
-        for endpoint in subscribed.endpoints(p) {
+        let endpoints = subscribed.endpoints(p);
+        if endpoints.is_empty() {
+            continue;
+        }
+        let seq = *seq_of
+            .get(&p.id)
+            .ok_or_else(|| StoreError::Corrupt(format!("event {} was not inserted", p.id)))?;
+        for endpoint in endpoints {
             deliveries.push(NewDelivery {
-                id: format!("{}/{endpoint}", p.id),
                 endpoint_id: endpoint,
                 event: Fan {
                     id: &p.id,

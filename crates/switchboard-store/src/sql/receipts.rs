@@ -83,11 +83,11 @@ fn store_pending(
 /// that id is pending (one could be, waiting for a check after arriving
 /// before its message's provider id was known; the pass applies the two in
 /// lifecycle order), and it is not a read that overtook its message's
-/// delivered receipt (`read_waits`). The batch's receipts settled together go in the pass's
-/// order: by provider id, delivered before read, then as they came. Each is
-/// stored with its raw payload and its state (`applied` or `ignored`), as
-/// the pass would leave it, and the message moves and its events are
-/// recorded as the pass records them (`Moves`).
+/// delivered receipt (`read_waits`). The batch's receipts settled together
+/// go in the pass's order: by provider id, delivered before read, then as
+/// they came. Each is stored with its raw payload and its state (`applied`
+/// or `ignored`), as the pass would leave it, and the message moves and
+/// its events are recorded as the pass records them (`Moves`).
 ///
 /// It saves, per receipt, what the inbox's churn cost the pass: the pending
 /// index's insert and delete, the row's rewrite, and the pass's read
@@ -403,9 +403,8 @@ pub fn process(c: &Db<'_>, now: Timestamp, limit: usize) -> Result<ReceiptPass, 
 /// and each message written once at the end (`write`).
 #[derive(Default)]
 struct Moves {
-    /// Each message's status as these receipts moved it.
-    status: HashMap<String, Status>,
-    /// What to write per message moved, in `order`.
+    /// What to write per message moved (its status as these receipts
+    /// left it first), in `order`.
     changed: HashMap<String, Moved>,
     order: Vec<String>,
 }
@@ -413,8 +412,8 @@ struct Moves {
 impl Moves {
     /// A message's status as these receipts left it.
     fn status_of(&self, (mid, current, _): &Named) -> Result<Status, StoreError> {
-        match self.status.get(mid) {
-            Some(s) => Ok(*s),
+        match self.changed.get(mid) {
+            Some((moved, _, _)) => Ok(*moved),
             None => Ok(rows::status(current)?),
         }
     }
@@ -439,7 +438,6 @@ impl Moves {
                 status: from,
             });
         };
-        self.status.insert(mid.clone(), t.to);
         let entry = self.changed.entry(mid.clone()).or_insert_with(|| {
             self.order.push(mid.clone());
             (t.to, None, now.as_millis())

@@ -71,8 +71,6 @@ pub fn fan_out(c: &Db<'_>, events: &[Fan<'_>]) -> Result<(), StoreError> {
 
 /// A delivery of an event to an endpoint known to subscribe to it.
 pub(crate) struct NewDelivery<'a> {
-    /// `{event id}/{endpoint id}`, as the fan-out statement names it.
-    pub id: String,
     pub endpoint_id: &'a str,
     pub event: Fan<'a>,
 }
@@ -91,10 +89,9 @@ pub(crate) fn insert_deliveries(
         let set = RowSet::new(
             c,
             1,
-            &["TEXT", "TEXT", "TEXT", "TEXT", "BIGINT", "TEXT", "BIGINT"],
+            &["TEXT", "TEXT", "TEXT", "BIGINT", "TEXT", "BIGINT"],
             chunk.iter().map(|d| {
                 [
-                    V::from(d.id.as_str()),
                     V::from(d.endpoint_id),
                     V::from(d.event.workspace_id),
                     V::from(d.event.id),
@@ -104,9 +101,11 @@ pub(crate) fn insert_deliveries(
                 ]
             }),
         );
+        // The id is `{event id}/{endpoint id}`, as the fan-out statement
+        // and a redelivery name it (`||` is an operator, not a function).
         let sql = format!(
             "{} webhook_deliveries (id, endpoint_id, workspace_id, event_id, event_seq, ordering_key, status, next_attempt_at, created_at, updated_at)
-             SELECT column1, column2, column3, column4, column5, column6, 'pending', column7, column7, column7 FROM {}",
+             SELECT column3 || '/' || column1, column1, column2, column3, column4, column5, 'pending', column6, column6, column6 FROM {}",
             c.insert_into(),
             set.table()
         );
