@@ -159,7 +159,12 @@ impl SqlStore {
             ))
         })?;
         let path = data_dir.join(DB_FILE);
-        let mut conn = Connection::open(&path)?;
+        // The writer's connection writes each commit's WAL frames in one
+        // system call, not two per frame (`switchboard_walvfs`); readers
+        // and the checkpointer read the same files as SQLite's default VFS
+        // does.
+        let vfs = switchboard_walvfs::register()?;
+        let mut conn = Connection::open_with_flags_and_vfs(&path, OpenFlags::default(), vfs)?;
         configure(&conn)?;
         schema::migrate(&mut conn)?;
         written_behind::prepare(&conn)?;
