@@ -183,6 +183,24 @@ unsafe fn flush(file: *mut File) -> c_int {
     rc
 }
 
+/// The default VFS's file and methods inside `file`, after writing what
+/// it holds; the write's error if that failed.
+///
+/// # Safety
+/// `file` is an open file of this VFS, used by this thread alone.
+unsafe fn flushed(
+    file: *mut ffi::sqlite3_file,
+) -> Result<(*mut ffi::sqlite3_file, &'static ffi::sqlite3_io_methods), c_int> {
+    let me: *mut File = file.cast();
+    // SAFETY: per this function's contract.
+    unsafe {
+        match flush(me) {
+            ffi::SQLITE_OK => Ok((inner(me), methods(me))),
+            rc => Err(rc),
+        }
+    }
+}
+
 unsafe fn register_once() -> c_int {
     // SAFETY: sqlite3_initialize may be called any number of times, from
     // any thread; a null name finds the default VFS, which SQLite keeps
@@ -325,14 +343,12 @@ unsafe extern "C" fn x_read(
     amt: c_int,
     offset: ffi::sqlite3_int64,
 ) -> c_int {
-    let me: *mut File = file.cast();
     // SAFETY: an open file of this VFS, on its connection's thread.
     unsafe {
-        let rc = flush(me);
-        if rc != ffi::SQLITE_OK {
-            return rc;
+        match flushed(file) {
+            Ok((f, m)) => m.xRead.expect("xRead")(f, buf, amt, offset),
+            Err(rc) => rc,
         }
-        methods(me).xRead.expect("xRead")(inner(me), buf, amt, offset)
     }
 }
 
@@ -381,26 +397,22 @@ unsafe extern "C" fn x_write(
 }
 
 unsafe extern "C" fn x_truncate(file: *mut ffi::sqlite3_file, size: ffi::sqlite3_int64) -> c_int {
-    let me: *mut File = file.cast();
     // SAFETY: an open file of this VFS, on its connection's thread.
     unsafe {
-        let rc = flush(me);
-        if rc != ffi::SQLITE_OK {
-            return rc;
+        match flushed(file) {
+            Ok((f, m)) => m.xTruncate.expect("xTruncate")(f, size),
+            Err(rc) => rc,
         }
-        methods(me).xTruncate.expect("xTruncate")(inner(me), size)
     }
 }
 
 unsafe extern "C" fn x_sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
-    let me: *mut File = file.cast();
     // SAFETY: an open file of this VFS, on its connection's thread.
     unsafe {
-        let rc = flush(me);
-        if rc != ffi::SQLITE_OK {
-            return rc;
+        match flushed(file) {
+            Ok((f, m)) => m.xSync.expect("xSync")(f, flags),
+            Err(rc) => rc,
         }
-        methods(me).xSync.expect("xSync")(inner(me), flags)
     }
 }
 
@@ -408,14 +420,12 @@ unsafe extern "C" fn x_file_size(
     file: *mut ffi::sqlite3_file,
     size: *mut ffi::sqlite3_int64,
 ) -> c_int {
-    let me: *mut File = file.cast();
     // SAFETY: an open file of this VFS, on its connection's thread.
     unsafe {
-        let rc = flush(me);
-        if rc != ffi::SQLITE_OK {
-            return rc;
+        match flushed(file) {
+            Ok((f, m)) => m.xFileSize.expect("xFileSize")(f, size),
+            Err(rc) => rc,
         }
-        methods(me).xFileSize.expect("xFileSize")(inner(me), size)
     }
 }
 
@@ -442,14 +452,12 @@ unsafe extern "C" fn x_file_control(
     op: c_int,
     arg: *mut c_void,
 ) -> c_int {
-    let me: *mut File = file.cast();
     // SAFETY: an open file of this VFS, on its connection's thread.
     unsafe {
-        let rc = flush(me);
-        if rc != ffi::SQLITE_OK {
-            return rc;
+        match flushed(file) {
+            Ok((f, m)) => m.xFileControl.expect("xFileControl")(f, op, arg),
+            Err(rc) => rc,
         }
-        methods(me).xFileControl.expect("xFileControl")(inner(me), op, arg)
     }
 }
 
