@@ -76,6 +76,13 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             busy.as_secs_f64()
         );
     }
+    if let Some(wal) = gc.wal_writes {
+        let _ = writeln!(
+            out,
+            "# HELP switchboard_sqlite_wal_writes_total Writes to SQLite's WAL by the writer: those SQLite asked for (two per frame: its header, its page) and those made (one per commit, its frames together).\n# TYPE switchboard_sqlite_wal_writes_total counter\nswitchboard_sqlite_wal_writes_total{{kind=\"asked\"}} {}\nswitchboard_sqlite_wal_writes_total{{kind=\"made\"}} {}",
+            wal.asked, wal.made
+        );
+    }
     match state.store.status_counts().await {
         Ok(counts) => {
             let _ = writeln!(

@@ -20,8 +20,9 @@ pub use model::{
     GroupCommitStats, InboundOutcome, InboundRecord, IncomingReceipt, IntegrationRecord,
     MessageDetail, MessageFilter, MessagePage, MessageRecord, NewInbound, NewSender,
     ProviderDeletion, ProviderHealth, ProviderRecord, ReceiptKind, ReceiptOutcome, ReceiptPass,
-    Redelivery, Sender, SenderCreation, TemplateRecord, TransitionOutcome, WebhookAttemptRecord,
-    WebhookAttemptReport, WebhookEvent, WebhookJob, WebhookOutcome, Workspace, WorkspaceStats,
+    Redelivery, Sender, SenderCreation, TemplateRecord, TransitionOutcome, WalWrites,
+    WebhookAttemptRecord, WebhookAttemptReport, WebhookEvent, WebhookJob, WebhookOutcome,
+    Workspace, WorkspaceStats,
 };
 
 use std::time::Duration;

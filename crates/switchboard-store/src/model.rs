@@ -501,6 +501,19 @@ pub struct GroupCommitStats {
     pub busy_jobs: std::time::Duration,
     /// … in its chore's steps (SQLite's written-behind sweep).
     pub busy_chore: std::time::Duration,
+    /// On SQLite, the writes to the WAL through the writer's VFS
+    /// (`switchboard_walvfs`, counted for the whole process).
+    pub wal_writes: Option<WalWrites>,
+}
+
+/// Writes to SQLite's WAL through the writer's VFS: SQLite asks for two
+/// per frame (its header, its page); the VFS makes about one per commit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WalWrites {
+    /// The writes SQLite asked for.
+    pub asked: u64,
+    /// The writes made to the files.
+    pub made: u64,
 }
 
 /// A webhook endpoint as stored (secrets included: never render it whole).

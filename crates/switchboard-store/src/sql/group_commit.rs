@@ -322,6 +322,7 @@ impl GroupCommit {
             busy_accepts: Counters::read_busy(&self.counters.busy_accepts),
             busy_jobs: Counters::read_busy(&self.counters.busy_jobs),
             busy_chore: Counters::read_busy(&self.counters.busy_chore),
+            wal_writes: None,
         }
     }
 }

@@ -768,7 +768,15 @@ impl Store for SqlStore {
     }
 
     fn group_commit_stats(&self) -> GroupCommitStats {
-        self.writer.stats()
+        let mut stats = self.writer.stats();
+        if matches!(self.engine, Engine::Sqlite { .. }) {
+            let w = switchboard_walvfs::stats();
+            stats.wal_writes = Some(crate::WalWrites {
+                asked: w.requested,
+                made: w.written,
+            });
+        }
+        stats
     }
 
     fn signals(&self) -> std::sync::Arc<WorkSignals> {

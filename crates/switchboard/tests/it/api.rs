@@ -687,6 +687,23 @@ async fn operations_endpoints_answer() {
     ] {
         assert!(metrics.contains(line), "missing {line} in\n{metrics}");
     }
+    // The writer's WAL writes through its VFS (counted for the whole test
+    // process, whose other apps write too): SQLite asks for two per frame,
+    // the VFS makes about one per commit.
+    let wal = |kind: &str| -> u64 {
+        let prefix = format!("switchboard_sqlite_wal_writes_total{{kind=\"{kind}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("missing {prefix} in\n{metrics}"))
+            .parse()
+            .unwrap()
+    };
+    let (asked, made) = (wal("asked"), wal("made"));
+    assert!(
+        made >= 1 && asked > made,
+        "WAL writes asked {asked}, made {made}"
+    );
     let r = app.client.get(app.url("/nope")).send().await.unwrap();
     assert_eq!(r.status(), 404);
     let r = app
