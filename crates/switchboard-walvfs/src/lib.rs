@@ -60,23 +60,23 @@ const CHUNK: usize = 124 << 10;
 /// A WAL frame header's size (SQLite's `WAL_FRAME_HDRSIZE`).
 const FRAME_HEADER: usize = 24;
 
-static REQUESTED: AtomicU64 = AtomicU64::new(0);
-static WRITTEN: AtomicU64 = AtomicU64::new(0);
+static ASKED: AtomicU64 = AtomicU64::new(0);
+static MADE: AtomicU64 = AtomicU64::new(0);
 
 /// Writes to WAL files through this VFS since the process started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Stats {
     /// The writes SQLite asked for.
-    pub requested: u64,
+    pub asked: u64,
     /// The writes made to the files.
-    pub written: u64,
+    pub made: u64,
 }
 
 /// The WAL writes of every connection on this VFS so far.
 pub fn stats() -> Stats {
     Stats {
-        requested: REQUESTED.load(Ordering::Relaxed),
-        written: WRITTEN.load(Ordering::Relaxed),
+        asked: ASKED.load(Ordering::Relaxed),
+        made: MADE.load(Ordering::Relaxed),
     }
 }
 
@@ -167,7 +167,7 @@ unsafe fn flush(file: *mut File) -> c_int {
     let mut rc = ffi::SQLITE_OK;
     let mut at = st.start;
     for chunk in st.held.chunks(CHUNK) {
-        WRITTEN.fetch_add(1, Ordering::Relaxed);
+        MADE.fetch_add(1, Ordering::Relaxed);
         // SAFETY: a chunk is at most CHUNK bytes, which fits a c_int and
         // the unix VFS's largest write, and the inner file is open.
         rc = unsafe { write(inner(file), chunk.as_ptr().cast(), chunk.len() as c_int, at) };
@@ -366,7 +366,7 @@ unsafe extern "C" fn x_write(
         if !st.wal || amt < 0 {
             return methods(me).xWrite.expect("xWrite")(inner(me), data, amt, offset);
         }
-        REQUESTED.fetch_add(1, Ordering::Relaxed);
+        ASKED.fetch_add(1, Ordering::Relaxed);
         let bytes = std::slice::from_raw_parts(data.cast::<u8>(), amt as usize);
         // A frame header whose "database size after commit" is set.
         let commit_header = bytes.len() == FRAME_HEADER && bytes[4..8] != [0, 0, 0, 0];
@@ -383,7 +383,7 @@ unsafe extern "C" fn x_write(
         if rc != ffi::SQLITE_OK {
             return rc;
         }
-        WRITTEN.fetch_add(1, Ordering::Relaxed);
+        MADE.fetch_add(1, Ordering::Relaxed);
         let st = state(me);
         let rc = methods(me).xWrite.expect("xWrite")(inner(me), data, amt, offset);
         st.end = if rc == ffi::SQLITE_OK {

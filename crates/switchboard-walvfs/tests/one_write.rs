@@ -1,16 +1,12 @@
 //! What the VFS is for: a transaction's WAL frames in one write. (A test
 //! binary of its own: the counts are the process's.)
 
-use rusqlite::{Connection, OpenFlags};
+mod common;
 
 #[test]
 fn a_commit_of_many_frames_is_one_write() {
     let dir = tempfile::tempdir().unwrap();
-    let vfs = switchboard_walvfs::register().unwrap();
-    let c = Connection::open_with_flags_and_vfs(dir.path().join("db"), OpenFlags::default(), vfs)
-        .unwrap();
-    c.pragma_update(None, "journal_mode", "WAL").unwrap();
-    c.pragma_update(None, "synchronous", "NORMAL").unwrap();
+    let c = common::writer(&dir.path().join("db"));
     c.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB NOT NULL)")
         .unwrap();
     let before = switchboard_walvfs::stats();
@@ -21,8 +17,8 @@ fn a_commit_of_many_frames_is_one_write() {
     }
     tx.commit().unwrap();
     let after = switchboard_walvfs::stats();
-    let requested = after.requested - before.requested;
-    let written = after.written - before.written;
+    let requested = after.asked - before.asked;
+    let written = after.made - before.made;
     // About 13 pages of rows and the table's interior page: two writes
     // each (header, page) asked for, one made.
     assert!(requested >= 26, "SQLite asked for {requested} writes");

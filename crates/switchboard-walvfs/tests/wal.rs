@@ -2,19 +2,11 @@
 //! connections see, transactions that spill, rewrite frames and roll back,
 //! and the WAL's restart after a checkpoint.
 
+mod common;
+
+use common::writer;
 use rusqlite::{Connection, OpenFlags, params};
 use std::path::Path;
-
-fn writer(path: &Path) -> Connection {
-    let vfs = switchboard_walvfs::register().unwrap();
-    let c = Connection::open_with_flags_and_vfs(path, OpenFlags::default(), vfs).unwrap();
-    c.pragma_update(None, "journal_mode", "WAL").unwrap();
-    c.pragma_update(None, "synchronous", "NORMAL").unwrap();
-    // The checkpoints are the test's (below), as the product's are a
-    // thread's own.
-    c.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
-    c
-}
 
 /// The database as a crash right now would leave it: the main file and
 /// the WAL as the kernel has them, without the writer's memory (no

@@ -772,8 +772,8 @@ impl Store for SqlStore {
         if matches!(self.engine, Engine::Sqlite { .. }) {
             let w = switchboard_walvfs::stats();
             stats.wal_writes = Some(crate::WalWrites {
-                asked: w.requested,
-                made: w.written,
+                asked: w.asked,
+                made: w.made,
             });
         }
         stats
