@@ -31,7 +31,7 @@ use crate::server::{ADMIN_TOKEN, Server, Usage};
 #[derive(Debug, Clone, Parser)]
 #[command(name = "switchboard-bench", version, about)]
 struct Args {
-    /// Scenarios to run: noop, accept, accept-pg, e2e, e2e-all, e2e-pg, webhooks, or all.
+    /// Scenarios to run: noop, accept, accept-bare, accept-pg, e2e, e2e-all, e2e-pg, webhooks, or all.
     #[arg(default_value = "all")]
     scenarios: Vec<String>,
     /// Concurrent connections of the load generator.
@@ -341,6 +341,37 @@ async fn accept(
         None => "dispatch paused: the accept path alone".into(),
     };
     Ok(row)
+}
+
+/// The bare accept probe (`switchboard-bare`): `accept`'s requests
+/// against axum, serde and one SQLite writer, nothing else. Not a build
+/// under test: the floor of a durable accept on this machine, beside
+/// `noop`'s ceiling.
+async fn accept_bare(args: &Args) -> anyhow::Result<Row> {
+    let server = Server::start_bare()?;
+    let make = message_request(&server.base, "none");
+    let (r, before, ()) = warm_then_measure(args, &server, make, 202, || async {}).await;
+    let mut row = Row::http(
+        "accept-bare",
+        "POST /v1/messages on the bare probe (axum, serde, one SQLite writer)",
+        &r,
+        before,
+        server.usage(),
+    );
+    row.notes = "the issue's bare probe: one table, fsync per commit; no keys, validation, idempotency or indexes".into();
+    Ok(row)
+}
+
+/// Each round's `name` as a percentage of its `noop`, where both ran.
+fn of_noop(rounds: &[Vec<Row>], name: &str) -> Vec<f64> {
+    rounds
+        .iter()
+        .filter_map(|rows| {
+            let noop = rows.iter().find(|r| r.scenario == "noop")?;
+            let row = rows.iter().find(|r| r.scenario == name)?;
+            Some(100.0 * row.per_second / noop.per_second.max(1e-9))
+        })
+        .collect()
 }
 
 /// ", N batches rechecked" on PostgreSQL (`group_commits`), nothing on
@@ -850,6 +881,7 @@ async fn main() -> anyhow::Result<()> {
         wanted = [
             "noop",
             "accept",
+            "accept-bare",
             "accept-pg",
             "e2e",
             "e2e-all",
@@ -880,7 +912,8 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 eprintln!("running {s}…");
             }
-            let Some(baseline) = &args.baseline else {
+            // The bare probe is not a build: it runs once, unpaired.
+            let Some(baseline) = args.baseline.as_ref().filter(|_| s != "accept-bare") else {
                 let row = scenario(&args, s).await?;
                 print_table(std::slice::from_ref(&row));
                 rows.push(row);
@@ -931,6 +964,21 @@ async fn main() -> anyhow::Result<()> {
         println!(
             "\naccept / noop = {:.0}% (target ≥ 50%, accept p99 ≤ 10 ms)",
             100.0 * accept.per_second / noop.per_second
+        );
+    }
+    let bare = of_noop(&rounds, "accept-bare");
+    if !bare.is_empty() {
+        let accept = of_noop(&rounds, "accept");
+        let list = |v: &[f64]| {
+            v.iter()
+                .map(|p| format!("{p:.0}%"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!(
+            "\nThe bare probe's floor of a durable accept, round by round: accept-bare {} of noop (accept {})",
+            list(&bare),
+            list(&accept)
         );
     }
     let verdicts = targets::verdicts(&rounds);
@@ -992,6 +1040,7 @@ async fn scenario(args: &Args, name: &str) -> anyhow::Result<Row> {
     match name {
         "noop" => noop(args).await,
         "accept" => accept(args, "accept", &[], None).await,
+        "accept-bare" => accept_bare(args).await,
         "accept-pg" => accept_pg(args).await,
         "e2e" => e2e(args, "e2e", false, &[], None).await,
         "e2e-all" => e2e(args, "e2e-all", true, &[], None).await,

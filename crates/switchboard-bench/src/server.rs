@@ -106,14 +106,40 @@ pub fn binary() -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// The bare accept probe beside this program (`src/bin/switchboard-bare.rs`),
+/// whatever `use_binary` names: it is the floor every build is read
+/// against, not a build under test.
+pub fn bare_binary() -> anyhow::Result<PathBuf> {
+    let bin = std::env::current_exe()?.with_file_name("switchboard-bare");
+    if !bin.exists() {
+        bail!(
+            "{} not found: build it first (`bench/run` does: cargo build --release -p switchboard -p switchboard-bench)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
 impl Server {
     /// Starts `switchboard serve` with `env` on a free loopback port and a
     /// fresh data directory, and waits until it listens.
     pub fn start(env: &[(&str, String)]) -> anyhow::Result<Server> {
+        let mut cmd = Command::new(binary()?);
+        cmd.arg("serve");
+        Server::start_command(cmd, env)
+    }
+
+    /// Starts the bare accept probe (`bare_binary`) the same way.
+    pub fn start_bare() -> anyhow::Result<Server> {
+        Server::start_command(Command::new(bare_binary()?), &[])
+    }
+
+    /// Runs `cmd --listen 127.0.0.1:0 --data-dir <fresh>` with `env` and
+    /// waits for its `switchboard listening on <base>` line.
+    fn start_command(mut cmd: Command, env: &[(&str, String)]) -> anyhow::Result<Server> {
         let dir = tempfile::tempdir()?;
         let data_dir = dir.path().to_path_buf();
-        let mut cmd = Command::new(binary()?);
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        cmd.args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir)
             .env("SWITCHBOARD_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("SWITCHBOARD_LOG", "error")

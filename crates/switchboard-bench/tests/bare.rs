@@ -1,0 +1,139 @@
+//! The bare accept probe (`switchboard-bare`) as the benchmark starts it:
+//! a real process on loopback. It answers 202 only for what it stored,
+//! refuses malformed bodies without storing them, and keeps serving.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+
+struct Bare {
+    child: Child,
+    addr: String,
+    dir: tempfile::TempDir,
+}
+
+impl Bare {
+    fn start() -> Bare {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard-bare"))
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        // The line the benchmark's `Server::start_bare` waits for.
+        let addr = line
+            .strip_prefix("switchboard listening on http://")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Bare { child, addr, dir }
+    }
+
+    /// One request on a connection of its own: the status and the body.
+    fn request(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+        let mut s = TcpStream::connect(&self.addr).unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            self.addr,
+            body.len()
+        )
+        .unwrap();
+        s.write_all(body).unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        let status = answer
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {answer:?}"));
+        let body = answer
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    /// The stored rows' client references, read from the database file
+    /// after the process is gone.
+    fn stored(mut self) -> Vec<String> {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        let conn = rusqlite::Connection::open(self.dir.path().join("bare.db")).unwrap();
+        let mut st = conn
+            .prepare("SELECT client_ref FROM messages ORDER BY id")
+            .unwrap();
+        st.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+}
+
+impl Drop for Bare {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn every_202_is_a_stored_row_and_bad_bodies_store_nothing() {
+    let bare = Bare::start();
+    assert_eq!(bare.request("GET", "/healthz", b"").0, 200);
+
+    // Concurrent submissions, so batches of several commit together.
+    let ids: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..40)
+            .map(|i| {
+                let bare = &bare;
+                s.spawn(move || {
+                    let body = format!(
+                        r#"{{"to":"+14155550100","body":"hi {i}","client_ref":"r{i}","idempotency_key":"k{i}"}}"#
+                    );
+                    let (status, answer) = bare.request("POST", "/v1/messages", body.as_bytes());
+                    assert_eq!(status, 202, "{answer}");
+                    let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+                    assert_eq!(v["client_ref"], format!("r{i}"));
+                    assert_eq!(v["status"], "queued");
+                    v["id"].as_str().unwrap().to_owned()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut distinct = ids.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 40, "{ids:?}");
+
+    // Malformed, incomplete, mistyped and oversized bodies: refused, and
+    // the server goes on serving.
+    for (body, status) in [
+        (&b"{not json"[..], 400),
+        (br#"{"to":"+14155550100"}"#, 422),
+        (br#"{"to":1,"body":"x"}"#, 422),
+    ] {
+        assert_eq!(bare.request("POST", "/v1/messages", body).0, status);
+    }
+    let huge = format!(r#"{{"to":"+1","body":"{}"}}"#, "x".repeat(3 << 20));
+    assert_eq!(bare.request("POST", "/v1/messages", huge.as_bytes()).0, 413);
+    let (status, _) = bare.request(
+        "POST",
+        "/v1/messages",
+        br#"{"to":"+14155550100","body":"last","client_ref":"last"}"#,
+    );
+    assert_eq!(status, 202);
+
+    let mut stored = bare.stored();
+    assert_eq!(stored.pop().as_deref(), Some("last"));
+    stored.sort();
+    let mut expected: Vec<String> = (0..40).map(|i| format!("r{i}")).collect();
+    expected.sort();
+    assert_eq!(stored, expected);
+}
