@@ -62,6 +62,12 @@ struct Args {
     /// delaying proxy on loopback), as a database on another host is.
     #[arg(long, default_value_t = 0)]
     pg_latency_ms: u64,
+    /// Parts of the product the bare probe (`accept-bare`) adds to its
+    /// floor, comma-separated: request (the API key's hash, the body as a
+    /// JSON value, the request hash), row (the product's message row and
+    /// text id), indexes (with row: the four indexes an accept writes).
+    #[arg(long, default_value = "")]
+    bare_with: String,
     /// Where results are written.
     #[arg(long, default_value = "bench/results")]
     out: std::path::PathBuf,
@@ -348,7 +354,7 @@ async fn accept(
 /// under test: the floor of a durable accept on this machine, beside
 /// `noop`'s ceiling.
 async fn accept_bare(args: &Args) -> anyhow::Result<Row> {
-    let server = Server::start_bare()?;
+    let server = Server::start_bare(&args.bare_with)?;
     let make = message_request(&server.base, "none");
     let (r, before, ()) = warm_then_measure(args, &server, make, 202, || async {}).await;
     let mut row = Row::http(
@@ -358,7 +364,14 @@ async fn accept_bare(args: &Args) -> anyhow::Result<Row> {
         before,
         server.usage(),
     );
-    row.notes = "the issue's bare probe: one table, fsync per commit; no keys, validation, idempotency or indexes".into();
+    row.notes = if args.bare_with.is_empty() {
+        "the issue's bare probe: one table, fsync per commit; no keys, validation, idempotency or indexes".into()
+    } else {
+        format!(
+            "the issue's bare probe with {}; fsync per commit",
+            args.bare_with
+        )
+    };
     Ok(row)
 }
 

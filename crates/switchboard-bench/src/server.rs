@@ -129,9 +129,13 @@ impl Server {
         Server::start_command(cmd, env)
     }
 
-    /// Starts the bare accept probe (`bare_binary`) the same way.
-    pub fn start_bare() -> anyhow::Result<Server> {
-        Server::start_command(Command::new(bare_binary()?), &[])
+    /// Starts the bare accept probe (`bare_binary`) the same way, with
+    /// the parts of the product listed in `with` (`SWITCHBOARD_BARE_WITH`).
+    pub fn start_bare(with: &str) -> anyhow::Result<Server> {
+        Server::start_command(
+            Command::new(bare_binary()?),
+            &[("SWITCHBOARD_BARE_WITH", with.to_owned())],
+        )
     }
 
     /// Runs `cmd --listen 127.0.0.1:0 --data-dir <fresh>` with `env` and

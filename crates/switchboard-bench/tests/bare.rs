@@ -14,10 +14,16 @@ struct Bare {
 
 impl Bare {
     fn start() -> Bare {
+        Bare::start_with("")
+    }
+
+    /// With parts of the product added (`SWITCHBOARD_BARE_WITH`).
+    fn start_with(with: &str) -> Bare {
         let dir = tempfile::tempdir().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard-bare"))
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path())
+            .env("SWITCHBOARD_BARE_WITH", with)
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
@@ -36,10 +42,15 @@ impl Bare {
 
     /// One request on a connection of its own: the status and the body.
     fn request(&self, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+        self.request_as("none", method, path, body)
+    }
+
+    /// The same with the API key `key`.
+    fn request_as(&self, key: &str, method: &str, path: &str, body: &[u8]) -> (u16, String) {
         let mut s = TcpStream::connect(&self.addr).unwrap();
         write!(
             s,
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
             self.addr,
             body.len()
         )
@@ -61,13 +72,17 @@ impl Bare {
 
     /// The stored rows' client references, read from the database file
     /// after the process is gone.
-    fn stored(mut self) -> Vec<String> {
+    fn stored(self) -> Vec<String> {
+        self.rows("SELECT client_ref FROM messages ORDER BY rowid")
+    }
+
+    /// A query's first column over the database file, after the process
+    /// is gone.
+    fn rows(mut self, sql: &str) -> Vec<String> {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
         let conn = rusqlite::Connection::open(self.dir.path().join("bare.db")).unwrap();
-        let mut st = conn
-            .prepare("SELECT client_ref FROM messages ORDER BY id")
-            .unwrap();
+        let mut st = conn.prepare(sql).unwrap();
         st.query_map([], |r| r.get(0))
             .unwrap()
             .map(Result::unwrap)
@@ -136,4 +151,41 @@ fn every_202_is_a_stored_row_and_bad_bodies_store_nothing() {
     let mut expected: Vec<String> = (0..40).map(|i| format!("r{i}")).collect();
     expected.sort();
     assert_eq!(stored, expected);
+}
+
+/// With the product's request work, row and indexes added: a wrong key is
+/// refused, the row is the product's (text id, the request hash) and the
+/// four indexes exist; an unknown part is refused at start.
+#[test]
+fn the_parts_of_the_product_it_adds_are_there() {
+    let bare = Bare::start_with("request,row,indexes");
+    let body = br#"{"to":"+14155550100","body":"hi","client_ref":"r1","idempotency_key":"k1"}"#;
+    assert_eq!(
+        bare.request_as("wrong", "POST", "/v1/messages", body).0,
+        401
+    );
+    assert_eq!(bare.request("POST", "/v1/messages", b"{not json").0, 400);
+    assert_eq!(bare.request("POST", "/v1/messages", br#"{"to":1}"#).0, 422);
+    let (status, answer) = bare.request("POST", "/v1/messages", body);
+    assert_eq!(status, 202, "{answer}");
+    let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert!(v["id"].as_str().unwrap().starts_with("msg_"), "{answer}");
+    let rows = bare.rows(
+        "SELECT id || ' ' || request_hash || ' ' || (SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name LIKE 'messages_%') FROM messages",
+    );
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let parts: Vec<&str> = rows[0].split(' ').collect();
+    assert_eq!(parts[0], v["id"].as_str().unwrap());
+    assert_eq!(parts[1].len(), 64, "{rows:?}");
+    assert_eq!(parts[2], "4", "{rows:?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard-bare"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("SWITCHBOARD_BARE_WITH", "indexes")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs `row`"));
 }

@@ -21,16 +21,33 @@
 //! message's indexes (by workspace, status, queue, reference, recipient),
 //! the sync handed to a thread of its own, metrics. It is not a product:
 //! it is the floor. Usage: `switchboard-bare --listen ADDR --data-dir DIR`.
+//!
+//! `SWITCHBOARD_BARE_WITH` (`switchboard-bench accept-bare --bare-with`)
+//! adds parts of what the product does, one at a time, comma-separated,
+//! so the way from the floor to `accept` can be measured step by step:
+//! - `request`: the request side's own work: the bearer key's SHA-256
+//!   checked against the one key's, the body parsed into a
+//!   `serde_json::Value` and from it into the fields, and the request
+//!   hash (SHA-256 of the body's JSON without its idempotency key, hex);
+//! - `row`: the product's message row: a text id (`msg_` and a ULID-like
+//!   26 characters) as its primary key, so a second B-tree, and the
+//!   columns an accept fills (workspace, channel, encoding, segments,
+//!   category, priority, status twice, expiry, the request hash, times);
+//! - `indexes` (with `row`): the four indexes of the product's message
+//!   table that an accept writes in its own commit on SQLite: by
+//!   workspace, by status, the queue, by reference.
 
 use std::path::PathBuf;
 use std::sync::mpsc;
 
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
 /// The fields the benchmark's messages carry.
@@ -52,8 +69,71 @@ struct Accepted {
 /// A message for the writer, and where its row id goes once committed.
 struct Job {
     message: Submit,
-    done: oneshot::Sender<Result<i64, String>>,
+    /// The request hash (`request`), else empty.
+    hash: String,
+    done: oneshot::Sender<Result<String, String>>,
 }
+
+/// The parts of the product added to the floor (`SWITCHBOARD_BARE_WITH`).
+#[derive(Debug, Clone, Copy, Default)]
+struct With {
+    request: bool,
+    row: bool,
+    indexes: bool,
+}
+
+impl With {
+    fn from_env() -> anyhow::Result<With> {
+        let mut with = With::default();
+        let list = std::env::var("SWITCHBOARD_BARE_WITH").unwrap_or_default();
+        for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part {
+                "request" => with.request = true,
+                "row" => with.row = true,
+                "indexes" => with.indexes = true,
+                other => anyhow::bail!(
+                    "SWITCHBOARD_BARE_WITH: unknown part {other:?} (request, row, indexes)"
+                ),
+            }
+        }
+        if with.indexes && !with.row {
+            anyhow::bail!("SWITCHBOARD_BARE_WITH: `indexes` needs `row` (they index its columns)");
+        }
+        Ok(with)
+    }
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+struct App {
+    writer: mpsc::Sender<Job>,
+    /// SHA-256 (hex) of the one API key, `none` (`request`).
+    key_hash: String,
+}
+
+/// The benchmark's API key for this probe.
+const KEY: &str = "none";
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The product's message table (`row`), and its four indexes an accept
+/// writes (`indexes`), as in `switchboard-store`'s schema.
+const PRODUCT_ROW: &str = "CREATE TABLE IF NOT EXISTS messages (
+    id TEXT PRIMARY KEY, workspace_id TEXT NOT NULL, to_phone TEXT NOT NULL, from_addr TEXT,
+    channel TEXT NOT NULL, body TEXT NOT NULL, media_urls TEXT, encoding TEXT NOT NULL,
+    segments INTEGER NOT NULL, client_ref TEXT, metadata TEXT, category TEXT NOT NULL,
+    priority INTEGER NOT NULL, timezone TEXT, status TEXT NOT NULL, initial_status TEXT NOT NULL,
+    provider_id TEXT, provider_message_id TEXT, attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER, lease_until INTEGER, claimed_at INTEGER, send_at INTEGER,
+    expires_at INTEGER NOT NULL, error_code TEXT, error_message TEXT, idempotency_key TEXT,
+    request_hash TEXT NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL)";
+const PRODUCT_INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS messages_queued ON messages (priority DESC, next_attempt_at) WHERE status = 'queued';
+CREATE INDEX IF NOT EXISTS messages_by_workspace ON messages (workspace_id, id);
+CREATE INDEX IF NOT EXISTS messages_by_status ON messages (workspace_id, status, id);
+CREATE INDEX IF NOT EXISTS messages_by_ref ON messages (workspace_id, client_ref, id) WHERE client_ref IS NOT NULL;";
 
 fn main() -> anyhow::Result<()> {
     let mut listen = "127.0.0.1:0".to_owned();
@@ -74,20 +154,32 @@ fn main() -> anyhow::Result<()> {
     let conn = rusqlite::Connection::open(data_dir.join("bare.db"))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS messages (
-             id INTEGER PRIMARY KEY,
-             to_phone TEXT NOT NULL,
-             body TEXT NOT NULL,
-             client_ref TEXT,
-             idempotency_key TEXT,
-             created_at INTEGER NOT NULL
-         )",
-    )?;
+    let with = With::from_env()?;
+    if with.row {
+        conn.execute_batch(PRODUCT_ROW)?;
+        if with.indexes {
+            conn.execute_batch(PRODUCT_INDEXES)?;
+        }
+    } else {
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS messages (
+                 id INTEGER PRIMARY KEY,
+                 to_phone TEXT NOT NULL,
+                 body TEXT NOT NULL,
+                 client_ref TEXT,
+                 idempotency_key TEXT,
+                 created_at INTEGER NOT NULL
+             )",
+        )?;
+    }
     let (tx, rx) = mpsc::channel::<Job>();
     std::thread::Builder::new()
         .name("db-writer".into())
-        .spawn(move || writer(conn, &rx))?;
+        .spawn(move || writer(conn, &rx, with))?;
+    let app = App {
+        writer: tx,
+        key_hash: hex(&Sha256::digest(KEY.as_bytes())),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -98,29 +190,75 @@ fn main() -> anyhow::Result<()> {
             "switchboard listening on http://{} (bare probe)",
             listener.local_addr()?
         );
+        let submit = if with.request {
+            post(submit_with_request)
+        } else {
+            post(submit)
+        };
         let app = Router::new()
             .route("/healthz", get(|| async { "ok" }))
-            .route("/v1/messages", post(submit))
-            .with_state(tx);
+            .route("/v1/messages", submit)
+            .with_state(app);
         axum::serve(listener, app).await?;
         Ok(())
     })
 }
 
-async fn submit(
-    State(writer): State<mpsc::Sender<Job>>,
-    Json(message): Json<Submit>,
+async fn submit(State(app): State<App>, Json(message): Json<Submit>) -> axum::response::Response {
+    stored(&app, message, String::new()).await
+}
+
+/// `submit` with the request side's own work (`request`).
+async fn submit_with_request(
+    State(app): State<App>,
+    headers: HeaderMap,
+    body: Bytes,
 ) -> axum::response::Response {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if hex(&Sha256::digest(token.as_bytes())) != app.key_hash {
+        return (StatusCode::UNAUTHORIZED, "unknown API key").into_response();
+    }
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return (StatusCode::BAD_REQUEST, "malformed JSON").into_response();
+    };
+    let message = match Submit::deserialize(&value) {
+        Ok(m) => m,
+        Err(e) => return (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()).into_response(),
+    };
+    let mut without_key = value;
+    if let Some(map) = without_key.as_object_mut() {
+        map.remove("idempotency_key");
+    }
+    let hash = hex(&Sha256::digest(
+        serde_json::to_vec(&without_key).unwrap_or_default(),
+    ));
+    stored(&app, message, hash).await
+}
+
+/// Hands the message to the writer and answers once it is committed.
+async fn stored(app: &App, message: Submit, hash: String) -> axum::response::Response {
     let client_ref = message.client_ref.clone();
     let (done, answer) = oneshot::channel();
-    if writer.send(Job { message, done }).is_err() {
+    if app
+        .writer
+        .send(Job {
+            message,
+            hash,
+            done,
+        })
+        .is_err()
+    {
         return (StatusCode::SERVICE_UNAVAILABLE, "the writer has stopped").into_response();
     }
     match answer.await {
         Ok(Ok(id)) => (
             StatusCode::ACCEPTED,
             Json(Accepted {
-                id: format!("msg_{id}"),
+                id,
                 status: "queued",
                 client_ref,
             }),
@@ -133,17 +271,43 @@ async fn submit(
 
 /// Commits whatever has queued, one transaction at a time, and answers
 /// each job after its commit.
-fn writer(mut conn: rusqlite::Connection, rx: &mpsc::Receiver<Job>) {
+fn writer(mut conn: rusqlite::Connection, rx: &mpsc::Receiver<Job>, with: With) {
+    let mut seq: u64 = 0;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         batch.extend(rx.try_iter());
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        let stored = (|| -> rusqlite::Result<Vec<i64>> {
+        let stored = (|| -> rusqlite::Result<Vec<String>> {
             let tx = conn.transaction()?;
             let mut ids = Vec::with_capacity(batch.len());
-            {
+            if with.row {
+                let mut insert = tx.prepare_cached(
+                    "INSERT INTO messages (id, workspace_id, to_phone, channel, body, encoding, segments,
+                         client_ref, category, priority, status, initial_status, next_attempt_at,
+                         expires_at, idempotency_key, request_hash, created_at, updated_at)
+                     VALUES (?1, 'ws_01JBARE0000000000000000000', ?2, 'sms', ?3, 'gsm7', 1, ?4,
+                         'transactional', 0, 'queued', 'queued', ?5, ?6, ?7, ?8, ?5, ?5)",
+                )?;
+                for job in &batch {
+                    let m = &job.message;
+                    seq += 1;
+                    // Time first, then a counter, as a ULID orders.
+                    let id = format!("msg_{now:013x}{seq:013x}");
+                    insert.execute(rusqlite::params![
+                        id,
+                        m.to,
+                        m.body,
+                        m.client_ref,
+                        now,
+                        now + 86_400_000,
+                        m.idempotency_key,
+                        job.hash
+                    ])?;
+                    ids.push(id);
+                }
+            } else {
                 let mut insert = tx.prepare_cached(
                     "INSERT INTO messages (to_phone, body, client_ref, idempotency_key, created_at)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -157,7 +321,7 @@ fn writer(mut conn: rusqlite::Connection, rx: &mpsc::Receiver<Job>) {
                         m.idempotency_key,
                         now
                     ])?;
-                    ids.push(tx.last_insert_rowid());
+                    ids.push(format!("msg_{}", tx.last_insert_rowid()));
                 }
             }
             tx.commit()?;
