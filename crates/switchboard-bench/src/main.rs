@@ -65,7 +65,9 @@ struct Args {
     /// Parts of the product the bare probe (`accept-bare`) adds to its
     /// floor, comma-separated: request (the API key's hash, the body as a
     /// JSON value, the request hash), row (the product's message row and
-    /// text id), indexes (with row: the four indexes an accept writes).
+    /// text id), indexes (with row: the four indexes an accept writes, or
+    /// one by name: by_workspace, by_status, queued, by_ref), compact
+    /// (with row: integer keys instead of text).
     #[arg(long, default_value = "")]
     bare_with: String,
     /// Where results are written.
@@ -988,10 +990,14 @@ async fn main() -> anyhow::Result<()> {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
+        let beside = if accept.is_empty() {
+            String::new()
+        } else {
+            format!(" (accept {})", list(&accept))
+        };
         println!(
-            "\nThe bare probe's floor of a durable accept, round by round: accept-bare {} of noop (accept {})",
-            list(&bare),
-            list(&accept)
+            "\nThe bare probe's floor of a durable accept, round by round: accept-bare {} of noop{beside}",
+            list(&bare)
         );
     }
     let verdicts = targets::verdicts(&rounds);

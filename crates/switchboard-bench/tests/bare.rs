@@ -179,6 +179,18 @@ fn the_parts_of_the_product_it_adds_are_there() {
     assert_eq!(parts[1].len(), 64, "{rows:?}");
     assert_eq!(parts[2], "4", "{rows:?}");
 
+    // The integer-keyed layout: the row id is in the text id, and the
+    // four indexes key the workspace by number.
+    let compact = Bare::start_with("row,indexes,compact");
+    let (status, answer) = compact.request("POST", "/v1/messages", body);
+    assert_eq!(status, 202, "{answer}");
+    let rows = compact.rows(
+        "SELECT seq || ' ' || id || ' ' || (SELECT group_concat(sql, ';') FROM sqlite_master WHERE name = 'messages_by_status') FROM messages",
+    );
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert!(rows[0].starts_with("1 msg_0000000000001"), "{rows:?}");
+    assert!(rows[0].contains("(workspace, status, seq)"), "{rows:?}");
+
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_switchboard-bare"))
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
