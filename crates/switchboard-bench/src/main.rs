@@ -31,7 +31,7 @@ use crate::server::{ADMIN_TOKEN, Server, Usage};
 #[derive(Debug, Clone, Parser)]
 #[command(name = "switchboard-bench", version, about)]
 struct Args {
-    /// Scenarios to run: noop, accept, accept-bare, accept-pg, e2e, e2e-all, e2e-pg, webhooks, or all.
+    /// Scenarios to run: noop, accept, accept-bare, accept-pg, accept-pg-bare, e2e, e2e-all, e2e-pg, webhooks, or all.
     #[arg(default_value = "all")]
     scenarios: Vec<String>,
     /// Concurrent connections of the load generator.
@@ -356,7 +356,7 @@ async fn accept(
 /// under test: the floor of a durable accept on this machine, beside
 /// `noop`'s ceiling.
 async fn accept_bare(args: &Args) -> anyhow::Result<Row> {
-    let server = Server::start_bare(&args.bare_with)?;
+    let server = Server::start_bare(&args.bare_with, None)?;
     let make = message_request(&server.base, "none");
     let (r, before, ()) = warm_then_measure(args, &server, make, 202, || async {}).await;
     let mut row = Row::http(
@@ -375,6 +375,38 @@ async fn accept_bare(args: &Args) -> anyhow::Result<Row> {
         )
     };
     Ok(row)
+}
+
+/// The bare probe on PostgreSQL (`switchboard-bare --database-url`): the
+/// issue's "bare group-commit probe", one multi-row insert per batch, in
+/// a schema of its own; the floor `accept-pg` is read against.
+async fn accept_pg_bare(args: &Args) -> anyhow::Result<Row> {
+    let Some(url) = &args.database_url else {
+        bail!("accept-pg-bare needs --database-url (or SWITCHBOARD_BENCH_DATABASE_URL)");
+    };
+    let schema = Schema::create_async(url, "bare").await?;
+    let backends = Backends::of(url, &schema);
+    let row = async {
+        let server_url = pg_url_for_server(args, backends.server_url(&schema)).await?;
+        let server = Server::start_bare(&args.bare_with, Some(&server_url))?;
+        let make = message_request(&server.base, "none");
+        let (r, before, db_cpu) =
+            warm_then_measure(args, &server, make, 202, || DbCpu::start(Some(&backends))).await;
+        let db_used = db_cpu.used();
+        let mut row = Row::http(
+            "accept-pg-bare",
+            "POST /v1/messages on the bare probe, PostgreSQL (one multi-row insert per batch)",
+            &r,
+            before,
+            server.usage(),
+        );
+        row.db_cpu_percent = db_used.map(|cpu| 100.0 * cpu / r.elapsed.as_secs_f64().max(1e-9));
+        row.notes = "the issue's bare group-commit probe on PostgreSQL: one table, one insert per batch, synchronous commit".into();
+        anyhow::Ok(row)
+    }
+    .await;
+    tokio::task::spawn_blocking(move || drop(schema)).await?;
+    row.map(|r| r.on_postgres().with_pg_latency(args))
 }
 
 /// Each round's `name` as a percentage of its `noop`, where both ran.
@@ -898,6 +930,7 @@ async fn main() -> anyhow::Result<()> {
             "accept",
             "accept-bare",
             "accept-pg",
+            "accept-pg-bare",
             "e2e",
             "e2e-all",
             "e2e-pg",
@@ -906,8 +939,8 @@ async fn main() -> anyhow::Result<()> {
         .map(String::from)
         .to_vec();
         if args.database_url.is_none() {
-            wanted.retain(|s| s != "accept-pg" && s != "e2e-pg");
-            eprintln!("accept-pg and e2e-pg skipped: no --database-url");
+            wanted.retain(|s| s != "accept-pg" && s != "accept-pg-bare" && s != "e2e-pg");
+            eprintln!("accept-pg, accept-pg-bare and e2e-pg skipped: no --database-url");
         }
     }
     if let Some(b) = &args.baseline
@@ -927,8 +960,8 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 eprintln!("running {s}…");
             }
-            // The bare probe is not a build: it runs once, unpaired.
-            let Some(baseline) = args.baseline.as_ref().filter(|_| s != "accept-bare") else {
+            // The bare probes are not builds: they run once, unpaired.
+            let Some(baseline) = args.baseline.as_ref().filter(|_| !s.ends_with("-bare")) else {
                 let row = scenario(&args, s).await?;
                 print_table(std::slice::from_ref(&row));
                 rows.push(row);
@@ -1000,6 +1033,23 @@ async fn main() -> anyhow::Result<()> {
             list(&bare)
         );
     }
+    let pg: Vec<String> = rounds
+        .iter()
+        .filter_map(|rows| {
+            let floor = rows.iter().find(|r| r.scenario == "accept-pg-bare")?;
+            let pg = rows.iter().find(|r| r.scenario == "accept-pg")?;
+            Some(format!(
+                "{:.0}%",
+                100.0 * pg.per_second / floor.per_second.max(1e-9)
+            ))
+        })
+        .collect();
+    if !pg.is_empty() {
+        println!(
+            "accept-pg as a share of the bare probe on PostgreSQL, round by round: {}",
+            pg.join(", ")
+        );
+    }
     let verdicts = targets::verdicts(&rounds);
     targets::print(&verdicts);
     let comparisons = compare::compare(&pairs);
@@ -1060,6 +1110,7 @@ async fn scenario(args: &Args, name: &str) -> anyhow::Result<Row> {
         "noop" => noop(args).await,
         "accept" => accept(args, "accept", &[], None).await,
         "accept-bare" => accept_bare(args).await,
+        "accept-pg-bare" => accept_pg_bare(args).await,
         "accept-pg" => accept_pg(args).await,
         "e2e" => e2e(args, "e2e", false, &[], None).await,
         "e2e-all" => e2e(args, "e2e-all", true, &[], None).await,

@@ -130,12 +130,14 @@ impl Server {
     }
 
     /// Starts the bare accept probe (`bare_binary`) the same way, with
-    /// the parts of the product listed in `with` (`SWITCHBOARD_BARE_WITH`).
-    pub fn start_bare(with: &str) -> anyhow::Result<Server> {
-        Server::start_command(
-            Command::new(bare_binary()?),
-            &[("SWITCHBOARD_BARE_WITH", with.to_owned())],
-        )
+    /// the parts of the product listed in `with` (`SWITCHBOARD_BARE_WITH`),
+    /// on PostgreSQL at `database_url` if given.
+    pub fn start_bare(with: &str, database_url: Option<&str>) -> anyhow::Result<Server> {
+        let mut cmd = Command::new(bare_binary()?);
+        if let Some(url) = database_url {
+            cmd.args(["--database-url", url]);
+        }
+        Server::start_command(cmd, &[("SWITCHBOARD_BARE_WITH", with.to_owned())])
     }
 
     /// Runs `cmd --listen 127.0.0.1:0 --data-dir <fresh>` with `env` and

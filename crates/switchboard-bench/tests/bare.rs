@@ -19,8 +19,17 @@ impl Bare {
 
     /// With parts of the product added (`SWITCHBOARD_BARE_WITH`).
     fn start_with(with: &str) -> Bare {
+        Bare::start_on(with, None)
+    }
+
+    /// The same, on PostgreSQL at `database_url` if given.
+    fn start_on(with: &str, database_url: Option<&str>) -> Bare {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard-bare"))
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard-bare"));
+        if let Some(url) = database_url {
+            cmd.args(["--database-url", url]);
+        }
+        let mut child = cmd
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path())
             .env("SWITCHBOARD_BARE_WITH", with)
@@ -200,4 +209,62 @@ fn the_parts_of_the_product_it_adds_are_there() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs `row`"));
+}
+
+/// On PostgreSQL (when `SWITCHBOARD_TEST_DATABASE_URL` names a server, as
+/// `.ci/run` does): concurrent submissions are each answered 202 after
+/// their row is committed, a malformed body stores nothing, and the
+/// product's parts are refused there.
+#[test]
+fn on_postgresql_every_202_is_a_committed_row() {
+    use switchboard_store::sql::scratch::ScratchSchema;
+    let Some(base) = ScratchSchema::test_server_url() else {
+        eprintln!("SWITCHBOARD_TEST_DATABASE_URL unset: skipped");
+        return;
+    };
+    let schema = ScratchSchema::create(&base, "bare_test").unwrap();
+    let bare = Bare::start_on("", Some(&schema.url()));
+    let ids: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..30)
+            .map(|i| {
+                let bare = &bare;
+                s.spawn(move || {
+                    let body =
+                        format!(r#"{{"to":"+14155550100","body":"hi {i}","client_ref":"p{i}"}}"#);
+                    let (status, answer) = bare.request("POST", "/v1/messages", body.as_bytes());
+                    assert_eq!(status, 202, "{answer}");
+                    let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+                    v["id"].as_str().unwrap().to_owned()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(bare.request("POST", "/v1/messages", b"{not json").0, 400);
+    let mut c = postgres::Client::connect(&schema.url(), postgres::NoTls).unwrap();
+    let stored: Vec<String> = c
+        .query("SELECT 'msg_' || id FROM messages ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut answered = ids.clone();
+    answered.sort_by_key(|id| id[4..].parse::<i64>().unwrap());
+    assert_eq!(stored, answered);
+    drop(bare);
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchboard-bare"))
+        .args([
+            "--database-url",
+            &schema.url(),
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("SWITCHBOARD_BARE_WITH", "row")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
 }

@@ -20,7 +20,15 @@
 //! consent, idempotency keys and their lookup, the request hash, the
 //! message's indexes (by workspace, status, queue, reference, recipient),
 //! the sync handed to a thread of its own, metrics. It is not a product:
-//! it is the floor. Usage: `switchboard-bare --listen ADDR --data-dir DIR`.
+//! it is the floor. Usage: `switchboard-bare --listen ADDR --data-dir DIR
+//! [--database-url URL]`.
+//!
+//! With `--database-url` (`switchboard-bench accept-pg-bare`) the writer
+//! stores on PostgreSQL instead, as the issue's "bare group-commit
+//! probe" there did: one connection, and per batch one multi-row
+//! `INSERT` (arrays, `UNNEST`) committed on its own with the server's
+//! default `synchronous_commit`, so it returns once the commit is
+//! flushed. One table, its `BIGSERIAL` key the only index.
 //!
 //! `SWITCHBOARD_BARE_WITH` (`switchboard-bench accept-bare --bare-with`)
 //! adds parts of what the product does, one at a time, comma-separated,
@@ -179,11 +187,13 @@ const COMPACT_ROW: &str = "CREATE TABLE IF NOT EXISTS messages (
 fn main() -> anyhow::Result<()> {
     let mut listen = "127.0.0.1:0".to_owned();
     let mut data_dir: Option<PathBuf> = None;
+    let mut database_url: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--listen" => listen = args.next().unwrap_or_default(),
             "--data-dir" => data_dir = args.next().map(PathBuf::from),
+            "--database-url" => database_url = args.next(),
             other => anyhow::bail!(
                 "unknown argument {other:?}: usage: switchboard-bare --listen ADDR --data-dir DIR"
             ),
@@ -220,12 +230,34 @@ fn main() -> anyhow::Result<()> {
         )?;
     }
     let (tx, rx) = mpsc::channel::<Job>();
-    std::thread::Builder::new()
-        .name("db-writer".into())
-        .spawn({
-            let with = with.clone();
-            move || writer(conn, &rx, &with)
-        })?;
+    if let Some(url) = database_url {
+        if with.row || with.compact || !with.indexes.is_empty() {
+            anyhow::bail!(
+                "on PostgreSQL the bare probe has its one table only (SWITCHBOARD_BARE_WITH: request at most)"
+            );
+        }
+        let mut client = postgres::Client::connect(&url, postgres::NoTls)?;
+        client.batch_execute(
+            "CREATE TABLE IF NOT EXISTS messages (
+                 id BIGSERIAL PRIMARY KEY,
+                 to_phone TEXT NOT NULL,
+                 body TEXT NOT NULL,
+                 client_ref TEXT,
+                 idempotency_key TEXT,
+                 created_at BIGINT NOT NULL
+             )",
+        )?;
+        std::thread::Builder::new()
+            .name("db-writer".into())
+            .spawn(move || pg_writer(client, &rx))?;
+    } else {
+        std::thread::Builder::new()
+            .name("db-writer".into())
+            .spawn({
+                let with = with.clone();
+                move || writer(conn, &rx, &with)
+            })?;
+    }
     let app = App {
         writer: tx,
         key_hash: hex(&Sha256::digest(KEY.as_bytes())),
@@ -413,6 +445,57 @@ fn writer(mut conn: rusqlite::Connection, rx: &mpsc::Receiver<Job>, with: &With)
             Err(e) => {
                 for job in batch {
                     let _ = job.done.send(Err(e.to_string()));
+                }
+            }
+        }
+    }
+}
+
+/// [`writer`] on PostgreSQL: per batch one multi-row `INSERT`, its own
+/// transaction, answered once PostgreSQL has flushed its commit.
+fn pg_writer(mut client: postgres::Client, rx: &mpsc::Receiver<Job>) {
+    let insert = match client.prepare(
+        "INSERT INTO messages (to_phone, body, client_ref, idempotency_key, created_at)
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[])
+         RETURNING id",
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("switchboard-bare: preparing the insert: {e}");
+            return;
+        }
+    };
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        batch.extend(rx.try_iter());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let to: Vec<&str> = batch.iter().map(|j| j.message.to.as_str()).collect();
+        let body: Vec<&str> = batch.iter().map(|j| j.message.body.as_str()).collect();
+        let refs: Vec<Option<&str>> = batch
+            .iter()
+            .map(|j| j.message.client_ref.as_deref())
+            .collect();
+        let keys: Vec<Option<&str>> = batch
+            .iter()
+            .map(|j| j.message.idempotency_key.as_deref())
+            .collect();
+        let at = vec![now; batch.len()];
+        let stored: Result<Vec<i64>, String> = client
+            .query(&insert, &[&to, &body, &refs, &keys, &at])
+            .map_err(|e| e.to_string())
+            .map(|rows| rows.iter().map(|r| r.get(0)).collect());
+        match stored {
+            Ok(ids) if ids.len() == batch.len() => {
+                for (job, id) in batch.into_iter().zip(ids) {
+                    let _ = job.done.send(Ok(format!("msg_{id}")));
+                }
+            }
+            other => {
+                let e = other.err().unwrap_or_else(|| "rows missing".to_owned());
+                for job in batch {
+                    let _ = job.done.send(Err(e.clone()));
                 }
             }
         }
