@@ -364,47 +364,35 @@ fn writer(mut conn: rusqlite::Connection, rx: &mpsc::Receiver<Job>, with: &With)
         let stored = (|| -> rusqlite::Result<Vec<String>> {
             let tx = conn.transaction()?;
             let mut ids = Vec::with_capacity(batch.len());
-            if with.compact {
-                let mut insert = tx.prepare_cached(
+            if with.row {
+                // The same parameters for both layouts: ?1 the row id
+                // (`compact` only), ?2 the text id, then the message.
+                let mut insert = tx.prepare_cached(if with.compact {
                     "INSERT INTO messages (seq, id, workspace, to_phone, channel, body, encoding, segments,
                          client_ref, category, priority, status, initial_status, next_attempt_at,
                          expires_at, idempotency_key, request_hash, created_at, updated_at)
                      VALUES (?1, ?2, 1, ?3, 'sms', ?4, 'gsm7', 1, ?5,
-                         'transactional', 0, 0, 0, ?6, ?7, ?8, ?9, ?6, ?6)",
-                )?;
-                for job in &batch {
-                    let m = &job.message;
-                    seq += 1;
-                    // The row id in the text id, so it is found without
-                    // an index of its own.
-                    let id = format!("msg_{seq:013x}{now:013x}");
-                    insert.execute(rusqlite::params![
-                        i64::try_from(seq).unwrap_or(i64::MAX),
-                        id,
-                        m.to,
-                        m.body,
-                        m.client_ref,
-                        now,
-                        now + 86_400_000,
-                        m.idempotency_key,
-                        job.hash
-                    ])?;
-                    ids.push(id);
-                }
-            } else if with.row {
-                let mut insert = tx.prepare_cached(
+                         'transactional', 0, 0, 0, ?6, ?7, ?8, ?9, ?6, ?6)"
+                } else {
                     "INSERT INTO messages (id, workspace_id, to_phone, channel, body, encoding, segments,
                          client_ref, category, priority, status, initial_status, next_attempt_at,
                          expires_at, idempotency_key, request_hash, created_at, updated_at)
-                     VALUES (?1, 'ws_01JBARE0000000000000000000', ?2, 'sms', ?3, 'gsm7', 1, ?4,
-                         'transactional', 0, 'queued', 'queued', ?5, ?6, ?7, ?8, ?5, ?5)",
-                )?;
+                     VALUES (?2, 'ws_01JBARE0000000000000000000', ?3, 'sms', ?4, 'gsm7', 1, ?5,
+                         'transactional', 0, 'queued', 'queued', ?6, ?7, ?8, ?9, ?6, ?6)"
+                })?;
                 for job in &batch {
                     let m = &job.message;
                     seq += 1;
-                    // Time first, then a counter, as a ULID orders.
-                    let id = format!("msg_{now:013x}{seq:013x}");
+                    let id = if with.compact {
+                        // The row id in the text id, so it is found
+                        // without an index of its own.
+                        format!("msg_{seq:013x}{now:013x}")
+                    } else {
+                        // Time first, then a counter, as a ULID orders.
+                        format!("msg_{now:013x}{seq:013x}")
+                    };
                     insert.execute(rusqlite::params![
+                        i64::try_from(seq).unwrap_or(i64::MAX),
                         id,
                         m.to,
                         m.body,
