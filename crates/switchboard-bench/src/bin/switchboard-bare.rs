@@ -138,18 +138,35 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The product's message table (`row`), and its four indexes an accept
-/// writes (`indexes`), as in `switchboard-store`'s schema.
-const PRODUCT_ROW: &str = "CREATE TABLE IF NOT EXISTS messages (
-    id TEXT PRIMARY KEY, workspace_id TEXT NOT NULL, to_phone TEXT NOT NULL, from_addr TEXT,
+/// The product's message table (`row`), as in `switchboard-store`'s
+/// schema, or with integer keys (`compact`): the row id as its key (the
+/// text id then carries it), the workspace and the status as numbers.
+fn messages_table(compact: bool) -> String {
+    let (key, workspace, status) = if compact {
+        (
+            "seq INTEGER PRIMARY KEY, id TEXT NOT NULL",
+            "workspace INTEGER NOT NULL",
+            "INTEGER",
+        )
+    } else {
+        ("id TEXT PRIMARY KEY", "workspace_id TEXT NOT NULL", "TEXT")
+    };
+    format!(
+        "CREATE TABLE IF NOT EXISTS messages (
+    {key}, {workspace}, to_phone TEXT NOT NULL, from_addr TEXT,
     channel TEXT NOT NULL, body TEXT NOT NULL, media_urls TEXT, encoding TEXT NOT NULL,
     segments INTEGER NOT NULL, client_ref TEXT, metadata TEXT, category TEXT NOT NULL,
-    priority INTEGER NOT NULL, timezone TEXT, status TEXT NOT NULL, initial_status TEXT NOT NULL,
+    priority INTEGER NOT NULL, timezone TEXT, status {status} NOT NULL, initial_status {status} NOT NULL,
     provider_id TEXT, provider_message_id TEXT, attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at INTEGER, lease_until INTEGER, claimed_at INTEGER, send_at INTEGER,
     expires_at INTEGER NOT NULL, error_code TEXT, error_message TEXT, idempotency_key TEXT,
-    request_hash TEXT NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL)";
-/// Each index: its name, the product's, and its `compact` form.
+    request_hash TEXT NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL)"
+    )
+}
+
+/// The four indexes of the product's message table that an accept
+/// writes (`indexes`): each by name, as in the product, and in its
+/// `compact` form.
 const PRODUCT_INDEXES: [(&str, &str, &str); 4] = [
     (
         "queued",
@@ -173,17 +190,6 @@ const PRODUCT_INDEXES: [(&str, &str, &str); 4] = [
     ),
 ];
 
-/// The product's row with integer keys (`compact`).
-const COMPACT_ROW: &str = "CREATE TABLE IF NOT EXISTS messages (
-    seq INTEGER PRIMARY KEY, id TEXT NOT NULL, workspace INTEGER NOT NULL, to_phone TEXT NOT NULL,
-    from_addr TEXT, channel TEXT NOT NULL, body TEXT NOT NULL, media_urls TEXT, encoding TEXT NOT NULL,
-    segments INTEGER NOT NULL, client_ref TEXT, metadata TEXT, category TEXT NOT NULL,
-    priority INTEGER NOT NULL, timezone TEXT, status INTEGER NOT NULL, initial_status INTEGER NOT NULL,
-    provider_id TEXT, provider_message_id TEXT, attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at INTEGER, lease_until INTEGER, claimed_at INTEGER, send_at INTEGER,
-    expires_at INTEGER NOT NULL, error_code TEXT, error_message TEXT, idempotency_key TEXT,
-    request_hash TEXT NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL)";
-
 fn main() -> anyhow::Result<()> {
     let mut listen = "127.0.0.1:0".to_owned();
     let mut data_dir: Option<PathBuf> = None;
@@ -195,40 +201,14 @@ fn main() -> anyhow::Result<()> {
             "--data-dir" => data_dir = args.next().map(PathBuf::from),
             "--database-url" => database_url = args.next(),
             other => anyhow::bail!(
-                "unknown argument {other:?}: usage: switchboard-bare --listen ADDR --data-dir DIR"
+                "unknown argument {other:?}: usage: switchboard-bare --listen ADDR --data-dir DIR [--database-url URL]"
             ),
         }
     }
     let Some(data_dir) = data_dir else {
         anyhow::bail!("--data-dir is required");
     };
-    let conn = rusqlite::Connection::open(data_dir.join("bare.db"))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
     let with = With::from_env()?;
-    if with.row {
-        conn.execute_batch(if with.compact {
-            COMPACT_ROW
-        } else {
-            PRODUCT_ROW
-        })?;
-        for (name, sql, compact) in PRODUCT_INDEXES {
-            if with.indexes.contains(&name) {
-                conn.execute_batch(if with.compact { compact } else { sql })?;
-            }
-        }
-    } else {
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS messages (
-                 id INTEGER PRIMARY KEY,
-                 to_phone TEXT NOT NULL,
-                 body TEXT NOT NULL,
-                 client_ref TEXT,
-                 idempotency_key TEXT,
-                 created_at INTEGER NOT NULL
-             )",
-        )?;
-    }
     let (tx, rx) = mpsc::channel::<Job>();
     if let Some(url) = database_url {
         if with.row || with.compact || !with.indexes.is_empty() {
@@ -251,6 +231,7 @@ fn main() -> anyhow::Result<()> {
             .name("db-writer".into())
             .spawn(move || pg_writer(client, &rx))?;
     } else {
+        let conn = sqlite(&data_dir, &with)?;
         std::thread::Builder::new()
             .name("db-writer".into())
             .spawn({
@@ -351,16 +332,39 @@ async fn stored(app: &App, message: Submit, hash: String) -> axum::response::Res
     }
 }
 
+/// The SQLite database in `data_dir`: WAL, every commit synced, and the
+/// table (with the parts of the product `with` names).
+fn sqlite(data_dir: &std::path::Path, with: &With) -> anyhow::Result<rusqlite::Connection> {
+    let conn = rusqlite::Connection::open(data_dir.join("bare.db"))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    if with.row {
+        conn.execute_batch(&messages_table(with.compact))?;
+        for (name, sql, compact) in PRODUCT_INDEXES {
+            if with.indexes.contains(&name) {
+                conn.execute_batch(if with.compact { compact } else { sql })?;
+            }
+        }
+    } else {
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS messages (
+                 id INTEGER PRIMARY KEY,
+                 to_phone TEXT NOT NULL,
+                 body TEXT NOT NULL,
+                 client_ref TEXT,
+                 idempotency_key TEXT,
+                 created_at INTEGER NOT NULL
+             )",
+        )?;
+    }
+    Ok(conn)
+}
+
 /// Commits whatever has queued, one transaction at a time, and answers
 /// each job after its commit.
 fn writer(mut conn: rusqlite::Connection, rx: &mpsc::Receiver<Job>, with: &With) {
     let mut seq: u64 = 0;
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        batch.extend(rx.try_iter());
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    while let Some((batch, now)) = next_batch(rx) {
         let stored = (|| -> rusqlite::Result<Vec<String>> {
             let tx = conn.transaction()?;
             let mut ids = Vec::with_capacity(batch.len());
@@ -424,18 +428,7 @@ fn writer(mut conn: rusqlite::Connection, rx: &mpsc::Receiver<Job>, with: &With)
             tx.commit()?;
             Ok(ids)
         })();
-        match stored {
-            Ok(ids) => {
-                for (job, id) in batch.into_iter().zip(ids) {
-                    let _ = job.done.send(Ok(id));
-                }
-            }
-            Err(e) => {
-                for job in batch {
-                    let _ = job.done.send(Err(e.to_string()));
-                }
-            }
-        }
+        answer(batch, stored.map_err(|e| e.to_string()));
     }
 }
 
@@ -453,12 +446,7 @@ fn pg_writer(mut client: postgres::Client, rx: &mpsc::Receiver<Job>) {
             return;
         }
     };
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        batch.extend(rx.try_iter());
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    while let Some((batch, now)) = next_batch(rx) {
         let to: Vec<&str> = batch.iter().map(|j| j.message.to.as_str()).collect();
         let body: Vec<&str> = batch.iter().map(|j| j.message.body.as_str()).collect();
         let refs: Vec<Option<&str>> = batch
@@ -470,21 +458,46 @@ fn pg_writer(mut client: postgres::Client, rx: &mpsc::Receiver<Job>) {
             .map(|j| j.message.idempotency_key.as_deref())
             .collect();
         let at = vec![now; batch.len()];
-        let stored: Result<Vec<i64>, String> = client
+        let stored = client
             .query(&insert, &[&to, &body, &refs, &keys, &at])
             .map_err(|e| e.to_string())
-            .map(|rows| rows.iter().map(|r| r.get(0)).collect());
-        match stored {
-            Ok(ids) if ids.len() == batch.len() => {
-                for (job, id) in batch.into_iter().zip(ids) {
-                    let _ = job.done.send(Ok(format!("msg_{id}")));
-                }
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| format!("msg_{}", r.get::<_, i64>(0)))
+                    .collect()
+            });
+        answer(batch, stored);
+    }
+}
+
+/// The first job to arrive and every job queued behind it (no linger),
+/// and the time, in milliseconds; none once every sender is gone.
+fn next_batch(rx: &mpsc::Receiver<Job>) -> Option<(Vec<Job>, i64)> {
+    let first = rx.recv().ok()?;
+    let mut batch = vec![first];
+    batch.extend(rx.try_iter());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    Some((batch, now))
+}
+
+/// Answers each job of a committed batch with its id, or all of them
+/// with the error (and if an id is missing, which a store's answer
+/// should never allow).
+fn answer(batch: Vec<Job>, stored: Result<Vec<String>, String>) {
+    match stored {
+        Ok(ids) if ids.len() == batch.len() => {
+            for (job, id) in batch.into_iter().zip(ids) {
+                let _ = job.done.send(Ok(id));
             }
-            other => {
-                let e = other.err().unwrap_or_else(|| "rows missing".to_owned());
-                for job in batch {
-                    let _ = job.done.send(Err(e.clone()));
-                }
+        }
+        other => {
+            let e = other
+                .err()
+                .unwrap_or_else(|| "the store answered fewer ids than rows".to_owned());
+            for job in batch {
+                let _ = job.done.send(Err(e.clone()));
             }
         }
     }
