@@ -356,16 +356,13 @@ async fn accept(
 /// under test: the floor of a durable accept on this machine, beside
 /// `noop`'s ceiling.
 async fn accept_bare(args: &Args) -> anyhow::Result<Row> {
-    let server = Server::start_bare(&args.bare_with, None)?;
-    let make = message_request(&server.base, "none");
-    let (r, before, ()) = warm_then_measure(args, &server, make, 202, || async {}).await;
-    let mut row = Row::http(
+    let mut row = bare(
+        args,
         "accept-bare",
         "POST /v1/messages on the bare probe (axum, serde, one SQLite writer)",
-        &r,
-        before,
-        server.usage(),
-    );
+        None,
+    )
+    .await?;
     row.notes = if args.bare_with.is_empty() {
         "the issue's bare probe: one table, fsync per commit; no keys, validation, idempotency or indexes".into()
     } else {
@@ -388,37 +385,39 @@ async fn accept_pg_bare(args: &Args) -> anyhow::Result<Row> {
     let backends = Backends::of(url, &schema);
     let row = async {
         let server_url = pg_url_for_server(args, backends.server_url(&schema)).await?;
-        let server = Server::start_bare(&args.bare_with, Some(&server_url))?;
-        let make = message_request(&server.base, "none");
-        let (r, before, db_cpu) =
-            warm_then_measure(args, &server, make, 202, || DbCpu::start(Some(&backends))).await;
-        let db_used = db_cpu.used();
-        let mut row = Row::http(
+        bare(
+            args,
             "accept-pg-bare",
             "POST /v1/messages on the bare probe, PostgreSQL (one multi-row insert per batch)",
-            &r,
-            before,
-            server.usage(),
-        );
-        row.db_cpu_percent = db_used.map(|cpu| 100.0 * cpu / r.elapsed.as_secs_f64().max(1e-9));
-        row.notes = "the issue's bare group-commit probe on PostgreSQL: one table, one insert per batch, synchronous commit".into();
-        anyhow::Ok(row)
+            Some((&server_url, &backends)),
+        )
+        .await
     }
     .await;
     tokio::task::spawn_blocking(move || drop(schema)).await?;
-    row.map(|r| r.on_postgres().with_pg_latency(args))
+    let mut row = row?;
+    row.notes = "the issue's bare group-commit probe on PostgreSQL: one table, one insert per batch, synchronous commit".into();
+    Ok(row.on_postgres().with_pg_latency(args))
 }
 
-/// Each round's `name` as a percentage of its `noop`, where both ran.
-fn of_noop(rounds: &[Vec<Row>], name: &str) -> Vec<f64> {
-    rounds
-        .iter()
-        .filter_map(|rows| {
-            let noop = rows.iter().find(|r| r.scenario == "noop")?;
-            let row = rows.iter().find(|r| r.scenario == name)?;
-            Some(100.0 * row.per_second / noop.per_second.max(1e-9))
-        })
-        .collect()
+/// Runs `accept`'s requests against the bare probe, on SQLite or, given
+/// its URL and backends, on PostgreSQL.
+async fn bare(
+    args: &Args,
+    scenario: &str,
+    what: &str,
+    pg: Option<(&str, &Backends)>,
+) -> anyhow::Result<Row> {
+    let server = Server::start_bare(&args.bare_with, pg.map(|(url, _)| url))?;
+    let make = message_request(&server.base, "none");
+    let db = pg.map(|(_, backends)| backends);
+    let (r, before, db_cpu) =
+        warm_then_measure(args, &server, make, 202, || DbCpu::start(db)).await;
+    let mut row = Row::http(scenario, what, &r, before, server.usage());
+    row.db_cpu_percent = db_cpu
+        .used()
+        .map(|cpu| 100.0 * cpu / r.elapsed.as_secs_f64().max(1e-9));
+    Ok(row)
 }
 
 /// ", N batches rechecked" on PostgreSQL (`group_commits`), nothing on
@@ -1014,15 +1013,15 @@ async fn main() -> anyhow::Result<()> {
             100.0 * accept.per_second / noop.per_second
         );
     }
-    let bare = of_noop(&rounds, "accept-bare");
+    let list = |v: &[f64]| {
+        v.iter()
+            .map(|p| format!("{p:.0}%"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let bare = targets::shares(&rounds, "accept-bare", "noop");
     if !bare.is_empty() {
-        let accept = of_noop(&rounds, "accept");
-        let list = |v: &[f64]| {
-            v.iter()
-                .map(|p| format!("{p:.0}%"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
+        let accept = targets::shares(&rounds, "accept", "noop");
         let beside = if accept.is_empty() {
             String::new()
         } else {
@@ -1033,21 +1032,11 @@ async fn main() -> anyhow::Result<()> {
             list(&bare)
         );
     }
-    let pg: Vec<String> = rounds
-        .iter()
-        .filter_map(|rows| {
-            let floor = rows.iter().find(|r| r.scenario == "accept-pg-bare")?;
-            let pg = rows.iter().find(|r| r.scenario == "accept-pg")?;
-            Some(format!(
-                "{:.0}%",
-                100.0 * pg.per_second / floor.per_second.max(1e-9)
-            ))
-        })
-        .collect();
+    let pg = targets::shares(&rounds, "accept-pg", "accept-pg-bare");
     if !pg.is_empty() {
         println!(
             "accept-pg as a share of the bare probe on PostgreSQL, round by round: {}",
-            pg.join(", ")
+            list(&pg)
         );
     }
     let verdicts = targets::verdicts(&rounds);

@@ -53,10 +53,24 @@ fn extra_u64(row: &Row, key: &str) -> Option<u64> {
     row.extra.get(key).and_then(serde_json::Value::as_u64)
 }
 
+/// `scenario`'s rate as a share of `of`'s in the same round, if both ran.
+fn share(round: &[Row], scenario: &str, of: &str) -> Option<f64> {
+    Some(find(round, scenario)?.per_second / find(round, of)?.per_second.max(1e-9))
+}
+
+/// [`share`] in percent, round by round, in the rounds where both ran.
+pub fn shares(rounds: &[Vec<Row>], scenario: &str, of: &str) -> Vec<f64> {
+    rounds
+        .iter()
+        .filter_map(|round| share(round, scenario, of))
+        .map(|s| 100.0 * s)
+        .collect()
+}
+
 /// `accept` ≥ 50% of `noop` in the same round, p99 ≤ 10 ms, no errors.
 fn accept(round: &[Row]) -> Option<Check> {
-    let (noop, accept) = (find(round, "noop")?, find(round, "accept")?);
-    let share = accept.per_second / noop.per_second.max(1e-9);
+    let accept = find(round, "accept")?;
+    let share = share(round, "accept", "noop")?;
     Some((
         format!("{:.0}% of noop, p99 {:.1} ms", 100.0 * share, accept.p99_ms),
         share >= 0.5 && accept.p99_ms <= 10.0 && accept.errors == 0,

@@ -25,14 +25,7 @@ impl Bare {
     /// The same, on PostgreSQL at `database_url` if given.
     fn start_on(with: &str, database_url: Option<&str>) -> Bare {
         let dir = tempfile::tempdir().unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard-bare"));
-        if let Some(url) = database_url {
-            cmd.args(["--database-url", url]);
-        }
-        let mut child = cmd
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path())
-            .env("SWITCHBOARD_BARE_WITH", with)
+        let mut child = command(with, database_url, &dir)
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
@@ -99,6 +92,53 @@ impl Bare {
     }
 }
 
+/// The probe's command line, as the benchmark gives it.
+fn command(with: &str, database_url: Option<&str>, dir: &tempfile::TempDir) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchboard-bare"));
+    if let Some(url) = database_url {
+        cmd.args(["--database-url", url]);
+    }
+    cmd.args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("SWITCHBOARD_BARE_WITH", with);
+    cmd
+}
+
+/// What the probe says on stderr when it refuses to start with `with`.
+fn refused_at_start(with: &str, database_url: Option<&str>) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command(with, database_url, &dir).output().unwrap();
+    assert!(!out.status.success(), "started with {with:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+impl Bare {
+    /// `n` submissions at once (so batches of several commit together),
+    /// each with the client reference `{prefix}{i}`: each must be answered
+    /// 202 with its reference; answers their ids, in submission order.
+    fn submit_concurrently(&self, n: usize, prefix: &str) -> Vec<String> {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..n)
+                .map(|i| {
+                    s.spawn(move || {
+                        let body = format!(
+                            r#"{{"to":"+14155550100","body":"hi {i}","client_ref":"{prefix}{i}","idempotency_key":"k{i}"}}"#
+                        );
+                        let (status, answer) =
+                            self.request("POST", "/v1/messages", body.as_bytes());
+                        assert_eq!(status, 202, "{answer}");
+                        let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+                        assert_eq!(v["client_ref"], format!("{prefix}{i}"));
+                        assert_eq!(v["status"], "queued");
+                        v["id"].as_str().unwrap().to_owned()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        })
+    }
+}
+
 impl Drop for Bare {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -111,26 +151,7 @@ fn every_202_is_a_stored_row_and_bad_bodies_store_nothing() {
     let bare = Bare::start();
     assert_eq!(bare.request("GET", "/healthz", b"").0, 200);
 
-    // Concurrent submissions, so batches of several commit together.
-    let ids: Vec<String> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..40)
-            .map(|i| {
-                let bare = &bare;
-                s.spawn(move || {
-                    let body = format!(
-                        r#"{{"to":"+14155550100","body":"hi {i}","client_ref":"r{i}","idempotency_key":"k{i}"}}"#
-                    );
-                    let (status, answer) = bare.request("POST", "/v1/messages", body.as_bytes());
-                    assert_eq!(status, 202, "{answer}");
-                    let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
-                    assert_eq!(v["client_ref"], format!("r{i}"));
-                    assert_eq!(v["status"], "queued");
-                    v["id"].as_str().unwrap().to_owned()
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let ids = bare.submit_concurrently(40, "r");
     let mut distinct = ids.clone();
     distinct.sort();
     distinct.dedup();
@@ -200,15 +221,7 @@ fn the_parts_of_the_product_it_adds_are_there() {
     assert!(rows[0].starts_with("1 msg_0000000000001"), "{rows:?}");
     assert!(rows[0].contains("(workspace, status, seq)"), "{rows:?}");
 
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_switchboard-bare"))
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .env("SWITCHBOARD_BARE_WITH", "indexes")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("needs `row`"));
+    assert!(refused_at_start("indexes", None).contains("needs `row`"));
 }
 
 /// On PostgreSQL (when `SWITCHBOARD_TEST_DATABASE_URL` names a server, as
@@ -224,22 +237,7 @@ fn on_postgresql_every_202_is_a_committed_row() {
     };
     let schema = ScratchSchema::create(&base, "bare_test").unwrap();
     let bare = Bare::start_on("", Some(&schema.url()));
-    let ids: Vec<String> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..30)
-            .map(|i| {
-                let bare = &bare;
-                s.spawn(move || {
-                    let body =
-                        format!(r#"{{"to":"+14155550100","body":"hi {i}","client_ref":"p{i}"}}"#);
-                    let (status, answer) = bare.request("POST", "/v1/messages", body.as_bytes());
-                    assert_eq!(status, 202, "{answer}");
-                    let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
-                    v["id"].as_str().unwrap().to_owned()
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let ids = bare.submit_concurrently(30, "p");
     assert_eq!(bare.request("POST", "/v1/messages", b"{not json").0, 400);
     let mut c = postgres::Client::connect(&schema.url(), postgres::NoTls).unwrap();
     let stored: Vec<String> = c
@@ -253,18 +251,5 @@ fn on_postgresql_every_202_is_a_committed_row() {
     assert_eq!(stored, answered);
     drop(bare);
 
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_switchboard-bare"))
-        .args([
-            "--database-url",
-            &schema.url(),
-            "--listen",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .env("SWITCHBOARD_BARE_WITH", "row")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
+    refused_at_start("row", Some(&schema.url()));
 }

@@ -506,15 +506,10 @@ pub struct GroupCommitStats {
     pub wal_writes: Option<WalWrites>,
 }
 
-/// Writes to SQLite's WAL through the writer's VFS: SQLite asks for two
-/// per frame (its header, its page); the VFS makes about one per commit.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct WalWrites {
-    /// The writes SQLite asked for.
-    pub asked: u64,
-    /// The writes made to the files.
-    pub made: u64,
-}
+/// Writes to SQLite's WAL through the writer's VFS, as the VFS counts
+/// them: SQLite asks for two per frame (its header, its page); the VFS
+/// makes about one per commit.
+pub use switchboard_walvfs::Stats as WalWrites;
 
 /// A webhook endpoint as stored (secrets included: never render it whole).
 #[derive(Debug, Clone, PartialEq)]

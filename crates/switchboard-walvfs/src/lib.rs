@@ -545,22 +545,18 @@ unsafe extern "C" fn x_fetch(
     amt: c_int,
     out: *mut *mut c_void,
 ) -> c_int {
-    let me: *mut File = file.cast();
-    // SAFETY: an open file of this VFS; `out` is SQLite's.
+    // SAFETY: an open file of this VFS, on its connection's thread; `out`
+    // is SQLite's.
     unsafe {
-        let m = methods(me);
-        match m.xFetch {
-            Some(f) if m.iVersion >= 3 => {
-                let rc = flush(me);
-                if rc != ffi::SQLITE_OK {
-                    return rc;
+        match flushed(file) {
+            Ok((f, m)) => match m.xFetch {
+                Some(fetch) if m.iVersion >= 3 => fetch(f, offset, amt, out),
+                _ => {
+                    *out = ptr::null_mut();
+                    ffi::SQLITE_OK
                 }
-                f(inner(me), offset, amt, out)
-            }
-            _ => {
-                *out = ptr::null_mut();
-                ffi::SQLITE_OK
-            }
+            },
+            Err(rc) => rc,
         }
     }
 }

@@ -62,6 +62,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use switchboard_core::secret::hex_lower;
 use tokio::sync::oneshot;
 
 /// The fields the benchmark's messages carry.
@@ -117,7 +118,9 @@ impl With {
             }
         }
         if (!with.indexes.is_empty() || with.compact) && !with.row {
-            anyhow::bail!("SWITCHBOARD_BARE_WITH: `indexes` needs `row` (they index its columns)");
+            anyhow::bail!(
+                "SWITCHBOARD_BARE_WITH: `indexes` or `compact` needs `row` (they change its table)"
+            );
         }
         Ok(with)
     }
@@ -133,10 +136,6 @@ struct App {
 
 /// The benchmark's API key for this probe.
 const KEY: &str = "none";
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
 
 /// The product's message table (`row`), as in `switchboard-store`'s
 /// schema, or with integer keys (`compact`): the row id as its key (the
@@ -241,7 +240,7 @@ fn main() -> anyhow::Result<()> {
     }
     let app = App {
         writer: tx,
-        key_hash: hex(&Sha256::digest(KEY.as_bytes())),
+        key_hash: hex_lower(&Sha256::digest(KEY.as_bytes())),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -282,7 +281,7 @@ async fn submit_with_request(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    if hex(&Sha256::digest(token.as_bytes())) != app.key_hash {
+    if hex_lower(&Sha256::digest(token.as_bytes())) != app.key_hash {
         return (StatusCode::UNAUTHORIZED, "unknown API key").into_response();
     }
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(&body) else {
@@ -296,7 +295,7 @@ async fn submit_with_request(
     if let Some(map) = without_key.as_object_mut() {
         map.remove("idempotency_key");
     }
-    let hash = hex(&Sha256::digest(
+    let hash = hex_lower(&Sha256::digest(
         serde_json::to_vec(&without_key).unwrap_or_default(),
     ));
     stored(&app, message, hash).await

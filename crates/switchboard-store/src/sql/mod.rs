@@ -770,11 +770,7 @@ impl Store for SqlStore {
     fn group_commit_stats(&self) -> GroupCommitStats {
         let mut stats = self.writer.stats();
         if matches!(self.engine, Engine::Sqlite { .. }) {
-            let w = switchboard_walvfs::stats();
-            stats.wal_writes = Some(crate::WalWrites {
-                asked: w.asked,
-                made: w.made,
-            });
+            stats.wal_writes = Some(switchboard_walvfs::stats());
         }
         stats
     }
