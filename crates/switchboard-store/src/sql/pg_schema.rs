@@ -37,6 +37,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0010_implied_accept",
         include_str!("pg/0010_implied_accept.sql"),
     ),
+    (
+        "0011_binary_collation",
+        include_str!("pg/0011_binary_collation.sql"),
+    ),
 ];
 
 /// Applies the migrations not yet applied, each in its own transaction;

@@ -1211,6 +1211,141 @@ async fn on_postgres_events_are_keyed_by_id_with_no_index_on_their_sequence() {
     drop(keep);
 }
 
+/// The text columns of this schema's tables that do not compare as bytes
+/// (collation "C"), as `table.column`.
+fn columns_not_binary(c: &mut postgres::Client) -> Vec<String> {
+    c.query(
+        "SELECT c.relname || '.' || a.attname FROM pg_class c
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+         JOIN pg_attribute a ON a.attrelid = c.oid
+         WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p')
+           AND a.attnum > 0 AND NOT a.attisdropped AND a.atttypid = 'text'::regtype
+           AND a.attcollation <> 'pg_catalog.\"C\"'::regcollation
+         ORDER BY 1",
+        &[],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+/// On PostgreSQL every text column compares as bytes, as on SQLite
+/// (migration 0011): an index insert compares ids and keys with one
+/// `memcmp`, not `strcoll`. A store made before the migration is upgraded
+/// in place: its columns change collation, its indexes are rebuilt and
+/// valid, and what it stored is still found by them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_text_compares_as_bytes_and_an_older_store_is_upgraded() {
+    let Some(f) = crate::postgres().await else {
+        eprintln!("SWITCHBOARD_TEST_DATABASE_URL is not set: PostgreSQL case skipped");
+        return;
+    };
+    let keyed = |key: &str, hash: &str| {
+        request(
+            &f.ws,
+            json!({"to": "+14155550123", "body": "hi", "idempotency_key": key, "client_ref": key}),
+            hash,
+        )
+    };
+    let mut ids = Vec::new();
+    for key in ["k-a", "K-a", "k_a", "ka"] {
+        let AcceptOutcome::Created(a) = f.store.accept_message(keyed(key, key)).await.unwrap()
+        else {
+            panic!("a new message for {key}");
+        };
+        ids.push(a.id);
+    }
+    let url = f.url.clone().unwrap();
+    let keep = f.keep();
+
+    // As a store made before migration 0011 was: its text in the
+    // database's collation, the migration not recorded.
+    let u = url.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut c = postgres::Client::connect(&u, postgres::NoTls).unwrap();
+        assert_eq!(columns_not_binary(&mut c), Vec::<String>::new());
+        c.batch_execute(
+            r#"ALTER TABLE messages ALTER COLUMN id TYPE text COLLATE "default",
+                   ALTER COLUMN workspace_id TYPE text COLLATE "default",
+                   ALTER COLUMN idempotency_key TYPE text COLLATE "default",
+                   ALTER COLUMN client_ref TYPE text COLLATE "default";
+               ALTER TABLE contacts ALTER COLUMN phone TYPE text COLLATE "default";
+               DELETE FROM schema_migrations WHERE name = '0011_binary_collation'"#,
+        )
+        .unwrap();
+        assert_eq!(
+            columns_not_binary(&mut c),
+            [
+                "contacts.phone",
+                "messages.client_ref",
+                "messages.id",
+                "messages.idempotency_key",
+                "messages.workspace_id"
+            ]
+        );
+    })
+    .await
+    .unwrap();
+
+    // A node of the new version starts on it, and migrates it.
+    let store = switchboard_store::sql::SqlStore::connect_postgres_async(&url, 2)
+        .await
+        .unwrap();
+    let u = url.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut c = postgres::Client::connect(&u, postgres::NoTls).unwrap();
+        assert_eq!(columns_not_binary(&mut c), Vec::<String>::new());
+        let invalid: i64 = c
+            .query_one(
+                "SELECT count(*) FROM pg_index i JOIN pg_class r ON r.oid = i.indexrelid
+                 JOIN pg_namespace n ON n.oid = r.relnamespace
+                 WHERE n.nspname = current_schema() AND NOT (i.indisvalid AND i.indisready)",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(invalid, 0, "every index rebuilt and valid");
+    })
+    .await
+    .unwrap();
+
+    // What was stored is found through the rebuilt indexes: each key
+    // replays its own message, a different body under it conflicts, and a
+    // new key makes a new message.
+    use switchboard_store::Store;
+    for (key, id) in ["k-a", "K-a", "k_a", "ka"].iter().zip(&ids) {
+        match store.accept_message(keyed(key, key)).await.unwrap() {
+            AcceptOutcome::Replayed(a) => assert_eq!(&a.id, id, "{key}"),
+            other => panic!("{key}: {other:?}"),
+        }
+        assert!(matches!(
+            store.accept_message(keyed(key, "other")).await.unwrap(),
+            AcceptOutcome::Conflict { existing } if &existing == id
+        ));
+    }
+    assert!(matches!(
+        store.accept_message(keyed("K_a", "K_a")).await.unwrap(),
+        AcceptOutcome::Created(_)
+    ));
+    for (key, id) in ["k-a", "K-a"].iter().zip(&ids) {
+        let page = store
+            .list_messages(
+                &f.ws,
+                &switchboard_store::MessageFilter {
+                    client_ref: Some((*key).to_owned()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let listed: Vec<_> = page.data.into_iter().map(|m| m.id).collect();
+        assert_eq!(listed, std::slice::from_ref(id), "{key}");
+    }
+    drop(store);
+    drop(keep);
+}
+
 /// On SQLite a receipt whose one message is known, and for whose provider
 /// id nothing waits in the inbox, is applied in the write that stores it
 /// (`receipts::receive_settling`), in the pass's order, and stored settled
