@@ -616,7 +616,27 @@ static M_COLUMNS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         .join(", ")
 });
 
+/// `select` of each status (its name as SQL text, quoted), joined by
+/// `UNION ALL`: a read of a workspace's messages in an id range as one
+/// range of `messages_by_status` per status, which both engines plan as
+/// such (an `IN` list of statuses PostgreSQL may read as a filter over the
+/// whole workspace in another index).
+pub(crate) fn each_status(select: impl Fn(&str) -> String) -> String {
+    switchboard_core::state::ALL_STATUSES
+        .iter()
+        .map(|s| select(&format!("'{}'", s.as_str())))
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ")
+}
+
 /// A page of a workspace's messages, newest first.
+///
+/// A creation-time bound is also an id bound (an id begins with the
+/// time it was made, which is its message's `created_at`), so every
+/// filter reads a range of an index. Without a recipient, status or
+/// reference, the page is merged from one range of `messages_by_status`
+/// per status (`merged_listing_sql`): the workspace has no index of its
+/// own in id order (migration 0015, PostgreSQL 0012).
 pub fn list(c: &Db<'_>, ws: &WorkspaceId, f: &MessageFilter) -> Result<MessagePage, StoreError> {
     // `?1` the workspace, `?2` the recipient if any, then the filters'.
     let mut args: Vec<V> = vec![ws.as_str().into()];
@@ -624,8 +644,14 @@ pub fn list(c: &Db<'_>, ws: &WorkspaceId, f: &MessageFilter) -> Result<MessagePa
         args.push(to.into());
     }
     let mut and = String::new();
+    // The conditions on the id alone, which the merged listing's ranges
+    // take too.
+    let mut on_id = String::new();
     let mut cond = |args: &mut Vec<V<'_>>, what: &str| {
         let _ = write!(and, " AND m.{what} ?{}", args.len());
+        if what.starts_with("id ") {
+            let _ = write!(on_id, " AND s.{what} ?{}", args.len());
+        }
     };
     if let Some(s) = f.status {
         args.push(s.as_str().into());
@@ -638,10 +664,14 @@ pub fn list(c: &Db<'_>, ws: &WorkspaceId, f: &MessageFilter) -> Result<MessagePa
     if let Some(t) = f.created_after {
         args.push(V::Int(t.as_millis()));
         cond(&mut args, "created_at >=");
+        args.push(MessageId::floor_at(t).into());
+        cond(&mut args, "id >=");
     }
     if let Some(t) = f.created_before {
         args.push(V::Int(t.as_millis()));
         cond(&mut args, "created_at <");
+        args.push(MessageId::floor_at(t).into());
+        cond(&mut args, "id <");
     }
     let cursor = f.cursor.as_ref().map(|cursor| {
         args.push(cursor.as_str().into());
@@ -652,15 +682,16 @@ pub fn list(c: &Db<'_>, ws: &WorkspaceId, f: &MessageFilter) -> Result<MessagePa
     args.push(V::Int(i64::try_from(limit + 1).unwrap_or(101)));
     let limit_arg = format!("?{}", args.len());
     let columns = M_COLUMNS.as_str();
-    let sql = match &f.to {
+    let sql = match (&f.to, f.status, &f.client_ref) {
         // On SQLite the recipients are written behind (`written_behind`).
-        Some(_) if !c.is_pg() => {
+        (Some(_), ..) if !c.is_pg() => {
             super::written_behind::listing_to_sql(columns, &and, cursor.as_deref(), &limit_arg)
         }
-        Some(_) => format!(
+        (Some(_), ..) => format!(
             "SELECT {columns} FROM messages m WHERE m.workspace_id = ?1 AND m.to_phone = ?2{and} ORDER BY m.id DESC LIMIT {limit_arg}"
         ),
-        None => format!(
+        (None, None, None) => merged_listing_sql(c.is_pg(), columns, &and, &on_id, &limit_arg),
+        (None, ..) => format!(
             "SELECT {columns} FROM messages m WHERE m.workspace_id = ?1{and} ORDER BY m.id DESC LIMIT {limit_arg}"
         ),
     };
@@ -677,6 +708,34 @@ pub fn list(c: &Db<'_>, ws: &WorkspaceId, f: &MessageFilter) -> Result<MessagePa
         None
     };
     Ok(MessagePage { data, next_cursor })
+}
+
+/// The listing of a workspace's messages of every status (`list`), newest
+/// first: the newest `{limit}` ids of each status, each read backwards
+/// from its own range of `messages_by_status` (`{on_id}`: the cursor's and
+/// the time bounds' conditions on `s.id`), merged, cut to `{limit}`, and
+/// only then their rows (`{columns}` of `m`, with `{and}` on them), each
+/// by its id. So a page reads at most eleven short index ranges and its
+/// own rows, however many messages the workspace holds. On PostgreSQL each
+/// row is a lateral lookup behind a fence (`OFFSET 0`): a plan made while
+/// the table is small (and cached as it grows) would otherwise join the
+/// ids to a scan of the whole table.
+fn merged_listing_sql(pg: bool, columns: &str, and: &str, on_id: &str, limit: &str) -> String {
+    let ranges = each_status(|status| {
+        format!(
+            "SELECT id FROM (SELECT s.id FROM messages s WHERE s.workspace_id = ?1 AND s.status = {status}{on_id} ORDER BY s.id DESC LIMIT {limit}) AS r"
+        )
+    });
+    let newest = format!("SELECT id FROM ({ranges}) AS u ORDER BY id DESC LIMIT {limit}");
+    if pg {
+        format!(
+            "SELECT {columns} FROM ({newest}) AS newest
+             CROSS JOIN LATERAL (SELECT m.* FROM messages m WHERE m.id = newest.id{and} OFFSET 0) AS m
+             ORDER BY m.id DESC"
+        )
+    } else {
+        format!("SELECT {columns} FROM messages m WHERE m.id IN ({newest}){and} ORDER BY m.id DESC")
+    }
 }
 
 /// Cancels a message that has not been sent yet. `None` if it does not exist.
@@ -1594,10 +1653,121 @@ pub fn status_counts(c: &Db<'_>) -> Result<Vec<(Status, u64)>, StoreError> {
 }
 
 #[cfg(test)]
-mod plan_tests {
+pub(crate) mod plan_tests {
     use super::*;
     use crate::sql::db::{Conn, PgConn};
     use crate::sql::scratch::ScratchSchema;
+
+    /// SQLite's plan of `sql`, one line per step, its parameters all null.
+    pub(crate) fn sqlite_plan(conn: &rusqlite::Connection, sql: &str) -> Vec<String> {
+        let mut explain = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let nulls = vec![rusqlite::types::Null; explain.parameter_count()];
+        explain
+            .query_map(rusqlite::params_from_iter(nulls), |r| r.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// The conditions on `m` and on the ranges' ids that `list` gives the
+    /// merged listing, its limit's parameter, and its parameters: none; a
+    /// cursor; both time bounds and a cursor.
+    fn merged() -> [(&'static str, &'static str, &'static str, Vec<V<'static>>); 3] {
+        [
+            ("", "", "?2", vec!["ws_1".into(), V::Int(51)]),
+            (
+                " AND m.id < ?2",
+                " AND s.id < ?2",
+                "?3",
+                vec!["ws_1".into(), "msg_5".into(), V::Int(51)],
+            ),
+            (
+                " AND m.created_at >= ?2 AND m.id >= ?3 AND m.created_at < ?4 AND m.id < ?5 AND m.id < ?6",
+                " AND s.id >= ?3 AND s.id < ?5 AND s.id < ?6",
+                "?7",
+                vec![
+                    "ws_1".into(),
+                    V::Int(0),
+                    "msg_0".into(),
+                    V::Int(9),
+                    "msg_9".into(),
+                    "msg_5".into(),
+                    V::Int(51),
+                ],
+            ),
+        ]
+    }
+
+    /// A listing of every status reads one range of the status index per
+    /// status, backwards and from the index alone, and then the page's
+    /// rows by id: no scan of the table, and no sort of more than each
+    /// range's first ids.
+    #[test]
+    fn the_merged_listing_reads_a_range_of_the_status_index_per_status() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+        crate::sql::schema::migrate(&mut conn).unwrap();
+        for (and, on_id, limit, _) in merged() {
+            let plan = sqlite_plan(
+                &conn,
+                &merged_listing_sql(false, "m.id, m.body", and, on_id, limit),
+            );
+            let ranges = plan
+                .iter()
+                .filter(|l| l.starts_with("SEARCH s USING COVERING INDEX messages_by_status (workspace_id=? AND status=?"))
+                .count();
+            assert_eq!(ranges, ALL_STATUSES_LEN, "{and}: {plan:?}");
+            assert!(
+                plan.iter()
+                    .any(|l| l
+                        .starts_with("SEARCH m USING INDEX sqlite_autoindex_messages_1 (id=?)")),
+                "{and}: {plan:?}"
+            );
+            assert!(
+                !plan
+                    .iter()
+                    .any(|l| l.starts_with("SCAN s") || l.starts_with("SCAN m")),
+                "{and}: {plan:?}"
+            );
+        }
+    }
+
+    const ALL_STATUSES_LEN: usize = switchboard_core::state::ALL_STATUSES.len();
+
+    /// On PostgreSQL, with a generic plan made on empty tables, the same:
+    /// each status's range through the status index, no sequential scan.
+    #[test]
+    fn on_postgres_the_merged_listing_reads_the_status_index() {
+        let Some(base) = ScratchSchema::test_server_url() else {
+            eprintln!("SWITCHBOARD_TEST_DATABASE_URL is not set: skipped");
+            return;
+        };
+        let schema = ScratchSchema::create(&base, "plan").unwrap();
+        let conn = Conn::Pg(Box::new(PgConn::connect_url(&schema.url()).unwrap()));
+        let db = conn.db();
+        crate::sql::pg_schema::migrate(&db).unwrap();
+        db.execute_batch("SET plan_cache_mode = force_generic_plan")
+            .unwrap();
+        for (and, on_id, limit, params) in merged() {
+            let sql = merged_listing_sql(true, "m.id, m.body", and, on_id, limit);
+            let plan = db
+                .query_map(&format!("EXPLAIN {sql}"), &params, |r| {
+                    r.get::<_, String>(0)
+                })
+                .unwrap()
+                .join("\n");
+            assert_eq!(
+                plan.matches("using messages_by_status").count(),
+                ALL_STATUSES_LEN,
+                "{and}: {plan}"
+            );
+            assert!(!plan.contains("Seq Scan on messages"), "{and}: {plan}");
+            assert!(
+                plan.contains("Index Scan using messages_pkey on messages m"),
+                "{and}: {plan}"
+            );
+        }
+    }
 
     /// The plan PostgreSQL caches for a prepared statement may be made
     /// while the tables are empty and is kept as they grow: with a generic

@@ -41,6 +41,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0011_binary_collation",
         include_str!("pg/0011_binary_collation.sql"),
     ),
+    (
+        "0012_listing_by_status",
+        include_str!("pg/0012_listing_by_status.sql"),
+    ),
 ];
 
 /// Applies the migrations not yet applied, each in its own transaction;

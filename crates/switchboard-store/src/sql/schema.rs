@@ -291,7 +291,18 @@ ALTER TABLE providers ADD COLUMN tokens_at INTEGER;
     ("0012_fewer_log_indexes", FEWER_LOG_INDEXES),
     ("0013_written_behind", WRITTEN_BEHIND),
     ("0014_implied_accept", IMPLIED_ACCEPT),
+    ("0015_listing_by_status", LISTING_BY_STATUS),
 ];
+
+/// A workspace's messages in id order are read through the status index
+/// (`messages_by_status`, on workspace, status and id), one range per
+/// status, merged (`messages::list`, `console`): the index on workspace
+/// and id was one more B-tree written by every accept, for reads the
+/// status index serves as well (BENCHMARKS, twenty-eighth session).
+/// PostgreSQL: migration 0012, where every change of status wrote it too.
+const LISTING_BY_STATUS: &str = r#"
+DROP INDEX messages_by_workspace;
+"#;
 
 /// A message accepted as `queued` marks its acceptance event
 /// (`message.queued`, id `evt_` + the message's ULID) as implied by the

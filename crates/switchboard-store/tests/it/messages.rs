@@ -1536,3 +1536,140 @@ async fn on_sqlite_a_receipt_whose_message_is_known_is_settled_as_it_is_stored()
             .all(|r| r.1 == "applied")
     );
 }
+
+conformance!(
+    a_listing_of_every_status_pages_through_the_workspace_newest_first,
+    |f: crate::Fixture| async move {
+        use switchboard_core::{MessageId, Status};
+        use switchboard_store::MessageFilter;
+        let other = f.store.create_workspace("other", T0).await.unwrap().id;
+        // 40 messages a millisecond apart, another workspace's between
+        // them, in five statuses: queued, scheduled, canceled, sending,
+        // and (sent or failed after their claim) whatever the rest became.
+        let mut ours: Vec<(i64, MessageId)> = Vec::new();
+        for k in 0..40_i64 {
+            let at = T0.plus(std::time::Duration::from_millis(k as u64));
+            let body = if k % 5 == 0 {
+                json!({"to": "+14155550123", "body": "later", "send_at": "2026-10-01T00:00:00Z"})
+            } else {
+                json!({"to": format!("+1415555{:04}", k), "body": "hi"})
+            };
+            let mut req = crate::request(&f.ws, body, &format!("h{k}"));
+            req.now = at;
+            let AcceptOutcome::Created(a) = f.store.accept_message(req).await.unwrap() else {
+                panic!("created")
+            };
+            ours.push((k, a.id));
+            let mut theirs =
+                crate::request(&other, json!({"to": "+14155550100", "body": "x"}), "o");
+            theirs.now = at;
+            f.store.accept_message(theirs).await.unwrap();
+        }
+        for (k, id) in &ours {
+            if k % 5 == 1 {
+                f.store
+                    .cancel_message(&f.ws, id, T0)
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+        }
+        let later = T0.plus(std::time::Duration::from_secs(1));
+        f.store
+            .claim_due(later, 6, std::time::Duration::from_secs(60))
+            .await
+            .unwrap();
+        let mut statuses = std::collections::BTreeSet::new();
+        let page = |filter: MessageFilter| {
+            let store = f.store.clone();
+            let ws = f.ws.clone();
+            async move { store.list_messages(&ws, &filter).await.unwrap() }
+        };
+        // Every page size, following the cursors: every message of the
+        // workspace once, newest first, none of the other's.
+        let newest_first: Vec<MessageId> = ours.iter().rev().map(|(_, id)| id.clone()).collect();
+        for limit in [1, 3, 7, 40, 100] {
+            let mut listed = Vec::new();
+            let mut cursor = None;
+            loop {
+                let p = page(MessageFilter {
+                    cursor,
+                    limit,
+                    ..Default::default()
+                })
+                .await;
+                assert!(p.data.len() <= limit);
+                for m in &p.data {
+                    assert_eq!(m.workspace_id, f.ws);
+                    statuses.insert(m.status.as_str());
+                }
+                listed.extend(p.data.into_iter().map(|m| m.id));
+                match p.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+            assert_eq!(listed, newest_first, "pages of {limit}");
+        }
+        assert!(statuses.len() >= 4, "{statuses:?}");
+        // A time window, with and without a cursor, as ids' bounds.
+        let window: Vec<MessageId> = ours
+            .iter()
+            .rev()
+            .filter(|(k, _)| (10..30).contains(k))
+            .map(|(_, id)| id.clone())
+            .collect();
+        let in_window = |cursor: Option<MessageId>, limit| MessageFilter {
+            created_after: Some(T0.plus(std::time::Duration::from_millis(10))),
+            created_before: Some(T0.plus(std::time::Duration::from_millis(30))),
+            cursor,
+            limit,
+            ..Default::default()
+        };
+        let all = page(in_window(None, 100)).await;
+        assert_eq!(
+            all.data.iter().map(|m| m.id.clone()).collect::<Vec<_>>(),
+            window
+        );
+        assert!(all.next_cursor.is_none());
+        let first = page(in_window(None, 8)).await;
+        assert_eq!(
+            first.data.iter().map(|m| m.id.clone()).collect::<Vec<_>>(),
+            window[..8]
+        );
+        let second = page(in_window(first.next_cursor.clone(), 100)).await;
+        assert_eq!(
+            second.data.iter().map(|m| m.id.clone()).collect::<Vec<_>>(),
+            window[8..]
+        );
+        // One status, through the same index.
+        let scheduled = page(MessageFilter {
+            status: Some(Status::Scheduled),
+            limit: 100,
+            ..Default::default()
+        })
+        .await;
+        let want: Vec<MessageId> = ours
+            .iter()
+            .rev()
+            .filter(|(k, _)| k % 5 == 0)
+            .map(|(_, id)| id.clone())
+            .collect();
+        assert_eq!(
+            scheduled
+                .data
+                .iter()
+                .map(|m| m.id.clone())
+                .collect::<Vec<_>>(),
+            want
+        );
+        // An empty window: one empty page.
+        let none = page(MessageFilter {
+            created_before: Some(T0),
+            limit: 10,
+            ..Default::default()
+        })
+        .await;
+        assert!(none.data.is_empty() && none.next_cursor.is_none());
+    }
+);
