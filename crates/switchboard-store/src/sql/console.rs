@@ -260,9 +260,7 @@ mod tests {
     /// the status index, one per status, never a scan of the table.
     #[test]
     fn recent_messages_are_read_as_ranges_of_the_status_index() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut conn = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
-        crate::sql::schema::migrate(&mut conn).unwrap();
+        let (_dir, conn) = crate::sql::messages::plan_tests::sqlite_migrated();
         for sql in [&*super::SERIES_SQL, &*super::CONVERSATIONS_SQL] {
             let plan = crate::sql::messages::plan_tests::sqlite_plan(&conn, sql);
             let ranges = plan
@@ -292,18 +290,12 @@ mod tests {
     /// to 2,000 numbers, no read of the whole workspace either.
     #[test]
     fn on_postgres_recent_messages_are_read_through_the_status_index() {
-        use crate::sql::db::{Conn, PgConn, V};
-        use crate::sql::scratch::ScratchSchema;
-        let Some(base) = ScratchSchema::test_server_url() else {
-            eprintln!("SWITCHBOARD_TEST_DATABASE_URL is not set: skipped");
+        use crate::sql::db::V;
+        use crate::sql::messages::plan_tests::{pg_generic_planner, pg_plan};
+        let Some((_schema, conn)) = pg_generic_planner() else {
             return;
         };
-        let schema = ScratchSchema::create(&base, "plan").unwrap();
-        let conn = Conn::Pg(Box::new(PgConn::connect_url(&schema.url()).unwrap()));
         let db = conn.db();
-        crate::sql::pg_schema::migrate(&db).unwrap();
-        db.execute_batch("SET plan_cache_mode = force_generic_plan")
-            .unwrap();
         let day = 86_400_000_i64;
         let start = 1_790_000_000_000_i64;
         let rows = format!(
@@ -332,11 +324,7 @@ mod tests {
             "in_0".into(),
             V::Int(50),
         ];
-        let plan = |sql: &str, params: &[V]| {
-            db.query_map(&format!("EXPLAIN {sql}"), params, |r| r.get::<_, String>(0))
-                .unwrap()
-                .join("\n")
-        };
+        let plan = |sql: &str, params: &[V]| pg_plan(&db, sql, params);
         let reads = [
             (&*super::SERIES_SQL, series),
             (&*super::CONVERSATIONS_SQL, conversations),

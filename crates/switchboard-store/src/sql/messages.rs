@@ -1669,6 +1669,40 @@ pub(crate) mod plan_tests {
             .unwrap()
     }
 
+    /// A migrated SQLite database, for its plans.
+    pub(crate) fn sqlite_migrated() -> (tempfile::TempDir, rusqlite::Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+        crate::sql::schema::migrate(&mut conn).unwrap();
+        (dir, conn)
+    }
+
+    /// A migrated scratch schema on the test server (`None`, and the test
+    /// skipped, without one) and a connection to it that plans every
+    /// prepared statement generically, as PostgreSQL may once a statement
+    /// has run five times: a plan made now, on empty tables, is one a node
+    /// may keep as they grow.
+    pub(crate) fn pg_generic_planner() -> Option<(ScratchSchema, Conn)> {
+        let Some(base) = ScratchSchema::test_server_url() else {
+            eprintln!("SWITCHBOARD_TEST_DATABASE_URL is not set: skipped");
+            return None;
+        };
+        let schema = ScratchSchema::create(&base, "plan").unwrap();
+        let conn = Conn::Pg(Box::new(PgConn::connect_url(&schema.url()).unwrap()));
+        crate::sql::pg_schema::migrate(&conn.db()).unwrap();
+        conn.db()
+            .execute_batch("SET plan_cache_mode = force_generic_plan")
+            .unwrap();
+        Some((schema, conn))
+    }
+
+    /// PostgreSQL's plan of `sql` with `params`, as text.
+    pub(crate) fn pg_plan(db: &Db<'_>, sql: &str, params: &[V]) -> String {
+        db.query_map(&format!("EXPLAIN {sql}"), params, |r| r.get::<_, String>(0))
+            .unwrap()
+            .join("\n")
+    }
+
     /// The conditions on `m` and on the ranges' ids that `list` gives the
     /// merged listing, its limit's parameter, and its parameters: none; a
     /// cursor; both time bounds and a cursor.
@@ -1704,9 +1738,7 @@ pub(crate) mod plan_tests {
     /// range's first ids.
     #[test]
     fn the_merged_listing_reads_a_range_of_the_status_index_per_status() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut conn = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
-        crate::sql::schema::migrate(&mut conn).unwrap();
+        let (_dir, conn) = sqlite_migrated();
         for (and, on_id, limit, _) in merged() {
             let plan = sqlite_plan(
                 &conn,
@@ -1738,24 +1770,13 @@ pub(crate) mod plan_tests {
     /// each status's range through the status index, no sequential scan.
     #[test]
     fn on_postgres_the_merged_listing_reads_the_status_index() {
-        let Some(base) = ScratchSchema::test_server_url() else {
-            eprintln!("SWITCHBOARD_TEST_DATABASE_URL is not set: skipped");
+        let Some((_schema, conn)) = pg_generic_planner() else {
             return;
         };
-        let schema = ScratchSchema::create(&base, "plan").unwrap();
-        let conn = Conn::Pg(Box::new(PgConn::connect_url(&schema.url()).unwrap()));
         let db = conn.db();
-        crate::sql::pg_schema::migrate(&db).unwrap();
-        db.execute_batch("SET plan_cache_mode = force_generic_plan")
-            .unwrap();
         for (and, on_id, limit, params) in merged() {
             let sql = merged_listing_sql(true, "m.id, m.body", and, on_id, limit);
-            let plan = db
-                .query_map(&format!("EXPLAIN {sql}"), &params, |r| {
-                    r.get::<_, String>(0)
-                })
-                .unwrap()
-                .join("\n");
+            let plan = pg_plan(&db, &sql, &params);
             assert_eq!(
                 plan.matches("using messages_by_status").count(),
                 ALL_STATUSES_LEN,
@@ -1775,21 +1796,11 @@ pub(crate) mod plan_tests {
     /// lookup per key in its own index, never a filter over a workspace.
     #[test]
     fn on_postgres_the_key_reads_look_each_key_up_in_its_own_index() {
-        let Some(base) = ScratchSchema::test_server_url() else {
-            eprintln!("SWITCHBOARD_TEST_DATABASE_URL is not set: skipped");
+        let Some((_schema, conn)) = pg_generic_planner() else {
             return;
         };
-        let schema = ScratchSchema::create(&base, "plan").unwrap();
-        let conn = Conn::Pg(Box::new(PgConn::connect_url(&schema.url()).unwrap()));
         let db = conn.db();
-        crate::sql::pg_schema::migrate(&db).unwrap();
-        db.execute_batch("SET plan_cache_mode = force_generic_plan")
-            .unwrap();
-        let explain = |sql: String, params: &[V]| -> String {
-            db.query_map(&format!("EXPLAIN {sql}"), params, |r| r.get::<_, String>(0))
-                .unwrap()
-                .join("\n")
-        };
+        let explain = |sql: String, params: &[V]| pg_plan(&db, &sql, params);
         let keys = RowSet::new(&db, 1, &["TEXT", "TEXT"], [[V::from("ws_1"), V::from("k")]]);
         let plan = explain(existing_keys_sql(&db, &keys.table()), keys.params());
         assert!(
