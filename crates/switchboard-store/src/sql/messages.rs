@@ -1748,7 +1748,11 @@ pub(crate) mod plan_tests {
                 .iter()
                 .filter(|l| l.starts_with("SEARCH s USING COVERING INDEX messages_by_status (workspace_id=? AND status=?"))
                 .count();
-            assert_eq!(ranges, ALL_STATUSES_LEN, "{and}: {plan:?}");
+            assert_eq!(
+                ranges,
+                switchboard_core::state::ALL_STATUSES.len(),
+                "{and}: {plan:?}"
+            );
             assert!(
                 plan.iter()
                     .any(|l| l
@@ -1764,8 +1768,6 @@ pub(crate) mod plan_tests {
         }
     }
 
-    const ALL_STATUSES_LEN: usize = switchboard_core::state::ALL_STATUSES.len();
-
     /// On PostgreSQL, with a generic plan made on empty tables, the same:
     /// each status's range through the status index, no sequential scan.
     #[test]
@@ -1779,7 +1781,7 @@ pub(crate) mod plan_tests {
             let plan = pg_plan(&db, &sql, &params);
             assert_eq!(
                 plan.matches("using messages_by_status").count(),
-                ALL_STATUSES_LEN,
+                switchboard_core::state::ALL_STATUSES.len(),
                 "{and}: {plan}"
             );
             assert!(!plan.contains("Seq Scan on messages"), "{and}: {plan}");
@@ -1800,9 +1802,8 @@ pub(crate) mod plan_tests {
             return;
         };
         let db = conn.db();
-        let explain = |sql: String, params: &[V]| pg_plan(&db, &sql, params);
         let keys = RowSet::new(&db, 1, &["TEXT", "TEXT"], [[V::from("ws_1"), V::from("k")]]);
-        let plan = explain(existing_keys_sql(&db, &keys.table()), keys.params());
+        let plan = pg_plan(&db, &existing_keys_sql(&db, &keys.table()), keys.params());
         assert!(
             plan.contains("Index Scan using messages_idempotency_key"),
             "{plan}"
@@ -1814,7 +1815,7 @@ pub(crate) mod plan_tests {
             &["TEXT", "TEXT", "TEXT"],
             [[V::from("ws_1"), V::from("+14155550123"), V::from("sms")]],
         );
-        let plan = explain(consent_sql(&db, &who.table()), who.params());
+        let plan = pg_plan(&db, &consent_sql(&db, &who.table()), who.params());
         assert!(plan.contains("Index Scan using contacts_pkey"), "{plan}");
         assert!(plan.contains("Nested Loop"), "{plan}");
     }
