@@ -5,7 +5,7 @@
 //! of the kernel's: a frame costs two system calls and three page-cache
 //! page updates (ext4's `write_begin`/`write_end` for each page a call
 //! touches). The writer of the group commit writes about two frames per
-//! accepted message and thirty per commit (BENCHMARKS.md, twenty-fifth
+//! accepted message and thirty per commit (bench/HISTORY.md, twenty-fifth
 //! session): on this machine the two calls per frame cost 3.1 µs against
 //! 0.8 µs for the same bytes written in one call.
 //!

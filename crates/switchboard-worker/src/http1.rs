@@ -7,7 +7,7 @@
 //! keeps the first bytes of its body. A general-purpose client (reqwest
 //! over hyper) ran every request through a pool checkout, a connection task
 //! and the channels between them; in `bench e2e` that was about 40% of the
-//! Tokio workers' time (see BENCHMARKS.md, "Twentieth session").
+//! Tokio workers' time (see bench/HISTORY.md, "Twentieth session").
 //!
 //! What it keeps of a general-purpose client:
 //! - **The SSRF policy.** A name is resolved when a connection is made and

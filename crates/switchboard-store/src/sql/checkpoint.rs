@@ -15,7 +15,7 @@
 //! checkpoint stays as a backstop at [`BACKSTOP_PAGES`], should this
 //! thread fall behind or stop. The thread ends when its store is dropped.
 //!
-//! Measured (BENCHMARKS.md, "Tenth session"): with the pipelined sync of
+//! Measured (bench/HISTORY.md, "Tenth session"): with the pipelined sync of
 //! `group_commit`, e2e +13% to +27% and accept +7% to +22% on a machine
 //! whose syncs are slow.
 

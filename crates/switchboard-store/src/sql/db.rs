@@ -1223,7 +1223,7 @@ impl<'p> RowSet<'p> {
     /// `values_rows` for this set, written once per shape and thread: a
     /// set-based statement has a few shapes (`set_chunks`), and writing
     /// its placeholders again for every batch was 4% of the writer's time
-    /// (BENCHMARKS.md, "Fifteenth session").
+    /// (bench/HISTORY.md, "Fifteenth session").
     fn placeholders(&self, casts: bool) -> std::rc::Rc<str> {
         type Shape = (bool, usize, usize, usize, usize);
         thread_local! {

@@ -65,7 +65,7 @@
 //! answer could be trusted). WAL checkpoints, which SQLite would run on
 //! the committing connection, run on a thread of their own as well
 //! (`checkpoint`). Together: e2e +13% to +27%, accept +8%, on a machine
-//! whose syncs take 0.3–1 ms (BENCHMARKS.md, "Tenth session").
+//! whose syncs take 0.3–1 ms (bench/HISTORY.md, "Tenth session").
 //!
 //! On PostgreSQL the same pipeline: the writer's connection commits with
 //! `synchronous_commit = off` (the commit returns once its record is in
@@ -80,7 +80,7 @@
 //! was for (they may or may not have survived; idempotency keys make the
 //! retry safe) and is made again; it is not fail-stop, as the server, not
 //! this process, owns the WAL's fsync. accept-pg +10% to +20%
-//! (BENCHMARKS.md, "Eleventh session").
+//! (bench/HISTORY.md, "Eleventh session").
 //!
 //! On SQLite the writer also has a *chore* (`Chore`), work it does by
 //! itself in steps, each in a transaction of its own between batches: it
@@ -728,7 +728,7 @@ fn writer_loop(
 /// committed together, every accept would wait for them too. On their own
 /// the accepts are synced and answered while the rest runs. On SQLite,
 /// where a commit costs no round trip, that is worth its commit end to end
-/// (BENCHMARKS.md, "Nineteenth session"); on PostgreSQL the extra commit
+/// (bench/HISTORY.md, "Nineteenth session"); on PostgreSQL the extra commit
 /// cost more than it saved (e2e-pg -9%), so it splits nothing.
 fn accepts_first(jobs: Vec<Job>, split: bool) -> impl Iterator<Item = Vec<Job>> {
     let (first, rest): (Vec<Job>, Vec<Job>) = if split {

@@ -91,7 +91,7 @@ fn store_pending(
 ///
 /// It saves, per receipt, what the inbox's churn cost the pass: the pending
 /// index's insert and delete, the row's rewrite, and the pass's read
-/// (BENCHMARKS.md, "Twenty-fourth session").
+/// (bench/HISTORY.md, "Twenty-fourth session").
 fn receive_settling(
     c: &Db<'_>,
     provider_id: &str,

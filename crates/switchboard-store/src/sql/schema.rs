@@ -298,7 +298,7 @@ ALTER TABLE providers ADD COLUMN tokens_at INTEGER;
 /// (`messages_by_status`, on workspace, status and id), one range per
 /// status, merged (`messages::list`, `console`): the index on workspace
 /// and id was one more B-tree written by every accept, for reads the
-/// status index serves as well (BENCHMARKS, twenty-eighth session).
+/// status index serves as well (bench/HISTORY.md, twenty-eighth session).
 /// PostgreSQL: migration 0012, where every change of status wrote it too.
 const LISTING_BY_STATUS: &str = r#"
 DROP INDEX messages_by_workspace;
@@ -318,7 +318,7 @@ ALTER TABLE messages ADD COLUMN implied_accept INTEGER NOT NULL DEFAULT 0;
 /// The idempotency keys and the recipients of messages in tables of their
 /// own, written behind the accepts (`written_behind`): the unique index on
 /// the keys and the index by recipient put a random leaf page each into
-/// every accept's commit (BENCHMARKS, fourteenth session). What is stored
+/// every accept's commit (bench/HISTORY.md, fourteenth session). What is stored
 /// is copied once, at the upgrade; `written_behind` says up to which
 /// message row the tables are complete.
 const WRITTEN_BEHIND: &str = r#"
@@ -347,7 +347,7 @@ CREATE TABLE written_behind (
 INSERT INTO written_behind (name, upto) VALUES ('messages', (SELECT coalesce(max(rowid), 0) FROM messages));
 "#;
 
-/// Fewer B-trees written per message end to end (BENCHMARKS, twelfth
+/// Fewer B-trees written per message end to end (bench/HISTORY.md, twelfth
 /// session): every B-tree an insert touches costs the writer its leaf and
 /// a WAL frame per commit.
 /// - `webhook_deliveries_by_event`: no statement reads it.

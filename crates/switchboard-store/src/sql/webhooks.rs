@@ -79,7 +79,7 @@ pub(crate) struct NewDelivery<'a> {
 /// `events::Subscribed`), one insert per `Db::chunks` run: the rows the
 /// fan-out statement would make, without its join, and without the SQL
 /// function its subscription test calls, which makes SQLite keep a
-/// statement journal for a multi-row write (BENCHMARKS.md,
+/// statement journal for a multi-row write (bench/HISTORY.md,
 /// "Twenty-fourth session").
 pub(crate) fn insert_deliveries(
     c: &Db<'_>,

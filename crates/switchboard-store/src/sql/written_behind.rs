@@ -4,7 +4,7 @@
 //! keys (UUIDs) and its recipients (a contact list). An index on either
 //! takes a leaf page at a random place for every accept, and every such
 //! page is a WAL frame in the accept's commit: together, the largest part
-//! of what an accept writes (BENCHMARKS.md, "Fourteenth session": without
+//! of what an accept writes (bench/HISTORY.md, "Fourteenth session": without
 //! both indexes, accept +40% to +51% and p99 7.5 ms against 25). So on
 //! SQLite both live in tables of their own, filled *behind* the accepts:
 //! `message_keys` (workspace, idempotency key → message) and
@@ -21,7 +21,7 @@
 //!   back with their message. (Until the fifteenth session they were
 //!   temporary SQLite tables of the writer's connection; their page
 //!   journal and cache cost the writer about a seventh of its time,
-//!   BENCHMARKS.md, "Fifteenth session".)
+//!   bench/HISTORY.md, "Fifteenth session".)
 //! - The writer sweeps the pending entries into their tables in key
 //!   order, a share of them a step, a step every [`EVERY`], a sweep at
 //!   most every [`PERIOD`] ([`sweep_step`]): entries that arrive together
@@ -65,7 +65,7 @@ const PERIOD: Duration = Duration::from_secs(1);
 
 /// Steps per sweep at most: a sweep takes up to a second. (Fewer, larger
 /// steps made p99 worse: each step's commit stalls the accepts behind it;
-/// more, smaller ones wrote the same pages again and again. BENCHMARKS.md,
+/// more, smaller ones wrote the same pages again and again. bench/HISTORY.md,
 /// "Fifteenth session".)
 const STEPS: usize = 50;
 
@@ -400,7 +400,7 @@ fn insert(c: &Db<'_>, t: &Behind, rows: &[[&str; 3]]) -> Result<(), StoreError> 
         // `OR FAIL` (`Db::insert_into`): a step's entries land on many
         // pages of the table, and a plain `INSERT` copied each of them into
         // a statement journal first, which spilled to a temporary file
-        // (BENCHMARKS.md, "Twenty-fourth session").
+        // (bench/HISTORY.md, "Twenty-fourth session").
         let sql = format!(
             "{} {} ({}) {}",
             c.insert_into(),

@@ -4,7 +4,7 @@
 -- on messages), and under the database's default collation each unequal
 -- comparison went through strcoll() on NUL-terminated copies of both
 -- strings: on a C.UTF-8 database about a tenth of the writer's backend in
--- accept-pg (BENCHMARKS.md, "Twenty-seventh session"), more under a
+-- accept-pg (bench/HISTORY.md, "Twenty-seventh session"), more under a
 -- linguistic or ICU locale. Under "C" it is one memcmp. The order of the
 -- ids (ULIDs behind an ASCII prefix) is the same either way; listings
 -- ordered by a name now order as on SQLite.
