@@ -42,6 +42,9 @@
 //! ([`register`], then `Connection::open_with_flags_and_vfs`); readers and
 //! the checkpointer read the same files through the default VFS.
 
+#[cfg(feature = "jemalloc")]
+pub mod alloc;
+
 use rusqlite::ffi;
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::ptr;

@@ -18,6 +18,11 @@ fn main() -> anyhow::Result<()> {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+    // Before anything opens a database, and before any thread starts.
+    #[cfg(feature = "jemalloc")]
+    if let Err(e) = switchboard_walvfs::alloc::route_sqlite_to_jemalloc() {
+        tracing::warn!(error = %e, "SQLite keeps the C library's allocator");
+    }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
