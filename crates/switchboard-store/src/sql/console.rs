@@ -324,14 +324,13 @@ mod tests {
             "in_0".into(),
             V::Int(50),
         ];
-        let plan = |sql: &str, params: &[V]| pg_plan(&db, sql, params);
         let reads = [
             (&*super::SERIES_SQL, series),
             (&*super::CONVERSATIONS_SQL, conversations),
         ];
         // Planned on empty tables: a range of the status index per status.
         for (sql, params) in &reads {
-            let plan = plan(sql, params);
+            let plan = pg_plan(&db, sql, params);
             assert_eq!(
                 plan.matches("using messages_by_status on messages").count(),
                 switchboard_core::state::ALL_STATUSES.len(),
@@ -341,7 +340,7 @@ mod tests {
         db.execute_batch(&rows).unwrap();
         // Planned on the rows' statistics: no scan of the workspace.
         for (sql, params) in &reads {
-            let plan = plan(sql, params);
+            let plan = pg_plan(&db, sql, params);
             assert!(!plan.contains("Seq Scan on messages"), "{plan}");
             assert!(!plan.contains("messages_by_phone"), "{plan}");
             assert!(

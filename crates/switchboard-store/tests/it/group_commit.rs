@@ -463,8 +463,7 @@ async fn on_postgres_pipelined_writes_are_answered_after_the_wal_is_flushed() {
                 .await
                 .unwrap();
             // Answered: the WAL is flushed at least that far.
-            tokio::task::spawn_blocking(move || {
-                let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            crate::on_server(&url, move |c| {
                 let flushed: bool = c
                     .query_one(
                         "SELECT pg_current_wal_flush_lsn() >= $1::text::pg_lsn",
@@ -474,8 +473,7 @@ async fn on_postgres_pipelined_writes_are_answered_after_the_wal_is_flushed() {
                     .get(0);
                 assert!(flushed, "answered before the WAL was flushed past {lsn}");
             })
-            .await
-            .unwrap();
+            .await;
         }));
     }
     for t in tasks {
@@ -493,9 +491,7 @@ async fn on_postgres_pipelined_writes_are_answered_after_the_wal_is_flushed() {
 /// Terminates the one server connection named `name` and waits until the
 /// server has closed it.
 async fn terminate(url: &str, name: &'static str) {
-    let u = url.to_owned();
-    let killed: i64 = tokio::task::spawn_blocking(move || {
-        let mut c = postgres::Client::connect(&u, postgres::NoTls).unwrap();
+    let killed: i64 = crate::on_server(url, move |c| {
         c.query_one(
             "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
             &[&name],
@@ -503,8 +499,7 @@ async fn terminate(url: &str, name: &'static str) {
         .unwrap()
         .get(0)
     })
-    .await
-    .unwrap();
+    .await;
     assert_eq!(killed, 1);
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
 }
@@ -512,9 +507,7 @@ async fn terminate(url: &str, name: &'static str) {
 /// The process id of the one server connection named `name`, if there is
 /// one.
 async fn backend(url: &str, name: &'static str) -> Option<i32> {
-    let u = url.to_owned();
-    tokio::task::spawn_blocking(move || {
-        let mut c = postgres::Client::connect(&u, postgres::NoTls).unwrap();
+    crate::on_server(url, move |c| {
         c.query_opt(
             "SELECT pid FROM pg_stat_activity WHERE application_name = $1",
             &[&name],
@@ -523,7 +516,6 @@ async fn backend(url: &str, name: &'static str) -> Option<i32> {
         .map(|r| r.get(0))
     })
     .await
-    .unwrap()
 }
 
 /// The sync connection is lost while writes keep coming: only the writes

@@ -52,6 +52,20 @@ pub fn pg_url() -> Option<String> {
     PgSchema::test_server_url()
 }
 
+/// Runs `f` on a blocking thread, on a connection of its own to the
+/// server at `url`, beside the connections under test.
+pub async fn on_server<T: Send + 'static>(
+    url: &str,
+    f: impl FnOnce(&mut postgres::Client) -> T + Send + 'static,
+) -> T {
+    let url = url.to_owned();
+    tokio::task::spawn_blocking(move || {
+        f(&mut postgres::Client::connect(&url, postgres::NoTls).unwrap())
+    })
+    .await
+    .unwrap()
+}
+
 pub async fn new_schema(base: &str) -> PgSchema {
     PgSchema::create_async(base, "t")
         .await

@@ -1181,8 +1181,7 @@ async fn on_postgres_events_are_keyed_by_id_with_no_index_on_their_sequence() {
     let url = f.url.clone().unwrap();
     let stored_id = detail.events[1].id.clone(); // the cancel's (the acceptance is the row's)
     let keep = f.keep();
-    tokio::task::spawn_blocking(move || {
-        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    crate::on_server(&url, move |c| {
         let indexes: Vec<String> = c
             .query(
                 "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema() AND tablename = 'events' ORDER BY 1",
@@ -1206,8 +1205,7 @@ async fn on_postgres_events_are_keyed_by_id_with_no_index_on_their_sequence() {
             "{err}"
         );
     })
-    .await
-    .unwrap();
+    .await;
     drop(keep);
 }
 
@@ -1261,10 +1259,8 @@ async fn on_postgres_text_compares_as_bytes_and_an_older_store_is_upgraded() {
 
     // As a store made before migration 0011 was: its text in the
     // database's collation, the migration not recorded.
-    let u = url.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut c = postgres::Client::connect(&u, postgres::NoTls).unwrap();
-        assert_eq!(columns_not_binary(&mut c), Vec::<String>::new());
+    crate::on_server(&url, move |c| {
+        assert_eq!(columns_not_binary(c), Vec::<String>::new());
         c.batch_execute(
             r#"ALTER TABLE messages ALTER COLUMN id TYPE text COLLATE "default",
                    ALTER COLUMN workspace_id TYPE text COLLATE "default",
@@ -1275,7 +1271,7 @@ async fn on_postgres_text_compares_as_bytes_and_an_older_store_is_upgraded() {
         )
         .unwrap();
         assert_eq!(
-            columns_not_binary(&mut c),
+            columns_not_binary(c),
             [
                 "contacts.phone",
                 "messages.client_ref",
@@ -1285,17 +1281,14 @@ async fn on_postgres_text_compares_as_bytes_and_an_older_store_is_upgraded() {
             ]
         );
     })
-    .await
-    .unwrap();
+    .await;
 
     // A node of the new version starts on it, and migrates it.
     let store = switchboard_store::sql::SqlStore::connect_postgres_async(&url, 2)
         .await
         .unwrap();
-    let u = url.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut c = postgres::Client::connect(&u, postgres::NoTls).unwrap();
-        assert_eq!(columns_not_binary(&mut c), Vec::<String>::new());
+    crate::on_server(&url, move |c| {
+        assert_eq!(columns_not_binary(c), Vec::<String>::new());
         let invalid: i64 = c
             .query_one(
                 "SELECT count(*) FROM pg_index i JOIN pg_class r ON r.oid = i.indexrelid
@@ -1307,8 +1300,7 @@ async fn on_postgres_text_compares_as_bytes_and_an_older_store_is_upgraded() {
             .get(0);
         assert_eq!(invalid, 0, "every index rebuilt and valid");
     })
-    .await
-    .unwrap();
+    .await;
 
     // What was stored is found through the rebuilt indexes: each key
     // replays its own message, a different body under it conflicts, and a
