@@ -758,7 +758,11 @@ async fn contacts(action: ContactsAction, config: &Config) -> anyhow::Result<()>
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    // Phone-number metadata loads while the store opens, before the first
+    // request would load it.
+    let phones = tokio::task::spawn_blocking(switchboard_core::phone::PhoneNumber::warm);
     let app = app::build(&config, clock).await?;
+    phones.await.context("loading the phone-number metadata")?;
     if let Some(token) = &app.generated_admin_token {
         // Printed once, on the start that created it; only its hash is kept.
         println!(
