@@ -16,7 +16,7 @@ pub use error::StoreError;
 pub use model::{
     AcceptOutcome, AcceptRequest, Accepted, ApiKey, AttemptOutcome, AttemptRecord, AttemptReport,
     ClaimedMessage, ConsentChange, ConsentChangeRecord, ConsentRecord, ConsoleSession,
-    ContactConsent, ConversationSummary, EndpointChanges, EndpointRecord, EventRecord,
+    ContactConsent, ConversationSummary, EndpointChanges, EndpointRecord, EventData, EventRecord,
     GroupCommitStats, InboundOutcome, InboundRecord, IncomingReceipt, IntegrationRecord,
     MessageDetail, MessageFilter, MessagePage, MessageRecord, NewInbound, NewSender,
     ProviderDeletion, ProviderHealth, ProviderRecord, ReceiptKind, ReceiptOutcome, ReceiptPass,

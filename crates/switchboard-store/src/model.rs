@@ -570,7 +570,34 @@ pub struct WebhookEvent {
     /// Workspace.
     pub workspace_id: WorkspaceId,
     /// The message, inbound message, contact or other object it is about.
-    pub data: Value,
+    pub data: EventData,
+}
+
+/// An event's `data` as the JSON text its deliveries carry: written once,
+/// where the delivery is claimed, and copied into each delivery's envelope
+/// as it is. (As a `serde_json::Value` it was a tree of maps built on the
+/// writer thread for every delivery, then walked again to serialize it.)
+/// The text is what `serde_json` writes for a `Value` of the same data:
+/// compact, with the keys of every object in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventData(String);
+
+impl EventData {
+    /// The data of `v`, which serializes as a `Value` would (an object's
+    /// fields in key order).
+    pub fn of<T: serde::Serialize + ?Sized>(v: &T) -> Self {
+        EventData(serde_json::to_string(v).expect("event data serializes"))
+    }
+
+    /// The JSON text.
+    pub fn json(&self) -> &str {
+        &self.0
+    }
+
+    /// The data as a `Value` (for templates and tests).
+    pub fn value(&self) -> Value {
+        serde_json::from_str(&self.0).expect("event data is JSON written by serde_json")
+    }
 }
 
 /// A delivery claimed for one attempt.

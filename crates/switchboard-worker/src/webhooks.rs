@@ -154,32 +154,30 @@ fn envelope_value(event: &WebhookEvent, endpoint_id: &str) -> Value {
         "timestamp": event.created_at.to_rfc3339(),
         "webhook_id": endpoint_id,
         "account_id": event.workspace_id.as_str(),
-        "data": event.data,
+        "data": event.data.value(),
     })
 }
 
 /// `envelope_value` serialized without building it: the same bytes (a
-/// `Value` object's keys come out sorted, so the fields are declared in
-/// that order) without a deep copy of the event's data per delivery.
+/// `Value` object's keys come out sorted, so the fields are written in that
+/// order), with the event's data copied in as the text it already is
+/// (`EventData`).
 fn envelope_json(event: &WebhookEvent, endpoint_id: &str) -> Vec<u8> {
-    #[derive(serde::Serialize)]
-    struct Envelope<'a> {
-        account_id: &'a str,
-        data: &'a Value,
-        event: &'a str,
-        id: &'a str,
-        timestamp: String,
-        webhook_id: &'a str,
-    }
-    serde_json::to_vec(&Envelope {
-        account_id: event.workspace_id.as_str(),
-        data: &event.data,
-        event: &event.event_type,
-        id: &event.id,
-        timestamp: event.created_at.to_rfc3339(),
-        webhook_id: endpoint_id,
-    })
-    .expect("JSON values serialize")
+    let data = event.data.json();
+    let mut out = Vec::with_capacity(data.len() + 192);
+    let field = |out: &mut Vec<u8>, head: &[u8], text: &str| {
+        out.extend_from_slice(head);
+        serde_json::to_writer(&mut *out, text).expect("strings serialize");
+    };
+    field(&mut out, b"{\"account_id\":", event.workspace_id.as_str());
+    out.extend_from_slice(b",\"data\":");
+    out.extend_from_slice(data.as_bytes());
+    field(&mut out, b",\"event\":", &event.event_type);
+    field(&mut out, b",\"id\":", &event.id);
+    field(&mut out, b",\"timestamp\":", &event.created_at.to_rfc3339());
+    field(&mut out, b",\"webhook_id\":", endpoint_id);
+    out.push(b'}');
+    out
 }
 
 fn form_encode(v: &Value) -> String {
@@ -571,10 +569,10 @@ mod tests {
             event_type: "message.delivered".into(),
             created_at: T,
             workspace_id: switchboard_core::WorkspaceId::new_at(T),
-            data: json!({
+            data: switchboard_store::EventData::of(&json!({
                 "object": "message", "id": "msg_1", "body": "quote \" and ✓ and \n",
                 "metadata": {"z": 1, "a": [true, null, 2.5]}, "error_code": null,
-            }),
+            })),
         };
         assert_eq!(
             envelope_json(&event, "we_1"),

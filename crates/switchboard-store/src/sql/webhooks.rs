@@ -474,28 +474,58 @@ fn payload_at(r: &Row<'_>, at: usize) -> Result<Option<Payload>, StoreError> {
 }
 
 /// The `data` of a message event: the message as the API shows it, with the
-/// status and error of the moment the event was recorded.
-fn message_data(m: Payload, status: &str, error_code: Option<&str>, detail: Option<&str>) -> Value {
-    json!({
-        "object": "message",
-        "id": m.id,
-        "to": m.to,
-        "from": m.from,
-        "channel": m.channel,
-        "body": m.body,
-        "media_urls": m.media_urls,
-        "status": status,
-        "encoding": m.encoding,
-        "segments": m.segments,
-        "client_ref": m.client_ref,
-        "metadata": m.metadata,
-        "category": m.category,
-        "priority": if m.priority > 0 { "high" } else { "normal" },
-        "provider_id": m.provider_id,
-        "provider_message_id": m.provider_message_id,
-        "error_code": error_code,
-        "detail": detail,
-        "created_at": Timestamp::from_millis(m.created_at).to_rfc3339(),
+/// status and error of the moment the event was recorded. Written straight
+/// from the row's values: the fields are declared in key order, so the text
+/// is what the same data as a `Value` object writes (a test holds the two
+/// together).
+fn message_data(
+    m: &Payload,
+    status: &str,
+    error_code: Option<&str>,
+    detail: Option<&str>,
+) -> EventData {
+    #[derive(serde::Serialize)]
+    struct MessageData<'a> {
+        body: &'a str,
+        category: &'a str,
+        channel: &'a str,
+        client_ref: Option<&'a str>,
+        created_at: String,
+        detail: Option<&'a str>,
+        encoding: &'a str,
+        error_code: Option<&'a str>,
+        from: Option<&'a str>,
+        id: &'a str,
+        media_urls: &'a [String],
+        metadata: Option<&'a serde_json::Map<String, Value>>,
+        object: &'static str,
+        priority: &'static str,
+        provider_id: Option<&'a str>,
+        provider_message_id: Option<&'a str>,
+        segments: i64,
+        status: &'a str,
+        to: &'a str,
+    }
+    EventData::of(&MessageData {
+        body: &m.body,
+        category: &m.category,
+        channel: &m.channel,
+        client_ref: m.client_ref.as_deref(),
+        created_at: Timestamp::from_millis(m.created_at).to_rfc3339(),
+        detail,
+        encoding: &m.encoding,
+        error_code,
+        from: m.from.as_deref(),
+        id: &m.id,
+        media_urls: &m.media_urls,
+        metadata: m.metadata.as_ref(),
+        object: "message",
+        priority: if m.priority > 0 { "high" } else { "normal" },
+        provider_id: m.provider_id.as_deref(),
+        provider_message_id: m.provider_message_id.as_deref(),
+        segments: m.segments,
+        status,
+        to: &m.to,
     })
 }
 
@@ -540,15 +570,18 @@ fn event_row_at(r: &Row<'_>, at: usize) -> Result<(String, EventRow), super::db:
 fn webhook_event(
     id: &str,
     e: EventRow,
-    message: Option<Payload>,
+    message: Option<&Payload>,
 ) -> Result<WebhookEvent, StoreError> {
     let data = match (&e.message_id, &e.payload) {
         (Some(mid), _) => match message {
             Some(m) => message_data(m, &e.status, e.error_code.as_deref(), e.detail.as_deref()),
-            None => json!({"object": "message", "id": mid}),
+            None => EventData::of(&json!({"object": "message", "id": mid})),
         },
-        (None, Some(p)) => serde_json::from_str(p).map_err(|_| corrupt("event payload", p))?,
-        (None, None) => Value::Null,
+        // A stored payload is checked, and written as a `Value` writes it.
+        (None, Some(p)) => EventData::of(
+            &serde_json::from_str::<Value>(p).map_err(|_| corrupt("event payload", p))?,
+        ),
+        (None, None) => EventData::of(&Value::Null),
     };
     Ok(WebhookEvent {
         id: id.to_owned(),
@@ -589,10 +622,7 @@ fn load_events(c: &Db<'_>, ids: &[&str]) -> Result<HashMap<String, WebhookEvent>
     }
     rows.into_iter()
         .map(|(id, e)| {
-            let message = e
-                .message_id
-                .as_deref()
-                .and_then(|m| messages.get(m).cloned());
+            let message = e.message_id.as_deref().and_then(|m| messages.get(m));
             let event = webhook_event(&id, e, message)?;
             Ok((id, event))
         })
@@ -736,7 +766,7 @@ pub fn claim(
             }
         };
         let (event_id, row) = d.event.ok_or_else(|| corrupt("event of delivery", &d.id))?;
-        let event = webhook_event(&event_id, row, d.message)?;
+        let event = webhook_event(&event_id, row, d.message.as_ref())?;
         jobs.push(WebhookJob {
             delivery_id: d.id,
             attempt: d.attempts + 1,
@@ -1090,5 +1120,85 @@ mod tests {
     #[test]
     fn the_event_column_count_counts_the_columns() {
         assert_eq!(EVENT_COLUMNS.split(',').count(), EVENT_COLUMN_COUNT);
+    }
+
+    /// The message object as a `Value`, as the data was built before it
+    /// was written straight from the row: the reference for its text.
+    fn as_value(
+        m: &Payload,
+        status: &str,
+        error_code: Option<&str>,
+        detail: Option<&str>,
+    ) -> Value {
+        json!({
+            "object": "message",
+            "id": m.id,
+            "to": m.to,
+            "from": m.from,
+            "channel": m.channel,
+            "body": m.body,
+            "media_urls": m.media_urls,
+            "status": status,
+            "encoding": m.encoding,
+            "segments": m.segments,
+            "client_ref": m.client_ref,
+            "metadata": m.metadata,
+            "category": m.category,
+            "priority": if m.priority > 0 { "high" } else { "normal" },
+            "provider_id": m.provider_id,
+            "provider_message_id": m.provider_message_id,
+            "error_code": error_code,
+            "detail": detail,
+            "created_at": Timestamp::from_millis(m.created_at).to_rfc3339(),
+        })
+    }
+
+    #[test]
+    fn a_message_events_data_is_the_text_its_value_writes() {
+        let full = Payload {
+            id: "msg_01JD0000000000000000000000".into(),
+            to: "+14155550123".into(),
+            from: Some("Switchboard \"HQ\"".into()),
+            channel: "whatsapp".into(),
+            body: "Quote \" backslash \\ newline \n tab \t ✓ 🎉 \u{1}".into(),
+            media_urls: vec!["https://example.com/a.png?x=1&y=2".into()],
+            encoding: "UCS-2".into(),
+            segments: 3,
+            client_ref: Some("crm-77".into()),
+            metadata: Some(
+                json!({"z": 1, "a": [true, null, 2.5, -0.0, 1e300], "nested": {"k": "v", "b": {}}})
+                    .as_object()
+                    .cloned()
+                    .unwrap(),
+            ),
+            category: "marketing".into(),
+            priority: 1,
+            provider_id: Some("pr_sim".into()),
+            provider_message_id: Some("SM123".into()),
+            created_at: 1_764_800_000_123,
+        };
+        let bare = Payload {
+            from: None,
+            media_urls: Vec::new(),
+            client_ref: None,
+            metadata: None,
+            priority: 0,
+            provider_id: None,
+            provider_message_id: None,
+            ..full.clone()
+        };
+        for (m, status, code, detail) in [
+            (
+                &full,
+                "failed",
+                Some("invalid_number"),
+                Some("the carrier said no"),
+            ),
+            (&bare, "queued", None, None),
+        ] {
+            let text = message_data(m, status, code, detail);
+            assert_eq!(text.json(), as_value(m, status, code, detail).to_string());
+            assert_eq!(text.value(), as_value(m, status, code, detail));
+        }
     }
 }

@@ -920,7 +920,7 @@ conformance!(
             got,
             [(all.id.as_str(), accepted(&b).as_str(), "message.queued")]
         );
-        assert_eq!(jobs[0].event.data["id"], b.as_str());
+        assert_eq!(jobs[0].event.data.value()["id"], b.as_str());
         let timeline = f
             .store
             .get_message(&f.ws, &b)
@@ -951,7 +951,10 @@ conformance!(
         let jobs = claim_deliveries(&f, T0, 100).await;
         assert_eq!(jobs.len(), 1);
         assert_eq!(
-            (jobs[0].event.id.as_str(), jobs[0].event.data["id"].as_str()),
+            (
+                jobs[0].event.id.as_str(),
+                jobs[0].event.data.value()["id"].as_str()
+            ),
             (accepted(&a).as_str(), Some(a.as_str()))
         );
         f.store
@@ -1059,7 +1062,7 @@ conformance!(
         assert_eq!(job.event.workspace_id, f.ws);
         assert_eq!(job.event.created_at, T0);
         assert_eq!(
-            job.event.data,
+            job.event.data.value(),
             json!({
                 "object": "message",
                 "id": a.id.as_str(),
