@@ -36,6 +36,22 @@ pub fn status(s: &str) -> Result<Status, StoreError> {
     Status::parse(s).ok_or_else(|| corrupt("status", s))
 }
 
+/// A message's stored `media_urls` (a JSON array of URLs; NULL for none).
+pub fn media_urls(text: Option<String>) -> Result<Vec<String>, StoreError> {
+    match text {
+        Some(m) => serde_json::from_str(&m).map_err(|_| corrupt("media_urls", &m)),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// A message's stored `metadata` (a JSON object, or NULL).
+pub fn metadata(
+    text: Option<String>,
+) -> Result<Option<serde_json::Map<String, serde_json::Value>>, StoreError> {
+    text.map(|m| serde_json::from_str(&m).map_err(|_| corrupt("metadata", &m)))
+        .transpose()
+}
+
 /// Reads a row selected with `MESSAGE_COLUMNS`.
 pub fn message(r: &Row<'_>) -> Result<MessageRecord, StoreError> {
     message_at(r, 0)
@@ -46,8 +62,6 @@ pub fn message(r: &Row<'_>) -> Result<MessageRecord, StoreError> {
 pub fn message_at(r: &Row<'_>, at: usize) -> Result<MessageRecord, StoreError> {
     let id: String = r.get(at)?;
     let ws: String = r.get(at + 1)?;
-    let media: Option<String> = r.get(at + 6)?;
-    let metadata: Option<String> = r.get(at + 10)?;
     let status_s: String = r.get(at + 14)?;
     let priority: i64 = r.get(at + 12)?;
     Ok(MessageRecord {
@@ -57,17 +71,11 @@ pub fn message_at(r: &Row<'_>, at: usize) -> Result<MessageRecord, StoreError> {
         from: r.get(at + 3)?,
         channel: r.get(at + 4)?,
         body: r.get(at + 5)?,
-        media_urls: match media {
-            Some(m) => serde_json::from_str(&m).map_err(|_| corrupt("media_urls", &m))?,
-            None => Vec::new(),
-        },
+        media_urls: media_urls(r.get(at + 6)?)?,
         encoding: r.get(at + 7)?,
         segments: r.get(at + 8)?,
         client_ref: r.get(at + 9)?,
-        metadata: match metadata {
-            Some(m) => Some(serde_json::from_str(&m).map_err(|_| corrupt("metadata", &m))?),
-            None => None,
-        },
+        metadata: metadata(r.get(at + 10)?)?,
         category: r.get(at + 11)?,
         priority: if priority > 0 { "high" } else { "normal" }.to_owned(),
         timezone: r.get(at + 13)?,

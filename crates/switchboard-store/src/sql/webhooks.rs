@@ -446,25 +446,17 @@ fn payload_at(r: &Row<'_>, at: usize) -> Result<Option<Payload>, StoreError> {
     let Some(id) = r.get::<_, Option<String>>(at)? else {
         return Ok(None);
     };
-    let media: Option<String> = r.get(at + 5)?;
-    let metadata: Option<String> = r.get(at + 9)?;
     Ok(Some(Payload {
         id,
         to: r.get(at + 1)?,
         from: r.get(at + 2)?,
         channel: r.get(at + 3)?,
         body: r.get(at + 4)?,
-        media_urls: match media {
-            Some(m) => serde_json::from_str(&m).map_err(|_| corrupt("media_urls", &m))?,
-            None => Vec::new(),
-        },
+        media_urls: rows::media_urls(r.get(at + 5)?)?,
         encoding: r.get(at + 6)?,
         segments: r.get(at + 7)?,
         client_ref: r.get(at + 8)?,
-        metadata: match metadata {
-            Some(m) => Some(serde_json::from_str(&m).map_err(|_| corrupt("metadata", &m))?),
-            None => None,
-        },
+        metadata: rows::metadata(r.get(at + 9)?)?,
         category: r.get(at + 10)?,
         priority: r.get(at + 11)?,
         provider_id: r.get(at + 12)?,
