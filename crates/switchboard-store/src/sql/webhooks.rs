@@ -415,7 +415,7 @@ pub fn rotate_secret(
 /// (`message_data`), read by `payload_at`. Only these: the delivery claim
 /// reads them for every delivery it leases, and reading the whole record
 /// (`rows::MESSAGE_COLUMNS`, with its channel template parsed and its ids
-/// checked) was a fifth of the claim's work per delivery.
+/// checked) was about a sixth of the claim's work per delivery.
 const PAYLOAD_COLUMNS: &str = "id, to_phone, from_addr, channel, body, media_urls, encoding, segments, \
      client_ref, metadata, category, priority, provider_id, provider_message_id, created_at";
 
