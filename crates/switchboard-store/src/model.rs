@@ -1,5 +1,7 @@
 //! The records the store reads and writes.
 
+use std::sync::{Arc, OnceLock};
+
 use serde_json::{Map, Value};
 use switchboard_core::message::NewMessage;
 use switchboard_core::retry::GiveUpReason;
@@ -573,30 +575,164 @@ pub struct WebhookEvent {
     pub data: EventData,
 }
 
-/// An event's `data` as the JSON text its deliveries carry: written once,
-/// where the delivery is claimed, and copied into each delivery's envelope
-/// as it is. (As a `serde_json::Value` it was a tree of maps built on the
-/// writer thread for every delivery, then walked again to serialize it.)
-/// The text is what `serde_json` writes for a `Value` of the same data:
-/// compact, with the keys of every object in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EventData(String);
+/// An event's `data` as the JSON text its deliveries carry, written at
+/// most once per claimed event and copied into each delivery's envelope as
+/// it is. A message event's text is written where it is first asked for
+/// (`json`), on the deliverer's task, not where the delivery is claimed:
+/// the claim runs on the writer thread, the one serial stage, and only
+/// moves the message's columns into the data (`EventData::message`). The
+/// deliveries of one event claimed together share the data and its text
+/// (clones share both). The text is what `serde_json` writes for a
+/// `Value` of the same data: compact, with the keys of every object in
+/// order.
+#[derive(Clone)]
+pub struct EventData(Arc<DataInner>);
+
+struct DataInner {
+    text: OnceLock<String>,
+    message: Option<MessageEventData>,
+}
+
+/// A message as its events' `data` shows it: the columns of its row the
+/// data names, read where the delivery is claimed.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct MessagePayload {
+    pub id: String,
+    pub to: String,
+    pub from: Option<String>,
+    pub channel: String,
+    pub body: String,
+    pub media_urls: Vec<String>,
+    pub encoding: String,
+    pub segments: i64,
+    pub client_ref: Option<String>,
+    pub metadata: Option<Map<String, Value>>,
+    pub category: String,
+    pub priority: i64,
+    pub provider_id: Option<String>,
+    pub provider_message_id: Option<String>,
+    pub created_at: i64,
+}
+
+/// A message event's data before its text is written: the message, with
+/// the status and error of the moment the event was recorded.
+struct MessageEventData {
+    message: MessagePayload,
+    status: String,
+    error_code: Option<String>,
+    detail: Option<String>,
+}
+
+impl MessageEventData {
+    /// Written straight from the row's values: the fields are declared in
+    /// key order, so the text is what the same data as a `Value` object
+    /// writes (a test holds the two together).
+    fn write(&self) -> String {
+        #[derive(serde::Serialize)]
+        struct MessageData<'a> {
+            body: &'a str,
+            category: &'a str,
+            channel: &'a str,
+            client_ref: Option<&'a str>,
+            created_at: String,
+            detail: Option<&'a str>,
+            encoding: &'a str,
+            error_code: Option<&'a str>,
+            from: Option<&'a str>,
+            id: &'a str,
+            media_urls: &'a [String],
+            metadata: Option<&'a Map<String, Value>>,
+            object: &'static str,
+            priority: &'static str,
+            provider_id: Option<&'a str>,
+            provider_message_id: Option<&'a str>,
+            segments: i64,
+            status: &'a str,
+            to: &'a str,
+        }
+        let m = &self.message;
+        serde_json::to_string(&MessageData {
+            body: &m.body,
+            category: &m.category,
+            channel: &m.channel,
+            client_ref: m.client_ref.as_deref(),
+            created_at: Timestamp::from_millis(m.created_at).to_rfc3339(),
+            detail: self.detail.as_deref(),
+            encoding: &m.encoding,
+            error_code: self.error_code.as_deref(),
+            from: m.from.as_deref(),
+            id: &m.id,
+            media_urls: &m.media_urls,
+            metadata: m.metadata.as_ref(),
+            object: "message",
+            priority: if m.priority > 0 { "high" } else { "normal" },
+            provider_id: m.provider_id.as_deref(),
+            provider_message_id: m.provider_message_id.as_deref(),
+            segments: m.segments,
+            status: &self.status,
+            to: &m.to,
+        })
+        .expect("message data serializes")
+    }
+}
 
 impl EventData {
     /// The data of `v`, which serializes as a `Value` would (an object's
     /// fields in key order).
     pub fn of<T: serde::Serialize + ?Sized>(v: &T) -> Self {
-        EventData(serde_json::to_string(v).expect("event data serializes"))
+        let text = OnceLock::new();
+        let _ = text.set(serde_json::to_string(v).expect("event data serializes"));
+        EventData(Arc::new(DataInner {
+            text,
+            message: None,
+        }))
     }
 
-    /// The JSON text.
+    /// The data of a message event: `message` as the API shows it, with the
+    /// status and error of the moment the event was recorded. Its text is
+    /// written when it is first asked for.
+    pub(crate) fn message(
+        message: MessagePayload,
+        status: String,
+        error_code: Option<String>,
+        detail: Option<String>,
+    ) -> Self {
+        EventData(Arc::new(DataInner {
+            text: OnceLock::new(),
+            message: Some(MessageEventData {
+                message,
+                status,
+                error_code,
+                detail,
+            }),
+        }))
+    }
+
+    /// The JSON text, written the first time it is asked for.
     pub fn json(&self) -> &str {
-        &self.0
+        self.0.text.get_or_init(|| match &self.0.message {
+            Some(m) => m.write(),
+            None => "null".to_owned(),
+        })
     }
 
     /// The data as a `Value` (for templates and tests).
     pub fn value(&self) -> Value {
-        serde_json::from_str(&self.0).expect("event data is JSON written by serde_json")
+        serde_json::from_str(self.json()).expect("event data is JSON written by serde_json")
+    }
+}
+
+impl PartialEq for EventData {
+    fn eq(&self, other: &Self) -> bool {
+        self.json() == other.json()
+    }
+}
+
+impl Eq for EventData {}
+
+impl std::fmt::Debug for EventData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("EventData").field(&self.json()).finish()
     }
 }
 

@@ -412,41 +412,21 @@ pub fn rotate_secret(
 }
 
 /// The columns of `messages` a message event's `data` shows
-/// (`message_data`), read by `payload_at`. Only these: the delivery claim
+/// (`MessagePayload`), read by `payload_at`. Only these: the delivery claim
 /// reads them for every delivery it leases, and reading the whole record
 /// (`rows::MESSAGE_COLUMNS`, with its channel template parsed and its ids
 /// checked) was about a sixth of the claim's work per delivery.
 const PAYLOAD_COLUMNS: &str = "id, to_phone, from_addr, channel, body, media_urls, encoding, segments, \
      client_ref, metadata, category, priority, provider_id, provider_message_id, created_at";
 
-/// A message as its events' `data` shows it (`PAYLOAD_COLUMNS`).
-#[derive(Clone)]
-struct Payload {
-    id: String,
-    to: String,
-    from: Option<String>,
-    channel: String,
-    body: String,
-    media_urls: Vec<String>,
-    encoding: String,
-    segments: i64,
-    client_ref: Option<String>,
-    metadata: Option<serde_json::Map<String, Value>>,
-    category: String,
-    priority: i64,
-    provider_id: Option<String>,
-    provider_message_id: Option<String>,
-    created_at: i64,
-}
-
 /// Reads the `PAYLOAD_COLUMNS` of a row that selects them from column `at`
 /// on; `None` where they are NULL (a message deleted since its event, on
 /// the claim's outer join).
-fn payload_at(r: &Row<'_>, at: usize) -> Result<Option<Payload>, StoreError> {
+fn payload_at(r: &Row<'_>, at: usize) -> Result<Option<MessagePayload>, StoreError> {
     let Some(id) = r.get::<_, Option<String>>(at)? else {
         return Ok(None);
     };
-    Ok(Some(Payload {
+    Ok(Some(MessagePayload {
         id,
         to: r.get(at + 1)?,
         from: r.get(at + 2)?,
@@ -463,62 +443,6 @@ fn payload_at(r: &Row<'_>, at: usize) -> Result<Option<Payload>, StoreError> {
         provider_message_id: r.get(at + 13)?,
         created_at: r.get(at + 14)?,
     }))
-}
-
-/// The `data` of a message event: the message as the API shows it, with the
-/// status and error of the moment the event was recorded. Written straight
-/// from the row's values: the fields are declared in key order, so the text
-/// is what the same data as a `Value` object writes (a test holds the two
-/// together).
-fn message_data(
-    m: &Payload,
-    status: &str,
-    error_code: Option<&str>,
-    detail: Option<&str>,
-) -> EventData {
-    #[derive(serde::Serialize)]
-    struct MessageData<'a> {
-        body: &'a str,
-        category: &'a str,
-        channel: &'a str,
-        client_ref: Option<&'a str>,
-        created_at: String,
-        detail: Option<&'a str>,
-        encoding: &'a str,
-        error_code: Option<&'a str>,
-        from: Option<&'a str>,
-        id: &'a str,
-        media_urls: &'a [String],
-        metadata: Option<&'a serde_json::Map<String, Value>>,
-        object: &'static str,
-        priority: &'static str,
-        provider_id: Option<&'a str>,
-        provider_message_id: Option<&'a str>,
-        segments: i64,
-        status: &'a str,
-        to: &'a str,
-    }
-    EventData::of(&MessageData {
-        body: &m.body,
-        category: &m.category,
-        channel: &m.channel,
-        client_ref: m.client_ref.as_deref(),
-        created_at: Timestamp::from_millis(m.created_at).to_rfc3339(),
-        detail,
-        encoding: &m.encoding,
-        error_code,
-        from: m.from.as_deref(),
-        id: &m.id,
-        media_urls: &m.media_urls,
-        metadata: m.metadata.as_ref(),
-        object: "message",
-        priority: if m.priority > 0 { "high" } else { "normal" },
-        provider_id: m.provider_id.as_deref(),
-        provider_message_id: m.provider_message_id.as_deref(),
-        segments: m.segments,
-        status,
-        to: &m.to,
-    })
 }
 
 /// An `events` row as a delivery needs it.
@@ -558,15 +482,16 @@ fn event_row_at(r: &Row<'_>, at: usize) -> Result<(String, EventRow), super::db:
 }
 
 /// The event as a delivery carries it: a message event's data is the
-/// message (`message`, if it still exists) as of the event.
+/// message (`message`, if it still exists) as of the event, its text left
+/// to the deliverer (`EventData::message`).
 fn webhook_event(
     id: &str,
     e: EventRow,
-    message: Option<&Payload>,
+    message: Option<MessagePayload>,
 ) -> Result<WebhookEvent, StoreError> {
     let data = match (&e.message_id, &e.payload) {
         (Some(mid), _) => match message {
-            Some(m) => message_data(m, &e.status, e.error_code.as_deref(), e.detail.as_deref()),
+            Some(m) => EventData::message(m, e.status, e.error_code, e.detail),
             None => EventData::of(&json!({"object": "message", "id": mid})),
         },
         // A stored payload is checked, and written as a `Value` writes it.
@@ -606,7 +531,7 @@ fn load_events(c: &Db<'_>, ids: &[&str]) -> Result<HashMap<String, WebhookEvent>
         &message_ids,
         |r| Ok(payload_at(r, 0)),
     )?;
-    let mut messages: HashMap<String, Payload> = HashMap::with_capacity(found.len());
+    let mut messages: HashMap<String, MessagePayload> = HashMap::with_capacity(found.len());
     for m in found {
         if let Some(m) = m? {
             messages.insert(m.id.clone(), m);
@@ -614,7 +539,11 @@ fn load_events(c: &Db<'_>, ids: &[&str]) -> Result<HashMap<String, WebhookEvent>
     }
     rows.into_iter()
         .map(|(id, e)| {
-            let message = e.message_id.as_deref().and_then(|m| messages.get(m));
+            let message = e
+                .message_id
+                .as_deref()
+                .and_then(|m| messages.get(m))
+                .cloned();
             let event = webhook_event(&id, e, message)?;
             Ok((id, event))
         })
@@ -691,53 +620,78 @@ pub fn claim(
         trigger: String,
         failures: u32,
         in_flight: bool,
-        event: Option<(String, EventRow)>,
-        message: Option<Payload>,
+        event: DueEvent,
     }
+    enum DueEvent {
+        /// The event's row (NULL columns: a missing event, a corruption)
+        /// and its message's (NULL: deleted since the event).
+        Read(Option<(String, EventRow)>, Option<MessagePayload>),
+        /// The same event as the row before: a fan-out's deliveries of one
+        /// event come one after another (`ORDER BY d.next_attempt_at,
+        /// d.event_seq`), and share one read of it and one `EventData`.
+        AsBefore,
+    }
+    let mut last_event: Option<String> = None;
     let rows_: Vec<Result<Due, StoreError>> = c
         .prepare_cached(claim_sql(c))?
         .query_map(
             p![now.as_millis(), i64::try_from(limit).unwrap_or(i64::MAX)],
             |r| {
                 // A missing event has NULL columns here.
-                let event = r
-                    .get::<_, Option<String>>(CLAIM_EVENT_AT)?
-                    .map(|_| event_row_at(r, CLAIM_EVENT_AT))
-                    .transpose()?;
-                // A message deleted since its event has NULL columns here.
-                let message = payload_at(r, CLAIM_MESSAGE_AT);
-                let (id, endpoint_id, attempts, trigger, failures, in_flight) = (
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                );
-                Ok(message.map(|message| Due {
-                    id,
-                    endpoint_id,
-                    attempts,
-                    trigger,
-                    failures,
-                    in_flight,
+                let event_id = r.get::<_, Option<String>>(CLAIM_EVENT_AT)?;
+                let event = match event_id {
+                    Some(id) if last_event.as_deref() == Some(id.as_str()) => DueEvent::AsBefore,
+                    Some(id) => {
+                        last_event = Some(id);
+                        // A message deleted since its event has NULL
+                        // columns here.
+                        match payload_at(r, CLAIM_MESSAGE_AT) {
+                            Ok(m) => DueEvent::Read(Some(event_row_at(r, CLAIM_EVENT_AT)?), m),
+                            Err(e) => return Ok(Err(e)),
+                        }
+                    }
+                    None => {
+                        last_event = None;
+                        DueEvent::Read(None, None)
+                    }
+                };
+                Ok(Ok(Due {
+                    id: r.get(0)?,
+                    endpoint_id: r.get(1)?,
+                    attempts: r.get(2)?,
+                    trigger: r.get(3)?,
+                    failures: r.get(4)?,
+                    in_flight: r.get(5)?,
                     event,
-                    message,
                 }))
             },
         )?
         .collect::<Result<_, _>>()?;
+    // Each row's event, made before the failing endpoints' rows are left
+    // out: a row left out may hold the event the next one shares.
     let mut probing: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut due = Vec::with_capacity(rows_.len());
+    let mut last: Option<WebhookEvent> = None;
     for d in rows_ {
         let d = d?;
+        let event = match d.event {
+            DueEvent::AsBefore => last
+                .clone()
+                .ok_or_else(|| corrupt("event of delivery", &d.id))?,
+            DueEvent::Read(event, message) => {
+                let (event_id, row) = event.ok_or_else(|| corrupt("event of delivery", &d.id))?;
+                let event = webhook_event(&event_id, row, message)?;
+                last = Some(event.clone());
+                event
+            }
+        };
         if d.failures > 0 && (d.in_flight || !probing.insert(d.endpoint_id.clone())) {
             continue;
         }
-        due.push(d);
+        due.push((d.id, d.endpoint_id, d.attempts, d.trigger, event));
     }
     let lease_until = now.plus(lease).as_millis();
-    let ids: Vec<&str> = due.iter().map(|d| d.id.as_str()).collect();
+    let ids: Vec<&str> = due.iter().map(|d| d.0.as_str()).collect();
     c.update_ids(
         "webhook_deliveries",
         "lease_until = ?1, attempts = attempts + 1, updated_at = ?2",
@@ -747,22 +701,20 @@ pub fn claim(
     )?;
     let mut endpoints: HashMap<String, EndpointRecord> = HashMap::new();
     let mut jobs = Vec::with_capacity(due.len());
-    for d in due {
-        let endpoint = match endpoints.get(&d.endpoint_id) {
+    for (delivery_id, endpoint_id, attempts, trigger, event) in due {
+        let endpoint = match endpoints.get(&endpoint_id) {
             Some(e) => e.clone(),
             None => {
-                let e = load_endpoint(c, None, &d.endpoint_id)?
-                    .ok_or_else(|| corrupt("endpoint", &d.endpoint_id))?;
-                endpoints.insert(d.endpoint_id.clone(), e.clone());
+                let e = load_endpoint(c, None, &endpoint_id)?
+                    .ok_or_else(|| corrupt("endpoint", &endpoint_id))?;
+                endpoints.insert(endpoint_id.clone(), e.clone());
                 e
             }
         };
-        let (event_id, row) = d.event.ok_or_else(|| corrupt("event of delivery", &d.id))?;
-        let event = webhook_event(&event_id, row, d.message.as_ref())?;
         jobs.push(WebhookJob {
-            delivery_id: d.id,
-            attempt: d.attempts + 1,
-            trigger: d.trigger,
+            delivery_id,
+            attempt: attempts + 1,
+            trigger,
             endpoint,
             event,
         });
@@ -1117,7 +1069,7 @@ mod tests {
     /// The message object as a `Value`, as the data was built before it
     /// was written straight from the row: the reference for its text.
     fn as_value(
-        m: &Payload,
+        m: &MessagePayload,
         status: &str,
         error_code: Option<&str>,
         detail: Option<&str>,
@@ -1147,7 +1099,7 @@ mod tests {
 
     #[test]
     fn a_message_events_data_is_the_text_its_value_writes() {
-        let full = Payload {
+        let full = MessagePayload {
             id: "msg_01JD0000000000000000000000".into(),
             to: "+14155550123".into(),
             from: Some("Switchboard \"HQ\"".into()),
@@ -1169,7 +1121,7 @@ mod tests {
             provider_message_id: Some("SM123".into()),
             created_at: 1_764_800_000_123,
         };
-        let bare = Payload {
+        let bare = MessagePayload {
             from: None,
             media_urls: Vec::new(),
             client_ref: None,
@@ -1188,7 +1140,12 @@ mod tests {
             ),
             (&bare, "queued", None, None),
         ] {
-            let text = message_data(m, status, code, detail);
+            let text = EventData::message(
+                m.clone(),
+                status.to_owned(),
+                code.map(str::to_owned),
+                detail.map(str::to_owned),
+            );
             assert_eq!(text.json(), as_value(m, status, code, detail).to_string());
             assert_eq!(text.value(), as_value(m, status, code, detail));
         }

@@ -278,6 +278,69 @@ conformance!(
 );
 
 conformance!(
+    an_events_deliveries_claimed_together_each_carry_its_data,
+    |f: crate::Fixture| async move {
+        // `wh_a` fails once and has its retry in flight, so the claim
+        // leaves out its delivery of the next event: the first of that
+        // event's rows, whose data the other deliveries share.
+        let failing = f
+            .store
+            .create_endpoint(&f.ws, &endpoint(None, 5), "wh_a", "whsec_a", T0)
+            .await
+            .unwrap();
+        f.store.accept_message(simple(&f.ws)).await.unwrap();
+        let first = claim_deliveries(&f, T0, 10).await;
+        assert_eq!(first.len(), 1);
+        let retry_at = T0.plus(Duration::from_secs(1));
+        f.store
+            .complete_webhook_attempt(report(&first[0], 500, WebhookOutcome::RetryAt(retry_at)))
+            .await
+            .unwrap();
+        let retry = claim_deliveries(&f, retry_at, 10).await;
+        assert_eq!(retry.len(), 1, "the retry is in flight");
+        for id in ["wh_b", "wh_c", "wh_d"] {
+            f.store
+                .create_endpoint(&f.ws, &endpoint(None, 5), id, "whsec_b", T0)
+                .await
+                .unwrap();
+        }
+        let m = match f
+            .store
+            .accept_message(request(
+                &f.ws,
+                json!({"to": "+14155550199", "body": "fan \"out\" ✓", "client_ref": "r-2",
+                       "metadata": {"crm": {"id": 7}}}),
+                "h2",
+            ))
+            .await
+            .unwrap()
+        {
+            AcceptOutcome::Created(m) => m,
+            other => panic!("not created: {other:?}"),
+        };
+        let jobs = claim_deliveries(&f, retry_at, 100).await;
+        let mut endpoints: Vec<&str> = jobs.iter().map(|j| j.endpoint.id.as_str()).collect();
+        endpoints.sort_unstable();
+        assert_eq!(endpoints, ["wh_b", "wh_c", "wh_d"]);
+        assert!(!endpoints.contains(&failing.id.as_str()));
+        for j in &jobs {
+            assert_eq!(j.event.event_type, "message.queued");
+            let data = j.event.data.value();
+            assert_eq!(data["object"], "message");
+            assert_eq!(data["id"], m.id.as_str());
+            assert_eq!(data["to"], "+14155550199");
+            assert_eq!(data["body"], "fan \"out\" ✓");
+            assert_eq!(data["client_ref"], "r-2");
+            assert_eq!(data["metadata"], json!({"crm": {"id": 7}}));
+            assert_eq!(data["status"], "queued");
+            assert_eq!(j.event.data, jobs[0].event.data);
+            assert_eq!(j.event.id, jobs[0].event.id);
+            assert_eq!(j.delivery_id, format!("{}/{}", j.event.id, j.endpoint.id));
+        }
+    }
+);
+
+conformance!(
     an_endpoint_that_keeps_failing_is_disabled,
     |f: crate::Fixture| async move {
         let ep = f
