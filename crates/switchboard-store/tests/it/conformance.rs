@@ -870,6 +870,43 @@ conformance!(
 );
 
 conformance!(
+    a_delivery_in_flight_is_claimed_again_when_its_lease_ends_and_not_before,
+    |f: crate::Fixture| async move {
+        f.store
+            .create_endpoint(&f.ws, &endpoint(None, 5), "wh_lease", "whsec_l", T0)
+            .await
+            .unwrap();
+        f.store.accept_message(simple(&f.ws)).await.unwrap();
+        let first = claim_deliveries(&f, T0, 10).await;
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].attempt, 1);
+        let just_before = T0.plus(LEASE - Duration::from_millis(1));
+        assert!(claim_deliveries(&f, T0, 10).await.is_empty());
+        assert!(claim_deliveries(&f, just_before, 10).await.is_empty());
+        // Its result never came: due again at the lease's end.
+        let ended = T0.plus(LEASE);
+        let again = claim_deliveries(&f, ended, 10).await;
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].delivery_id, first[0].delivery_id);
+        assert_eq!(again[0].attempt, 2);
+        assert_eq!(again[0].event, first[0].event);
+        // A late result of the first attempt and the second's both land;
+        // the delivery is done and nothing is due.
+        f.store
+            .complete_webhook_attempt(report(&first[0], 200, WebhookOutcome::Succeeded))
+            .await
+            .unwrap();
+        f.store
+            .complete_webhook_attempt(report(&again[0], 200, WebhookOutcome::Succeeded))
+            .await
+            .unwrap();
+        let far = ended.plus(LEASE).plus(LEASE);
+        assert!(claim_deliveries(&f, far, 10).await.is_empty());
+        assert_eq!(f.store.next_webhook_due_at(ended).await.unwrap(), None);
+    }
+);
+
+conformance!(
     the_next_webhook_due_time_is_a_retry_or_a_lease_end_after_now,
     |f: crate::Fixture| async move {
         f.store

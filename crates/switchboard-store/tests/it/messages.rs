@@ -123,6 +123,46 @@ async fn recovery_makes_in_flight_work_claimable_at_once() {
 }
 
 #[tokio::test]
+async fn recovery_makes_an_in_flight_webhook_delivery_claimable_at_once() {
+    let f = sqlite().await;
+    let settings = switchboard_core::webhook_endpoint::EndpointSettings::from_json(
+        &serde_json::json!({"url": "https://crm.example.com/hook"}),
+        true,
+    )
+    .unwrap();
+    f.store
+        .create_endpoint(&f.ws, &settings, "wh_r", "whsec_r", T0)
+        .await
+        .unwrap();
+    f.store.accept_message(simple(&f.ws)).await.unwrap();
+    let lease = Duration::from_secs(60);
+    let first = f
+        .store
+        .claim_webhook_deliveries(T0, 10, lease)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    let later = T0.plus(Duration::from_secs(1));
+    assert!(
+        f.store
+            .claim_webhook_deliveries(later, 10, lease)
+            .await
+            .unwrap()
+            .is_empty(),
+        "in flight"
+    );
+    assert_eq!(f.store.recover_in_flight().await.unwrap(), 1);
+    let again = f
+        .store
+        .claim_webhook_deliveries(later, 10, lease)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1, "claimable at once, not at its lease's end");
+    assert_eq!(again[0].delivery_id, first[0].delivery_id);
+    assert_eq!(again[0].attempt, 2);
+}
+
+#[tokio::test]
 async fn a_second_process_cannot_open_the_same_data_directory() {
     let dir = tempfile::tempdir().unwrap();
     let _first = switchboard_store::sql::SqliteStore::open(dir.path()).unwrap();
