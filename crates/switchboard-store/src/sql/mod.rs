@@ -684,10 +684,7 @@ impl Store for SqlStore {
             .run(|c| {
                 let messages = c.execute("UPDATE messages SET lease_until = 0 WHERE status = 'sending'", db::p![])?;
                 let deliveries = c.execute(
-                    // A lease set its delivery's next attempt to its end
-                    // (`webhooks::claim`): due again at its claim's time.
-                    "UPDATE webhook_deliveries SET lease_until = NULL, next_attempt_at = MIN(next_attempt_at, updated_at)
-                     WHERE status = 'pending' AND lease_until IS NOT NULL",
+                    "UPDATE webhook_deliveries SET lease_until = NULL WHERE status = 'pending' AND lease_until IS NOT NULL",
                     db::p![],
                 )?;
                 Ok((messages + deliveries) as u64)

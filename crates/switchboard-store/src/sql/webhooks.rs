@@ -690,16 +690,11 @@ pub fn claim(
         }
         due.push((d.id, d.endpoint_id, d.attempts, d.trigger, event));
     }
-    // A leased delivery's next attempt is its lease's end: it comes due
-    // again then if its result never comes, and until then it lies past
-    // `now` in the due index, so the next claims' scans stop before it
-    // instead of reading and refusing every delivery in flight (a fifth of
-    // the writer's work per e2e message when the leases only were set).
     let lease_until = now.plus(lease).as_millis();
     let ids: Vec<&str> = due.iter().map(|d| d.0.as_str()).collect();
     c.update_ids(
         "webhook_deliveries",
-        "lease_until = ?1, next_attempt_at = ?1, attempts = attempts + 1, updated_at = ?2",
+        "lease_until = ?1, attempts = attempts + 1, updated_at = ?2",
         "",
         &[V::Int(lease_until), V::Int(now.as_millis())],
         &ids,
@@ -1029,7 +1024,7 @@ pub fn test_job(
     let delivery_id = format!("{event_id}/{endpoint_id}");
     c.execute(
         "INSERT INTO webhook_deliveries (id, endpoint_id, workspace_id, event_id, event_seq, status, trigger, attempts, next_attempt_at, lease_until, created_at, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 'test', 1, ?7, ?7, ?6, ?6)",
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 'test', 1, ?6, ?7, ?6, ?6)",
         p![delivery_id, endpoint_id, ws.as_str(), event_id, seq, now.as_millis(), now.plus(Duration::from_secs(3600)).as_millis()],
     )?;
     let event = load_event(c, &event_id)?.ok_or_else(|| corrupt("event", &event_id))?;
