@@ -620,16 +620,15 @@ pub fn claim(
         trigger: String,
         failures: u32,
         in_flight: bool,
-        event: DueEvent,
-    }
-    enum DueEvent {
-        /// The event's row (NULL columns: a missing event, a corruption)
-        /// and its message's (NULL: deleted since the event).
-        Read(Option<(String, EventRow)>, Option<MessagePayload>),
         /// The same event as the row before: a fan-out's deliveries of one
         /// event come one after another (`ORDER BY d.next_attempt_at,
         /// d.event_seq`), and share one read of it and one `EventData`.
-        AsBefore,
+        /// Then `event` and `message` are not read.
+        as_before: bool,
+        /// The event's row (NULL columns: a missing event, a corruption).
+        event: Option<(String, EventRow)>,
+        /// Its message's (NULL: deleted since the event).
+        message: Option<MessagePayload>,
     }
     let mut last_event: Option<String> = None;
     let rows_: Vec<Result<Due, StoreError>> = c
@@ -639,20 +638,20 @@ pub fn claim(
             |r| {
                 // A missing event has NULL columns here.
                 let event_id = r.get::<_, Option<String>>(CLAIM_EVENT_AT)?;
-                let event = match event_id {
-                    Some(id) if last_event.as_deref() == Some(id.as_str()) => DueEvent::AsBefore,
+                let (as_before, event, message) = match event_id {
+                    Some(id) if last_event.as_deref() == Some(id.as_str()) => (true, None, None),
                     Some(id) => {
                         last_event = Some(id);
                         // A message deleted since its event has NULL
                         // columns here.
                         match payload_at(r, CLAIM_MESSAGE_AT) {
-                            Ok(m) => DueEvent::Read(Some(event_row_at(r, CLAIM_EVENT_AT)?), m),
+                            Ok(m) => (false, Some(event_row_at(r, CLAIM_EVENT_AT)?), m),
                             Err(e) => return Ok(Err(e)),
                         }
                     }
                     None => {
                         last_event = None;
-                        DueEvent::Read(None, None)
+                        (false, None, None)
                     }
                 };
                 Ok(Ok(Due {
@@ -662,7 +661,9 @@ pub fn claim(
                     trigger: r.get(3)?,
                     failures: r.get(4)?,
                     in_flight: r.get(5)?,
+                    as_before,
                     event,
+                    message,
                 }))
             },
         )?
@@ -674,16 +675,14 @@ pub fn claim(
     let mut last: Option<WebhookEvent> = None;
     for d in rows_ {
         let d = d?;
-        let event = match d.event {
-            DueEvent::AsBefore => last
-                .clone()
-                .ok_or_else(|| corrupt("event of delivery", &d.id))?,
-            DueEvent::Read(event, message) => {
-                let (event_id, row) = event.ok_or_else(|| corrupt("event of delivery", &d.id))?;
-                let event = webhook_event(&event_id, row, message)?;
-                last = Some(event.clone());
-                event
-            }
+        let event = if d.as_before {
+            last.clone()
+                .ok_or_else(|| corrupt("event of delivery", &d.id))?
+        } else {
+            let (event_id, row) = d.event.ok_or_else(|| corrupt("event of delivery", &d.id))?;
+            let event = webhook_event(&event_id, row, d.message)?;
+            last = Some(event.clone());
+            event
         };
         if d.failures > 0 && (d.in_flight || !probing.insert(d.endpoint_id.clone())) {
             continue;
