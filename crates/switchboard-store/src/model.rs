@@ -588,9 +588,17 @@ pub struct WebhookEvent {
 #[derive(Clone)]
 pub struct EventData(Arc<DataInner>);
 
-struct DataInner {
-    text: OnceLock<String>,
-    message: Option<MessageEventData>,
+// Behind the `Arc`, one allocation either way: boxing the larger variant
+// would add a second to every message event's data.
+#[allow(clippy::large_enum_variant)]
+enum DataInner {
+    /// Written when it was made (`EventData::of`).
+    Text(String),
+    /// A message event's, written the first time it is asked for.
+    Message {
+        data: MessageEventData,
+        text: OnceLock<String>,
+    },
 }
 
 /// A message as its events' `data` shows it: the columns of its row the
@@ -680,12 +688,9 @@ impl EventData {
     /// The data of `v`, which serializes as a `Value` would (an object's
     /// fields in key order).
     pub fn of<T: serde::Serialize + ?Sized>(v: &T) -> Self {
-        let text = OnceLock::new();
-        let _ = text.set(serde_json::to_string(v).expect("event data serializes"));
-        EventData(Arc::new(DataInner {
-            text,
-            message: None,
-        }))
+        EventData(Arc::new(DataInner::Text(
+            serde_json::to_string(v).expect("event data serializes"),
+        )))
     }
 
     /// The data of a message event: `message` as the API shows it, with the
@@ -697,23 +702,23 @@ impl EventData {
         error_code: Option<String>,
         detail: Option<String>,
     ) -> Self {
-        EventData(Arc::new(DataInner {
-            text: OnceLock::new(),
-            message: Some(MessageEventData {
+        EventData(Arc::new(DataInner::Message {
+            data: MessageEventData {
                 message,
                 status,
                 error_code,
                 detail,
-            }),
+            },
+            text: OnceLock::new(),
         }))
     }
 
     /// The JSON text, written the first time it is asked for.
     pub fn json(&self) -> &str {
-        self.0.text.get_or_init(|| match &self.0.message {
-            Some(m) => m.write(),
-            None => "null".to_owned(),
-        })
+        match &*self.0 {
+            DataInner::Text(text) => text,
+            DataInner::Message { data, text } => text.get_or_init(|| data.write()),
+        }
     }
 
     /// The data as a `Value` (for templates and tests).
