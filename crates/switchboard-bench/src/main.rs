@@ -108,9 +108,12 @@ struct Row {
     /// Kilobytes the server wrote to storage per request or message (not
     /// counted on PostgreSQL, whose server process writes them).
     server_disk_kb_per_op: Option<f64>,
-    /// The writer thread over the run (`Row::with_writer`).
+    /// The writer thread over the run (`Row::with_threads`).
     #[serde(flatten)]
     writer: Writer,
+    /// Where the machine's CPU went over the run (`Row::with_threads`).
+    #[serde(flatten)]
+    cpu: server::CpuSplit,
     notes: String,
     extra: Value,
 }
@@ -144,20 +147,23 @@ impl Row {
             db_cpu_percent: None,
             server_disk_kb_per_op: Some(after.disk_kb_per(&before, r.ok)),
             writer: Writer::default(),
+            cpu: server::CpuSplit::default(),
             notes: String::new(),
             extra: Value::Null,
         }
-        .with_writer(&before, &after)
+        .with_threads(&before, &after)
     }
 
-    /// The writer thread's share of the run between the two readings.
-    fn with_writer(mut self, before: &Usage, after: &Usage) -> Row {
+    /// The writer thread's share of the run between the two readings, and
+    /// where the rest of the machine's CPU went.
+    fn with_threads(mut self, before: &Usage, after: &Usage) -> Row {
         let w = after.writer_percent(before);
         self.writer = Writer {
             writer_cpu_percent: w.map(|w| w.0),
             writer_wait_percent: w.map(|w| w.1),
             writer_cpu_us_per_op: after.writer_us_per(before, self.count),
         };
+        self.cpu = after.cpu_split(before);
         self
     }
 
@@ -727,6 +733,7 @@ async fn e2e(
         db_cpu_percent: db_used.map(|cpu| 100.0 * cpu / wall.as_secs_f64().max(1e-9)),
         server_disk_kb_per_op: Some(after.disk_kb_per(&before, lat.len())),
         writer: Writer::default(),
+        cpu: server::CpuSplit::default(),
         notes: format!(
             "lost {lost}, duplicate sends {duplicate_sends}, repeated provider calls {repeated}, bad signatures {}; 202 in {:.2} ms p50, {:.2} ms p99; {}",
             seen.bad_signatures,
@@ -758,7 +765,7 @@ async fn e2e(
             "group_commit_writes": commits.map(|c| c.1),
         }),
     }
-    .with_writer(&before, &after))
+    .with_threads(&before, &after))
 }
 
 /// Events of many messages fanned out to several endpoints by a range
@@ -855,13 +862,14 @@ async fn webhooks(args: &Args) -> anyhow::Result<Row> {
         db_cpu_percent: None,
         server_disk_kb_per_op: Some(after.disk_kb_per(&before, seen.deliveries)),
         writer: Writer::default(),
+        cpu: server::CpuSplit::default(),
         notes: format!(
             "{queued} queued by range redelivery; bad signatures {}",
             seen.bad_signatures
         ),
         extra: json!({"queued": queued, "messages": r.ok}),
     }
-    .with_writer(&before, &after))
+    .with_threads(&before, &after))
 }
 
 fn print_table(rows: &[Row]) {
@@ -914,6 +922,46 @@ fn print_table(rows: &[Row]) {
             disk,
             writer,
             r.notes
+        );
+    }
+}
+
+/// Where the machine's CPU went in each row's run, in percent of one core
+/// (the machine's cores add up to 100 each): the server's threads by group,
+/// this program (load generator and receiver), and what was idle or taken
+/// by the hypervisor. A figure the run could not read shows as `-`.
+fn print_cpu_table(rows: &[Row]) {
+    const GROUPS: [&str; 6] = [
+        "tokio",
+        "writer",
+        "sync",
+        "checkpoint",
+        "sim ledger",
+        "other",
+    ];
+    println!("\nWhere the CPU went (percent of one core; the server's threads by group):\n");
+    print!("{:<14}", "scenario");
+    for g in GROUPS {
+        print!(" {g:>10}");
+    }
+    println!(
+        " {:>10} {:>10} {:>10} {:>10}",
+        "server", "bench", "idle", "steal"
+    );
+    let pct = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"));
+    for r in rows {
+        let t = &r.cpu.server_threads;
+        print!("{:<14}", r.scenario);
+        for g in GROUPS {
+            print!(" {:>10}", pct(t.get(g).copied()));
+        }
+        let server = (!t.is_empty()).then(|| t.values().sum::<f64>());
+        println!(
+            " {:>10} {:>10} {:>10} {:>10}",
+            pct(server),
+            pct(r.cpu.bench_cpu_percent),
+            pct(r.cpu.machine_idle_percent),
+            pct(r.cpu.machine_steal_percent)
         );
     }
 }
@@ -1001,6 +1049,7 @@ async fn main() -> anyhow::Result<()> {
         println!("\nAll results (concurrency {}):", args.concurrency);
     }
     print_table(&rows);
+    print_cpu_table(&rows);
     // Over several rounds the medians may come from different rounds: the
     // targets' table gives each round's own ratio instead.
     if let (1, Some(noop), Some(accept)) = (

@@ -22,7 +22,7 @@ pub struct Server {
 
 /// CPU seconds (user + system), peak resident memory and bytes written
 /// to storage of a process.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Usage {
     pub cpu_seconds: f64,
     pub peak_rss_mb: f64,
@@ -33,8 +33,42 @@ pub struct Usage {
     /// The writer thread's (`db-writer`) time on a CPU and time waiting
     /// in the run queue for one, in seconds (`/proc/<pid>/task/*/schedstat`).
     pub writer: Option<(f64, f64)>,
+    /// Each of the process's threads: its group (`thread_group`) and its
+    /// seconds on a CPU so far, by thread id.
+    pub threads: std::collections::HashMap<u32, (&'static str, f64)>,
+    /// The machine's CPU time so far (`/proc/stat`), if it could be read.
+    pub machine: Option<MachineTicks>,
+    /// This program's own CPU seconds so far: the load generator and the
+    /// webhook receiver, on the same cores as the server.
+    pub bench_cpu_seconds: f64,
     /// When this was read.
     pub at: std::time::Instant,
+}
+
+/// The machine's CPU time over all its CPUs, in ticks of `/proc/stat`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MachineTicks {
+    /// Idle, waiting for I/O included.
+    pub idle: u64,
+    /// Taken by the hypervisor for other guests (a shared VM's steal).
+    pub steal: u64,
+    /// Every state but the guests' (counted in user already).
+    pub total: u64,
+}
+
+/// Where the CPU went over a run: the server's threads by group, this
+/// program, and what was left idle or stolen, each in percent of one core
+/// (so the machine's cores add up to 100 each).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CpuSplit {
+    /// The server's threads by group (`thread_group`), percent of one core.
+    pub server_threads: std::collections::BTreeMap<&'static str, f64>,
+    /// This program (load generator and receiver), percent of one core.
+    pub bench_cpu_percent: Option<f64>,
+    /// The machine's idle time, percent of one core (two cores: up to 200).
+    pub machine_idle_percent: Option<f64>,
+    /// Time the hypervisor gave to other guests, percent of one core.
+    pub machine_steal_percent: Option<f64>,
 }
 
 impl Usage {
@@ -61,6 +95,32 @@ impl Usage {
     pub fn writer_us_per(&self, before: &Usage, ops: usize) -> Option<f64> {
         let (run, _) = self.writer_since(before)?;
         (ops > 0).then(|| 1e6 * run / ops as f64)
+    }
+
+    /// Where the CPU went between `before` and `self` (`CpuSplit`). A
+    /// thread that ended between the two readings is not counted.
+    pub fn cpu_split(&self, before: &Usage) -> CpuSplit {
+        let wall = self.at.duration_since(before.at).as_secs_f64().max(1e-9);
+        let mut server_threads = std::collections::BTreeMap::new();
+        for (tid, (group, seconds)) in &self.threads {
+            let earlier = before.threads.get(tid).map_or(0.0, |t| t.1);
+            *server_threads.entry(*group).or_insert(0.0) +=
+                100.0 * (seconds - earlier).max(0.0) / wall;
+        }
+        let machine = self.machine.zip(before.machine).map(|(a, b)| {
+            let total = a.total.saturating_sub(b.total).max(1) as f64;
+            // Percent of one core: the share of all ticks times the cores.
+            let cores = wall_cores(total, wall);
+            let share = |x: u64, y: u64| 100.0 * cores * x.saturating_sub(y) as f64 / total;
+            (share(a.idle, b.idle), share(a.steal, b.steal))
+        });
+        CpuSplit {
+            server_threads,
+            bench_cpu_percent: (self.bench_cpu_seconds > 0.0)
+                .then(|| 100.0 * (self.bench_cpu_seconds - before.bench_cpu_seconds) / wall),
+            machine_idle_percent: machine.map(|m| m.0),
+            machine_steal_percent: machine.map(|m| m.1),
+        }
     }
 
     /// Kilobytes written to storage between `before` and `self`, per
@@ -214,15 +274,7 @@ impl Drop for Server {
 
 /// CPU seconds and peak RSS of `pid` (Linux `/proc`; zeros elsewhere).
 pub fn usage_of(pid: u32) -> Usage {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which may hold spaces) start at ") ".
-    let after = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line: 12 and 13 here.
-    let ticks: f64 = [11, 12]
-        .iter()
-        .filter_map(|i| fields.get(*i).and_then(|v| v.parse::<f64>().ok()))
-        .sum();
+    let cpu_seconds = cpu_seconds_of(&pid.to_string());
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let hwm_kb: f64 = status
         .lines()
@@ -236,13 +288,95 @@ pub fn usage_of(pid: u32) -> Usage {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
     Usage {
-        // USER_HZ is 100 on Linux.
-        cpu_seconds: ticks / 100.0,
+        cpu_seconds,
         peak_rss_mb: hwm_kb / 1024.0,
         disk_write_bytes,
         writer: writer_schedstat(pid),
+        threads: threads_of(pid),
+        machine: machine_ticks(),
+        bench_cpu_seconds: cpu_seconds_of("self"),
         at: std::time::Instant::now(),
     }
+}
+
+/// The cores a span of `ticks` of every CPU's time stands for over `wall`
+/// seconds (`/proc/stat` counts in USER_HZ, 100 a second, per CPU): the
+/// machine's CPU count, read from the counts themselves.
+fn wall_cores(ticks: f64, wall: f64) -> f64 {
+    (ticks / 100.0 / wall).round().max(1.0)
+}
+
+/// User and system CPU seconds of `/proc/<pid>` (`self` for this process).
+fn cpu_seconds_of(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat_cpu_seconds(&stat)
+}
+
+/// User and system CPU seconds of a `stat` line of `/proc`.
+fn stat_cpu_seconds(stat: &str) -> f64 {
+    // Fields after the command name (which may hold spaces) start at ") ".
+    let after = stat.rsplit_once(") ").map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line: 12 and 13 here.
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|i| fields.get(*i).and_then(|v| v.parse::<f64>().ok()))
+        .sum();
+    // USER_HZ is 100 on Linux.
+    ticks / 100.0
+}
+
+/// The group a server thread is counted in, by its name: the writer, its
+/// sync and checkpoint threads, the simulator's ledger, the Tokio runtime's
+/// threads (its workers and blocking pool), and the rest.
+pub fn thread_group(comm: &str) -> &'static str {
+    match comm {
+        "db-writer" => "writer",
+        "db-sync" => "sync",
+        "db-checkpoint" => "checkpoint",
+        "sim-ledger" => "sim ledger",
+        c if c.starts_with("tokio") => "tokio",
+        _ => "other",
+    }
+}
+
+/// Every thread of `pid`: its group and its seconds on a CPU (the first
+/// field of `schedstat`, in nanoseconds).
+fn threads_of(pid: u32) -> std::collections::HashMap<u32, (&'static str, f64)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Default::default();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| {
+            let tid: u32 = t.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
+            let stat = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
+            let ns: f64 = stat.split_whitespace().next()?.parse().ok()?;
+            Some((tid, (thread_group(comm.trim_end()), ns / 1e9)))
+        })
+        .collect()
+}
+
+/// The machine's CPU time so far, from the first line of `/proc/stat`:
+/// `cpu user nice system idle iowait irq softirq steal guest guest_nice`.
+fn machine_ticks() -> Option<MachineTicks> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    parse_machine_ticks(stat.lines().next()?)
+}
+
+fn parse_machine_ticks(line: &str) -> Option<MachineTicks> {
+    let mut fields = line.split_whitespace();
+    if fields.next()? != "cpu" {
+        return None;
+    }
+    let v: Vec<u64> = fields.map(|f| f.parse().ok()).collect::<Option<_>>()?;
+    let at = |i: usize| v.get(i).copied().unwrap_or(0);
+    Some(MachineTicks {
+        idle: at(3) + at(4),
+        steal: at(7),
+        total: (0..8).map(at).sum(),
+    })
 }
 
 /// The `db-writer` thread's run and run-queue wait, in seconds: the first
@@ -269,4 +403,55 @@ pub fn ledger(data_dir: &Path) -> anyhow::Result<(usize, u32)> {
         .count();
     let repeated = rows.iter().map(|r| r.calls_after_accept).sum();
     Ok((sends, repeated))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_machine_line_of_proc_stat_is_read() {
+        let t = parse_machine_ticks("cpu  100 5 50 800 20 1 2 30 0 0").unwrap();
+        assert_eq!((t.idle, t.steal, t.total), (820, 30, 1008));
+        assert!(parse_machine_ticks("cpu0 1 2 3 4").is_none());
+        assert!(parse_machine_ticks("cpu  1 x 3").is_none());
+        assert!(parse_machine_ticks("").is_none());
+    }
+
+    #[test]
+    fn a_stat_line_gives_user_and_system_seconds() {
+        // A command name with spaces and a parenthesis does not shift the fields.
+        let line = "42 (a (b) c) S 1 42 42 0 -1 4194304 100 0 0 0 250 50 0 0 20 0 1 0 1 1 1";
+        assert!((stat_cpu_seconds(line) - 3.0).abs() < 1e-9);
+        assert_eq!(stat_cpu_seconds(""), 0.0);
+    }
+
+    #[test]
+    fn threads_are_grouped_by_name() {
+        assert_eq!(thread_group("db-writer"), "writer");
+        assert_eq!(thread_group("tokio-rt-worker"), "tokio");
+        assert_eq!(thread_group("tokio-runtime-w"), "tokio");
+        assert_eq!(thread_group("sim-ledger"), "sim ledger");
+        assert_eq!(thread_group("switchboard"), "other");
+    }
+
+    #[test]
+    fn this_process_is_read_and_split() {
+        let before = usage_of(std::process::id());
+        // Some work on this thread, so the split has something to count.
+        let mut x = 0u64;
+        let until = std::time::Instant::now() + std::time::Duration::from_millis(50);
+        while std::time::Instant::now() < until {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        assert_ne!(x, 7);
+        let after = usage_of(std::process::id());
+        let split = after.cpu_split(&before);
+        let threads: f64 = split.server_threads.values().sum();
+        assert!(threads > 20.0, "{split:?}");
+        let idle = split
+            .machine_idle_percent
+            .expect("/proc/stat is read on Linux");
+        assert!((0.0..=100.0 * 64.0).contains(&idle), "{split:?}");
+    }
 }

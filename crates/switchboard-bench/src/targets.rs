@@ -200,6 +200,7 @@ mod tests {
             db_cpu_percent: None,
             server_disk_kb_per_op: None,
             writer: crate::Writer::default(),
+            cpu: crate::server::CpuSplit::default(),
             notes: String::new(),
             extra: Value::Null,
         }
