@@ -167,6 +167,13 @@ impl Row {
         self
     }
 
+    /// Where the CPU went over a span of its own, where the run's end
+    /// reading comes after a tail the figures should not count.
+    fn with_cpu_split(mut self, split: server::CpuSplit) -> Row {
+        self.cpu = split;
+        self
+    }
+
     /// The disk figure does not apply (PostgreSQL writes in its own process).
     fn on_postgres(mut self) -> Row {
         self.server_disk_kb_per_op = None;
@@ -689,6 +696,8 @@ async fn e2e(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Where the CPU went, over the run to its last terminal webhook.
+    let drained = server.usage();
     // Let stragglers (duplicates, the every-event tail) arrive briefly.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = server.usage();
@@ -765,7 +774,8 @@ async fn e2e(
             "group_commit_writes": commits.map(|c| c.1),
         }),
     }
-    .with_threads(&before, &after))
+    .with_threads(&before, &after)
+    .with_cpu_split(drained.cpu_split(&before)))
 }
 
 /// Events of many messages fanned out to several endpoints by a range
