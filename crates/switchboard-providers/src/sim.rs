@@ -156,6 +156,12 @@ pub struct SimProvider {
     callback_secret: String,
 }
 
+/// The ledger's tables. Each send writes one B-tree of `sim_sends` (keyed
+/// by the message id, `WITHOUT ROWID`) and the table and due index of its
+/// receipts, whose ids are row numbers (no `AUTOINCREMENT`: receipts are
+/// never deleted, so a number is never given twice, and SQLite's sequence
+/// table is not written by every send). Ledgers made before that layout
+/// are rebuilt once when opened (`upgrade_ledger`).
 const LEDGER_SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sim_sends (
     key                 TEXT PRIMARY KEY,
@@ -164,9 +170,9 @@ CREATE TABLE IF NOT EXISTS sim_sends (
     calls_after_accept  INTEGER NOT NULL DEFAULT 0,
     provider_message_id TEXT,
     accepted_at         INTEGER
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sim_receipts (
-    id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+    id                  INTEGER PRIMARY KEY,
     provider_message_id TEXT NOT NULL,
     kind                TEXT NOT NULL,
     due_at              INTEGER NOT NULL,
@@ -174,6 +180,57 @@ CREATE TABLE IF NOT EXISTS sim_receipts (
 );
 CREATE INDEX IF NOT EXISTS sim_receipts_due ON sim_receipts (due_at) WHERE reported = 0;
 ";
+
+/// Rebuilds the tables of a ledger made before `LEDGER_SCHEMA`'s layout
+/// (a rowid `sim_sends` with an index on its key, `sim_receipts` numbered
+/// by `AUTOINCREMENT`), keeping every row and receipt id. Nodes sharing a
+/// data directory may open the ledger at once: the check and the rebuild
+/// are one immediate transaction, so one of them rebuilds and the others
+/// find it done.
+fn upgrade_ledger(conn: &mut Connection) -> Result<(), rusqlite::Error> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let sql_of = |name: &str| -> Result<Option<String>, rusqlite::Error> {
+        tx.query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [name],
+            |r| r.get(0),
+        )
+        .optional()
+    };
+    if sql_of("sim_sends")?.is_some_and(|sql| !sql.contains("WITHOUT ROWID")) {
+        tx.execute_batch(
+            "CREATE TABLE sim_sends_v2 (
+                 key                 TEXT PRIMARY KEY,
+                 to_phone            TEXT NOT NULL,
+                 calls               INTEGER NOT NULL,
+                 calls_after_accept  INTEGER NOT NULL DEFAULT 0,
+                 provider_message_id TEXT,
+                 accepted_at         INTEGER
+             ) WITHOUT ROWID;
+             INSERT INTO sim_sends_v2 (key, to_phone, calls, calls_after_accept, provider_message_id, accepted_at)
+                 SELECT key, to_phone, calls, calls_after_accept, provider_message_id, accepted_at FROM sim_sends;
+             DROP TABLE sim_sends;
+             ALTER TABLE sim_sends_v2 RENAME TO sim_sends;",
+        )?;
+    }
+    if sql_of("sim_receipts")?.is_some_and(|sql| sql.contains("AUTOINCREMENT")) {
+        tx.execute_batch(
+            "CREATE TABLE sim_receipts_v2 (
+                 id                  INTEGER PRIMARY KEY,
+                 provider_message_id TEXT NOT NULL,
+                 kind                TEXT NOT NULL,
+                 due_at              INTEGER NOT NULL,
+                 reported            INTEGER NOT NULL DEFAULT 0
+             );
+             INSERT INTO sim_receipts_v2 (id, provider_message_id, kind, due_at, reported)
+                 SELECT id, provider_message_id, kind, due_at, reported FROM sim_receipts ORDER BY id;
+             DROP TABLE sim_receipts;
+             ALTER TABLE sim_receipts_v2 RENAME TO sim_receipts;
+             CREATE INDEX sim_receipts_due ON sim_receipts (due_at) WHERE reported = 0;",
+        )?;
+    }
+    tx.commit()
+}
 
 /// The simulator's provider id.
 pub const SIM_PROVIDER_ID: &str = "pr_sim";
@@ -316,6 +373,8 @@ impl SimProvider {
             rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
             true,
         )?;
+        let mut conn = conn;
+        upgrade_ledger(&mut conn)?;
         conn.execute_batch(LEDGER_SCHEMA)?;
         let ledger = Arc::new(Mutex::new(conn));
         let (calls, rx) = tokio::sync::mpsc::channel(LEDGER_QUEUE);
@@ -764,6 +823,110 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(receipts.len(), 270);
+    }
+
+    /// A ledger made before the leaner layout (a rowid `sim_sends`,
+    /// `AUTOINCREMENT` receipts) is rebuilt when opened: its sends, their
+    /// counts and its receipts with their ids and states are kept, a
+    /// repeated call is still a repeat, and new receipts are numbered
+    /// after the old ones. Opening it again changes nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_ledger_of_the_old_layout_is_rebuilt_with_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let c = Connection::open(dir.path().join(LEDGER_FILE)).unwrap();
+            c.execute_batch(
+                "CREATE TABLE sim_sends (
+                     key                 TEXT PRIMARY KEY,
+                     to_phone            TEXT NOT NULL,
+                     calls               INTEGER NOT NULL,
+                     calls_after_accept  INTEGER NOT NULL DEFAULT 0,
+                     provider_message_id TEXT,
+                     accepted_at         INTEGER
+                 );
+                 CREATE TABLE sim_receipts (
+                     id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+                     provider_message_id TEXT NOT NULL,
+                     kind                TEXT NOT NULL,
+                     due_at              INTEGER NOT NULL,
+                     reported            INTEGER NOT NULL DEFAULT 0
+                 );
+                 CREATE INDEX sim_receipts_due ON sim_receipts (due_at) WHERE reported = 0;
+                 INSERT INTO sim_sends VALUES ('msg_old1', '+14155550123', 2, 1, 'SIMmsgold1', 1000);
+                 INSERT INTO sim_sends VALUES ('msg_old2', '+14155550599', 3, 0, NULL, NULL);
+                 INSERT INTO sim_receipts (id, provider_message_id, kind, due_at, reported)
+                     VALUES (7, 'SIMmsgold1', 'delivered', 1050, 1), (9, 'SIMmsgold1', 'read', 1100, 0);",
+            )
+            .unwrap();
+        }
+        let sim = sim(&dir);
+        let layout = |name: &str| -> String {
+            let c = sim.ledger.lock().unwrap();
+            c.query_row(
+                "SELECT sql FROM sqlite_master WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        assert!(layout("sim_sends").contains("WITHOUT ROWID"));
+        assert!(!layout("sim_receipts").contains("AUTOINCREMENT"));
+        let sends = sim.sends().await.unwrap();
+        let counts: Vec<(&str, u32, u32, Option<&str>)> = sends
+            .iter()
+            .map(|r| {
+                (
+                    r.key.as_str(),
+                    r.calls,
+                    r.calls_after_accept,
+                    r.provider_message_id.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            counts,
+            [
+                ("msg_old1", 2, 1, Some("SIMmsgold1")),
+                ("msg_old2", 3, 0, None)
+            ]
+        );
+        // The old receipt still pending is due; the reported one is not.
+        let due = sim
+            .due_receipts(Timestamp::from_millis(2_000), 100)
+            .await
+            .unwrap();
+        let due: Vec<(i64, &str)> = due.iter().map(|r| (r.id, r.kind.as_str())).collect();
+        assert_eq!(due, [(9, "read")]);
+        // A repeat of an old send is a repeat; a new send's receipt is
+        // numbered after the old ones.
+        let again = sim
+            .send(&request("msg_old1", "+14155550123"))
+            .await
+            .unwrap();
+        assert_eq!(again.provider_message_id, "SIMmsgold1");
+        sim.send(&request("msg_new1", "+14155550123"))
+            .await
+            .unwrap();
+        let (max_id, indexes): (i64, i64) = {
+            let c = sim.ledger.lock().unwrap();
+            (
+                c.query_row("SELECT max(id) FROM sim_receipts", [], |r| r.get(0))
+                    .unwrap(),
+                c.query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'sim_receipts_due'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap(),
+            )
+        };
+        assert_eq!((max_id, indexes), (10, 1));
+        let after = sim.sends().await.unwrap();
+        assert_eq!(after.iter().find(|r| r.key == "msg_old1").unwrap().calls, 3);
+        drop(sim);
+        // Opened again: nothing to rebuild, the rows as they were.
+        let sim = self::sim(&dir);
+        assert_eq!(sim.sends().await.unwrap().len(), 3);
     }
 
     fn sim(dir: &tempfile::TempDir) -> SimProvider {
