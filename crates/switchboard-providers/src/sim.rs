@@ -162,26 +162,32 @@ pub struct SimProvider {
 /// never deleted, so a number is never given twice, and SQLite's sequence
 /// table is not written by every send). Ledgers made before that layout
 /// are rebuilt once when opened (`upgrade_ledger`).
-const LEDGER_SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS sim_sends (
+const SENDS_TABLE: &str = "(
     key                 TEXT PRIMARY KEY,
     to_phone            TEXT NOT NULL,
     calls               INTEGER NOT NULL,
     calls_after_accept  INTEGER NOT NULL DEFAULT 0,
     provider_message_id TEXT,
     accepted_at         INTEGER
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS sim_receipts (
+) WITHOUT ROWID";
+const RECEIPTS_TABLE: &str = "(
     id                  INTEGER PRIMARY KEY,
     provider_message_id TEXT NOT NULL,
     kind                TEXT NOT NULL,
     due_at              INTEGER NOT NULL,
     reported            INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS sim_receipts_due ON sim_receipts (due_at) WHERE reported = 0;
-";
+)";
+const RECEIPTS_DUE: &str = "sim_receipts_due ON sim_receipts (due_at) WHERE reported = 0";
 
-/// Rebuilds the tables of a ledger made before `LEDGER_SCHEMA`'s layout
+fn ledger_schema() -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS sim_sends {SENDS_TABLE};
+         CREATE TABLE IF NOT EXISTS sim_receipts {RECEIPTS_TABLE};
+         CREATE INDEX IF NOT EXISTS {RECEIPTS_DUE};"
+    )
+}
+
+/// Rebuilds the tables of a ledger made before `ledger_schema`'s layout
 /// (a rowid `sim_sends` with an index on its key, `sim_receipts` numbered
 /// by `AUTOINCREMENT`), keeping every row and receipt id. Nodes sharing a
 /// data directory may open the ledger at once: the check and the rebuild
@@ -198,36 +204,23 @@ fn upgrade_ledger(conn: &mut Connection) -> Result<(), rusqlite::Error> {
         .optional()
     };
     if sql_of("sim_sends")?.is_some_and(|sql| !sql.contains("WITHOUT ROWID")) {
-        tx.execute_batch(
-            "CREATE TABLE sim_sends_v2 (
-                 key                 TEXT PRIMARY KEY,
-                 to_phone            TEXT NOT NULL,
-                 calls               INTEGER NOT NULL,
-                 calls_after_accept  INTEGER NOT NULL DEFAULT 0,
-                 provider_message_id TEXT,
-                 accepted_at         INTEGER
-             ) WITHOUT ROWID;
+        tx.execute_batch(&format!(
+            "CREATE TABLE sim_sends_v2 {SENDS_TABLE};
              INSERT INTO sim_sends_v2 (key, to_phone, calls, calls_after_accept, provider_message_id, accepted_at)
                  SELECT key, to_phone, calls, calls_after_accept, provider_message_id, accepted_at FROM sim_sends;
              DROP TABLE sim_sends;
-             ALTER TABLE sim_sends_v2 RENAME TO sim_sends;",
-        )?;
+             ALTER TABLE sim_sends_v2 RENAME TO sim_sends;"
+        ))?;
     }
     if sql_of("sim_receipts")?.is_some_and(|sql| sql.contains("AUTOINCREMENT")) {
-        tx.execute_batch(
-            "CREATE TABLE sim_receipts_v2 (
-                 id                  INTEGER PRIMARY KEY,
-                 provider_message_id TEXT NOT NULL,
-                 kind                TEXT NOT NULL,
-                 due_at              INTEGER NOT NULL,
-                 reported            INTEGER NOT NULL DEFAULT 0
-             );
+        tx.execute_batch(&format!(
+            "CREATE TABLE sim_receipts_v2 {RECEIPTS_TABLE};
              INSERT INTO sim_receipts_v2 (id, provider_message_id, kind, due_at, reported)
                  SELECT id, provider_message_id, kind, due_at, reported FROM sim_receipts ORDER BY id;
              DROP TABLE sim_receipts;
              ALTER TABLE sim_receipts_v2 RENAME TO sim_receipts;
-             CREATE INDEX sim_receipts_due ON sim_receipts (due_at) WHERE reported = 0;",
-        )?;
+             CREATE INDEX {RECEIPTS_DUE};"
+        ))?;
     }
     tx.commit()
 }
@@ -375,7 +368,7 @@ impl SimProvider {
         )?;
         let mut conn = conn;
         upgrade_ledger(&mut conn)?;
-        conn.execute_batch(LEDGER_SCHEMA)?;
+        conn.execute_batch(&ledger_schema())?;
         let ledger = Arc::new(Mutex::new(conn));
         let (calls, rx) = tokio::sync::mpsc::channel(LEDGER_QUEUE);
         let l = ledger.clone();
@@ -835,28 +828,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let c = Connection::open(dir.path().join(LEDGER_FILE)).unwrap();
-            c.execute_batch(
-                "CREATE TABLE sim_sends (
-                     key                 TEXT PRIMARY KEY,
-                     to_phone            TEXT NOT NULL,
-                     calls               INTEGER NOT NULL,
-                     calls_after_accept  INTEGER NOT NULL DEFAULT 0,
-                     provider_message_id TEXT,
-                     accepted_at         INTEGER
-                 );
-                 CREATE TABLE sim_receipts (
-                     id                  INTEGER PRIMARY KEY AUTOINCREMENT,
-                     provider_message_id TEXT NOT NULL,
-                     kind                TEXT NOT NULL,
-                     due_at              INTEGER NOT NULL,
-                     reported            INTEGER NOT NULL DEFAULT 0
-                 );
-                 CREATE INDEX sim_receipts_due ON sim_receipts (due_at) WHERE reported = 0;
+            // The layout before: the same columns, `sim_sends` a rowid table
+            // and the receipts numbered by `AUTOINCREMENT`.
+            let old_receipts = RECEIPTS_TABLE
+                .replace("INTEGER PRIMARY KEY,", "INTEGER PRIMARY KEY AUTOINCREMENT,");
+            assert_ne!(old_receipts, RECEIPTS_TABLE);
+            c.execute_batch(&format!(
+                "CREATE TABLE sim_sends {};
+                 CREATE TABLE sim_receipts {old_receipts};
+                 CREATE INDEX {RECEIPTS_DUE};
                  INSERT INTO sim_sends VALUES ('msg_old1', '+14155550123', 2, 1, 'SIMmsgold1', 1000);
                  INSERT INTO sim_sends VALUES ('msg_old2', '+14155550599', 3, 0, NULL, NULL);
                  INSERT INTO sim_receipts (id, provider_message_id, kind, due_at, reported)
                      VALUES (7, 'SIMmsgold1', 'delivered', 1050, 1), (9, 'SIMmsgold1', 'read', 1100, 0);",
-            )
+                SENDS_TABLE.trim_end_matches(" WITHOUT ROWID")
+            ))
             .unwrap();
         }
         let sim = sim(&dir);
@@ -1013,7 +999,7 @@ mod tests {
     fn repeated_calls_follow_each_behaviour_and_schedule_receipts_once() {
         let dir = tempfile::tempdir().unwrap();
         let mut c = Connection::open(dir.path().join("ledger.db")).unwrap();
-        c.execute_batch(LEDGER_SCHEMA).unwrap();
+        c.execute_batch(&ledger_schema()).unwrap();
         let now = Timestamp::from_millis(1_790_000_000_000);
         let delay = Duration::from_millis(50);
         for (to, receipts) in [
