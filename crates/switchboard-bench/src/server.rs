@@ -34,8 +34,8 @@ pub struct Usage {
     /// in the run queue for one, in seconds (`/proc/<pid>/task/*/schedstat`).
     pub writer: Option<(f64, f64)>,
     /// Each of the process's threads: its group (`thread_group`) and its
-    /// seconds on a CPU so far, by thread id.
-    pub threads: std::collections::HashMap<u32, (&'static str, f64)>,
+    /// seconds on a CPU so far, by thread id (`threads_of`).
+    pub threads: Threads,
     /// The machine's CPU time so far (`/proc/stat`), if it could be read.
     pub machine: Option<MachineTicks>,
     /// This program's own CPU seconds so far: the load generator and the
@@ -44,6 +44,10 @@ pub struct Usage {
     /// When this was read.
     pub at: std::time::Instant,
 }
+
+/// A process's threads by id: each one's group (`thread_group`) and its
+/// seconds on a CPU.
+pub type Threads = std::collections::HashMap<u32, (&'static str, f64)>;
 
 /// The machine's CPU time over all its CPUs, in ticks of `/proc/stat`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -287,12 +291,13 @@ pub fn usage_of(pid: u32) -> Usage {
         .find_map(|l| l.strip_prefix("write_bytes:"))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
+    let (threads, writer) = threads_of(pid);
     Usage {
         cpu_seconds,
         peak_rss_mb: hwm_kb / 1024.0,
         disk_write_bytes,
-        writer: writer_schedstat(pid),
-        threads: threads_of(pid),
+        writer,
+        threads,
         machine: machine_ticks(),
         bench_cpu_seconds: cpu_seconds_of("self"),
         at: std::time::Instant::now(),
@@ -340,22 +345,33 @@ pub fn thread_group(comm: &str) -> &'static str {
     }
 }
 
-/// Every thread of `pid`: its group and its seconds on a CPU (the first
-/// field of `schedstat`, in nanoseconds).
-fn threads_of(pid: u32) -> std::collections::HashMap<u32, (&'static str, f64)> {
+/// Every thread of `pid`, by thread id: its group and its seconds on a
+/// CPU; and the `db-writer` thread's seconds on a CPU and waiting in the
+/// run queue for one. Both from the first two fields of each thread's
+/// `schedstat` (nanoseconds; Linux with schedstats), read once.
+fn threads_of(pid: u32) -> (Threads, Option<(f64, f64)>) {
+    let mut threads = Threads::new();
+    let mut writer = None;
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Default::default();
+        return (threads, writer);
     };
-    tasks
-        .flatten()
-        .filter_map(|t| {
+    for t in tasks.flatten() {
+        let read = || -> Option<(u32, &'static str, f64, f64)> {
             let tid: u32 = t.file_name().to_str()?.parse().ok()?;
             let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
             let stat = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
-            let ns: f64 = stat.split_whitespace().next()?.parse().ok()?;
-            Some((tid, (thread_group(comm.trim_end()), ns / 1e9)))
-        })
-        .collect()
+            let mut f = stat.split_whitespace().map(|v| v.parse::<f64>().ok());
+            let (run, wait) = (f.next()??, f.next()??);
+            Some((tid, thread_group(comm.trim_end()), run / 1e9, wait / 1e9))
+        };
+        if let Some((tid, group, run, wait)) = read() {
+            if group == "writer" {
+                writer = Some((run, wait));
+            }
+            threads.insert(tid, (group, run));
+        }
+    }
+    (threads, writer)
 }
 
 /// The machine's CPU time so far, from the first line of `/proc/stat`:
@@ -376,21 +392,6 @@ fn parse_machine_ticks(line: &str) -> Option<MachineTicks> {
         idle: at(3) + at(4),
         steal: at(7),
         total: (0..8).map(at).sum(),
-    })
-}
-
-/// The `db-writer` thread's run and run-queue wait, in seconds: the first
-/// two fields of its `schedstat` (nanoseconds; Linux with schedstats).
-fn writer_schedstat(pid: u32) -> Option<(f64, f64)> {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
-    tasks.flatten().find_map(|t| {
-        let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
-        if comm.trim_end() != "db-writer" {
-            return None;
-        }
-        let stat = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
-        let mut f = stat.split_whitespace().map(|v| v.parse::<f64>().ok());
-        Some((f.next()?? / 1e9, f.next()?? / 1e9))
     })
 }
 

@@ -352,7 +352,7 @@ impl SimProvider {
         config: SimConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, rusqlite::Error> {
-        let conn = Connection::open(data_dir.join(LEDGER_FILE))?;
+        let mut conn = Connection::open(data_dir.join(LEDGER_FILE))?;
         // Nodes sharing a data directory (several nodes on one PostgreSQL,
         // one machine) share the ledger: wait for each other's writes.
         conn.busy_timeout(Duration::from_secs(10))?;
@@ -366,7 +366,6 @@ impl SimProvider {
             rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
             true,
         )?;
-        let mut conn = conn;
         upgrade_ledger(&mut conn)?;
         conn.execute_batch(&ledger_schema())?;
         let ledger = Arc::new(Mutex::new(conn));
