@@ -23,19 +23,21 @@
 //!   journal and cache cost the writer about a seventh of its time,
 //!   bench/HISTORY.md, "Fifteenth session".)
 //! - The writer sweeps the pending entries into their tables in key
-//!   order, a share of them a step, a step every [`EVERY`], a sweep at
-//!   most every [`PERIOD`] ([`sweep_step`]): entries that arrive together
-//!   share leaf pages there, and each step's commit touches one stretch of
-//!   each table. It steps before batches, and by the clock while no job
-//!   arrives until the mark has reached the last row ([`due`]), so a
-//!   burst's entries do not wait in memory for the next write.
+//!   order, a share of them a step, a step every [`EVERY`] ([`sweep_step`]).
+//!   A sweep begins at most once a second, and, once the tables are large,
+//!   only when the pending entries have grown to a share of them ([`PACE`]):
+//!   entries that arrive together share leaf pages there, and each step's
+//!   commit touches one stretch of each table. It steps before batches,
+//!   and by the clock while no job arrives until the mark has reached the
+//!   last row ([`due`]), so a burst's entries do not wait in memory for
+//!   the next write.
 //! - When a sweep ends, every message up to the last row when it began
 //!   has its entries in the tables, and `written_behind` marks that row.
 //! - The writer, which accepts alone, looks a key or a recipient up in its
 //!   pending entries and in the swept table ([`keys_sql`], [`last_to`]).
 //!   Readers, which cannot see the writer's memory, read the swept table
 //!   for the messages up to the mark and the message rows after it, at
-//!   most a sweep or two of them ([`listing_to_sql`]).
+//!   most a sweep or two of them, which [`PACE`] bounds ([`listing_to_sql`]).
 //! - If the process stops without finishing a sweep, the entries since the
 //!   mark are still in their message rows: on start ([`prepare`]) they are
 //!   copied before the first accept. The mark is a row number, which only
@@ -60,17 +62,65 @@ use crate::error::StoreError;
 /// How often the writer takes a step of a sweep.
 pub const EVERY: Duration = Duration::from_millis(20);
 
-/// How often a sweep begins at most.
-const PERIOD: Duration = Duration::from_secs(1);
-
-/// Steps per sweep at most: a sweep takes up to a second. (Fewer, larger
-/// steps made p99 worse: each step's commit stalls the accepts behind it;
-/// more, smaller ones wrote the same pages again and again. bench/HISTORY.md,
-/// "Fifteenth session".)
+/// Steps per sweep at least: a sweep of a second's entries takes up to a
+/// second. (Fewer, larger steps made p99 worse: each step's commit stalls
+/// the accepts behind it; more, smaller ones wrote the same pages again
+/// and again. bench/HISTORY.md, "Fifteenth session".)
 const STEPS: usize = 50;
+
+/// A larger sweep is split into steps of about this many entries of a
+/// table, in up to five times [`STEPS`] steps, so a step's commit stays as
+/// short as one of a sweep a second at 20,000 accepts a second.
+const STEP_SIZE: usize = 400;
 
 /// The fewest entries a step moves from one table.
 const MIN_STEP: usize = 256;
+
+/// When a sweep begins ([`Pending::begins_in`]).
+#[derive(Debug)]
+struct Pace {
+    /// The least time from one sweep's start to the next.
+    least: Duration,
+    /// The most: a sweep then begins whatever is pending.
+    most: Duration,
+    /// In between, a sweep begins once the pending entries of a table are
+    /// a `share`th of the entries it holds, or `cap` of them if fewer...
+    share: usize,
+    cap: usize,
+    /// ...or once no entry has arrived for `quiet`.
+    quiet: Duration,
+}
+
+/// The writer's pace. A leaf page is written once per sweep whatever
+/// number of its entries the sweep moves, so a sweep of too few entries
+/// for the table rewrites a page for every one or two of them: over 40 s
+/// of accepts (800,000 keys, random, and 10,000 recipients) a sweep a
+/// second wrote 12 KB per accept and put p99 over 10 ms (bench/HISTORY.md,
+/// "Thirty-third session"; "Thirty-fourth session": 8 KB and 8.9 ms at this
+/// pace). Waiting until the entries pending are an eighth of the table's
+/// gives each leaf four to six of them at 35 to 50 entries a leaf. The cap
+/// bounds the memory they take (about 140 bytes an entry, two entries an
+/// accept) and the rows a reader scans after the mark: the mark lags by up
+/// to two sweeps, at 20,000 accepts a second about 120,000 rows (against
+/// 40,000 with a sweep a second). While the tables hold less than about
+/// eight seconds of the accepts arriving, a sweep still begins every
+/// second.
+const PACE: Pace = Pace {
+    least: Duration::from_secs(1),
+    most: Duration::from_secs(5),
+    share: 8,
+    cap: 60_000,
+    quiet: Duration::from_millis(100),
+};
+
+/// A sweep at once: the writer is stopping.
+const NOW: Pace = Pace {
+    least: Duration::ZERO,
+    most: Duration::ZERO,
+    share: 1,
+    cap: 0,
+    quiet: Duration::ZERO,
+};
 
 /// The row of `written_behind` that holds the mark.
 const MARK: &str = "messages";
@@ -162,6 +212,11 @@ pub struct Pending {
     sweep: Option<Sweep>,
     /// When the last sweep began.
     began: Option<Instant>,
+    /// The last message row when the last sweep began: about how many
+    /// entries each table holds.
+    rows: i64,
+    /// When the last entry was recorded.
+    last_added: Option<Instant>,
     /// Nothing pending and the mark at the last message row: the sweep
     /// has nothing to do until the next accept ([`due`]).
     settled: bool,
@@ -210,7 +265,7 @@ pub fn install() {
 }
 
 /// How soon the sweep has a step to take though no write arrives
-/// (`Chore::due`): at once while a sweep is under way, when the period
+/// (`Chore::due`): at once while a sweep is under way, when [`PACE`]
 /// allows the next one while entries are pending or the mark is behind,
 /// and never once settled. So the entries of a burst reach their tables,
 /// and the mark the last row, a second or two after the burst, not at
@@ -222,7 +277,7 @@ pub fn due() -> Option<Duration> {
         } else if p.settled {
             None
         } else {
-            Some(PERIOD.saturating_sub(p.began.map_or(PERIOD, |b| b.elapsed())))
+            Some(p.begins_in(&PACE))
         }
     })
     .flatten()
@@ -285,6 +340,7 @@ impl Pending {
     }
 
     fn add(&mut self, t: usize, e: Entry) {
+        self.last_added = Some(Instant::now());
         if self.tables[t].insert(e.clone()) {
             self.undo.push(Undo::Added(t, e));
             self.set_settled(false);
@@ -301,6 +357,28 @@ impl Pending {
     fn set_sweep(&mut self, s: Option<Sweep>) {
         let old = std::mem::replace(&mut self.sweep, s);
         self.undo.push(Undo::Sweep(old));
+    }
+
+    /// How soon the next sweep begins at `pace`, none being under way
+    /// (zero: now). The first begins at once.
+    fn begins_in(&self, pace: &Pace) -> Duration {
+        let Some(began) = self.began else {
+            return Duration::ZERO;
+        };
+        let since = began.elapsed();
+        if since < pace.least {
+            return pace.least - since;
+        }
+        let pending = self.tables.iter().map(BTreeSet::len).max().unwrap_or(0);
+        let share = (usize::try_from(self.rows).unwrap_or(0) / pace.share.max(1)).min(pace.cap);
+        if pending >= share || since >= pace.most {
+            return Duration::ZERO;
+        }
+        let quiet = self.last_added.map_or(pace.quiet, |t| t.elapsed());
+        if quiet >= pace.quiet {
+            return Duration::ZERO;
+        }
+        (pace.quiet - quiet).min(pace.most - since)
     }
 
     /// The last columns of the entries of table `t` whose first two
@@ -414,8 +492,9 @@ fn insert(c: &Db<'_>, t: &Behind, rows: &[[&str; 3]]) -> Result<(), StoreError> 
 }
 
 /// One step of the sweep that moves the pending entries into their
-/// tables. A sweep goes through the entries pending in key order, in at
-/// most [`STEPS`] steps of a slice of each table, so each step's commit
+/// tables. A sweep goes through the entries pending in key order, in
+/// [`STEPS`] steps of a slice of each table or more for a large sweep
+/// ([`steps_for`]), so each step's commit
 /// touches one stretch of the table's pages (a move of everything at once
 /// stalled the writer for tens of milliseconds: a commit of most of the
 /// table's leaf pages). Entries that arrive meanwhile after the sweep's
@@ -423,38 +502,45 @@ fn insert(c: &Db<'_>, t: &Behind, rows: &[[&str; 3]]) -> Result<(), StoreError> 
 /// pending for each step left, at least [`MIN_STEP`] (a share fixed when
 /// the sweep began never finished under a steady load: the random keys
 /// kept arriving ahead of it); those that arrive behind the position wait
-/// for the next sweep. A sweep begins at most once a [`PERIOD`] (unless
-/// `finish`, when the writer stops): a leaf page is written once per
-/// sweep whatever number of its entries the sweep moves, so sweeps that
-/// followed each other as fast as the steps allowed wrote half as much
-/// again per message in `e2e`. When a sweep ends, every message up to the
+/// for the next sweep. A sweep begins at [`PACE`] (at once with `finish`,
+/// when the writer stops): a leaf page is written once per sweep whatever
+/// number of its entries the sweep moves, so sweeps that followed each
+/// other as fast as the steps allowed wrote half as much again per
+/// message in `e2e`, and a sweep a second into large tables a page for
+/// nearly every entry. When a sweep ends, every message up to the
 /// last row when it began has its entries in the tables, and the mark says
 /// so. Its state changes with the writer's transaction, as the entries do.
 /// Answers whether steps are left (none on a thread without pending
 /// entries, or on PostgreSQL).
 pub fn sweep_step(c: &Db<'_>, finish: bool) -> Result<bool, StoreError> {
-    let period = if finish { Duration::ZERO } else { PERIOD };
-    sweep_step_of(c, STEPS, period)
+    sweep_step_of(c, STEPS, if finish { &NOW } else { &PACE })
 }
 
-/// [`sweep_step`] of a sweep of at most `steps` steps, begun at most once
-/// a `period`.
-fn sweep_step_of(c: &Db<'_>, steps: usize, period: Duration) -> Result<bool, StoreError> {
+/// The steps of a sweep of `pending` entries (of its larger table): at
+/// least `steps`, more for a sweep larger than `steps` of [`STEP_SIZE`],
+/// up to five times as many.
+fn steps_for(pending: usize, steps: usize) -> usize {
+    pending.div_ceil(STEP_SIZE).clamp(steps, 5 * steps)
+}
+
+/// [`sweep_step`] of a sweep of at least `steps` steps, begun at `pace`.
+fn sweep_step_of(c: &Db<'_>, steps: usize, pace: &Pace) -> Result<bool, StoreError> {
     let Db::Lite(conn) = c else {
         return Ok(false);
     };
-    let Some((sweep, began)) = with(|p| (p.sweep.clone(), p.began)) else {
+    let Some((sweep, begins_in)) = with(|p| (p.sweep.clone(), p.begins_in(pace))) else {
         return Ok(false);
     };
     let mut sweep = match sweep {
         Some(s) => s,
-        None if began.is_some_and(|b| b.elapsed() < period) => return Ok(false),
+        None if begins_in > Duration::ZERO => return Ok(false),
         None => {
             with(|p| {
                 let old = p.began.replace(Instant::now());
                 p.undo.push(Undo::Began(old));
             });
             let mark = last_row(conn)?;
+            with(|p| p.rows = mark);
             let sizes = with(|p| p.tables.each_ref().map(BTreeSet::len)).unwrap_or_default();
             if sizes.iter().all(|n| *n == 0) {
                 set_mark(c, mark)?;
@@ -465,7 +551,7 @@ fn sweep_step_of(c: &Db<'_>, steps: usize, period: Duration) -> Result<bool, Sto
                 mark,
                 after: [None, None],
                 done: sizes.map(|n| n == 0),
-                steps_left: steps,
+                steps_left: steps_for(sizes.into_iter().max().unwrap_or(0), steps),
             }
         }
     };
@@ -743,7 +829,7 @@ mod tests {
     /// A step of a sweep of at most `steps` steps, unchecked.
     fn step_of(conn: &Connection, steps: usize) -> bool {
         conn.execute_batch("BEGIN IMMEDIATE").unwrap();
-        let more = sweep_step_of(&Db::Lite(conn), steps, Duration::ZERO).unwrap();
+        let more = sweep_step_of(&Db::Lite(conn), steps, &NOW).unwrap();
         conn.execute_batch("COMMIT").unwrap();
         committed();
         more
@@ -880,6 +966,120 @@ mod tests {
         assert!(pending_keys().is_empty());
         assert_eq!(mark(&conn), 2);
         phones_whole(&conn);
+    }
+
+    /// Past the least time between sweeps, a sweep waits while the
+    /// pending entries of each table are fewer than their share of what
+    /// the tables hold (capped) and entries keep arriving; it begins once
+    /// one table's reach that share, once none has arrived for a while,
+    /// or once the most time has passed, and the wait told is never past
+    /// either.
+    #[test]
+    fn a_sweep_waits_for_its_share_of_the_tables_while_entries_arrive() {
+        let pace = Pace {
+            least: Duration::from_secs(1),
+            most: Duration::from_secs(5),
+            share: 8,
+            cap: 100,
+            quiet: Duration::from_millis(100),
+        };
+        let ago = |ms: u64| Some(Instant::now() - Duration::from_millis(ms));
+        let entry = |i: usize| Entry::new("ws_1", "+1", &format!("msg_{i:04}")).unwrap();
+        let mut p = Pending::default();
+        assert_eq!(p.begins_in(&pace), Duration::ZERO, "the first at once");
+        p.began = ago(400);
+        let wait = p.begins_in(&pace);
+        assert!(
+            wait > Duration::from_millis(500) && wait <= Duration::from_millis(600),
+            "{wait:?}"
+        );
+        // 400 entries in the tables: a sweep wants 50 pending.
+        p.began = ago(1_500);
+        p.rows = 400;
+        for i in 0..49 {
+            p.add(PHONES, entry(i));
+        }
+        p.add(KEYS, Entry::new("ws_1", "k", "msg_0000").unwrap());
+        let wait = p.begins_in(&pace);
+        assert!(
+            wait > Duration::ZERO && wait <= pace.quiet,
+            "49 of 50 and one just arrived: {wait:?}"
+        );
+        p.add(PHONES, entry(49));
+        assert_eq!(p.begins_in(&pace), Duration::ZERO, "50 of 50");
+        // A million in the tables: the cap, 100, not an eighth.
+        p.rows = 1_000_000;
+        assert!(p.begins_in(&pace) > Duration::ZERO);
+        for i in 50..100 {
+            p.add(PHONES, entry(i));
+        }
+        assert_eq!(p.begins_in(&pace), Duration::ZERO, "the cap reached");
+        // Too few, but nothing has arrived for the quiet time.
+        p.rows = 10_000_000;
+        let pace = Pace { cap: 1_000, ..pace };
+        assert!(p.begins_in(&pace) > Duration::ZERO);
+        p.last_added = ago(150);
+        assert_eq!(p.begins_in(&pace), Duration::ZERO, "quiet");
+        // Entries arriving all the time: the most time.
+        p.last_added = ago(0);
+        p.began = ago(4_950);
+        let wait = p.begins_in(&pace);
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_millis(50),
+            "{wait:?}"
+        );
+        p.began = ago(5_000);
+        assert_eq!(p.begins_in(&pace), Duration::ZERO, "the most time");
+    }
+
+    /// The writer's sweep records how large the tables are when it begins,
+    /// and waits for its share of them: an eighth of 800 rows is 100.
+    #[test]
+    fn the_writer_waits_for_an_eighth_of_the_tables_before_a_sweep() {
+        let (_dir, conn) = store();
+        accept_numbered(&conn, 800);
+        let sweep = || {
+            conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+            let more = sweep_step(&Db::Lite(&conn), false).unwrap();
+            conn.execute_batch("COMMIT").unwrap();
+            committed();
+            more
+        };
+        while sweep() {}
+        assert!(pending_keys().is_empty());
+        assert_eq!(mark(&conn), 800);
+        let a_while_ago = || with(|p| p.began = Some(Instant::now() - 2 * PACE.least));
+        for n in 800..899 {
+            accept(
+                &conn,
+                &format!("msg_{n:04}"),
+                Some(&format!("k{n:04}")),
+                "+1",
+            );
+        }
+        a_while_ago();
+        assert!(!sweep());
+        assert_eq!(pending_keys().len(), 99, "99 of 100, the last just now");
+        assert!(due().is_some_and(|d| d > Duration::ZERO && d <= PACE.quiet));
+        accept(&conn, "msg_0899", Some("k0899"), "+1");
+        // 100 of 100: a sweep begins, and ends in its first step (which
+        // moves 256 entries of a table at least).
+        assert!(!sweep());
+        assert!(pending_keys().is_empty());
+        assert_eq!(mark(&conn), 900);
+        phones_whole(&conn);
+    }
+
+    /// A sweep takes at least its steps, and one a step of about
+    /// `STEP_SIZE` entries when that is more, up to five times as many.
+    #[test]
+    fn a_large_sweep_takes_more_steps_of_the_same_size() {
+        assert_eq!(steps_for(0, 50), 50);
+        assert_eq!(steps_for(20_000, 50), 50);
+        assert_eq!(steps_for(20_001, 50), 51);
+        assert_eq!(steps_for(60_000, 50), 150);
+        assert_eq!(steps_for(1_000_000, 50), 250);
+        assert_eq!(steps_for(1_000, 10), 10);
     }
 
     /// Entries order as their columns do, and a prefix finds exactly the
@@ -1066,7 +1266,7 @@ mod tests {
         assert_eq!(due(), Some(Duration::ZERO), "a sweep under way");
         while step(&conn) {}
         let next = due().expect("the mark is where the sweep began");
-        assert!(next > PERIOD / 2 && next <= PERIOD, "{next:?}");
+        assert!(next > PACE.least / 2 && next <= PACE.least, "{next:?}");
         accept(&conn, "msg_0600", Some("k0600"), "+1");
         assert!(!step(&conn), "a sweep of one entry, begun and ended");
         assert!(due().is_some(), "the accept came after the sweep began");
