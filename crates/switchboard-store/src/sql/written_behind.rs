@@ -987,14 +987,15 @@ mod tests {
         };
         let ago = |ms: u64| Some(Instant::now() - Duration::from_millis(ms));
         let entry = |i: usize| Entry::new("ws_1", "+1", &format!("msg_{i:04}")).unwrap();
+        // A sweep begins later, within `most`.
+        let waits = |p: &Pending, pace: &Pace, most: Duration, what: &str| {
+            let wait = p.begins_in(pace);
+            assert!(wait > Duration::ZERO && wait <= most, "{what}: {wait:?}");
+        };
         let mut p = Pending::default();
         assert_eq!(p.begins_in(&pace), Duration::ZERO, "the first at once");
         p.began = ago(400);
-        let wait = p.begins_in(&pace);
-        assert!(
-            wait > Duration::ZERO && wait <= Duration::from_millis(600),
-            "{wait:?}"
-        );
+        waits(&p, &pace, Duration::from_millis(600), "the least time");
         // 400 entries in the tables: a sweep wants 50 pending.
         p.began = ago(1_500);
         p.rows = 400;
@@ -1002,11 +1003,7 @@ mod tests {
             p.add(PHONES, entry(i));
         }
         p.add(KEYS, Entry::new("ws_1", "k", "msg_0000").unwrap());
-        let wait = p.begins_in(&pace);
-        assert!(
-            wait > Duration::ZERO && wait <= pace.quiet,
-            "49 of 50 and one just arrived: {wait:?}"
-        );
+        waits(&p, &pace, pace.quiet, "49 of 50 and one just arrived");
         p.add(PHONES, entry(49));
         assert_eq!(p.begins_in(&pace), Duration::ZERO, "50 of 50");
         // A million in the tables: the cap, 100, not an eighth.
@@ -1025,10 +1022,11 @@ mod tests {
         // Entries arriving all the time: the most time.
         p.last_added = ago(0);
         p.began = ago(59_000);
-        let wait = p.begins_in(&pace);
-        assert!(
-            wait > Duration::ZERO && wait <= Duration::from_secs(1),
-            "{wait:?}"
+        waits(
+            &p,
+            &pace,
+            Duration::from_secs(1),
+            "a second before the most",
         );
         p.began = ago(60_000);
         assert_eq!(p.begins_in(&pace), Duration::ZERO, "the most time");
