@@ -30,11 +30,9 @@ pub struct Usage {
     /// dirtied (the WAL, the database file, the simulator's ledger),
     /// counted when dirtied, whether or not written back yet.
     pub disk_write_bytes: u64,
-    /// The writer thread's (`db-writer`) time on a CPU and time waiting
-    /// in the run queue for one, in seconds (`/proc/<pid>/task/*/schedstat`).
-    pub writer: Option<(f64, f64)>,
-    /// Each of the process's threads: its group (`thread_group`) and its
-    /// seconds on a CPU so far, by thread id (`threads_of`).
+    /// Each of the process's threads: its group (`thread_group`), its
+    /// seconds on a CPU and waiting in the run queue for one so far, by
+    /// thread id (`threads_of`).
     pub threads: Threads,
     /// The machine's CPU time so far (`/proc/stat`), if it could be read.
     pub machine: Option<MachineTicks>,
@@ -45,9 +43,9 @@ pub struct Usage {
     pub at: std::time::Instant,
 }
 
-/// A process's threads by id: each one's group (`thread_group`) and its
-/// seconds on a CPU.
-pub type Threads = std::collections::HashMap<u32, (&'static str, f64)>;
+/// A process's threads by id: each one's group (`thread_group`), its
+/// seconds on a CPU and its seconds waiting in the run queue for one.
+pub type Threads = std::collections::HashMap<u32, (&'static str, f64, f64)>;
 
 /// The machine's CPU time over all its CPUs, in ticks of `/proc/stat`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -76,10 +74,19 @@ pub struct CpuSplit {
 }
 
 impl Usage {
+    /// The writer thread's (`db-writer`) seconds on a CPU and waiting in
+    /// the run queue for one so far, if this reading found it.
+    fn writer(&self) -> Option<(f64, f64)> {
+        self.threads
+            .values()
+            .find(|t| t.0 == "writer")
+            .map(|t| (t.1, t.2))
+    }
+
     /// The writer thread's seconds on a CPU and waiting for one between
     /// `before` and `self`, if both readings found it.
     fn writer_since(&self, before: &Usage) -> Option<(f64, f64)> {
-        let ((run1, wait1), (run0, wait0)) = (self.writer?, before.writer?);
+        let ((run1, wait1), (run0, wait0)) = (self.writer()?, before.writer()?);
         Some((run1 - run0, wait1 - wait0))
     }
 
@@ -106,7 +113,7 @@ impl Usage {
     pub fn cpu_split(&self, before: &Usage) -> CpuSplit {
         let wall = self.at.duration_since(before.at).as_secs_f64().max(1e-9);
         let mut server_threads = std::collections::BTreeMap::new();
-        for (tid, (group, seconds)) in &self.threads {
+        for (tid, (group, seconds, _)) in &self.threads {
             let earlier = before.threads.get(tid).map_or(0.0, |t| t.1);
             *server_threads.entry(*group).or_insert(0.0) +=
                 100.0 * (seconds - earlier).max(0.0) / wall;
@@ -291,12 +298,11 @@ pub fn usage_of(pid: u32) -> Usage {
         .find_map(|l| l.strip_prefix("write_bytes:"))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
-    let (threads, writer) = threads_of(pid);
+    let threads = threads_of(pid);
     Usage {
         cpu_seconds,
         peak_rss_mb: hwm_kb / 1024.0,
         disk_write_bytes,
-        writer,
         threads,
         machine: machine_ticks(),
         bench_cpu_seconds: cpu_seconds_of("self"),
@@ -346,14 +352,12 @@ pub fn thread_group(comm: &str) -> &'static str {
 }
 
 /// Every thread of `pid`, by thread id: its group and its seconds on a
-/// CPU; and the `db-writer` thread's seconds on a CPU and waiting in the
-/// run queue for one. Both from the first two fields of each thread's
-/// `schedstat` (nanoseconds; Linux with schedstats), read once.
-fn threads_of(pid: u32) -> (Threads, Option<(f64, f64)>) {
+/// CPU and waiting in the run queue for one, from the first two fields of
+/// its `schedstat` (nanoseconds; Linux with schedstats).
+fn threads_of(pid: u32) -> Threads {
     let mut threads = Threads::new();
-    let mut writer = None;
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return (threads, writer);
+        return threads;
     };
     for t in tasks.flatten() {
         let read = || -> Option<(u32, &'static str, f64, f64)> {
@@ -365,13 +369,10 @@ fn threads_of(pid: u32) -> (Threads, Option<(f64, f64)>) {
             Some((tid, thread_group(comm.trim_end()), run / 1e9, wait / 1e9))
         };
         if let Some((tid, group, run, wait)) = read() {
-            if group == "writer" {
-                writer = Some((run, wait));
-            }
-            threads.insert(tid, (group, run));
+            threads.insert(tid, (group, run, wait));
         }
     }
-    (threads, writer)
+    threads
 }
 
 /// The machine's CPU time so far, from the first line of `/proc/stat`:
