@@ -60,21 +60,28 @@ use super::db::{Db, OptionalExt, RowSet, V, p};
 use crate::error::StoreError;
 
 /// How often the writer takes a step of a sweep.
-pub const EVERY: Duration = Duration::from_millis(20);
+pub const EVERY: Duration = Duration::from_millis(5);
 
-/// Steps per sweep at least: a sweep of a second's entries takes up to a
-/// second. (Fewer, larger steps made p99 worse: each step's commit stalls
-/// the accepts behind it; more, smaller ones wrote the same pages again
-/// and again. bench/HISTORY.md, "Fifteenth session".)
+/// Steps per sweep at least. (Fewer, larger steps made p99 worse: each
+/// step's commit stalls the accepts behind it. bench/HISTORY.md,
+/// "Fifteenth session".)
 const STEPS: usize = 50;
 
 /// A larger sweep is split into steps of about this many entries of a
-/// table, in up to five times [`STEPS`] steps, so a step's commit stays as
-/// short as one of a sweep a second at 20,000 accepts a second.
-const STEP_SIZE: usize = 400;
+/// table, in up to twenty times [`STEPS`] steps: a sweep of a second's
+/// entries at 20,000 accepts a second takes about a second, and a sweep
+/// of the most a sweep waits for ([`PACE`]'s cap) five. Once a table has
+/// more leaf pages than a step has entries, each entry of a step lands on
+/// a leaf of its own, so what a step's commit writes, and the accepts
+/// behind it wait for, grows with the step, not with the sweep: steps of
+/// 100 entries every 5 ms put p99 at 7.6–8.2 ms after 90 s of accepts
+/// (about two million keys) where steps of 400 every 20 ms put it at
+/// 9.8–11.1 ms, and ten-second runs were faster too (bench/HISTORY.md,
+/// "Thirty-fifth session"; steps of 50 every 2 ms wrote more a message).
+const STEP_SIZE: usize = 100;
 
 /// The fewest entries a step moves from one table.
-const MIN_STEP: usize = 256;
+const MIN_STEP: usize = 64;
 
 /// When a sweep begins ([`Pending::begins_in`]).
 #[derive(Debug)]
@@ -518,9 +525,9 @@ pub fn sweep_step(c: &Db<'_>, finish: bool) -> Result<bool, StoreError> {
 
 /// The steps of a sweep of `pending` entries (of its larger table): at
 /// least `steps`, more for a sweep larger than `steps` of [`STEP_SIZE`],
-/// up to five times as many.
+/// up to twenty times as many.
 fn steps_for(pending: usize, steps: usize) -> usize {
-    pending.div_ceil(STEP_SIZE).clamp(steps, 5 * steps)
+    pending.div_ceil(STEP_SIZE).clamp(steps, 20 * steps)
 }
 
 /// [`sweep_step`] of a sweep of at least `steps` steps, begun at `pace`.
@@ -838,10 +845,10 @@ mod tests {
     #[test]
     fn a_sweep_moves_the_pending_entries_in_key_order_slices_and_marks_its_end() {
         let (_dir, conn) = store();
-        // 1,000 keys in no order to 37 recipients; a sweep of them moves
-        // 256 of each table a step.
-        for n in 0..1000 {
-            let k = (n * 7919) % 1000;
+        // 250 keys in no order to 37 recipients; a sweep of them moves
+        // `MIN_STEP` (64) of each table a step.
+        for n in 0..250 {
+            let k = (n * 7919) % 250;
             let to = format!("+1415555{:04}", n % 37);
             accept(
                 &conn,
@@ -853,41 +860,38 @@ mod tests {
         accept(&conn, "msg_nokey", None, "+14155550000");
         assert!(step(&conn));
         let moved = keys(&conn, "main.message_keys");
-        assert_eq!(moved.len(), 256);
+        assert_eq!(moved.len(), MIN_STEP);
         assert_eq!(moved.first().unwrap(), "k0000");
-        assert_eq!(moved.last().unwrap(), "k0255");
-        assert_eq!(pending_keys().len(), 744);
-        assert_eq!(
-            count(&conn, "SELECT count(*) FROM main.message_phones"),
-            256
-        );
+        assert_eq!(moved.last().unwrap(), "k0063");
+        assert_eq!(pending_keys().len(), 186);
+        assert_eq!(count(&conn, "SELECT count(*) FROM main.message_phones"), 64);
         // The mark moves only when the sweep ends.
         assert_eq!(mark(&conn), 0);
         // Keys arriving meanwhile: behind the sweep's position they wait
         // for the next sweep, ahead of it they are moved by this one.
-        accept(&conn, "msg_behind", Some("k0100x"), "+14155550001");
+        accept(&conn, "msg_behind", Some("k0030x"), "+14155550001");
         accept(&conn, "msg_ahead", Some("k9999"), "+14155559999");
         assert!(step(&conn));
         assert!(step(&conn));
         assert!(!step(&conn), "the fourth step is the last");
-        assert_eq!(pending_keys(), ["k0100x"]);
-        assert_eq!(keys(&conn, "main.message_keys").len(), 1001);
+        assert_eq!(pending_keys(), ["k0030x"]);
+        assert_eq!(keys(&conn, "main.message_keys").len(), 251);
         assert_eq!(pending_phones(), ["msg_behind"]);
-        // Every row up to the last when the sweep began: the 1,000 and the
+        // Every row up to the last when the sweep began: the 250 and the
         // one without a key, not the two that came during it.
-        assert_eq!(mark(&conn), 1001);
+        assert_eq!(mark(&conn), 251);
         assert!(!step(&conn), "a sweep of one entry is one step");
         assert!(pending_keys().is_empty());
         assert_eq!(pending(PHONES).len() as i64, 0);
         assert_eq!(
             count(&conn, "SELECT count(*) FROM main.message_phones"),
-            1003
+            253
         );
-        assert_eq!(mark(&conn), 1003);
+        assert_eq!(mark(&conn), 253);
         // Nothing pending: the mark follows the table.
         accept(&conn, "msg_nokey2", None, "+14155550000");
         assert!(!step(&conn));
-        assert_eq!(mark(&conn), 1004);
+        assert_eq!(mark(&conn), 254);
     }
 
     /// Under a steady load, random keys keep arriving ahead of the
@@ -1068,8 +1072,10 @@ mod tests {
         assert_eq!(pending_keys().len(), 99, "99 of 100, the last just now");
         assert!(due().is_some());
         accept(&conn, "msg_0899", Some("k0899"), "+1");
-        // 100 of 100: a sweep begins, and ends in its first step (which
-        // moves 256 entries of a table at least).
+        // 100 of 100: a sweep begins; its first step moves `MIN_STEP`
+        // (64) entries of a table, its second the rest.
+        assert!(sweep());
+        assert_eq!(pending_keys().len(), 100 - MIN_STEP);
         assert!(!sweep());
         assert!(pending_keys().is_empty());
         assert_eq!(mark(&conn), 900);
@@ -1077,14 +1083,15 @@ mod tests {
     }
 
     /// A sweep takes at least its steps, and one a step of about
-    /// `STEP_SIZE` entries when that is more, up to five times as many.
+    /// `STEP_SIZE` entries when that is more, up to twenty times as many.
     #[test]
     fn a_large_sweep_takes_more_steps_of_the_same_size() {
         assert_eq!(steps_for(0, 50), 50);
-        assert_eq!(steps_for(20_000, 50), 50);
-        assert_eq!(steps_for(20_001, 50), 51);
-        assert_eq!(steps_for(60_000, 50), 150);
-        assert_eq!(steps_for(1_000_000, 50), 250);
+        assert_eq!(steps_for(5_000, 50), 50);
+        assert_eq!(steps_for(5_001, 50), 51);
+        assert_eq!(steps_for(20_000, 50), 200);
+        assert_eq!(steps_for(60_000, 50), 600);
+        assert_eq!(steps_for(1_000_000, 50), 1_000);
         assert_eq!(steps_for(1_000, 10), 10);
     }
 
@@ -1224,23 +1231,24 @@ mod tests {
     #[test]
     fn a_step_rolled_back_leaves_its_entries_pending_and_the_sweep_where_it_was() {
         let (_dir, conn) = store();
-        accept_numbered(&conn, 600);
+        // Steps of `MIN_STEP` (64): 150 entries take three.
+        accept_numbered(&conn, 150);
         assert!(step(&conn));
-        assert_eq!(pending_keys().len(), 344);
+        assert_eq!(pending_keys().len(), 86);
         conn.execute_batch("BEGIN IMMEDIATE").unwrap();
         assert!(sweep_step(&Db::Lite(&conn), true).unwrap());
-        assert_eq!(pending_keys().len(), 88);
+        assert_eq!(pending_keys().len(), 22);
         conn.execute_batch("ROLLBACK").unwrap();
         rolled_back();
-        assert_eq!(pending_keys().len(), 344);
-        assert_eq!(pending_keys().first().unwrap(), "k0256");
+        assert_eq!(pending_keys().len(), 86);
+        assert_eq!(pending_keys().first().unwrap(), "k0064");
         phones_whole(&conn);
         assert!(step(&conn));
-        assert_eq!(pending_keys().len(), 88);
+        assert_eq!(pending_keys().len(), 22);
         assert!(!step(&conn));
         assert!(pending_keys().is_empty());
-        assert_eq!(keys(&conn, "main.message_keys").len(), 600);
-        assert_eq!(mark(&conn), 600);
+        assert_eq!(keys(&conn, "main.message_keys").len(), 150);
+        assert_eq!(mark(&conn), 150);
     }
 
     /// What the sweep says is due while no write arrives (`due`): nothing
