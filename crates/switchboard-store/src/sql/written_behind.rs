@@ -69,15 +69,15 @@ const STEPS: usize = 50;
 
 /// A larger sweep is split into steps of about this many entries of a
 /// table, in up to twenty times [`STEPS`] steps: a sweep of a second's
-/// entries at 20,000 accepts a second takes about a second, and a sweep
-/// of the most a sweep waits for ([`PACE`]'s cap) five. Once a table has
-/// more leaf pages than a step has entries, each entry of a step lands on
-/// a leaf of its own, so what a step's commit writes, and the accepts
-/// behind it wait for, grows with the step, not with the sweep: steps of
-/// 100 entries every 5 ms put p99 at 7.6–8.2 ms after 90 s of accepts
-/// (about two million keys) where steps of 400 every 20 ms put it at
-/// 9.8–11.1 ms, and ten-second runs were faster too (bench/HISTORY.md,
-/// "Thirty-fifth session"; steps of 50 every 2 ms wrote more a message).
+/// entries at 20,000 accepts a second takes about a second, the longest
+/// (1,000 steps) five. Once a table has more leaf pages than a step has
+/// entries, each entry of a step lands on a leaf of its own, so what a
+/// step's commit writes, and the accepts behind it wait for, grows with
+/// the step, not with the sweep: steps of 100 entries every 5 ms put p99
+/// at 7.3–8.2 ms after 90 s of accepts (about two million keys) where
+/// steps of 400 every 20 ms put it at 9.8–12.9 ms, and ten-second runs
+/// were no slower (bench/HISTORY.md, "Thirty-fifth session"; steps of 50
+/// every 2 ms wrote more a message).
 const STEP_SIZE: usize = 100;
 
 /// The fewest entries a step moves from one table.
