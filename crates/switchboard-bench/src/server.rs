@@ -298,12 +298,11 @@ pub fn usage_of(pid: u32) -> Usage {
         .find_map(|l| l.strip_prefix("write_bytes:"))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0);
-    let threads = threads_of(pid);
     Usage {
         cpu_seconds,
         peak_rss_mb: hwm_kb / 1024.0,
         disk_write_bytes,
-        threads,
+        threads: threads_of(pid),
         machine: machine_ticks(),
         bench_cpu_seconds: cpu_seconds_of("self"),
         at: std::time::Instant::now(),
@@ -355,24 +354,20 @@ pub fn thread_group(comm: &str) -> &'static str {
 /// CPU and waiting in the run queue for one, from the first two fields of
 /// its `schedstat` (nanoseconds; Linux with schedstats).
 fn threads_of(pid: u32) -> Threads {
-    let mut threads = Threads::new();
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return threads;
+        return Threads::new();
     };
-    for t in tasks.flatten() {
-        let read = || -> Option<(u32, &'static str, f64, f64)> {
+    tasks
+        .flatten()
+        .filter_map(|t| {
             let tid: u32 = t.file_name().to_str()?.parse().ok()?;
             let comm = std::fs::read_to_string(t.path().join("comm")).ok()?;
             let stat = std::fs::read_to_string(t.path().join("schedstat")).ok()?;
             let mut f = stat.split_whitespace().map(|v| v.parse::<f64>().ok());
             let (run, wait) = (f.next()??, f.next()??);
-            Some((tid, thread_group(comm.trim_end()), run / 1e9, wait / 1e9))
-        };
-        if let Some((tid, group, run, wait)) = read() {
-            threads.insert(tid, (group, run, wait));
-        }
-    }
-    threads
+            Some((tid, (thread_group(comm.trim_end()), run / 1e9, wait / 1e9)))
+        })
+        .collect()
 }
 
 /// The machine's CPU time so far, from the first line of `/proc/stat`:

@@ -835,8 +835,14 @@ mod tests {
 
     /// A step of a sweep of at most `steps` steps, unchecked.
     fn step_of(conn: &Connection, steps: usize) -> bool {
+        step_at(conn, steps, &NOW)
+    }
+
+    /// A step of a sweep of at most `steps` steps begun at `pace`,
+    /// unchecked.
+    fn step_at(conn: &Connection, steps: usize, pace: &Pace) -> bool {
         conn.execute_batch("BEGIN IMMEDIATE").unwrap();
-        let more = sweep_step_of(&Db::Lite(conn), steps, &NOW).unwrap();
+        let more = sweep_step_of(&Db::Lite(conn), steps, pace).unwrap();
         conn.execute_batch("COMMIT").unwrap();
         committed();
         more
@@ -1048,13 +1054,7 @@ mod tests {
             quiet: Duration::from_secs(30),
             ..PACE
         };
-        let sweep = || {
-            conn.execute_batch("BEGIN IMMEDIATE").unwrap();
-            let more = sweep_step_of(&Db::Lite(&conn), STEPS, &pace).unwrap();
-            conn.execute_batch("COMMIT").unwrap();
-            committed();
-            more
-        };
+        let sweep = || step_at(&conn, STEPS, &pace);
         while sweep() {}
         assert!(pending_keys().is_empty());
         assert_eq!(mark(&conn), 800);
