@@ -49,6 +49,13 @@ struct Args {
     /// Messages in `e2e-pg` (fewer: it runs at a few hundred a second).
     #[arg(long, default_value_t = 20_000)]
     pg_messages: usize,
+    /// Distinct recipients the submitted messages go to, in a shuffled
+    /// order (a CRM's contact list). A number the server has not judged
+    /// yet is validated against libphonenumber's metadata; one it has is
+    /// a cache hit, so more contacts than the server's cache of numbers
+    /// holds (16,384) measure the cold path.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=MAX_CONTACTS))]
+    contacts: u64,
     /// Messages whose events the webhook scenario fans out.
     #[arg(long, default_value_t = 2_500)]
     fanout_messages: usize,
@@ -246,21 +253,18 @@ async fn create_endpoint(
     ))
 }
 
-fn message_request(base: &str, key: &str) -> MakeRequest {
+fn message_request(base: &str, key: &str, contacts: u64) -> MakeRequest {
     let host = load::authority(base).to_owned();
     let auth = format!("Bearer {key}");
     // Every request carries its own idempotency key, as CRM integrations
     // do (the key read is part of the accept path): random-looking, as a
     // CRM's UUIDs are, so each lands anywhere in the key index, not at its
-    // right edge. The recipients are a CRM's list of 10,000 contacts, in
-    // an order that is not the list's.
+    // right edge. The recipients are a CRM's list of contacts (10,000
+    // unless `--contacts`), in an order that is not the list's.
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     Arc::new(move |i: usize, buf: &mut Vec<u8>| {
         let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) as u64;
-        let contact = mix(n) % CONTACTS;
-        // Lines 1000–9999: the simulator's special numbers (`sim::behaviour_for`)
-        // all end in 0xxx, and these are numbers that are simply delivered.
-        let (exchange, line) = (200 + contact / 9_000, 1_000 + contact % 9_000);
+        let (exchange, line) = recipient(mix(n) % contacts);
         let (k1, k2) = (mix(n ^ 0x5157_4254), mix(n.wrapping_add(0x9e37)));
         let body = format!(
             r#"{{"to":"+1415{exchange:03}{line:04}","body":"Benchmark message {i}","client_ref":"b{i}","idempotency_key":"{k1:016x}-{k2:016x}"}}"#
@@ -269,8 +273,18 @@ fn message_request(base: &str, key: &str) -> MakeRequest {
     })
 }
 
-/// The contacts the benchmark's messages go to.
-const CONTACTS: u64 = 10_000;
+/// The most contacts `recipient` can tell apart: 9,000 lines in each of
+/// the 700 exchanges 200–899.
+const MAX_CONTACTS: u64 = 9_000 * 700;
+
+/// Contact number `contact`'s exchange and line in area code 415: lines
+/// 1000–9999, since the simulator's special numbers (`sim::behaviour_for`)
+/// all end in 0xxx and these are numbers that are simply delivered, in
+/// exchanges from 200 up (10,000 contacts use 200 and 201). Every
+/// `contact` below `MAX_CONTACTS` has a number of its own.
+fn recipient(contact: u64) -> (u64, u64) {
+    (200 + contact / 9_000, 1_000 + contact % 9_000)
+}
 
 /// SplitMix64's finalizer: distinct inputs give distinct, well-spread
 /// outputs, so keys and contacts look random but repeat across runs.
@@ -341,7 +355,7 @@ async fn accept(
     env.push(("SWITCHBOARD_DISPATCH_PAUSED", "true".into()));
     let server = Server::start(&env)?;
     let key = workspace(&server.base).await?;
-    let make = message_request(&server.base, &key);
+    let make = message_request(&server.base, &key, args.contacts);
     let (r, before, db_cpu) =
         warm_then_measure(args, &server, make, 202, || DbCpu::start(db)).await;
     let db_used = db_cpu.used();
@@ -422,7 +436,7 @@ async fn bare(
     pg: Option<(&str, &Backends)>,
 ) -> anyhow::Result<Row> {
     let server = Server::start_bare(&args.bare_with, pg.map(|(url, _)| url))?;
-    let make = message_request(&server.base, "none");
+    let make = message_request(&server.base, "none", args.contacts);
     let db = pg.map(|(_, backends)| backends);
     let (r, before, db_cpu) =
         warm_then_measure(args, &server, make, 202, || DbCpu::start(db)).await;
@@ -628,7 +642,7 @@ async fn e2e(
     let started = Instant::now();
     // Submit with fixed concurrency, remembering when each message went in.
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let make = message_request(&server.base, &key);
+    let make = message_request(&server.base, &key, args.contacts);
     let mut tasks = Vec::new();
     for _ in 0..args.concurrency {
         let (next, make) = (next.clone(), make.clone());
@@ -787,7 +801,7 @@ async fn webhooks(args: &Args) -> anyhow::Result<Row> {
     ])?;
     let key = workspace(&server.base).await?;
     let since = jiff::Timestamp::now();
-    let make = message_request(&server.base, &key);
+    let make = message_request(&server.base, &key, args.contacts);
     let r = load::run(
         load::authority(&server.base),
         args.concurrency,
@@ -1112,6 +1126,7 @@ async fn main() -> anyhow::Result<()> {
         "when": jiff::Timestamp::now().to_string(),
         "machine": machine,
         "concurrency": args.concurrency,
+        "contacts": args.contacts,
         "rounds": args.rounds,
         "rows": rows,
         "targets": verdicts,
@@ -1242,4 +1257,45 @@ fn machine() -> Value {
         "os": std::env::consts::OS,
         "fdatasync": disk_probe(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn number(contact: u64) -> String {
+        let (exchange, line) = recipient(contact);
+        format!("+1415{exchange:03}{line:04}")
+    }
+
+    #[test]
+    fn every_contact_has_a_valid_number_the_simulator_delivers() {
+        // The first and last line of every exchange, and a contact in between.
+        let contacts = (0..MAX_CONTACTS / 9_000)
+            .flat_map(|e| [e * 9_000, e * 9_000 + 4_321, e * 9_000 + 8_999]);
+        for contact in contacts {
+            let to = number(contact);
+            let parsed = switchboard_core::phone::PhoneNumber::parse(&to);
+            assert_eq!(
+                parsed.map(|p| p.to_string()),
+                Ok(to.clone()),
+                "contact {contact}"
+            );
+            assert_eq!(
+                switchboard_providers::sim::behaviour_for(&to),
+                switchboard_providers::sim::Behaviour::Deliver,
+                "{to}"
+            );
+        }
+    }
+
+    #[test]
+    fn contacts_have_numbers_of_their_own() {
+        let mut seen = std::collections::HashSet::new();
+        for contact in (0..MAX_CONTACTS).step_by(997).chain([MAX_CONTACTS - 1]) {
+            assert!(seen.insert(number(contact)), "contact {contact}");
+        }
+        assert_eq!(number(0), "+14152001000");
+        assert_eq!(number(MAX_CONTACTS - 1), "+14158999999");
+    }
 }
