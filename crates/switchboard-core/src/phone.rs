@@ -165,22 +165,27 @@ fn region_of(code: u16, national: &str) -> Option<(&'static phonenumber::Metadat
 /// not `Unknown` (the general pattern, then any type's pattern).
 fn has_a_type(meta: &phonenumber::Metadata, national: &str) -> bool {
     let d = meta.descriptors();
-    d.general().is_match(national)
-        && [
-            d.premium_rate(),
-            d.toll_free(),
-            d.shared_cost(),
-            d.voip(),
-            d.personal_number(),
-            d.pager(),
-            d.uan(),
-            d.voicemail(),
-            d.fixed_line(),
-            d.mobile(),
-        ]
-        .into_iter()
-        .flatten()
-        .any(|t| t.is_match(national))
+    d.general().is_match(national) && types(d).any(|t| t.is_match(national))
+}
+
+/// A region's types, in the order `validator::number_type` tests them.
+fn types(
+    d: &phonenumber::metadata::Descriptors,
+) -> impl Iterator<Item = &phonenumber::metadata::Descriptor> {
+    [
+        d.premium_rate(),
+        d.toll_free(),
+        d.shared_cost(),
+        d.voip(),
+        d.personal_number(),
+        d.pager(),
+        d.uan(),
+        d.voicemail(),
+        d.fixed_line(),
+        d.mobile(),
+    ]
+    .into_iter()
+    .flatten()
 }
 
 impl fmt::Display for PhoneNumber {
@@ -229,20 +234,8 @@ mod tests {
         let mut out = Vec::new();
         for meta in phonenumber::metadata::DATABASE.iter() {
             let d = meta.descriptors();
-            let kinds = [
-                Some(d.general()),
-                d.fixed_line(),
-                d.mobile(),
-                d.toll_free(),
-                d.premium_rate(),
-                d.shared_cost(),
-                d.voip(),
-                d.personal_number(),
-                d.pager(),
-                d.uan(),
-                d.voicemail(),
-            ];
-            for example in kinds.into_iter().flatten().filter_map(|k| k.example()) {
+            let kinds = std::iter::once(d.general()).chain(types(d));
+            for example in kinds.filter_map(|k| k.example()) {
                 let full = format!("+{}{example}", meta.country_code());
                 let last = full.len() - 1;
                 let flipped = (full.as_bytes()[last] - b'0' + 5) % 10;
