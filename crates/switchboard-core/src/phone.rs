@@ -86,26 +86,20 @@ impl PhoneNumber {
     /// region lookup reads the national number without its leading zeros
     /// (Italy's), where `is_valid` reads it with them; for such numbers the
     /// two lookups differ, and the crate's path is taken as it is. The
-    /// verdicts are the crate's: a test compares them over tens of
-    /// thousands of numbers of every country code.
+    /// verdicts are the crate's: a test compares them over about 19,000
+    /// numbers of every country code.
     fn judge(s: &str) -> Result<Self, PhoneError> {
         let parsed = phonenumber::parse(None, s).map_err(|_| PhoneError::Invalid)?;
-        let national = parsed.national().to_string();
-        if national != parsed.national().value().to_string() {
+        if parsed.national().zeros() != 0 {
             return Self::judge_by_crate(&parsed);
         }
+        let national = parsed.national().to_string();
         let code = parsed.country().code();
         let (meta, valid) = region_of(code, &national).ok_or(PhoneError::Invalid)?;
         if !(valid || has_a_type(meta, &national)) {
             return Err(PhoneError::Invalid);
         }
-        let e164 = parsed.format().mode(phonenumber::Mode::E164).to_string();
-        let region = meta
-            .id()
-            .parse::<phonenumber::country::Id>()
-            .ok()
-            .map(|id| format!("{id:?}"));
-        Ok(PhoneNumber { e164, region })
+        Ok(Self::valid(&parsed, meta.id().parse().ok()))
     }
 
     /// The verdict through the crate's own calls (see `judge`).
@@ -113,9 +107,15 @@ impl PhoneNumber {
         if !phonenumber::is_valid(parsed) {
             return Err(PhoneError::Invalid);
         }
-        let e164 = parsed.format().mode(phonenumber::Mode::E164).to_string();
-        let region = parsed.country().id().map(|id| format!("{id:?}"));
-        Ok(PhoneNumber { e164, region })
+        Ok(Self::valid(parsed, parsed.country().id()))
+    }
+
+    /// A number judged valid, of the region `id` if it has one.
+    fn valid(parsed: &phonenumber::PhoneNumber, id: Option<phonenumber::country::Id>) -> Self {
+        PhoneNumber {
+            e164: parsed.format().mode(phonenumber::Mode::E164).to_string(),
+            region: id.map(|id| format!("{id:?}")),
+        }
     }
 
     /// The number in E.164 form.
