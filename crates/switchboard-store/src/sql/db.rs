@@ -117,6 +117,9 @@ pub enum V<'a> {
     /// A column of values sent as one PostgreSQL array (`RowSet`); SQLite
     /// has no array parameters.
     Array(Vec<V<'a>>),
+    /// One row of a PostgreSQL composite type, its fields in the type's
+    /// order (`RowSet::typed`: an array of them is a set of rows).
+    Record(Vec<V<'a>>),
 }
 
 impl V<'_> {
@@ -129,6 +132,7 @@ impl V<'_> {
             V::Text(t) => V::Text(Cow::Owned(t.into_owned())),
             V::Bool(b) => V::Bool(b),
             V::Array(items) => V::Array(items.into_iter().map(V::into_owned).collect()),
+            V::Record(fields) => V::Record(fields.into_iter().map(V::into_owned).collect()),
         }
     }
 }
@@ -186,6 +190,7 @@ impl ToV for V<'_> {
             V::Real(f) => V::Real(*f),
             V::Bool(b) => V::Bool(*b),
             V::Array(items) => V::Array(items.iter().map(ToV::to_v).collect()),
+            V::Record(fields) => V::Record(fields.iter().map(ToV::to_v).collect()),
         }
     }
 }
@@ -221,9 +226,9 @@ impl rusqlite::ToSql for V<'_> {
             V::Real(f) => ValueRef::Real(*f),
             V::Text(s) => ValueRef::Text(s.as_bytes()),
             V::Bool(b) => ValueRef::Integer(i64::from(*b)),
-            V::Array(_) => {
+            V::Array(_) | V::Record(_) => {
                 return Err(rusqlite::Error::ToSqlConversionFailure(
-                    "array parameters are PostgreSQL's (build sets with RowSet)".into(),
+                    "array and record parameters are PostgreSQL's (build sets with RowSet)".into(),
                 ));
             }
         }))
@@ -268,6 +273,7 @@ impl PgToSql for V<'_> {
                 _ => s.as_ref().to_sql(ty, out),
             },
             V::Array(items) => items.to_sql(ty, out),
+            V::Record(fields) => record_to_sql(fields, ty, out),
         }
     }
 
@@ -276,6 +282,36 @@ impl PgToSql for V<'_> {
     }
 
     to_sql_checked!();
+}
+
+/// A composite value in PostgreSQL's binary format (`record_recv`): the
+/// number of fields, then each field's type, length (−1 for NULL) and
+/// value. The fields must be as many as the type's and each one's value
+/// must fit its type.
+fn record_to_sql(fields: &[V<'_>], ty: &Type, out: &mut bytes::BytesMut) -> Result<IsNull, BoxErr> {
+    let postgres_types::Kind::Composite(types) = ty.kind() else {
+        return Err(format!("cannot send a record as {ty}").into());
+    };
+    if types.len() != fields.len() {
+        return Err(format!(
+            "{ty} has {} fields, the record {}",
+            types.len(),
+            fields.len()
+        )
+        .into());
+    }
+    out.put_i32(i32::try_from(fields.len())?);
+    for (v, field) in fields.iter().zip(types) {
+        out.put_u32(field.type_().oid());
+        let at = out.len();
+        out.put_i32(0);
+        let len = match v.to_sql(field.type_(), out)? {
+            IsNull::Yes => -1,
+            IsNull::No => i32::try_from(out.len() - at - 4)?,
+        };
+        out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    }
+    Ok(IsNull::No)
 }
 
 /// A value read from a row, before conversion to the wanted type.
@@ -1155,6 +1191,13 @@ fn values_rows(first: usize, rows: usize, cols: usize, casts: Option<&[&str]>) -
 /// `VALUES` list of placeholders needed a prepared statement per size (or a
 /// statement per power-of-two run, five round trips for 31 rows).
 ///
+/// A set of many columns can instead be bound on PostgreSQL as one array
+/// of a composite type whose fields are its columns (`RowSet::typed`):
+/// unnesting 28 arrays is 28 function scans, each stored whole and read
+/// back row by row, where one array of rows is one. For the accepts'
+/// inserts that was about a sixth of PostgreSQL's backend time per row
+/// (bench/HISTORY.md, "Thirty-seventh session").
+///
 /// The placeholders start at `?first`; a statement's other parameters take
 /// the numbers below it and come first in its parameter list.
 pub struct RowSet<'p> {
@@ -1162,6 +1205,8 @@ pub struct RowSet<'p> {
     first: usize,
     rows: usize,
     types: &'static [&'static str],
+    /// On PostgreSQL, the composite type the rows are bound as, if any.
+    row_type: Option<&'static str>,
     params: Vec<V<'p>>,
 }
 
@@ -1174,8 +1219,37 @@ impl<'p> RowSet<'p> {
         types: &'static [&'static str],
         rows: impl IntoIterator<Item = R>,
     ) -> Self {
+        Self::make(c, first, types, None, rows)
+    }
+
+    /// `new`, but on PostgreSQL the rows are one array parameter of
+    /// `row_type`, a composite type (made by a migration) whose fields are
+    /// `types` in order. On SQLite it is `new`.
+    pub fn typed<R: IntoIterator<Item = V<'p>>>(
+        c: &Db<'_>,
+        first: usize,
+        row_type: &'static str,
+        types: &'static [&'static str],
+        rows: impl IntoIterator<Item = R>,
+    ) -> Self {
+        Self::make(c, first, types, Some(row_type), rows)
+    }
+
+    fn make<R: IntoIterator<Item = V<'p>>>(
+        c: &Db<'_>,
+        first: usize,
+        types: &'static [&'static str],
+        row_type: Option<&'static str>,
+        rows: impl IntoIterator<Item = R>,
+    ) -> Self {
         let cols = types.len();
-        let (rows, params) = if c.is_pg() {
+        let (rows, params) = if c.is_pg() && row_type.is_some() {
+            let records: Vec<V<'p>> = rows
+                .into_iter()
+                .map(|row| V::Record(row.into_iter().collect()))
+                .collect();
+            (records.len(), vec![V::Array(records)])
+        } else if c.is_pg() {
             let mut columns: Vec<Vec<V<'p>>> = vec![Vec::new(); cols];
             let mut n = 0;
             for row in rows {
@@ -1194,6 +1268,7 @@ impl<'p> RowSet<'p> {
             first,
             rows,
             types,
+            row_type: row_type.filter(|_| c.is_pg()),
             params,
         }
     }
@@ -1209,6 +1284,12 @@ impl<'p> RowSet<'p> {
     }
 
     fn unnest(&self) -> String {
+        if let Some(row_type) = self.row_type {
+            return format!(
+                "SELECT * FROM UNNEST(CAST(?{} AS {row_type}[]))",
+                self.first
+            );
+        }
         let mut out = String::from("SELECT * FROM UNNEST(");
         for (i, ty) in self.types.iter().enumerate() {
             if i > 0 {
@@ -1287,6 +1368,12 @@ impl<'p> RowSet<'p> {
             // One row of `rows` columns: `(?1, ?2, …)`.
             values_rows(self.first, 1, self.rows, None)
         }
+    }
+
+    /// The number of the first placeholder after the set's, for a
+    /// statement's parameters that follow them.
+    pub fn next_placeholder(&self) -> usize {
+        self.first + self.params.len()
     }
 
     /// The set's parameters, to follow the statement's others.
@@ -1743,6 +1830,138 @@ mod tests {
         assert!(db.execute_batch("SELECT nonsense").is_err());
         assert!(db.take_failed(), "a failed statement is remembered");
         assert!(!db.take_failed(), "and forgotten once asked");
+    }
+
+    /// A set bound as one array of a composite type (`RowSet::typed`):
+    /// every value, NULLs and text that needs quoting in the text format
+    /// included, arrives as sent, as an insert's rows and as a table to
+    /// join; a record that does not fit its type is refused, not sent.
+    #[test]
+    fn typed_row_sets_bind_one_array_of_rows_on_postgres() {
+        let Some(base) = crate::sql::scratch::ScratchSchema::test_server_url() else {
+            eprintln!("SWITCHBOARD_TEST_DATABASE_URL is not set: skipped");
+            return;
+        };
+        let schema = crate::sql::scratch::ScratchSchema::create(&base, "typed").unwrap();
+        let conn = PgConn::connect_url(&schema.url()).unwrap();
+        let db = Db::Pg(&conn);
+        db.execute_batch(
+            "CREATE TYPE rs_row AS (s TEXT COLLATE \"C\", i BIGINT, z TEXT COLLATE \"C\");
+             CREATE TABLE rs (s TEXT COLLATE \"C\", i BIGINT, z TEXT COLLATE \"C\")",
+        )
+        .unwrap();
+        const TYPES: [&str; 3] = ["TEXT", "BIGINT", "TEXT"];
+        let hostile = "(\"a\",b)\\ {c,d}\t\n 'é' 𝄞 NULL";
+        let mut rows = sample_rows(i64::try_from(MAX_PG_SET).unwrap() + 300);
+        rows.push([V::from(hostile), V::Int(i64::MIN), V::from("")]);
+        let mut inserted = 0;
+        for chunk in db.chunks(&rows) {
+            let set = RowSet::typed(&db, 1, "rs_row", &TYPES, chunk.iter().cloned());
+            assert_eq!((set.len(), set.params().len()), (chunk.len(), 1));
+            assert_eq!(set.next_placeholder(), 2);
+            inserted += db
+                .execute(
+                    &format!("INSERT INTO rs (s, i, z) {}", set.values()),
+                    set.params(),
+                )
+                .unwrap();
+        }
+        assert_eq!(inserted, rows.len());
+        let stored = db
+            .query_map("SELECT s, i, z FROM rs", &[], |r| {
+                Ok((
+                    r.get::<_, Option<String>>(0)?,
+                    r.get::<_, Option<i64>>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                ))
+            })
+            .unwrap();
+        let text = |v: &V<'_>| match v {
+            V::Text(t) => Some(t.to_string()),
+            _ => None,
+        };
+        let mut sent: Vec<_> = rows
+            .iter()
+            .map(|[s, i, z]| {
+                (
+                    text(s),
+                    if let V::Int(i) = i { Some(*i) } else { None },
+                    text(z),
+                )
+            })
+            .collect();
+        let mut got = stored;
+        sent.sort();
+        got.sort();
+        assert_eq!(got, sent);
+
+        // Joined as a table, its columns named column1, column2, …, the
+        // statement's own parameter first.
+        let wanted = [
+            [V::Int(i64::MIN), V::from(hostile)],
+            [V::Int(4), V::from("w4")],
+        ];
+        let set = RowSet::typed(
+            &db,
+            2,
+            "rs_pick",
+            &["BIGINT", "TEXT"],
+            wanted.iter().cloned(),
+        );
+        db.execute_batch("CREATE TYPE rs_pick AS (i BIGINT, tag TEXT COLLATE \"C\")")
+            .unwrap();
+        let sql = format!(
+            "SELECT v.column2, rs.s FROM {} AS v JOIN rs ON rs.i = v.column1 WHERE ?1 = 'x' ORDER BY rs.i",
+            set.table()
+        );
+        let mut params = vec![V::from("x")];
+        params.extend(set.into_params());
+        let got = db
+            .query_map(&sql, &params, |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))
+            })
+            .unwrap();
+        assert_eq!(
+            got,
+            [
+                (hostile.to_owned(), Some(hostile.to_owned())),
+                ("w4".to_owned(), Some("it's 4".to_owned()))
+            ]
+        );
+
+        // A record of another arity, or sent as something else: refused by
+        // this process with a clear error, nothing stored.
+        let short = RowSet::typed(&db, 1, "rs_row", &["TEXT"], [[V::from("x")]]);
+        let e = db
+            .execute(
+                &format!("INSERT INTO rs (s, i, z) {}", short.values()),
+                short.params(),
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("fields"), "{e}");
+        let e = db
+            .execute("SELECT CAST(?1 AS TEXT)", &[V::Record(vec![V::Int(1)])])
+            .unwrap_err();
+        assert!(e.to_string().contains("record"), "{e}");
+        assert_eq!(
+            db.query_row("SELECT COUNT(*) FROM rs", &[], |r| r.get::<_, i64>(0))
+                .unwrap(),
+            i64::try_from(rows.len()).unwrap()
+        );
+    }
+
+    /// On SQLite a typed set is a plain one: there are no composite types.
+    #[test]
+    fn typed_row_sets_are_plain_ones_on_sqlite() {
+        let c = rusqlite::Connection::open_in_memory().unwrap();
+        let db = Db::Lite(&c);
+        let rows = [[V::from("a"), V::Int(1)], [V::from("b"), V::Int(2)]];
+        let typed = RowSet::typed(&db, 3, "t_row", &["TEXT", "BIGINT"], rows.iter().cloned());
+        let plain = RowSet::new(&db, 3, &["TEXT", "BIGINT"], rows.iter().cloned());
+        assert_eq!(typed.values(), plain.values());
+        assert_eq!(typed.table(), plain.table());
+        assert_eq!(typed.params(), plain.params());
+        assert_eq!(typed.next_placeholder(), 7);
     }
 
     #[test]

@@ -439,6 +439,11 @@ const MESSAGE_INSERT: &str = "messages (id, workspace_id, to_phone, from_addr, c
     next_attempt_at, send_at, expires_at, idempotency_key, request_hash, created_at, updated_at, consent_exempt, channel_template,
     implied_accept) ";
 const MESSAGE_INSERT_COLUMNS: usize = 28;
+/// The PostgreSQL composite type whose fields are `MESSAGE_INSERT`'s
+/// columns, in order, with `MESSAGE_INSERT_TYPES` (migration
+/// `0013_message_rows`): an accept batch's rows are bound as one array of
+/// it (`RowSet::typed`).
+const MESSAGE_ROW: &str = "message_row";
 /// The PostgreSQL types of `MESSAGE_INSERT`'s columns.
 const MESSAGE_INSERT_TYPES: [&str; MESSAGE_INSERT_COLUMNS] = [
     "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "BIGINT", "TEXT", "TEXT",
@@ -453,14 +458,15 @@ const MESSAGE_INSERT_TYPES: [&str; MESSAGE_INSERT_COLUMNS] = [
 /// (unless exempt) and then fails unless it stored them all.
 fn insert_messages(c: &Db<'_>, rows: &[NewRow<'_>], blind: bool) -> Result<(), StoreError> {
     for chunk in c.chunks(rows) {
-        let set = RowSet::new(
+        let set = RowSet::typed(
             c,
             1,
+            MESSAGE_ROW,
             &MESSAGE_INSERT_TYPES,
             chunk.iter().map(NewRow::message_values),
         );
         if blind {
-            let sql = blind_insert_sql(&set.table());
+            let sql = blind_insert_sql(&set.table(), set.next_placeholder());
             let mut params = set.into_params();
             params.push(V::Int(i64::try_from(chunk.len()).unwrap_or(i64::MAX)));
             c.execute_later(&sql, params, Some(1))?;
@@ -502,15 +508,14 @@ fn insert_messages(c: &Db<'_>, rows: &[NewRow<'_>], blind: bool) -> Result<(), S
 }
 
 /// `insert_messages`' blind insert (PostgreSQL) of the rows of `table` (a
-/// `RowSet::table()` of `MESSAGE_INSERT` rows, then the row count as one
-/// more parameter). A recipient's opt-out is looked up per row by the
+/// `RowSet::table()` of `MESSAGE_INSERT` rows, then the row count as the
+/// parameter `?count`, the one after the set's). A recipient's opt-out is looked up per row by the
 /// contact's primary key. The count is checked by the server, not by
 /// `execute_later`'s `rows`, which is checked by this process after the
 /// batch's `COMMIT` has gone out with it: only a failed statement makes
 /// PostgreSQL roll the transaction back. (The failure is a cast of the
 /// whole `CASE`, so no arm is a constant the planner would fold early.)
-fn blind_insert_sql(table: &str) -> String {
-    let count = MESSAGE_INSERT_COLUMNS + 1;
+fn blind_insert_sql(table: &str, count: usize) -> String {
     format!(
         "WITH stored AS (
              INSERT INTO {MESSAGE_INSERT}
@@ -1818,5 +1823,67 @@ pub(crate) mod plan_tests {
         let plan = pg_plan(&db, &consent_sql(&db, &who.table()), who.params());
         assert!(plan.contains("Index Scan using contacts_pkey"), "{plan}");
         assert!(plan.contains("Nested Loop"), "{plan}");
+    }
+}
+
+#[cfg(test)]
+mod row_type_tests {
+    use super::plan_tests::{pg_generic_planner, pg_plan};
+    use super::*;
+
+    /// The composite type an accept batch is bound as has the insert's
+    /// columns, in its order, with the types the rows are made in and the
+    /// `messages` columns' own types and collations; the blind insert's
+    /// generic plan looks each recipient up by the contacts' key.
+    #[test]
+    fn the_message_row_type_is_the_inserts_columns() {
+        let Some((_schema, conn)) = pg_generic_planner() else {
+            return;
+        };
+        let db = conn.db();
+        let columns: Vec<&str> = MESSAGE_INSERT
+            .trim()
+            .trim_start_matches("messages (")
+            .trim_end_matches(')')
+            .split(',')
+            .map(str::trim)
+            .collect();
+        assert_eq!(columns.len(), MESSAGE_INSERT_COLUMNS);
+        let fields = |relation: &str| {
+            db.query_map(
+                "SELECT a.attname, format_type(a.atttypid, NULL), a.attcollation::regcollation::text
+                 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+                 WHERE c.relname = ?1 AND c.relnamespace = current_schema()::regnamespace
+                   AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+                p![relation],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)),
+            )
+            .unwrap()
+        };
+        let row = fields(MESSAGE_ROW);
+        let names: Vec<&str> = row.iter().map(|(n, _, _)| n.as_str()).collect();
+        assert_eq!(names, columns);
+        let table = fields("messages");
+        for ((name, ty, collation), want) in row.iter().zip(MESSAGE_INSERT_TYPES) {
+            assert_eq!(ty, &want.to_lowercase(), "{name}");
+            let column = table
+                .iter()
+                .find(|(n, _, _)| n == name)
+                .expect("a messages column");
+            assert_eq!((ty, collation), (&column.1, &column.2), "{name}");
+        }
+        let set = RowSet::typed(
+            &db,
+            1,
+            MESSAGE_ROW,
+            &MESSAGE_INSERT_TYPES,
+            Vec::<Vec<V<'_>>>::new(),
+        );
+        let sql = blind_insert_sql(&set.table(), set.next_placeholder());
+        let mut params = set.into_params();
+        params.push(V::Int(0));
+        let plan = pg_plan(&db, &sql, &params);
+        assert!(plan.contains("Index Scan using contacts_pkey"), "{plan}");
+        assert!(plan.contains("Function Scan on unnest"), "{plan}");
     }
 }

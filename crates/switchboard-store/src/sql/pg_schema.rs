@@ -45,6 +45,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0012_listing_by_status",
         include_str!("pg/0012_listing_by_status.sql"),
     ),
+    (
+        "0013_message_rows",
+        include_str!("pg/0013_message_rows.sql"),
+    ),
 ];
 
 /// Applies the migrations not yet applied, each in its own transaction;

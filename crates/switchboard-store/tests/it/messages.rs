@@ -977,11 +977,18 @@ conformance!(
             .unwrap();
         assert!(matches!(clash, AcceptOutcome::Conflict { .. }), "{clash:?}");
         assert_eq!(rechecked(), u64::from(pg));
-        // After it, an opted-out recipient: the insert leaves the row out
-        // and fails; a fresh message sent beside it (in its batch or the
-        // next) is stored.
+        // After it, a consent-exempt message to an opted-out recipient (a
+        // STOP's confirmation) is not checked: stored without a read.
         tokio::time::sleep(Duration::from_millis(1100)).await;
         opt_out(&f, "+14155550999").await;
+        let mut exempt = request(&f.ws, json!({"to": "+14155550999", "body": "bye"}), "e");
+        exempt.consent_exempt = true;
+        let exempt = f.store.accept_message(exempt).await.unwrap();
+        assert!(matches!(exempt, AcceptOutcome::Created(_)), "{exempt:?}");
+        assert_eq!(rechecked(), u64::from(pg), "an exemption is not refused");
+        // One that is not exempt: the insert leaves the row out and fails,
+        // and the batch runs again with its reads; a fresh message sent
+        // beside it (in its batch or the next) is stored.
         let before = rechecked();
         let (out, ws) = (f.store.clone(), f.ws.clone());
         let opted_out = tokio::spawn(async move {
@@ -1001,7 +1008,7 @@ conformance!(
             assert_eq!(rechecked(), 0, "SQLite reads without a round trip");
         }
         // Nothing refused was stored: the replay and the conflict made no
-        // message, nor did the opt-out.
+        // message, nor did the opt-out (61 and the exempt one).
         let stored: u64 = f
             .store
             .status_counts()
@@ -1010,7 +1017,7 @@ conformance!(
             .iter()
             .map(|(_, n)| n)
             .sum();
-        assert_eq!(stored, 61);
+        assert_eq!(stored, 62);
         let d = f.store.get_message(&f.ws, &first.unwrap()).await.unwrap();
         assert_eq!(d.map(|d| d.events.len()), Some(1), "one event, once");
     }
