@@ -625,6 +625,15 @@ impl NewMessage {
                 format!("`client_ref` is limited to {MAX_REF_LEN} bytes"),
             ));
         }
+        // PostgreSQL's text cannot hold a NUL (SQLite's can): refused here,
+        // the same on both engines, not by the store after the batch.
+        if input.client_ref.as_ref().is_some_and(|r| r.contains('\0')) {
+            return Err(content_err(
+                "invalid_client_ref",
+                "client_ref",
+                "`client_ref` must not contain NUL characters",
+            ));
+        }
         let idempotency_key = header_key
             .map(str::to_owned)
             .or(input.idempotency_key.clone());
@@ -905,6 +914,10 @@ mod tests {
         check(
             json!({"to": "+14155550123", "body": "x\u{0}y"}),
             Err((422, "invalid_body", Some("body"))),
+        );
+        check(
+            json!({"to": "+14155550123", "body": "x", "client_ref": "crm-1\u{0}"}),
+            Err((422, "invalid_client_ref", Some("client_ref"))),
         );
     }
 
