@@ -756,6 +756,13 @@ impl NewMessage {
                 format!("the rendered body has {chars} characters; the limit is {MAX_BODY_CHARS}"),
             ));
         }
+        if body.contains('\0') {
+            return Err(content_err(
+                "invalid_body",
+                "template",
+                "the rendered body must not contain NUL characters (from a variable)",
+            ));
+        }
         self.segments = segments::analyze(&body);
         self.body = body;
         Ok(self)

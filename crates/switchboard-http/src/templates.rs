@@ -107,6 +107,16 @@ fn check_body(field: &str, body: &str) -> Result<(), ApiError> {
             format!("`{field}` is limited to {MAX_BODY_CHARS} characters"),
         ));
     }
+    // PostgreSQL's text cannot hold a NUL (SQLite's can), and a message's
+    // body may not have one either.
+    if body.contains('\0') {
+        return Err(bad(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            field,
+            format!("`{field}` must not contain NUL characters"),
+        ));
+    }
     template::variables(body).map_err(|e| {
         bad(
             StatusCode::UNPROCESSABLE_ENTITY,

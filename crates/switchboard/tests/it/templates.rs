@@ -60,6 +60,15 @@ async fn a_missing_variable_is_refused_with_its_name_and_nothing_is_stored() {
     assert!(v["error"]["message"].as_str().unwrap().contains("code"));
     let r = app.post_message(&key, &json!({"to": "+14155550123", "template": {"name": "otp", "variables": {"name": "Ada", "code": {"x": 1}}}})).await;
     assert_eq!(r.status(), 422);
+    // A variable that would put a NUL into the body, which a body may not
+    // hold (nor PostgreSQL's text).
+    let r = app.post_message(&key, &json!({"to": "+14155550123", "template": {"name": "otp", "variables": {"name": "Ada", "code": "1\u{0}2"}}})).await;
+    assert_eq!(r.status(), 422);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        (&v["error"]["code"], &v["error"]["field"]),
+        (&json!("invalid_body"), &json!("template"))
+    );
     let r = app
         .post_message(
             &key,
@@ -125,6 +134,11 @@ async fn templates_are_managed_per_workspace() {
         (
             json!({"name": "x", "body": "x", "variants": {"pager": "y"}}),
             "invalid_channel",
+        ),
+        (json!({"name": "x", "body": "a\u{0}b"}), "invalid_body"),
+        (
+            json!({"name": "x", "body": "x", "variants": {"sms": "a\u{0}"}}),
+            "invalid_body",
         ),
     ] {
         let r = create(&a, body.clone()).await.unwrap();
