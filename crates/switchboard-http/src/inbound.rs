@@ -131,13 +131,33 @@ async fn reply_text(
     )
 }
 
+/// Replaces each NUL character of `s` with U+FFFD, the replacement
+/// character.
+fn without_nul(s: &mut String) {
+    if s.contains('\0') {
+        *s = s.replace('\0', "\u{FFFD}");
+    }
+}
+
 /// Stores an inbound message and answers a keyword. Shared by every
-/// provider's inbound path.
+/// provider's inbound path. A NUL character in what the provider sent
+/// becomes U+FFFD (`without_nul`): PostgreSQL's text cannot hold one, and
+/// a reply is never lost for it.
 pub async fn receive(
     state: &AppState,
     ctx: &WorkspaceCtx,
-    n: NewInbound,
+    mut n: NewInbound,
 ) -> Result<(InboundRecord, Option<String>, bool), ApiError> {
+    for field in [&mut n.text, &mut n.from] {
+        without_nul(field);
+    }
+    for field in [&mut n.to, &mut n.provider_message_id]
+        .into_iter()
+        .flatten()
+    {
+        without_nul(field);
+    }
+    n.media_urls.iter_mut().for_each(without_nul);
     let channel = Channel::parse(&n.channel).unwrap_or(Channel::Sms);
     let to = n.to.clone();
     let keyword = n.keyword.as_deref().and_then(Keyword::classify);

@@ -287,3 +287,104 @@ async fn keyword_replies_are_configurable_per_workspace() {
         assert_eq!(r.status(), status, "{body}");
     }
 }
+
+/// PostgreSQL's text cannot hold a NUL character (SQLite's can), so none
+/// reaches the store on either engine: a reply's NUL becomes U+FFFD, and
+/// is never a reason to lose it; a submission's or a template's is refused
+/// with its field. Run on PostgreSQL when the test server is set, where
+/// each of these was a 500.
+#[tokio::test]
+async fn a_nul_character_never_reaches_the_store() {
+    let schema = match crate::harness::pg_url() {
+        Some(base) => Some(crate::harness::new_schema(&base).await),
+        None => None,
+    };
+    let url = schema.as_ref().map(|s| s.url());
+    let app = crate::harness::spawn_app_with(|c| {
+        if let Some(url) = url {
+            c.database_url = Some(switchboard::config::Secret(url));
+        }
+    })
+    .await;
+    let (_, key) = app.workspace("acme").await;
+    let (status, v) = inject(
+        &app,
+        &key,
+        json!({"from": "+14155550123", "text": "hi\u{0}there", "provider_message_id": "p\u{0}1"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["inbound"]["text"], "hi\u{FFFD}there");
+    let (status, v) = crate::harness::call(
+        &app,
+        reqwest::Method::GET,
+        "/v1/inbound",
+        Some(&key),
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(v["data"][0]["text"], "hi\u{FFFD}there", "{v}");
+
+    let refused = [
+        (
+            "/v1/messages",
+            json!({"to": "+14155550123", "body": "x", "client_ref": "a\u{0}"}),
+            "invalid_client_ref",
+        ),
+        (
+            "/v1/messages",
+            json!({"to": "+14155550123", "body": "a\u{0}"}),
+            "invalid_body",
+        ),
+        (
+            "/v1/templates",
+            json!({"name": "t", "body": "a\u{0} {{x}}"}),
+            "invalid_body",
+        ),
+    ];
+    for (path, body, code) in refused {
+        let (status, v) =
+            crate::harness::call(&app, reqwest::Method::POST, path, Some(&key), &body).await;
+        assert_eq!((status, &v["error"]["code"]), (422, &json!(code)), "{body}");
+    }
+    let (status, _) = crate::harness::call(
+        &app,
+        reqwest::Method::POST,
+        "/v1/templates",
+        Some(&key),
+        &json!({"name": "t", "body": "hi {{x}}"}),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let body =
+        json!({"to": "+14155550123", "template": {"name": "t", "variables": {"x": "a\u{0}"}}});
+    let (status, v) = crate::harness::call(
+        &app,
+        reqwest::Method::POST,
+        "/v1/messages",
+        Some(&key),
+        &body,
+    )
+    .await;
+    assert_eq!(
+        (status, &v["error"]["field"]),
+        (422, &json!("template")),
+        "{v}"
+    );
+    // Nothing refused was stored; the server still answers.
+    let (status, v) = crate::harness::call(
+        &app,
+        reqwest::Method::GET,
+        "/v1/messages",
+        Some(&key),
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(
+        (status, v["data"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "{v}"
+    );
+    drop(schema);
+}
