@@ -173,6 +173,13 @@ async fn set(
             format!("`{f}` is limited to 200 bytes"),
         )
         .with_field(f)),
+        // PostgreSQL's text cannot hold a NUL (SQLite's can).
+        Some(s) if s.contains('\0') => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_value",
+            format!("`{f}` must not contain NUL characters"),
+        )
+        .with_field(f)),
         other => Ok(other),
     };
     let channel = match text("channel")? {

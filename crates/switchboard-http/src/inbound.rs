@@ -470,12 +470,13 @@ pub async fn patch_settings(
             }
             match v {
                 Value::Null => {}
-                Value::String(s) if !s.trim().is_empty() && s.chars().count() <= 320 => {}
+                Value::String(s)
+                    if !s.trim().is_empty() && s.chars().count() <= 320 && !s.contains('\0') => {}
                 Value::String(_) => {
                     return Err(unprocessable(
                         "invalid_value",
                         &field,
-                        "a reply is 1 to 320 characters, or null for none",
+                        "a reply is 1 to 320 characters, without NUL characters, or null for none",
                     ));
                 }
                 _ => {

@@ -290,8 +290,8 @@ async fn keyword_replies_are_configurable_per_workspace() {
 
 /// PostgreSQL's text cannot hold a NUL character (SQLite's can), so none
 /// reaches the store on either engine: a reply's NUL becomes U+FFFD, and
-/// is never a reason to lose it; a submission's or a template's is refused
-/// with its field. Run on PostgreSQL when the test server is set, where
+/// is never a reason to lose it; a submission's, a template's, a consent
+/// change's or a keyword reply's is refused with its field. Run on PostgreSQL when the test server is set, where
 /// each of these was a 500.
 #[tokio::test]
 async fn a_nul_character_never_reaches_the_store() {
@@ -343,9 +343,26 @@ async fn a_nul_character_never_reaches_the_store() {
             "invalid_body",
         ),
     ];
-    for (path, body, code) in refused {
-        let (status, v) =
-            crate::harness::call(&app, reqwest::Method::POST, path, Some(&key), &body).await;
+    let more = [
+        (
+            reqwest::Method::POST,
+            "/v1/contacts/%2B14155550123/opt-in",
+            json!({"detail": "a\u{0}"}),
+            "invalid_value",
+        ),
+        (
+            reqwest::Method::PATCH,
+            "/v1/settings",
+            json!({"keyword_replies": {"help": "a\u{0}"}}),
+            "invalid_value",
+        ),
+    ];
+    let refused = refused
+        .into_iter()
+        .map(|(path, body, code)| (reqwest::Method::POST, path, body, code))
+        .chain(more);
+    for (method, path, body, code) in refused {
+        let (status, v) = crate::harness::call(&app, method, path, Some(&key), &body).await;
         assert_eq!((status, &v["error"]["code"]), (422, &json!(code)), "{body}");
     }
     let (status, _) = crate::harness::call(
