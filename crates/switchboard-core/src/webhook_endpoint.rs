@@ -90,9 +90,17 @@ fn err(
     }
 }
 
+/// A string field. None holds a NUL character, which PostgreSQL's text
+/// cannot store (SQLite's can).
 fn string(obj: &Map<String, Value>, field: &str) -> Result<Option<String>, ValidationError> {
     match obj.get(field) {
         None => Ok(None),
+        Some(Value::String(s)) if s.contains('\0') => Err(err(
+            422,
+            "invalid_value",
+            field,
+            format!("`{field}` must not contain NUL characters"),
+        )),
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(_) => Err(err(
             400,
@@ -517,5 +525,11 @@ mod tests {
             json!({"url": "https://x.com", "secret": "x"}),
             Err((400, "unknown_field", "secret")),
         );
+        for field in ["description", "template"] {
+            check(
+                json!({"url": "https://x.com", field: "a\u{0}b"}),
+                Err((422, "invalid_value", field)),
+            );
+        }
     }
 }
