@@ -503,7 +503,9 @@ fn pg_cell(r: &tokio_postgres::Row, i: usize) -> Result<Cell, DbError> {
 /// answer, so a batch's inserts and its `COMMIT` cost one round trip
 /// between the writer and the server, not one each.
 pub struct PgConn {
-    client: Option<tokio_postgres::Client>,
+    /// Shared with the statements in flight, whose futures own what they
+    /// send (`Db::send`).
+    client: Option<std::sync::Arc<tokio_postgres::Client>>,
     /// Drives the connection (socket reads and writes) while a call blocks.
     connection: Option<tokio::task::JoinHandle<()>>,
     runtime: tokio::runtime::Runtime,
@@ -520,7 +522,54 @@ pub struct PgConn {
     /// (`Db::query_later`), and the next slot.
     read: RefCell<HashMap<usize, Vec<Vec<Cell>>>>,
     next_slot: std::cell::Cell<usize>,
+    /// Statements sent by `Db::send` whose answers `Db::land` has not
+    /// taken yet, oldest first; every wait on this connection polls them.
+    flights: RefCell<Vec<Flight>>,
+    next_flight: std::cell::Cell<u64>,
 }
+
+/// What a queued statement's answer is: nothing, or a read's rows by slot.
+type Answered = Result<Option<(usize, Vec<Vec<Cell>>)>, DbError>;
+
+/// A queued statement on its way: a future that owns what it sends, and
+/// sends it on its first poll.
+type Leg = std::pin::Pin<Box<dyn std::future::Future<Output = Answered> + Send>>;
+
+/// A leg, running or answered.
+enum LegState {
+    Running(Leg),
+    Done(Answered),
+}
+
+impl LegState {
+    /// Polls it if it still runs; whether it is answered.
+    fn poll(&mut self, cx: &mut std::task::Context<'_>) -> bool {
+        if let LegState::Running(leg) = self
+            && let std::task::Poll::Ready(r) = leg.as_mut().poll(cx)
+        {
+            *self = LegState::Done(r);
+        }
+        matches!(self, LegState::Done(_))
+    }
+
+    fn answer(self) -> Answered {
+        match self {
+            LegState::Done(r) => r,
+            LegState::Running(_) => Err(DbError::Unanswered),
+        }
+    }
+}
+
+/// Statements sent together by `Db::send`, answered to `Db::land`.
+struct Flight {
+    id: u64,
+    legs: Vec<LegState>,
+}
+
+/// A handle on statements sent by `Db::send`, for `Db::land`.
+#[derive(Debug)]
+#[must_use = "a flight's answers must be landed"]
+pub struct FlightId(u64);
 
 /// The rows of a `Db::query_later` read, there or to come.
 pub enum LaterRows {
@@ -549,35 +598,35 @@ enum Later {
 }
 
 impl Later {
-    /// Runs it; a read's rows are returned with their slot.
-    async fn run(
-        &self,
-        client: &tokio_postgres::Client,
-    ) -> Result<Option<(usize, Vec<Vec<Cell>>)>, DbError> {
-        match self {
-            Later::Statement {
-                statement,
-                params,
-                rows,
-            } => {
-                let n = client.execute(statement, &pg_params(params)).await?;
-                changed(n, *rows).map(|()| None)
+    /// Its future, which sends it on its first poll; a read's rows come
+    /// back with their slot.
+    fn start(self, client: std::sync::Arc<tokio_postgres::Client>) -> Leg {
+        Box::pin(async move {
+            match self {
+                Later::Statement {
+                    statement,
+                    params,
+                    rows,
+                } => {
+                    let n = client.execute(&statement, &pg_params(&params)).await?;
+                    changed(n, rows).map(|()| None)
+                }
+                Later::Simple(sql) => Ok(client.batch_execute(sql).await.map(|()| None)?),
+                Later::Query {
+                    statement,
+                    params,
+                    slot,
+                } => {
+                    let rows = client
+                        .query(&statement, &pg_params(&params))
+                        .await?
+                        .iter()
+                        .map(|r| (0..r.len()).map(|i| pg_cell(r, i)).collect())
+                        .collect::<Result<Vec<Vec<Cell>>, DbError>>()?;
+                    Ok(Some((slot, rows)))
+                }
             }
-            Later::Simple(sql) => Ok(client.batch_execute(sql).await.map(|()| None)?),
-            Later::Query {
-                statement,
-                params,
-                slot,
-            } => {
-                let rows = client
-                    .query(statement, &pg_params(params))
-                    .await?
-                    .iter()
-                    .map(|r| (0..r.len()).map(|i| pg_cell(r, i)).collect())
-                    .collect::<Result<Vec<Vec<Cell>>, DbError>>()?;
-                Ok(Some((*slot, rows)))
-            }
-        }
+        })
     }
 }
 
@@ -610,7 +659,7 @@ impl PgConn {
             }
         });
         Ok(PgConn {
-            client: Some(client),
+            client: Some(std::sync::Arc::new(client)),
             connection: Some(connection),
             runtime,
             statements: RefCell::default(),
@@ -620,6 +669,8 @@ impl PgConn {
             later_failed: std::cell::Cell::new(false),
             read: RefCell::default(),
             next_slot: std::cell::Cell::new(0),
+            flights: RefCell::default(),
+            next_flight: std::cell::Cell::new(0),
         })
     }
 
@@ -628,10 +679,72 @@ impl PgConn {
         Self::connect(&url.parse()?)
     }
 
-    fn client(&self) -> &tokio_postgres::Client {
+    fn client(&self) -> &std::sync::Arc<tokio_postgres::Client> {
         self.client
             .as_ref()
             .expect("the client lives as long as the connection")
+    }
+
+    /// The queued writes and reads as legs, in order.
+    fn take_later(&self) -> Vec<LegState> {
+        let later = std::mem::take(&mut *self.later.borrow_mut());
+        later
+            .into_iter()
+            .map(|l| LegState::Running(l.start(self.client().clone())))
+            .collect()
+    }
+
+    /// Blocks on `f`, polling before it every leg still running: first
+    /// the flights' (`Db::send`), oldest first, then `legs`. Each leg sends
+    /// its statement on its first poll, so they go out in that order, and
+    /// `f`'s after them. Returns once `f` and every one of `legs` is done;
+    /// the flights need not be, but they are read as their answers come,
+    /// so the connection never stops for an answer nobody takes.
+    fn drive<T>(&self, legs: &mut [LegState], f: impl std::future::Future<Output = T>) -> T {
+        let mut f = std::pin::pin!(f);
+        let mut now = None;
+        self.runtime.block_on(std::future::poll_fn(|cx| {
+            for flight in self.flights.borrow_mut().iter_mut() {
+                for leg in &mut flight.legs {
+                    leg.poll(cx);
+                }
+            }
+            let mut done = true;
+            for leg in legs.iter_mut() {
+                done &= leg.poll(cx);
+            }
+            if now.is_none()
+                && let std::task::Poll::Ready(r) = f.as_mut().poll(cx)
+            {
+                now = Some(r);
+            }
+            if done && now.is_some() {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        }));
+        now.expect("polled to the end")
+    }
+
+    /// The answers of queued statements: a read's rows are kept for
+    /// `Db::rows`, and the first failure, in order, is returned (and
+    /// remembered, `Db::take_later_failed`).
+    fn settle(&self, legs: Vec<LegState>) -> Result<(), DbError> {
+        let mut first_error = None;
+        for leg in legs {
+            match leg.answer() {
+                Ok(Some((slot, rows))) => {
+                    self.read.borrow_mut().insert(slot, rows);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.later_failed.set(true);
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 
     /// Runs one call, after every queued write (all sent together, in
@@ -643,60 +756,11 @@ impl PgConn {
         &self,
         f: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
     ) -> Result<T, DbError> {
-        let later = std::mem::take(&mut *self.later.borrow_mut());
-        let r = if later.is_empty() {
-            self.runtime.block_on(f).map_err(DbError::from)
-        } else {
-            let client = self.client();
-            self.runtime.block_on(async {
-                let mut earlier: Vec<_> = later.iter().map(|l| Box::pin(l.run(client))).collect();
-                let mut done: Vec<Option<Result<_, DbError>>> =
-                    earlier.iter().map(|_| None).collect();
-                let mut f = std::pin::pin!(f);
-                let mut now = None;
-                // Polled in order: each sends its request on its first poll.
-                std::future::poll_fn(|cx| {
-                    let mut pending = false;
-                    for (fut, slot) in earlier.iter_mut().zip(done.iter_mut()) {
-                        if slot.is_none() {
-                            match fut.as_mut().poll(cx) {
-                                std::task::Poll::Ready(r) => *slot = Some(r),
-                                std::task::Poll::Pending => pending = true,
-                            }
-                        }
-                    }
-                    if now.is_none() {
-                        match f.as_mut().poll(cx) {
-                            std::task::Poll::Ready(r) => now = Some(r),
-                            std::task::Poll::Pending => pending = true,
-                        }
-                    }
-                    if pending {
-                        std::task::Poll::Pending
-                    } else {
-                        std::task::Poll::Ready(())
-                    }
-                })
-                .await;
-                let mut first_error = None;
-                for r in done.into_iter().flatten() {
-                    match r {
-                        Ok(Some((slot, rows))) => {
-                            self.read.borrow_mut().insert(slot, rows);
-                        }
-                        Ok(None) => {}
-                        Err(e) => {
-                            self.later_failed.set(true);
-                            first_error.get_or_insert(e);
-                        }
-                    }
-                }
-                if let Some(e) = first_error {
-                    return Err(e);
-                }
-                now.expect("polled to the end").map_err(DbError::from)
-            })
-        };
+        let mut earlier = self.take_later();
+        let now = self.drive(&mut earlier, f);
+        let r = self
+            .settle(earlier)
+            .and_then(|()| now.map_err(DbError::from));
         if r.is_err() {
             self.failed.set(true);
         }
@@ -715,8 +779,7 @@ impl PgConn {
         // Prepared on its own, ahead of any queued write: a statement is
         // the session's, not the transaction's.
         let stmt = self
-            .runtime
-            .block_on(self.client().prepare(&dollar_placeholders(sql)))
+            .drive(&mut [], self.client().prepare(&dollar_placeholders(sql)))
             .inspect_err(|_| self.failed.set(true))?;
         self.statements
             .borrow_mut()
@@ -728,7 +791,9 @@ impl PgConn {
 impl Drop for PgConn {
     fn drop(&mut self) {
         // Dropping the client ends the session politely (a Terminate
-        // message); the connection task then finishes.
+        // message); the connection task then finishes. Statements still in
+        // flight are abandoned (and hold the client until then).
+        self.flights.borrow_mut().clear();
         drop(self.client.take());
         if let Some(connection) = self.connection.take() {
             let _ = self.runtime.block_on(async {
@@ -911,6 +976,85 @@ impl Db<'_> {
             Db::Pg(c) if c.later.borrow().is_empty() => Ok(()),
             Db::Pg(c) => c.call(std::future::ready(Ok(()))),
         }
+    }
+
+    /// Sends every queued statement now (`execute_later`, `query_later`,
+    /// `execute_batch_later`) without waiting for their answers, which
+    /// `land` takes. Meanwhile the connection runs other statements, after
+    /// these: the writer builds its next batch while the server runs this
+    /// one. A flight is whole transactions (it ends with the `COMMIT`), as
+    /// a failure among its statements is only known when it lands. On
+    /// SQLite nothing is queued, and there is nothing to send.
+    pub fn send(&self) -> FlightId {
+        let Db::Pg(c) = self else {
+            return FlightId(u64::MAX);
+        };
+        let id = c.next_flight.get();
+        c.next_flight.set(id.wrapping_add(1));
+        let legs = c.take_later();
+        c.flights.borrow_mut().push(Flight { id, legs });
+        // Each leg sends its statement on its first poll; one yield lets the
+        // connection's task write them to the socket before this returns.
+        c.drive(&mut [], tokio::task::yield_now());
+        FlightId(id)
+    }
+
+    /// Waits until a flight's answers are all in (then `land` takes them
+    /// without waiting) or `other` is ready, whichever is first: `Some`
+    /// with `other`'s output, or `None` once the flight is answered. Both
+    /// are polled on this thread, so the writer can wait for its next job
+    /// and for the batch it sent at once.
+    pub fn answered_or<T>(
+        &self,
+        flight: &FlightId,
+        mut other: impl FnMut(&mut std::task::Context<'_>) -> std::task::Poll<T>,
+    ) -> Option<T> {
+        let Db::Pg(c) = self else {
+            return None;
+        };
+        let answered = || {
+            c.flights
+                .borrow()
+                .iter()
+                .find(|f| f.id == flight.0)
+                .is_none_or(|f| f.legs.iter().all(|l| matches!(l, LegState::Done(_))))
+        };
+        // Woken with the flight's legs, which `drive` polls first, or
+        // with `other`.
+        c.drive(
+            &mut [],
+            std::future::poll_fn(|cx| {
+                if answered() {
+                    return std::task::Poll::Ready(None);
+                }
+                other(cx).map(Some)
+            }),
+        )
+    }
+
+    /// Waits for the answers of a flight (`send`). The first failure, in
+    /// order, is returned; as with `call`, a failure of any statement but
+    /// the last (the `COMMIT`) is a queued write's (`take_later_failed`),
+    /// whose transaction the server rolled back, and any failure is
+    /// remembered for `take_failed`. A read's rows are kept for `rows`.
+    pub fn land(&self, flight: FlightId) -> Result<(), DbError> {
+        let Db::Pg(c) = self else {
+            return Ok(());
+        };
+        let _ = self.answered_or(&flight, |_| std::task::Poll::<()>::Pending);
+        let mut legs = {
+            let mut flights = c.flights.borrow_mut();
+            let Some(at) = flights.iter().position(|f| f.id == flight.0) else {
+                return Err(DbError::Unanswered);
+            };
+            flights.remove(at).legs
+        };
+        let last = legs.pop().map_or(Ok(None), LegState::answer);
+        let r = c.settle(legs).and(last.map(|_| ()));
+        if r.is_err() {
+            c.failed.set(true);
+        }
+        r
     }
 
     /// Runs a write whose answer nobody waits for. On PostgreSQL, while
@@ -1789,6 +1933,95 @@ mod tests {
         // And from then on writes run at once.
         db.execute_later(insert, vec![V::Int(7)], Some(1)).unwrap();
         assert_eq!(ns(&seen), [1, 2, 3, 6, 7]);
+    }
+
+    #[test]
+    fn flights_are_sent_at_once_and_landed_in_any_order_on_postgres() {
+        let Some(base) = crate::sql::scratch::ScratchSchema::test_server_url() else {
+            eprintln!("SWITCHBOARD_TEST_DATABASE_URL is not set: skipped");
+            return;
+        };
+        let schema = crate::sql::scratch::ScratchSchema::create(&base, "flight").unwrap();
+        let conn = PgConn::connect_url(&schema.url()).unwrap();
+        let other = PgConn::connect_url(&schema.url()).unwrap();
+        let (db, seen) = (Db::Pg(&conn), Db::Pg(&other));
+        db.execute_batch("CREATE TABLE t (n BIGINT PRIMARY KEY)")
+            .unwrap();
+        let insert = "INSERT INTO t (n) VALUES (?1)";
+        let transaction = |ns: &[i64]| {
+            db.pipeline(true).unwrap();
+            db.execute_batch_later("BEGIN").unwrap();
+            for n in ns {
+                db.execute_later(insert, vec![V::Int(*n)], Some(1)).unwrap();
+            }
+            db.execute_batch_later("COMMIT").unwrap();
+            let flight = db.send();
+            db.pipeline(false).unwrap();
+            flight
+        };
+        // Sent without waiting: another connection sees the commit before
+        // anything on this one waits for it.
+        let first = transaction(&[1, 2]);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while ns(&seen) != [1, 2] {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the flight was never sent"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // A second flight behind the first, one that fails behind it, and
+        // a statement of the connection's own run after them; then they
+        // land, the newest first.
+        let second = transaction(&[3]);
+        let third = transaction(&[4, 1, 5]);
+        assert_eq!(
+            db.query_row("SELECT COUNT(*) FROM t", &[], |r| r.get::<_, i64>(0))
+                .unwrap(),
+            3,
+            "run after the flights sent before it"
+        );
+        let e = db.land(third).unwrap_err();
+        assert!(e.is_unique_violation(), "{e}");
+        assert!(
+            db.take_later_failed(),
+            "a statement before the COMMIT failed"
+        );
+        assert!(db.take_failed());
+        db.land(second).unwrap();
+        db.land(first).unwrap();
+        assert!(!db.take_failed() && !db.take_later_failed());
+        assert_eq!(ns(&seen), [1, 2, 3], "the failed flight rolled back whole");
+        // A transaction after a failed flight begins afresh.
+        let fourth = transaction(&[6]);
+        db.land(fourth).unwrap();
+        assert_eq!(ns(&seen), [1, 2, 3, 6]);
+        // Many flights whose answers nobody reads for a while: the
+        // connection keeps reading them, so a later call is answered.
+        let flights: Vec<FlightId> = (100..400).map(|n| transaction(&[n])).collect();
+        assert_eq!(
+            db.query_row("SELECT COUNT(*) FROM t", &[], |r| r.get::<_, i64>(0))
+                .unwrap(),
+            304
+        );
+        for flight in flights {
+            db.land(flight).unwrap();
+        }
+    }
+
+    #[test]
+    fn flights_are_nothing_to_wait_for_on_sqlite() {
+        let c = rusqlite::Connection::open_in_memory().unwrap();
+        let db = Db::Lite(&c);
+        db.execute_batch("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+            .unwrap();
+        db.pipeline(true).unwrap();
+        db.execute_later("INSERT INTO t (n) VALUES (?1)", vec![V::Int(1)], Some(1))
+            .unwrap();
+        let flight = db.send();
+        db.pipeline(false).unwrap();
+        db.land(flight).unwrap();
+        assert_eq!(ns(&db), [1], "run at once");
     }
 
     #[test]

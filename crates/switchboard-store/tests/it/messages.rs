@@ -1023,6 +1023,91 @@ conformance!(
     }
 );
 
+conformance!(
+    accepts_in_flight_each_get_their_own_outcome_when_a_batch_is_refused,
+    |f: crate::Fixture| async move {
+        // Stored first: keys a later request replays or conflicts with, and
+        // an opted-out recipient.
+        for j in 0..20 {
+            let a = f
+                .store
+                .accept_message(keyed(&f.ws, &format!("pre{j}"), "h"))
+                .await
+                .unwrap();
+            assert!(matches!(a, AcceptOutcome::Created(_)), "{a:?}");
+        }
+        opt_out(&f, "+14155550888").await;
+        // Then many at once, so that on PostgreSQL batches are in flight
+        // behind each other (`group_commit::send_accepts`) when one of them
+        // is refused: fresh ones, replays, conflicts, a key sent twice in
+        // the wave and messages to the opted-out recipient, interleaved.
+        #[derive(Debug, Clone, Copy, PartialEq)]
+        enum Want {
+            Created,
+            Replayed,
+            Conflict,
+            OptedOut,
+            CreatedOrReplayed,
+        }
+        let mut tasks = Vec::new();
+        for k in 0..400 {
+            let (req, want) = match k % 10 {
+                3 => (keyed(&f.ws, &format!("pre{}", k % 20), "h"), Want::Replayed),
+                5 => (keyed(&f.ws, &format!("pre{}", k % 20), "x"), Want::Conflict),
+                7 => (
+                    request(&f.ws, json!({"to": "+14155550888", "body": "hi"}), "o"),
+                    Want::OptedOut,
+                ),
+                9 => (keyed(&f.ws, "twice", "t"), Want::CreatedOrReplayed),
+                _ => (keyed(&f.ws, &format!("wave{k}"), "h"), Want::Created),
+            };
+            let store = f.store.clone();
+            tasks.push(tokio::spawn(async move {
+                (want, store.accept_message(req).await.unwrap())
+            }));
+        }
+        let mut twice = std::collections::BTreeSet::new();
+        let mut created = 0;
+        for t in tasks {
+            let (want, outcome) = t.await.unwrap();
+            let got = match &outcome {
+                AcceptOutcome::Created(a) if want == Want::CreatedOrReplayed => {
+                    twice.insert(a.id.clone());
+                    want
+                }
+                AcceptOutcome::Replayed(a) if want == Want::CreatedOrReplayed => {
+                    twice.insert(a.id.clone());
+                    want
+                }
+                AcceptOutcome::Created(_) => {
+                    created += 1;
+                    Want::Created
+                }
+                AcceptOutcome::Replayed(_) => Want::Replayed,
+                AcceptOutcome::Conflict { .. } => Want::Conflict,
+                AcceptOutcome::OptedOut => Want::OptedOut,
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(got, want, "{outcome:?}");
+        }
+        assert_eq!(created, 240);
+        assert_eq!(twice.len(), 1, "one message for the key sent 40 times");
+        if f.url.is_some() {
+            assert!(f.store.group_commit_stats().rechecked >= 1);
+        }
+        // Stored: the 20 first, the 240 fresh and the one sent twice.
+        let stored: u64 = f
+            .store
+            .status_counts()
+            .await
+            .unwrap()
+            .iter()
+            .map(|(_, n)| n)
+            .sum();
+        assert_eq!(stored, 261);
+    }
+);
+
 /// `phone` opts out of SMS in the fixture's workspace.
 async fn opt_out(f: &crate::Fixture, phone: &str) {
     f.store
