@@ -1009,15 +1009,7 @@ conformance!(
         }
         // Nothing refused was stored: the replay and the conflict made no
         // message, nor did the opt-out (61 and the exempt one).
-        let stored: u64 = f
-            .store
-            .status_counts()
-            .await
-            .unwrap()
-            .iter()
-            .map(|(_, n)| n)
-            .sum();
-        assert_eq!(stored, 62);
+        assert_eq!(stored(&f).await, 62);
         let d = f.store.get_message(&f.ws, &first.unwrap()).await.unwrap();
         assert_eq!(d.map(|d| d.events.len()), Some(1), "one event, once");
     }
@@ -1096,17 +1088,15 @@ conformance!(
             assert!(f.store.group_commit_stats().rechecked >= 1);
         }
         // Stored: the 20 first, the 240 fresh and the one sent twice.
-        let stored: u64 = f
-            .store
-            .status_counts()
-            .await
-            .unwrap()
-            .iter()
-            .map(|(_, n)| n)
-            .sum();
-        assert_eq!(stored, 261);
+        assert_eq!(stored(&f).await, 261);
     }
 );
+
+/// How many messages the fixture's store holds, in every status.
+async fn stored(f: &crate::Fixture) -> u64 {
+    let counts = f.store.status_counts().await.unwrap();
+    counts.iter().map(|(_, n)| n).sum()
+}
 
 /// `phone` opts out of SMS in the fixture's workspace.
 async fn opt_out(f: &crate::Fixture, phone: &str) {
