@@ -52,7 +52,9 @@
 //! writer goes on to its next job without waiting for the answer; the next
 //! such batch is sent behind it on the same connection, and the writer
 //! waits for the oldest's answer or a new job, whichever comes first
-//! (`Db::answered_or`), with at most `MAX_FLIGHTS` in flight. So the server
+//! (`Db::answered_or`), with two in flight at most (`MAX_FLIGHTS`), or
+//! eight on a server whose round trip, measured when the writer connects,
+//! is 0.5 ms or more (`FAR_FLIGHTS`, `flights_for`). So the server
 //! runs one batch while the writer builds the next, where the two took
 //! turns. Such a batch commits synchronously and is answered as it lands,
 //! without the sync thread (below): one round trip to a durable 202 rather
@@ -61,7 +63,7 @@
 //! rolled the first back at its `COMMIT` and began the next afresh), so
 //! the two may commit out of the order they were sent in, as two
 //! concurrent requests may. Any other batch waits for the flights to land
-//! first. accept-pg +38%, and +91% with the server 1 ms away
+//! first. accept-pg +38%, and +139% with the server 1 ms away
 //! (bench/HISTORY.md, "Thirty-eighth session").
 //!
 //! On SQLite the fsync is *pipelined*: the writer's connection commits
@@ -616,6 +618,7 @@ fn writer_loop(
     // A batch of accepts sent whose commit is not answered yet (PostgreSQL,
     // `send_accepts`).
     let mut flying: std::collections::VecDeque<InFlight> = std::collections::VecDeque::new();
+    let mut max_flights = flights_for(&conn.db());
     let mut chore_ran = Instant::now();
     // How long after `chore_ran` the next step may run.
     let mut chore_pace = chore.as_ref().map(|c| c.every).unwrap_or_default();
@@ -696,7 +699,7 @@ fn writer_loop(
     };
     loop {
         // As many batches in flight as may be: the oldest lands first.
-        if flying.len() >= MAX_FLIGHTS
+        if flying.len() >= max_flights
             && let Some(f) = flying.pop_front()
         {
             land(&conn.db(), f, &mut rechecked_at);
@@ -753,6 +756,7 @@ fn writer_loop(
                 Ok(c) => {
                     tracing::warn!("the database connection broke; reconnected");
                     conn = c;
+                    max_flights = flights_for(&conn.db());
                 }
                 Err(e) => tracing::error!(error = %e, "reconnecting to the database failed"),
             }
@@ -844,7 +848,7 @@ struct InFlight {
 /// transaction whose `COMMIT` goes with it, without waiting for the
 /// server's answer (`Db::send`): the writer takes and builds the next batch
 /// while the server runs this one, and the next is sent behind it on the
-/// same connection (up to `MAX_FLIGHTS` in flight). Its commit is
+/// same connection (up to `flights_for` in flight). Its commit is
 /// synchronous (`SET LOCAL synchronous_commit = on`): answered once the
 /// WAL is flushed past it (and any synchronous standby has it), so its
 /// 202s need no sync of the sync thread's. The batch's outcome is known
@@ -1110,12 +1114,44 @@ fn run_batch(conn: &Db<'_>, jobs: Vec<Job>, blind: bool) -> (Answers, bool) {
     answers
 }
 
-/// Batches of accepts in flight at most on PostgreSQL (`send_accepts`):
-/// the server runs one while the writer builds the next. accept-pg: +38%
-/// with two, +27% with three, +25% with four, +20% with one (sent and
-/// answered in turn), against the sync thread's flush
-/// (bench/HISTORY.md, "Thirty-eighth session").
+/// Batches of accepts in flight at most on PostgreSQL (`send_accepts`) on
+/// a server nearby: the server runs one while the writer builds the next.
+/// accept-pg on loopback: +38% with two, +27% with three, +25% with four,
+/// +20% with one (sent and answered in turn), against the sync thread's
+/// flush: more make smaller batches (bench/HISTORY.md, "Thirty-eighth
+/// session"). A far server takes more (`FAR_FLIGHTS`).
 const MAX_FLIGHTS: usize = 2;
+
+/// How many batches may be in flight on this connection: `MAX_FLIGHTS`
+/// nearby, more on a server a round trip of `FAR` or more away, where the
+/// round trip, not the server's work, is what a batch waits for.
+fn flights_for(conn: &Db<'_>) -> usize {
+    if !conn.is_pg() {
+        return MAX_FLIGHTS;
+    }
+    let rtt = (0..5)
+        .filter_map(|_| {
+            let t = Instant::now();
+            conn.execute_batch("SELECT 1").ok().map(|()| t.elapsed())
+        })
+        .min();
+    match rtt {
+        Some(rtt) if rtt >= FAR => FAR_FLIGHTS,
+        _ => MAX_FLIGHTS,
+    }
+}
+
+/// A round trip to the server at least this long makes it far
+/// (`flights_for`); on loopback one is 50–150 µs, to another host on a
+/// LAN or in a cloud zone a few hundred µs and more.
+const FAR: std::time::Duration = std::time::Duration::from_micros(500);
+
+/// Batches of accepts in flight at most on a far server (`flights_for`).
+/// With PostgreSQL 1 ms away each way: +139% against the sync thread's
+/// flush with eight, +87% with four, +48% with two; sixteen made +144%
+/// with half again the writer's CPU per accept (bench/HISTORY.md,
+/// "Thirty-eighth session").
+const FAR_FLIGHTS: usize = 8;
 
 /// How the writer begins a transaction: on SQLite taking the write lock at
 /// once (`IMMEDIATE`), so no statement of it waits for the lock midway.
@@ -1590,5 +1626,88 @@ mod tests {
         assert_eq!(events as usize, want.len());
         let stats = gc.stats();
         assert!(stats.max_batch > 1, "the jobs shared batches: {stats:?}");
+    }
+
+    /// A TCP proxy on loopback to `upstream` that forwards every chunk
+    /// `delay` after it arrived, both ways, in order; returns its port.
+    fn delaying_proxy(upstream: std::net::SocketAddr, delay: std::time::Duration) -> u16 {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let (Ok(client), Ok(server)) = (client, std::net::TcpStream::connect(upstream))
+                else {
+                    return;
+                };
+                let ways = [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ];
+                for (mut from, mut to) in ways {
+                    let (tx, rx) = std::sync::mpsc::channel::<(Instant, Vec<u8>)>();
+                    std::thread::spawn(move || {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        while let Ok(n @ 1..) = from.read(&mut buf) {
+                            if tx
+                                .send((Instant::now() + delay, buf[..n].to_vec()))
+                                .is_err()
+                            {
+                                break;
+                            }
+                        }
+                    });
+                    std::thread::spawn(move || {
+                        for (due, chunk) in rx {
+                            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+                            if to.write_all(&chunk).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                }
+            }
+        });
+        port
+    }
+
+    #[test]
+    fn a_far_server_takes_more_batches_in_flight() {
+        use std::net::ToSocketAddrs;
+        let Some(base) = crate::sql::scratch::ScratchSchema::test_server_url() else {
+            eprintln!("SWITCHBOARD_TEST_DATABASE_URL is not set: skipped");
+            return;
+        };
+        let config: tokio_postgres::Config = base.parse().unwrap();
+        let Some(tokio_postgres::config::Host::Tcp(host)) = config.get_hosts().first() else {
+            eprintln!("the test server is not reached over TCP: skipped");
+            return;
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let upstream = (host.as_str(), port)
+            .to_socket_addrs()
+            .unwrap()
+            .next()
+            .unwrap();
+        // Nearby (the test server is on loopback): two.
+        let near = super::super::db::PgConn::connect(&config).unwrap();
+        assert_eq!(flights_for(&Db::Pg(&near)), MAX_FLIGHTS);
+        // The same server 1 ms away each way: eight.
+        let mut far = tokio_postgres::Config::new();
+        far.user(config.get_user().unwrap_or("postgres"))
+            .host("127.0.0.1")
+            .port(delaying_proxy(
+                upstream,
+                std::time::Duration::from_millis(1),
+            ));
+        if let Some(db) = config.get_dbname() {
+            far.dbname(db);
+        }
+        let far = super::super::db::PgConn::connect(&far).unwrap();
+        assert_eq!(flights_for(&Db::Pg(&far)), FAR_FLIGHTS);
+        // SQLite has no round trip.
+        let c = Connection::open_in_memory().unwrap();
+        assert_eq!(flights_for(&Db::Lite(&c)), MAX_FLIGHTS);
     }
 }
