@@ -170,7 +170,7 @@ pub async fn local_admin(
             serve_api: true,
         },
     );
-    let listener = TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
+    let listener = listen((std::net::Ipv4Addr::LOCALHOST, 0).into())?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
         axum::serve(listener, router)
@@ -315,6 +315,28 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App
 
 /// The base URL providers (and the simulator) call back on: the configured
 /// public URL, else this listener's address (loopback if it listens on all).
+/// How many connections may wait to be accepted (`listen`'s backlog).
+/// Tokio's `TcpListener::bind` asks for 128, as the standard library does:
+/// a burst of more new connections than that (a CRM's workers starting
+/// together, a fleet reconnecting after a deploy) overflows the queue,
+/// and the kernel drops their SYNs, which the clients send again only
+/// after a second. Linux caps this at `net.core.somaxconn` (4,096 by
+/// default).
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// A TCP listener on `addr` with `LISTEN_BACKLOG` (and `SO_REUSEADDR`, as
+/// `TcpListener::bind` sets, so a restart can bind at once).
+pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 pub fn callback_base(public_url: Option<&str>, addr: std::net::SocketAddr) -> String {
     if let Some(url) = public_url {
         return url.trim_end_matches('/').to_owned();
@@ -419,5 +441,33 @@ async fn ingest_received(
             }
         };
         let _ = d.done.send(stored);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A burst of new connections larger than tokio's default backlog (128)
+    /// is queued, not dropped: each connects at once though nothing accepts
+    /// yet (a dropped SYN would be sent again only after a second, and
+    /// again and again while the queue stays full).
+    #[tokio::test]
+    async fn a_burst_of_connections_waits_in_the_listen_queue() {
+        let listener = listen((std::net::Ipv4Addr::LOCALHOST, 0).into()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut connects = tokio::task::JoinSet::new();
+        for _ in 0..400 {
+            connects.spawn(tokio::time::timeout(
+                Duration::from_secs(5),
+                tokio::net::TcpStream::connect(addr),
+            ));
+        }
+        let streams = connects.join_all().await;
+        let connected = streams.iter().filter(|r| matches!(r, Ok(Ok(_)))).count();
+        assert_eq!(connected, 400, "connections dropped by a full listen queue");
+        // And they are served: the first is accepted as usual.
+        let (_, peer) = listener.accept().await.unwrap();
+        assert!(peer.ip().is_loopback());
     }
 }

@@ -769,9 +769,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             "Generated the instance admin token (shown only this once):\n\n    {token}\n\nUse it as `Authorization: Bearer <token>` on /v1/workspaces, or set SWITCHBOARD_ADMIN_TOKEN.\n"
         );
     }
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
+    let listener =
+        app::listen(config.listen).with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     let storage = match &config.database_url {
         Some(_) => "PostgreSQL".to_owned(),
