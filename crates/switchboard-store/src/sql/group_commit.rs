@@ -848,10 +848,12 @@ struct InFlight {
 /// transaction whose `COMMIT` goes with it, without waiting for the
 /// server's answer (`Db::send`): the writer takes and builds the next batch
 /// while the server runs this one, and the next is sent behind it on the
-/// same connection (up to `flights_for` in flight). Its commit is
-/// synchronous (`SET LOCAL synchronous_commit = on`): answered once the
-/// WAL is flushed past it (and any synchronous standby has it), so its
-/// 202s need no sync of the sync thread's. The batch's outcome is known
+/// same connection (up to `flights_for` in flight). Its commit is as
+/// durable as the sync thread's (`SET LOCAL synchronous_commit TO
+/// DEFAULT`: the server's setting, which the sync connection commits
+/// with, where the writer's session has it off): answered once the WAL is
+/// flushed past it (and any synchronous standby has it, if the server
+/// asks for one), so its 202s need no sync of the sync thread's. The batch's outcome is known
 /// when it lands (`land_accepts`). A failure while building it (before
 /// anything is sent) rolls it back and gives the jobs back, to run as any
 /// batch.
@@ -860,7 +862,7 @@ fn send_accepts(conn: &Db<'_>, mut jobs: Vec<Job>, busy: &AtomicU64) -> Result<I
     let events = DeferEvents::start();
     let built = conn
         .pipeline(true)
-        .and_then(|()| conn.execute_batch_later("BEGIN; SET LOCAL synchronous_commit = on"))
+        .and_then(|()| conn.execute_batch_later(FLIGHT_BEGIN))
         .map_err(StoreError::from)
         .and_then(|()| {
             // What failed before this transaction is not its concern.
@@ -900,6 +902,11 @@ fn send_accepts(conn: &Db<'_>, mut jobs: Vec<Job>, busy: &AtomicU64) -> Result<I
     Counters::busy(busy, began);
     sent
 }
+
+/// How a flight's transaction begins (`send_accepts`): durable at its
+/// commit as the server is set to make commits, though the writer's
+/// session does not wait for the flush.
+const FLIGHT_BEGIN: &str = "BEGIN; SET LOCAL synchronous_commit TO DEFAULT";
 
 /// Waits for a sent batch's commit (`send_accepts`) and answers its jobs.
 /// `Err` gives the jobs back when the server refused a statement of the
@@ -1709,5 +1716,34 @@ mod tests {
         // SQLite has no round trip.
         let c = Connection::open_in_memory().unwrap();
         assert_eq!(flights_for(&Db::Lite(&c)), MAX_FLIGHTS);
+    }
+
+    #[test]
+    fn a_flight_commits_as_durably_as_the_server_is_set_to_on_postgres() {
+        let Some(base) = crate::sql::scratch::ScratchSchema::test_server_url() else {
+            eprintln!("SWITCHBOARD_TEST_DATABASE_URL is not set: skipped");
+            return;
+        };
+        let setting = |db: &Db<'_>| {
+            db.query_row("SHOW synchronous_commit", &[], |r| r.get::<_, String>(0))
+                .unwrap()
+        };
+        let other = super::super::db::PgConn::connect_url(&base).unwrap();
+        let server = setting(&Db::Pg(&other));
+        // The writer's session commits without waiting for the flush.
+        let conn = super::super::db::PgConn::connect_url(&base).unwrap();
+        let db = Db::Pg(&conn);
+        db.execute_batch("SET synchronous_commit = off").unwrap();
+        db.pipeline(true).unwrap();
+        db.execute_batch_later(FLIGHT_BEGIN).unwrap();
+        let inside = db.query_later("SHOW synchronous_commit", vec![]).unwrap();
+        db.execute_batch_later("COMMIT").unwrap();
+        let flight = db.send();
+        db.pipeline(false).unwrap();
+        db.land(flight).unwrap();
+        let mut rows = db.rows(inside).unwrap();
+        let inside: String = rows.next().unwrap().unwrap().get(0).unwrap();
+        assert_eq!(inside, server, "a flight commits with the server's setting");
+        assert_eq!(setting(&db), "off", "the session's own is kept");
     }
 }
