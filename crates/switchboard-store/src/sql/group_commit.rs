@@ -849,14 +849,13 @@ struct InFlight {
 /// server's answer (`Db::send`): the writer takes and builds the next batch
 /// while the server runs this one, and the next is sent behind it on the
 /// same connection (up to `flights_for` in flight). Its commit is as
-/// durable as the sync thread's (`SET LOCAL synchronous_commit TO
-/// DEFAULT`: the server's setting, which the sync connection commits
-/// with, where the writer's session has it off): answered once the WAL is
-/// flushed past it (and any synchronous standby has it, if the server
-/// asks for one), so its 202s need no sync of the sync thread's. The batch's outcome is known
-/// when it lands (`land_accepts`). A failure while building it (before
-/// anything is sent) rolls it back and gives the jobs back, to run as any
-/// batch.
+/// durable as the sync thread's (`FLIGHT_BEGIN`: the server's setting,
+/// which the sync connection commits with, where the writer's session has
+/// it off): answered once the WAL is flushed past it (and any synchronous
+/// standby has it, if the server asks for one), so its 202s need no sync
+/// of the sync thread's. The batch's outcome is known when it lands
+/// (`land_accepts`). A failure while building it (before anything is
+/// sent) rolls it back and gives the jobs back, to run as any batch.
 fn send_accepts(conn: &Db<'_>, mut jobs: Vec<Job>, busy: &AtomicU64) -> Result<InFlight, Vec<Job>> {
     let began = Instant::now();
     let events = DeferEvents::start();
@@ -864,20 +863,8 @@ fn send_accepts(conn: &Db<'_>, mut jobs: Vec<Job>, busy: &AtomicU64) -> Result<I
         .pipeline(true)
         .and_then(|()| conn.execute_batch_later(FLIGHT_BEGIN))
         .map_err(StoreError::from)
-        .and_then(|()| {
-            // What failed before this transaction is not its concern.
-            let _ = conn.take_failed();
-            let _ = conn.take_later_failed();
-            attempt_all(&mut jobs, conn, true)
-        })
-        .and_then(|v| guarded(|| events.flush(conn)).map(|()| v))
+        .and_then(|()| attempt_optimistically(conn, &mut jobs, true, &events))
         .and_then(|v| {
-            if conn.take_failed() {
-                // As in `run_transaction`: a job carried on after a failure.
-                return Err(StoreError::Corrupt(
-                    "a write job carried on after a failed statement; rolled back".into(),
-                ));
-            }
             conn.execute_batch_later("COMMIT")
                 .map(|()| v)
                 .map_err(StoreError::from)
@@ -1061,6 +1048,31 @@ fn attempt_all(jobs: &mut [Job], conn: &Db<'_>, blind: bool) -> Result<Vec<Value
     Ok(values)
 }
 
+/// Runs every job of a transaction just begun, optimistically (no
+/// savepoints), then the batch's deferred events: the jobs' values, or the
+/// first failure. PostgreSQL aborts the whole transaction on a failed
+/// statement, and `COMMIT` then quietly rolls back: a job that caught such
+/// a failure and carried on would look successful (`Db::take_failed`), so
+/// that is a failure too. What failed before the transaction is not its
+/// concern.
+fn attempt_optimistically(
+    conn: &Db<'_>,
+    jobs: &mut [Job],
+    blind: bool,
+    events: &DeferEvents,
+) -> Result<Vec<Value>, StoreError> {
+    let _ = conn.take_failed();
+    let _ = conn.take_later_failed();
+    let outcome =
+        attempt_all(jobs, conn, blind).and_then(|v| guarded(|| events.flush(conn)).map(|()| v));
+    if conn.take_failed() && outcome.is_ok() {
+        return Err(StoreError::Corrupt(
+            "a write job carried on after a failed statement; rolled back".into(),
+        ));
+    }
+    outcome
+}
+
 /// Commits, or rolls back if the commit fails; the error is every job's.
 fn commit(conn: &Db<'_>, n: usize) -> Result<(), StoreError> {
     conn.execute_batch("COMMIT")
@@ -1201,21 +1213,7 @@ fn run_transaction(conn: &Db<'_>, mut jobs: Vec<Job>, blind: bool) -> (Answers, 
             let _ = conn.take_failed();
             return (failed_all(jobs, &e), rechecked);
         }
-        // What failed before this transaction is not its concern.
-        let _ = conn.take_failed();
-        let _ = conn.take_later_failed();
-        // Optimistic: no savepoints.
-        let mut outcome = attempt_all(&mut jobs, conn, blind)
-            .and_then(|v| guarded(|| events.flush(conn)).map(|()| v));
-        // PostgreSQL aborts the whole transaction on a failed statement, and
-        // COMMIT then quietly rolls back. A job that caught such a failure and
-        // carried on would look successful (`Db::take_failed`).
-        if conn.take_failed() && outcome.is_ok() {
-            outcome = Err(StoreError::Corrupt(
-                "a write job carried on after a failed statement; rolled back".into(),
-            ));
-        }
-        let error = match outcome {
+        let error = match attempt_optimistically(conn, &mut jobs, blind, &events) {
             Ok(values) => match conn.execute_batch("COMMIT") {
                 // Not the commit: a job's queued write failed, so the server
                 // rolled the transaction back. Redone below, as any failed
