@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::harness::{TestApp, call, spawn_app};
+use crate::harness::{TestApp, call, get, spawn_app};
 use crate::receiver::Receiver;
 
 /// Seed 003's send payload, with the fields it names.
@@ -568,14 +568,7 @@ async fn automatenexus_events_are_verified_deduplicated_and_mapped_by_rules() {
     let app = spawn_app().await;
     let (_, key) = app.workspace("acme").await;
     // Not set up yet: rules cannot be added.
-    let (status, _) = call(
-        &app,
-        reqwest::Method::GET,
-        "/v1/compat/automatenexus/rules",
-        Some(&key),
-        &Value::Null,
-    )
-    .await;
+    let (status, _) = get(&app, "/v1/compat/automatenexus/rules", &key).await;
     assert_eq!(status, 404);
     let (status, r) = call(
         &app,
@@ -760,14 +753,7 @@ async fn automatenexus_events_are_verified_deduplicated_and_mapped_by_rules() {
         (413, Some("payload_too_large"))
     );
     // Rules are listed and removed.
-    let (_, list) = call(
-        &app,
-        reqwest::Method::GET,
-        "/v1/compat/automatenexus/rules",
-        Some(&key),
-        &Value::Null,
-    )
-    .await;
+    let (_, list) = get(&app, "/v1/compat/automatenexus/rules", &key).await;
     let id = list["data"][0]["id"].as_str().unwrap().to_owned();
     assert_eq!(list["data"].as_array().unwrap().len(), 2);
     let (status, _) = call(
@@ -931,14 +917,7 @@ async fn a_generic_hook_maps_a_nested_hubspot_style_body_to_a_message() {
         (413, Some("payload_too_large"))
     );
     // Listed without its token.
-    let (_, list) = call(
-        &app,
-        reqwest::Method::GET,
-        "/v1/hooks",
-        Some(&key),
-        &Value::Null,
-    )
-    .await;
+    let (_, list) = get(&app, "/v1/hooks", &key).await;
     assert_eq!(list["data"][0]["path"], path.as_str());
     assert!(!list.to_string().contains(&token));
     // Removed: gone.

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::browser::Browser;
 use reqwest::Method;
 
-use crate::harness::{ADMIN_TOKEN, TestApp, call, spawn_app};
+use crate::harness::{ADMIN_TOKEN, TestApp, call, get, spawn_app};
 use crate::receiver::Receiver;
 
 /// Sends what is due, then lets the simulator's receipt come back and the
@@ -150,14 +150,7 @@ async fn an_operator_sends_watches_redelivers_and_opts_out_in_the_browser() {
     b.click("#wh-rotate").await;
     b.accept_dialog().await;
     let secret = b.wait_text("#endpoint-secret", "whsec_").await;
-    let (_, rotated) = call(
-        &app,
-        Method::GET,
-        &format!("/v1/webhooks/{endpoint_id}"),
-        Some(&key),
-        &Value::Null,
-    )
-    .await;
+    let (_, rotated) = get(&app, &format!("/v1/webhooks/{endpoint_id}"), &key).await;
     assert!(
         rotated["previous_secret_expires_at"].is_string(),
         "{rotated}"
@@ -185,28 +178,14 @@ async fn an_operator_sends_watches_redelivers_and_opts_out_in_the_browser() {
     b.click("#wh-enable").await;
     b.wait_text("#toast", "Re-enabled").await;
     b.ready("webhooks").await;
-    let (_, e) = call(
-        &app,
-        Method::GET,
-        &format!("/v1/webhooks/{endpoint_id}"),
-        Some(&key),
-        &Value::Null,
-    )
-    .await;
+    let (_, e) = get(&app, &format!("/v1/webhooks/{endpoint_id}"), &key).await;
     assert_eq!(e["enabled"], true);
 
     // The endpoint editor.
     b.fill("#wh-description", "CRM (production)").await;
     b.click("#wh-save").await;
     b.wait_text("#toast", "Saved").await;
-    let (_, e) = call(
-        &app,
-        Method::GET,
-        &format!("/v1/webhooks/{endpoint_id}"),
-        Some(&key),
-        &Value::Null,
-    )
-    .await;
+    let (_, e) = get(&app, &format!("/v1/webhooks/{endpoint_id}"), &key).await;
     assert_eq!(e["description"], "CRM (production)");
     assert_eq!(
         e["event_types"],
@@ -238,14 +217,7 @@ async fn an_operator_sends_watches_redelivers_and_opts_out_in_the_browser() {
     b.wait_text("#consent", "console").await;
     b.assert_labelled().await;
     b.screenshot("08-conversation-opted-out").await;
-    let (_, contact) = call(
-        &app,
-        Method::GET,
-        "/v1/contacts/%2B14155550101",
-        Some(&key),
-        &Value::Null,
-    )
-    .await;
+    let (_, contact) = get(&app, "/v1/contacts/%2B14155550101", &key).await;
     assert_eq!(contact["consent"][0]["state"], "opted_out");
     assert_eq!(contact["consent"][0]["source"], "api");
     // Sending to it now is refused with the API's own error, in the form.
@@ -280,7 +252,7 @@ async fn an_operator_sends_watches_redelivers_and_opts_out_in_the_browser() {
     b.fill("#set-reply-help", "Call us at 555-0100").await;
     b.click("#set-save").await;
     b.wait_text("#toast", "Settings saved").await;
-    let (_, settings) = call(&app, Method::GET, "/v1/settings", Some(&key), &Value::Null).await;
+    let (_, settings) = get(&app, "/v1/settings", &key).await;
     assert_eq!(settings["default_timezone"], "America/Chicago");
     assert_eq!(settings["keyword_replies"]["help"], "Call us at 555-0100");
     b.assert_labelled().await;
@@ -465,14 +437,7 @@ async fn the_console_refuses_bad_sign_ins_expired_sessions_and_forged_posts() {
     b.fill("#edit-budget", "3").await;
     b.click("#edit-save").await;
     b.wait_text("#toast", "Provider saved").await;
-    let (_, providers) = call(
-        &app,
-        Method::GET,
-        "/v1/providers",
-        Some(ADMIN_TOKEN),
-        &Value::Null,
-    )
-    .await;
+    let (_, providers) = get(&app, "/v1/providers", ADMIN_TOKEN).await;
     let twilio = providers["data"]
         .as_array()
         .unwrap()
@@ -500,14 +465,7 @@ async fn the_console_refuses_bad_sign_ins_expired_sessions_and_forged_posts() {
     b.click("#sender-default").await;
     b.click("#sender-add").await;
     b.wait_text("#senders", "+14155550100").await;
-    let (_, senders) = call(
-        &app,
-        Method::GET,
-        &format!("/v1/workspaces/{ws}/senders"),
-        Some(ADMIN_TOKEN),
-        &Value::Null,
-    )
-    .await;
+    let (_, senders) = get(&app, &format!("/v1/workspaces/{ws}/senders"), ADMIN_TOKEN).await;
     let route: Vec<(&str, bool)> = senders["data"]
         .as_array()
         .unwrap()
@@ -537,14 +495,7 @@ async fn the_console_refuses_bad_sign_ins_expired_sessions_and_forged_posts() {
     let target = app.url("/v1/contacts/%2B14155550102/opt-out");
     b.goto(&hostile_page(&target).await).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
-    let (_, contact) = call(
-        &app,
-        Method::GET,
-        "/v1/contacts/%2B14155550102",
-        Some(&key),
-        &Value::Null,
-    )
-    .await;
+    let (_, contact) = get(&app, "/v1/contacts/%2B14155550102", &key).await;
     assert_eq!(contact["consent"], json!([]), "{phone} was not opted out");
 
     // The same post with the session cookie but without the token: 403.
@@ -606,14 +557,7 @@ async fn the_console_refuses_bad_sign_ins_expired_sessions_and_forged_posts() {
     let (admin, _) = as_page(&app, Method::GET, "/v1/workspaces", &cookie, None, None).await;
     assert_eq!(admin, 403);
     // Revoking the key ends its console sessions.
-    let (_, keys) = call(
-        &app,
-        Method::GET,
-        &format!("/v1/workspaces/{ws}/keys"),
-        Some(ADMIN_TOKEN),
-        &Value::Null,
-    )
-    .await;
+    let (_, keys) = get(&app, &format!("/v1/workspaces/{ws}/keys"), ADMIN_TOKEN).await;
     // (The admin made a second key above: revoke both.)
     for k in keys["data"].as_array().unwrap() {
         let key_id = k["id"].as_str().unwrap();

@@ -227,6 +227,11 @@ pub async fn new_schema(base: &str) -> PgSchema {
         .expect("a schema on the PostgreSQL test server")
 }
 
+/// A `GET` with a bearer token: the status and the JSON answer (`call`).
+pub async fn get(app: &TestApp, path: &str, bearer: &str) -> (u16, Value) {
+    call(app, reqwest::Method::GET, path, Some(bearer), &Value::Null).await
+}
+
 /// One request with an optional bearer token and a JSON body (none when
 /// `body` is null); the status and the JSON answer (null if none).
 pub async fn call(

@@ -315,14 +315,7 @@ async fn a_nul_character_never_reaches_the_store() {
     .await;
     assert_eq!(status, 201, "{v}");
     assert_eq!(v["inbound"]["text"], "hi\u{FFFD}there");
-    let (status, v) = crate::harness::call(
-        &app,
-        reqwest::Method::GET,
-        "/v1/inbound",
-        Some(&key),
-        &Value::Null,
-    )
-    .await;
+    let (status, v) = crate::harness::get(&app, "/v1/inbound", &key).await;
     assert_eq!(status, 200);
     assert_eq!(v["data"][0]["text"], "hi\u{FFFD}there", "{v}");
 
@@ -390,14 +383,7 @@ async fn a_nul_character_never_reaches_the_store() {
         "{v}"
     );
     // Nothing refused was stored; the server still answers.
-    let (status, v) = crate::harness::call(
-        &app,
-        reqwest::Method::GET,
-        "/v1/messages",
-        Some(&key),
-        &Value::Null,
-    )
-    .await;
+    let (status, v) = crate::harness::get(&app, "/v1/messages", &key).await;
     assert_eq!(
         (status, v["data"].as_array().map(Vec::len)),
         (200, Some(0)),
