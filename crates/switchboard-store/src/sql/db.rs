@@ -1855,18 +1855,31 @@ mod tests {
             .unwrap()
     }
 
-    #[test]
-    fn queued_writes_and_reads_go_out_together_and_in_order_on_postgres() {
+    /// A scratch schema on the test server holding a table `t (n BIGINT
+    /// PRIMARY KEY)`, and two connections to it (the second to see what the
+    /// first has sent); `None`, skipped, without a test server.
+    fn table_t_on_postgres(
+        prefix: &str,
+    ) -> Option<(crate::sql::scratch::ScratchSchema, PgConn, PgConn)> {
         let Some(base) = crate::sql::scratch::ScratchSchema::test_server_url() else {
             eprintln!("SWITCHBOARD_TEST_DATABASE_URL is not set: skipped");
-            return;
+            return None;
         };
-        let schema = crate::sql::scratch::ScratchSchema::create(&base, "pipe").unwrap();
+        let schema = crate::sql::scratch::ScratchSchema::create(&base, prefix).unwrap();
         let conn = PgConn::connect_url(&schema.url()).unwrap();
         let other = PgConn::connect_url(&schema.url()).unwrap();
-        let (db, seen) = (Db::Pg(&conn), Db::Pg(&other));
-        db.execute_batch("CREATE TABLE t (n BIGINT PRIMARY KEY)")
+        Db::Pg(&conn)
+            .execute_batch("CREATE TABLE t (n BIGINT PRIMARY KEY)")
             .unwrap();
+        Some((schema, conn, other))
+    }
+
+    #[test]
+    fn queued_writes_and_reads_go_out_together_and_in_order_on_postgres() {
+        let Some((_schema, conn, other)) = table_t_on_postgres("pipe") else {
+            return;
+        };
+        let (db, seen) = (Db::Pg(&conn), Db::Pg(&other));
         db.pipeline(true).unwrap();
         let insert = "INSERT INTO t (n) VALUES (?1)";
         db.execute_later(insert, vec![V::Int(1)], Some(1)).unwrap();
@@ -1937,16 +1950,10 @@ mod tests {
 
     #[test]
     fn flights_are_sent_at_once_and_landed_in_any_order_on_postgres() {
-        let Some(base) = crate::sql::scratch::ScratchSchema::test_server_url() else {
-            eprintln!("SWITCHBOARD_TEST_DATABASE_URL is not set: skipped");
+        let Some((_schema, conn, other)) = table_t_on_postgres("flight") else {
             return;
         };
-        let schema = crate::sql::scratch::ScratchSchema::create(&base, "flight").unwrap();
-        let conn = PgConn::connect_url(&schema.url()).unwrap();
-        let other = PgConn::connect_url(&schema.url()).unwrap();
         let (db, seen) = (Db::Pg(&conn), Db::Pg(&other));
-        db.execute_batch("CREATE TABLE t (n BIGINT PRIMARY KEY)")
-            .unwrap();
         let insert = "INSERT INTO t (n) VALUES (?1)";
         let transaction = |ns: &[i64]| {
             db.pipeline(true).unwrap();
