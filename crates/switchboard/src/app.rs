@@ -313,8 +313,6 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App
     })
 }
 
-/// The base URL providers (and the simulator) call back on: the configured
-/// public URL, else this listener's address (loopback if it listens on all).
 /// How many connections may wait to be accepted (`listen`'s backlog).
 /// Tokio's `TcpListener::bind` asks for 128, as the standard library does:
 /// a burst of more new connections than that (a CRM's workers starting
@@ -337,6 +335,8 @@ pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
+/// The base URL providers (and the simulator) call back on: the configured
+/// public URL, else this listener's address (loopback if it listens on all).
 pub fn callback_base(public_url: Option<&str>, addr: std::net::SocketAddr) -> String {
     if let Some(url) = public_url {
         return url.trim_end_matches('/').to_owned();
