@@ -80,6 +80,13 @@ impl DbError {
             _ => false,
         }
     }
+
+    /// The server refused a statement (PostgreSQL): it answered with an
+    /// error, so the statement's transaction did not commit. A lost
+    /// connection, say, is not one: whether it committed is unknown.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, DbError::Pg(e) if e.as_db_error().is_some())
+    }
 }
 
 /// `Ok(None)` for `NoRows`.

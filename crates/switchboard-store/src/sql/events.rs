@@ -58,7 +58,7 @@ pub struct NewEvent<'a> {
 }
 
 /// An event kept until the end of its batch.
-struct Pending {
+pub(super) struct Pending {
     id: String,
     workspace_id: String,
     message_id: String,
@@ -71,7 +71,7 @@ struct Pending {
 }
 
 impl Pending {
-    fn of(e: &NewEvent<'_>) -> Self {
+    pub(super) fn of(e: &NewEvent<'_>) -> Self {
         Pending {
             id: e.id.to_owned(),
             workspace_id: e.workspace_id.to_owned(),
@@ -134,10 +134,10 @@ const EVENT_TYPES: [&str; 9] = [
 
 /// The events of a run as a `RowSet`, in `EVENT_INSERT` order and then
 /// whether each is implied.
-fn event_set<'p>(c: &Db<'_>, chunk: &'p [Pending]) -> RowSet<'p> {
+fn event_set<'p>(c: &Db<'_>, first: usize, chunk: &'p [Pending]) -> RowSet<'p> {
     RowSet::new(
         c,
-        1,
+        first,
         &EVENT_TYPES,
         chunk.iter().map(|p| {
             [
@@ -173,7 +173,7 @@ fn write(c: &Db<'_>, mut events: Vec<Pending>) -> Result<(), StoreError> {
     }
     let mut seq_of: HashMap<String, i64> = HashMap::with_capacity(events.len());
     for chunk in c.chunks(&events) {
-        let set = event_set(c, chunk);
+        let set = event_set(c, 1, chunk);
         let inserted = c.execute(&insert_sql(c, &set, false), set.params())?;
         number(c, chunk, inserted, &subscribed, &mut seq_of)?;
     }
@@ -322,31 +322,43 @@ fn insert_sql(c: &Db<'_>, set: &RowSet<'_>, filter: bool) -> String {
 }
 
 /// On PostgreSQL, where every statement is a round trip, the insert and
-/// the fan-out are one statement per run: the fan-out reads the rows the
-/// insert returns (with their sequence numbers) in a data-modifying `WITH`.
+/// the fan-out are one statement per run (`pg_items`).
 fn write_pg(c: &Db<'_>, events: &[Pending]) -> Result<(), StoreError> {
     for chunk in c.chunks(events) {
-        let set = event_set(c, chunk);
         let implied = chunk.iter().any(|p| p.implied);
-        let sql = format!(
-            "WITH ev (column1, column2, column3, column4, column5, column6) AS (
-                 {}
-                 RETURNING id, workspace_id, seq, type, message_id, created_at),
-             fan AS ({})
-             SELECT 1 FROM ev",
-            insert_sql(c, &set, implied),
-            fan_out_from(c, "ev"),
-        );
+        let (items, params) = pg_items(c, 1, chunk);
         // One row per event inserted, or it fails (`DbError::Rows`); a
         // run with implied events stores those that are subscribed to.
         let rows = (!implied).then_some(chunk.len());
-        c.execute_later(&sql, set.into_params(), rows)?;
+        c.execute_later(&format!("WITH {items} SELECT 1 FROM ev"), params, rows)?;
     }
     // How many deliveries they made is not read back: wake the deliverer.
     if !events.is_empty() {
         super::signals::note_deliveries();
     }
     Ok(())
+}
+
+/// A run of events as the `WITH` items of a PostgreSQL statement: `ev`
+/// inserts them (an implied one only if an endpoint subscribes to it) and
+/// returns the rows inserted, with their sequence numbers, which `fan`
+/// fans out in the same statement. Their set's placeholders start at
+/// `?first`, and its parameters are returned to follow the statement's
+/// others. `write_pg` runs them alone; an accept in flight runs them with
+/// its messages' insert (`messages::accept_in_one_statement`), whose caller
+/// then wakes the deliverer (`signals::note_deliveries`).
+pub(super) fn pg_items<'p>(c: &Db<'_>, first: usize, run: &'p [Pending]) -> (String, Vec<V<'p>>) {
+    let set = event_set(c, first, run);
+    let implied = run.iter().any(|p| p.implied);
+    let items = format!(
+        "ev (column1, column2, column3, column4, column5, column6) AS (
+             {}
+             RETURNING id, workspace_id, seq, type, message_id, created_at),
+         fan AS ({})",
+        insert_sql(c, &set, implied),
+        fan_out_from(c, "ev"),
+    );
+    (items, set.into_params())
 }
 
 /// Records a message event: at the end of the batch inside one
@@ -465,7 +477,7 @@ mod tests {
     /// subscriptions are and how many rows went in.
     fn insert(c: &Db<'_>, events: &[Pending]) -> (Subscribed, usize) {
         let subscribed = Subscribed::ask(c, events).unwrap();
-        let set = event_set(c, events);
+        let set = event_set(c, 1, events);
         let inserted = c
             .execute(&insert_sql(c, &set, false), set.params())
             .unwrap();

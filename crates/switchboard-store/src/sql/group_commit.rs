@@ -48,23 +48,29 @@
 //! runs.
 //!
 //! On PostgreSQL a batch of blind accepts only is also *in flight*
-//! (`send_accepts`): its `BEGIN`, insert and `COMMIT` are sent and the
-//! writer goes on to its next job without waiting for the answer; the next
-//! such batch is sent behind it on the same connection, and the writer
+//! (`send_accepts`): it is one statement, in no transaction but its own,
+//! that inserts the messages and their acceptance events and fans those
+//! out (`messages::accept_in_one_statement`); it is sent and the writer
+//! goes on to its next job without waiting for the answer; the next such
+//! batch is sent behind it on the same connection, once it holds half as
+//! many accepts or the first has landed (`worth_sending`), and the writer
 //! waits for the oldest's answer or a new job, whichever comes first
 //! (`Db::answered_or`), with two in flight at most (`MAX_FLIGHTS`), or
 //! eight on a server whose round trip, measured when the writer connects,
 //! is 0.5 ms or more (`FAR_FLIGHTS`, `flights_for`). So the server
 //! runs one batch while the writer builds the next, where the two took
-//! turns. Such a batch commits synchronously and is answered as it lands,
-//! without the sync thread (below): one round trip to a durable 202 rather
-//! than two. A flight whose blind insert was refused runs again with
-//! reads as it lands; the flight behind it is independent (the server
-//! rolled the first back at its `COMMIT` and began the next afresh), so
-//! the two may commit out of the order they were sent in, as two
-//! concurrent requests may. Any other batch waits for the flights to land
-//! first. accept-pg +38%, and +139% with the server 1 ms away
-//! (bench/HISTORY.md, "Thirty-eighth session").
+//! turns. Such a batch commits synchronously, as the server is set to
+//! (the writer's own transactions set `synchronous_commit` off, `begin`),
+//! and is answered as it lands, without the sync thread (below): one round
+//! trip to a durable 202 rather than two, and one answer from the server
+//! where a `BEGIN`, the inserts and a `COMMIT` took four. A flight whose
+//! statement was refused stored nothing and runs again with reads as it
+//! lands; the flight behind it is independent, so the two may commit out
+//! of the order they were sent in, as two concurrent requests may. Any
+//! other batch waits for the flights to land first. accept-pg +38%, and
+//! +139% with the server 1 ms away (bench/HISTORY.md, "Thirty-eighth
+//! session"); as one statement, held for half the batch ahead, +13%
+//! ("Thirty-ninth session").
 //!
 //! On SQLite the fsync is *pipelined*: the writer's connection commits
 //! with `synchronous = NORMAL` (the WAL frames are written, not synced) and
@@ -87,7 +93,7 @@
 //! whose syncs take 0.3–1 ms (bench/HISTORY.md, "Tenth session").
 //!
 //! On PostgreSQL the same pipeline for every batch but the flights: the
-//! writer's connection commits with
+//! writer's transactions commit with
 //! `synchronous_commit = off` (the commit returns once its record is in
 //! the WAL buffers), and the `db-sync` thread makes the batches durable
 //! with a synchronous commit on a connection of its own (`Durability::
@@ -244,11 +250,12 @@ impl GroupCommit {
         Self::spawn(conn, None, Some(Durability::Wal { wal, synced }), chore)
     }
 
-    /// Starts the writer thread on a PostgreSQL connection whose commits do
-    /// not wait for the WAL flush (`synchronous_commit = off`, set on it and
-    /// on every reconnection by `reconnect`): the sync thread makes them
-    /// durable with a synchronous commit of its own on a connection from
-    /// `sync_connect` (see the module documentation).
+    /// Starts the writer thread on a PostgreSQL connection (made again by
+    /// `reconnect`) whose transactions do not wait for the WAL flush
+    /// (`synchronous_commit = off`, set by each, `begin`): the sync thread
+    /// makes them durable with a synchronous commit of its own on a
+    /// connection from `sync_connect`. Its batches in flight commit with the
+    /// session's setting, the server's (see the module documentation).
     pub fn start_pipelined_pg(
         conn: Conn,
         reconnect: Box<dyn Fn() -> Result<Conn, StoreError> + Send>,
@@ -710,7 +717,7 @@ fn writer_loop(
             // answers, whichever comes first.
             let next = conn.db().answered_or(&oldest.flight, |cx| rx.poll_recv(cx));
             match next {
-                Some(Some(job)) => job,
+                Some(Some(job)) => Some(job),
                 // Answered, or no job will come: it lands.
                 Some(None) | None => {
                     let f = flying.pop_front().expect("the oldest");
@@ -718,6 +725,9 @@ fn writer_loop(
                     continue;
                 }
             }
+        } else if !batch.is_empty() {
+            // Held behind a batch that has landed since: it goes now.
+            None
         } else {
             // With no job queued, the chore's next step is due by the clock.
             let idle = chore
@@ -725,7 +735,7 @@ fn writer_loop(
                 .filter(|_| !refusing(&syncer))
                 .and_then(|c| Some((c.due)()?.max(chore_pace.saturating_sub(chore_ran.elapsed()))));
             match next_job(&mut rx, idle) {
-                Next::Job(job) => job,
+                Next::Job(job) => Some(job),
                 Next::Closed => break,
                 Next::Idle => {
                     if let Some(chore) = &chore {
@@ -761,12 +771,20 @@ fn writer_loop(
                 Err(e) => tracing::error!(error = %e, "reconnecting to the database failed"),
             }
         }
-        batch.push(first);
+        batch.extend(first);
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
+        }
+        // Accepts behind a batch in flight wait for more, or for it to land
+        // (`worth_sending`).
+        if let Some(ahead) = flying.back()
+            && !worth_sending(batch.len(), ahead.jobs.len())
+            && batch.iter().all(|j| j.accept().is_some())
+        {
+            continue;
         }
         let pg = conn.db().is_pg();
         // On PostgreSQL a batch of blind accepts is sent without waiting for
@@ -833,6 +851,19 @@ fn writer_loop(
     }
 }
 
+/// Whether a batch of `n` accepts goes out behind a batch in flight of
+/// `ahead`, or waits for more accepts or for that one to land: it goes
+/// once it holds half as many. Sent at once, a batch of whatever had
+/// queued was often of one or two accepts, while the next waited behind
+/// it with tens: the server's work per batch (its commit's flush, the
+/// statement's start) paid for a few, and batches alternating large and
+/// small. In pairs, accept-pg +13% median (bench/HISTORY.md,
+/// "Thirty-ninth session"). Under a light load, where a batch is of one
+/// accept, it goes at once.
+fn worth_sending(n: usize, ahead: usize) -> bool {
+    n * 2 >= ahead
+}
+
 /// A batch of accepts sent to PostgreSQL, its commit not answered yet
 /// (`send_accepts`).
 struct InFlight {
@@ -844,42 +875,37 @@ struct InFlight {
     began: Instant,
 }
 
-/// Sends a batch of accepts, blind (`messages::accept_many`), as one
-/// transaction whose `COMMIT` goes with it, without waiting for the
-/// server's answer (`Db::send`): the writer takes and builds the next batch
-/// while the server runs this one, and the next is sent behind it on the
-/// same connection (up to `flights_for` in flight). Its commit is as
-/// durable as the sync thread's (`FLIGHT_BEGIN`: the server's setting,
-/// which the sync connection commits with, where the writer's session has
-/// it off): answered once the WAL is flushed past it (and any synchronous
-/// standby has it, if the server asks for one), so its 202s need no sync
-/// of the sync thread's. The batch's outcome is known when it lands
-/// (`land_accepts`). A failure while building it (before anything is
-/// sent) rolls it back and gives the jobs back, to run as any batch.
-fn send_accepts(conn: &Db<'_>, mut jobs: Vec<Job>, busy: &AtomicU64) -> Result<InFlight, Vec<Job>> {
+/// Sends a batch of accepts, blind, as one statement that is its own
+/// transaction (`messages::accept_in_one_statement`), without waiting for
+/// the server's answer (`Db::send`): the writer takes and builds the next
+/// batch while the server runs this one, and the next is sent behind it on
+/// the same connection (up to `flights_for` in flight). It commits as
+/// durably as the sync thread's commits (the writer's session keeps the
+/// server's setting, and only its transactions set it off, `begin`), so
+/// its 202s need no sync of the sync thread's. The batch's outcome is known
+/// when it lands (`land_accepts`). A failure while building it (before
+/// anything is sent) gives the jobs back, to run as any batch.
+fn send_accepts(conn: &Db<'_>, jobs: Vec<Job>, busy: &AtomicU64) -> Result<InFlight, Vec<Job>> {
     let began = Instant::now();
-    let events = DeferEvents::start();
+    let _ = conn.take_failed();
+    let _ = conn.take_later_failed();
     let built = conn
         .pipeline(true)
-        .and_then(|()| conn.execute_batch_later(FLIGHT_BEGIN))
         .map_err(StoreError::from)
-        .and_then(|()| attempt_optimistically(conn, &mut jobs, true, &events))
-        .and_then(|v| {
-            conn.execute_batch_later("COMMIT")
-                .map(|()| v)
-                .map_err(StoreError::from)
+        .and_then(|()| {
+            let accepts: Vec<&AcceptRequest> = jobs.iter().filter_map(Job::accept).collect();
+            guarded(|| messages::accept_in_one_statement(conn, &accepts))
         });
     let sent = match built {
-        Ok(values) => Ok(InFlight {
+        Ok(outcomes) => Ok(InFlight {
             jobs,
-            values,
+            values: outcomes.into_iter().map(|o| Box::new(o) as Value).collect(),
             flight: conn.send(),
             began,
         }),
         Err(e) => {
+            // Nothing was queued: the statement is queued last, once built.
             tracing::debug!(error = %e, "a batch of accepts could not be sent; it runs again");
-            rollback(conn);
-            events.discard();
             Err(jobs)
         }
     };
@@ -890,16 +916,12 @@ fn send_accepts(conn: &Db<'_>, mut jobs: Vec<Job>, busy: &AtomicU64) -> Result<I
     sent
 }
 
-/// How a flight's transaction begins (`send_accepts`): durable at its
-/// commit as the server is set to make commits, though the writer's
-/// session does not wait for the flush.
-const FLIGHT_BEGIN: &str = "BEGIN; SET LOCAL synchronous_commit TO DEFAULT";
-
-/// Waits for a sent batch's commit (`send_accepts`) and answers its jobs.
-/// `Err` gives the jobs back when the server refused a statement of the
-/// batch (a stored idempotency key, an opted-out recipient, as with any
-/// blind batch): it rolled the transaction back at its `COMMIT`, and the
-/// jobs must run again with reads. A failed `COMMIT` is every job's error.
+/// Waits for a sent batch's statement (`send_accepts`) and answers its
+/// jobs. `Err` gives the jobs back when the server refused it (a stored
+/// idempotency key, an opted-out recipient, as with any blind batch): it
+/// stored nothing, and the jobs must run again with reads. Any other
+/// failure (the connection lost, say) leaves unknown whether it committed,
+/// and is every job's error, as a failed `COMMIT` is.
 fn land_accepts(conn: &Db<'_>, f: InFlight) -> Result<Answers, Vec<Job>> {
     let n = f.jobs.len();
     match conn.land(f.flight) {
@@ -911,7 +933,7 @@ fn land_accepts(conn: &Db<'_>, f: InFlight) -> Result<Answers, Vec<Job>> {
                 .map(|(j, v)| (j, Ok(v)))
                 .collect())
         }
-        Err(e) if conn.take_later_failed() => {
+        Err(e) if e.is_refusal() => {
             tracing::debug!(error = %e, "blind accepts refused; the batch runs again with reads");
             written_behind::rolled_back();
             Err(f.jobs)
@@ -1173,10 +1195,15 @@ const FAR: std::time::Duration = std::time::Duration::from_micros(500);
 const FAR_FLIGHTS: usize = 8;
 
 /// How the writer begins a transaction: on SQLite taking the write lock at
-/// once (`IMMEDIATE`), so no statement of it waits for the lock midway.
+/// once (`IMMEDIATE`), so no statement of it waits for the lock midway; on
+/// PostgreSQL committing without waiting for the WAL flush, which the sync
+/// thread's connection makes before anyone is answered, while the writer
+/// runs the next batch (`GroupCommit::start_pipelined_pg`). Its session
+/// keeps the server's setting, which a batch in flight, a statement in no
+/// transaction, commits with (`send_accepts`).
 fn begin(conn: &Db<'_>) -> &'static str {
     if conn.is_pg() {
-        "BEGIN"
+        "BEGIN; SET LOCAL synchronous_commit = off"
     } else {
         "BEGIN IMMEDIATE"
     }
@@ -1717,6 +1744,68 @@ mod tests {
     }
 
     #[test]
+    fn accepts_behind_a_batch_in_flight_go_once_they_are_half_as_many() {
+        // Under a light load one accept goes behind one or two.
+        assert!(worth_sending(1, 1));
+        assert!(worth_sending(1, 2));
+        // Behind forty, not one or nineteen, but twenty.
+        assert!(!worth_sending(1, 40));
+        assert!(!worth_sending(19, 40));
+        assert!(worth_sending(20, 40));
+        assert!(worth_sending(60, 40));
+    }
+
+    /// Accepts held behind a batch in flight (`worth_sending`) go when it
+    /// lands, with no other job to wake the writer: a burst of forty, then
+    /// one and two more alone, are all answered, and stored once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn accepts_held_behind_a_batch_in_flight_go_when_it_lands_on_postgres() {
+        use crate::Store;
+        let Some(base) = crate::sql::scratch::ScratchSchema::test_server_url() else {
+            eprintln!("SWITCHBOARD_TEST_DATABASE_URL is not set: skipped");
+            return;
+        };
+        let schema = crate::sql::scratch::ScratchSchema::create_async(&base, "held")
+            .await
+            .unwrap();
+        let store = crate::sql::SqlStore::connect_postgres_async(&schema.url(), 1)
+            .await
+            .unwrap();
+        let store = Arc::new(store);
+        for round in 0..20 {
+            let mut tasks = Vec::new();
+            for i in 0..43 {
+                let store = store.clone();
+                tasks.push(tokio::spawn(async move {
+                    if i >= 40 {
+                        // After the burst, one at a time.
+                        tokio::time::sleep(std::time::Duration::from_micros(200 * (i - 39))).await;
+                    }
+                    store.accept_message(keyed(&format!("k{round}-{i}"))).await
+                }));
+            }
+            for t in tasks {
+                let outcome = tokio::time::timeout(std::time::Duration::from_secs(10), t)
+                    .await
+                    .expect("answered")
+                    .unwrap()
+                    .unwrap();
+                assert!(matches!(outcome, AcceptOutcome::Created(_)), "{outcome:?}");
+            }
+        }
+        let stored = store
+            .writer
+            .run(|c| Ok(c.query_row("SELECT count(*) FROM messages", &[], |r| r.get::<_, i64>(0))?))
+            .await
+            .unwrap();
+        assert_eq!(stored, 20 * 43);
+    }
+
+    /// A batch in flight, a statement in the writer's session outside any
+    /// transaction, commits as the server is set to; the writer's
+    /// transactions do not wait for the flush, which the sync thread's
+    /// connection makes.
+    #[test]
     fn a_flight_commits_as_durably_as_the_server_is_set_to_on_postgres() {
         let Some(base) = crate::sql::scratch::ScratchSchema::test_server_url() else {
             eprintln!("SWITCHBOARD_TEST_DATABASE_URL is not set: skipped");
@@ -1728,20 +1817,23 @@ mod tests {
         };
         let other = super::super::db::PgConn::connect_url(&base).unwrap();
         let server = setting(&Db::Pg(&other));
-        // The writer's session commits without waiting for the flush.
+        assert_ne!(server, "off", "the test server makes commits durable");
         let conn = super::super::db::PgConn::connect_url(&base).unwrap();
         let db = Db::Pg(&conn);
-        db.execute_batch("SET synchronous_commit = off").unwrap();
-        db.pipeline(true).unwrap();
-        db.execute_batch_later(FLIGHT_BEGIN).unwrap();
-        let inside = db.query_later("SHOW synchronous_commit", vec![]).unwrap();
-        db.execute_batch_later("COMMIT").unwrap();
-        let flight = db.send();
-        db.pipeline(false).unwrap();
-        db.land(flight).unwrap();
-        let mut rows = db.rows(inside).unwrap();
-        let inside: String = rows.next().unwrap().unwrap().get(0).unwrap();
-        assert_eq!(inside, server, "a flight commits with the server's setting");
-        assert_eq!(setting(&db), "off", "the session's own is kept");
+        db.execute_batch(crate::sql::SqlStore::WRITER_SESSION)
+            .unwrap();
+        assert_eq!(
+            setting(&db),
+            server,
+            "a flight commits with the server's setting"
+        );
+        db.execute_batch(begin(&db)).unwrap();
+        assert_eq!(
+            setting(&db),
+            "off",
+            "a transaction of the writer's does not wait"
+        );
+        db.execute_batch("COMMIT").unwrap();
+        assert_eq!(setting(&db), server, "and leaves the session's as it was");
     }
 }

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::db::{Db, DbError, LaterRows, OptionalExt, Row, RowSet, V, p};
+use super::db::{Db, DbError, LaterRows, MAX_PG_SET, OptionalExt, Row, RowSet, V, p};
+use super::events::{NewEvent, Pending};
 use switchboard_core::quiet_hours::QuietHours;
 use switchboard_core::retry::GiveUpReason;
 use switchboard_core::state::transition;
@@ -97,6 +98,58 @@ pub fn accept_many(
         let consent = consent_states(c, reqs)?;
         (keys.read(c)?, consent.read(c)?)
     };
+    let (outcomes, rows) = decide(reqs, &existing, &consent)?;
+    insert_messages(c, &rows, blind)?;
+    Ok(outcomes)
+}
+
+/// `accept_many`'s blind accepts (PostgreSQL, no `require_opt_in`) as one
+/// statement that inserts the messages and their acceptance events and
+/// fans those out, for a batch sent in flight
+/// (`group_commit::send_accepts`). Sent in no transaction, it is its own:
+/// it commits when it ends, with the durability the writer's session has
+/// (the server's own setting), and the server answers once it has, in one
+/// answer where a `BEGIN`, the inserts and a `COMMIT` took four.
+/// Refused, as a blind batch can be, it stored nothing.
+pub fn accept_in_one_statement(
+    c: &Db<'_>,
+    reqs: &[&AcceptRequest],
+) -> Result<Vec<AcceptOutcome>, StoreError> {
+    if !c.is_pg() || !accepts_blind(reqs.iter().copied()) || reqs.len() > MAX_PG_SET {
+        return Err(StoreError::Corrupt(
+            "one statement carries blind accepts on PostgreSQL, up to a set's rows".into(),
+        ));
+    }
+    let (outcomes, rows) = decide(reqs, &HashMap::new(), &HashMap::new())?;
+    let set = RowSet::typed(
+        c,
+        1,
+        MESSAGE_ROW,
+        &MESSAGE_INSERT_TYPES,
+        rows.iter().map(NewRow::message_values),
+    );
+    let count = set.next_placeholder();
+    let events: Vec<Pending> = rows.iter().map(|r| Pending::of(&r.acceptance())).collect();
+    let (events_items, events_params) = super::events::pg_items(c, count + 1, &events);
+    let sql = blind_insert_sql(&set.table(), count, &events_items);
+    let mut params = set.into_params();
+    params.push(V::Int(i64::try_from(rows.len()).unwrap_or(i64::MAX)));
+    params.extend(events_params);
+    c.execute_later(&sql, params, Some(1))?;
+    if !events.is_empty() {
+        super::signals::note_deliveries();
+    }
+    Ok(outcomes)
+}
+
+/// Each request's outcome, given the stored keys and consent states it
+/// may meet (none for a blind batch), and the rows of those to store.
+#[allow(clippy::type_complexity)]
+fn decide<'r>(
+    reqs: &[&'r AcceptRequest],
+    existing: &HashMap<(String, String), AcceptedRow>,
+    consent: &HashMap<(String, String, String), String>,
+) -> Result<(Vec<AcceptOutcome>, Vec<NewRow<'r>>), StoreError> {
     // Keys stored by this batch: (workspace, key) → (request hash, answer).
     let mut stored: HashMap<(&str, &str), (&str, Accepted)> = HashMap::new();
     let mut outcomes = Vec::with_capacity(reqs.len());
@@ -166,8 +219,7 @@ pub fn accept_many(
         outcomes.push(AcceptOutcome::Created(accepted));
         rows.push(row);
     }
-    insert_messages(c, &rows, blind)?;
-    Ok(outcomes)
+    Ok((outcomes, rows))
 }
 
 /// Whether these requests can be stored without reading first
@@ -385,6 +437,21 @@ impl<'a> NewRow<'a> {
         self.status == Status::Queued
     }
 
+    /// Its acceptance event.
+    fn acceptance(&self) -> NewEvent<'_> {
+        NewEvent {
+            id: self.event_id.as_str(),
+            workspace_id: self.req.workspace_id.as_str(),
+            message_id: self.id.as_str(),
+            event_type: EventType::on_accept(self.status).as_str(),
+            status: self.status.as_str(),
+            detail: Some(&self.detail),
+            error_code: None,
+            at: self.req.now,
+            implied: self.implied(),
+        }
+    }
+
     /// The `messages` row, in `MESSAGE_INSERT` order.
     fn message_values(&self) -> [V<'_>; MESSAGE_INSERT_COLUMNS] {
         let (req, m) = (self.req, &self.req.message);
@@ -466,7 +533,7 @@ fn insert_messages(c: &Db<'_>, rows: &[NewRow<'_>], blind: bool) -> Result<(), S
             chunk.iter().map(NewRow::message_values),
         );
         if blind {
-            let sql = blind_insert_sql(&set.table(), set.next_placeholder());
+            let sql = blind_insert_sql(&set.table(), set.next_placeholder(), "");
             let mut params = set.into_params();
             params.push(V::Int(i64::try_from(chunk.len()).unwrap_or(i64::MAX)));
             c.execute_later(&sql, params, Some(1))?;
@@ -489,33 +556,27 @@ fn insert_messages(c: &Db<'_>, rows: &[NewRow<'_>], blind: bool) -> Result<(), S
         )?;
     }
     for r in rows {
-        super::events::record(
-            c,
-            &super::events::NewEvent {
-                id: r.event_id.as_str(),
-                workspace_id: r.req.workspace_id.as_str(),
-                message_id: r.id.as_str(),
-                event_type: EventType::on_accept(r.status).as_str(),
-                status: r.status.as_str(),
-                detail: Some(&r.detail),
-                error_code: None,
-                at: r.req.now,
-                implied: r.implied(),
-            },
-        )?;
+        super::events::record(c, &r.acceptance())?;
     }
     Ok(())
 }
 
 /// `insert_messages`' blind insert (PostgreSQL) of the rows of `table` (a
 /// `RowSet::table()` of `MESSAGE_INSERT` rows, then the row count as the
-/// parameter `?count`, the one after the set's). A recipient's opt-out is looked up per row by the
-/// contact's primary key. The count is checked by the server, not by
-/// `execute_later`'s `rows`, which is checked by this process after the
-/// batch's `COMMIT` has gone out with it: only a failed statement makes
-/// PostgreSQL roll the transaction back. (The failure is a cast of the
-/// whole `CASE`, so no arm is a constant the planner would fold early.)
-fn blind_insert_sql(table: &str, count: usize) -> String {
+/// parameter `?count`, the one after the set's), with `and` (more `WITH`
+/// items, after a comma, or nothing) in the same statement. A recipient's
+/// opt-out is looked up per row by the contact's primary key. The count is
+/// checked by the server, not by `execute_later`'s `rows`, which is checked
+/// by this process after the batch's `COMMIT` has gone out with it: only a
+/// failed statement makes PostgreSQL roll the transaction back. (The
+/// failure is a cast of the whole `CASE`, so no arm is a constant the
+/// planner would fold early.)
+fn blind_insert_sql(table: &str, count: usize, and: &str) -> String {
+    let and = if and.is_empty() {
+        String::new()
+    } else {
+        format!(",\n         {and}")
+    };
     format!(
         "WITH stored AS (
              INSERT INTO {MESSAGE_INSERT}
@@ -524,7 +585,7 @@ fn blind_insert_sql(table: &str, count: usize) -> String {
                 OR (SELECT c.state FROM contacts c
                     WHERE c.workspace_id = k.column2 AND c.phone = k.column3 AND c.channel = k.column5)
                    IS DISTINCT FROM 'opted_out'
-             RETURNING 1)
+             RETURNING 1){and}
          SELECT CAST(CASE WHEN count(*) = CAST(?{count} AS BIGINT) THEN '1'
                      ELSE 'not every accept was stored: a recipient opted out' END AS INT)
          FROM stored"
@@ -1879,11 +1940,31 @@ mod row_type_tests {
             &MESSAGE_INSERT_TYPES,
             Vec::<Vec<V<'_>>>::new(),
         );
-        let sql = blind_insert_sql(&set.table(), set.next_placeholder());
+        let (table, count) = (set.table(), set.next_placeholder());
         let mut params = set.into_params();
         params.push(V::Int(0));
+        // Alone, and with the acceptance events (`accept_in_one_statement`).
+        let sql = blind_insert_sql(&table, count, "");
         let plan = pg_plan(&db, &sql, &params);
         assert!(plan.contains("Index Scan using contacts_pkey"), "{plan}");
         assert!(plan.contains("Function Scan on unnest"), "{plan}");
+        let events = [Pending::of(&NewEvent {
+            id: "evt_1",
+            workspace_id: "ws_1",
+            message_id: "msg_1",
+            event_type: "message.queued",
+            status: "queued",
+            detail: None,
+            error_code: None,
+            at: Timestamp::from_millis(0),
+            implied: true,
+        })];
+        let (items, events_params) = crate::sql::events::pg_items(&db, count + 1, &events);
+        params.extend(events_params);
+        let sql = blind_insert_sql(&table, count, &items);
+        let plan = pg_plan(&db, &sql, &params);
+        assert!(plan.contains("Index Scan using contacts_pkey"), "{plan}");
+        assert!(plan.contains("Insert on events"), "{plan}");
+        assert!(!plan.contains("Seq Scan"), "{plan}");
     }
 }

@@ -219,11 +219,6 @@ impl SqlStore {
     ///   keep it (a prepared statement's generic plan is not replanned
     ///   until the table's statistics change). Discouraged on its
     ///   connection only.
-    /// - `synchronous_commit = off`: its commits do not wait for the WAL
-    ///   flush; the sync thread's connection makes them durable before
-    ///   anyone is answered, while the writer runs the next batch
-    ///   (`GroupCommit::start_pipelined_pg`), and a batch in flight commits
-    ///   with the server's own setting (`group_commit::FLIGHT_BEGIN`).
     /// - `plan_cache_mode = force_generic_plan`: each prepared statement is
     ///   planned once, not at every run. Left to choose (`auto`), the
     ///   server plans a statement afresh each time while a plan made for
@@ -233,8 +228,12 @@ impl SqlStore {
     ///   nine accepts, the writer's backend spent about half its time in
     ///   the planner. Its statements' generic plans are the ones tested
     ///   (`plan_tests`).
-    const WRITER_SESSION: &str = "SET enable_seqscan = off; SET synchronous_commit = off; \
-         SET plan_cache_mode = force_generic_plan";
+    ///
+    /// Its `synchronous_commit` is the server's: its transactions set it
+    /// off (`group_commit::begin`), and a batch of accepts in flight, a
+    /// statement in no transaction, commits with it.
+    pub(crate) const WRITER_SESSION: &str =
+        "SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan";
 
     /// Connects to PostgreSQL at `url` (`postgres://user@host:port/db`),
     /// applies its migrations (one node at a time, under an advisory lock)
