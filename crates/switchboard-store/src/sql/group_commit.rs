@@ -638,10 +638,9 @@ fn writer_loop(
             .is_some_and(|s| s.failed.load(Ordering::Acquire))
     };
     // What follows a batch's commit (or its failure): the counters, the
-    // workers woken, and the answers: after the sync when it wrote, unless
-    // its own commit was made durable (`durable`: a flight's,
-    // `send_accepts`).
-    let settle = |answers: Answers, began: Instant, wrote: bool, rechecked: bool, durable: bool| {
+    // workers woken, and the answers, once the commit is durable
+    // (`Durable`).
+    let settle = |answers: Answers, began: Instant, durable: Durable, rechecked: bool| {
         let n = answers.len() as u64;
         // The deliverer's claim or the receipt pump's pass is a later
         // batch, which runs after this one's commit.
@@ -654,15 +653,10 @@ fn writer_loop(
         counters.commits.fetch_add(1, Ordering::Relaxed);
         counters.jobs.fetch_add(n, Ordering::Relaxed);
         counters.max_batch.fetch_max(n, Ordering::Relaxed);
-        // A batch that wrote nothing has nothing to make durable, and what
-        // it read is durable once every batch before it has been synced: it
-        // is answered at once. So an idle node's polls (claims that find
-        // nothing) cost no sync of the WAL, where they cost about thirty a
-        // second.
-        match syncer
-            .as_ref()
-            .filter(|s| !durable && (wrote || !s.caught_up()))
-        {
+        match syncer.as_ref().filter(|s| match durable {
+            Durable::Already => false,
+            Durable::AfterSync { wrote } => wrote || !s.caught_up(),
+        }) {
             None => {
                 for (job, result) in answers {
                     job.answer(result);
@@ -685,22 +679,20 @@ fn writer_loop(
     };
     // Takes a flight's answers. Refused (a stored key, an opted-out
     // recipient), its accepts run again with reads, after the flight sent
-    // behind it, which is independent: the server rolled this one back at
-    // its `COMMIT` and began that one afresh.
+    // behind it, which is independent: a statement of its own.
     let land = |conn: &Db<'_>, f: InFlight, rechecked_at: &mut Option<Instant>| {
         let waited = Instant::now();
         let began = f.began;
         let landed = land_accepts(conn, f);
         Counters::busy(&counters.busy_accepts, waited);
         match landed {
-            // Durable by its own commit: answered at once.
-            Ok(answers) => settle(answers, began, true, false, true),
+            Ok(answers) => settle(answers, began, Durable::Already, false),
             Err(jobs) => {
                 let again = Instant::now();
                 let (answers, _) = run_batch(conn, jobs, false);
                 Counters::busy(&counters.busy_accepts, again);
                 *rechecked_at = Some(again);
-                settle(answers, began, true, true, false);
+                settle(answers, began, Durable::AfterSync { wrote: true }, true);
             }
         }
     };
@@ -840,7 +832,7 @@ fn writer_loop(
             if rechecked {
                 rechecked_at = Some(began);
             }
-            settle(answers, began, wrote, rechecked, false);
+            settle(answers, began, Durable::AfterSync { wrote }, rechecked);
         }
     }
     // Stopping: the chore to its end, unless the writes are refused.
@@ -849,6 +841,21 @@ fn writer_loop(
     {
         while chore.run(&conn.db(), true) == Some(true) {}
     }
+}
+
+/// When a batch's commit is durable, and so when its jobs are answered
+/// (`writer_loop`'s `settle`).
+#[derive(Clone, Copy)]
+enum Durable {
+    /// Already, by its own synchronous commit (a batch in flight,
+    /// `send_accepts`): answered at once.
+    Already,
+    /// After the sync thread's next sync, if it `wrote`. A batch that
+    /// wrote nothing has nothing to make durable, and what it read is
+    /// durable once every batch before it has been synced: it is answered
+    /// at once then. So an idle node's polls (claims that find nothing)
+    /// cost no sync of the WAL, where they cost about thirty a second.
+    AfterSync { wrote: bool },
 }
 
 /// Whether a batch of `n` accepts goes out behind a batch in flight of
