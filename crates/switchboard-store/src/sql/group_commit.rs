@@ -1762,23 +1762,73 @@ mod tests {
         assert!(worth_sending(60, 40));
     }
 
+    /// A store on a scratch schema of the test server, or `None` (and the
+    /// test skipped) without one; the schema lives as long as the first
+    /// value.
+    async fn pg_store(
+        prefix: &str,
+    ) -> Option<(
+        crate::sql::scratch::ScratchSchema,
+        Arc<crate::sql::SqlStore>,
+    )> {
+        let Some(base) = crate::sql::scratch::ScratchSchema::test_server_url() else {
+            eprintln!("SWITCHBOARD_TEST_DATABASE_URL is not set: skipped");
+            return None;
+        };
+        let schema = crate::sql::scratch::ScratchSchema::create_async(&base, prefix)
+            .await
+            .unwrap();
+        let store = crate::sql::SqlStore::connect_postgres_async(&schema.url(), 1)
+            .await
+            .unwrap();
+        Some((schema, Arc::new(store)))
+    }
+
+    /// The writer's prepared statements are planned once on PostgreSQL
+    /// (`SqlStore::WRITER_SESSION`), as on SQLite
+    /// (`sql::tests::a_new_limit_does_not_plan_a_statement_again`).
+    /// Accepts one at a time are batches of one row, for which the
+    /// server's own choice (`auto`) plans the statement afresh at every
+    /// run: a custom plan each time.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writer_plans_its_statements_once_on_postgres() {
+        use crate::Store;
+        let Some((_schema, store)) = pg_store("plans").await else {
+            return;
+        };
+        for i in 0..12 {
+            let outcome = store.accept_message(keyed(&format!("k{i}"))).await.unwrap();
+            assert!(matches!(outcome, AcceptOutcome::Created(_)), "{outcome:?}");
+        }
+        let (custom, generic) = store
+            .writer
+            .run(|c| {
+                Ok(c.query_row(
+                    "SELECT CAST(coalesce(sum(custom_plans), 0) AS BIGINT),
+                            CAST(coalesce(sum(generic_plans), 0) AS BIGINT)
+                     FROM pg_prepared_statements",
+                    &[],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+                )?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(custom, 0, "no statement of the writer's is planned per run");
+        assert!(
+            generic >= 12,
+            "the accepts ran prepared statements: {generic}"
+        );
+    }
+
     /// Accepts held behind a batch in flight (`worth_sending`) go when it
     /// lands, with no other job to wake the writer: a burst of forty, then
     /// one and two more alone, are all answered, and stored once.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn accepts_held_behind_a_batch_in_flight_go_when_it_lands_on_postgres() {
         use crate::Store;
-        let Some(base) = crate::sql::scratch::ScratchSchema::test_server_url() else {
-            eprintln!("SWITCHBOARD_TEST_DATABASE_URL is not set: skipped");
+        let Some((_schema, store)) = pg_store("held").await else {
             return;
         };
-        let schema = crate::sql::scratch::ScratchSchema::create_async(&base, "held")
-            .await
-            .unwrap();
-        let store = crate::sql::SqlStore::connect_postgres_async(&schema.url(), 1)
-            .await
-            .unwrap();
-        let store = Arc::new(store);
         for round in 0..20 {
             let mut tasks = Vec::new();
             for i in 0..43 {
