@@ -626,6 +626,9 @@ fn writer_loop(
     // `send_accepts`).
     let mut flying: std::collections::VecDeque<InFlight> = std::collections::VecDeque::new();
     let mut max_flights = flights_for(&conn.db());
+    // How many accepts at the front of `batch` wait behind a batch in
+    // flight (`worth_sending`).
+    let mut held = 0;
     let mut chore_ran = Instant::now();
     // How long after `chore_ran` the next step may run.
     let mut chore_pace = chore.as_ref().map(|c| c.every).unwrap_or_default();
@@ -776,6 +779,7 @@ fn writer_loop(
             && !worth_sending(batch.len(), ahead.jobs.len())
             && batch.iter().all(|j| j.accept().is_some())
         {
+            held = batch.len();
             continue;
         }
         let pg = conn.db().is_pg();
@@ -783,6 +787,31 @@ fn writer_loop(
         // its commit (`send_accepts`): the server runs it while this thread
         // takes and builds the next batch, instead of the two taking turns.
         let blind = rechecked_at.is_none_or(|t| t.elapsed() >= BLIND_PAUSE);
+        // Accepts held so were joined by other jobs: they go in flight
+        // first, as they would have without the wait, rather than wait for
+        // the other jobs' transaction and its sync.
+        let held_accepts = std::mem::take(&mut held);
+        if held_accepts > 0
+            && batch[held_accepts.min(batch.len())..]
+                .iter()
+                .any(|j| j.accept().is_none())
+            && blind
+            && !refusing(&syncer)
+            && messages::accepts_blind(batch[..held_accepts].iter().filter_map(Job::accept))
+        {
+            let rest = batch.split_off(held_accepts);
+            match send_accepts(
+                &conn.db(),
+                std::mem::replace(&mut batch, rest),
+                &counters.busy_accepts,
+            ) {
+                Ok(sent) => flying.push_back(sent),
+                Err(mut jobs) => {
+                    jobs.append(&mut batch);
+                    batch = jobs;
+                }
+            }
+        }
         if pg
             && blind
             && !refusing(&syncer)
