@@ -121,20 +121,8 @@ pub fn accept_in_one_statement(
         ));
     }
     let (outcomes, rows) = decide(reqs, &HashMap::new(), &HashMap::new())?;
-    let set = RowSet::typed(
-        c,
-        1,
-        MESSAGE_ROW,
-        &MESSAGE_INSERT_TYPES,
-        rows.iter().map(NewRow::message_values),
-    );
-    let count = set.next_placeholder();
     let events: Vec<Pending> = rows.iter().map(|r| Pending::of(&r.acceptance())).collect();
-    let (events_items, events_params) = super::events::pg_items(c, count + 1, &events);
-    let sql = blind_insert_sql(&set.table(), count, &events_items);
-    let mut params = set.into_params();
-    params.push(V::Int(i64::try_from(rows.len()).unwrap_or(i64::MAX)));
-    params.extend(events_params);
+    let (sql, params) = blind_insert(c, &rows, &events);
     c.execute_later(&sql, params, Some(1))?;
     if !events.is_empty() {
         super::signals::note_deliveries();
@@ -525,6 +513,11 @@ const MESSAGE_INSERT_TYPES: [&str; MESSAGE_INSERT_COLUMNS] = [
 /// (unless exempt) and then fails unless it stored them all.
 fn insert_messages(c: &Db<'_>, rows: &[NewRow<'_>], blind: bool) -> Result<(), StoreError> {
     for chunk in c.chunks(rows) {
+        if blind {
+            let (sql, params) = blind_insert(c, chunk, &[]);
+            c.execute_later(&sql, params, Some(1))?;
+            continue;
+        }
         let set = RowSet::typed(
             c,
             1,
@@ -532,13 +525,6 @@ fn insert_messages(c: &Db<'_>, rows: &[NewRow<'_>], blind: bool) -> Result<(), S
             &MESSAGE_INSERT_TYPES,
             chunk.iter().map(NewRow::message_values),
         );
-        if blind {
-            let sql = blind_insert_sql(&set.table(), set.next_placeholder(), "");
-            let mut params = set.into_params();
-            params.push(V::Int(i64::try_from(chunk.len()).unwrap_or(i64::MAX)));
-            c.execute_later(&sql, params, Some(1))?;
-            continue;
-        }
         let sql = format!("{} {MESSAGE_INSERT}{}", c.insert_into(), set.values());
         c.execute_later(&sql, set.into_params(), Some(chunk.len()))?;
     }
@@ -559,6 +545,33 @@ fn insert_messages(c: &Db<'_>, rows: &[NewRow<'_>], blind: bool) -> Result<(), S
         super::events::record(c, &r.acceptance())?;
     }
     Ok(())
+}
+
+/// The blind insert of `rows` (`blind_insert_sql`) and its parameters,
+/// with `events`' insert and fan-out in the same statement when there are
+/// any (`events::pg_items`, `accept_in_one_statement`).
+fn blind_insert<'p>(
+    c: &Db<'_>,
+    rows: &'p [NewRow<'_>],
+    events: &'p [Pending],
+) -> (String, Vec<V<'p>>) {
+    let set = RowSet::typed(
+        c,
+        1,
+        MESSAGE_ROW,
+        &MESSAGE_INSERT_TYPES,
+        rows.iter().map(NewRow::message_values),
+    );
+    let (table, count) = (set.table(), set.next_placeholder());
+    let mut params = set.into_params();
+    params.push(V::Int(i64::try_from(rows.len()).unwrap_or(i64::MAX)));
+    let mut items = String::new();
+    if !events.is_empty() {
+        let (events_items, events_params) = super::events::pg_items(c, count + 1, events);
+        items = events_items;
+        params.extend(events_params);
+    }
+    (blind_insert_sql(&table, count, &items), params)
 }
 
 /// `insert_messages`' blind insert (PostgreSQL) of the rows of `table` (a
