@@ -626,9 +626,6 @@ fn writer_loop(
     // `send_accepts`).
     let mut flying: std::collections::VecDeque<InFlight> = std::collections::VecDeque::new();
     let mut max_flights = flights_for(&conn.db());
-    // How many accepts at the front of `batch` wait behind a batch in
-    // flight (`worth_sending`).
-    let mut held = 0;
     let mut chore_ran = Instant::now();
     // How long after `chore_ran` the next step may run.
     let mut chore_pace = chore.as_ref().map(|c| c.every).unwrap_or_default();
@@ -766,6 +763,9 @@ fn writer_loop(
                 Err(e) => tracing::error!(error = %e, "reconnecting to the database failed"),
             }
         }
+        // Accepts already in the batch were held behind a batch in flight
+        // (`worth_sending`, below).
+        let held = batch.len();
         batch.extend(first);
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -779,7 +779,6 @@ fn writer_loop(
             && !worth_sending(batch.len(), ahead.jobs.len())
             && batch.iter().all(|j| j.accept().is_some())
         {
-            held = batch.len();
             continue;
         }
         let pg = conn.db().is_pg();
@@ -787,46 +786,29 @@ fn writer_loop(
         // its commit (`send_accepts`): the server runs it while this thread
         // takes and builds the next batch, instead of the two taking turns.
         let blind = rechecked_at.is_none_or(|t| t.elapsed() >= BLIND_PAUSE);
+        let may_fly = |jobs: &[Job]| {
+            blind
+                && !refusing(&syncer)
+                && messages::accepts_blind(jobs.iter().filter_map(Job::accept))
+        };
+        // Sends blind accepts in flight, or gives them back, not sent.
+        let mut fly = |conn: &Db<'_>, jobs: Vec<Job>| {
+            send_accepts(conn, jobs, &counters.busy_accepts).map(|sent| flying.push_back(sent))
+        };
         // Accepts held so were joined by other jobs: they go in flight
         // first, as they would have without the wait, rather than wait for
         // the other jobs' transaction and its sync.
-        let held_accepts = std::mem::take(&mut held);
-        if held_accepts > 0
-            && batch[held_accepts.min(batch.len())..]
-                .iter()
-                .any(|j| j.accept().is_none())
-            && blind
-            && !refusing(&syncer)
-            && messages::accepts_blind(batch[..held_accepts].iter().filter_map(Job::accept))
+        if held > 0 && batch[held..].iter().any(|j| j.accept().is_none()) && may_fly(&batch[..held])
         {
-            let rest = batch.split_off(held_accepts);
-            match send_accepts(
-                &conn.db(),
-                std::mem::replace(&mut batch, rest),
-                &counters.busy_accepts,
-            ) {
-                Ok(sent) => flying.push_back(sent),
-                Err(mut jobs) => {
-                    jobs.append(&mut batch);
-                    batch = jobs;
-                }
+            let rest = batch.split_off(held);
+            if let Err(mut jobs) = fly(&conn.db(), std::mem::replace(&mut batch, rest)) {
+                jobs.append(&mut batch);
+                batch = jobs;
             }
         }
-        if pg
-            && blind
-            && !refusing(&syncer)
-            && batch.iter().all(|j| j.accept().is_some())
-            && messages::accepts_blind(batch.iter().filter_map(Job::accept))
-        {
-            match send_accepts(
-                &conn.db(),
-                std::mem::take(&mut batch),
-                &counters.busy_accepts,
-            ) {
-                Ok(sent) => {
-                    flying.push_back(sent);
-                    continue;
-                }
+        if pg && batch.iter().all(|j| j.accept().is_some()) && may_fly(&batch) {
+            match fly(&conn.db(), std::mem::take(&mut batch)) {
+                Ok(()) => continue,
                 // Not sent: it runs as any batch does, below.
                 Err(jobs) => batch = jobs,
             }
@@ -923,8 +905,6 @@ struct InFlight {
 /// anything is sent) gives the jobs back, to run as any batch.
 fn send_accepts(conn: &Db<'_>, jobs: Vec<Job>, busy: &AtomicU64) -> Result<InFlight, Vec<Job>> {
     let began = Instant::now();
-    let _ = conn.take_failed();
-    let _ = conn.take_later_failed();
     let built = conn
         .pipeline(true)
         .map_err(StoreError::from)
