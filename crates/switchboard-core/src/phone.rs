@@ -4,64 +4,19 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Mutex, OnceLock};
 
-/// Numbers judged per generation of the cache of verdicts ([`Verdicts`]).
-const GENERATION: usize = 16_384;
-
-type Verdict = Result<PhoneNumber, PhoneError>;
-
 /// Numbers already judged, by their text. CRMs message the same contacts
 /// again and again, and libphonenumber's regexes were the largest single
 /// cost of an accepted submission; a hit is one hash lookup.
 ///
-/// Kept in two generations: numbers go into the young one, and when it
-/// is full it becomes the old one and the old one is dropped; a number
-/// found in the old generation moves back into the young. So a number
-/// used again before about a generation of other numbers has gone in
-/// stays: a contact list of half a generation, sent to over and over with
-/// as many new numbers between, is judged once. (Until the fortieth
-/// session the cache was one map emptied when full: every contact was
-/// judged again each time it filled, however often it was used.)
-///
-/// *Invariant*: bounded: at most two generations, `2 * GENERATION`
-/// numbers, about 4 MB, whatever is sent.
-#[derive(Debug, Default)]
-struct Verdicts {
-    young: HashMap<String, Verdict>,
-    old: HashMap<String, Verdict>,
-}
+/// *Invariant*: bounded: when it holds `CACHE_CAPACITY` numbers it is
+/// emptied and refilled, so memory stays under about 2 MB whatever is sent.
+const CACHE_CAPACITY: usize = 16_384;
 
-impl Verdicts {
-    /// The verdict on `s`, if judged; a number of the old generation moves
-    /// into the young one.
-    fn get(&mut self, s: &str) -> Option<Verdict> {
-        if let Some(v) = self.young.get(s) {
-            return Some(v.clone());
-        }
-        let (s, v) = self.old.remove_entry(s)?;
-        self.put(s, v.clone());
-        Some(v)
-    }
+type Verdict = Result<PhoneNumber, PhoneError>;
 
-    /// Keeps a verdict in the young generation, which becomes the old one
-    /// first if it is full.
-    fn put(&mut self, s: String, v: Verdict) {
-        if self.young.len() >= GENERATION {
-            self.old = std::mem::take(&mut self.young);
-            self.young.reserve(GENERATION);
-        }
-        self.young.insert(s, v);
-    }
-
-    /// The numbers it holds (tests).
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        self.young.len() + self.old.len()
-    }
-}
-
-fn cache() -> &'static Mutex<Verdicts> {
-    static CACHE: OnceLock<Mutex<Verdicts>> = OnceLock::new();
-    CACHE.get_or_init(|| Mutex::new(Verdicts::default()))
+fn cache() -> &'static Mutex<HashMap<String, Verdict>> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Verdict>>> = OnceLock::new();
+    CACHE.get_or_init(|| Mutex::new(HashMap::with_capacity(1024)))
 }
 
 /// Why a phone number was refused.
@@ -94,13 +49,14 @@ impl PhoneNumber {
             return Err(PhoneError::NotE164);
         }
         if let Some(known) = cache().lock().expect("phone cache lock").get(s) {
-            return known;
+            return known.clone();
         }
         let verdict = Self::judge(s);
-        cache()
-            .lock()
-            .expect("phone cache lock")
-            .put(s.to_owned(), verdict.clone());
+        let mut map = cache().lock().expect("phone cache lock");
+        if map.len() >= CACHE_CAPACITY {
+            map.clear();
+        }
+        map.insert(s.to_owned(), verdict.clone());
         verdict
     }
 
@@ -358,76 +314,14 @@ mod tests {
 
     #[test]
     fn the_cache_stays_bounded() {
-        for n in 0..(2 * GENERATION as u64 + 10) {
+        for n in 0..(CACHE_CAPACITY as u64 + 10) {
             let _ = PhoneNumber::parse(&format!("+1415{:07}", n % 10_000_000));
         }
-        assert!(cache().lock().unwrap().len() <= 2 * GENERATION);
+        assert!(cache().lock().unwrap().len() <= CACHE_CAPACITY);
         assert_eq!(
             PhoneNumber::parse("+14155550123").unwrap().as_str(),
             "+14155550123"
         );
-    }
-
-    fn number(n: usize) -> String {
-        format!("+1415{n:07}")
-    }
-
-    /// Fills `v` as `parse` does, counting the numbers judged (missed).
-    fn send_to(v: &mut Verdicts, numbers: impl IntoIterator<Item = String>) -> usize {
-        let mut judged = 0;
-        for s in numbers {
-            if v.get(&s).is_none() {
-                judged += 1;
-                v.put(s.clone(), Err(PhoneError::Invalid));
-            }
-        }
-        judged
-    }
-
-    #[test]
-    fn a_contact_list_is_judged_once_among_new_numbers() {
-        let mut v = Verdicts::default();
-        let half = GENERATION / 2;
-        let list = || (0..half).map(number);
-        assert_eq!(send_to(&mut v, list()), half);
-        // Campaign after campaign to the same list, with as many new
-        // numbers between (one-off recipients): the list's numbers stay,
-        // the new ones are judged and go. (A map emptied when full judged
-        // the list again in every round.)
-        for round in 1..6 {
-            let new = (0..half).map(|n| number(round * GENERATION * 10 + n));
-            assert_eq!(send_to(&mut v, new), half, "round {round}");
-            assert_eq!(send_to(&mut v, list()), 0, "round {round}");
-            assert!(v.len() <= 2 * GENERATION, "{}", v.len());
-        }
-    }
-
-    #[test]
-    fn numbers_not_used_for_two_generations_are_dropped() {
-        let mut v = Verdicts::default();
-        v.put(number(0), Err(PhoneError::Invalid));
-        // A generation of others: the number is in the old one, still found.
-        send_to(&mut v, (1..=GENERATION).map(number));
-        assert_eq!(v.get(&number(0)), Some(Err(PhoneError::Invalid)));
-        // Found, it moved back to the young: two more generations without
-        // it, and it is gone.
-        send_to(
-            &mut v,
-            (0..2 * GENERATION).map(|n| number(GENERATION * 10 + n)),
-        );
-        assert_eq!(v.get(&number(0)), None);
-        assert!(v.len() <= 2 * GENERATION);
-    }
-
-    #[test]
-    fn the_cache_gives_the_verdict_it_was_given() {
-        let mut v = Verdicts::default();
-        let ok = PhoneNumber::parse("+14155550123");
-        v.put("+14155550123".into(), ok.clone());
-        v.put("+10000000000".into(), Err(PhoneError::Invalid));
-        assert_eq!(v.get("+14155550123"), Some(ok));
-        assert_eq!(v.get("+10000000000"), Some(Err(PhoneError::Invalid)));
-        assert_eq!(v.get("+14155550124"), None);
     }
 
     #[test]
