@@ -13,6 +13,7 @@ mod load;
 mod receiver;
 mod server;
 mod targets;
+mod waits;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use serde_json::{Value, json};
 use crate::load::{LoadResult, MakeRequest, quantile};
 use crate::receiver::Receiver;
 use crate::server::{ADMIN_TOKEN, Server, Usage};
+use crate::waits::AcceptWaits;
 
 /// Benchmarks of the Switchboard gateway.
 #[derive(Debug, Clone, Parser)]
@@ -356,9 +358,18 @@ async fn accept(
     let server = Server::start(&env)?;
     let key = workspace(&server.base).await?;
     let make = message_request(&server.base, &key, args.contacts);
-    let (r, before, db_cpu) =
-        warm_then_measure(args, &server, make, 202, || DbCpu::start(db)).await;
+    let base = server.base.clone();
+    let (r, before, (db_cpu, waits_before)) =
+        warm_then_measure(args, &server, make, 202, || async {
+            (DbCpu::start(db).await, AcceptWaits::read(&base).await)
+        })
+        .await;
     let db_used = db_cpu.used();
+    // Where the measured accepts waited in the server (not the warm-up's).
+    let waits = AcceptWaits::read(&server.base)
+        .await
+        .zip(waits_before)
+        .map(|(after, before)| after.since(&before));
     let mut row = Row::http(
         scenario,
         "POST /v1/messages, 202 after COMMIT",
@@ -375,6 +386,10 @@ async fn accept(
         ),
         None => "dispatch paused: the accept path alone".into(),
     };
+    if let Some(note) = waits.as_ref().and_then(AcceptWaits::note) {
+        row.notes = format!("{}; {note}", row.notes);
+    }
+    row.extra = json!({"accept_waits": waits.map(|w| w.json())});
     Ok(row)
 }
 
@@ -732,6 +747,7 @@ async fn e2e(
     // Every write of the run (and the few of its setup): how the drain's
     // stages batched, which sets what each message costs the disk.
     let commits = group_commits(&server.base).await;
+    let waits = AcceptWaits::read(&server.base).await;
     let _dir = server.keep_dir();
     let data_dir = server.stop();
     let (sends, repeated) = server::ledger(&data_dir)?;
@@ -771,7 +787,11 @@ async fn e2e(
                 ),
                 None => "group commits not read (/metrics did not answer)".into(),
             },
-        ),
+        ) + &waits
+            .as_ref()
+            .and_then(AcceptWaits::note)
+            .map(|n| format!("; {n}"))
+            .unwrap_or_default(),
         extra: json!({
             "submitted": submitted.len(),
             "submit_seconds": submit_elapsed.as_secs_f64(),
@@ -786,6 +806,7 @@ async fn e2e(
             "sim_receipt_delay_ms": 50,
             "group_commits": commits.map(|c| c.0),
             "group_commit_writes": commits.map(|c| c.1),
+            "accept_waits": waits.map(|w| w.json()),
         }),
     }
     .with_threads(&before, &after)

@@ -76,6 +76,24 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             busy.as_secs_f64()
         );
     }
+    let waits = gc.accept_waits;
+    let _ = writeln!(
+        out,
+        "# HELP switchboard_accept_wait_seconds Where accepted messages waited between the API's call to store them and their answer: queued for the writer to take them into a batch, in that batch until its commit, from the commit until it was durable and they were answered, and for the request's task to run again. Each stage's sum over its count is its mean; together they are the store's part of a 202.\n# TYPE switchboard_accept_wait_seconds summary"
+    );
+    for (stage, waited) in [
+        ("queued", waits.queued),
+        ("batch", waits.batch),
+        ("durable", waits.durable),
+        ("resumed", waits.resumed),
+    ] {
+        let _ = writeln!(
+            out,
+            "switchboard_accept_wait_seconds_sum{{stage=\"{stage}\"}} {:.6}\nswitchboard_accept_wait_seconds_count{{stage=\"{stage}\"}} {}",
+            waited.as_secs_f64(),
+            waits.count
+        );
+    }
     if let Some(wal) = gc.wal_writes {
         let _ = writeln!(
             out,

@@ -503,9 +503,35 @@ pub struct GroupCommitStats {
     pub busy_jobs: std::time::Duration,
     /// … in its chore's steps (SQLite's written-behind sweep).
     pub busy_chore: std::time::Duration,
+    /// Where the accepts answered so far waited (`AcceptWaits`).
+    pub accept_waits: AcceptWaits,
     /// On SQLite, the writes to the WAL through the writer's VFS
     /// (`switchboard_walvfs`, counted for the whole process).
     pub wal_writes: Option<WalWrites>,
+}
+
+/// Where accepted messages waited, summed over every accept the writer
+/// has answered: from the store's call (`Store::accept_message`) to the
+/// writer taking it into a batch (`queued`: the jobs ahead of it, and its
+/// chore's step), to that batch's commit (`batch`: the accepts' statements,
+/// a batch in flight ahead, the commit), to its answer once the commit is
+/// durable (`durable`: the sync thread's sync; nothing for a PostgreSQL
+/// batch in flight, durable by its own commit), to the caller's task
+/// running again (`resumed`: a runtime worker's wait). Their sum over
+/// `count` is the store's part of a 202; the HTTP request and answer are
+/// the rest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AcceptWaits {
+    /// Accepts timed: those that reached a batch and were answered.
+    pub count: u64,
+    /// Waiting for the writer to take them.
+    pub queued: std::time::Duration,
+    /// From then to their batch's commit.
+    pub batch: std::time::Duration,
+    /// From the commit to their answer.
+    pub durable: std::time::Duration,
+    /// From the answer to the caller running again.
+    pub resumed: std::time::Duration,
 }
 
 /// Writes to SQLite's WAL through the writer's VFS, as the VFS counts

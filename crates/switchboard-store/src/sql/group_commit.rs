@@ -140,7 +140,7 @@ use super::messages;
 use super::signals::{self, WorkSignals};
 use super::written_behind;
 use crate::error::StoreError;
-use crate::model::{AcceptOutcome, AcceptRequest, GroupCommitStats};
+use crate::model::{AcceptOutcome, AcceptRequest, AcceptWaits, GroupCommitStats};
 
 type Value = Box<dyn Any + Send>;
 /// A write job: `work` may run twice (optimistically, then alone in a
@@ -153,16 +153,29 @@ enum Job {
     Work { work: Work, answer: Answer },
     /// A message to store (see the module documentation).
     Accept {
-        req: Box<AcceptRequest>,
-        answer: oneshot::Sender<Result<AcceptOutcome, StoreError>>,
+        /// The message and its stamps, boxed together: a job stays two
+        /// words of pointers wide as it moves through the queue and batches.
+        req: Box<(AcceptRequest, Stamps)>,
+        answer: oneshot::Sender<(Result<AcceptOutcome, StoreError>, Stamps)>,
     },
+}
+
+/// When the writer took an accept into a batch, when that batch's commit
+/// was settled, and when the accept was answered: with when its caller
+/// queued it and when its task ran again, where it waited
+/// (`GroupCommit::accept`, `AcceptWaits`). A few clock reads an accept.
+#[derive(Debug, Default, Clone, Copy)]
+struct Stamps {
+    taken: Option<Instant>,
+    committed: Option<Instant>,
+    answered: Option<Instant>,
 }
 
 impl Job {
     /// The message to store, if it is an accept.
     fn accept(&self) -> Option<&AcceptRequest> {
         match self {
-            Job::Accept { req, .. } => Some(req),
+            Job::Accept { req, .. } => Some(&req.0),
             Job::Work { .. } => None,
         }
     }
@@ -171,13 +184,24 @@ impl Job {
     fn answer(self, r: Result<Value, StoreError>) {
         match self {
             Job::Work { answer, .. } => answer(r),
-            Job::Accept { answer, .. } => {
+            Job::Accept { answer, req } => {
+                let mut stamps = req.1;
+                stamps.answered = Some(Instant::now());
                 let r = r.map(|v| {
                     *v.downcast::<AcceptOutcome>()
                         .expect("an accept answers an outcome")
                 });
-                let _ = answer.send(r);
+                let _ = answer.send((r, stamps));
             }
+        }
+    }
+
+    /// An accept's stamp `which` (of its `Stamps`), unless it has one: an
+    /// accept held over from one pass of the writer to the next keeps
+    /// when it was first taken.
+    fn stamp(&mut self, which: fn(&mut Stamps) -> &mut Option<Instant>, at: Instant) {
+        if let Job::Accept { req, .. } = self {
+            which(&mut req.1).get_or_insert(at);
         }
     }
 }
@@ -198,11 +222,49 @@ struct Counters {
     busy_accepts: AtomicU64,
     busy_jobs: AtomicU64,
     busy_chore: AtomicU64,
+    /// Accepts answered with all their stamps, and the nanoseconds they
+    /// waited at each stage (`AcceptWaits`).
+    accepts_timed: AtomicU64,
+    accept_waits: [AtomicU64; 4],
 }
 
 impl Counters {
     fn read_busy(counter: &AtomicU64) -> std::time::Duration {
         std::time::Duration::from_nanos(counter.load(Ordering::Relaxed))
+    }
+
+    /// Adds where an accept queued at `queued` and running again at
+    /// `resumed` waited, if the writer stamped every stage (an accept
+    /// refused before it reached a batch is not timed).
+    fn time_accept(&self, queued: Instant, stamps: Stamps, resumed: Instant) {
+        let (Some(taken), Some(committed), Some(answered)) =
+            (stamps.taken, stamps.committed, stamps.answered)
+        else {
+            return;
+        };
+        let stages = [
+            (queued, taken),
+            (taken, committed),
+            (committed, answered),
+            (answered, resumed),
+        ];
+        for (counter, (from, to)) in self.accept_waits.iter().zip(stages) {
+            let ns =
+                u64::try_from(to.saturating_duration_since(from).as_nanos()).unwrap_or(u64::MAX);
+            counter.fetch_add(ns, Ordering::Relaxed);
+        }
+        self.accepts_timed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn accept_waits(&self) -> AcceptWaits {
+        let [queued, batch, durable, resumed] = self.accept_waits.each_ref().map(Self::read_busy);
+        AcceptWaits {
+            count: self.accepts_timed.load(Ordering::Relaxed),
+            queued,
+            batch,
+            durable,
+            resumed,
+        }
     }
 
     /// Adds the time since `since` to `counter`.
@@ -329,14 +391,17 @@ impl GroupCommit {
     pub async fn accept(&self, req: AcceptRequest) -> Result<AcceptOutcome, StoreError> {
         let (tx, rx) = oneshot::channel();
         let job = Job::Accept {
-            req: Box::new(req),
+            req: Box::new((req, Stamps::default())),
             answer: tx,
         };
+        let queued = Instant::now();
         self.tx
             .send(job)
             .await
             .map_err(|_| StoreError::WriterGone)?;
-        rx.await.map_err(|_| StoreError::WriterGone)?
+        let (r, stamps) = rx.await.map_err(|_| StoreError::WriterGone)?;
+        self.counters.time_accept(queued, stamps, Instant::now());
+        r
     }
 
     /// Counters for `/metrics`.
@@ -349,6 +414,7 @@ impl GroupCommit {
             busy_accepts: Counters::read_busy(&self.counters.busy_accepts),
             busy_jobs: Counters::read_busy(&self.counters.busy_jobs),
             busy_chore: Counters::read_busy(&self.counters.busy_chore),
+            accept_waits: self.counters.accept_waits(),
             wal_writes: None,
         }
     }
@@ -640,8 +706,12 @@ fn writer_loop(
     // What follows a batch's commit (or its failure): the counters, the
     // workers woken, and the answers, once the commit is durable
     // (`Durable`).
-    let settle = |answers: Answers, began: Instant, durable: Durable, rechecked: bool| {
+    let settle = |mut answers: Answers, began: Instant, durable: Durable, rechecked: bool| {
         let n = answers.len() as u64;
+        let committed = Instant::now();
+        for (job, _) in &mut answers {
+            job.stamp(|s| &mut s.committed, committed);
+        }
         // The deliverer's claim or the receipt pump's pass is a later
         // batch, which runs after this one's commit.
         signals::wake(signals);
@@ -772,6 +842,10 @@ fn writer_loop(
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
+        }
+        let taken = Instant::now();
+        for job in &mut batch {
+            job.stamp(|s| &mut s.taken, taken);
         }
         // Accepts behind a batch in flight wait for more, or for it to land
         // (`worth_sending`).
@@ -1060,7 +1134,7 @@ fn guarded<T>(f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError
 fn attempt(job: &mut Job, conn: &Db<'_>) -> Result<Value, StoreError> {
     guarded(|| match job {
         Job::Work { work, .. } => work(conn),
-        Job::Accept { req, .. } => messages::accept(conn, req).map(|v| Box::new(v) as Value),
+        Job::Accept { req, .. } => messages::accept(conn, &req.0).map(|v| Box::new(v) as Value),
     })
 }
 
@@ -1616,6 +1690,47 @@ mod tests {
         assert_eq!((stats.jobs, stats.commits), (3, 3), "{stats:?}");
     }
 
+    /// Where an accept waited is told stage by stage (`AcceptWaits`): one
+    /// queued behind a job that holds the writer for 100 ms waited that
+    /// long to be taken, its answer waited for a sync of the WAL, and its
+    /// stages add up to no more than its call took.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_accepts_waits_are_timed_stage_by_stage() {
+        let (_dir, _path, gc, _thread) = sqlite_writer("");
+        assert_eq!(gc.stats().accept_waits, AcceptWaits::default());
+        let (go, held) = hold(&gc).await;
+        let began = Instant::now();
+        let accept = tokio::spawn({
+            let gc = gc.clone();
+            async move { gc.accept(keyed("a")).await }
+        });
+        queued(&gc, 1).await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        go.send(()).unwrap();
+        held.await.unwrap().unwrap();
+        let outcome = accept.await.unwrap().unwrap();
+        let took = began.elapsed();
+        assert!(matches!(outcome, AcceptOutcome::Created(_)), "{outcome:?}");
+        let w = gc.stats().accept_waits;
+        assert_eq!(w.count, 1, "{w:?}");
+        assert!(w.queued >= std::time::Duration::from_millis(100), "{w:?}");
+        assert!(w.queued < took, "{w:?}, {took:?}");
+        assert!(w.batch > std::time::Duration::ZERO, "{w:?}");
+        assert!(w.durable > std::time::Duration::ZERO, "{w:?}");
+        assert!(
+            w.queued + w.batch + w.durable + w.resumed <= took,
+            "{w:?}, {took:?}"
+        );
+        // A second accept, not held, adds its own.
+        gc.accept(keyed("b")).await.unwrap();
+        let again = gc.stats().accept_waits;
+        assert_eq!(again.count, 2);
+        assert!(
+            again.queued >= w.queued && again.batch > w.batch,
+            "{again:?}"
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn deferred_events_commit_with_their_job_and_roll_back_with_it() {
         let dir = tempfile::tempdir().unwrap();
@@ -1865,6 +1980,10 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(stored, 20 * 43);
+        // Batches in flight are timed too, durable as they land.
+        let waits = store.writer.stats().accept_waits;
+        assert_eq!(waits.count, 20 * 43, "{waits:?}");
+        assert!(waits.batch > waits.durable, "{waits:?}");
     }
 
     /// A batch in flight, a statement in the writer's session outside any

@@ -684,6 +684,9 @@ async fn operations_endpoints_answer() {
         "switchboard_group_commit_busy_seconds_total{work=\"accepts\"}",
         "switchboard_group_commit_busy_seconds_total{work=\"jobs\"}",
         "switchboard_group_commit_busy_seconds_total{work=\"chore\"}",
+        "switchboard_accept_wait_seconds_count{stage=\"queued\"} 1",
+        "switchboard_accept_wait_seconds_count{stage=\"resumed\"} 1",
+        "switchboard_accept_wait_seconds_sum{stage=\"durable\"}",
     ] {
         assert!(metrics.contains(line), "missing {line} in\n{metrics}");
     }
