@@ -474,12 +474,7 @@ fn rechecked_note(db: Option<&Backends>, rechecked: f64) -> String {
 /// The writer's commits, the writes they carried, and the batches whose
 /// blind accepts were refused and run again (PostgreSQL), from `/metrics`.
 async fn group_commits(base: &str) -> Option<(f64, f64, f64)> {
-    let text = reqwest::get(format!("{base}/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
+    let text = server::metrics(base).await?;
     let metric = |name: &str| -> Option<f64> {
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())

@@ -283,6 +283,17 @@ impl Drop for Server {
     }
 }
 
+/// The text of a server's `/metrics` at `base` (`None` if it does not
+/// answer).
+pub async fn metrics(base: &str) -> Option<String> {
+    reqwest::get(format!("{base}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()
+}
+
 /// CPU seconds and peak RSS of `pid` (Linux `/proc`; zeros elsewhere).
 pub fn usage_of(pid: u32) -> Usage {
     let cpu_seconds = cpu_seconds_of(&pid.to_string());

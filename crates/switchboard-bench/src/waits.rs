@@ -18,13 +18,7 @@ impl AcceptWaits {
     /// Reads them from the server's `/metrics` (`None` if it does not
     /// answer or has no such series: a build from before they were kept).
     pub async fn read(base: &str) -> Option<AcceptWaits> {
-        let text = reqwest::get(format!("{base}/metrics"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        Self::parse(&text)
+        Self::parse(&crate::server::metrics(base).await?)
     }
 
     fn parse(metrics: &str) -> Option<AcceptWaits> {
