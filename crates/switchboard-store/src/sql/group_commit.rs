@@ -249,9 +249,7 @@ impl Counters {
             (answered, resumed),
         ];
         for (counter, (from, to)) in self.accept_waits.iter().zip(stages) {
-            let ns =
-                u64::try_from(to.saturating_duration_since(from).as_nanos()).unwrap_or(u64::MAX);
-            counter.fetch_add(ns, Ordering::Relaxed);
+            Self::add(counter, to.saturating_duration_since(from));
         }
         self.accepts_timed.fetch_add(1, Ordering::Relaxed);
     }
@@ -269,7 +267,12 @@ impl Counters {
 
     /// Adds the time since `since` to `counter`.
     fn busy(counter: &AtomicU64, since: Instant) {
-        let ns = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        Self::add(counter, since.elapsed());
+    }
+
+    /// Adds `d` to `counter`, in nanoseconds (`read_busy` reads it back).
+    fn add(counter: &AtomicU64, d: std::time::Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         counter.fetch_add(ns, Ordering::Relaxed);
     }
 }
