@@ -560,13 +560,50 @@ fn load_event(c: &Db<'_>, event_id: &str) -> Result<Option<WebhookEvent>, StoreE
 /// sequence number, the table's rowid; PostgreSQL has no index on it). A
 /// delivery whose event is missing still comes back, with NULL event
 /// columns, so that it shows as the corruption it is.
+///
+/// On PostgreSQL every lookup is written so that its plan is one by key
+/// even when it is made on empty tables: the writer keeps a statement's
+/// generic plan (`SqlStore::WRITER_SESSION`), and a node's first claim
+/// runs while the tables are empty. Left to the planner there, each tie
+/// between indexes went to one that walks them: the earlier pending
+/// delivery was looked for in every pending delivery, once per due row
+/// (quadratic: a third of PostgreSQL's time in e2e-pg, 340 buffers read
+/// per delivery), and the endpoint among all the endpoints. So:
+/// - the endpoint is a lateral lookup by id, whose state is tested outside
+///   it, which leaves the primary key the only index that serves it (the
+///   index by workspace holds live endpoints only);
+/// - the two questions about other pending deliveries are asked in the
+///   order of `webhook_deliveries_order` (`ORDER BY … LIMIT 1`, which that
+///   index answers without a sort), kept as subplans by `OFFSET 0` (an
+///   `EXISTS` without it is flattened, and its order dropped).
+///
+/// `plan_tests` checks that plan on empty tables.
 fn claim_sql(c: &Db<'_>) -> &'static str {
     static LITE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     static PG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let (cell, event_join, lock) = if c.is_pg() {
-        (&PG, "e.id = d.event_id", " FOR UPDATE OF d SKIP LOCKED")
+    let pg = c.is_pg();
+    let (cell, endpoint, event_join, lock) = if pg {
+        (
+            &PG,
+            "JOIN LATERAL (SELECT w.consecutive_failures, w.enabled, w.deleted_at
+                            FROM webhook_endpoints w WHERE w.id = d.endpoint_id LIMIT 1) w ON true",
+            "e.id = d.event_id",
+            " FOR UPDATE OF d SKIP LOCKED",
+        )
     } else {
-        (&LITE, "e.seq = d.event_seq AND e.id = d.event_id", "")
+        (
+            &LITE,
+            "JOIN webhook_endpoints w ON w.id = d.endpoint_id",
+            "e.seq = d.event_seq AND e.id = d.event_id",
+            "",
+        )
+    };
+    let in_order = |t: &str| {
+        if pg {
+            format!(" ORDER BY {t}.endpoint_id, {t}.ordering_key, {t}.event_seq LIMIT 1 OFFSET 0")
+        } else {
+            String::new()
+        }
     };
     cell.get_or_init(|| {
         // Whether a failing endpoint already has an attempt in flight is
@@ -575,21 +612,23 @@ fn claim_sql(c: &Db<'_>) -> &'static str {
         format!(
             "SELECT d.id, d.endpoint_id, d.attempts, d.trigger, w.consecutive_failures,
                     CASE WHEN w.consecutive_failures > 0
-                         THEN EXISTS (SELECT 1 FROM webhook_deliveries f WHERE f.endpoint_id = d.endpoint_id AND f.status = 'pending' AND f.lease_until > ?1)
+                         THEN EXISTS (SELECT 1 FROM webhook_deliveries f WHERE f.endpoint_id = d.endpoint_id AND f.status = 'pending' AND f.lease_until > ?1{})
                          ELSE 0 = 1 END,
                     {}, {}
              FROM webhook_deliveries d
-             JOIN webhook_endpoints w ON w.id = d.endpoint_id
+             {endpoint}
              LEFT JOIN events e ON {event_join}
              LEFT JOIN messages m ON m.id = e.message_id
              WHERE d.status = 'pending' AND d.next_attempt_at <= ?1 AND (d.lease_until IS NULL OR d.lease_until <= ?1)
                AND w.enabled = 1 AND w.deleted_at IS NULL
                AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p
                                WHERE p.endpoint_id = d.endpoint_id AND p.ordering_key = d.ordering_key
-                                 AND p.status = 'pending' AND p.event_seq < d.event_seq)
+                                 AND p.status = 'pending' AND p.event_seq < d.event_seq{})
              ORDER BY d.next_attempt_at, d.event_seq LIMIT ?2{lock}",
+            in_order("f"),
             rows::qualified("e", EVENT_COLUMNS),
             rows::qualified("m", PAYLOAD_COLUMNS),
+            in_order("p"),
         )
     })
 }
@@ -1148,5 +1187,66 @@ mod tests {
             assert_eq!(text.json(), as_value(m, status, code, detail).to_string());
             assert_eq!(text.value(), as_value(m, status, code, detail));
         }
+    }
+}
+
+#[cfg(test)]
+mod plan_tests {
+    use super::*;
+    use crate::sql::SqlStore;
+    use crate::sql::messages::plan_tests::{pg_generic_planner, pg_plan};
+
+    /// The step of `plan` that reads `index` as `alias`, with the lines
+    /// under it (its conditions), up to the next step.
+    fn step<'p>(plan: &'p str, index: &str, alias: &str) -> Vec<&'p str> {
+        let mut lines = plan.lines();
+        let head = format!("using {index} on ");
+        lines
+            .by_ref()
+            .find(|l| l.contains(&head) && l.contains(&format!(" {alias}  (")))
+            .unwrap_or_else(|| panic!("no step reads {index} as {alias}: {plan}"));
+        lines
+            .take_while(|l| !l.trim_start().starts_with("->"))
+            .collect()
+    }
+
+    /// The claim's generic plan, made on empty tables in the writer's
+    /// session as a node's first claim makes it, finds everything it joins
+    /// or asks about by key: the due deliveries in the due index's order,
+    /// each one's earlier pending delivery by endpoint, ordering key and
+    /// sequence, its endpoint by id, and a failing endpoint's attempts in
+    /// flight by endpoint. Left to ties between indexes (before), the
+    /// first and last walked every pending delivery and the endpoint every
+    /// endpoint, for each due row.
+    #[test]
+    fn on_postgres_the_claim_finds_each_rows_neighbours_by_key_on_empty_tables() {
+        let Some((_schema, conn)) = pg_generic_planner() else {
+            return;
+        };
+        let db = conn.db();
+        db.execute_batch(SqlStore::WRITER_SESSION).unwrap();
+        let plan = pg_plan(&db, claim_sql(&db), &[V::Int(0), V::Int(100)]);
+        assert!(!plan.contains("Seq Scan"), "{plan}");
+        assert!(!plan.contains("Sort"), "{plan}");
+        let due = step(&plan, "webhook_deliveries_due", "d").join("\n");
+        assert!(due.contains("Index Cond: (next_attempt_at <= "), "{plan}");
+        let earlier = step(&plan, "webhook_deliveries_order", "p").join("\n");
+        assert!(
+            earlier.contains(
+                "Index Cond: ((endpoint_id = d.endpoint_id) AND (ordering_key = d.ordering_key) AND (event_seq < d.event_seq))"
+            ),
+            "{plan}"
+        );
+        let endpoint = step(&plan, "webhook_endpoints_pkey", "w_1").join("\n");
+        assert!(
+            endpoint.contains("Index Cond: (id = d.endpoint_id)"),
+            "{plan}"
+        );
+        let in_flight = step(&plan, "webhook_deliveries_order", "f").join("\n");
+        assert!(
+            in_flight.contains("Index Cond: (endpoint_id = d.endpoint_id)"),
+            "{plan}"
+        );
+        assert!(!plan.contains("webhook_endpoints_by_workspace"), "{plan}");
     }
 }
