@@ -64,6 +64,12 @@ struct Args {
     /// Endpoints in the webhook scenario.
     #[arg(long, default_value_t = 8)]
     endpoints: usize,
+    /// Other workspaces on the node in the end-to-end scenarios, each with
+    /// a webhook endpoint subscribed to every event, to which nothing is
+    /// sent (a node shared by many customers): what the benchmark's events
+    /// cost when the fan-out has many endpoints to choose from.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=100_000))]
+    tenants: u64,
     /// PostgreSQL for accept-pg (a schema of its own is made and dropped).
     #[arg(long, env = "SWITCHBOARD_BENCH_DATABASE_URL")]
     database_url: Option<String>,
@@ -234,6 +240,35 @@ async fn workspace(base: &str) -> anyhow::Result<String> {
     )
     .await?;
     Ok(key["key"].as_str().context("key")?.to_owned())
+}
+
+/// `n` other workspaces, each with an endpoint at `url` subscribed to
+/// every event (`--tenants`), made eight at a time.
+async fn tenants(base: &str, n: u64, url: &str) -> anyhow::Result<()> {
+    if n == 0 {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let made = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (base, url, made) = (base.to_owned(), url.to_owned(), made.clone());
+        tasks.push(tokio::spawn(async move {
+            while made.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < n {
+                let key = workspace(&base).await?;
+                create_endpoint(&base, &key, &url, None).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    eprintln!(
+        "  {n} other workspaces with an endpoint each, made in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 async fn create_endpoint(
@@ -637,6 +672,12 @@ async fn e2e(
     let mut server = Server::start(&server_env)?;
     let key = workspace(&server.base).await?;
     let receiver = Receiver::start().await?;
+    tenants(
+        &server.base,
+        args.tenants,
+        &format!("{}/idle", receiver.base),
+    )
+    .await?;
     let events = (!all_events).then(|| vec!["message.delivered", "message.failed"]);
     let (_, secret) = create_endpoint(
         &server.base,
@@ -1143,6 +1184,7 @@ async fn main() -> anyhow::Result<()> {
         "machine": machine,
         "concurrency": args.concurrency,
         "contacts": args.contacts,
+        "tenants": args.tenants,
         "rounds": args.rounds,
         "rows": rows,
         "targets": verdicts,

@@ -122,12 +122,29 @@ pub(crate) fn insert_deliveries(
 /// sequence number, type, message and time (a `RowSet`, or on PostgreSQL
 /// the events an insert returns, see `events::write`).
 pub(crate) fn fan_out_from(c: &Db<'_>, source: &str) -> String {
+    // On PostgreSQL each event's endpoints are looked up by its workspace
+    // (`OFFSET 0` keeps the lookup a subquery of its own): as a join, the
+    // plan made on empty tables walked every live endpoint and compared it
+    // with every event of the run, endpoints × events for each run (see
+    // `claim_sql` on such ties). SQLite's planner searches the index by
+    // workspace either way.
+    let endpoints = if c.is_pg() {
+        format!(
+            "JOIN LATERAL (SELECT w.id, w.event_types FROM webhook_endpoints w WHERE {} OFFSET 0) w ON {}",
+            live_of("w", "e.column2"),
+            listed(c, "w", "e.column4"),
+        )
+    } else {
+        format!(
+            "JOIN webhook_endpoints w ON {}",
+            subscribes(c, "w", "e.column2", "e.column4")
+        )
+    };
     format!(
         "{} webhook_deliveries (id, endpoint_id, workspace_id, event_id, event_seq, ordering_key, status, next_attempt_at, created_at, updated_at)
          SELECT e.column1 || '/' || w.id, w.id, e.column2, e.column1, e.column3, e.column5, 'pending', e.column6, e.column6, e.column6
-         FROM {source} e JOIN webhook_endpoints w ON {}",
+         FROM {source} e {endpoints}",
         c.insert_into(),
-        subscribes(c, "w", "e.column2", "e.column4"),
     )
 }
 
@@ -135,6 +152,16 @@ pub(crate) fn fan_out_from(c: &Db<'_>, source: &str) -> String {
 /// enabled endpoint of workspace `ws` subscribed to events of type `ty`
 /// (SQL expressions).
 pub(crate) fn subscribes(c: &Db<'_>, w: &str, ws: &str, ty: &str) -> String {
+    format!("{} AND {}", live_of(w, ws), listed(c, w, ty))
+}
+
+/// The condition that endpoint `w` is an enabled endpoint of workspace `ws`.
+fn live_of(w: &str, ws: &str) -> String {
+    format!("{w}.workspace_id = {ws} AND {w}.enabled = 1 AND {w}.deleted_at IS NULL")
+}
+
+/// The condition that endpoint `w` subscribes to events of type `ty`.
+fn listed(c: &Db<'_>, w: &str, ty: &str) -> String {
     // Only the event-type filter differs between the engines. On SQLite the
     // list is searched as text for the quoted name: the lists are written
     // by serde_json from validated names (letters, dots, underscores), so
@@ -145,9 +172,7 @@ pub(crate) fn subscribes(c: &Db<'_>, w: &str, ws: &str, ty: &str) -> String {
     } else {
         format!("instr({w}.event_types, '\"' || {ty} || '\"') > 0")
     };
-    format!(
-        "{w}.workspace_id = {ws} AND {w}.enabled = 1 AND {w}.deleted_at IS NULL AND ({w}.event_types IS NULL OR {listed})"
-    )
+    format!("({w}.event_types IS NULL OR {listed})")
 }
 
 /// Records an event that is not about a message (`endpoint.disabled`,
@@ -1198,7 +1223,7 @@ mod plan_tests {
 
     /// The step of `plan` that reads `index` as `alias`, with the lines
     /// under it (its conditions), up to the next step.
-    fn step<'p>(plan: &'p str, index: &str, alias: &str) -> Vec<&'p str> {
+    pub(super) fn step<'p>(plan: &'p str, index: &str, alias: &str) -> Vec<&'p str> {
         let mut lines = plan.lines();
         let head = format!("using {index} on ");
         lines
@@ -1248,5 +1273,101 @@ mod plan_tests {
             "{plan}"
         );
         assert!(!plan.contains("webhook_endpoints_by_workspace"), "{plan}");
+    }
+}
+
+#[cfg(test)]
+mod fan_out_plan_tests {
+    use super::*;
+    use crate::sql::SqlStore;
+    use crate::sql::events::{NewEvent, Pending, pg_items};
+    use crate::sql::messages::plan_tests::{
+        pg_generic_planner, pg_plan, sqlite_migrated, sqlite_plan,
+    };
+
+    /// Three events of one workspace's messages, as a batch records them.
+    fn events() -> Vec<Pending> {
+        let ids: Vec<String> = (0..3).map(|n| format!("evt_{n:026}")).collect();
+        ids.iter()
+            .map(|id| {
+                Pending::of(&NewEvent {
+                    id,
+                    workspace_id: "ws_1",
+                    message_id: "msg_1",
+                    event_type: "message.sent",
+                    status: "sent",
+                    detail: None,
+                    error_code: None,
+                    at: Timestamp::from_millis(1_000),
+                    implied: false,
+                })
+            })
+            .collect()
+    }
+
+    /// The rows `fan_out` binds, for one event.
+    fn fans<'a>(db: &Db<'_>) -> RowSet<'a> {
+        RowSet::new(
+            db,
+            1,
+            &["TEXT", "TEXT", "BIGINT", "TEXT", "TEXT", "BIGINT"],
+            [[
+                V::from("evt_1"),
+                V::from("ws_1"),
+                V::Int(1),
+                V::from("message.sent"),
+                V::from("msg_1"),
+                V::Int(1_000),
+            ]],
+        )
+    }
+
+    /// The fan-out's generic plans on PostgreSQL, made on empty tables in
+    /// the writer's session, look each event's endpoints up by its
+    /// workspace, alone (`fan_out`) and inside the insert of a batch's
+    /// events (`events::pg_items`). As a join they walked every live
+    /// endpoint, with every event of the run compared against each.
+    #[test]
+    fn on_postgres_the_fan_out_finds_each_events_endpoints_by_workspace_on_empty_tables() {
+        let Some((_schema, conn)) = pg_generic_planner() else {
+            return;
+        };
+        let db = conn.db();
+        db.execute_batch(SqlStore::WRITER_SESSION).unwrap();
+        let run = events();
+        let (items, params) = pg_items(&db, 1, &run);
+        let in_insert = pg_plan(&db, &format!("WITH {items} SELECT 1 FROM ev"), &params);
+        let set = fans(&db);
+        let alone = pg_plan(&db, &fan_out_from(&db, &set.table()), set.params());
+        for (plan, event) in [(in_insert, "e"), (alone, "u")] {
+            let lookup =
+                plan_tests::step(&plan, "webhook_endpoints_by_workspace", "w_1").join("\n");
+            assert!(
+                lookup.contains(&format!("Index Cond: (workspace_id = {event}.column2)")),
+                "{plan}"
+            );
+            assert!(!plan.contains("Join Filter"), "{plan}");
+            assert!(!plan.contains("Seq Scan"), "{plan}");
+        }
+    }
+
+    /// SQLite's plan of the same statement searches the index by
+    /// workspace for each event.
+    #[test]
+    fn on_sqlite_the_fan_out_finds_each_events_endpoints_by_workspace() {
+        let (_dir, lite) = sqlite_migrated();
+        let conn = crate::sql::db::Conn::Lite(lite);
+        let db = conn.db();
+        let set = fans(&db);
+        let sql = fan_out_from(&db, &set.table());
+        let crate::sql::db::Conn::Lite(lite) = &conn else {
+            unreachable!()
+        };
+        let plan = sqlite_plan(lite, &sql);
+        assert!(
+            plan.iter().any(|l| l
+                .contains("SEARCH w USING INDEX webhook_endpoints_by_workspace (workspace_id=?)")),
+            "{plan:?}"
+        );
     }
 }
