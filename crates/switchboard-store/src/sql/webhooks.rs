@@ -1219,11 +1219,24 @@ mod tests {
 mod plan_tests {
     use super::*;
     use crate::sql::SqlStore;
-    use crate::sql::messages::plan_tests::{pg_generic_planner, pg_plan};
+    use crate::sql::db::Conn;
+    use crate::sql::events::{NewEvent, Pending, pg_items};
+    use crate::sql::messages::plan_tests::{
+        pg_generic_planner, pg_plan, sqlite_migrated, sqlite_plan,
+    };
+    use crate::sql::scratch::ScratchSchema;
+
+    /// `pg_generic_planner` in the writer's session, which runs these
+    /// statements (`SqlStore::WRITER_SESSION`).
+    fn writer_planner() -> Option<(ScratchSchema, Conn)> {
+        let (schema, conn) = pg_generic_planner()?;
+        conn.db().execute_batch(SqlStore::WRITER_SESSION).unwrap();
+        Some((schema, conn))
+    }
 
     /// The step of `plan` that reads `index` as `alias`, with the lines
     /// under it (its conditions), up to the next step.
-    pub(super) fn step<'p>(plan: &'p str, index: &str, alias: &str) -> Vec<&'p str> {
+    fn step<'p>(plan: &'p str, index: &str, alias: &str) -> Vec<&'p str> {
         let mut lines = plan.lines();
         let head = format!("using {index} on ");
         lines
@@ -1245,11 +1258,10 @@ mod plan_tests {
     /// endpoint, for each due row.
     #[test]
     fn on_postgres_the_claim_finds_each_rows_neighbours_by_key_on_empty_tables() {
-        let Some((_schema, conn)) = pg_generic_planner() else {
+        let Some((_schema, conn)) = writer_planner() else {
             return;
         };
         let db = conn.db();
-        db.execute_batch(SqlStore::WRITER_SESSION).unwrap();
         let plan = pg_plan(&db, claim_sql(&db), &[V::Int(0), V::Int(100)]);
         assert!(!plan.contains("Seq Scan"), "{plan}");
         assert!(!plan.contains("Sort"), "{plan}");
@@ -1274,16 +1286,6 @@ mod plan_tests {
         );
         assert!(!plan.contains("webhook_endpoints_by_workspace"), "{plan}");
     }
-}
-
-#[cfg(test)]
-mod fan_out_plan_tests {
-    use super::*;
-    use crate::sql::SqlStore;
-    use crate::sql::events::{NewEvent, Pending, pg_items};
-    use crate::sql::messages::plan_tests::{
-        pg_generic_planner, pg_plan, sqlite_migrated, sqlite_plan,
-    };
 
     /// Three events of one workspace's messages, as a batch records them.
     fn events() -> Vec<Pending> {
@@ -1329,19 +1331,17 @@ mod fan_out_plan_tests {
     /// endpoint, with every event of the run compared against each.
     #[test]
     fn on_postgres_the_fan_out_finds_each_events_endpoints_by_workspace_on_empty_tables() {
-        let Some((_schema, conn)) = pg_generic_planner() else {
+        let Some((_schema, conn)) = writer_planner() else {
             return;
         };
         let db = conn.db();
-        db.execute_batch(SqlStore::WRITER_SESSION).unwrap();
         let run = events();
         let (items, params) = pg_items(&db, 1, &run);
         let in_insert = pg_plan(&db, &format!("WITH {items} SELECT 1 FROM ev"), &params);
         let set = fans(&db);
         let alone = pg_plan(&db, &fan_out_from(&db, &set.table()), set.params());
         for (plan, event) in [(in_insert, "e"), (alone, "u")] {
-            let lookup =
-                plan_tests::step(&plan, "webhook_endpoints_by_workspace", "w_1").join("\n");
+            let lookup = step(&plan, "webhook_endpoints_by_workspace", "w_1").join("\n");
             assert!(
                 lookup.contains(&format!("Index Cond: (workspace_id = {event}.column2)")),
                 "{plan}"
@@ -1356,11 +1356,11 @@ mod fan_out_plan_tests {
     #[test]
     fn on_sqlite_the_fan_out_finds_each_events_endpoints_by_workspace() {
         let (_dir, lite) = sqlite_migrated();
-        let conn = crate::sql::db::Conn::Lite(lite);
+        let conn = Conn::Lite(lite);
         let db = conn.db();
         let set = fans(&db);
         let sql = fan_out_from(&db, &set.table());
-        let crate::sql::db::Conn::Lite(lite) = &conn else {
+        let Conn::Lite(lite) = &conn else {
             unreachable!()
         };
         let plan = sqlite_plan(lite, &sql);
