@@ -33,7 +33,7 @@ use crate::waits::AcceptWaits;
 #[derive(Debug, Clone, Parser)]
 #[command(name = "switchboard-bench", version, about)]
 struct Args {
-    /// Scenarios to run: noop, accept, accept-bare, accept-pg, accept-pg-bare, e2e, e2e-all, e2e-pg, webhooks, or all.
+    /// Scenarios to run: noop, accept, accept-bare, accept-pg, accept-pg-bare, e2e, e2e-all, e2e-pg, webhooks, webhooks-pg, or all.
     #[arg(default_value = "all")]
     scenarios: Vec<String>,
     /// Concurrent connections of the load generator.
@@ -851,11 +851,41 @@ async fn e2e(
 
 /// Events of many messages fanned out to several endpoints by a range
 /// redelivery: signed deliveries per second at the receiver.
-async fn webhooks(args: &Args) -> anyhow::Result<Row> {
-    let server = Server::start(&[
-        ("SWITCHBOARD_SIM_LATENCY_MS", "0".into()),
-        ("SWITCHBOARD_SIM_RECEIPT_DELAY_MS", "10".into()),
-    ])?;
+/// `webhooks` on PostgreSQL (no target: the figure is SQLite's).
+async fn webhooks_pg(args: &Args) -> anyhow::Result<Row> {
+    let Some(url) = &args.database_url else {
+        bail!("webhooks-pg needs --database-url (or SWITCHBOARD_BENCH_DATABASE_URL)");
+    };
+    let u = url.clone();
+    let schema = Schema::create_async(&u, "bench").await?;
+    let backends = Backends::of(&u, &schema);
+    let server_url = pg_url_for_server(args, backends.server_url(&schema)).await?;
+    let row = webhooks(
+        args,
+        "webhooks-pg",
+        &[("SWITCHBOARD_DATABASE_URL", server_url)],
+        Some(&backends),
+    )
+    .await;
+    tokio::task::spawn_blocking(move || drop(schema)).await?;
+    row.map(|r| r.on_postgres().with_pg_latency(args))
+}
+
+/// The events of `--fanout-messages` delivered messages, redelivered by
+/// range to `--endpoints` endpoints at once; `env` goes to the server (the
+/// database).
+async fn webhooks(
+    args: &Args,
+    scenario: &str,
+    env: &[(&str, String)],
+    db: Option<&Backends>,
+) -> anyhow::Result<Row> {
+    let mut server_env = vec![
+        ("SWITCHBOARD_SIM_LATENCY_MS", "0".to_owned()),
+        ("SWITCHBOARD_SIM_RECEIPT_DELAY_MS", "10".to_owned()),
+    ];
+    server_env.extend(env.iter().cloned());
+    let server = Server::start(&server_env)?;
     let key = workspace(&server.base).await?;
     let since = jiff::Timestamp::now();
     let make = message_request(&server.base, &key, args.contacts);
@@ -902,6 +932,7 @@ async fn webhooks(args: &Args) -> anyhow::Result<Row> {
         ids.push(id);
     }
     let until = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(1);
+    let db_cpu = DbCpu::start(db).await;
     let before = server.usage();
     let started = Instant::now();
     let mut queued = 0;
@@ -925,11 +956,12 @@ async fn webhooks(args: &Args) -> anyhow::Result<Row> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let after = server.usage();
+    let db_used = db_cpu.used();
     let seen = receiver.seen();
     let wall = seen.last.unwrap_or(started).duration_since(started);
     let cpu = after.cpu_seconds - before.cpu_seconds;
     Ok(Row {
-        scenario: "webhooks".into(),
+        scenario: scenario.into(),
         what: format!("signed deliveries, {} endpoints", args.endpoints),
         count: seen.deliveries,
         errors: queued.saturating_sub(seen.deliveries) + seen.bad_signatures,
@@ -940,7 +972,7 @@ async fn webhooks(args: &Args) -> anyhow::Result<Row> {
         server_cpu_seconds: cpu,
         server_cpu_percent: 100.0 * cpu / wall.as_secs_f64().max(1e-9),
         server_peak_rss_mb: after.peak_rss_mb,
-        db_cpu_percent: None,
+        db_cpu_percent: db_used.map(|cpu| 100.0 * cpu / wall.as_secs_f64().max(1e-9)),
         server_disk_kb_per_op: Some(after.disk_kb_per(&before, seen.deliveries)),
         writer: Writer::default(),
         cpu: server::CpuSplit::default(),
@@ -1063,12 +1095,15 @@ async fn main() -> anyhow::Result<()> {
             "e2e-all",
             "e2e-pg",
             "webhooks",
+            "webhooks-pg",
         ]
         .map(String::from)
         .to_vec();
         if args.database_url.is_none() {
-            wanted.retain(|s| s != "accept-pg" && s != "accept-pg-bare" && s != "e2e-pg");
-            eprintln!("accept-pg, accept-pg-bare and e2e-pg skipped: no --database-url");
+            wanted.retain(|s| !s.ends_with("-pg") && s != "accept-pg-bare");
+            eprintln!(
+                "accept-pg, accept-pg-bare, e2e-pg and webhooks-pg skipped: no --database-url"
+            );
         }
     }
     if let Some(b) = &args.baseline
@@ -1236,7 +1271,8 @@ async fn scenario(args: &Args, name: &str) -> anyhow::Result<Row> {
         "e2e" => e2e(args, "e2e", false, &[], None).await,
         "e2e-all" => e2e(args, "e2e-all", true, &[], None).await,
         "e2e-pg" => e2e_pg(args).await,
-        "webhooks" => webhooks(args).await,
+        "webhooks" => webhooks(args, "webhooks", &[], None).await,
+        "webhooks-pg" => webhooks_pg(args).await,
         other => bail!("unknown scenario {other:?}"),
     }
 }

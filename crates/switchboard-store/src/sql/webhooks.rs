@@ -999,23 +999,47 @@ pub fn redeliver(
             .query_map(p![ws.as_str(), since.as_millis(), until.as_millis()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
             .collect::<Result<_, _>>()?,
     };
+    // A single event named explicitly is sent even if the filter would skip it.
+    let events: Vec<_> = events
+        .into_iter()
+        .filter(|(_, _, event_type, _)| {
+            matches!(what, Redelivery::Event(_))
+                || e.event_types
+                    .as_ref()
+                    .is_none_or(|t| t.contains(event_type))
+        })
+        .collect();
+    // One statement per `Db::chunks` run, not one per event: on PostgreSQL
+    // each statement is a round trip, and a range of 10,000 events held
+    // the writer for as many.
     let mut n = 0;
-    for (event_id, seq, event_type, message_id) in events {
-        let subscribed = e
-            .event_types
-            .as_ref()
-            .is_none_or(|t| t.contains(&event_type));
-        // A single event named explicitly is sent even if the filter would skip it.
-        if !subscribed && matches!(what, Redelivery::Range { .. }) {
-            continue;
-        }
-        c.prepare_cached(
+    for chunk in c.chunks(&events) {
+        let set = RowSet::new(
+            c,
+            4,
+            &["TEXT", "BIGINT", "TEXT"],
+            chunk.iter().map(|(event_id, seq, _, message_id)| {
+                [V::from(event_id), V::Int(*seq), V::from(message_id)]
+            }),
+        );
+        // `WHERE true`: SQLite's upsert after `INSERT … SELECT` needs a
+        // `WHERE` to parse.
+        let sql = format!(
             "INSERT INTO webhook_deliveries (id, endpoint_id, workspace_id, event_id, event_seq, ordering_key, status, trigger, next_attempt_at, created_at, updated_at)
-             VALUES (?1 || '/' || ?2, ?2, ?3, ?1, ?4, ?5, 'pending', 'manual', ?6, ?6, ?6)
-             ON CONFLICT (id) DO UPDATE SET status = 'pending', trigger = 'manual', next_attempt_at = ?6, lease_until = NULL, updated_at = ?6",
-        )?
-        .execute(p![event_id, endpoint_id, ws.as_str(), seq, message_id, now.as_millis()])?;
-        n += 1;
+             SELECT column1 || '/' || CAST(?1 AS TEXT), CAST(?1 AS TEXT), CAST(?2 AS TEXT), column1, column2, column3,
+                    'pending', 'manual', CAST(?3 AS BIGINT), CAST(?3 AS BIGINT), CAST(?3 AS BIGINT)
+             FROM {} AS v WHERE true
+             ON CONFLICT (id) DO UPDATE SET status = 'pending', trigger = 'manual', next_attempt_at = excluded.next_attempt_at,
+                 lease_until = NULL, updated_at = excluded.updated_at",
+            set.table()
+        );
+        let mut params = vec![
+            V::from(endpoint_id),
+            V::from(ws.as_str()),
+            V::Int(now.as_millis()),
+        ];
+        params.extend_from_slice(set.params());
+        n += c.execute(&sql, &params)?;
     }
     if n > 0 {
         super::signals::note_deliveries();

@@ -1189,3 +1189,62 @@ conformance!(
         assert!(claim_deliveries(&f, T0, 100).await.is_empty());
     }
 );
+
+conformance!(
+    a_range_of_more_events_than_one_statement_carries_is_redelivered_whole_and_once,
+    |f: crate::Fixture| async move {
+        use switchboard_store::Redelivery;
+        // 150 acceptances: on SQLite five statements' runs (64, 64, 16, 4
+        // and 2), on PostgreSQL one.
+        let all = f
+            .store
+            .create_endpoint(&f.ws, &endpoint(None, 5), "wh_all", "whsec_a", T0)
+            .await
+            .unwrap();
+        for i in 0..150 {
+            f.store
+                .accept_message(request(
+                    &f.ws,
+                    json!({"to": format!("+1415555{:04}", 100 + i), "body": "r"}),
+                    &format!("r{i}"),
+                ))
+                .await
+                .unwrap();
+        }
+        let first = claim_deliveries(&f, T0, 1_000).await;
+        assert_eq!(first.len(), 150);
+        for j in &first {
+            f.store
+                .complete_webhook_attempt(report(j, 200, WebhookOutcome::Succeeded))
+                .await
+                .unwrap();
+        }
+        assert!(claim_deliveries(&f, T0, 1_000).await.is_empty());
+        let range = || Redelivery::Range {
+            since: T0,
+            until: T0.plus(Duration::from_secs(1)),
+        };
+        let redeliver = || async {
+            f.store
+                .redeliver(&f.ws, &all.id, &range(), T0)
+                .await
+                .unwrap()
+        };
+        // Every event once more, as the same delivery (its id), manual.
+        assert_eq!(redeliver().await, Some(150));
+        let again = claim_deliveries(&f, T0, 1_000).await;
+        assert_eq!(again.len(), 150);
+        assert!(again.iter().all(|j| j.trigger == "manual"), "{again:?}");
+        let mut ids: Vec<&str> = again.iter().map(|j| j.delivery_id.as_str()).collect();
+        ids.sort_unstable();
+        let mut before: Vec<&str> = first.iter().map(|j| j.delivery_id.as_str()).collect();
+        before.sort_unstable();
+        assert_eq!(ids, before);
+        // Again while those are leased: their leases end, and they are
+        // claimed once each, not twice.
+        assert_eq!(redeliver().await, Some(150));
+        let third = claim_deliveries(&f, T0, 1_000).await;
+        assert_eq!(third.len(), 150);
+        assert!(claim_deliveries(&f, T0, 1_000).await.is_empty());
+    }
+);
