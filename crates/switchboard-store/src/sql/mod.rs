@@ -229,11 +229,17 @@ impl SqlStore {
     ///   the planner. Its statements' generic plans are the ones tested
     ///   (`plan_tests`).
     ///
+    /// - `jit = off`: its statements are small, and compiling one takes
+    ///   tens of milliseconds, which never pays for itself here; and a plan
+    ///   left with a sequential scan that `enable_seqscan` prices at 10^10
+    ///   would cross `jit_above_cost` whatever its size (the range read of
+    ///   a redelivery did: 50–110 ms a call, before it read the ids' index).
+    ///
     /// Its `synchronous_commit` is the server's: its transactions set it
     /// off (`group_commit::begin`), and a batch of accepts in flight, a
     /// statement in no transaction, commits with it.
     pub(crate) const WRITER_SESSION: &str =
-        "SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan";
+        "SET enable_seqscan = off; SET plan_cache_mode = force_generic_plan; SET jit = off";
 
     /// Connects to PostgreSQL at `url` (`postgres://user@host:port/db`),
     /// applies its migrations (one node at a time, under an advisory lock)
