@@ -523,23 +523,30 @@ async fn group_commits(base: &str) -> Option<(f64, f64, f64)> {
 
 use switchboard_store::sql::scratch::ScratchSchema as Schema;
 
-async fn accept_pg(args: &Args) -> anyhow::Result<Row> {
+/// A PostgreSQL scenario: `run` against a schema of its own on
+/// `--database-url` (the server's environment names it; `Backends` are its
+/// connections, whose CPU is read), dropped after.
+async fn with_postgres(
+    args: &Args,
+    scenario: &str,
+    run: impl AsyncFnOnce(&[(&str, String)], &Backends) -> anyhow::Result<Row>,
+) -> anyhow::Result<Row> {
     let Some(url) = &args.database_url else {
-        bail!("accept-pg needs --database-url (or SWITCHBOARD_BENCH_DATABASE_URL)");
+        bail!("{scenario} needs --database-url (or SWITCHBOARD_BENCH_DATABASE_URL)");
     };
-    let u = url.clone();
-    let schema = Schema::create_async(&u, "bench").await?;
-    let backends = Backends::of(&u, &schema);
+    let schema = Schema::create_async(url, "bench").await?;
+    let backends = Backends::of(url, &schema);
     let server_url = pg_url_for_server(args, backends.server_url(&schema)).await?;
-    let row = accept(
-        args,
-        "accept-pg",
-        &[("SWITCHBOARD_DATABASE_URL", server_url)],
-        Some(&backends),
-    )
-    .await;
+    let row = run(&[("SWITCHBOARD_DATABASE_URL", server_url)], &backends).await;
     tokio::task::spawn_blocking(move || drop(schema)).await?;
     row.map(|r| r.on_postgres().with_pg_latency(args))
+}
+
+async fn accept_pg(args: &Args) -> anyhow::Result<Row> {
+    with_postgres(args, "accept-pg", async |env, db| {
+        accept(args, "accept-pg", env, Some(db)).await
+    })
+    .await
 }
 
 /// The server's PostgreSQL backends, for their CPU: found by the
@@ -631,27 +638,14 @@ async fn pg_url_for_server(args: &Args, url: String) -> anyhow::Result<String> {
 
 /// `e2e` on PostgreSQL (no target: the one-node figure is SQLite's).
 async fn e2e_pg(args: &Args) -> anyhow::Result<Row> {
-    let Some(url) = &args.database_url else {
-        bail!("e2e-pg needs --database-url (or SWITCHBOARD_BENCH_DATABASE_URL)");
-    };
-    let u = url.clone();
-    let schema = Schema::create_async(&u, "bench").await?;
     let args = Args {
         messages: args.pg_messages,
         ..args.clone()
     };
-    let backends = Backends::of(&u, &schema);
-    let server_url = pg_url_for_server(&args, backends.server_url(&schema)).await?;
-    let row = e2e(
-        &args,
-        "e2e-pg",
-        false,
-        &[("SWITCHBOARD_DATABASE_URL", server_url)],
-        Some(&backends),
-    )
-    .await;
-    tokio::task::spawn_blocking(move || drop(schema)).await?;
-    row.map(|r| r.on_postgres().with_pg_latency(&args))
+    with_postgres(&args, "e2e-pg", async |env, db| {
+        e2e(&args, "e2e-pg", false, env, Some(db)).await
+    })
+    .await
 }
 
 /// Messages submitted → sim → delivered → the receiver; `all_events` picks
@@ -849,26 +843,12 @@ async fn e2e(
     .with_cpu_split(drained.cpu_split(&before)))
 }
 
-/// Events of many messages fanned out to several endpoints by a range
-/// redelivery: signed deliveries per second at the receiver.
 /// `webhooks` on PostgreSQL (no target: the figure is SQLite's).
 async fn webhooks_pg(args: &Args) -> anyhow::Result<Row> {
-    let Some(url) = &args.database_url else {
-        bail!("webhooks-pg needs --database-url (or SWITCHBOARD_BENCH_DATABASE_URL)");
-    };
-    let u = url.clone();
-    let schema = Schema::create_async(&u, "bench").await?;
-    let backends = Backends::of(&u, &schema);
-    let server_url = pg_url_for_server(args, backends.server_url(&schema)).await?;
-    let row = webhooks(
-        args,
-        "webhooks-pg",
-        &[("SWITCHBOARD_DATABASE_URL", server_url)],
-        Some(&backends),
-    )
-    .await;
-    tokio::task::spawn_blocking(move || drop(schema)).await?;
-    row.map(|r| r.on_postgres().with_pg_latency(args))
+    with_postgres(args, "webhooks-pg", async |env, db| {
+        webhooks(args, "webhooks-pg", env, Some(db)).await
+    })
+    .await
 }
 
 /// The events of `--fanout-messages` delivered messages, redelivered by
