@@ -636,6 +636,20 @@ async fn pg_url_for_server(args: &Args, url: String) -> anyhow::Result<String> {
     latency::in_front_of(&url, Duration::from_millis(args.pg_latency_ms)).await
 }
 
+/// A server whose simulator sends at once and reports each delivery
+/// `receipt_delay_ms` later, with `env` (the database).
+fn sim_server(receipt_delay_ms: u64, env: &[(&str, String)]) -> anyhow::Result<Server> {
+    let mut server_env = vec![
+        ("SWITCHBOARD_SIM_LATENCY_MS", "0".to_owned()),
+        (
+            "SWITCHBOARD_SIM_RECEIPT_DELAY_MS",
+            receipt_delay_ms.to_string(),
+        ),
+    ];
+    server_env.extend(env.iter().cloned());
+    Server::start(&server_env)
+}
+
 /// `e2e` on PostgreSQL (no target: the one-node figure is SQLite's).
 async fn e2e_pg(args: &Args) -> anyhow::Result<Row> {
     let args = Args {
@@ -658,12 +672,7 @@ async fn e2e(
     env: &[(&str, String)],
     db: Option<&Backends>,
 ) -> anyhow::Result<Row> {
-    let mut server_env = vec![
-        ("SWITCHBOARD_SIM_LATENCY_MS", "0".to_owned()),
-        ("SWITCHBOARD_SIM_RECEIPT_DELAY_MS", "50".to_owned()),
-    ];
-    server_env.extend(env.iter().cloned());
-    let mut server = Server::start(&server_env)?;
+    let mut server = sim_server(50, env)?;
     let key = workspace(&server.base).await?;
     let receiver = Receiver::start().await?;
     tenants(
@@ -860,12 +869,7 @@ async fn webhooks(
     env: &[(&str, String)],
     db: Option<&Backends>,
 ) -> anyhow::Result<Row> {
-    let mut server_env = vec![
-        ("SWITCHBOARD_SIM_LATENCY_MS", "0".to_owned()),
-        ("SWITCHBOARD_SIM_RECEIPT_DELAY_MS", "10".to_owned()),
-    ];
-    server_env.extend(env.iter().cloned());
-    let server = Server::start(&server_env)?;
+    let server = sim_server(10, env)?;
     let key = workspace(&server.base).await?;
     let since = jiff::Timestamp::now();
     let make = message_request(&server.base, &key, args.contacts);

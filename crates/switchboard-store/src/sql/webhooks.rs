@@ -998,16 +998,9 @@ pub fn redeliver(
             .collect::<Result<_, _>>()?,
         Redelivery::Range { since, until } => c
             .prepare_cached(EVENTS_IN_RANGE)?
-            .query_map(
-                p![
-                    ws.as_str(),
-                    EventId::floor_at(*since),
-                    EventId::floor_at(*until),
-                    since.as_millis(),
-                    until.as_millis()
-                ],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )?
+            .query_map(&id_range(ws, EventId::floor_at, *since, *until), |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
             .collect::<Result<_, _>>()?,
     };
     // A single event named explicitly is sent even if the filter would skip it.
@@ -1058,6 +1051,25 @@ pub fn redeliver(
     Ok(Some(n))
 }
 
+/// Workspace `ws`'s time range as the parameters `?1` to `?5` of a read
+/// by id: the workspace, the lowest ids made at `since` and at `until`
+/// (`floor`, an id type's `floor_at`; ids carry the millisecond they were
+/// made), and the two times.
+fn id_range(
+    ws: &WorkspaceId,
+    floor: fn(Timestamp) -> String,
+    since: Timestamp,
+    until: Timestamp,
+) -> [V<'_>; 5] {
+    [
+        V::from(ws.as_str()),
+        V::from(floor(since)),
+        V::from(floor(until)),
+        V::Int(since.as_millis()),
+        V::Int(until.as_millis()),
+    ]
+}
+
 /// The events of workspace `?1` made in a time range, for a redelivery:
 /// `?4 <= created_at < ?5`, found as the range of their ids (`?2`, `?3`:
 /// `EventId::floor_at` of each end; an event's id carries the millisecond
@@ -1104,13 +1116,7 @@ fn store_implied_acceptances(
         }
         Redelivery::Range { since, until } => insert(
             "m.id >= ?2 AND m.id < ?3 AND m.created_at >= ?4 AND m.created_at < ?5",
-            p![
-                ws.as_str(),
-                MessageId::floor_at(*since),
-                MessageId::floor_at(*until),
-                since.as_millis(),
-                until.as_millis()
-            ],
+            &id_range(ws, MessageId::floor_at, *since, *until),
         ),
     }
 }
