@@ -510,14 +510,11 @@ fn rechecked_note(db: Option<&Backends>, rechecked: f64) -> String {
 /// blind accepts were refused and run again (PostgreSQL), from `/metrics`.
 async fn group_commits(base: &str) -> Option<(f64, f64, f64)> {
     let text = server::metrics(base).await?;
-    let metric = |name: &str| -> Option<f64> {
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-    };
+    let metric = |series| server::metric(&text, series);
     Some((
-        metric("switchboard_group_commits_total ")?,
-        metric("switchboard_group_commit_jobs_total ")?,
-        metric("switchboard_group_commit_rechecked_total ")?,
+        metric("switchboard_group_commits_total")?,
+        metric("switchboard_group_commit_jobs_total")?,
+        metric("switchboard_group_commit_rechecked_total")?,
     ))
 }
 
@@ -886,17 +883,11 @@ async fn webhooks(
     let client = load::client();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let m = client
-            .get(format!("{}/metrics", server.base))
-            .send()
-            .await?
-            .text()
-            .await?;
-        let delivered = m
-            .lines()
-            .find(|l| l.starts_with("switchboard_messages{status=\"delivered\"}"))
-            .and_then(|l| l.split_whitespace().last()?.parse::<usize>().ok())
-            .unwrap_or(0);
+        let m = server::metrics(&server.base)
+            .await
+            .context("the server's /metrics did not answer")?;
+        let delivered = server::metric(&m, "switchboard_messages{status=\"delivered\"}")
+            .map_or(0, |n| n as usize);
         if delivered >= r.ok || Instant::now() >= deadline {
             break;
         }

@@ -294,6 +294,18 @@ pub async fn metrics(base: &str) -> Option<String> {
         .ok()
 }
 
+/// The value of `series` (a metric's name with its labels, as `/metrics`
+/// writes it) in the text of a server's `/metrics`.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
 /// CPU seconds and peak RSS of `pid` (Linux `/proc`; zeros elsewhere).
 pub fn usage_of(pid: u32) -> Usage {
     let cpu_seconds = cpu_seconds_of(&pid.to_string());
@@ -416,6 +428,18 @@ pub fn ledger(data_dir: &Path) -> anyhow::Result<(usize, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_metric_is_read_by_its_whole_series() {
+        let text = "# HELP x\nswitchboard_group_commits_total_x 9\nswitchboard_group_commits_total 42\nswitchboard_messages{status=\"delivered\"} 7\n";
+        assert_eq!(metric(text, "switchboard_group_commits_total"), Some(42.0));
+        assert_eq!(
+            metric(text, "switchboard_messages{status=\"delivered\"}"),
+            Some(7.0)
+        );
+        assert_eq!(metric(text, "switchboard_messages"), None);
+        assert_eq!(metric(text, "switchboard_nothing"), None);
+    }
 
     #[test]
     fn the_machine_line_of_proc_stat_is_read() {

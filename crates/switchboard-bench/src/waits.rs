@@ -22,11 +22,11 @@ impl AcceptWaits {
     }
 
     fn parse(metrics: &str) -> Option<AcceptWaits> {
-        let value = |series: &str, stage: &str| -> Option<f64> {
-            let prefix = format!("switchboard_accept_wait_seconds_{series}{{stage=\"{stage}\"}} ");
-            metrics
-                .lines()
-                .find_map(|l| l.strip_prefix(prefix.as_str())?.trim().parse().ok())
+        let value = |series: &str, stage: &str| {
+            crate::server::metric(
+                metrics,
+                &format!("switchboard_accept_wait_seconds_{series}{{stage=\"{stage}\"}}"),
+            )
         };
         let mut waits = AcceptWaits {
             count: value("count", STAGES[0])?,

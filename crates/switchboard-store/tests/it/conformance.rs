@@ -1201,15 +1201,8 @@ conformance!(
             .create_endpoint(&f.ws, &endpoint(None, 5), "wh_all", "whsec_a", T0)
             .await
             .unwrap();
-        for i in 0..150 {
-            f.store
-                .accept_message(request(
-                    &f.ws,
-                    json!({"to": format!("+1415555{:04}", 100 + i), "body": "r"}),
-                    &format!("r{i}"),
-                ))
-                .await
-                .unwrap();
+        for _ in 0..150 {
+            f.store.accept_message(simple(&f.ws)).await.unwrap();
         }
         let first = claim_deliveries(&f, T0, 1_000).await;
         assert_eq!(first.len(), 150);
