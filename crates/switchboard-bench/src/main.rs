@@ -671,7 +671,10 @@ async fn e2e(
 ) -> anyhow::Result<Row> {
     let mut server = sim_server(50, env)?;
     let key = workspace(&server.base).await?;
-    let receiver = Receiver::start().await?;
+    let n = args.messages;
+    // Every event of a message is four deliveries (`message.queued` to
+    // `message.delivered`), the terminal one one.
+    let receiver = Receiver::start(if all_events { 4 * n } else { n }, n).await?;
     tenants(
         &server.base,
         args.tenants,
@@ -687,7 +690,6 @@ async fn e2e(
     )
     .await?;
     receiver.endpoint(0, &secret)?;
-    let n = args.messages;
     let db_cpu = DbCpu::start(db).await;
     let before = server.usage();
     let started = Instant::now();
@@ -893,7 +895,12 @@ async fn webhooks(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let receiver = Receiver::start().await?;
+    // A delivered message's four events, to every endpoint.
+    let receiver = Receiver::start(
+        args.fanout_messages * 4 * args.endpoints,
+        args.fanout_messages,
+    )
+    .await?;
     let mut ids = Vec::new();
     for n in 0..args.endpoints {
         let (id, secret) = create_endpoint(
