@@ -672,8 +672,8 @@ async fn e2e(
     let mut server = sim_server(50, env)?;
     let key = workspace(&server.base).await?;
     let n = args.messages;
-    // Every event of a message is four deliveries (`message.queued` to
-    // `message.delivered`), the terminal one one.
+    // Subscribed to every event, a message makes four deliveries
+    // (`message.queued` to `message.delivered`); to the terminal ones, one.
     let receiver = Receiver::start(if all_events { 4 * n } else { n }, n).await?;
     tenants(
         &server.base,
