@@ -101,6 +101,16 @@ struct Args {
     /// The main table and the targets are this build's.
     #[arg(long)]
     baseline: Option<std::path::PathBuf>,
+    /// The `switchboard` binary this run measures, instead of the one
+    /// beside this program (say, a profile-instrumented build, `bench/pgo`).
+    #[arg(long)]
+    server: Option<std::path::PathBuf>,
+    /// Stop each server with SIGTERM and wait up to 30 s for it to exit
+    /// before killing it, instead of killing it at once: for a build that
+    /// writes something as it exits, such as a profile-instrumented one.
+    /// The bare probes do not handle SIGTERM: leave them out.
+    #[arg(long)]
+    graceful_stop: bool,
 }
 
 /// One row of the table.
@@ -1093,6 +1103,15 @@ async fn main() -> anyhow::Result<()> {
     {
         bail!("--baseline {}: no such file", b.display());
     }
+    if let Some(b) = &args.server {
+        if !b.is_file() {
+            bail!("--server {}: no such file", b.display());
+        }
+        server::set_this_build(b.clone());
+    }
+    if args.graceful_stop {
+        server::stop_gracefully();
+    }
     let machine = machine();
     eprintln!("machine: {machine}");
     let mut rounds: Vec<Vec<Row>> = Vec::new();
@@ -1210,6 +1229,8 @@ async fn main() -> anyhow::Result<()> {
             Some(b) => json!({"binary": b, "pairs": pairs, "comparison": comparisons}),
             None => Value::Null,
         },
+        // This run's build when it is not the binary beside the program.
+        "server": args.server,
     });
     let text = serde_json::to_string_pretty(&doc)?;
     let path = args.out.join(format!("{stamp}.json"));

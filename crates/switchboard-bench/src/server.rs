@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
@@ -18,6 +19,8 @@ pub struct Server {
     /// Its data directory (the simulator's ledger lives there).
     pub data_dir: PathBuf,
     _dir: Option<tempfile::TempDir>,
+    /// Stopped with SIGTERM first (`stop_gracefully` when it started).
+    graceful: bool,
 }
 
 /// CPU seconds (user + system), peak resident memory and bytes written
@@ -40,7 +43,7 @@ pub struct Usage {
     /// webhook receiver, on the same cores as the server.
     pub bench_cpu_seconds: f64,
     /// When this was read.
-    pub at: std::time::Instant,
+    pub at: Instant,
 }
 
 /// A process's threads by id: each one's group (`thread_group`), its
@@ -156,8 +159,31 @@ pub fn use_binary(bin: Option<PathBuf>) {
         .unwrap_or_else(std::sync::PoisonError::into_inner) = bin;
 }
 
+/// The binary this run measures when it is not the one beside this
+/// program (`--server`).
+static THIS_BUILD: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Makes `bin` this run's build (`--server`): what `binary` gives when
+/// `use_binary` names no other.
+pub fn set_this_build(bin: PathBuf) {
+    let _ = THIS_BUILD.set(bin);
+}
+
+/// Whether servers are stopped with SIGTERM first (`--graceful-stop`).
+static GRACEFUL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes every server from now on stop with SIGTERM, waiting up to
+/// `GRACE` for it to exit before it is killed: for a build that writes
+/// something as it exits, such as a profile-instrumented one (`bench/pgo`).
+pub fn stop_gracefully() {
+    GRACEFUL.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// How long a graceful stop waits for the server to exit.
+const GRACE: Duration = Duration::from_secs(30);
+
 /// The `switchboard` binary beside this one (both are built by `bench/run`),
-/// unless `use_binary` named another.
+/// unless `use_binary` or `set_this_build` named another.
 pub fn binary() -> anyhow::Result<PathBuf> {
     if let Some(bin) = INSTEAD
         .lock()
@@ -165,6 +191,9 @@ pub fn binary() -> anyhow::Result<PathBuf> {
         .clone()
     {
         return Ok(bin);
+    }
+    if let Some(bin) = THIS_BUILD.get() {
+        return Ok(bin.clone());
     }
     let me = std::env::current_exe()?;
     let bin = me.with_file_name("switchboard");
@@ -250,6 +279,7 @@ impl Server {
             base,
             data_dir,
             _dir: Some(dir),
+            graceful: GRACEFUL.load(std::sync::atomic::Ordering::Relaxed),
         })
     }
 
@@ -263,11 +293,36 @@ impl Server {
         usage_of(self.pid())
     }
 
-    /// Stops the server (SIGKILL: its state is thrown away with its directory).
+    /// Stops the server (SIGKILL: its state is thrown away with its
+    /// directory; SIGTERM first with `stop_gracefully`).
     pub fn stop(mut self) -> PathBuf {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.end();
         self.data_dir.clone()
+    }
+
+    /// Ends the process: SIGKILL, or SIGTERM first if `graceful`, then
+    /// SIGKILL if it has not exited within `GRACE`. Gives how it ended.
+    fn end(&mut self) -> Option<std::process::ExitStatus> {
+        if self.graceful && matches!(self.child.try_wait(), Ok(None)) {
+            // kill(1), not a libc dependency for one call.
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + GRACE;
+            while Instant::now() < deadline {
+                match self.child.try_wait() {
+                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                    Ok(Some(status)) => return Some(status),
+                    Err(_) => break,
+                }
+            }
+            eprintln!(
+                "server {} did not exit within {GRACE:?} of SIGTERM: killed",
+                self.child.id()
+            );
+        }
+        let _ = self.child.kill();
+        self.child.wait().ok()
     }
 
     /// Keeps the data directory after the server stops.
@@ -278,8 +333,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.end();
     }
 }
 
@@ -328,7 +382,7 @@ pub fn usage_of(pid: u32) -> Usage {
         threads: threads_of(pid),
         machine: machine_ticks(),
         bench_cpu_seconds: cpu_seconds_of("self"),
-        at: std::time::Instant::now(),
+        at: Instant::now(),
     }
 }
 
@@ -456,6 +510,28 @@ mod tests {
         let line = "42 (a (b) c) S 1 42 42 0 -1 4194304 100 0 0 0 250 50 0 0 20 0 1 0 1 1 1";
         assert!((stat_cpu_seconds(line) - 3.0).abs() < 1e-9);
         assert_eq!(stat_cpu_seconds(""), 0.0);
+    }
+
+    fn server_of(child: Child, graceful: bool) -> Server {
+        Server {
+            child,
+            base: String::new(),
+            data_dir: PathBuf::new(),
+            _dir: None,
+            graceful,
+        }
+    }
+
+    #[test]
+    fn a_graceful_stop_sends_sigterm_and_a_plain_one_sigkill() {
+        use std::os::unix::process::ExitStatusExt;
+        let sleeper = || Command::new("sleep").arg("30").spawn().expect("sleep(1)");
+        let started = Instant::now();
+        let graceful = server_of(sleeper(), true).end().expect("ended");
+        assert_eq!(graceful.signal(), Some(15), "{graceful:?}");
+        let plain = server_of(sleeper(), false).end().expect("ended");
+        assert_eq!(plain.signal(), Some(9), "{plain:?}");
+        assert!(started.elapsed() < Duration::from_secs(10));
     }
 
     #[test]
