@@ -1107,7 +1107,7 @@ async fn main() -> anyhow::Result<()> {
         if !b.is_file() {
             bail!("--server {}: no such file", b.display());
         }
-        server::set_this_build(b.clone());
+        server::use_binary(Some(b.clone()));
     }
     if args.graceful_stop {
         server::stop_gracefully();
@@ -1240,16 +1240,20 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs one scenario on the server binary `bin` (`--baseline`), or on the
-/// one beside this program, and prints its row under which it was.
+/// Runs one scenario on the server binary `bin` (`--baseline`), or on
+/// this build (`--server`, or the one beside this program), and prints its
+/// row under which it was.
 async fn scenario_on(
     args: &Args,
     name: &str,
     bin: Option<&std::path::Path>,
 ) -> anyhow::Result<Row> {
-    server::use_binary(bin.map(std::path::Path::to_path_buf));
+    server::use_binary(
+        bin.map(std::path::Path::to_path_buf)
+            .or_else(|| args.server.clone()),
+    );
     let row = scenario(args, name).await;
-    server::use_binary(None);
+    server::use_binary(args.server.clone());
     let row = row?;
     println!(
         "{}",

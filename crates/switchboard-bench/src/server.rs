@@ -148,7 +148,7 @@ impl Usage {
 }
 
 /// The binary the next servers run instead of the one beside this program
-/// (`--baseline`).
+/// (`--baseline`, `--server`).
 static INSTEAD: std::sync::Mutex<Option<PathBuf>> = std::sync::Mutex::new(None);
 
 /// Makes the servers started from now on run `bin`, or with `None` the
@@ -157,16 +157,6 @@ pub fn use_binary(bin: Option<PathBuf>) {
     *INSTEAD
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner) = bin;
-}
-
-/// The binary this run measures when it is not the one beside this
-/// program (`--server`).
-static THIS_BUILD: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-
-/// Makes `bin` this run's build (`--server`): what `binary` gives when
-/// `use_binary` names no other.
-pub fn set_this_build(bin: PathBuf) {
-    let _ = THIS_BUILD.set(bin);
 }
 
 /// Whether servers are stopped with SIGTERM first (`--graceful-stop`).
@@ -183,7 +173,7 @@ pub fn stop_gracefully() {
 const GRACE: Duration = Duration::from_secs(30);
 
 /// The `switchboard` binary beside this one (both are built by `bench/run`),
-/// unless `use_binary` or `set_this_build` named another.
+/// unless `use_binary` named another.
 pub fn binary() -> anyhow::Result<PathBuf> {
     if let Some(bin) = INSTEAD
         .lock()
@@ -191,9 +181,6 @@ pub fn binary() -> anyhow::Result<PathBuf> {
         .clone()
     {
         return Ok(bin);
-    }
-    if let Some(bin) = THIS_BUILD.get() {
-        return Ok(bin.clone());
     }
     let me = std::env::current_exe()?;
     let bin = me.with_file_name("switchboard");
