@@ -312,7 +312,16 @@ impl GroupCommit {
         {
             tracing::error!(error = %e, "could not set synchronous = NORMAL; commits sync themselves");
         }
-        Self::spawn(conn, None, Some(Durability::Wal { wal, synced }), chore)
+        Self::spawn(
+            conn,
+            None,
+            Some(Durability::Wal {
+                wal,
+                file: None,
+                synced,
+            }),
+            chore,
+        )
     }
 
     /// Starts the writer thread on a PostgreSQL connection (made again by
@@ -518,6 +527,8 @@ enum Durability {
     /// thread, which copies what the WAL holds into the database file).
     Wal {
         wal: std::path::PathBuf,
+        /// The WAL, opened at the first sync and kept (see `sync`).
+        file: Option<std::fs::File>,
         synced: Option<Synced>,
     },
     /// PostgreSQL: a synchronous commit on a connection of its own. Its
@@ -543,13 +554,25 @@ impl Durability {
     /// is when the oldest of their batches began.
     fn sync(&mut self, since: Instant) -> Result<(), String> {
         match self {
-            // The file is opened each time: a sync must reach the WAL that
-            // SQLite has now, whatever happened to an earlier one.
-            Durability::Wal { wal, synced } => {
-                let r = std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&wal)
-                    .and_then(|f| f.sync_data())
+            // The file is opened once, at the first sync (by then the
+            // writer's connection has made it), and kept: opening and
+            // closing it were two more system calls, a tenth of the time
+            // of the `fdatasync` itself under accept's load (bench/
+            // HISTORY.md, "Forty-fourth session"). It is the file SQLite
+            // writes to: SQLite removes a WAL only when the last connection
+            // to the database closes, after copying it into the database
+            // file and syncing that, and the writer's connection is never
+            // made again on SQLite. Should the file be unlinked from
+            // outside, this still syncs the one SQLite writes, where
+            // opening it by name would fail. A failed sync lets it go, so
+            // the next opens it again.
+            Durability::Wal { wal, file, synced } => {
+                let opened = match file.take() {
+                    Some(f) => Ok(f),
+                    None => std::fs::OpenOptions::new().write(true).open(&wal),
+                };
+                let r = opened
+                    .and_then(|f| f.sync_data().map(|()| *file = Some(f)))
                     .map_err(|e| format!("syncing {}: {e}", wal.display()));
                 if let (Ok(()), Some(synced)) = (&r, synced) {
                     synced();

@@ -268,6 +268,28 @@ async fn pipelined_writes_are_answered_after_their_sync() {
     assert!(gc.stats().max_batch > 1, "{:?}", gc.stats());
 }
 
+/// The sync thread keeps the WAL it opened, the file SQLite writes to: a
+/// `-wal` unlinked from outside while the node runs (SQLite goes on
+/// writing the open file) does not fail the writes after it, as syncing
+/// the file by its name would (which stops every write from then on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sync_keeps_the_wal_sqlite_writes_to() {
+    let (dir, _path, conn) = wal_db();
+    let wal = dir.path().join("t.db-wal");
+    let (gc, _thread) = GroupCommit::start_pipelined(Conn::Lite(conn), wal.clone(), None, None);
+    assert_eq!(insert(&gc, 1).await.unwrap(), 1);
+    std::fs::remove_file(&wal).unwrap();
+    for n in 2..40 {
+        assert_eq!(insert(&gc, n).await.unwrap(), 1, "write {n}");
+    }
+    let count = gc
+        .run(|c| Ok(c.query_row("SELECT COUNT(*) FROM t", &[], |r| r.get::<_, i64>(0))?))
+        .await
+        .unwrap();
+    assert_eq!(count, 39);
+    assert!(!wal.exists(), "SQLite wrote to the file it had open");
+}
+
 /// A pipelined writer whose every sync fails: it syncs a path that is not
 /// the WAL, and no such file exists.
 fn unsyncable() -> (tempfile::TempDir, std::path::PathBuf, GroupCommit) {
