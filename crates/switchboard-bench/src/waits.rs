@@ -1,6 +1,9 @@
 //! Where the server's accepts waited, from its `/metrics`
 //! (`switchboard_accept_wait_seconds`): the store's part of a 202, stage by
-//! stage, for the notes of the scenarios that submit.
+//! stage, for the notes of the scenarios that submit; and the syncs that
+//! made the commits durable (`switchboard_group_commit_sync_seconds`,
+//! `switchboard_group_commit_synced_total`), which the `durable` stage
+//! waits for.
 
 use serde_json::{Value, json};
 
@@ -12,6 +15,9 @@ const STAGES: [&str; 4] = ["queued", "batch", "durable", "resumed"];
 pub struct AcceptWaits {
     count: f64,
     seconds: [f64; 4],
+    /// The syncs, the seconds they took and the commits they covered;
+    /// `None` from a build from before they were counted.
+    syncs: Option<[f64; 3]>,
 }
 
 impl AcceptWaits {
@@ -28,8 +34,16 @@ impl AcceptWaits {
                 &format!("switchboard_accept_wait_seconds_{series}{{stage=\"{stage}\"}}"),
             )
         };
+        let series = |name: &str| crate::server::metric(metrics, name);
         let mut waits = AcceptWaits {
             count: value("count", STAGES[0])?,
+            syncs: (|| {
+                Some([
+                    series("switchboard_group_commit_sync_seconds_count")?,
+                    series("switchboard_group_commit_sync_seconds_sum")?,
+                    series("switchboard_group_commit_synced_total")?,
+                ])
+            })(),
             ..AcceptWaits::default()
         };
         for (seconds, stage) in waits.seconds.iter_mut().zip(STAGES) {
@@ -43,6 +57,10 @@ impl AcceptWaits {
         AcceptWaits {
             count: self.count - before.count,
             seconds: std::array::from_fn(|i| self.seconds[i] - before.seconds[i]),
+            syncs: self
+                .syncs
+                .zip(before.syncs)
+                .map(|(now, then)| std::array::from_fn(|i| now[i] - then[i])),
         }
     }
 
@@ -51,13 +69,25 @@ impl AcceptWaits {
         (self.count >= 1.0).then(|| self.seconds.map(|s| 1000.0 * s / self.count))
     }
 
-    /// For a row's notes: "202 in the store (means): queued 1.62 ms, …".
+    /// The syncs of the interval: their count, their mean in
+    /// milliseconds, and the commits each covered; `None` without any.
+    fn syncs(&self) -> Option<(f64, f64, f64)> {
+        let [count, seconds, commits] = self.syncs?;
+        (count >= 1.0).then(|| (count, 1000.0 * seconds / count, commits / count))
+    }
+
+    /// For a row's notes: "202 in the store (means): queued 1.62 ms, …",
+    /// and "; syncs 0.56 ms, 3.1 commits each" where the server counts them.
     pub fn note(&self) -> Option<String> {
         let m = self.means_ms()?;
-        Some(format!(
+        let mut note = format!(
             "202 in the store (means): queued {:.2} ms, batch {:.2}, durable {:.2}, resumed {:.2}",
             m[0], m[1], m[2], m[3]
-        ))
+        );
+        if let Some((_, ms, commits)) = self.syncs() {
+            note += &format!("; syncs {ms:.2} ms, {commits:.1} commits each");
+        }
+        Some(note)
     }
 
     /// For a row's JSON: each stage's mean in milliseconds, and the count.
@@ -69,6 +99,11 @@ impl AcceptWaits {
                     o.insert(format!("{stage}_ms"), json!(ms));
                 }
                 o.insert("accepts".into(), json!(self.count));
+                if let Some((count, ms, commits)) = self.syncs() {
+                    o.insert("syncs".into(), json!(count));
+                    o.insert("sync_ms".into(), json!(ms));
+                    o.insert("commits_per_sync".into(), json!(commits));
+                }
                 Value::Object(o)
             }
             None => Value::Null,
@@ -90,6 +125,49 @@ mod tests {
             );
         }
         out
+    }
+
+    /// The same with the sync series.
+    fn with_syncs(metrics: String, syncs: u64, seconds: f64, commits: u64) -> String {
+        metrics
+            + &format!(
+                "switchboard_group_commit_sync_seconds_sum {seconds:.6}\nswitchboard_group_commit_sync_seconds_count {syncs}\nswitchboard_group_commit_synced_total {commits}\n"
+            )
+    }
+
+    #[test]
+    fn the_syncs_are_told_as_the_intervals_mean_and_commits_per_sync() {
+        let before = AcceptWaits::parse(&with_syncs(
+            metrics(1_000, [1.0, 0.5, 0.6, 0.4]),
+            100,
+            0.05,
+            300,
+        ))
+        .unwrap();
+        let after = AcceptWaits::parse(&with_syncs(
+            metrics(3_000, [4.4, 2.5, 2.8, 2.4]),
+            300,
+            0.15,
+            900,
+        ))
+        .unwrap();
+        let run = after.since(&before);
+        assert_eq!(
+            run.note().unwrap(),
+            "202 in the store (means): queued 1.70 ms, batch 1.00, durable 1.10, resumed 1.00; syncs 0.50 ms, 3.0 commits each"
+        );
+        let j = run.json();
+        assert_eq!(j["syncs"], json!(200.0));
+        assert!((j["sync_ms"].as_f64().unwrap() - 0.5).abs() < 1e-9, "{j}");
+        assert!(
+            (j["commits_per_sync"].as_f64().unwrap() - 3.0).abs() < 1e-9,
+            "{j}"
+        );
+        // A baseline from before the series: the waits, without the syncs.
+        let old = AcceptWaits::parse(&metrics(3_000, [4.4, 2.5, 2.8, 2.4])).unwrap();
+        let run = old.since(&before);
+        assert!(!run.note().unwrap().contains("syncs"));
+        assert_eq!(run.json().get("syncs"), None);
     }
 
     #[test]

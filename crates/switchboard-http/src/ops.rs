@@ -94,6 +94,18 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             waits.count
         );
     }
+    let syncs = gc.syncs;
+    let _ = writeln!(
+        out,
+        "# HELP switchboard_group_commit_sync_seconds The syncs that made the writer's commits durable (SQLite: the WAL's fdatasync; PostgreSQL: the sync connection's flushing commit) and the time they took: the sum over the count is the disk's sync under this node's load, which a durable write waits for.\n# TYPE switchboard_group_commit_sync_seconds summary\nswitchboard_group_commit_sync_seconds_sum {:.6}\nswitchboard_group_commit_sync_seconds_count {}",
+        syncs.took.as_secs_f64(),
+        syncs.count
+    );
+    let _ = writeln!(
+        out,
+        "# HELP switchboard_group_commit_synced_total Commits made durable by those syncs (over the syncs' count: commits per sync).\n# TYPE switchboard_group_commit_synced_total counter\nswitchboard_group_commit_synced_total {}",
+        syncs.commits
+    );
     if let Some(wal) = gc.wal_writes {
         let _ = writeln!(
             out,

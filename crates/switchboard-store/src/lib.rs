@@ -20,7 +20,7 @@ pub use model::{
     GroupCommitStats, InboundOutcome, InboundRecord, IncomingReceipt, IntegrationRecord,
     MessageDetail, MessageFilter, MessagePage, MessageRecord, NewInbound, NewSender,
     ProviderDeletion, ProviderHealth, ProviderRecord, ReceiptKind, ReceiptOutcome, ReceiptPass,
-    Redelivery, Sender, SenderCreation, TemplateRecord, TransitionOutcome, WalWrites,
+    Redelivery, Sender, SenderCreation, SyncStats, TemplateRecord, TransitionOutcome, WalWrites,
     WebhookAttemptRecord, WebhookAttemptReport, WebhookEvent, WebhookJob, WebhookOutcome,
     Workspace, WorkspaceStats,
 };

@@ -505,9 +505,28 @@ pub struct GroupCommitStats {
     pub busy_chore: std::time::Duration,
     /// Where the accepts answered so far waited (`AcceptWaits`).
     pub accept_waits: AcceptWaits,
+    /// What the sync thread did to make the commits durable (`SyncStats`).
+    pub syncs: SyncStats,
     /// On SQLite, the writes to the WAL through the writer's VFS
     /// (`switchboard_walvfs`, counted for the whole process).
     pub wal_writes: Option<WalWrites>,
+}
+
+/// The syncs that made the writer's commits durable (SQLite: the WAL's
+/// `fdatasync`; PostgreSQL: the sync connection's flushing commit), those
+/// that succeeded: how many, the time they took, and the commits they
+/// covered. `took / count` is the disk's sync under the node's own load,
+/// which every durable write waits for (`AcceptWaits::durable`); `commits
+/// / count` is how many commits one sync carries. PostgreSQL's batches of
+/// accepts in flight are durable by their own commit and pass no sync.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncStats {
+    /// Syncs that succeeded.
+    pub count: u64,
+    /// The time they took, in all.
+    pub took: std::time::Duration,
+    /// The commits they made durable.
+    pub commits: u64,
 }
 
 /// Where accepted messages waited, summed over every accept the writer

@@ -140,7 +140,7 @@ use super::messages;
 use super::signals::{self, WorkSignals};
 use super::written_behind;
 use crate::error::StoreError;
-use crate::model::{AcceptOutcome, AcceptRequest, AcceptWaits, GroupCommitStats};
+use crate::model::{AcceptOutcome, AcceptRequest, AcceptWaits, GroupCommitStats, SyncStats};
 
 type Value = Box<dyn Any + Send>;
 /// A write job: `work` may run twice (optimistically, then alone in a
@@ -226,6 +226,11 @@ struct Counters {
     /// waited at each stage (`AcceptWaits`).
     accepts_timed: AtomicU64,
     accept_waits: [AtomicU64; 4],
+    /// The sync thread's syncs, the nanoseconds they took, and the commits
+    /// they made durable (`SyncStats`).
+    syncs: AtomicU64,
+    sync_ns: AtomicU64,
+    synced_commits: AtomicU64,
 }
 
 impl Counters {
@@ -354,7 +359,7 @@ impl GroupCommit {
         let c = counters.clone();
         let signals = Arc::new(WorkSignals::default());
         let s = signals.clone();
-        let syncer = durability.map(Syncer::start);
+        let syncer = durability.map(|d| Syncer::start(d, counters.clone()));
         let handle = std::thread::Builder::new()
             .name("db-writer".into())
             .spawn(move || writer_loop(conn, reconnect, rx, &c, &s, syncer, chore))
@@ -427,6 +432,11 @@ impl GroupCommit {
             busy_jobs: Counters::read_busy(&self.counters.busy_jobs),
             busy_chore: Counters::read_busy(&self.counters.busy_chore),
             accept_waits: self.counters.accept_waits(),
+            syncs: SyncStats {
+                count: self.counters.syncs.load(Ordering::Relaxed),
+                took: Counters::read_busy(&self.counters.sync_ns),
+                commits: self.counters.synced_commits.load(Ordering::Relaxed),
+            },
             wal_writes: None,
         }
     }
@@ -624,14 +634,14 @@ struct Syncer {
 }
 
 impl Syncer {
-    fn start(durability: Durability) -> Syncer {
+    fn start(durability: Durability, counters: Arc<Counters>) -> Syncer {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Committed>(SYNC_QUEUE);
         let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (f, p) = (failed.clone(), pending.clone());
         std::thread::Builder::new()
             .name("db-sync".into())
-            .spawn(move || sync_loop(durability, &rx, &f, &p))
+            .spawn(move || sync_loop(durability, &rx, &f, &p, &counters))
             .expect("spawning the sync thread");
         Syncer {
             tx,
@@ -663,6 +673,7 @@ fn sync_loop(
     rx: &std::sync::mpsc::Receiver<Committed>,
     failed: &std::sync::atomic::AtomicBool,
     pending: &std::sync::atomic::AtomicUsize,
+    counters: &Counters,
 ) {
     let mut batches: Vec<Committed> = Vec::new();
     while let Ok(first) = rx.recv() {
@@ -679,7 +690,16 @@ fn sync_loop(
         let synced = if failed.load(Ordering::Acquire) {
             Err("an earlier sync of the database failed".to_owned())
         } else {
-            durability.sync(since)
+            let began = Instant::now();
+            let synced = durability.sync(since);
+            if synced.is_ok() {
+                Counters::busy(&counters.sync_ns, began);
+                counters.syncs.fetch_add(1, Ordering::Relaxed);
+                counters
+                    .synced_commits
+                    .fetch_add(batches.len() as u64, Ordering::Relaxed);
+            }
+            synced
         };
         if let Err(e) = &synced {
             if !durability.fail_stop() {

@@ -265,7 +265,17 @@ async fn pipelined_writes_are_answered_after_their_sync() {
         .query_row("SELECT COUNT(*) FROM t", [], |r| r.get(0))
         .unwrap();
     assert_eq!(count, 300);
-    assert!(gc.stats().max_batch > 1, "{:?}", gc.stats());
+    let stats = gc.stats();
+    assert!(stats.max_batch > 1, "{stats:?}");
+    // The commits that wrote went through syncs, each sync covering one
+    // or more of them.
+    let syncs = stats.syncs;
+    assert!(
+        syncs.count >= 1 && syncs.took > std::time::Duration::ZERO,
+        "{stats:?}"
+    );
+    assert!(syncs.commits >= syncs.count, "{stats:?}");
+    assert!(syncs.commits <= stats.commits, "{stats:?}");
 }
 
 /// The sync thread keeps the WAL it opened, the file SQLite writes to: a
@@ -328,6 +338,7 @@ async fn a_failed_sync_fails_its_batch_and_stops_the_writer() {
             .unwrap()
     };
     assert_eq!(ns, [1], "the refused write never ran");
+    assert_eq!(gc.stats().syncs.count, 0, "a failed sync is not counted");
 }
 
 /// A batch that changes no row (a poll for due work that finds none) is
@@ -506,7 +517,14 @@ async fn on_postgres_pipelined_writes_are_answered_after_the_wal_is_flushed() {
         .await
         .unwrap();
     assert_eq!(count, 300);
-    assert!(gc.stats().max_batch > 1, "{:?}", gc.stats());
+    let stats = gc.stats();
+    assert!(stats.max_batch > 1, "{stats:?}");
+    let syncs = stats.syncs;
+    assert!(
+        syncs.count >= 1 && syncs.commits >= syncs.count,
+        "{stats:?}"
+    );
+    assert!(syncs.commits <= stats.commits, "{stats:?}");
     drop(schema);
 }
 

@@ -707,6 +707,26 @@ async fn operations_endpoints_answer() {
         made >= 1 && asked > made,
         "WAL writes asked {asked}, made {made}"
     );
+    // The syncs that made this app's commits durable: at least the
+    // accept's, each covering one commit or more, and never more commits
+    // than the writer made.
+    let value = |series: &str| -> f64 {
+        let prefix = format!("{series} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("missing {prefix} in\n{metrics}"))
+            .parse()
+            .unwrap()
+    };
+    let syncs = value("switchboard_group_commit_sync_seconds_count");
+    let synced = value("switchboard_group_commit_synced_total");
+    assert!(syncs >= 1.0, "{metrics}");
+    assert!(value("switchboard_group_commit_sync_seconds_sum") > 0.0);
+    assert!(
+        synced >= syncs && synced <= value("switchboard_group_commits_total"),
+        "{metrics}"
+    );
     let r = app.client.get(app.url("/nope")).send().await.unwrap();
     assert_eq!(r.status(), 404);
     let r = app
