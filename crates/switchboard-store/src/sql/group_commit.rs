@@ -567,9 +567,9 @@ impl Durability {
             // The file is opened once, at the first sync (by then the
             // writer's connection has made it), and kept: opening and
             // closing it were two more system calls, a tenth of the time
-            // of the `fdatasync` itself under accept's load (bench/
-            // HISTORY.md, "Forty-fourth session"). It is the file SQLite
-            // writes to: SQLite removes a WAL only when the last connection
+            // of the `fdatasync` itself under accept's load
+            // (bench/HISTORY.md, "Forty-fourth session"). It is the file
+            // SQLite writes to: SQLite removes a WAL only when the last connection
             // to the database closes, after copying it into the database
             // file and syncing that, and the writer's connection is never
             // made again on SQLite. Should the file be unlinked from
