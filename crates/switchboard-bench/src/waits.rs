@@ -127,30 +127,19 @@ mod tests {
         out
     }
 
-    /// The same with the sync series.
-    fn with_syncs(metrics: String, syncs: u64, seconds: f64, commits: u64) -> String {
-        metrics
-            + &format!(
-                "switchboard_group_commit_sync_seconds_sum {seconds:.6}\nswitchboard_group_commit_sync_seconds_count {syncs}\nswitchboard_group_commit_synced_total {commits}\n"
-            )
+    /// The waits read from `metrics` with the sync series: `[syncs,
+    /// seconds, commits]`.
+    fn with_syncs(metrics: String, [syncs, seconds, commits]: [f64; 3]) -> AcceptWaits {
+        AcceptWaits::parse(&(metrics + &format!(
+            "switchboard_group_commit_sync_seconds_sum {seconds:.6}\nswitchboard_group_commit_sync_seconds_count {syncs}\nswitchboard_group_commit_synced_total {commits}\n"
+        )))
+        .unwrap()
     }
 
     #[test]
     fn the_syncs_are_told_as_the_intervals_mean_and_commits_per_sync() {
-        let before = AcceptWaits::parse(&with_syncs(
-            metrics(1_000, [1.0, 0.5, 0.6, 0.4]),
-            100,
-            0.05,
-            300,
-        ))
-        .unwrap();
-        let after = AcceptWaits::parse(&with_syncs(
-            metrics(3_000, [4.4, 2.5, 2.8, 2.4]),
-            300,
-            0.15,
-            900,
-        ))
-        .unwrap();
+        let before = with_syncs(metrics(1_000, [1.0, 0.5, 0.6, 0.4]), [100.0, 0.05, 300.0]);
+        let after = with_syncs(metrics(3_000, [4.4, 2.5, 2.8, 2.4]), [300.0, 0.15, 900.0]);
         let run = after.since(&before);
         assert_eq!(
             run.note().unwrap(),

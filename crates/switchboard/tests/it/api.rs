@@ -690,26 +690,7 @@ async fn operations_endpoints_answer() {
     ] {
         assert!(metrics.contains(line), "missing {line} in\n{metrics}");
     }
-    // The writer's WAL writes through its VFS (counted for the whole test
-    // process, whose other apps write too): SQLite asks for two per frame,
-    // the VFS makes about one per commit.
-    let wal = |kind: &str| -> u64 {
-        let prefix = format!("switchboard_sqlite_wal_writes_total{{kind=\"{kind}\"}} ");
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(prefix.as_str()))
-            .unwrap_or_else(|| panic!("missing {prefix} in\n{metrics}"))
-            .parse()
-            .unwrap()
-    };
-    let (asked, made) = (wal("asked"), wal("made"));
-    assert!(
-        made >= 1 && asked > made,
-        "WAL writes asked {asked}, made {made}"
-    );
-    // The syncs that made this app's commits durable: at least the
-    // accept's, each covering one commit or more, and never more commits
-    // than the writer made.
+    // A series' value (its name with its labels, as written).
     let value = |series: &str| -> f64 {
         let prefix = format!("{series} ");
         metrics
@@ -719,6 +700,22 @@ async fn operations_endpoints_answer() {
             .parse()
             .unwrap()
     };
+    // The writer's WAL writes through its VFS (counted for the whole test
+    // process, whose other apps write too): SQLite asks for two per frame,
+    // the VFS makes about one per commit.
+    let wal = |kind: &str| {
+        value(&format!(
+            "switchboard_sqlite_wal_writes_total{{kind=\"{kind}\"}}"
+        ))
+    };
+    let (asked, made) = (wal("asked"), wal("made"));
+    assert!(
+        made >= 1.0 && asked > made,
+        "WAL writes asked {asked}, made {made}"
+    );
+    // The syncs that made this app's commits durable: at least the
+    // accept's, each covering one commit or more, and never more commits
+    // than the writer made.
     let syncs = value("switchboard_group_commit_sync_seconds_count");
     let synced = value("switchboard_group_commit_synced_total");
     assert!(syncs >= 1.0, "{metrics}");
