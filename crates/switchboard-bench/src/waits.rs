@@ -34,22 +34,25 @@ impl AcceptWaits {
                 &format!("switchboard_accept_wait_seconds_{series}{{stage=\"{stage}\"}}"),
             )
         };
-        let series = |name: &str| crate::server::metric(metrics, name);
         let mut waits = AcceptWaits {
             count: value("count", STAGES[0])?,
-            syncs: (|| {
-                Some([
-                    series("switchboard_group_commit_sync_seconds_count")?,
-                    series("switchboard_group_commit_sync_seconds_sum")?,
-                    series("switchboard_group_commit_synced_total")?,
-                ])
-            })(),
+            syncs: Self::syncs_in(metrics),
             ..AcceptWaits::default()
         };
         for (seconds, stage) in waits.seconds.iter_mut().zip(STAGES) {
             *seconds = value("sum", stage)?;
         }
         Some(waits)
+    }
+
+    /// The sync series (`syncs`), or `None` from a build without them.
+    fn syncs_in(metrics: &str) -> Option<[f64; 3]> {
+        let series = |name| crate::server::metric(metrics, name);
+        Some([
+            series("switchboard_group_commit_sync_seconds_count")?,
+            series("switchboard_group_commit_sync_seconds_sum")?,
+            series("switchboard_group_commit_synced_total")?,
+        ])
     }
 
     /// What was added since `before`.

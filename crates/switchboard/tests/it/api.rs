@@ -690,15 +690,9 @@ async fn operations_endpoints_answer() {
     ] {
         assert!(metrics.contains(line), "missing {line} in\n{metrics}");
     }
-    // A series' value (its name with its labels, as written).
     let value = |series: &str| -> f64 {
-        let prefix = format!("{series} ");
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(prefix.as_str()))
-            .unwrap_or_else(|| panic!("missing {prefix} in\n{metrics}"))
-            .parse()
-            .unwrap()
+        crate::crash::series_value(&metrics, series)
+            .unwrap_or_else(|| panic!("missing {series} in\n{metrics}"))
     };
     // The writer's WAL writes through its VFS (counted for the whole test
     // process, whose other apps write too): SQLite asks for two per frame,

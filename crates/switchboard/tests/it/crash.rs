@@ -123,9 +123,14 @@ pub(crate) async fn metric(client: &Client, base: &str, name: &str) -> u64 {
         .text()
         .await
         .unwrap();
+    series_value(&text, name).unwrap_or(0)
+}
+
+/// The value of the series `name` (with its labels, as `/metrics` writes
+/// them) in the text of `/metrics`.
+pub(crate) fn series_value<T: std::str::FromStr>(text: &str, name: &str) -> Option<T> {
     text.lines()
         .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok()))
-        .unwrap_or(0)
 }
 
 /// Polls a metric until it reaches `target` (bounded: 60 s).
