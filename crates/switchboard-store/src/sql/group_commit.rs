@@ -569,11 +569,11 @@ impl Durability {
             // closing it were two more system calls, a tenth of the time
             // of the `fdatasync` itself under accept's load
             // (bench/HISTORY.md, "Forty-fourth session"). It is the file
-            // SQLite writes to: SQLite removes a WAL only when the last connection
-            // to the database closes, after copying it into the database
-            // file and syncing that, and the writer's connection is never
-            // made again on SQLite. Should the file be unlinked from
-            // outside, this still syncs the one SQLite writes, where
+            // SQLite writes to: SQLite removes a WAL only when the last
+            // connection to the database closes, after copying it into the
+            // database file and syncing that, and the writer's connection
+            // is never made again on SQLite. Should the file be unlinked
+            // from outside, this still syncs the one SQLite writes, where
             // opening it by name would fail. A failed sync lets it go, so
             // the next opens it again.
             Durability::Wal { wal, file, synced } => {
