@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use switchboard_core::state::ALL_STATUSES;
+use switchboard_core::state::{ALL_STATUSES, Status};
 use utoipa::OpenApi;
 
 use crate::openapi::ApiDoc;
@@ -117,19 +117,24 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         Ok(counts) => {
             let _ = writeln!(
                 out,
-                "# HELP switchboard_messages Messages by current status.\n# TYPE switchboard_messages gauge"
+                "# HELP switchboard_messages Messages by current status. scheduled, queued and sending are counted at every scrape; the others as often as the count's cost allows on a large database (switchboard_messages_counted_age_seconds).\n# TYPE switchboard_messages gauge"
             );
             for s in ALL_STATUSES {
-                let n = counts
-                    .iter()
-                    .find(|(st, _)| *st == s)
-                    .map_or(0, |(_, n)| *n);
-                let _ = writeln!(out, "switchboard_messages{{status=\"{}\"}} {n}", s.as_str());
+                let _ = writeln!(
+                    out,
+                    "switchboard_messages{{status=\"{}\"}} {}",
+                    s.as_str(),
+                    counts.of(s)
+                );
             }
-            let depth: u64 = counts
-                .iter()
-                .filter(|(s, _)| matches!(s.as_str(), "queued" | "scheduled" | "sending"))
-                .map(|(_, n)| n)
+            let _ = writeln!(
+                out,
+                "# HELP switchboard_messages_counted_age_seconds How old switchboard_messages' counts of the statuses past the queue are: 0 when this scrape counted them. Counting them reads every message, so once a count takes 100 ms or more it is made again only when it is twenty times as old as it took.\n# TYPE switchboard_messages_counted_age_seconds gauge\nswitchboard_messages_counted_age_seconds {:.3}",
+                counts.age.as_secs_f64()
+            );
+            let depth: u64 = [Status::Queued, Status::Scheduled, Status::Sending]
+                .into_iter()
+                .map(|s| counts.of(s))
                 .sum();
             let _ = writeln!(
                 out,

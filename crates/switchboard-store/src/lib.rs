@@ -20,9 +20,9 @@ pub use model::{
     GroupCommitStats, InboundOutcome, InboundRecord, IncomingReceipt, IntegrationRecord,
     MessageDetail, MessageFilter, MessagePage, MessageRecord, NewInbound, NewSender,
     ProviderDeletion, ProviderHealth, ProviderRecord, ReceiptKind, ReceiptOutcome, ReceiptPass,
-    Redelivery, Sender, SenderCreation, SyncStats, TemplateRecord, TransitionOutcome, WalWrites,
-    WebhookAttemptRecord, WebhookAttemptReport, WebhookEvent, WebhookJob, WebhookOutcome,
-    Workspace, WorkspaceStats,
+    Redelivery, Sender, SenderCreation, StatusCounts, SyncStats, TemplateRecord, TransitionOutcome,
+    WalWrites, WebhookAttemptRecord, WebhookAttemptReport, WebhookEvent, WebhookJob,
+    WebhookOutcome, Workspace, WorkspaceStats,
 };
 
 use std::time::Duration;
@@ -33,7 +33,7 @@ use std::time::Duration;
 pub const DEFAULT_ATTEMPT_BUDGET: u32 = 2;
 
 use async_trait::async_trait;
-use switchboard_core::{Channel, MessageId, Status, Timestamp, WorkspaceId};
+use switchboard_core::{Channel, MessageId, Timestamp, WorkspaceId};
 
 /// Everything Switchboard stores, behind one object-safe trait.
 #[async_trait]
@@ -249,8 +249,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn recover_in_flight(&self) -> Result<u64, StoreError>;
     /// The earliest time at which some message becomes due, if any.
     async fn next_due_at(&self) -> Result<Option<Timestamp>, StoreError>;
-    /// Message counts by status.
-    async fn status_counts(&self) -> Result<Vec<(Status, u64)>, StoreError>;
+    /// Message counts by status, for `/metrics`: the queue's statuses
+    /// counted now, the others at most as often as their count's cost
+    /// allows (`sql::counts`).
+    async fn status_counts(&self) -> Result<StatusCounts, StoreError>;
     /// Checks the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
     /// Counters of the accept path's group commit.

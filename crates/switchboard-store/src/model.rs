@@ -481,6 +481,29 @@ pub enum ReceiptOutcome {
     UnknownMessage,
 }
 
+/// Messages by status, for `/metrics` (`sql::counts`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StatusCounts {
+    /// The statuses that have messages, each with its count. Those a
+    /// message holds until a provider has it (`scheduled`, `queued`,
+    /// `sending`) are counted at every call; the others may come from an
+    /// earlier count, `age` old.
+    pub by_status: Vec<(Status, u64)>,
+    /// How old the counts of the statuses past the queue are: zero when
+    /// this call counted them.
+    pub age: std::time::Duration,
+}
+
+impl StatusCounts {
+    /// The count of `status` (zero if it has no messages).
+    pub fn of(&self, status: Status) -> u64 {
+        self.by_status
+            .iter()
+            .find(|(s, _)| *s == status)
+            .map_or(0, |(_, n)| *n)
+    }
+}
+
 /// Counters of the writer's group commit, for `/metrics`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct GroupCommitStats {

@@ -1719,7 +1719,49 @@ pub fn next_due_at(c: &Db<'_>) -> Result<Option<Timestamp>, StoreError> {
     Ok(t.map(Timestamp::from_millis))
 }
 
-/// Counts by status.
+/// The statuses a message holds until a provider has it, each with the
+/// partial index that holds exactly its messages (`sql::counts`).
+pub(crate) const LIVE: [(Status, &str); 3] = [
+    (Status::Scheduled, "messages_scheduled"),
+    (Status::Queued, "messages_queued"),
+    (Status::Sending, "messages_leased"),
+];
+
+/// `live_counts`' statement: one count per live status, each from its
+/// partial index. SQLite is told the index (`INDEXED BY`, which fails the
+/// statement rather than plan it otherwise): left to choose, it counts
+/// `queued` by scanning the status index, every message's entry.
+/// PostgreSQL chooses the partial index by itself (`plan_tests`).
+fn live_counts_sql(pg: bool) -> String {
+    LIVE.iter()
+        .map(|(status, index)| {
+            let s = status.as_str();
+            let indexed = if pg {
+                String::new()
+            } else {
+                format!(" INDEXED BY {index}")
+            };
+            format!("SELECT '{s}', COUNT(*) FROM messages{indexed} WHERE status = '{s}'")
+        })
+        .collect::<Vec<_>>()
+        .join(" UNION ALL ")
+}
+
+/// The counts of the live statuses (`LIVE`): a read of the queue, however
+/// many messages have settled.
+pub fn live_counts(c: &Db<'_>) -> Result<Vec<(Status, u64)>, StoreError> {
+    let sql = live_counts_sql(c.is_pg());
+    let mut stmt = c.prepare_cached(&sql)?;
+    let rows_ = stmt
+        .query_map(p![], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
+        .collect::<Result<Vec<_>, _>>()?;
+    rows_
+        .into_iter()
+        .map(|(s, n)| Ok((rows::status(&s)?, u64::try_from(n).unwrap_or(0))))
+        .collect()
+}
+
+/// Every status's count: a read of every message's entry in an index.
 pub fn status_counts(c: &Db<'_>) -> Result<Vec<(Status, u64)>, StoreError> {
     let mut stmt = c.prepare_cached("SELECT status, COUNT(*) FROM messages GROUP BY status")?;
     let rows_ = stmt
@@ -1869,6 +1911,39 @@ pub(crate) mod plan_tests {
                 "{and}: {plan}"
             );
         }
+    }
+
+    /// The live statuses' counts read each status's partial index, on
+    /// SQLite (told so) and on PostgreSQL (with a generic plan made on
+    /// empty tables): never every message's entry in the status index.
+    #[test]
+    fn the_live_counts_read_the_partial_indexes() {
+        let (_dir, conn) = sqlite_migrated();
+        let plan = sqlite_plan(&conn, &live_counts_sql(false));
+        for (_, index) in LIVE {
+            assert!(
+                plan.iter()
+                    .any(|l| l == &format!("SCAN messages USING INDEX {index}")
+                        || l == &format!("SCAN messages USING COVERING INDEX {index}")),
+                "{index}: {plan:?}"
+            );
+        }
+        assert!(
+            !plan.iter().any(|l| l.contains("messages_by_status")),
+            "{plan:?}"
+        );
+        let Some((_schema, conn)) = pg_generic_planner() else {
+            return;
+        };
+        let plan = pg_plan(&conn.db(), &live_counts_sql(true), &[]);
+        for (_, index) in LIVE {
+            assert!(
+                plan.contains(&format!("using {index} on messages")),
+                "{index}: {plan}"
+            );
+        }
+        assert!(!plan.contains("Seq Scan"), "{plan}");
+        assert!(!plan.contains("messages_by_status"), "{plan}");
     }
 
     /// The plan PostgreSQL caches for a prepared statement may be made

@@ -6,6 +6,7 @@
 mod checkpoint;
 mod consent;
 mod console;
+pub mod counts;
 pub mod db;
 mod events;
 mod group_commit;
@@ -33,7 +34,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use db::{Conn, PgConn};
 use rusqlite::{Connection, OpenFlags};
-use switchboard_core::{Channel, MessageId, Status, Timestamp, WorkspaceId};
+use switchboard_core::{Channel, MessageId, Timestamp, WorkspaceId};
 
 pub use group_commit::{Chore, GroupCommit};
 use read_pool::ReadPool;
@@ -54,6 +55,7 @@ pub struct SqlStore {
     writer: GroupCommit,
     readers: ReadPool,
     engine: Engine,
+    counts: counts::Counts,
 }
 
 #[derive(Debug)]
@@ -204,6 +206,7 @@ impl SqlStore {
         Ok(SqlStore {
             writer,
             readers,
+            counts: counts::Counts::default(),
             engine: Engine::Sqlite {
                 path,
                 _lock: lock,
@@ -280,6 +283,7 @@ impl SqlStore {
         Ok(SqlStore {
             writer,
             readers,
+            counts: counts::Counts::default(),
             engine: Engine::Postgres,
         })
     }
@@ -303,6 +307,14 @@ impl SqlStore {
     /// Whether this store is on PostgreSQL.
     pub fn is_postgres(&self) -> bool {
         matches!(self.engine, Engine::Postgres)
+    }
+
+    /// This store with `policy` for `status_counts`' count of every status
+    /// (`counts::RecountPolicy::default()` otherwise).
+    #[must_use]
+    pub fn with_recount_policy(mut self, policy: counts::RecountPolicy) -> Self {
+        self.counts = counts::Counts::new(policy);
+        self
     }
 }
 
@@ -777,8 +789,21 @@ impl Store for SqlStore {
             .await
     }
 
-    async fn status_counts(&self) -> Result<Vec<(Status, u64)>, StoreError> {
-        self.readers.run(messages::status_counts).await
+    async fn status_counts(&self) -> Result<StatusCounts, StoreError> {
+        match self.counts.plan() {
+            counts::Plan::Recount(recounting) => {
+                let by_status = self.readers.run(messages::status_counts).await?;
+                recounting.keep(&by_status);
+                Ok(StatusCounts {
+                    by_status,
+                    age: Duration::ZERO,
+                })
+            }
+            counts::Plan::Reuse { by_status, age } => {
+                let live = self.readers.run(messages::live_counts).await?;
+                Ok(counts::merge(by_status, &live, age))
+            }
+        }
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use serde_json::json;
 use switchboard_core::{NewMessage, ProviderId, SubmitInput, Timestamp, WorkspaceId};
 use switchboard_store::sql::SqlStore;
+use switchboard_store::sql::counts::RecountPolicy;
 use switchboard_store::{AcceptRequest, Store};
 use tempfile::TempDir;
 
@@ -34,8 +35,17 @@ impl Fixture {
 }
 
 pub async fn sqlite() -> Fixture {
+    sqlite_with(RecountPolicy::default()).await
+}
+
+/// `sqlite()` with `policy` for `status_counts`.
+pub async fn sqlite_with(policy: RecountPolicy) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqlStore::open(dir.path()).unwrap());
+    let store: Arc<dyn Store> = Arc::new(
+        SqlStore::open(dir.path())
+            .unwrap()
+            .with_recount_policy(policy),
+    );
     let ws = store.create_workspace("test", T0).await.unwrap().id;
     Fixture {
         store,
@@ -73,10 +83,20 @@ pub async fn new_schema(base: &str) -> PgSchema {
 }
 
 pub async fn postgres() -> Option<Fixture> {
+    postgres_with(RecountPolicy::default()).await
+}
+
+/// `postgres()` with `policy` for `status_counts`.
+pub async fn postgres_with(policy: RecountPolicy) -> Option<Fixture> {
     let base = pg_url()?;
     let schema = new_schema(&base).await;
     let url = schema.url();
-    let store: Arc<dyn Store> = Arc::new(SqlStore::connect_postgres_async(&url, 4).await.unwrap());
+    let store: Arc<dyn Store> = Arc::new(
+        SqlStore::connect_postgres_async(&url, 4)
+            .await
+            .unwrap()
+            .with_recount_policy(policy),
+    );
     let ws = store.create_workspace("test", T0).await.unwrap().id;
     Some(Fixture {
         store,

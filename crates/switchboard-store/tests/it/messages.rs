@@ -1095,7 +1095,7 @@ conformance!(
 /// How many messages the fixture's store holds, in every status.
 async fn stored(f: &crate::Fixture) -> u64 {
     let counts = f.store.status_counts().await.unwrap();
-    counts.iter().map(|(_, n)| n).sum()
+    counts.by_status.iter().map(|(_, n)| n).sum()
 }
 
 /// `phone` opts out of SMS in the fixture's workspace.
@@ -1785,5 +1785,94 @@ conformance!(
         })
         .await;
         assert!(none.data.is_empty() && none.next_cursor.is_none());
+    }
+);
+
+/// With a count of every status that is never due again, a later call
+/// takes the queue's statuses from a count of its own and the settled
+/// ones from the first count, and says how old that is; with the default
+/// policy (a small database) every call counts everything.
+async fn counts_reuse_the_settled_statuses_and_count_the_queue(f: crate::Fixture) {
+    use switchboard_core::Status;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let body = json!({"to": "+14155550123", "body": "hi", "idempotency_key": format!("k{n}")});
+        let AcceptOutcome::Created(a) = f
+            .store
+            .accept_message(request(&f.ws, body, &format!("h{n}")))
+            .await
+            .unwrap()
+        else {
+            panic!()
+        };
+        ids.push(a.id);
+    }
+    let first = f.store.status_counts().await.unwrap();
+    assert_eq!(first.of(Status::Queued), 3);
+    assert_eq!(first.age, Duration::ZERO);
+    f.store
+        .cancel_message(&f.ws, &ids[0], T0)
+        .await
+        .unwrap()
+        .unwrap();
+    let body = json!({"to": "+14155550123", "body": "later", "send_at": "2026-09-30T00:00:00Z"});
+    f.store
+        .accept_message(request(&f.ws, body, "later"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let later = f.store.status_counts().await.unwrap();
+    // The queue as it is now: two queued (one canceled), one scheduled.
+    assert_eq!(later.of(Status::Queued), 2);
+    assert_eq!(later.of(Status::Scheduled), 1);
+    assert_eq!(later.of(Status::Sending), 0);
+    // The settled statuses as the first count found them.
+    assert_eq!(later.of(Status::Canceled), 0);
+    assert!(later.age >= Duration::from_millis(5), "{:?}", later.age);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_counts_reuse_the_settled_statuses_and_count_the_queue() {
+    let f = crate::sqlite_with(never_due()).await;
+    let keep = f.keep();
+    counts_reuse_the_settled_statuses_and_count_the_queue(f).await;
+    drop(keep);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_counts_reuse_the_settled_statuses_and_count_the_queue() {
+    let Some(f) = crate::postgres_with(never_due()).await else {
+        eprintln!("SWITCHBOARD_TEST_DATABASE_URL is not set: PostgreSQL case skipped");
+        return;
+    };
+    let keep = f.keep();
+    counts_reuse_the_settled_statuses_and_count_the_queue(f).await;
+    drop(keep);
+}
+
+/// A policy under which a count, once made, is not due again in a test.
+fn never_due() -> switchboard_store::sql::counts::RecountPolicy {
+    switchboard_store::sql::counts::RecountPolicy {
+        fresh_below: Duration::ZERO,
+        times: u32::MAX,
+    }
+}
+
+conformance!(
+    on_a_small_database_every_count_is_current,
+    |f: crate::Fixture| async move {
+        use switchboard_core::Status;
+        let AcceptOutcome::Created(a) = f.store.accept_message(simple(&f.ws)).await.unwrap() else {
+            panic!()
+        };
+        assert_eq!(f.store.status_counts().await.unwrap().of(Status::Queued), 1);
+        f.store
+            .cancel_message(&f.ws, &a.id, T0)
+            .await
+            .unwrap()
+            .unwrap();
+        let now = f.store.status_counts().await.unwrap();
+        assert_eq!((now.of(Status::Queued), now.of(Status::Canceled)), (0, 1));
+        assert_eq!(now.age, Duration::ZERO);
     }
 );

@@ -678,6 +678,8 @@ async fn operations_endpoints_answer() {
         "switchboard_messages_accepted_total 1",
         "switchboard_messages{status=\"delivered\"} 1",
         "switchboard_queue_depth 0",
+        // A small database: every status counted at this scrape.
+        "switchboard_messages_counted_age_seconds 0.000",
         "switchboard_send_attempts_total{outcome=\"accepted\"} 1",
         "switchboard_dispatch_latency_seconds_count 1",
         "switchboard_group_commits_total",
