@@ -15,7 +15,7 @@
 //! - Every status's count (`messages::status_counts`) is made again only
 //!   when the last one is old enough for its cost: at once while a count
 //!   takes under `RecountPolicy::fresh_below` (every test database, and a
-//!   node's first million or so messages), otherwise once it is
+//!   node's first 400,000 or so messages), otherwise once it is
 //!   `RecountPolicy::times` its own duration old, so that counting takes
 //!   at most about a twentieth of one reader. Meanwhile the statuses past
 //!   the queue (`sent`, `delivered`, the failures) are the last count's,
