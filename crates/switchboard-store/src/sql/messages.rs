@@ -1750,20 +1750,17 @@ fn live_counts_sql(pg: bool) -> String {
 /// The counts of the live statuses (`LIVE`): a read of the queue, however
 /// many messages have settled.
 pub fn live_counts(c: &Db<'_>) -> Result<Vec<(Status, u64)>, StoreError> {
-    let sql = live_counts_sql(c.is_pg());
-    let mut stmt = c.prepare_cached(&sql)?;
-    let rows_ = stmt
-        .query_map(p![], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
-        .collect::<Result<Vec<_>, _>>()?;
-    rows_
-        .into_iter()
-        .map(|(s, n)| Ok((rows::status(&s)?, u64::try_from(n).unwrap_or(0))))
-        .collect()
+    counts_by_status(c, &live_counts_sql(c.is_pg()))
 }
 
 /// Every status's count: a read of every message's entry in an index.
 pub fn status_counts(c: &Db<'_>) -> Result<Vec<(Status, u64)>, StoreError> {
-    let mut stmt = c.prepare_cached("SELECT status, COUNT(*) FROM messages GROUP BY status")?;
+    counts_by_status(c, "SELECT status, COUNT(*) FROM messages GROUP BY status")
+}
+
+/// The rows of `sql`, each a status and its count.
+fn counts_by_status(c: &Db<'_>, sql: &str) -> Result<Vec<(Status, u64)>, StoreError> {
+    let mut stmt = c.prepare_cached(sql)?;
     let rows_ = stmt
         .query_map(p![], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?
         .collect::<Result<Vec<_>, _>>()?;
