@@ -792,8 +792,14 @@ impl Store for SqlStore {
     async fn status_counts(&self) -> Result<StatusCounts, StoreError> {
         match self.counts.plan() {
             counts::Plan::Recount(recounting) => {
-                let by_status = self.readers.run(messages::status_counts).await?;
-                recounting.keep(&by_status);
+                let (by_status, at, took) = self
+                    .readers
+                    .run(|c| {
+                        let at = std::time::Instant::now();
+                        Ok((messages::status_counts(c)?, at, at.elapsed()))
+                    })
+                    .await?;
+                recounting.keep(&by_status, at, took);
                 Ok(StatusCounts {
                     by_status,
                     age: Duration::ZERO,
