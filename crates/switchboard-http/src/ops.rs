@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use switchboard_core::state::{ALL_STATUSES, Status};
+use switchboard_core::state::ALL_STATUSES;
 use utoipa::OpenApi;
 
 use crate::openapi::ApiDoc;
@@ -132,10 +132,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
                 "# HELP switchboard_messages_counted_age_seconds How old switchboard_messages' counts of the statuses past the queue are: 0 when this scrape counted them. Counting them reads every message, so once a count takes 100 ms or more it is made again only when it is twenty times as old as it took.\n# TYPE switchboard_messages_counted_age_seconds gauge\nswitchboard_messages_counted_age_seconds {:.3}",
                 counts.age.as_secs_f64()
             );
-            let depth: u64 = [Status::Queued, Status::Scheduled, Status::Sending]
-                .into_iter()
-                .map(|s| counts.of(s))
-                .sum();
+            let depth = counts.queue_depth();
             let _ = writeln!(
                 out,
                 "# HELP switchboard_queue_depth Messages not yet handed to a provider (scheduled, queued, sending).\n# TYPE switchboard_queue_depth gauge\nswitchboard_queue_depth {depth}"

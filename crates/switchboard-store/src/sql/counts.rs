@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 
 use switchboard_core::Status;
 
+use super::messages::LIVE;
 use crate::model::StatusCounts;
 
 /// When every status is counted again.
@@ -148,6 +149,14 @@ impl Counts {
     }
 }
 
+impl StatusCounts {
+    /// The messages not yet handed to a provider: the live statuses'
+    /// counts (`messages::LIVE`), always current.
+    pub fn queue_depth(&self) -> u64 {
+        LIVE.iter().map(|(status, _)| self.of(*status)).sum()
+    }
+}
+
 /// `last`'s counts with the live statuses' taken from `live`.
 pub(crate) fn merge(
     last: Vec<(Status, u64)>,
@@ -252,5 +261,6 @@ mod tests {
             ]
         );
         assert_eq!(merged.age, Duration::from_secs(3));
+        assert_eq!(merged.queue_depth(), 1);
     }
 }
