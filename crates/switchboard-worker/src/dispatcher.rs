@@ -137,7 +137,7 @@ impl Worker {
         let mut tasks = JoinSet::new();
         for m in claimed {
             let inner = self.inner.clone();
-            tasks.spawn(async move { inner.process(m).await });
+            tasks.spawn(Box::pin(async move { inner.process(m).await }));
         }
         while tasks.join_next().await.is_some() {}
         Ok(n)
@@ -269,10 +269,12 @@ impl Worker {
                     .await
                     .expect("semaphore is never closed");
                 let inner = self.inner.clone();
-                tasks.spawn(async move {
+                // Boxed, as a webhook delivery's task is (see
+                // `WebhookDeliverer::run`): a send's future is about 1.3 KB.
+                tasks.spawn(Box::pin(async move {
                     inner.process(m).await;
                     drop(permit);
-                });
+                }));
             }
         }
         let in_flight = tasks.len();
