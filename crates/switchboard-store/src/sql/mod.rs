@@ -555,13 +555,18 @@ impl Store for SqlStore {
     }
 
     async fn accept_message(&self, req: AcceptRequest) -> Result<AcceptOutcome, StoreError> {
-        let again = req.clone();
-        match self.writer.accept(req).await {
+        // Only PostgreSQL has other nodes, so only there is a copy kept for
+        // the run again below. On SQLite this process holds the data
+        // directory's lock and its writer looks the key up in the same
+        // transaction as the insert, so no key can come between them; the
+        // copy (a dozen strings) cost every accept.
+        let again = self.is_postgres().then(|| req.clone());
+        match (self.writer.accept(req).await, again) {
             // Another node stored the same idempotency key between this
             // job's check and its insert: run it again, and it finds that
             // message (a replay or a conflict).
-            Err(e) if e.is_unique_violation() => self.writer.accept(again).await,
-            other => other,
+            (Err(e), Some(again)) if e.is_unique_violation() => self.writer.accept(again).await,
+            (other, _) => other,
         }
     }
 
