@@ -3,7 +3,7 @@
 //! and `X-RateLimit-*` headers on their response; admin routes check the
 //! instance admin token.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Arc;
 use std::time::Instant;
 

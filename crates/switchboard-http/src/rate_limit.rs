@@ -5,7 +5,7 @@
 //! left, `X-RateLimit-Reset` the seconds until the bucket is full again.
 //! A refused request also gets `Retry-After`, the seconds until one token.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -70,10 +70,18 @@ impl RateLimiter {
         let cap = f64::from(self.config.burst);
         let rate = self.config.per_second.max(f64::MIN_POSITIVE);
         let mut buckets = self.buckets.lock().expect("rate limiter lock");
-        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
-            tokens: cap,
-            last: now,
-        });
+        // Looked up before it is inserted: the key's copy is made only for a
+        // key's first request, not for every request.
+        if !buckets.contains_key(key) {
+            buckets.insert(
+                key.to_owned(),
+                Bucket {
+                    tokens: cap,
+                    last: now,
+                },
+            );
+        }
+        let bucket = buckets.get_mut(key).expect("inserted above");
         let elapsed = now.saturating_duration_since(bucket.last).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * rate).min(cap);
         bucket.last = now;

@@ -8,7 +8,7 @@
 //! field is an error, so that a typo is caught when the provider is added,
 //! not when the first message fails.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::{Arc, RwLock};
 
 use serde_json::Value;

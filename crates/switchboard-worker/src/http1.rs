@@ -34,7 +34,7 @@
 //! Not supported, as webhook destinations do not need them: proxies,
 //! HTTP/2, compression, cookies, client certificates.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::io;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, OnceLock};

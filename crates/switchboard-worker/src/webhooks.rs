@@ -7,7 +7,7 @@
 //! the client's life, so a kept connection needs no new check. Redirects
 //! are not followed.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

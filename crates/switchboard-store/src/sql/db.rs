@@ -13,9 +13,9 @@
 //! (row locks with `FOR UPDATE [SKIP LOCKED]`, JSON functions); everything
 //! else is plain SQL both engines run the same way.
 
+use foldhash::{HashMap, HashMapExt};
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::error::Error as StdError;
 use std::fmt::Write as _;
 

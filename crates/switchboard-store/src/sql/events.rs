@@ -26,7 +26,7 @@
 //! the insert (`Subscribed`); PostgreSQL filters in the insert itself,
 //! which costs no round trip.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 use switchboard_core::Timestamp;
 

@@ -3,7 +3,7 @@
 //! without interference; every state change goes through
 //! `switchboard_core::state::transition` and records exactly its one event.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::fmt::Write as _;
 use std::time::Duration;
 

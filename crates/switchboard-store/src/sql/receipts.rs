@@ -11,7 +11,7 @@
 //! already settled (`receive_settling`); the inbox still holds every
 //! receipt's raw payload and outcome.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 
 use super::db::{Db, RowSet, V, p};
 use switchboard_core::state::transition;

@@ -6,7 +6,7 @@
 //! Deliveries of one message to one endpoint go in event order: a delivery
 //! is not claimed while an earlier one of the same message is pending.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::time::Duration;
 
 use super::db::{Db, Row, RowSet, V, p};
@@ -734,7 +734,7 @@ pub fn claim(
         .collect::<Result<_, _>>()?;
     // Each row's event, made before the failing endpoints' rows are left
     // out: a row left out may hold the event the next one shares.
-    let mut probing: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut probing: HashSet<String> = HashSet::new();
     let mut due = Vec::with_capacity(rows_.len());
     let mut last: Option<WebhookEvent> = None;
     for d in rows_ {
@@ -837,7 +837,7 @@ fn log_webhook_attempts(c: &Db<'_>, reports: &[WebhookAttemptReport]) -> Result<
 /// the same state. Otherwise each report goes through `complete` in order,
 /// since a failure's effect on its endpoint depends on what came before.
 pub fn complete_all(c: &Db<'_>, reports: &[WebhookAttemptReport]) -> Result<Vec<()>, StoreError> {
-    let mut seen = std::collections::HashSet::with_capacity(reports.len());
+    let mut seen = HashSet::with_capacity(reports.len());
     let together = reports
         .iter()
         .all(|r| r.outcome == WebhookOutcome::Succeeded && seen.insert(r.delivery_id.as_str()));
