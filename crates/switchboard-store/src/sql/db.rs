@@ -1521,6 +1521,33 @@ impl<'p> RowSet<'p> {
         }
     }
 
+    /// The text of a statement made around this set (`make`), kept per
+    /// call site, engine and shape of the set (`statement_text`); `extra`
+    /// holds whatever else the text depends on.
+    #[track_caller]
+    pub fn sql(&self, extra: [usize; 6], make: impl FnOnce() -> String) -> std::rc::Rc<str> {
+        let row_type = self.row_type.map_or([0, 0], static_part);
+        statement_text(
+            self.pg,
+            [
+                self.first,
+                // On PostgreSQL a set is arrays: one text whatever its rows.
+                if self.pg { 0 } else { self.rows },
+                self.types.as_ptr() as usize,
+                self.types.len(),
+                row_type[0],
+                row_type[1],
+                extra[0],
+                extra[1],
+                extra[2],
+                extra[3],
+                extra[4],
+                extra[5],
+            ],
+            make,
+        )
+    }
+
     /// The number of the first placeholder after the set's, for a
     /// statement's parameters that follow them.
     pub fn next_placeholder(&self) -> usize {
@@ -1536,6 +1563,71 @@ impl<'p> RowSet<'p> {
     pub fn into_params(self) -> Vec<V<'p>> {
         self.params
     }
+}
+
+/// What names a statement's text in `statement_text`: the call site that
+/// makes it, the engine, and the words it is made of besides (a set's
+/// shape, the addresses and lengths of static strings).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct TextKey {
+    file: usize,
+    line: u32,
+    column: u32,
+    pg: bool,
+    parts: [usize; 12],
+}
+
+/// The address and length of a static string, as a part of a `TextKey`:
+/// a static string is never freed, so its address names its text.
+pub fn static_part(s: &'static str) -> [usize; 2] {
+    [s.as_ptr() as usize, s.len()]
+}
+
+/// The text of a statement, made by `make` the first time this thread
+/// asks for it at this call site with these `parts` on this engine, and
+/// kept: most of the writer's statements are a few shapes (`set_chunks`),
+/// and writing each one's text again for every batch, with its set's
+/// placeholders, was about 3% of the writer's instructions in e2e
+/// (bench/HISTORY.md, "Fiftieth session"). `parts` must hold everything
+/// else the text depends on: a set's shape (`RowSet::sql`), the static
+/// strings it is made of (`static_part`), flags. Debug builds make the
+/// text again at every call and check that it is the kept one.
+#[track_caller]
+pub fn statement_text(
+    pg: bool,
+    parts: [usize; 12],
+    make: impl FnOnce() -> String,
+) -> std::rc::Rc<str> {
+    thread_local! {
+        static MADE: RefCell<HashMap<TextKey, std::rc::Rc<str>>> = RefCell::new(HashMap::new());
+    }
+    let at = std::panic::Location::caller();
+    let key = TextKey {
+        file: at.file().as_ptr() as usize,
+        line: at.line(),
+        column: at.column(),
+        pg,
+        parts,
+    };
+    if let Some(kept) = MADE.with_borrow(|made| made.get(&key).cloned()) {
+        if cfg!(debug_assertions) {
+            let fresh = make();
+            assert_eq!(
+                &*kept,
+                fresh.as_str(),
+                "a statement's text at {at} depends on something its parts do not name"
+            );
+        }
+        return kept;
+    }
+    let text: std::rc::Rc<str> = make().into();
+    MADE.with_borrow_mut(|made| {
+        if made.len() >= 4_096 {
+            made.clear();
+        }
+        made.insert(key, text.clone());
+    });
+    text
 }
 
 /// The rows that one set-based statement carries at most on SQLite.
@@ -1580,9 +1672,9 @@ impl Db<'_> {
     /// row to update; `assignments` name its other values `v.column2`, ….
     pub fn update_from<'p, T, R>(
         &self,
-        table: &str,
-        assignments: &str,
-        and: &str,
+        table: &'static str,
+        assignments: &'static str,
+        and: &'static str,
         types: &'static [&'static str],
         items: &'p [T],
         row: impl Fn(&'p T) -> R,
@@ -1592,11 +1684,16 @@ impl Db<'_> {
     {
         for chunk in self.chunks(items) {
             let set = RowSet::new(self, 1, types, chunk.iter().map(&row));
-            let sql = format!(
-                "{} {table} SET {assignments} FROM {} AS v WHERE {table}.id = v.column1{and}",
-                self.update(),
-                set.table()
-            );
+            let [t, tl] = static_part(table);
+            let [a, al] = static_part(assignments);
+            let [w, wl] = static_part(and);
+            let sql = set.sql([t, tl, a, al, w, wl], || {
+                format!(
+                    "{} {table} SET {assignments} FROM {} AS v WHERE {table}.id = v.column1{and}",
+                    self.update(),
+                    set.table()
+                )
+            });
             // Nobody waits for its row count: queued (`execute_later`).
             self.execute_later(&sql, set.into_params(), None)?;
         }
@@ -1609,19 +1706,24 @@ impl Db<'_> {
     /// `assignments` and `and` to use.
     pub fn update_ids(
         &self,
-        table: &str,
-        assignments: &str,
-        and: &str,
+        table: &'static str,
+        assignments: &'static str,
+        and: &'static str,
         leading: &[V<'_>],
         ids: &[&str],
     ) -> Result<(), DbError> {
         for chunk in self.chunks(ids) {
             let set = id_set(self, leading.len() + 1, chunk);
-            let sql = format!(
-                "{} {table} SET {assignments} WHERE id IN {}{and}",
-                self.update(),
-                set.in_list()
-            );
+            let [t, tl] = static_part(table);
+            let [a, al] = static_part(assignments);
+            let [w, wl] = static_part(and);
+            let sql = set.sql([t, tl, a, al, w, wl], || {
+                format!(
+                    "{} {table} SET {assignments} WHERE id IN {}{and}",
+                    self.update(),
+                    set.in_list()
+                )
+            });
             let mut params: Vec<V> = leading.iter().map(ToV::to_v).collect();
             params.extend(set.into_params());
             self.execute_later(&sql, params, None)?;
@@ -1633,15 +1735,19 @@ impl Db<'_> {
     /// `chunks` run: `{select} WHERE id IN {ids}{suffix}`.
     pub fn query_ids<T>(
         &self,
-        select: &str,
-        suffix: &str,
+        select: &'static str,
+        suffix: &'static str,
         ids: &[&str],
         mut f: impl FnMut(&Row<'_>) -> Result<T, DbError>,
     ) -> Result<Vec<T>, DbError> {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in self.chunks(ids) {
             let set = id_set(self, 1, chunk);
-            let sql = format!("{select} WHERE id IN {}{suffix}", set.in_list());
+            let [q, ql] = static_part(select);
+            let [x, xl] = static_part(suffix);
+            let sql = set.sql([q, ql, x, xl, 0, 0], || {
+                format!("{select} WHERE id IN {}{suffix}", set.in_list())
+            });
             out.extend(self.query_map(&sql, set.params(), &mut f)?);
         }
         Ok(out)
@@ -1710,6 +1816,48 @@ mod tests {
             values_rows(1, 1, 2, Some(&["TEXT", "BIGINT"])),
             "(CAST(?1 AS TEXT), CAST(?2 AS BIGINT))"
         );
+    }
+
+    /// A statement's text is made once per call site, engine and parts:
+    /// the second call at a site returns the text kept by the first, and
+    /// another set shape or static part at the same site is another text.
+    #[test]
+    fn a_statement_text_is_kept_per_site_and_parts() {
+        static TYPES: [&str; 1] = ["TEXT"];
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let db = Db::Lite(&conn);
+        let made = std::cell::Cell::new(0);
+        let text = |rows: usize, table: &'static str| {
+            let set = RowSet::new(&db, 1, &TYPES, (0..rows).map(|_| [V::Null]));
+            let [t, tl] = static_part(table);
+            set.sql([t, tl, 0, 0, 0, 0], || {
+                made.set(made.get() + 1);
+                format!("DELETE FROM {table} WHERE id IN {}", set.in_list())
+            })
+        };
+        let first = text(2, "a");
+        let again = text(2, "a");
+        assert_eq!(&*first, "DELETE FROM a WHERE id IN (?1, ?2)");
+        assert!(std::rc::Rc::ptr_eq(&first, &again), "the kept text");
+        assert_eq!(&*text(4, "a"), "DELETE FROM a WHERE id IN (?1, ?2, ?3, ?4)");
+        assert_eq!(&*text(2, "b"), "DELETE FROM b WHERE id IN (?1, ?2)");
+        // Debug builds make it again at every call, to check it.
+        let expected = if cfg!(debug_assertions) { 4 } else { 3 };
+        assert_eq!(made.get(), expected);
+        // Another engine is another text at the same site and parts.
+        let pg = |pg: bool| statement_text(pg, [0; 12], || format!("pg {pg}"));
+        assert_eq!((&*pg(false), &*pg(true), &*pg(false)), ("pg false", "pg true", "pg false"));
+    }
+
+    /// A text that depends on something its parts do not name is caught
+    /// by debug builds (the test suite's) at the call that would reuse it.
+    #[cfg(debug_assertions)]
+    #[test]
+    #[should_panic(expected = "depends on something its parts do not name")]
+    fn a_statement_text_that_its_parts_do_not_name_is_caught() {
+        for n in 0..2 {
+            statement_text(false, [0; 12], || format!("SELECT {n}"));
+        }
     }
 
     /// The placeholders written once per shape are those of that shape:

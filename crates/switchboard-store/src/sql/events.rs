@@ -30,7 +30,7 @@ use foldhash::{HashMap, HashMapExt};
 
 use switchboard_core::Timestamp;
 
-use super::db::{Db, RowSet, V, p};
+use super::db::{Db, RowSet, V, p, statement_text};
 use super::webhooks::{Fan, NewDelivery, fan_out_from, insert_deliveries, subscribes};
 use crate::error::StoreError;
 
@@ -174,7 +174,8 @@ fn write(c: &Db<'_>, mut events: Vec<Pending>) -> Result<(), StoreError> {
     let mut seq_of: HashMap<String, i64> = HashMap::with_capacity(events.len());
     for chunk in c.chunks(&events) {
         let set = event_set(c, 1, chunk);
-        let inserted = c.execute(&insert_sql(c, &set, false), set.params())?;
+        let sql = set.sql([0; 6], || insert_sql(c, &set, false));
+        let inserted = c.execute(&sql, set.params())?;
         number(c, chunk, inserted, &subscribed, &mut seq_of)?;
     }
     // The deliveries, one per event and subscribed endpoint, stored as
@@ -262,10 +263,12 @@ struct Subscribed(HashMap<String, HashMap<String, Vec<String>>>);
 
 impl Subscribed {
     fn ask(c: &Db<'_>, events: &[Pending]) -> Result<Self, StoreError> {
-        let sql = format!(
-            "SELECT w.id FROM webhook_endpoints w WHERE {} ORDER BY w.id",
-            subscribes(c, "w", "?1", "?2")
-        );
+        let sql = statement_text(c.is_pg(), [0; 12], || {
+            format!(
+                "SELECT w.id FROM webhook_endpoints w WHERE {} ORDER BY w.id",
+                subscribes(c, "w", "?1", "?2")
+            )
+        });
         let mut asked = Subscribed(HashMap::new());
         for p in events {
             if asked.known(p).is_none() {

@@ -7,7 +7,9 @@ use foldhash::{HashMap, HashMapExt};
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::db::{Db, DbError, LaterRows, MAX_PG_SET, OptionalExt, Row, RowSet, V, p};
+use super::db::{
+    Db, DbError, LaterRows, MAX_PG_SET, OptionalExt, Row, RowSet, V, p, statement_text,
+};
 use super::events::{NewEvent, Pending};
 use switchboard_core::quiet_hours::QuietHours;
 use switchboard_core::retry::GiveUpReason;
@@ -248,7 +250,7 @@ fn existing_keys(
                 super::written_behind::key_rows(chunk),
             )
         };
-        let sql = existing_keys_sql(c, &set.table());
+        let sql = set.sql([0; 6], || existing_keys_sql(c, &set.table()));
         reads.push(c.query_later(&sql, set.into_params())?);
     }
     Ok(Reads {
@@ -353,7 +355,7 @@ fn consent_reads(
             &["TEXT", "TEXT", "TEXT"],
             chunk.iter().map(|row| row.map(V::from)),
         );
-        let sql = consent_sql(c, &set.table());
+        let sql = set.sql([0; 6], || consent_sql(c, &set.table()));
         reads.push(c.query_later(&sql, set.into_params())?);
     }
     Ok(Reads {
@@ -525,7 +527,9 @@ fn insert_messages(c: &Db<'_>, rows: &[NewRow<'_>], blind: bool) -> Result<(), S
             &MESSAGE_INSERT_TYPES,
             chunk.iter().map(NewRow::message_values),
         );
-        let sql = format!("{} {MESSAGE_INSERT}{}", c.insert_into(), set.values());
+        let sql = set.sql([0; 6], || {
+            format!("{} {MESSAGE_INSERT}{}", c.insert_into(), set.values())
+        });
         c.execute_later(&sql, set.into_params(), Some(chunk.len()))?;
     }
     if !c.is_pg() {
@@ -910,10 +914,12 @@ fn candidate(r: &Row<'_>) -> Result<Candidate, DbError> {
 fn release_scheduled(c: &Db<'_>, now: Timestamp) -> Result<(), StoreError> {
     // Another node may be releasing the same messages: each takes the rows
     // it can lock and passes over the rest.
-    let sql = format!(
-        "SELECT id, workspace_id FROM messages WHERE status = 'scheduled' AND next_attempt_at <= ?1 LIMIT 1000{}",
-        c.skip_locked()
-    );
+    let sql = statement_text(c.is_pg(), [0; 12], || {
+        format!(
+            "SELECT id, workspace_id FROM messages WHERE status = 'scheduled' AND next_attempt_at <= ?1 LIMIT 1000{}",
+            c.skip_locked()
+        )
+    });
     let mut stmt = c.prepare_cached(&sql)?;
     let due = stmt
         .query_map(p![now.as_millis()], |r| {
@@ -1012,21 +1018,25 @@ pub fn claim_due(
     release_scheduled(c, now)?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let mut candidates = {
-        let sql = format!(
-            "SELECT {CANDIDATE_COLUMNS} FROM messages WHERE status = 'queued' AND next_attempt_at <= ?1
-             ORDER BY priority DESC, next_attempt_at LIMIT ?2{}",
-            c.skip_locked()
-        );
+        let sql = statement_text(c.is_pg(), [0; 12], || {
+            format!(
+                "SELECT {CANDIDATE_COLUMNS} FROM messages WHERE status = 'queued' AND next_attempt_at <= ?1
+                 ORDER BY priority DESC, next_attempt_at LIMIT ?2{}",
+                c.skip_locked()
+            )
+        });
         let mut stmt = c.prepare_cached(&sql)?;
         stmt.query_map(p![now.as_millis(), limit], candidate)?
             .collect::<Result<Vec<_>, _>>()?
     };
     let room = limit - candidates.len() as i64;
     if room > 0 {
-        let sql = format!(
-            "SELECT {CANDIDATE_COLUMNS} FROM messages WHERE status = 'sending' AND lease_until <= ?1 LIMIT ?2{}",
-            c.skip_locked()
-        );
+        let sql = statement_text(c.is_pg(), [0; 12], || {
+            format!(
+                "SELECT {CANDIDATE_COLUMNS} FROM messages WHERE status = 'sending' AND lease_until <= ?1 LIMIT ?2{}",
+                c.skip_locked()
+            )
+        });
         let mut stmt = c.prepare_cached(&sql)?;
         candidates.extend(
             stmt.query_map(p![now.as_millis(), room], candidate)?
@@ -1299,10 +1309,10 @@ fn log_attempts(c: &Db<'_>, reports: &[&AttemptReport]) -> Result<(), StoreError
     let rows: Vec<[V<'_>; 11]> = reports.iter().filter_map(|r| attempt_values(r)).collect();
     for chunk in c.chunks(&rows) {
         let set = RowSet::new(c, 1, &ATTEMPT_INSERT_TYPES, chunk.iter().cloned());
-        c.execute(
-            &format!("{} {ATTEMPT_INSERT}{}", c.insert_into(), set.values()),
-            set.params(),
-        )?;
+        let sql = set.sql([0; 6], || {
+            format!("{} {ATTEMPT_INSERT}{}", c.insert_into(), set.values())
+        });
+        c.execute(&sql, set.params())?;
     }
     Ok(())
 }
@@ -1358,12 +1368,10 @@ pub fn complete_attempts(
         }
     }
     // The status is the state machine's constant, not input.
+    debug_assert_eq!(sent.to, Status::Sent);
     c.update_from(
         "messages",
-        &format!(
-            "status = '{}', provider_message_id = v.column2, lease_until = NULL, error_code = NULL, error_message = NULL, updated_at = v.column3",
-            sent.to.as_str()
-        ),
+        "status = 'sent', provider_message_id = v.column2, lease_until = NULL, error_code = NULL, error_message = NULL, updated_at = v.column3",
         "",
         &["TEXT", "TEXT", "BIGINT"],
         &fast,

@@ -114,17 +114,19 @@ fn receive_settling(
     let mut waiting: HashSet<String> = HashSet::new();
     for chunk in c.chunks(&keys) {
         let set = key_set(c, chunk);
-        let sql = format!(
-            "SELECT i.provider_message_id, i.kind, i.state FROM {}",
-            c.lookup_join(
-                &set.table(),
-                "receipt_inbox",
-                "i",
-                "i.provider_message_id, i.kind, i.state",
-                "i.provider_id = k.column1 AND i.provider_message_id = k.column2",
-                false,
+        let sql = set.sql([0; 6], || {
+            format!(
+                "SELECT i.provider_message_id, i.kind, i.state FROM {}",
+                c.lookup_join(
+                    &set.table(),
+                    "receipt_inbox",
+                    "i",
+                    "i.provider_message_id, i.kind, i.state",
+                    "i.provider_id = k.column1 AND i.provider_message_id = k.column2",
+                    false,
+                )
             )
-        );
+        });
         let found: Vec<(String, String, String)> = c.query_map(&sql, set.params(), |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })?;
@@ -192,7 +194,9 @@ fn receive_settling(
         let set = inbox_set(c, provider_id, chunk, now);
         // No `ON CONFLICT`: the read above found every stored copy, so a
         // conflict here would be a fault, and fails the write.
-        let sql = format!("{} {INBOX_COLUMNS} {}", c.insert_into(), set.values());
+        let sql = set.sql([0; 6], || {
+            format!("{} {INBOX_COLUMNS} {}", c.insert_into(), set.values())
+        });
         c.execute(&sql, set.params())?;
     }
     moves.write(c)?;
@@ -262,17 +266,19 @@ fn named(
     let mut named: HashMap<(String, String), Vec<Named>> = HashMap::new();
     for chunk in c.chunks(keys) {
         let set = key_set(c, chunk);
-        let sql = format!(
-            "SELECT k.column1, k.column2, m.id, m.status, m.workspace_id FROM {}",
-            c.lookup_join(
-                &set.table(),
-                "messages",
-                "m",
-                "m.id, m.status, m.workspace_id",
-                "m.provider_id = k.column1 AND m.provider_message_id = k.column2",
-                true,
+        let sql = set.sql([0; 6], || {
+            format!(
+                "SELECT k.column1, k.column2, m.id, m.status, m.workspace_id FROM {}",
+                c.lookup_join(
+                    &set.table(),
+                    "messages",
+                    "m",
+                    "m.id, m.status, m.workspace_id",
+                    "m.provider_id = k.column1 AND m.provider_message_id = k.column2",
+                    true,
+                )
             )
-        );
+        });
         for (key, m) in c.query_map(&sql, set.params(), |r| {
             Ok(((r.get(0)?, r.get(1)?), (r.get(2)?, r.get(3)?, r.get(4)?)))
         })? {
@@ -312,12 +318,14 @@ type Moved = (Status, Option<String>, i64);
 /// left to `apply_receipt`, receipt by receipt.
 pub fn process(c: &Db<'_>, now: Timestamp, limit: usize) -> Result<ReceiptPass, StoreError> {
     type Row = (i64, String, String, String, u32, i64, Option<String>);
-    let sql = format!(
-        "SELECT id, provider_id, provider_message_id, kind, checks, received_at, error_code FROM receipt_inbox
-         WHERE state = 'pending' AND next_check_at <= ?1
-         ORDER BY provider_id, provider_message_id, CASE kind WHEN 'read' THEN 2 ELSE 1 END, id LIMIT ?2{}",
-        c.skip_locked()
-    );
+    let sql = super::db::statement_text(c.is_pg(), [0; 12], || {
+        format!(
+            "SELECT id, provider_id, provider_message_id, kind, checks, received_at, error_code FROM receipt_inbox
+             WHERE state = 'pending' AND next_check_at <= ?1
+             ORDER BY provider_id, provider_message_id, CASE kind WHEN 'read' THEN 2 ELSE 1 END, id LIMIT ?2{}",
+            c.skip_locked()
+        )
+    });
     let rows: Vec<Row> = c
         .prepare_cached(&sql)?
         .query_map(

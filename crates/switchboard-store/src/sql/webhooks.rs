@@ -62,7 +62,8 @@ pub fn fan_out(c: &Db<'_>, events: &[Fan<'_>]) -> Result<(), StoreError> {
                 ]
             }),
         );
-        if c.execute(&fan_out_from(c, &set.table()), set.params())? > 0 {
+        let sql = set.sql([0; 6], || fan_out_from(c, &set.table()));
+        if c.execute(&sql, set.params())? > 0 {
             super::signals::note_deliveries();
         }
     }
@@ -103,12 +104,14 @@ pub(crate) fn insert_deliveries(
         );
         // The id is `{event id}/{endpoint id}`, as the fan-out statement
         // and a redelivery name it (`||` is an operator, not a function).
-        let sql = format!(
-            "{} webhook_deliveries (id, endpoint_id, workspace_id, event_id, event_seq, ordering_key, status, next_attempt_at, created_at, updated_at)
-             SELECT column3 || '/' || column1, column1, column2, column3, column4, column5, 'pending', column6, column6, column6 FROM {}",
-            c.insert_into(),
-            set.table()
-        );
+        let sql = set.sql([0; 6], || {
+            format!(
+                "{} webhook_deliveries (id, endpoint_id, workspace_id, event_id, event_seq, ordering_key, status, next_attempt_at, created_at, updated_at)
+                 SELECT column3 || '/' || column1, column1, column2, column3, column4, column5, 'pending', column6, column6, column6 FROM {}",
+                c.insert_into(),
+                set.table()
+            )
+        });
         c.execute(&sql, set.params())?;
     }
     if !deliveries.is_empty() {
@@ -538,8 +541,10 @@ fn webhook_event(
 /// events, then their messages), not two per event. Events not found are
 /// left out.
 fn load_events(c: &Db<'_>, ids: &[&str]) -> Result<HashMap<String, WebhookEvent>, StoreError> {
+    static EVENTS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static MESSAGES: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let rows = c.query_ids(
-        &format!("SELECT {EVENT_COLUMNS} FROM events"),
+        EVENTS.get_or_init(|| format!("SELECT {EVENT_COLUMNS} FROM events")),
         "",
         ids,
         event_row,
@@ -551,7 +556,7 @@ fn load_events(c: &Db<'_>, ids: &[&str]) -> Result<HashMap<String, WebhookEvent>
     message_ids.sort_unstable();
     message_ids.dedup();
     let found = c.query_ids(
-        &format!("SELECT {PAYLOAD_COLUMNS} FROM messages"),
+        MESSAGES.get_or_init(|| format!("SELECT {PAYLOAD_COLUMNS} FROM messages")),
         "",
         &message_ids,
         |r| Ok(payload_at(r, 0)),
@@ -816,14 +821,14 @@ fn log_webhook_attempts(c: &Db<'_>, reports: &[WebhookAttemptReport]) -> Result<
                 ]
             }),
         );
-        c.execute(
-            &format!(
+        let sql = set.sql([0; 6], || {
+            format!(
                 "{} {WEBHOOK_ATTEMPT_INSERT}{}",
                 c.insert_into(),
                 set.values()
-            ),
-            set.params(),
-        )?;
+            )
+        });
+        c.execute(&sql, set.params())?;
     }
     Ok(())
 }

@@ -486,13 +486,17 @@ fn insert(c: &Db<'_>, t: &Behind, rows: &[[&str; 3]]) -> Result<(), StoreError> 
         // pages of the table, and a plain `INSERT` copied each of them into
         // a statement journal first, which spilled to a temporary file
         // (bench/HISTORY.md, "Twenty-fourth session").
-        let sql = format!(
-            "{} {} ({}) {}",
-            c.insert_into(),
-            t.name,
-            t.columns(),
-            set.values()
-        );
+        // A table's name names its columns too (`TABLES`).
+        let [n, nl] = super::db::static_part(t.name);
+        let sql = set.sql([n, nl, 0, 0, 0, 0], || {
+            format!(
+                "{} {} ({}) {}",
+                c.insert_into(),
+                t.name,
+                t.columns(),
+                set.values()
+            )
+        });
         c.execute_later(&sql, set.into_params(), Some(chunk.len()))?;
     }
     Ok(())
