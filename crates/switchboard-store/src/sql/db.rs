@@ -1525,7 +1525,7 @@ impl<'p> RowSet<'p> {
     /// call site, engine and shape of the set (`statement_text`); `extra`
     /// holds whatever else the text depends on.
     #[track_caller]
-    pub fn sql(&self, extra: [usize; 6], make: impl FnOnce() -> String) -> std::rc::Rc<str> {
+    pub fn sql(&self, extra: [usize; 8], make: impl FnOnce() -> String) -> std::rc::Rc<str> {
         let row_type = self.row_type.map_or([0, 0], static_part);
         statement_text(
             self.pg,
@@ -1543,6 +1543,8 @@ impl<'p> RowSet<'p> {
                 extra[3],
                 extra[4],
                 extra[5],
+                extra[6],
+                extra[7],
             ],
             make,
         )
@@ -1574,7 +1576,7 @@ struct TextKey {
     line: u32,
     column: u32,
     pg: bool,
-    parts: [usize; 12],
+    parts: [usize; 14],
 }
 
 /// The address and length of a static string, as a part of a `TextKey`:
@@ -1595,7 +1597,7 @@ pub fn static_part(s: &'static str) -> [usize; 2] {
 #[track_caller]
 pub fn statement_text(
     pg: bool,
-    parts: [usize; 12],
+    parts: [usize; 14],
     make: impl FnOnce() -> String,
 ) -> std::rc::Rc<str> {
     thread_local! {
@@ -1682,14 +1684,34 @@ impl Db<'_> {
     where
         R: IntoIterator<Item = V<'p>>,
     {
+        self.update_from_by("id", table, assignments, and, types, items, row)
+    }
+
+    /// `update_from` with the rows found by `key`, `id` or, on SQLite,
+    /// `rowid` (`RowKey`): each item's row starts with the key's value.
+    #[allow(clippy::too_many_arguments)]
+    pub fn update_from_by<'p, T, R>(
+        &self,
+        key: &'static str,
+        table: &'static str,
+        assignments: &'static str,
+        and: &'static str,
+        types: &'static [&'static str],
+        items: &'p [T],
+        row: impl Fn(&'p T) -> R,
+    ) -> Result<(), DbError>
+    where
+        R: IntoIterator<Item = V<'p>>,
+    {
         for chunk in self.chunks(items) {
             let set = RowSet::new(self, 1, types, chunk.iter().map(&row));
             let [t, tl] = static_part(table);
             let [a, al] = static_part(assignments);
             let [w, wl] = static_part(and);
-            let sql = set.sql([t, tl, a, al, w, wl], || {
+            let [k, kl] = static_part(key);
+            let sql = set.sql([t, tl, a, al, w, wl, k, kl], || {
                 format!(
-                    "{} {table} SET {assignments} FROM {} AS v WHERE {table}.id = v.column1{and}",
+                    "{} {table} SET {assignments} FROM {} AS v WHERE {table}.{key} = v.column1{and}",
                     self.update(),
                     set.table()
                 )
@@ -1717,9 +1739,46 @@ impl Db<'_> {
             let [t, tl] = static_part(table);
             let [a, al] = static_part(assignments);
             let [w, wl] = static_part(and);
-            let sql = set.sql([t, tl, a, al, w, wl], || {
+            let sql = set.sql([t, tl, a, al, w, wl, 0, 0], || {
                 format!(
                     "{} {table} SET {assignments} WHERE id IN {}{and}",
+                    self.update(),
+                    set.in_list()
+                )
+            });
+            let mut params: Vec<V> = leading.iter().map(ToV::to_v).collect();
+            params.extend(set.into_params());
+            self.execute_later(&sql, params, None)?;
+        }
+        Ok(())
+    }
+
+    /// `update_ids` for rows found by their `rowid` (SQLite only): a job
+    /// that has just read its rows updates them by their row number, one
+    /// search of the table's B-tree, instead of searching the index on
+    /// their text id first.
+    pub fn update_rows(
+        &self,
+        table: &'static str,
+        assignments: &'static str,
+        and: &'static str,
+        leading: &[V<'_>],
+        rows: &[i64],
+    ) -> Result<(), DbError> {
+        debug_assert!(!self.is_pg(), "PostgreSQL rows have no rowid");
+        for chunk in self.chunks(rows) {
+            let set = RowSet::new(
+                self,
+                leading.len() + 1,
+                &["BIGINT"],
+                chunk.iter().map(|r| [V::Int(*r)]),
+            );
+            let [t, tl] = static_part(table);
+            let [a, al] = static_part(assignments);
+            let [w, wl] = static_part(and);
+            let sql = set.sql([t, tl, a, al, w, wl, 0, 0], || {
+                format!(
+                    "{} {table} SET {assignments} WHERE rowid IN {}{and}",
                     self.update(),
                     set.in_list()
                 )
@@ -1745,7 +1804,7 @@ impl Db<'_> {
             let set = id_set(self, 1, chunk);
             let [q, ql] = static_part(select);
             let [x, xl] = static_part(suffix);
-            let sql = set.sql([q, ql, x, xl, 0, 0], || {
+            let sql = set.sql([q, ql, x, xl, 0, 0, 0, 0], || {
                 format!("{select} WHERE id IN {}{suffix}", set.in_list())
             });
             out.extend(self.query_map(&sql, set.params(), &mut f)?);
@@ -1830,7 +1889,7 @@ mod tests {
         let text = |rows: usize, table: &'static str| {
             let set = RowSet::new(&db, 1, &TYPES, (0..rows).map(|_| [V::Null]));
             let [t, tl] = static_part(table);
-            set.sql([t, tl, 0, 0, 0, 0], || {
+            set.sql([t, tl, 0, 0, 0, 0, 0, 0], || {
                 made.set(made.get() + 1);
                 format!("DELETE FROM {table} WHERE id IN {}", set.in_list())
             })
@@ -1845,8 +1904,60 @@ mod tests {
         let expected = if cfg!(debug_assertions) { 4 } else { 3 };
         assert_eq!(made.get(), expected);
         // Another engine is another text at the same site and parts.
-        let pg = |pg: bool| statement_text(pg, [0; 12], || format!("pg {pg}"));
-        assert_eq!((&*pg(false), &*pg(true), &*pg(false)), ("pg false", "pg true", "pg false"));
+        let pg = |pg: bool| statement_text(pg, [0; 14], || format!("pg {pg}"));
+        assert_eq!(
+            (&*pg(false), &*pg(true), &*pg(false)),
+            ("pg false", "pg true", "pg false")
+        );
+    }
+
+    /// Rows found by their row number (`Db::update_rows`,
+    /// `Db::update_from_by` with `rowid`) are the rows named, and only
+    /// those, whatever their ids; runs of any length (`set_chunks`).
+    #[test]
+    fn rows_updated_by_their_row_number_are_the_rows_named() {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (id TEXT PRIMARY KEY, s TEXT, n INTEGER)")
+            .unwrap();
+        for i in 0..100 {
+            conn.execute(
+                "INSERT INTO t (id, s, n) VALUES (?1, 'a', 0)",
+                [format!("id_{:03}", 99 - i)],
+            )
+            .unwrap();
+        }
+        let db = Db::Lite(&conn);
+        let rowid = |id: &str| -> i64 {
+            conn.query_row("SELECT rowid FROM t WHERE id = ?1", [id], |r| r.get(0))
+                .unwrap()
+        };
+        // 70 rows: runs of 64, 4 and 2.
+        let named: Vec<i64> = (0..70).map(|i| rowid(&format!("id_{:03}", i))).collect();
+        db.update_rows("t", "s = ?1", "", &[V::from("b")], &named)
+            .unwrap();
+        let moved: Vec<(i64, i64)> = named[..5].iter().map(|r| (*r, 7)).collect();
+        db.update_from_by(
+            "rowid",
+            "t",
+            "n = v.column2",
+            "",
+            &["BIGINT", "BIGINT"],
+            &moved,
+            |(r, n)| [V::Int(*r), V::Int(*n)],
+        )
+        .unwrap();
+        let state = |id: &str| -> (String, i64) {
+            conn.query_row("SELECT s, n FROM t WHERE id = ?1", [id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap()
+        };
+        for i in 0..100 {
+            let id = format!("id_{:03}", i);
+            let s = if i < 70 { "b" } else { "a" };
+            let n = if i < 5 { 7 } else { 0 };
+            assert_eq!(state(&id), (s.to_owned(), n), "{id}");
+        }
     }
 
     /// A text that depends on something its parts do not name is caught
@@ -1856,7 +1967,7 @@ mod tests {
     #[should_panic(expected = "depends on something its parts do not name")]
     fn a_statement_text_that_its_parts_do_not_name_is_caught() {
         for n in 0..2 {
-            statement_text(false, [0; 12], || format!("SELECT {n}"));
+            statement_text(false, [0; 14], || format!("SELECT {n}"));
         }
     }
 

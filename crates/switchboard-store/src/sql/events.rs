@@ -174,7 +174,7 @@ fn write(c: &Db<'_>, mut events: Vec<Pending>) -> Result<(), StoreError> {
     let mut seq_of: HashMap<String, i64> = HashMap::with_capacity(events.len());
     for chunk in c.chunks(&events) {
         let set = event_set(c, 1, chunk);
-        let sql = set.sql([0; 6], || insert_sql(c, &set, false));
+        let sql = set.sql([0; 8], || insert_sql(c, &set, false));
         let inserted = c.execute(&sql, set.params())?;
         number(c, chunk, inserted, &subscribed, &mut seq_of)?;
     }
@@ -263,7 +263,7 @@ struct Subscribed(HashMap<String, HashMap<String, Vec<String>>>);
 
 impl Subscribed {
     fn ask(c: &Db<'_>, events: &[Pending]) -> Result<Self, StoreError> {
-        let sql = statement_text(c.is_pg(), [0; 12], || {
+        let sql = statement_text(c.is_pg(), [0; 14], || {
             format!(
                 "SELECT w.id FROM webhook_endpoints w WHERE {} ORDER BY w.id",
                 subscribes(c, "w", "?1", "?2")

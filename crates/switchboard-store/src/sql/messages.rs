@@ -250,7 +250,7 @@ fn existing_keys(
                 super::written_behind::key_rows(chunk),
             )
         };
-        let sql = set.sql([0; 6], || existing_keys_sql(c, &set.table()));
+        let sql = set.sql([0; 8], || existing_keys_sql(c, &set.table()));
         reads.push(c.query_later(&sql, set.into_params())?);
     }
     Ok(Reads {
@@ -355,7 +355,7 @@ fn consent_reads(
             &["TEXT", "TEXT", "TEXT"],
             chunk.iter().map(|row| row.map(V::from)),
         );
-        let sql = set.sql([0; 6], || consent_sql(c, &set.table()));
+        let sql = set.sql([0; 8], || consent_sql(c, &set.table()));
         reads.push(c.query_later(&sql, set.into_params())?);
     }
     Ok(Reads {
@@ -527,7 +527,7 @@ fn insert_messages(c: &Db<'_>, rows: &[NewRow<'_>], blind: bool) -> Result<(), S
             &MESSAGE_INSERT_TYPES,
             chunk.iter().map(NewRow::message_values),
         );
-        let sql = set.sql([0; 6], || {
+        let sql = set.sql([0; 8], || {
             format!("{} {MESSAGE_INSERT}{}", c.insert_into(), set.values())
         });
         c.execute_later(&sql, set.into_params(), Some(chunk.len()))?;
@@ -884,9 +884,22 @@ struct Candidate {
     priority: i64,
     timezone: Option<String>,
     channel_template: Option<String>,
+    /// Its row number on SQLite (`Db::update_rows`); none on PostgreSQL.
+    row: Option<i64>,
 }
 
 const CANDIDATE_COLUMNS: &str = "id, workspace_id, to_phone, from_addr, channel, body, media_urls, provider_id, attempts, expires_at, claimed_at, status, created_at, consent_exempt, category, priority, timezone, channel_template";
+
+/// A selected row's number, for a job that updates the rows it has just
+/// read (`Db::update_rows`, `Db::update_from_by`): `rowid` on SQLite, no
+/// value on PostgreSQL, where rows are found by their id.
+fn row_number(c: &Db<'_>) -> &'static str {
+    if c.is_pg() {
+        "CAST(NULL AS BIGINT)"
+    } else {
+        "rowid"
+    }
+}
 
 fn candidate(r: &Row<'_>) -> Result<Candidate, DbError> {
     Ok(Candidate {
@@ -908,13 +921,14 @@ fn candidate(r: &Row<'_>) -> Result<Candidate, DbError> {
         priority: r.get(15)?,
         timezone: r.get(16)?,
         channel_template: r.get(17)?,
+        row: r.get(18)?,
     })
 }
 
 fn release_scheduled(c: &Db<'_>, now: Timestamp) -> Result<(), StoreError> {
     // Another node may be releasing the same messages: each takes the rows
     // it can lock and passes over the rest.
-    let sql = statement_text(c.is_pg(), [0; 12], || {
+    let sql = statement_text(c.is_pg(), [0; 14], || {
         format!(
             "SELECT id, workspace_id FROM messages WHERE status = 'scheduled' AND next_attempt_at <= ?1 LIMIT 1000{}",
             c.skip_locked()
@@ -1018,10 +1032,11 @@ pub fn claim_due(
     release_scheduled(c, now)?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let mut candidates = {
-        let sql = statement_text(c.is_pg(), [0; 12], || {
+        let sql = statement_text(c.is_pg(), [0; 14], || {
             format!(
-                "SELECT {CANDIDATE_COLUMNS} FROM messages WHERE status = 'queued' AND next_attempt_at <= ?1
+                "SELECT {CANDIDATE_COLUMNS}, {} FROM messages WHERE status = 'queued' AND next_attempt_at <= ?1
                  ORDER BY priority DESC, next_attempt_at LIMIT ?2{}",
+                row_number(c),
                 c.skip_locked()
             )
         });
@@ -1031,9 +1046,10 @@ pub fn claim_due(
     };
     let room = limit - candidates.len() as i64;
     if room > 0 {
-        let sql = statement_text(c.is_pg(), [0; 12], || {
+        let sql = statement_text(c.is_pg(), [0; 14], || {
             format!(
-                "SELECT {CANDIDATE_COLUMNS} FROM messages WHERE status = 'sending' AND lease_until <= ?1 LIMIT ?2{}",
+                "SELECT {CANDIDATE_COLUMNS}, {} FROM messages WHERE status = 'sending' AND lease_until <= ?1 LIMIT ?2{}",
+                row_number(c),
                 c.skip_locked()
             )
         });
@@ -1055,6 +1071,8 @@ pub fn claim_due(
         consent_states_of(c, &who)?
     };
     let mut claimed = Vec::with_capacity(candidates.len());
+    // Their row numbers, in the same order (SQLite).
+    let mut rows: Vec<i64> = Vec::with_capacity(candidates.len());
     let mut quiet: HashMap<String, Option<QuietHours>> = HashMap::new();
     // Per-provider throughput limits, shared by every node: a message whose
     // provider has no token left stays where it is for a later claim.
@@ -1078,6 +1096,7 @@ pub fn claim_due(
         priority,
         timezone,
         channel_template,
+        row,
     } in candidates
     {
         let from_status = rows::status(&status)?;
@@ -1208,6 +1227,7 @@ pub fn claim_due(
             )?;
         }
         let corrupt = |what: &str, v: &str| StoreError::Corrupt(format!("{what}: {v}"));
+        rows.extend(row);
         claimed.push(ClaimedMessage {
             id: MessageId::parse(&id).map_err(|_| corrupt("message id", &id))?,
             workspace_id: WorkspaceId::parse(&ws).map_err(|_| corrupt("workspace id", &ws))?,
@@ -1237,14 +1257,19 @@ pub fn claim_due(
     }
     // One update per `Db::chunks` run: `attempts + 1` is the attempt handed
     // out above, as the row was read (and, on PostgreSQL, locked) by this job.
-    let ids: Vec<&str> = claimed.iter().map(|m| m.id.as_str()).collect();
-    c.update_ids(
-        "messages",
-        "status = 'sending', attempts = attempts + 1, lease_until = ?1, claimed_at = ?2, next_attempt_at = NULL, updated_at = ?2",
-        "",
-        &[V::Int(lease_until), V::Int(now.as_millis())],
-        &ids,
-    )?;
+    // On SQLite by the row numbers the read above found (`row_number`).
+    const SENDING: &str = "status = 'sending', attempts = attempts + 1, lease_until = ?1, claimed_at = ?2, next_attempt_at = NULL, updated_at = ?2";
+    let leading = [V::Int(lease_until), V::Int(now.as_millis())];
+    if c.is_pg() {
+        let ids: Vec<&str> = claimed.iter().map(|m| m.id.as_str()).collect();
+        c.update_ids("messages", SENDING, "", &leading, &ids)?;
+    } else if rows.len() == claimed.len() {
+        c.update_rows("messages", SENDING, "", &leading, &rows)?;
+    } else {
+        return Err(StoreError::Corrupt(
+            "a claimed message was read without its row number".into(),
+        ));
+    }
     for (provider, b) in buckets {
         if let Some(b) = b {
             c.execute(
@@ -1309,7 +1334,7 @@ fn log_attempts(c: &Db<'_>, reports: &[&AttemptReport]) -> Result<(), StoreError
     let rows: Vec<[V<'_>; 11]> = reports.iter().filter_map(|r| attempt_values(r)).collect();
     for chunk in c.chunks(&rows) {
         let set = RowSet::new(c, 1, &ATTEMPT_INSERT_TYPES, chunk.iter().cloned());
-        let sql = set.sql([0; 6], || {
+        let sql = set.sql([0; 8], || {
             format!("{} {ATTEMPT_INSERT}{}", c.insert_into(), set.values())
         });
         c.execute(&sql, set.params())?;
@@ -1331,13 +1356,20 @@ pub fn complete_attempts(
     log_attempts(c, &reports.iter().collect::<Vec<_>>())?;
     // The messages' current state, read (and on PostgreSQL locked) at once.
     let ids: Vec<&str> = reports.iter().map(|r| r.message_id.as_str()).collect();
-    let state: HashMap<String, (String, u32, String)> = c
-        .query_ids(
-            "SELECT id, status, attempts, workspace_id FROM messages",
-            c.for_update(),
-            &ids,
-            |r| Ok((r.get::<_, String>(0)?, (r.get(1)?, r.get(2)?, r.get(3)?))),
-        )?
+    // With their row numbers on SQLite, which the update below finds them by.
+    let read = if c.is_pg() {
+        "SELECT id, status, attempts, workspace_id, CAST(NULL AS BIGINT) FROM messages"
+    } else {
+        "SELECT id, status, attempts, workspace_id, rowid FROM messages"
+    };
+    type State = (String, u32, String, Option<i64>);
+    let state: HashMap<String, State> = c
+        .query_ids(read, c.for_update(), &ids, |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?),
+            ))
+        })?
         .into_iter()
         .collect();
     let mut seen: HashMap<&str, usize> = HashMap::with_capacity(ids.len());
@@ -1346,7 +1378,7 @@ pub fn complete_attempts(
     }
     let sent = transition(Status::Sending, Trigger::ProviderAccepted)
         .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    let mut fast: Vec<(&AttemptReport, &str, &str)> = Vec::new();
+    let mut fast: Vec<(&AttemptReport, &str, &str, Option<i64>)> = Vec::new();
     let mut outcomes = Vec::with_capacity(reports.len());
     for r in reports {
         let id = r.message_id.as_str();
@@ -1356,9 +1388,9 @@ pub fn complete_attempts(
                 AttemptOutcome::Accepted {
                     provider_message_id,
                 },
-                Some((status, attempts, ws)),
+                Some((status, attempts, ws, row)),
             ) if status == "sending" && *attempts == r.attempt && seen[id] == 1 => {
-                fast.push((r, provider_message_id, ws));
+                fast.push((r, provider_message_id, ws, *row));
                 outcomes.push(TransitionOutcome::Applied {
                     status: sent.to,
                     event: sent.event,
@@ -1369,21 +1401,37 @@ pub fn complete_attempts(
     }
     // The status is the state machine's constant, not input.
     debug_assert_eq!(sent.to, Status::Sent);
-    c.update_from(
+    const SENT: &str = "status = 'sent', provider_message_id = v.column2, lease_until = NULL, error_code = NULL, error_message = NULL, updated_at = v.column3";
+    // On SQLite by the row numbers read above.
+    let (key, types): (_, &'static [&'static str]) = if c.is_pg() {
+        ("id", &["TEXT", "TEXT", "BIGINT"])
+    } else {
+        ("rowid", &["BIGINT", "TEXT", "BIGINT"])
+    };
+    if !c.is_pg() && fast.iter().any(|f| f.3.is_none()) {
+        return Err(StoreError::Corrupt(
+            "a message was read without its row number".into(),
+        ));
+    }
+    c.update_from_by(
+        key,
         "messages",
-        "status = 'sent', provider_message_id = v.column2, lease_until = NULL, error_code = NULL, error_message = NULL, updated_at = v.column3",
+        SENT,
         "",
-        &["TEXT", "TEXT", "BIGINT"],
+        types,
         &fast,
-        |(r, pmid, _)| {
+        |(r, pmid, _, row)| {
             [
-                V::from(r.message_id.as_str()),
+                match row {
+                    Some(row) if key == "rowid" => V::Int(*row),
+                    _ => V::from(r.message_id.as_str()),
+                },
                 V::from(*pmid),
                 V::Int(r.finished_at.as_millis()),
             ]
         },
     )?;
-    for (r, pmid, ws) in fast {
+    for (r, pmid, ws, _) in fast {
         record_event(
             c,
             ws,

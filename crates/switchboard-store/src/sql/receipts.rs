@@ -114,7 +114,7 @@ fn receive_settling(
     let mut waiting: HashSet<String> = HashSet::new();
     for chunk in c.chunks(&keys) {
         let set = key_set(c, chunk);
-        let sql = set.sql([0; 6], || {
+        let sql = set.sql([0; 8], || {
             format!(
                 "SELECT i.provider_message_id, i.kind, i.state FROM {}",
                 c.lookup_join(
@@ -194,7 +194,7 @@ fn receive_settling(
         let set = inbox_set(c, provider_id, chunk, now);
         // No `ON CONFLICT`: the read above found every stored copy, so a
         // conflict here would be a fault, and fails the write.
-        let sql = set.sql([0; 6], || {
+        let sql = set.sql([0; 8], || {
             format!("{} {INBOX_COLUMNS} {}", c.insert_into(), set.values())
         });
         c.execute(&sql, set.params())?;
@@ -266,9 +266,15 @@ fn named(
     let mut named: HashMap<(String, String), Vec<Named>> = HashMap::new();
     for chunk in c.chunks(keys) {
         let set = key_set(c, chunk);
-        let sql = set.sql([0; 6], || {
+        let sql = set.sql([0; 8], || {
             format!(
-                "SELECT k.column1, k.column2, m.id, m.status, m.workspace_id FROM {}",
+                "SELECT k.column1, k.column2, m.id, m.status, m.workspace_id, {} FROM {}",
+                // The row number (SQLite) that `Moves::write` finds it by.
+                if c.is_pg() {
+                    "CAST(NULL AS BIGINT)"
+                } else {
+                    "m.rowid"
+                },
                 c.lookup_join(
                     &set.table(),
                     "messages",
@@ -280,7 +286,10 @@ fn named(
             )
         });
         for (key, m) in c.query_map(&sql, set.params(), |r| {
-            Ok(((r.get(0)?, r.get(1)?), (r.get(2)?, r.get(3)?, r.get(4)?)))
+            Ok((
+                (r.get(0)?, r.get(1)?),
+                (r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?),
+            ))
         })? {
             named.entry(key).or_default().push(m);
         }
@@ -305,10 +314,12 @@ fn detail(provider: &str, kind: ReceiptKind, error_code: Option<&str>) -> String
     }
 }
 
-/// A message a receipt names: id, status, workspace.
-type Named = (String, String, String);
-/// A message's new status, its error code if a receipt gave one, and when.
-type Moved = (Status, Option<String>, i64);
+/// A message a receipt names: id, status, workspace, and on SQLite its
+/// row number.
+type Named = (String, String, String, Option<i64>);
+/// A message's new status, its error code if a receipt gave one, when,
+/// and on SQLite its row number (`Moves::write` finds it by).
+type Moved = (Status, Option<String>, i64, Option<i64>);
 
 /// Applies due pending receipts, set-based: one read of the messages they
 /// name, then one update of the messages moved and one of the receipts
@@ -318,7 +329,7 @@ type Moved = (Status, Option<String>, i64);
 /// left to `apply_receipt`, receipt by receipt.
 pub fn process(c: &Db<'_>, now: Timestamp, limit: usize) -> Result<ReceiptPass, StoreError> {
     type Row = (i64, String, String, String, u32, i64, Option<String>);
-    let sql = super::db::statement_text(c.is_pg(), [0; 12], || {
+    let sql = super::db::statement_text(c.is_pg(), [0; 14], || {
         format!(
             "SELECT id, provider_id, provider_message_id, kind, checks, received_at, error_code FROM receipt_inbox
              WHERE state = 'pending' AND next_check_at <= ?1
@@ -419,9 +430,9 @@ struct Moves {
 
 impl Moves {
     /// A message's status as these receipts left it.
-    fn status_of(&self, (mid, current, _): &Named) -> Result<Status, StoreError> {
+    fn status_of(&self, (mid, current, _, _): &Named) -> Result<Status, StoreError> {
         match self.changed.get(mid) {
-            Some((moved, _, _)) => Ok(*moved),
+            Some((moved, _, _, _)) => Ok(*moved),
             None => Ok(rows::status(current)?),
         }
     }
@@ -436,7 +447,7 @@ impl Moves {
         error_code: Option<&str>,
         now: Timestamp,
     ) -> Result<ReceiptOutcome, StoreError> {
-        let (mid, _, ws) = message;
+        let (mid, _, ws, row) = message;
         let from = self.status_of(message)?;
         let message_id = MessageId::parse(mid).map_err(|_| StoreError::Corrupt(mid.clone()))?;
         let (trigger, code) = receipt_trigger(kind, error_code);
@@ -448,7 +459,7 @@ impl Moves {
         };
         let entry = self.changed.entry(mid.clone()).or_insert_with(|| {
             self.order.push(mid.clone());
-            (t.to, None, now.as_millis())
+            (t.to, None, now.as_millis(), *row)
         });
         entry.0 = t.to;
         if let Some(code) = code {
@@ -469,15 +480,30 @@ impl Moves {
             .iter()
             .map(|id| (id.as_str(), &self.changed[id]))
             .collect();
-        c.update_from(
+        // On SQLite by the row numbers `named` read.
+        let (key, types): (_, &'static [&'static str]) = if c.is_pg() {
+            ("id", &["TEXT", "TEXT", "TEXT", "BIGINT"])
+        } else {
+            ("rowid", &["BIGINT", "TEXT", "TEXT", "BIGINT"])
+        };
+        if !c.is_pg() && moved.iter().any(|(_, m)| m.3.is_none()) {
+            return Err(StoreError::Corrupt(
+                "a message was read without its row number".into(),
+            ));
+        }
+        c.update_from_by(
+            key,
             "messages",
             "status = v.column2, lease_until = NULL, error_code = COALESCE(v.column3, messages.error_code), updated_at = v.column4",
             "",
-            &["TEXT", "TEXT", "TEXT", "BIGINT"],
+            types,
             &moved,
-            |(id, (st, code, at))| {
+            |(id, (st, code, at, row))| {
                 [
-                    V::from(*id),
+                    match row {
+                        Some(row) if key == "rowid" => V::Int(*row),
+                        _ => V::from(*id),
+                    },
                     V::from(st.as_str()),
                     code.as_deref().map_or(V::Null, V::from),
                     V::Int(*at),

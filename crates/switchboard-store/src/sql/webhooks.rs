@@ -62,7 +62,7 @@ pub fn fan_out(c: &Db<'_>, events: &[Fan<'_>]) -> Result<(), StoreError> {
                 ]
             }),
         );
-        let sql = set.sql([0; 6], || fan_out_from(c, &set.table()));
+        let sql = set.sql([0; 8], || fan_out_from(c, &set.table()));
         if c.execute(&sql, set.params())? > 0 {
             super::signals::note_deliveries();
         }
@@ -104,7 +104,7 @@ pub(crate) fn insert_deliveries(
         );
         // The id is `{event id}/{endpoint id}`, as the fan-out statement
         // and a redelivery name it (`||` is an operator, not a function).
-        let sql = set.sql([0; 6], || {
+        let sql = set.sql([0; 8], || {
             format!(
                 "{} webhook_deliveries (id, endpoint_id, workspace_id, event_id, event_seq, ordering_key, status, next_attempt_at, created_at, updated_at)
                  SELECT column3 || '/' || column1, column1, column2, column3, column4, column5, 'pending', column6, column6, column6 FROM {}",
@@ -821,7 +821,7 @@ fn log_webhook_attempts(c: &Db<'_>, reports: &[WebhookAttemptReport]) -> Result<
                 ]
             }),
         );
-        let sql = set.sql([0; 6], || {
+        let sql = set.sql([0; 8], || {
             format!(
                 "{} {WEBHOOK_ATTEMPT_INSERT}{}",
                 c.insert_into(),

@@ -488,7 +488,7 @@ fn insert(c: &Db<'_>, t: &Behind, rows: &[[&str; 3]]) -> Result<(), StoreError> 
         // (bench/HISTORY.md, "Twenty-fourth session").
         // A table's name names its columns too (`TABLES`).
         let [n, nl] = super::db::static_part(t.name);
-        let sql = set.sql([n, nl, 0, 0, 0, 0], || {
+        let sql = set.sql([n, nl, 0, 0, 0, 0, 0, 0], || {
             format!(
                 "{} {} ({}) {}",
                 c.insert_into(),
