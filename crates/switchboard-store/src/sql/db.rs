@@ -1669,33 +1669,16 @@ impl Db<'_> {
     }
 
     /// Updates rows of `table` from a set, one statement per `chunks` run:
-    /// `UPDATE {table} SET {assignments} FROM {set} AS v WHERE {table}.id =
-    /// v.column1{and}`. Each item's row (`row`) starts with the id of the
-    /// row to update; `assignments` name its other values `v.column2`, ….
+    /// `UPDATE {table} SET {assignments} FROM {set} AS v WHERE
+    /// {table}.{key} = v.column1{and}`, the target given as `(table,
+    /// assignments, and)`. Each item's row (`row`) starts with the value
+    /// of `key`, the column the rows are found by: `id`, or on SQLite
+    /// `rowid` (a job updating rows it has just read, `update_rows`);
+    /// `assignments` name its other values `v.column2`, ….
     pub fn update_from<'p, T, R>(
         &self,
-        table: &'static str,
-        assignments: &'static str,
-        and: &'static str,
-        types: &'static [&'static str],
-        items: &'p [T],
-        row: impl Fn(&'p T) -> R,
-    ) -> Result<(), DbError>
-    where
-        R: IntoIterator<Item = V<'p>>,
-    {
-        self.update_from_by("id", table, assignments, and, types, items, row)
-    }
-
-    /// `update_from` with the rows found by `key`, `id` or, on SQLite,
-    /// `rowid` (`RowKey`): each item's row starts with the key's value.
-    #[allow(clippy::too_many_arguments)]
-    pub fn update_from_by<'p, T, R>(
-        &self,
         key: &'static str,
-        table: &'static str,
-        assignments: &'static str,
-        and: &'static str,
+        (table, assignments, and): (&'static str, &'static str, &'static str),
         types: &'static [&'static str],
         items: &'p [T],
         row: impl Fn(&'p T) -> R,
@@ -1705,11 +1688,8 @@ impl Db<'_> {
     {
         for chunk in self.chunks(items) {
             let set = RowSet::new(self, 1, types, chunk.iter().map(&row));
-            let [t, tl] = static_part(table);
-            let [a, al] = static_part(assignments);
-            let [w, wl] = static_part(and);
-            let [k, kl] = static_part(key);
-            let sql = set.sql([t, tl, a, al, w, wl, k, kl], || {
+            let parts = update_parts(key, (table, assignments, and));
+            let sql = set.sql(parts, || {
                 format!(
                     "{} {table} SET {assignments} FROM {} AS v WHERE {table}.{key} = v.column1{and}",
                     self.update(),
@@ -1734,23 +1714,8 @@ impl Db<'_> {
         leading: &[V<'_>],
         ids: &[&str],
     ) -> Result<(), DbError> {
-        for chunk in self.chunks(ids) {
-            let set = id_set(self, leading.len() + 1, chunk);
-            let [t, tl] = static_part(table);
-            let [a, al] = static_part(assignments);
-            let [w, wl] = static_part(and);
-            let sql = set.sql([t, tl, a, al, w, wl, 0, 0], || {
-                format!(
-                    "{} {table} SET {assignments} WHERE id IN {}{and}",
-                    self.update(),
-                    set.in_list()
-                )
-            });
-            let mut params: Vec<V> = leading.iter().map(ToV::to_v).collect();
-            params.extend(set.into_params());
-            self.execute_later(&sql, params, None)?;
-        }
-        Ok(())
+        let target = (table, assignments, and);
+        self.update_in("id", target, leading, &["TEXT"], ids, |id| V::from(*id))
     }
 
     /// `update_ids` for rows found by their `rowid` (SQLite only): a job
@@ -1766,19 +1731,32 @@ impl Db<'_> {
         rows: &[i64],
     ) -> Result<(), DbError> {
         debug_assert!(!self.is_pg(), "PostgreSQL rows have no rowid");
-        for chunk in self.chunks(rows) {
+        let target = (table, assignments, and);
+        self.update_in("rowid", target, leading, &["BIGINT"], rows, |r| V::Int(*r))
+    }
+
+    /// `UPDATE {table} SET {assignments} WHERE {key} IN {keys}{and}`, one
+    /// statement per `chunks` run (`update_ids`, `update_rows`).
+    fn update_in<'p, K>(
+        &self,
+        key: &'static str,
+        (table, assignments, and): (&'static str, &'static str, &'static str),
+        leading: &[V<'_>],
+        types: &'static [&'static str],
+        keys: &'p [K],
+        value: impl Fn(&'p K) -> V<'p>,
+    ) -> Result<(), DbError> {
+        for chunk in self.chunks(keys) {
             let set = RowSet::new(
                 self,
                 leading.len() + 1,
-                &["BIGINT"],
-                chunk.iter().map(|r| [V::Int(*r)]),
+                types,
+                chunk.iter().map(|k| [value(k)]),
             );
-            let [t, tl] = static_part(table);
-            let [a, al] = static_part(assignments);
-            let [w, wl] = static_part(and);
-            let sql = set.sql([t, tl, a, al, w, wl, 0, 0], || {
+            let parts = update_parts(key, (table, assignments, and));
+            let sql = set.sql(parts, || {
                 format!(
-                    "{} {table} SET {assignments} WHERE rowid IN {}{and}",
+                    "{} {table} SET {assignments} WHERE {key} IN {}{and}",
                     self.update(),
                     set.in_list()
                 )
@@ -1811,6 +1789,19 @@ impl Db<'_> {
         }
         Ok(out)
     }
+}
+
+/// What an update's text depends on besides its set (`RowSet::sql`): the
+/// column its rows are found by, its table, assignments and condition.
+fn update_parts(
+    key: &'static str,
+    (table, assignments, and): (&'static str, &'static str, &'static str),
+) -> [usize; 8] {
+    let [t, tl] = static_part(table);
+    let [a, al] = static_part(assignments);
+    let [w, wl] = static_part(and);
+    let [k, kl] = static_part(key);
+    [t, tl, a, al, w, wl, k, kl]
 }
 
 /// A one-column set of text ids, numbered from `?first`.
@@ -1912,7 +1903,7 @@ mod tests {
     }
 
     /// Rows found by their row number (`Db::update_rows`,
-    /// `Db::update_from_by` with `rowid`) are the rows named, and only
+    /// `Db::update_from` with `rowid`) are the rows named, and only
     /// those, whatever their ids; runs of any length (`set_chunks`).
     #[test]
     fn rows_updated_by_their_row_number_are_the_rows_named() {
@@ -1936,11 +1927,9 @@ mod tests {
         db.update_rows("t", "s = ?1", "", &[V::from("b")], &named)
             .unwrap();
         let moved: Vec<(i64, i64)> = named[..5].iter().map(|r| (*r, 7)).collect();
-        db.update_from_by(
+        db.update_from(
             "rowid",
-            "t",
-            "n = v.column2",
-            "",
+            ("t", "n = v.column2", ""),
             &["BIGINT", "BIGINT"],
             &moved,
             |(r, n)| [V::Int(*r), V::Int(*n)],

@@ -891,7 +891,7 @@ struct Candidate {
 const CANDIDATE_COLUMNS: &str = "id, workspace_id, to_phone, from_addr, channel, body, media_urls, provider_id, attempts, expires_at, claimed_at, status, created_at, consent_exempt, category, priority, timezone, channel_template";
 
 /// A selected row's number, for a job that updates the rows it has just
-/// read (`Db::update_rows`, `Db::update_from_by`): `rowid` on SQLite, no
+/// read (`Db::update_rows`, `Db::update_from`): `rowid` on SQLite, no
 /// value on PostgreSQL, where rows are found by their id.
 fn row_number(c: &Db<'_>) -> &'static str {
     if c.is_pg() {
@@ -1413,11 +1413,9 @@ pub fn complete_attempts(
             "a message was read without its row number".into(),
         ));
     }
-    c.update_from_by(
+    c.update_from(
         key,
-        "messages",
-        SENT,
-        "",
+        ("messages", SENT, ""),
         types,
         &fast,
         |(r, pmid, _, row)| {

@@ -407,9 +407,12 @@ pub fn process(c: &Db<'_>, now: Timestamp, limit: usize) -> Result<ReceiptPass, 
     moves.write(c)?;
     // The receipts settled, likewise.
     c.update_from(
-        "receipt_inbox",
-        "state = v.column2, processed_at = v.column3",
-        "",
+        "id",
+        (
+            "receipt_inbox",
+            "state = v.column2, processed_at = v.column3",
+            "",
+        ),
         &["BIGINT", "TEXT", "BIGINT"],
         &done,
         |(id, state)| [V::Int(*id), V::from(*state), V::Int(now.as_millis())],
@@ -491,11 +494,13 @@ impl Moves {
                 "a message was read without its row number".into(),
             ));
         }
-        c.update_from_by(
+        c.update_from(
             key,
-            "messages",
-            "status = v.column2, lease_until = NULL, error_code = COALESCE(v.column3, messages.error_code), updated_at = v.column4",
-            "",
+            (
+                "messages",
+                "status = v.column2, lease_until = NULL, error_code = COALESCE(v.column3, messages.error_code), updated_at = v.column4",
+                "",
+            ),
             types,
             &moved,
             |(id, (st, code, at, row))| {

@@ -851,9 +851,12 @@ pub fn complete_all(c: &Db<'_>, reports: &[WebhookAttemptReport]) -> Result<Vec<
     }
     log_webhook_attempts(c, reports)?;
     c.update_from(
-        "webhook_deliveries",
-        "status = 'succeeded', lease_until = NULL, updated_at = v.column2",
-        " AND webhook_deliveries.status = 'pending'",
+        "id",
+        (
+            "webhook_deliveries",
+            "status = 'succeeded', lease_until = NULL, updated_at = v.column2",
+            " AND webhook_deliveries.status = 'pending'",
+        ),
         &["TEXT", "BIGINT"],
         reports,
         |r| {
