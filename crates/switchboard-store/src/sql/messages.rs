@@ -890,14 +890,37 @@ struct Candidate {
 
 const CANDIDATE_COLUMNS: &str = "id, workspace_id, to_phone, from_addr, channel, body, media_urls, provider_id, attempts, expires_at, claimed_at, status, created_at, consent_exempt, category, priority, timezone, channel_template";
 
-/// A selected row's number, for a job that updates the rows it has just
-/// read (`Db::update_rows`, `Db::update_from`): `rowid` on SQLite, no
-/// value on PostgreSQL, where rows are found by their id.
-fn row_number(c: &Db<'_>) -> &'static str {
+/// The column a job updates the messages it has just read by
+/// (`Db::update_from`, `Db::update_rows`): their row number on SQLite,
+/// one search of the table instead of the index on their text id first;
+/// their id on PostgreSQL, where rows have no such number.
+pub(super) fn key_column(c: &Db<'_>) -> &'static str {
+    if c.is_pg() { "id" } else { "rowid" }
+}
+
+/// What to select beside messages read as `alias` for `key_of`: their
+/// row number on SQLite, no value on PostgreSQL.
+pub(super) fn row_number(c: &Db<'_>, alias: &str) -> String {
     if c.is_pg() {
-        "CAST(NULL AS BIGINT)"
+        "CAST(NULL AS BIGINT)".to_owned()
     } else {
-        "rowid"
+        format!("{alias}.rowid")
+    }
+}
+
+/// A message's row number as read with it (`row_number`, SQLite): one
+/// read without it is an error, never another row.
+fn row_of(id: &str, row: Option<i64>) -> Result<i64, StoreError> {
+    row.ok_or_else(|| StoreError::Corrupt(format!("message {id} was read without its row number")))
+}
+
+/// A message's value of `key_column`: its row number as read on SQLite
+/// (`row_of`), its id on PostgreSQL.
+pub(super) fn key_of<'a>(c: &Db<'_>, id: &'a str, row: Option<i64>) -> Result<V<'a>, StoreError> {
+    if c.is_pg() {
+        Ok(V::from(id))
+    } else {
+        row_of(id, row).map(V::Int)
     }
 }
 
@@ -1036,7 +1059,7 @@ pub fn claim_due(
             format!(
                 "SELECT {CANDIDATE_COLUMNS}, {} FROM messages WHERE status = 'queued' AND next_attempt_at <= ?1
                  ORDER BY priority DESC, next_attempt_at LIMIT ?2{}",
-                row_number(c),
+                row_number(c, "messages"),
                 c.skip_locked()
             )
         });
@@ -1049,7 +1072,7 @@ pub fn claim_due(
         let sql = statement_text(c.is_pg(), [0; 14], || {
             format!(
                 "SELECT {CANDIDATE_COLUMNS}, {} FROM messages WHERE status = 'sending' AND lease_until <= ?1 LIMIT ?2{}",
-                row_number(c),
+                row_number(c, "messages"),
                 c.skip_locked()
             )
         });
@@ -1227,7 +1250,9 @@ pub fn claim_due(
             )?;
         }
         let corrupt = |what: &str, v: &str| StoreError::Corrupt(format!("{what}: {v}"));
-        rows.extend(row);
+        if !c.is_pg() {
+            rows.push(row_of(&id, row)?);
+        }
         claimed.push(ClaimedMessage {
             id: MessageId::parse(&id).map_err(|_| corrupt("message id", &id))?,
             workspace_id: WorkspaceId::parse(&ws).map_err(|_| corrupt("workspace id", &ws))?,
@@ -1257,18 +1282,14 @@ pub fn claim_due(
     }
     // One update per `Db::chunks` run: `attempts + 1` is the attempt handed
     // out above, as the row was read (and, on PostgreSQL, locked) by this job.
-    // On SQLite by the row numbers the read above found (`row_number`).
+    // On SQLite by the row numbers the read above found (`key_column`).
     const SENDING: &str = "status = 'sending', attempts = attempts + 1, lease_until = ?1, claimed_at = ?2, next_attempt_at = NULL, updated_at = ?2";
     let leading = [V::Int(lease_until), V::Int(now.as_millis())];
     if c.is_pg() {
         let ids: Vec<&str> = claimed.iter().map(|m| m.id.as_str()).collect();
         c.update_ids("messages", SENDING, "", &leading, &ids)?;
-    } else if rows.len() == claimed.len() {
-        c.update_rows("messages", SENDING, "", &leading, &rows)?;
     } else {
-        return Err(StoreError::Corrupt(
-            "a claimed message was read without its row number".into(),
-        ));
+        c.update_rows("messages", SENDING, "", &leading, &rows)?;
     }
     for (provider, b) in buckets {
         if let Some(b) = b {
@@ -1356,7 +1377,8 @@ pub fn complete_attempts(
     log_attempts(c, &reports.iter().collect::<Vec<_>>())?;
     // The messages' current state, read (and on PostgreSQL locked) at once.
     let ids: Vec<&str> = reports.iter().map(|r| r.message_id.as_str()).collect();
-    // With their row numbers on SQLite, which the update below finds them by.
+    // With their row numbers on SQLite (`row_number`, here as literals for
+    // `Db::query_ids`), which the update below finds them by.
     let read = if c.is_pg() {
         "SELECT id, status, attempts, workspace_id, CAST(NULL AS BIGINT) FROM messages"
     } else {
@@ -1402,28 +1424,24 @@ pub fn complete_attempts(
     // The status is the state machine's constant, not input.
     debug_assert_eq!(sent.to, Status::Sent);
     const SENT: &str = "status = 'sent', provider_message_id = v.column2, lease_until = NULL, error_code = NULL, error_message = NULL, updated_at = v.column3";
-    // On SQLite by the row numbers read above.
-    let (key, types): (_, &'static [&'static str]) = if c.is_pg() {
-        ("id", &["TEXT", "TEXT", "BIGINT"])
+    // On SQLite by the row numbers read above (`key_column`).
+    let types: &'static [&'static str] = if c.is_pg() {
+        &["TEXT", "TEXT", "BIGINT"]
     } else {
-        ("rowid", &["BIGINT", "TEXT", "BIGINT"])
+        &["BIGINT", "TEXT", "BIGINT"]
     };
-    if !c.is_pg() && fast.iter().any(|f| f.3.is_none()) {
-        return Err(StoreError::Corrupt(
-            "a message was read without its row number".into(),
-        ));
-    }
+    let keyed = fast
+        .iter()
+        .map(|f| Ok((key_of(c, f.0.message_id.as_str(), f.3)?, f)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
     c.update_from(
-        key,
+        key_column(c),
         ("messages", SENT, ""),
         types,
-        &fast,
-        |(r, pmid, _, row)| {
+        &keyed,
+        |(key, (r, pmid, _, _))| {
             [
-                match row {
-                    Some(row) if key == "rowid" => V::Int(*row),
-                    _ => V::from(r.message_id.as_str()),
-                },
+                key.clone(),
                 V::from(*pmid),
                 V::Int(r.finished_at.as_millis()),
             ]

@@ -17,7 +17,9 @@ use super::db::{Db, RowSet, V, p};
 use switchboard_core::state::transition;
 use switchboard_core::{MessageId, Status, Timestamp};
 
-use super::messages::{apply_receipt, receipt_trigger, record_event};
+use super::messages::{
+    apply_receipt, key_column, key_of, receipt_trigger, record_event, row_number,
+};
 use super::rows;
 use crate::error::StoreError;
 use crate::model::{IncomingReceipt, ReceiptKind, ReceiptOutcome, ReceiptPass};
@@ -270,11 +272,7 @@ fn named(
             format!(
                 "SELECT k.column1, k.column2, m.id, m.status, m.workspace_id, {} FROM {}",
                 // The row number (SQLite) that `Moves::write` finds it by.
-                if c.is_pg() {
-                    "CAST(NULL AS BIGINT)"
-                } else {
-                    "m.rowid"
-                },
+                row_number(c, "m"),
                 c.lookup_join(
                     &set.table(),
                     "messages",
@@ -483,32 +481,28 @@ impl Moves {
             .iter()
             .map(|id| (id.as_str(), &self.changed[id]))
             .collect();
-        // On SQLite by the row numbers `named` read.
-        let (key, types): (_, &'static [&'static str]) = if c.is_pg() {
-            ("id", &["TEXT", "TEXT", "TEXT", "BIGINT"])
+        // On SQLite by the row numbers `named` read (`key_column`).
+        let types: &'static [&'static str] = if c.is_pg() {
+            &["TEXT", "TEXT", "TEXT", "BIGINT"]
         } else {
-            ("rowid", &["BIGINT", "TEXT", "TEXT", "BIGINT"])
+            &["BIGINT", "TEXT", "TEXT", "BIGINT"]
         };
-        if !c.is_pg() && moved.iter().any(|(_, m)| m.3.is_none()) {
-            return Err(StoreError::Corrupt(
-                "a message was read without its row number".into(),
-            ));
-        }
+        let keyed = moved
+            .iter()
+            .map(|(id, m)| Ok((key_of(c, id, m.3)?, m)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
         c.update_from(
-            key,
+            key_column(c),
             (
                 "messages",
                 "status = v.column2, lease_until = NULL, error_code = COALESCE(v.column3, messages.error_code), updated_at = v.column4",
                 "",
             ),
             types,
-            &moved,
-            |(id, (st, code, at, row))| {
+            &keyed,
+            |(key, (st, code, at, _))| {
                 [
-                    match row {
-                        Some(row) if key == "rowid" => V::Int(*row),
-                        _ => V::from(*id),
-                    },
+                    key.clone(),
                     V::from(st.as_str()),
                     code.as_deref().map_or(V::Null, V::from),
                     V::Int(*at),
