@@ -898,8 +898,9 @@ pub(super) fn key_column(c: &Db<'_>) -> &'static str {
     if c.is_pg() { "id" } else { "rowid" }
 }
 
-/// What to select beside messages read as `alias` for `key_of`: their
-/// row number on SQLite, no value on PostgreSQL.
+/// What to select beside rows read as `alias` for `key_of` (messages;
+/// the webhook claim's deliveries too): their row number on SQLite, no
+/// value on PostgreSQL.
 pub(super) fn row_number(c: &Db<'_>, alias: &str) -> String {
     if c.is_pg() {
         "CAST(NULL AS BIGINT)".to_owned()
@@ -908,10 +909,11 @@ pub(super) fn row_number(c: &Db<'_>, alias: &str) -> String {
     }
 }
 
-/// A message's row number as read with it (`row_number`, SQLite): one
-/// read without it is an error, never another row.
-fn row_of(id: &str, row: Option<i64>) -> Result<i64, StoreError> {
-    row.ok_or_else(|| StoreError::Corrupt(format!("message {id} was read without its row number")))
+/// A row's number as read with it (`row_number`, SQLite): one read
+/// without it is an error naming the row (`what` and its id), never
+/// another row.
+pub(super) fn row_of(what: &str, id: &str, row: Option<i64>) -> Result<i64, StoreError> {
+    row.ok_or_else(|| StoreError::Corrupt(format!("{what} {id} was read without its row number")))
 }
 
 /// A message's value of `key_column`: its row number as read on SQLite
@@ -920,7 +922,7 @@ pub(super) fn key_of<'a>(c: &Db<'_>, id: &'a str, row: Option<i64>) -> Result<V<
     if c.is_pg() {
         Ok(V::from(id))
     } else {
-        row_of(id, row).map(V::Int)
+        row_of("message", id, row).map(V::Int)
     }
 }
 
@@ -1251,7 +1253,7 @@ pub fn claim_due(
         }
         let corrupt = |what: &str, v: &str| StoreError::Corrupt(format!("{what}: {v}"));
         if !c.is_pg() {
-            rows.push(row_of(&id, row)?);
+            rows.push(row_of("message", &id, row)?);
         }
         claimed.push(ClaimedMessage {
             id: MessageId::parse(&id).map_err(|_| corrupt("message id", &id))?,

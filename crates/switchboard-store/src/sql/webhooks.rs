@@ -16,6 +16,7 @@ use switchboard_core::webhook_endpoint::{
 };
 use switchboard_core::{EventId, EventType, MessageId, Status, Timestamp, WorkspaceId};
 
+use super::messages::{row_number, row_of};
 use super::rows;
 use crate::error::StoreError;
 use crate::model::*;
@@ -585,8 +586,8 @@ fn load_event(c: &Db<'_>, event_id: &str) -> Result<Option<WebhookEvent>, StoreE
     Ok(load_events(c, &[event_id])?.remove(event_id))
 }
 
-/// The statement of `claim`: due deliveries with their endpoint's health,
-/// their event and its message, in one read (on SQLite the event by its
+/// The statement of `claim`: due deliveries with their endpoint's health
+/// and row number (`row_number`), their event and its message, in one read (on SQLite the event by its
 /// sequence number, the table's rowid; PostgreSQL has no index on it). A
 /// delivery whose event is missing still comes back, with NULL event
 /// columns, so that it shows as the corruption it is.
@@ -644,7 +645,7 @@ fn claim_sql(c: &Db<'_>) -> &'static str {
                     CASE WHEN w.consecutive_failures > 0
                          THEN EXISTS (SELECT 1 FROM webhook_deliveries f WHERE f.endpoint_id = d.endpoint_id AND f.status = 'pending' AND f.lease_until > ?1{})
                          ELSE 0 = 1 END,
-                    {}, {}
+                    {}, {}, {}
              FROM webhook_deliveries d
              {endpoint}
              LEFT JOIN events e ON {event_join}
@@ -656,6 +657,7 @@ fn claim_sql(c: &Db<'_>) -> &'static str {
                                  AND p.status = 'pending' AND p.event_seq < d.event_seq{})
              ORDER BY d.next_attempt_at, d.event_seq LIMIT ?2{lock}",
             in_order("f"),
+            row_number(c, "d"),
             rows::qualified("e", EVENT_COLUMNS),
             rows::qualified("m", PAYLOAD_COLUMNS),
             in_order("p"),
@@ -666,16 +668,18 @@ fn claim_sql(c: &Db<'_>) -> &'static str {
 /// How many columns `EVENT_COLUMNS` names.
 const EVENT_COLUMN_COUNT: usize = 9;
 
-/// Where `claim_sql`'s event columns begin, and its message columns.
-const CLAIM_EVENT_AT: usize = 6;
+/// Where `claim_sql`'s delivery's row number is (`row_number`), where
+/// its event columns begin, and its message columns.
+const CLAIM_ROW_AT: usize = 6;
+const CLAIM_EVENT_AT: usize = CLAIM_ROW_AT + 1;
 const CLAIM_MESSAGE_AT: usize = CLAIM_EVENT_AT + EVENT_COLUMN_COUNT;
 
 /// Claims due deliveries of enabled endpoints, in per-message order. An
 /// endpoint that is failing gets one attempt at a time (a probe), so a burst
 /// does not pile up attempts past its `disable_after`; a healthy endpoint
 /// gets as many at once as are due. One read (`claim_sql`) finds them with
-/// their events and messages, and one update per `Db::chunks` run leases
-/// them.
+/// their events and messages (and on SQLite their row numbers), and one
+/// update per `Db::chunks` run leases them.
 pub fn claim(
     c: &Db<'_>,
     now: Timestamp,
@@ -689,6 +693,8 @@ pub fn claim(
         trigger: String,
         failures: u32,
         in_flight: bool,
+        /// Its row number on SQLite (`row_number`), none on PostgreSQL.
+        row: Option<i64>,
         /// The same event as the row before: a fan-out's deliveries of one
         /// event come one after another (`ORDER BY d.next_attempt_at,
         /// d.event_seq`), and share one read of it and one `EventData`.
@@ -730,6 +736,7 @@ pub fn claim(
                     trigger: r.get(3)?,
                     failures: r.get(4)?,
                     in_flight: r.get(5)?,
+                    row: r.get(CLAIM_ROW_AT)?,
                     as_before,
                     event,
                     message,
@@ -756,20 +763,28 @@ pub fn claim(
         if d.failures > 0 && (d.in_flight || !probing.insert(d.endpoint_id.clone())) {
             continue;
         }
-        due.push((d.id, d.endpoint_id, d.attempts, d.trigger, event));
+        let row = if c.is_pg() {
+            0
+        } else {
+            row_of("webhook delivery", &d.id, d.row)?
+        };
+        due.push((d.id, d.endpoint_id, d.attempts, d.trigger, event, row));
     }
-    let lease_until = now.plus(lease).as_millis();
-    let ids: Vec<&str> = due.iter().map(|d| d.0.as_str()).collect();
-    c.update_ids(
-        "webhook_deliveries",
-        "lease_until = ?1, attempts = attempts + 1, updated_at = ?2",
-        "",
-        &[V::Int(lease_until), V::Int(now.as_millis())],
-        &ids,
-    )?;
+    // The lease: on SQLite by the row numbers the read above found (one
+    // search of the table instead of the index on the text id first), by
+    // id on PostgreSQL.
+    const LEASE: &str = "lease_until = ?1, attempts = attempts + 1, updated_at = ?2";
+    let leading = [V::Int(now.plus(lease).as_millis()), V::Int(now.as_millis())];
+    if c.is_pg() {
+        let ids: Vec<&str> = due.iter().map(|d| d.0.as_str()).collect();
+        c.update_ids("webhook_deliveries", LEASE, "", &leading, &ids)?;
+    } else {
+        let rows: Vec<i64> = due.iter().map(|d| d.5).collect();
+        c.update_rows("webhook_deliveries", LEASE, "", &leading, &rows)?;
+    }
     let mut endpoints: HashMap<String, EndpointRecord> = HashMap::new();
     let mut jobs = Vec::with_capacity(due.len());
-    for (delivery_id, endpoint_id, attempts, trigger, event) in due {
+    for (delivery_id, endpoint_id, attempts, trigger, event, _) in due {
         let endpoint = match endpoints.get(&endpoint_id) {
             Some(e) => e.clone(),
             None => {
