@@ -587,8 +587,9 @@ fn load_event(c: &Db<'_>, event_id: &str) -> Result<Option<WebhookEvent>, StoreE
 }
 
 /// The statement of `claim`: due deliveries with their endpoint's health
-/// and row number (`row_number`), their event and its message, in one read (on SQLite the event by its
-/// sequence number, the table's rowid; PostgreSQL has no index on it). A
+/// and their row number (`row_number`), their event and its message, in
+/// one read (on SQLite the event by its sequence number, the table's
+/// rowid; PostgreSQL has no index on it). A
 /// delivery whose event is missing still comes back, with NULL event
 /// columns, so that it shows as the corruption it is.
 ///
@@ -764,9 +765,9 @@ pub fn claim(
             continue;
         }
         let row = if c.is_pg() {
-            0
+            None
         } else {
-            row_of("webhook delivery", &d.id, d.row)?
+            Some(row_of("webhook delivery", &d.id, d.row)?)
         };
         due.push((d.id, d.endpoint_id, d.attempts, d.trigger, event, row));
     }
@@ -779,7 +780,7 @@ pub fn claim(
         let ids: Vec<&str> = due.iter().map(|d| d.0.as_str()).collect();
         c.update_ids("webhook_deliveries", LEASE, "", &leading, &ids)?;
     } else {
-        let rows: Vec<i64> = due.iter().map(|d| d.5).collect();
+        let rows: Vec<i64> = due.iter().filter_map(|d| d.5).collect();
         c.update_rows("webhook_deliveries", LEASE, "", &leading, &rows)?;
     }
     let mut endpoints: HashMap<String, EndpointRecord> = HashMap::new();
