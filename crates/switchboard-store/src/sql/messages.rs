@@ -916,6 +916,27 @@ pub(super) fn row_of(what: &str, id: &str, row: Option<i64>) -> Result<i64, Stor
     row.ok_or_else(|| StoreError::Corrupt(format!("{what} {id} was read without its row number")))
 }
 
+/// Updates rows of `table` a job has just read, one statement per
+/// `Db::chunks` run, by `key_column`: their row numbers as read (`rows`,
+/// `row_of`) on SQLite, their `ids` on PostgreSQL. `leading` is bound as
+/// `?1`, `?2`, … for `assignments` (`Db::update_ids`, `Db::update_rows`).
+pub(super) fn update_read<'a>(
+    c: &Db<'_>,
+    table: &'static str,
+    assignments: &'static str,
+    leading: &[V<'_>],
+    ids: impl IntoIterator<Item = &'a str>,
+    rows: &[i64],
+) -> Result<(), StoreError> {
+    if c.is_pg() {
+        let ids: Vec<&str> = ids.into_iter().collect();
+        c.update_ids(table, assignments, "", leading, &ids)?;
+    } else {
+        c.update_rows(table, assignments, "", leading, rows)?;
+    }
+    Ok(())
+}
+
 /// A message's value of `key_column`: its row number as read on SQLite
 /// (`row_of`), its id on PostgreSQL.
 pub(super) fn key_of<'a>(c: &Db<'_>, id: &'a str, row: Option<i64>) -> Result<V<'a>, StoreError> {
@@ -1284,15 +1305,11 @@ pub fn claim_due(
     }
     // One update per `Db::chunks` run: `attempts + 1` is the attempt handed
     // out above, as the row was read (and, on PostgreSQL, locked) by this job.
-    // On SQLite by the row numbers the read above found (`key_column`).
+    // On SQLite by the row numbers the read above found (`update_read`).
     const SENDING: &str = "status = 'sending', attempts = attempts + 1, lease_until = ?1, claimed_at = ?2, next_attempt_at = NULL, updated_at = ?2";
     let leading = [V::Int(lease_until), V::Int(now.as_millis())];
-    if c.is_pg() {
-        let ids: Vec<&str> = claimed.iter().map(|m| m.id.as_str()).collect();
-        c.update_ids("messages", SENDING, "", &leading, &ids)?;
-    } else {
-        c.update_rows("messages", SENDING, "", &leading, &rows)?;
-    }
+    let ids = claimed.iter().map(|m| m.id.as_str());
+    update_read(c, "messages", SENDING, &leading, ids, &rows)?;
     for (provider, b) in buckets {
         if let Some(b) = b {
             c.execute(

@@ -16,7 +16,7 @@ use switchboard_core::webhook_endpoint::{
 };
 use switchboard_core::{EventId, EventType, MessageId, Status, Timestamp, WorkspaceId};
 
-use super::messages::{row_number, row_of};
+use super::messages::{row_number, row_of, update_read};
 use super::rows;
 use crate::error::StoreError;
 use crate::model::*;
@@ -749,6 +749,8 @@ pub fn claim(
     // out: a row left out may hold the event the next one shares.
     let mut probing: HashSet<String> = HashSet::new();
     let mut due = Vec::with_capacity(rows_.len());
+    // Their row numbers, in the same order (SQLite).
+    let mut rows: Vec<i64> = Vec::with_capacity(rows_.len());
     let mut last: Option<WebhookEvent> = None;
     for d in rows_ {
         let d = d?;
@@ -764,28 +766,21 @@ pub fn claim(
         if d.failures > 0 && (d.in_flight || !probing.insert(d.endpoint_id.clone())) {
             continue;
         }
-        let row = if c.is_pg() {
-            None
-        } else {
-            Some(row_of("webhook delivery", &d.id, d.row)?)
-        };
-        due.push((d.id, d.endpoint_id, d.attempts, d.trigger, event, row));
+        if !c.is_pg() {
+            rows.push(row_of("webhook delivery", &d.id, d.row)?);
+        }
+        due.push((d.id, d.endpoint_id, d.attempts, d.trigger, event));
     }
     // The lease: on SQLite by the row numbers the read above found (one
     // search of the table instead of the index on the text id first), by
-    // id on PostgreSQL.
+    // id on PostgreSQL (`update_read`).
     const LEASE: &str = "lease_until = ?1, attempts = attempts + 1, updated_at = ?2";
     let leading = [V::Int(now.plus(lease).as_millis()), V::Int(now.as_millis())];
-    if c.is_pg() {
-        let ids: Vec<&str> = due.iter().map(|d| d.0.as_str()).collect();
-        c.update_ids("webhook_deliveries", LEASE, "", &leading, &ids)?;
-    } else {
-        let rows: Vec<i64> = due.iter().filter_map(|d| d.5).collect();
-        c.update_rows("webhook_deliveries", LEASE, "", &leading, &rows)?;
-    }
+    let ids = due.iter().map(|d| d.0.as_str());
+    update_read(c, "webhook_deliveries", LEASE, &leading, ids, &rows)?;
     let mut endpoints: HashMap<String, EndpointRecord> = HashMap::new();
     let mut jobs = Vec::with_capacity(due.len());
-    for (delivery_id, endpoint_id, attempts, trigger, event, _) in due {
+    for (delivery_id, endpoint_id, attempts, trigger, event) in due {
         let endpoint = match endpoints.get(&endpoint_id) {
             Some(e) => e.clone(),
             None => {
