@@ -44,6 +44,7 @@
 
 #[cfg(feature = "jemalloc")]
 pub mod alloc;
+pub mod statements;
 
 use rusqlite::ffi;
 use std::ffi::{CStr, c_char, c_int, c_void};

@@ -22,6 +22,7 @@ use std::fmt::Write as _;
 use bytes::BufMut;
 use postgres_types::{IsNull, ToSql as PgToSql, Type, to_sql_checked};
 use rusqlite::types::{ToSqlOutput, ValueRef};
+use switchboard_walvfs::statements::Param as StaticParam;
 
 /// A failure of either driver, or a value that does not fit its column.
 #[derive(Debug, thiserror::Error)]
@@ -240,6 +241,24 @@ impl rusqlite::ToSql for V<'_> {
             }
         }))
     }
+}
+
+/// `params` as `switchboard_walvfs::statements` binds them; `None` if one
+/// is PostgreSQL's alone (an array or a record), which rusqlite refuses.
+fn static_params<'p>(params: &'p [V<'_>]) -> Option<Vec<StaticParam<'p>>> {
+    // Sized once: collecting into an `Option<Vec>` grows it as it goes.
+    let mut out = Vec::with_capacity(params.len());
+    for v in params {
+        out.push(match v {
+            V::Null => StaticParam::Null,
+            V::Int(i) => StaticParam::Int(*i),
+            V::Real(f) => StaticParam::Real(*f),
+            V::Text(t) => StaticParam::Text(t),
+            V::Bool(b) => StaticParam::Int(i64::from(*b)),
+            V::Array(_) | V::Record(_) => return None,
+        });
+    }
+    Some(out)
 }
 
 type BoxErr = Box<dyn StdError + Sync + Send>;
@@ -1230,9 +1249,18 @@ impl Db<'_> {
     /// Runs a statement; returns the rows it changed.
     pub fn execute(&self, sql: &str, params: &[V]) -> Result<usize, DbError> {
         match self {
-            Db::Lite(c) => Ok(c
-                .prepare_cached(sql)?
-                .execute(rusqlite::params_from_iter(params.iter()))?),
+            Db::Lite(c) => {
+                // The writer's statements bind their texts where they are
+                // (`switchboard_walvfs::statements`); any other connection
+                // is rusqlite's.
+                if let Some(binds) = static_params(params)
+                    && let Some(n) = switchboard_walvfs::statements::execute(c, sql, &binds)
+                {
+                    return Ok(n?);
+                }
+                Ok(c.prepare_cached(sql)?
+                    .execute(rusqlite::params_from_iter(params.iter()))?)
+            }
             Db::Pg(c) => {
                 let stmt = c.statement(sql)?;
                 let n = c.call(c.client().execute(&stmt, &pg_params(params)))?;

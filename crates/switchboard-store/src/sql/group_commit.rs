@@ -731,6 +731,14 @@ fn writer_loop(
     syncer: Option<Syncer>,
     chore: Option<Chore>,
 ) {
+    // SQLite: this thread's writes bind their texts where they are
+    // (`switchboard_walvfs::statements`), on statements finalized when the
+    // loop ends, before the connection is dropped. (A SQLite connection is
+    // never replaced: `reconnect` is PostgreSQL's.)
+    let _static_binds = match &conn {
+        Conn::Lite(c) => Some(switchboard_walvfs::statements::StaticBinds::on(c)),
+        Conn::Pg(_) => None,
+    };
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
     // When a batch's blind accepts were last refused (`run_transaction`).
     let mut rechecked_at: Option<Instant> = None;
@@ -1775,6 +1783,55 @@ mod tests {
             again.queued >= w.queued && again.batch > w.batch,
             "{again:?}"
         );
+    }
+
+    /// The writer's writes run on statements of its own with their texts
+    /// bound in place (`switchboard_walvfs::statements`): what each job
+    /// stored is its texts, though the strings are gone when it ends, and
+    /// a failed write leaves the next job's statement usable.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_writer_binds_its_texts_in_place() {
+        use crate::sql::db::V;
+        use switchboard_walvfs::statements::StaticBinds;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE notes (id TEXT PRIMARY KEY, body TEXT NOT NULL)")
+            .unwrap();
+        // Off on any other thread, and for this connection here.
+        assert_eq!(StaticBinds::kept(), 0);
+        let (gc, _thread) = GroupCommit::start(Conn::Lite(conn), None);
+        let sql = "INSERT INTO notes (id, body) VALUES (?1, ?2)";
+        let mut kept = Vec::new();
+        for n in 0..20usize {
+            let got = gc
+                .run(move |c| {
+                    let id = format!("n{n:02}");
+                    let body = "é".repeat(n + 1);
+                    let stored = c.execute(sql, &[V::from(id.as_str()), V::from(body.as_str())]);
+                    drop((id, body));
+                    stored?;
+                    // The same id again fails, and leaves the statement usable.
+                    let again = c.execute(sql, &[V::from(format!("n{n:02}")), V::from("x")]);
+                    assert!(again.is_err(), "{again:?}");
+                    Ok(StaticBinds::kept())
+                })
+                .await
+                .unwrap();
+            kept.push(got);
+        }
+        assert!(kept.iter().all(|&k| k >= 1), "{kept:?}");
+        let read = Connection::open(&path).unwrap();
+        let mut stmt = read.prepare("SELECT id, body FROM notes ORDER BY id").unwrap();
+        let rows: Vec<(String, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let want: Vec<(String, String)> = (0..20usize)
+            .map(|n| (format!("n{n:02}"), "é".repeat(n + 1)))
+            .collect();
+        assert_eq!(rows, want);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

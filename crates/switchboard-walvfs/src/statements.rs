@@ -1,0 +1,457 @@
+//! Writes whose text parameters SQLite reads where they are, not copied.
+//!
+//! rusqlite binds every text parameter with `SQLITE_TRANSIENT`: SQLite
+//! allocates a buffer, copies the text into it, and frees it when the
+//! parameter is bound again. The group commit's writer binds about 80
+//! texts per message end to end (ids, statuses, event types, details), and
+//! under callgrind a text bind cost about 300 instructions, half of them
+//! that allocation, copy and free (bench/HISTORY.md, fifty-second
+//! session). rusqlite keeps its statements' handles to itself, so a
+//! statement bound any other way has to be prepared here.
+//!
+//! [`StaticBinds::on`] turns this on for one connection on the calling
+//! thread (the writer's); while it is on, [`execute`] runs that
+//! connection's writes on statements of its own, prepared once and kept,
+//! with each text bound `SQLITE_STATIC`: SQLite reads it from the caller's
+//! string. Every other connection and thread, and every statement that
+//! returns rows, is left to rusqlite ([`execute`] answers `None`).
+//!
+//! Why a text bound `SQLITE_STATIC` is never read after it is gone:
+//! SQLite reads a static binding until the parameter is bound again or
+//! the statement is finalized. [`execute`] binds, steps and resets the
+//! statement and then clears every binding (`sqlite3_clear_bindings`,
+//! which makes them `NULL`) before it returns, on every path, errors
+//! included, while it still borrows the parameters. Between two calls no
+//! binding points anywhere.
+//!
+//! Why a kept statement never outlives its connection: SQLite refuses to
+//! close a connection while a statement of it is not finalized
+//! (`sqlite3_close` answers `SQLITE_BUSY`, and rusqlite then leaves it
+//! open), so a statement kept here always has a connection to run on and
+//! to be finalized on. [`StaticBinds`] finalizes them when it is dropped,
+//! and each call checks that the connection it is given is the one the
+//! statements were prepared on.
+
+use foldhash::{HashMap, HashMapExt};
+use rusqlite::ffi;
+use std::cell::RefCell;
+use std::ffi::{CStr, c_char, c_int};
+use std::ptr::{self, NonNull};
+
+/// A parameter as [`execute`] binds it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Param<'a> {
+    /// `NULL`.
+    Null,
+    /// An integer.
+    Int(i64),
+    /// A float.
+    Real(f64),
+    /// Text, read by SQLite where it is.
+    Text(&'a str),
+}
+
+/// Statements kept per connection; past this many they are all finalized
+/// and prepared again as they are used (the group commit's statements
+/// are far fewer: its sets' texts are kept per shape, `statement_text`).
+const KEPT: usize = 512;
+
+struct Kept {
+    /// The connection the statements belong to.
+    db: *mut ffi::sqlite3,
+    /// By their text (hashed with foldhash: std's SipHash over texts of
+    /// hundreds of bytes cost more than the copies saved, callgrind).
+    statements: HashMap<Box<str>, NonNull<ffi::sqlite3_stmt>>,
+}
+
+impl Kept {
+    fn finalize_all(&mut self) {
+        for (_, stmt) in self.statements.drain() {
+            // SAFETY: each statement was prepared on `self.db`, which is
+            // open (it cannot close while they exist, see the module's
+            // documentation), and is finalized once: drained here.
+            unsafe { ffi::sqlite3_finalize(stmt.as_ptr()) };
+        }
+    }
+}
+
+thread_local! {
+    static KEPT_HERE: RefCell<Option<Kept>> = const { RefCell::new(None) };
+}
+
+/// While alive, [`execute`] runs the writes of one connection on this
+/// thread with static text bindings. Dropping it finalizes the statements
+/// it kept.
+pub struct StaticBinds(());
+
+impl StaticBinds {
+    /// Turns static bindings on for `conn` on this thread (replacing any
+    /// other connection's, whose statements are finalized).
+    pub fn on(conn: &rusqlite::Connection) -> Self {
+        // SAFETY: the handle is only compared and passed to SQLite while
+        // the connection is open (see the module's documentation).
+        let db = unsafe { conn.handle() };
+        KEPT_HERE.with_borrow_mut(|k| {
+            if let Some(old) = k.as_mut() {
+                old.finalize_all();
+            }
+            *k = Some(Kept {
+                db,
+                statements: HashMap::new(),
+            });
+        });
+        StaticBinds(())
+    }
+
+    /// How many statements this thread keeps (for tests).
+    pub fn kept() -> usize {
+        KEPT_HERE.with_borrow(|k| k.as_ref().map_or(0, |k| k.statements.len()))
+    }
+}
+
+impl Drop for StaticBinds {
+    fn drop(&mut self) {
+        KEPT_HERE.with_borrow_mut(|k| {
+            if let Some(mut kept) = k.take() {
+                kept.finalize_all();
+            }
+        });
+    }
+}
+
+/// Runs `sql`, one statement that returns no rows, with `params` bound in
+/// order, and answers how many rows it changed, if static bindings are on
+/// for `conn` on this thread ([`StaticBinds::on`]). `None` if they are not
+/// (rusqlite should run it), or if `sql` is not one statement.
+pub fn execute(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    params: &[Param<'_>],
+) -> Option<rusqlite::Result<usize>> {
+    // SAFETY: compared only (see `StaticBinds::on`).
+    let db = unsafe { conn.handle() };
+    KEPT_HERE.with_borrow_mut(|k| {
+        let kept = k.as_mut().filter(|k| k.db == db)?;
+        let stmt = match kept.statements.get(sql) {
+            Some(s) => *s,
+            None => {
+                // SAFETY: `db` is this thread's open connection (checked
+                // above); `sql` is valid for its length.
+                let stmt = match unsafe { prepare(db, sql) } {
+                    Ok(Some(s)) => s,
+                    Ok(None) => return None,
+                    Err(e) => return Some(Err(e)),
+                };
+                if kept.statements.len() >= KEPT {
+                    kept.finalize_all();
+                }
+                kept.statements.insert(sql.into(), stmt);
+                stmt
+            }
+        };
+        // SAFETY: `stmt` is a statement of `db`, kept until finalized by
+        // `Kept`; `run` clears its bindings before returning, so none
+        // outlives `params`.
+        Some(unsafe { run(db, stmt.as_ptr(), params) })
+    })
+}
+
+/// Prepares `sql` on `db`; `None` if it is not exactly one statement.
+///
+/// # Safety
+/// `db` is an open connection used by this thread only.
+unsafe fn prepare(
+    db: *mut ffi::sqlite3,
+    sql: &str,
+) -> rusqlite::Result<Option<NonNull<ffi::sqlite3_stmt>>> {
+    let Ok(len) = c_int::try_from(sql.len()) else {
+        return Ok(None);
+    };
+    let mut stmt = ptr::null_mut();
+    let mut tail: *const c_char = ptr::null();
+    // SAFETY: `sql` is valid for `len` bytes (no NUL needed with a
+    // length); `stmt` and `tail` are written by SQLite.
+    let rc = unsafe {
+        ffi::sqlite3_prepare_v3(
+            db,
+            sql.as_ptr().cast(),
+            len,
+            ffi::SQLITE_PREPARE_PERSISTENT,
+            &mut stmt,
+            &mut tail,
+        )
+    };
+    if rc != ffi::SQLITE_OK {
+        // SAFETY: `db` is open; per this function's contract.
+        return Err(unsafe { error(db, rc) });
+    }
+    let Some(stmt) = NonNull::new(stmt) else {
+        // Only whitespace or a comment: rusqlite says what it says.
+        return Ok(None);
+    };
+    // SAFETY: `tail` points into `sql` (SQLite's contract), at or before
+    // its end.
+    let used = unsafe { tail.offset_from(sql.as_ptr().cast()) };
+    let rest = usize::try_from(used).ok().and_then(|u| sql.get(u..));
+    // SAFETY: a statement that returns columns is a read; it and a text
+    // of several statements are left to rusqlite.
+    let reads = unsafe { ffi::sqlite3_column_count(stmt.as_ptr()) } > 0;
+    if reads || rest.is_none_or(|r| !r.trim().is_empty()) {
+        // SAFETY: just prepared, never kept.
+        unsafe { ffi::sqlite3_finalize(stmt.as_ptr()) };
+        return Ok(None);
+    }
+    Ok(Some(stmt))
+}
+
+/// Binds `params`, steps `stmt` to its end, resets it and clears its
+/// bindings; answers the rows changed.
+///
+/// # Safety
+/// `stmt` is a statement of `db`, an open connection used by this thread
+/// only.
+unsafe fn run(
+    db: *mut ffi::sqlite3,
+    stmt: *mut ffi::sqlite3_stmt,
+    params: &[Param<'_>],
+) -> rusqlite::Result<usize> {
+    // SAFETY (every call below): `stmt` and `db` per this function's
+    // contract; a text is bound `SQLITE_STATIC` and read only while
+    // `params` is borrowed, since the bindings are cleared before return.
+    let outcome = (|| {
+        let expected = unsafe { ffi::sqlite3_bind_parameter_count(stmt) };
+        if usize::try_from(expected).ok() != Some(params.len()) {
+            return Err(rusqlite::Error::InvalidParameterCount(
+                params.len(),
+                usize::try_from(expected).unwrap_or(0),
+            ));
+        }
+        for (i, p) in (1..).zip(params) {
+            let rc = match *p {
+                Param::Null => unsafe { ffi::sqlite3_bind_null(stmt, i) },
+                Param::Int(v) => unsafe { ffi::sqlite3_bind_int64(stmt, i, v) },
+                Param::Real(v) => unsafe { ffi::sqlite3_bind_double(stmt, i, v) },
+                Param::Text(s) => unsafe {
+                    ffi::sqlite3_bind_text64(
+                        stmt,
+                        i,
+                        s.as_ptr().cast(),
+                        s.len() as ffi::sqlite3_uint64,
+                        ffi::SQLITE_STATIC(),
+                        ffi::SQLITE_UTF8 as u8,
+                    )
+                },
+            };
+            if rc != ffi::SQLITE_OK {
+                return Err(unsafe { error(db, rc) });
+            }
+        }
+        match unsafe { ffi::sqlite3_step(stmt) } {
+            ffi::SQLITE_DONE => Ok(usize::try_from(unsafe { ffi::sqlite3_changes64(db) })
+                .unwrap_or(usize::MAX)),
+            ffi::SQLITE_ROW => Err(rusqlite::Error::ExecuteReturnedResults),
+            rc => Err(unsafe { error(db, rc) }),
+        }
+    })();
+    // After a failed step, `sqlite3_reset` answers the same error again;
+    // the step's is the one kept.
+    unsafe {
+        ffi::sqlite3_reset(stmt);
+        ffi::sqlite3_clear_bindings(stmt);
+    }
+    outcome
+}
+
+/// The connection's error for `rc`, as rusqlite reports one.
+///
+/// # Safety
+/// `db` is an open connection.
+unsafe fn error(db: *mut ffi::sqlite3, rc: c_int) -> rusqlite::Error {
+    // SAFETY: per this function's contract; SQLite's message is a valid C
+    // string until the next call on the connection, and is copied here.
+    let (code, message) = unsafe {
+        let code = ffi::sqlite3_extended_errcode(db);
+        let msg = ffi::sqlite3_errmsg(db);
+        let message =
+            (!msg.is_null()).then(|| CStr::from_ptr(msg).to_string_lossy().into_owned());
+        (code, message)
+    };
+    // The extended code names the same failure as `rc`, more precisely,
+    // unless another call has set it since; then `rc` is what failed.
+    let code = if code & 0xff == rc & 0xff { code } else { rc };
+    rusqlite::Error::SqliteFailure(ffi::Error::new(code), message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::Connection;
+
+    fn db() -> Connection {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch(
+            "CREATE TABLE t (id TEXT PRIMARY KEY, n INTEGER, f REAL, note TEXT);
+             CREATE UNIQUE INDEX t_by_note ON t (note);",
+        )
+        .unwrap();
+        c
+    }
+
+    fn rows(c: &Connection) -> Vec<(String, Option<i64>, Option<f64>, Option<String>)> {
+        let mut s = c.prepare("SELECT id, n, f, note FROM t ORDER BY id").unwrap();
+        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    const INSERT: &str = "INSERT INTO t (id, n, f, note) VALUES (?1, ?2, ?3, ?4)";
+
+    #[test]
+    fn off_unless_turned_on_for_this_connection() {
+        let c = db();
+        assert!(execute(&c, INSERT, &[Param::Text("a"); 4]).is_none());
+        let other = db();
+        let _on = StaticBinds::on(&other);
+        assert!(execute(&c, INSERT, &[Param::Text("a"); 4]).is_none());
+        assert!(rows(&c).is_empty());
+    }
+
+    #[test]
+    fn binds_every_kind_and_counts_changes() {
+        let c = db();
+        let _on = StaticBinds::on(&c);
+        let params = [
+            Param::Text("a"),
+            Param::Int(7),
+            Param::Real(1.5),
+            Param::Text("héllo, wörld"),
+        ];
+        assert_eq!(execute(&c, INSERT, &params).unwrap().unwrap(), 1);
+        let nulls = [Param::Text("b"), Param::Null, Param::Null, Param::Null];
+        assert_eq!(execute(&c, INSERT, &nulls).unwrap().unwrap(), 1);
+        let update = "UPDATE t SET n = ?1 WHERE id IN (?2, ?3)";
+        let params = [Param::Int(9), Param::Text("a"), Param::Text("b")];
+        assert_eq!(execute(&c, update, &params).unwrap().unwrap(), 2);
+        assert_eq!(
+            rows(&c),
+            vec![
+                ("a".into(), Some(9), Some(1.5), Some("héllo, wörld".into())),
+                ("b".into(), Some(9), None, None),
+            ]
+        );
+        assert_eq!(StaticBinds::kept(), 2);
+    }
+
+    /// The texts are the caller's, gone after the call: what was stored is
+    /// SQLite's own copy, and a later statement run without those texts
+    /// sees no binding left behind.
+    #[test]
+    fn nothing_bound_outlives_the_call() {
+        let c = db();
+        let _on = StaticBinds::on(&c);
+        for i in 0..100 {
+            let id = format!("id-{i:03}");
+            let note = "x".repeat(i);
+            let params = [Param::Text(&id), Param::Int(i as i64), Param::Null, Param::Text(&note)];
+            execute(&c, INSERT, &params).unwrap().unwrap();
+            drop((id, note));
+        }
+        let stored = rows(&c);
+        assert_eq!(stored.len(), 100);
+        for (i, (id, n, _, note)) in stored.iter().enumerate() {
+            assert_eq!(id, &format!("id-{i:03}"));
+            assert_eq!(*n, Some(i as i64));
+            assert_eq!(note.as_deref(), Some("x".repeat(i).as_str()));
+        }
+        // The kept statement's parameters are NULL between calls: SQLite's
+        // text of it with its bindings expanded names none of the texts.
+        KEPT_HERE.with_borrow(|k| {
+            let stmt = k.as_ref().unwrap().statements[INSERT].as_ptr();
+            // SAFETY (test): the statement is this thread's, kept and
+            // open; the expanded text is SQLite's, freed with sqlite3_free.
+            let expanded = unsafe {
+                let p = ffi::sqlite3_expanded_sql(stmt);
+                assert!(!p.is_null());
+                let s = CStr::from_ptr(p).to_string_lossy().into_owned();
+                ffi::sqlite3_free(p.cast());
+                s
+            };
+            assert_eq!(
+                expanded,
+                "INSERT INTO t (id, n, f, note) VALUES (NULL, NULL, NULL, NULL)"
+            );
+        });
+    }
+
+    #[test]
+    fn errors_are_rusqlites_and_leave_the_statement_usable() {
+        let c = db();
+        let _on = StaticBinds::on(&c);
+        let a = [Param::Text("a"), Param::Int(1), Param::Null, Param::Text("same")];
+        execute(&c, INSERT, &a).unwrap().unwrap();
+        let b = [Param::Text("b"), Param::Int(2), Param::Null, Param::Text("same")];
+        match execute(&c, INSERT, &b).unwrap() {
+            Err(rusqlite::Error::SqliteFailure(f, Some(msg))) => {
+                assert_eq!(f.code, rusqlite::ErrorCode::ConstraintViolation);
+                assert_eq!(f.extended_code, ffi::SQLITE_CONSTRAINT_UNIQUE);
+                assert!(msg.contains("t.note"), "{msg}");
+            }
+            other => panic!("{other:?}"),
+        }
+        match execute(&c, INSERT, &a[..3]).unwrap() {
+            Err(rusqlite::Error::InvalidParameterCount(3, 4)) => {}
+            other => panic!("{other:?}"),
+        }
+        match execute(&c, "INSERT INTO nowhere VALUES (?1)", &[Param::Null]).unwrap() {
+            Err(rusqlite::Error::SqliteFailure(_, Some(msg))) => {
+                assert!(msg.contains("nowhere"), "{msg}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let c2 = [Param::Text("c"), Param::Int(3), Param::Null, Param::Text("other")];
+        assert_eq!(execute(&c, INSERT, &c2).unwrap().unwrap(), 1);
+        assert_eq!(rows(&c).len(), 2);
+    }
+
+    #[test]
+    fn reads_and_several_statements_are_left_to_rusqlite() {
+        let c = db();
+        let _on = StaticBinds::on(&c);
+        assert!(execute(&c, "SELECT id FROM t WHERE id = ?1", &[Param::Text("a")]).is_none());
+        let returning = "INSERT INTO t (id) VALUES (?1) RETURNING id";
+        assert!(execute(&c, returning, &[Param::Text("a")]).is_none());
+        let two = "UPDATE t SET n = 1; UPDATE t SET n = 2";
+        assert!(execute(&c, two, &[]).is_none());
+        assert!(execute(&c, "  -- nothing\n", &[]).is_none());
+        assert!(rows(&c).is_empty());
+        assert_eq!(StaticBinds::kept(), 0);
+    }
+
+    #[test]
+    fn statements_are_finalized_when_turned_off() {
+        let c = db();
+        {
+            let _on = StaticBinds::on(&c);
+            execute(&c, INSERT, &[Param::Text("a"), Param::Null, Param::Null, Param::Null])
+                .unwrap()
+                .unwrap();
+            assert_eq!(StaticBinds::kept(), 1);
+        }
+        assert_eq!(StaticBinds::kept(), 0);
+        // No statement of the connection is left: it closes.
+        c.close().map_err(|(_, e)| e).unwrap();
+    }
+
+    #[test]
+    fn many_statements_are_kept_up_to_the_bound() {
+        let c = db();
+        let _on = StaticBinds::on(&c);
+        for i in 0..KEPT + 10 {
+            let sql = format!("UPDATE t SET n = {i} WHERE id = ?1");
+            assert_eq!(execute(&c, &sql, &[Param::Text("none")]).unwrap().unwrap(), 0);
+        }
+        assert!(StaticBinds::kept() <= KEPT);
+        assert!(StaticBinds::kept() >= 10);
+    }
+}
