@@ -215,11 +215,36 @@ unsafe fn run(
     stmt: *mut ffi::sqlite3_stmt,
     params: &[Param<'_>],
 ) -> rusqlite::Result<usize> {
-    // SAFETY (every call below): `stmt` and `db` per this function's
-    // contract; a text is bound `SQLITE_STATIC` and read only while
-    // `params` is borrowed, since the bindings are cleared before return.
-    let outcome = (|| {
-        let expected = unsafe { ffi::sqlite3_bind_parameter_count(stmt) };
+    // SAFETY: `stmt` and `db` per this function's contract. A text is
+    // bound `SQLITE_STATIC` and read by SQLite only while `params` is
+    // borrowed: the bindings are cleared below, before this returns, on
+    // every path.
+    let outcome = unsafe { bind_and_step(db, stmt, params) };
+    // After a failed step, `sqlite3_reset` answers the same error again;
+    // the step's is the one kept.
+    // SAFETY: as above; clearing the bindings ends SQLite's use of the
+    // texts in `params`.
+    unsafe {
+        ffi::sqlite3_reset(stmt);
+        ffi::sqlite3_clear_bindings(stmt);
+    }
+    outcome
+}
+
+/// `run`'s binding and stepping, without its reset.
+///
+/// # Safety
+/// As `run`'s; the caller clears the bindings before `params` is gone.
+unsafe fn bind_and_step(
+    db: *mut ffi::sqlite3,
+    stmt: *mut ffi::sqlite3_stmt,
+    params: &[Param<'_>],
+) -> rusqlite::Result<usize> {
+    // SAFETY: every call is on `stmt` and `db` as this function's contract
+    // says; each text is valid for its length while `params` is borrowed,
+    // which outlasts the binding (the caller clears it).
+    unsafe {
+        let expected = ffi::sqlite3_bind_parameter_count(stmt);
         if usize::try_from(expected).ok() != Some(params.len()) {
             return Err(rusqlite::Error::InvalidParameterCount(
                 params.len(),
@@ -228,38 +253,30 @@ unsafe fn run(
         }
         for (i, p) in (1..).zip(params) {
             let rc = match *p {
-                Param::Null => unsafe { ffi::sqlite3_bind_null(stmt, i) },
-                Param::Int(v) => unsafe { ffi::sqlite3_bind_int64(stmt, i, v) },
-                Param::Real(v) => unsafe { ffi::sqlite3_bind_double(stmt, i, v) },
-                Param::Text(s) => unsafe {
-                    ffi::sqlite3_bind_text64(
-                        stmt,
-                        i,
-                        s.as_ptr().cast(),
-                        s.len() as ffi::sqlite3_uint64,
-                        ffi::SQLITE_STATIC(),
-                        ffi::SQLITE_UTF8 as u8,
-                    )
-                },
+                Param::Null => ffi::sqlite3_bind_null(stmt, i),
+                Param::Int(v) => ffi::sqlite3_bind_int64(stmt, i, v),
+                Param::Real(v) => ffi::sqlite3_bind_double(stmt, i, v),
+                Param::Text(s) => ffi::sqlite3_bind_text64(
+                    stmt,
+                    i,
+                    s.as_ptr().cast(),
+                    s.len() as ffi::sqlite3_uint64,
+                    ffi::SQLITE_STATIC(),
+                    ffi::SQLITE_UTF8 as u8,
+                ),
             };
             if rc != ffi::SQLITE_OK {
-                return Err(unsafe { error(db, rc) });
+                return Err(error(db, rc));
             }
         }
-        match unsafe { ffi::sqlite3_step(stmt) } {
-            ffi::SQLITE_DONE => Ok(usize::try_from(unsafe { ffi::sqlite3_changes64(db) })
-                .unwrap_or(usize::MAX)),
+        match ffi::sqlite3_step(stmt) {
+            ffi::SQLITE_DONE => {
+                Ok(usize::try_from(ffi::sqlite3_changes64(db)).unwrap_or(usize::MAX))
+            }
             ffi::SQLITE_ROW => Err(rusqlite::Error::ExecuteReturnedResults),
-            rc => Err(unsafe { error(db, rc) }),
+            rc => Err(error(db, rc)),
         }
-    })();
-    // After a failed step, `sqlite3_reset` answers the same error again;
-    // the step's is the one kept.
-    unsafe {
-        ffi::sqlite3_reset(stmt);
-        ffi::sqlite3_clear_bindings(stmt);
     }
-    outcome
 }
 
 /// The connection's error for `rc`, as rusqlite reports one.
@@ -272,8 +289,7 @@ unsafe fn error(db: *mut ffi::sqlite3, rc: c_int) -> rusqlite::Error {
     let (code, message) = unsafe {
         let code = ffi::sqlite3_extended_errcode(db);
         let msg = ffi::sqlite3_errmsg(db);
-        let message =
-            (!msg.is_null()).then(|| CStr::from_ptr(msg).to_string_lossy().into_owned());
+        let message = (!msg.is_null()).then(|| CStr::from_ptr(msg).to_string_lossy().into_owned());
         (code, message)
     };
     // The extended code names the same failure as `rc`, more precisely,
@@ -297,8 +313,13 @@ mod tests {
         c
     }
 
-    fn rows(c: &Connection) -> Vec<(String, Option<i64>, Option<f64>, Option<String>)> {
-        let mut s = c.prepare("SELECT id, n, f, note FROM t ORDER BY id").unwrap();
+    /// A row of `t`: id, n, f, note.
+    type TRow = (String, Option<i64>, Option<f64>, Option<String>);
+
+    fn rows(c: &Connection) -> Vec<TRow> {
+        let mut s = c
+            .prepare("SELECT id, n, f, note FROM t ORDER BY id")
+            .unwrap();
         s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
             .unwrap()
             .map(Result::unwrap)
@@ -353,7 +374,12 @@ mod tests {
         for i in 0..100 {
             let id = format!("id-{i:03}");
             let note = "x".repeat(i);
-            let params = [Param::Text(&id), Param::Int(i as i64), Param::Null, Param::Text(&note)];
+            let params = [
+                Param::Text(&id),
+                Param::Int(i as i64),
+                Param::Null,
+                Param::Text(&note),
+            ];
             execute(&c, INSERT, &params).unwrap().unwrap();
             drop((id, note));
         }
@@ -368,8 +394,8 @@ mod tests {
         // text of it with its bindings expanded names none of the texts.
         KEPT_HERE.with_borrow(|k| {
             let stmt = k.as_ref().unwrap().statements[INSERT].as_ptr();
-            // SAFETY (test): the statement is this thread's, kept and
-            // open; the expanded text is SQLite's, freed with sqlite3_free.
+            // SAFETY: the statement is this thread's, kept and open; the
+            // expanded text is SQLite's, freed with sqlite3_free.
             let expanded = unsafe {
                 let p = ffi::sqlite3_expanded_sql(stmt);
                 assert!(!p.is_null());
@@ -388,9 +414,19 @@ mod tests {
     fn errors_are_rusqlites_and_leave_the_statement_usable() {
         let c = db();
         let _on = StaticBinds::on(&c);
-        let a = [Param::Text("a"), Param::Int(1), Param::Null, Param::Text("same")];
+        let a = [
+            Param::Text("a"),
+            Param::Int(1),
+            Param::Null,
+            Param::Text("same"),
+        ];
         execute(&c, INSERT, &a).unwrap().unwrap();
-        let b = [Param::Text("b"), Param::Int(2), Param::Null, Param::Text("same")];
+        let b = [
+            Param::Text("b"),
+            Param::Int(2),
+            Param::Null,
+            Param::Text("same"),
+        ];
         match execute(&c, INSERT, &b).unwrap() {
             Err(rusqlite::Error::SqliteFailure(f, Some(msg))) => {
                 assert_eq!(f.code, rusqlite::ErrorCode::ConstraintViolation);
@@ -409,7 +445,12 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let c2 = [Param::Text("c"), Param::Int(3), Param::Null, Param::Text("other")];
+        let c2 = [
+            Param::Text("c"),
+            Param::Int(3),
+            Param::Null,
+            Param::Text("other"),
+        ];
         assert_eq!(execute(&c, INSERT, &c2).unwrap().unwrap(), 1);
         assert_eq!(rows(&c).len(), 2);
     }
@@ -433,9 +474,13 @@ mod tests {
         let c = db();
         {
             let _on = StaticBinds::on(&c);
-            execute(&c, INSERT, &[Param::Text("a"), Param::Null, Param::Null, Param::Null])
-                .unwrap()
-                .unwrap();
+            execute(
+                &c,
+                INSERT,
+                &[Param::Text("a"), Param::Null, Param::Null, Param::Null],
+            )
+            .unwrap()
+            .unwrap();
             assert_eq!(StaticBinds::kept(), 1);
         }
         assert_eq!(StaticBinds::kept(), 0);
@@ -449,7 +494,10 @@ mod tests {
         let _on = StaticBinds::on(&c);
         for i in 0..KEPT + 10 {
             let sql = format!("UPDATE t SET n = {i} WHERE id = ?1");
-            assert_eq!(execute(&c, &sql, &[Param::Text("none")]).unwrap().unwrap(), 0);
+            assert_eq!(
+                execute(&c, &sql, &[Param::Text("none")]).unwrap().unwrap(),
+                0
+            );
         }
         assert!(StaticBinds::kept() <= KEPT);
         assert!(StaticBinds::kept() >= 10);

@@ -1822,7 +1822,9 @@ mod tests {
         }
         assert!(kept.iter().all(|&k| k >= 1), "{kept:?}");
         let read = Connection::open(&path).unwrap();
-        let mut stmt = read.prepare("SELECT id, body FROM notes ORDER BY id").unwrap();
+        let mut stmt = read
+            .prepare("SELECT id, body FROM notes ORDER BY id")
+            .unwrap();
         let rows: Vec<(String, String)> = stmt
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
             .unwrap()
