@@ -28,8 +28,8 @@
 //! close a connection while a statement of it is not finalized
 //! (`sqlite3_close` answers `SQLITE_BUSY`, and rusqlite then leaves it
 //! open), so a statement kept here always has a connection to run on and
-//! to be finalized on. [`StaticBinds`] finalizes them when it is dropped,
-//! and each call checks that the connection it is given is the one the
+//! to be finalized on. [`StaticBinds`] finalizes them when it is dropped
+//! (or the thread's end does, if it never is), and each call checks that the connection it is given is the one the
 //! statements were prepared on.
 
 use foldhash::{HashMap, HashMapExt};
@@ -75,6 +75,15 @@ impl Kept {
     }
 }
 
+/// Statements dropped are finalized: by the guard, or by the thread's end
+/// if the guard never dropped (the connection, which could not close
+/// while they existed, is still open).
+impl Drop for Kept {
+    fn drop(&mut self) {
+        self.finalize_all();
+    }
+}
+
 thread_local! {
     static KEPT_HERE: RefCell<Option<Kept>> = const { RefCell::new(None) };
 }
@@ -92,9 +101,7 @@ impl StaticBinds {
         // the connection is open (see the module's documentation).
         let db = unsafe { conn.handle() };
         KEPT_HERE.with_borrow_mut(|k| {
-            if let Some(old) = k.as_mut() {
-                old.finalize_all();
-            }
+            // Another connection's are finalized as they are replaced.
             *k = Some(Kept {
                 db,
                 statements: HashMap::new(),
@@ -111,11 +118,8 @@ impl StaticBinds {
 
 impl Drop for StaticBinds {
     fn drop(&mut self) {
-        KEPT_HERE.with_borrow_mut(|k| {
-            if let Some(mut kept) = k.take() {
-                kept.finalize_all();
-            }
-        });
+        // Dropping them finalizes them (`Kept`'s `Drop`).
+        KEPT_HERE.with_borrow_mut(|k| drop(k.take()));
     }
 }
 
@@ -485,6 +489,30 @@ mod tests {
         }
         assert_eq!(StaticBinds::kept(), 0);
         // No statement of the connection is left: it closes.
+        c.close().map_err(|(_, e)| e).unwrap();
+    }
+
+    /// A guard that never drops (forgotten here) still leaves nothing
+    /// behind: the thread's end finalizes its statements, and the
+    /// connection, which outlived the thread, then closes.
+    #[test]
+    fn statements_are_finalized_when_their_thread_ends() {
+        let c = std::thread::spawn(|| {
+            let c = db();
+            let on = StaticBinds::on(&c);
+            execute(
+                &c,
+                INSERT,
+                &[Param::Text("a"), Param::Null, Param::Null, Param::Null],
+            )
+            .unwrap()
+            .unwrap();
+            std::mem::forget(on);
+            c
+        })
+        .join()
+        .unwrap();
+        assert_eq!(rows(&c).len(), 1);
         c.close().map_err(|(_, e)| e).unwrap();
     }
 
