@@ -473,18 +473,19 @@ mod tests {
         assert_eq!(StaticBinds::kept(), 0);
     }
 
+    /// Stores the row `a` with every other column `NULL`, on a kept
+    /// statement.
+    fn insert_a(c: &Connection) {
+        let params = [Param::Text("a"), Param::Null, Param::Null, Param::Null];
+        assert_eq!(execute(c, INSERT, &params).unwrap().unwrap(), 1);
+    }
+
     #[test]
     fn statements_are_finalized_when_turned_off() {
         let c = db();
         {
             let _on = StaticBinds::on(&c);
-            execute(
-                &c,
-                INSERT,
-                &[Param::Text("a"), Param::Null, Param::Null, Param::Null],
-            )
-            .unwrap()
-            .unwrap();
+            insert_a(&c);
             assert_eq!(StaticBinds::kept(), 1);
         }
         assert_eq!(StaticBinds::kept(), 0);
@@ -500,13 +501,7 @@ mod tests {
         let c = std::thread::spawn(|| {
             let c = db();
             let on = StaticBinds::on(&c);
-            execute(
-                &c,
-                INSERT,
-                &[Param::Text("a"), Param::Null, Param::Null, Param::Null],
-            )
-            .unwrap()
-            .unwrap();
+            insert_a(&c);
             std::mem::forget(on);
             c
         })
