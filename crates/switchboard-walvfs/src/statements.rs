@@ -51,6 +51,20 @@ pub enum Param<'a> {
     Text(&'a str),
 }
 
+/// A value [`execute`] can bind: a [`Param`] itself, or the caller's own
+/// parameter type, converted as it is bound (no list of `Param`s made
+/// first). An error fails the call before the statement runs.
+pub trait Bind {
+    /// The value as [`execute`] binds it.
+    fn param(&self) -> rusqlite::Result<Param<'_>>;
+}
+
+impl Bind for Param<'_> {
+    fn param(&self) -> rusqlite::Result<Param<'_>> {
+        Ok(*self)
+    }
+}
+
 /// Statements kept per connection; past this many they are all finalized
 /// and prepared again as they are used (the group commit's statements
 /// are far fewer: its sets' texts are kept per shape, `statement_text`).
@@ -127,10 +141,10 @@ impl Drop for StaticBinds {
 /// order, and answers how many rows it changed, if static bindings are on
 /// for `conn` on this thread ([`StaticBinds::on`]). `None` if they are not
 /// (rusqlite should run it), or if `sql` is not one statement.
-pub fn execute(
+pub fn execute<B: Bind>(
     conn: &rusqlite::Connection,
     sql: &str,
-    params: &[Param<'_>],
+    params: &[B],
 ) -> Option<rusqlite::Result<usize>> {
     // SAFETY: compared only (see `StaticBinds::on`).
     let db = unsafe { conn.handle() };
@@ -214,10 +228,10 @@ unsafe fn prepare(
 /// # Safety
 /// `stmt` is a statement of `db`, an open connection used by this thread
 /// only.
-unsafe fn run(
+unsafe fn run<B: Bind>(
     db: *mut ffi::sqlite3,
     stmt: *mut ffi::sqlite3_stmt,
-    params: &[Param<'_>],
+    params: &[B],
 ) -> rusqlite::Result<usize> {
     // SAFETY: `stmt` and `db` per this function's contract. A text is
     // bound `SQLITE_STATIC` and read by SQLite only while `params` is
@@ -239,10 +253,10 @@ unsafe fn run(
 ///
 /// # Safety
 /// As `run`'s; the caller clears the bindings before `params` is gone.
-unsafe fn bind_and_step(
+unsafe fn bind_and_step<B: Bind>(
     db: *mut ffi::sqlite3,
     stmt: *mut ffi::sqlite3_stmt,
-    params: &[Param<'_>],
+    params: &[B],
 ) -> rusqlite::Result<usize> {
     // SAFETY: every call is on `stmt` and `db` as this function's contract
     // says; each text is valid for its length while `params` is borrowed,
@@ -256,7 +270,7 @@ unsafe fn bind_and_step(
             ));
         }
         for (i, p) in (1..).zip(params) {
-            let rc = match *p {
+            let rc = match p.param()? {
                 Param::Null => ffi::sqlite3_bind_null(stmt, i),
                 Param::Int(v) => ffi::sqlite3_bind_int64(stmt, i, v),
                 Param::Real(v) => ffi::sqlite3_bind_double(stmt, i, v),
@@ -467,8 +481,8 @@ mod tests {
         let returning = "INSERT INTO t (id) VALUES (?1) RETURNING id";
         assert!(execute(&c, returning, &[Param::Text("a")]).is_none());
         let two = "UPDATE t SET n = 1; UPDATE t SET n = 2";
-        assert!(execute(&c, two, &[]).is_none());
-        assert!(execute(&c, "  -- nothing\n", &[]).is_none());
+        assert!(execute::<Param>(&c, two, &[]).is_none());
+        assert!(execute::<Param>(&c, "  -- nothing\n", &[]).is_none());
         assert!(rows(&c).is_empty());
         assert_eq!(StaticBinds::kept(), 0);
     }

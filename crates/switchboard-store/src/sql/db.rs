@@ -234,31 +234,31 @@ impl rusqlite::ToSql for V<'_> {
             V::Real(f) => ValueRef::Real(*f),
             V::Text(s) => ValueRef::Text(s.as_bytes()),
             V::Bool(b) => ValueRef::Integer(i64::from(*b)),
-            V::Array(_) | V::Record(_) => {
-                return Err(rusqlite::Error::ToSqlConversionFailure(
-                    "array and record parameters are PostgreSQL's (build sets with RowSet)".into(),
-                ));
-            }
+            V::Array(_) | V::Record(_) => return Err(not_sqlite()),
         }))
     }
 }
 
-/// `params` as `switchboard_walvfs::statements` binds them; `None` if one
-/// is PostgreSQL's alone (an array or a record), which rusqlite refuses.
-fn static_params<'p>(params: &'p [V<'_>]) -> Option<Vec<StaticParam<'p>>> {
-    // Sized once: collecting into an `Option<Vec>` grows it as it goes.
-    let mut out = Vec::with_capacity(params.len());
-    for v in params {
-        out.push(match v {
+/// `V` as `switchboard_walvfs::statements` binds it, converted as it is
+/// bound; an array or a record fails as rusqlite's binding does.
+impl switchboard_walvfs::statements::Bind for V<'_> {
+    fn param(&self) -> rusqlite::Result<StaticParam<'_>> {
+        Ok(match self {
             V::Null => StaticParam::Null,
             V::Int(i) => StaticParam::Int(*i),
             V::Real(f) => StaticParam::Real(*f),
             V::Text(t) => StaticParam::Text(t),
             V::Bool(b) => StaticParam::Int(i64::from(*b)),
-            V::Array(_) | V::Record(_) => return None,
-        });
+            V::Array(_) | V::Record(_) => return Err(not_sqlite()),
+        })
     }
-    Some(out)
+}
+
+/// The failure of binding an array or a record on SQLite.
+fn not_sqlite() -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(
+        "array and record parameters are PostgreSQL's (build sets with RowSet)".into(),
+    )
 }
 
 type BoxErr = Box<dyn StdError + Sync + Send>;
@@ -1253,9 +1253,7 @@ impl Db<'_> {
                 // The writer's statements bind their texts where they are
                 // (`switchboard_walvfs::statements`); any other connection
                 // is rusqlite's.
-                if let Some(binds) = static_params(params)
-                    && let Some(n) = switchboard_walvfs::statements::execute(c, sql, &binds)
-                {
+                if let Some(n) = switchboard_walvfs::statements::execute(c, sql, params) {
                     return Ok(n?);
                 }
                 Ok(c.prepare_cached(sql)?
