@@ -422,6 +422,9 @@ impl ColIndex for usize {
 pub enum Row<'a> {
     /// SQLite.
     Lite(&'a rusqlite::Row<'a>),
+    /// SQLite, on the writer's kept statements
+    /// (`switchboard_walvfs::statements::query`).
+    Kept(&'a switchboard_walvfs::statements::Row<'a>),
     /// PostgreSQL.
     Pg(&'a tokio_postgres::Row),
     /// Read ahead (`Stmt::query`).
@@ -437,17 +440,8 @@ impl Row<'_> {
 
     fn cell(&self, i: usize) -> Result<Cell, DbError> {
         Ok(match self {
-            Row::Lite(r) => match r.get_ref(i)? {
-                ValueRef::Null => Cell::Null,
-                ValueRef::Integer(v) => Cell::Int(v),
-                ValueRef::Real(v) => Cell::Real(v),
-                ValueRef::Text(t) => Cell::Text(
-                    std::str::from_utf8(t)
-                        .map_err(|e| DbError::Type(i, e.to_string()))?
-                        .to_owned(),
-                ),
-                ValueRef::Blob(_) => return Err(DbError::Type(i, "a blob".into())),
-            },
+            Row::Lite(r) => lite_cell(r.get_ref(i)?, i)?,
+            Row::Kept(r) => lite_cell(r.get_ref(i)?, i)?,
             Row::Pg(r) => pg_cell(r, i)?,
             Row::Owned(cells) => cells
                 .get(i)
@@ -459,6 +453,7 @@ impl Row<'_> {
     fn len(&self) -> usize {
         match self {
             Row::Lite(r) => r.as_ref().column_count(),
+            Row::Kept(r) => r.column_count(),
             Row::Pg(r) => r.len(),
             Row::Owned(cells) => cells.len(),
         }
@@ -486,6 +481,21 @@ impl Rows {
             None => Ok(None),
         }
     }
+}
+
+/// A SQLite value as a cell (column `i`, for errors).
+fn lite_cell(v: ValueRef<'_>, i: usize) -> Result<Cell, DbError> {
+    Ok(match v {
+        ValueRef::Null => Cell::Null,
+        ValueRef::Integer(v) => Cell::Int(v),
+        ValueRef::Real(v) => Cell::Real(v),
+        ValueRef::Text(t) => Cell::Text(
+            std::str::from_utf8(t)
+                .map_err(|e| DbError::Type(i, e.to_string()))?
+                .to_owned(),
+        ),
+        ValueRef::Blob(_) => return Err(DbError::Type(i, "a blob".into())),
+    })
 }
 
 fn pg_cell(r: &tokio_postgres::Row, i: usize) -> Result<Cell, DbError> {
@@ -1284,6 +1294,22 @@ impl Db<'_> {
     ) -> Result<T, DbError> {
         match self {
             Db::Lite(c) => {
+                // The writer's reads bind their texts where they are too
+                // (`Db::execute`).
+                let mut f = Some(f);
+                let mut first = None;
+                let read = switchboard_walvfs::statements::query(c, sql, params, |r| {
+                    first = f.take().map(|f| f(&Row::Kept(r)));
+                    Ok::<_, DbError>(false)
+                });
+                if let Some(read) = read {
+                    read?;
+                    return first.unwrap_or(Err(DbError::NoRows));
+                }
+                // (`f` is still here: a read left to rusqlite read nothing.)
+                let Some(f) = f else {
+                    return Err(DbError::NoRows);
+                };
                 let mut stmt = c.prepare_cached(sql)?;
                 let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;
                 match rows.next()? {
@@ -1311,9 +1337,17 @@ impl Db<'_> {
     ) -> Result<Vec<T>, DbError> {
         match self {
             Db::Lite(c) => {
+                let mut out = Vec::new();
+                // As in `query_row`.
+                let read = switchboard_walvfs::statements::query(c, sql, params, |r| {
+                    out.push(f(&Row::Kept(r))?);
+                    Ok::<_, DbError>(true)
+                });
+                if let Some(read) = read {
+                    return read.map(|()| out);
+                }
                 let mut stmt = c.prepare_cached(sql)?;
                 let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;
-                let mut out = Vec::new();
                 while let Some(r) = rows.next()? {
                     out.push(f(&Row::Lite(r))?);
                 }

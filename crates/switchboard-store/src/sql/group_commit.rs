@@ -1821,6 +1821,50 @@ mod tests {
             kept.push(got);
         }
         assert!(kept.iter().all(|&k| k >= 1), "{kept:?}");
+        // Its reads too: on kept statements, with their texts in place, and
+        // a read may use the connection while it walks its rows.
+        let (rows, count, kept) = gc
+            .run(move |c| {
+                let from = String::from("n17");
+                let rows = c.query_map(
+                    "SELECT id, body FROM notes WHERE id >= ?1 ORDER BY id",
+                    &[V::from(from.as_str())],
+                    |r| {
+                        let id: String = r.get(0)?;
+                        let again = c.query_row(
+                            "SELECT length(body) FROM notes WHERE id = ?1",
+                            &[V::from(id.as_str())],
+                            |r| r.get::<_, i64>(0),
+                        )?;
+                        Ok((id, r.get::<_, String>(1)?, again))
+                    },
+                )?;
+                drop(from);
+                let count = c.query_row(
+                    "SELECT count(*) FROM notes WHERE id < ?1",
+                    &[V::from("n05")],
+                    |r| r.get::<_, i64>(0),
+                )?;
+                let none = c.query_row(
+                    "SELECT id FROM notes WHERE id = ?1",
+                    &[V::from("nobody")],
+                    |r| r.get::<_, String>(0),
+                );
+                assert!(
+                    matches!(none, Err(crate::sql::db::DbError::NoRows)),
+                    "{none:?}"
+                );
+                Ok((rows, count, StaticBinds::kept()))
+            })
+            .await
+            .unwrap();
+        let want: Vec<(String, String, i64)> = (17..20usize)
+            .map(|n| (format!("n{n:02}"), "é".repeat(n + 1), n as i64 + 1))
+            .collect();
+        assert_eq!(rows, want);
+        assert_eq!(count, 5);
+        // The insert and the four reads.
+        assert_eq!(kept, 5);
         let read = Connection::open(&path).unwrap();
         let mut stmt = read
             .prepare("SELECT id, body FROM notes ORDER BY id")
