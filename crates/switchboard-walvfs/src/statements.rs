@@ -407,26 +407,26 @@ pub fn query<B: Bind, E: From<rusqlite::Error>>(
     // read while `params` is borrowed: `lent`'s drop, at the end of this
     // call on every path, panics included, resets the statement and clears
     // them.
-    let outcome = unsafe {
-        match bind(db, stmt, params) {
-            Err(e) => Err(E::from(e)),
-            Ok(()) => loop {
-                match ffi::sqlite3_step(stmt) {
-                    ffi::SQLITE_ROW => {
-                        let row = Row {
-                            stmt: lent.stmt,
-                            _stepping: PhantomData,
-                        };
-                        match each(&row) {
-                            Ok(true) => {}
-                            Ok(false) => break Ok(()),
-                            Err(e) => break Err(e),
-                        }
-                    }
-                    ffi::SQLITE_DONE => break Ok(()),
-                    rc => break Err(E::from(error(db, rc))),
+    if let Err(e) = unsafe { bind(db, stmt, params) } {
+        return Some(Err(e.into()));
+    }
+    let outcome = loop {
+        // SAFETY: as above; bound, and stepped by this call alone.
+        match unsafe { ffi::sqlite3_step(stmt) } {
+            ffi::SQLITE_ROW => {
+                let row = Row {
+                    stmt: lent.stmt,
+                    _stepping: PhantomData,
+                };
+                match each(&row) {
+                    Ok(true) => {}
+                    Ok(false) => break Ok(()),
+                    Err(e) => break Err(e),
                 }
-            },
+            }
+            ffi::SQLITE_DONE => break Ok(()),
+            // SAFETY: `db` is open (above).
+            rc => break Err(E::from(unsafe { error(db, rc) })),
         }
     };
     drop(lent);
