@@ -48,7 +48,7 @@ use std::ffi::{CStr, c_char, c_int};
 use std::marker::PhantomData;
 use std::ptr::{self, NonNull};
 
-/// A parameter as [`execute`] binds it.
+/// A parameter as [`execute`] and [`query`] bind it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Param<'a> {
     /// `NULL`.
@@ -61,11 +61,11 @@ pub enum Param<'a> {
     Text(&'a str),
 }
 
-/// A value [`execute`] can bind: a [`Param`] itself, or the caller's own
+/// A value [`execute`] and [`query`] can bind: a [`Param`] itself, or the caller's own
 /// parameter type, converted as it is bound (no list of `Param`s made
 /// first). An error fails the call before the statement runs.
 pub trait Bind {
-    /// The value as [`execute`] binds it.
+    /// The value as it is bound.
     fn param(&self) -> rusqlite::Result<Param<'_>>;
 }
 
@@ -274,15 +274,24 @@ unsafe fn run<B: Bind>(
     // borrowed: the bindings are cleared below, before this returns, on
     // every path.
     let outcome = unsafe { bind_and_step(db, stmt, params) };
-    // After a failed step, `sqlite3_reset` answers the same error again;
-    // the step's is the one kept.
-    // SAFETY: as above; clearing the bindings ends SQLite's use of the
-    // texts in `params`.
+    // SAFETY: as above.
+    unsafe { release(stmt) };
+    outcome
+}
+
+/// Resets `stmt` and clears its bindings (makes them `NULL`), which ends
+/// SQLite's use of the caller's texts. After a failed step,
+/// `sqlite3_reset` answers the same error again; the step's is the one
+/// callers keep.
+///
+/// # Safety
+/// `stmt` is a statement of an open connection used by this thread only.
+unsafe fn release(stmt: *mut ffi::sqlite3_stmt) {
+    // SAFETY: per this function's contract.
     unsafe {
         ffi::sqlite3_reset(stmt);
         ffi::sqlite3_clear_bindings(stmt);
     }
-    outcome
 }
 
 /// `run`'s binding and stepping, without its reset.
@@ -447,12 +456,9 @@ impl Drop for Lent {
     fn drop(&mut self) {
         let stmt = self.stmt;
         // SAFETY: a statement of `self.db`, which is open while the
-        // `query` that lent it borrows its connection; after the reset and
-        // the clearing no binding points at the caller's texts.
-        unsafe {
-            ffi::sqlite3_reset(stmt.as_ptr());
-            ffi::sqlite3_clear_bindings(stmt.as_ptr());
-        }
+        // `query` that lent it borrows its connection; released, no
+        // binding points at the caller's texts.
+        unsafe { release(stmt.as_ptr()) };
         let sql = std::mem::take(&mut self.sql);
         let kept = KEPT_HERE
             .try_with(|k| match k.try_borrow_mut() {

@@ -1294,28 +1294,13 @@ impl Db<'_> {
     ) -> Result<T, DbError> {
         match self {
             Db::Lite(c) => {
-                // The writer's reads bind their texts where they are too
-                // (`Db::execute`).
                 let mut f = Some(f);
                 let mut first = None;
-                let read = switchboard_walvfs::statements::query(c, sql, params, |r| {
-                    first = f.take().map(|f| f(&Row::Kept(r)));
-                    Ok::<_, DbError>(false)
-                });
-                if let Some(read) = read {
-                    read?;
-                    return first.unwrap_or(Err(DbError::NoRows));
-                }
-                // (`f` is still here: a read left to rusqlite read nothing.)
-                let Some(f) = f else {
-                    return Err(DbError::NoRows);
-                };
-                let mut stmt = c.prepare_cached(sql)?;
-                let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;
-                match rows.next()? {
-                    Some(r) => f(&Row::Lite(r)),
-                    None => Err(DbError::NoRows),
-                }
+                lite_rows(c, sql, params, |r| {
+                    first = f.take().map(|f| f(r));
+                    Ok(false)
+                })?;
+                first.unwrap_or(Err(DbError::NoRows))
             }
             Db::Pg(c) => {
                 let stmt = c.statement(sql)?;
@@ -1338,19 +1323,10 @@ impl Db<'_> {
         match self {
             Db::Lite(c) => {
                 let mut out = Vec::new();
-                // As in `query_row`.
-                let read = switchboard_walvfs::statements::query(c, sql, params, |r| {
-                    out.push(f(&Row::Kept(r))?);
-                    Ok::<_, DbError>(true)
-                });
-                if let Some(read) = read {
-                    return read.map(|()| out);
-                }
-                let mut stmt = c.prepare_cached(sql)?;
-                let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;
-                while let Some(r) = rows.next()? {
-                    out.push(f(&Row::Lite(r))?);
-                }
+                lite_rows(c, sql, params, |r| {
+                    out.push(f(r)?);
+                    Ok(true)
+                })?;
                 Ok(out)
             }
             Db::Pg(c) => {
@@ -1360,6 +1336,31 @@ impl Db<'_> {
             }
         }
     }
+}
+
+/// Hands each row of `sql` on SQLite to `each` until it answers `false`:
+/// on the writer's kept statements, which bind their texts where they are
+/// (`switchboard_walvfs::statements`, as `Db::execute`), and on rusqlite's
+/// cached statements on any other connection.
+fn lite_rows(
+    c: &rusqlite::Connection,
+    sql: &str,
+    params: &[V],
+    mut each: impl FnMut(&Row<'_>) -> Result<bool, DbError>,
+) -> Result<(), DbError> {
+    if let Some(read) =
+        switchboard_walvfs::statements::query(c, sql, params, |r| each(&Row::Kept(r)))
+    {
+        return read;
+    }
+    let mut stmt = c.prepare_cached(sql)?;
+    let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;
+    while let Some(r) = rows.next()? {
+        if !each(&Row::Lite(r))? {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// Placeholders for `rows` rows of `cols` values each, numbered from

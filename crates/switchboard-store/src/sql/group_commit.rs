@@ -731,8 +731,9 @@ fn writer_loop(
     syncer: Option<Syncer>,
     chore: Option<Chore>,
 ) {
-    // SQLite: this thread's writes bind their texts where they are
-    // (`switchboard_walvfs::statements`), on statements finalized when the
+    // SQLite: this thread's statements, writes and reads, bind their texts
+    // where they are (`switchboard_walvfs::statements`), on statements
+    // finalized when the
     // loop ends, before the connection is dropped. (A SQLite connection is
     // never replaced: `reconnect` is PostgreSQL's.)
     let _static_binds = match &conn {
