@@ -91,8 +91,13 @@ impl PhoneNumber {
     /// (`+39 02…`), whose quiet hours would then be the default zone's, not
     /// Rome's. The verdicts are the crate's: a test compares them over
     /// about 19,000 numbers of every country code.
+    ///
+    /// The patterns this function tests, and the region lookup inside the
+    /// crate's parse, go through patterns compiled here
+    /// ([`parse_e164`], [`Compiled`]), not through the crate's cache.
     fn judge(s: &str) -> Result<Self, PhoneError> {
-        let parsed = phonenumber::parse(None, s).map_err(|_| PhoneError::Invalid)?;
+        let (parsed, looked_up) = parse_e164(s);
+        let parsed = parsed.ok_or(PhoneError::Invalid)?;
         let national = parsed.national().to_string();
         let code = parsed.country().code();
         if parsed.national().zeros() != 0 {
@@ -105,7 +110,13 @@ impl PhoneNumber {
             };
             return Ok(Self::valid(&parsed, id));
         }
-        let (meta, valid) = region_of(code, &national).ok_or(PhoneError::Invalid)?;
+        // The parse's region, when it was looked up here for the same
+        // national number (nearly always), is this one.
+        let found = match looked_up {
+            Some(l) if l.code == code && l.national == national => Some(l.region),
+            _ => region_of(code, &national),
+        };
+        let (meta, valid) = found.ok_or(PhoneError::Invalid)?;
         if !(valid || has_a_type(meta, &national)) {
             return Err(PhoneError::Invalid);
         }
@@ -119,13 +130,20 @@ impl PhoneNumber {
         if !phonenumber::is_valid(parsed) {
             return Err(PhoneError::Invalid);
         }
-        Ok(Self::valid(parsed, parsed.country().id()))
+        Ok(PhoneNumber {
+            e164: parsed.format().mode(phonenumber::Mode::E164).to_string(),
+            region: parsed.country().id().map(|id| format!("{id:?}")),
+        })
     }
 
     /// A number judged valid, of the region `id` if it has one.
     fn valid(parsed: &phonenumber::PhoneNumber, id: Option<phonenumber::country::Id>) -> Self {
         PhoneNumber {
-            e164: parsed.format().mode(phonenumber::Mode::E164).to_string(),
+            // What the crate's formatter writes in `Mode::E164` (the national
+            // number's `Display` keeps its leading zeros), without the
+            // formatter's choice of a national format first, which tests
+            // the number against the region's format patterns.
+            e164: format!("+{}{}", parsed.country().code(), parsed.national()),
             region: id.map(|id| format!("{id:?}")),
         }
     }
@@ -163,21 +181,148 @@ fn region_of(code: u16, national: &str) -> Option<(&'static phonenumber::Metadat
     regions.into_iter().find_map(|region| {
         let meta = db.by_id(region)?;
         match meta.leading_digits() {
-            Some(leading) => leading
-                .find(national)
-                .is_some_and(|m| m.start() == 0)
-                .then_some((meta, false)),
+            Some(leading) => Compiled::starts(leading, national).then_some((meta, false)),
             None => has_a_type(meta, national).then_some((meta, true)),
         }
     })
 }
 
+/// `phonenumber::parse(None, s)` for a number in E.164 shape, with the
+/// region the crate would look up found here and passed in.
+///
+/// Without a region the crate finds one (`validator::source_for`, the rule
+/// of [`region_of`]) by testing the number against the patterns of each
+/// region its country code may belong to, through its cache of compiled
+/// regexes: about half of a new North American number's judgement
+/// (bench/HISTORY.md, "Fifty-fourth session"). Given the same region it
+/// parses as it would have, with one difference this function rules out
+/// first: a region's international dialling prefix (`idd`) is stripped
+/// from the front of the digits, which the crate does only when it was
+/// given the region, so a number whose digits begin with that prefix is
+/// parsed without one (no region's prefix begins a number of its own code
+/// in today's metadata; a test checks). Non-geographic codes (`001`),
+/// codes the crate does not know and numbers of no region are parsed
+/// without a region too: that is the crate's own lookup, as before.
+///
+/// With the parse, the region looked up for it, if one was.
+fn parse_e164(s: &str) -> (Option<phonenumber::PhoneNumber>, Option<LookedUp<'_>>) {
+    let looked_up = region_for_parse(s);
+    let parsed = phonenumber::parse(looked_up.as_ref().map(|l| l.id), s).ok();
+    (parsed, looked_up)
+}
+
+/// A region found by [`region_of`] for a parse ([`region_for_parse`]).
+struct LookedUp<'a> {
+    id: phonenumber::country::Id,
+    code: u16,
+    /// The national number it was found for.
+    national: &'a str,
+    region: (&'static phonenumber::Metadata, bool),
+}
+
+/// The region `phonenumber::parse(None, s)` would find for `s` (`+` and
+/// digits), where passing it leaves the parse as it was; `None` where it
+/// would not or where there is none to pass.
+fn region_for_parse(s: &str) -> Option<LookedUp<'_>> {
+    let db = &*phonenumber::metadata::DATABASE;
+    let digits = s.strip_prefix('+')?;
+    // The crate's `helper::country_code`: the first one to three digits
+    // that are a known country code.
+    let (code, national) = (1..=3.min(digits.len())).find_map(|len| {
+        let code: u16 = digits[..len].parse().ok()?;
+        db.by_code(&code).map(|_| (code, &digits[len..]))
+    })?;
+    // The crate looks the region up by the national number without its
+    // leading zeros (Italy's).
+    let national = national.trim_start_matches('0');
+    let region = region_of(code, national)?;
+    let meta = region.0;
+    let id: phonenumber::country::Id = meta.id().parse().ok()?;
+    if meta
+        .international_prefix()
+        .is_some_and(|idd| Compiled::starts(idd, digits))
+    {
+        return None;
+    }
+    Some(LookedUp {
+        id,
+        code,
+        national,
+        region,
+    })
+}
+
+/// The metadata's patterns compiled here, shared by every thread, keyed
+/// by the address of the crate's pattern (it lives in the crate's static
+/// metadata, so an address names one pattern for the life of the process).
+///
+/// The crate's own `CachedRegex` looks its regex up at every use in one
+/// cache for the process, behind a mutex, by the pattern's text, twice
+/// (SipHash over patterns up to kilobytes long): about 1,300 instructions
+/// a use, more than most of the searches themselves. Here a use is a read
+/// lock and a hash of one address.
+///
+/// *Invariant*: bounded: at `COMPILED_CAPACITY` patterns the table is
+/// emptied and refilled, as the crate's cache of 100 evicts, so numbers of
+/// every region cannot grow it without end.
+struct Compiled;
+
+const COMPILED_CAPACITY: usize = 256;
+
+type Table = std::sync::RwLock<HashMap<usize, regex::Regex, foldhash::fast::RandomState>>;
+
+impl Compiled {
+    fn table() -> &'static Table {
+        static TABLE: OnceLock<Table> = OnceLock::new();
+        TABLE.get_or_init(Default::default)
+    }
+
+    /// Whether `re` matches `text` at its start: the crate's use of its
+    /// patterns (`Descriptor::is_match`, the leading digits, the `idd`),
+    /// which asks whether the leftmost match starts at 0, that is whether
+    /// any match does. So the pattern is compiled anchored (`^(?:…)`), and
+    /// the search stops at the first character it cannot match there.
+    fn starts(re: &'static regex_cache::CachedRegex, text: &str) -> bool {
+        let key = std::ptr::from_ref(re) as usize;
+        if let Some(r) = Self::table().read().expect("pattern table").get(&key) {
+            return r.is_match(text);
+        }
+        // The crate compiled it with these options when it loaded the
+        // metadata (regex-cache's defaults, and whitespace ignored, so the
+        // group closes on a line of its own, after any comment).
+        let Ok(r) = regex::RegexBuilder::new(&format!("^(?:{}\n)", re.as_str()))
+            .ignore_whitespace(true)
+            .size_limit(10 << 20)
+            .dfa_size_limit(2 << 20)
+            .build()
+        else {
+            return re.find(text).is_some_and(|m| m.start() == 0);
+        };
+        let found = r.is_match(text);
+        let mut table = Self::table().write().expect("pattern table");
+        if table.len() >= COMPILED_CAPACITY {
+            table.clear();
+        }
+        table.insert(key, r);
+        found
+    }
+
+    /// The crate's `Descriptor::is_match`: a number of one of the
+    /// descriptor's lengths (when it lists any) that its pattern matches
+    /// from the start.
+    fn describes(d: &'static phonenumber::metadata::Descriptor, national: &str) -> bool {
+        let lengths = d.possible_length();
+        (lengths.is_empty() || u16::try_from(national.len()).is_ok_and(|n| lengths.contains(&n)))
+            && Self::starts(d.national_number(), national)
+    }
+}
+
 /// Whether the national number is of one of the region's types: what the
 /// crate's `validator::number_type` tells apart, asked only whether it is
 /// not `Unknown` (the general pattern, then any type's pattern).
-fn has_a_type(meta: &phonenumber::Metadata, national: &str) -> bool {
+fn has_a_type(meta: &'static phonenumber::Metadata, national: &str) -> bool {
     let d = meta.descriptors();
-    d.general().is_match(national) && types(d).any(|t| t.is_match(national))
+    Compiled::describes(d.general(), national) && types(d).any(|t| Compiled::describes(t, national))
 }
 
 /// A region's types, in the order `validator::number_type` tests them.
@@ -248,6 +393,11 @@ mod tests {
             let d = meta.descriptors();
             let kinds = std::iter::once(d.general()).chain(types(d));
             for example in kinds.filter_map(|k| k.example()) {
+                // With the region's trunk prefix kept in (`+44 0 20…`, a
+                // common mistake), which the crate's parse strips.
+                if let Some(prefix) = meta.national_prefix() {
+                    out.push(format!("+{}{prefix}{example}", meta.country_code()));
+                }
                 let full = format!("+{}{example}", meta.country_code());
                 let last = full.len() - 1;
                 let flipped = (full.as_bytes()[last] - b'0' + 5) % 10;
@@ -310,6 +460,87 @@ mod tests {
             (landline.as_str(), landline.region()),
             ("+390236618300", Some("IT"))
         );
+    }
+
+    #[test]
+    fn a_region_passed_in_parses_as_the_crates_own_lookup() {
+        let (mut passed, mut left) = (0, 0);
+        for s in sample() {
+            let region = region_for_parse(&s).map(|l| l.id);
+            match region {
+                Some(_) => passed += 1,
+                None => left += 1,
+            }
+            assert_eq!(
+                phonenumber::parse(region, &s).ok(),
+                phonenumber::parse(None, &s).ok(),
+                "{s} with {region:?}"
+            );
+        }
+        assert!(passed > 10_000, "{passed} passed a region");
+        assert!(left > 1_000, "{left} left to the crate's lookup");
+    }
+
+    /// What `region_for_parse`'s check of the dialling prefix guards
+    /// against does not occur in today's metadata: no region's `idd`
+    /// begins a number of its own country code, over every four digits
+    /// after the code. (If a later metadata has one, the check keeps such
+    /// numbers on the crate's own lookup; the sample above then compares it.)
+    #[test]
+    fn no_region_dials_out_with_its_own_country_code() {
+        let db = &*phonenumber::metadata::DATABASE;
+        let mut regions = 0;
+        for meta in db.iter() {
+            let Some(idd) = meta.international_prefix() else {
+                continue;
+            };
+            regions += 1;
+            for tail in 0..10_000 {
+                let digits = format!("{}{tail:04}23456789", meta.country_code());
+                assert!(!Compiled::starts(idd, &digits), "{} {digits}", meta.id());
+            }
+        }
+        assert!(regions > 200, "{regions} regions with an idd");
+    }
+
+    #[test]
+    fn the_compiled_patterns_match_as_the_crates_and_stay_bounded() {
+        let db = &*phonenumber::metadata::DATABASE;
+        let mut patterns = 0;
+        for meta in db.iter() {
+            let d = meta.descriptors();
+            for t in std::iter::once(d.general()).chain(types(d)) {
+                let example = t.example().unwrap_or("2015550123");
+                // Each example as it is, then with a digit before it or its
+                // first taken off: a pattern matches some of those later in
+                // the text but not at its start.
+                let texts = [
+                    example.to_owned(),
+                    format!("0{example}"),
+                    format!("1{example}"),
+                    format!("9{example}"),
+                    example[1..].to_owned(),
+                    "12015550123".to_owned(),
+                    "7".to_owned(),
+                ];
+                for example in texts.iter().map(String::as_str) {
+                    assert_eq!(
+                        Compiled::describes(t, example),
+                        t.is_match(example),
+                        "{} {example}",
+                        meta.id()
+                    );
+                    let re = t.national_number();
+                    assert_eq!(
+                        Compiled::starts(re, example),
+                        re.find(example).is_some_and(|m| m.start() == 0)
+                    );
+                }
+                patterns += 1;
+            }
+        }
+        assert!(patterns > 2 * COMPILED_CAPACITY, "{patterns} patterns");
+        assert!(Compiled::table().read().unwrap().len() <= COMPILED_CAPACITY);
     }
 
     #[test]
