@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 /// Numbers already judged, by their text. CRMs message the same contacts
 /// again and again, and libphonenumber's regexes were the largest single
@@ -225,12 +225,18 @@ struct LookedUp<'a> {
 /// would not or where there is none to pass.
 fn region_for_parse(s: &str) -> Option<LookedUp<'_>> {
     let db = &*phonenumber::metadata::DATABASE;
-    let digits = s.strip_prefix('+')?;
+    // Only ASCII digits are taken as they are: the crate's parse reads
+    // other forms too (other scripts' digits, letters, punctuation), which
+    // it normalizes first.
+    let digits = s
+        .strip_prefix('+')
+        .filter(|d| d.bytes().all(|b| b.is_ascii_digit()))?;
     // The crate's `helper::country_code`: the first one to three digits
     // that are a known country code.
-    let (code, national) = (1..=3.min(digits.len())).find_map(|len| {
-        let code: u16 = digits[..len].parse().ok()?;
-        db.by_code(&code).map(|_| (code, &digits[len..]))
+    let (code, national) = (1..=3).find_map(|len| {
+        let code: u16 = digits.get(..len)?.parse().ok()?;
+        db.by_code(&code)?;
+        Some((code, digits.get(len..)?))
     })?;
     // The crate looks the region up by the national number without its
     // leading zeros (Italy's).
@@ -284,7 +290,15 @@ impl Compiled {
     /// the search stops at the first character it cannot match there.
     fn starts(re: &'static regex_cache::CachedRegex, text: &str) -> bool {
         let key = std::ptr::from_ref(re) as usize;
-        if let Some(r) = Self::table().read().expect("pattern table").get(&key) {
+        // A panic elsewhere while the lock was held leaves no half-made
+        // entry (an insert or a clear is whole), so a poisoned lock is used
+        // as it is.
+        let table = Self::table();
+        if let Some(r) = table
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+        {
             return r.is_match(text);
         }
         // The crate compiled it with these options when it loaded the
@@ -299,7 +313,7 @@ impl Compiled {
             return re.find(text).is_some_and(|m| m.start() == 0);
         };
         let found = r.is_match(text);
-        let mut table = Self::table().write().expect("pattern table");
+        let mut table = table.write().unwrap_or_else(PoisonError::into_inner);
         if table.len() >= COMPILED_CAPACITY {
             table.clear();
         }
@@ -573,6 +587,26 @@ mod tests {
             PhoneNumber::parse("+14155550123").unwrap().region(),
             Some("US")
         );
+    }
+
+    #[test]
+    fn a_region_is_looked_up_for_e164_digits_only() {
+        for odd in [
+            "",
+            "+",
+            "+1",
+            "+١٤١٥٥٥٥٠١٢٣",
+            "+1٤١٥٥٥٥٠١٢٣",
+            "+44é",
+            "14155550123",
+        ] {
+            assert!(region_for_parse(odd).is_none(), "{odd}");
+            assert_eq!(
+                parse_e164(odd).0,
+                phonenumber::parse(None, odd).ok(),
+                "{odd}"
+            );
+        }
     }
 
     #[test]
