@@ -227,10 +227,11 @@ fn region_for_parse(s: &str) -> Option<LookedUp<'_>> {
     let db = &*phonenumber::metadata::DATABASE;
     // Only ASCII digits are taken as they are: the crate's parse reads
     // other forms too (other scripts' digits, letters, punctuation), which
-    // it normalizes first.
+    // it normalizes first. No country code begins with 0 (the crate
+    // refuses such a number before it looks a region up).
     let digits = s
         .strip_prefix('+')
-        .filter(|d| d.bytes().all(|b| b.is_ascii_digit()))?;
+        .filter(|d| !d.starts_with('0') && d.bytes().all(|b| b.is_ascii_digit()))?;
     // The crate's `helper::country_code`: the first one to three digits
     // that are a known country code.
     let (code, national) = (1..=3).find_map(|len| {
@@ -595,6 +596,8 @@ mod tests {
             "",
             "+",
             "+1",
+            "+0",
+            "+014155550123",
             "+١٤١٥٥٥٥٠١٢٣",
             "+1٤١٥٥٥٥٠١٢٣",
             "+44é",
