@@ -733,9 +733,8 @@ fn writer_loop(
 ) {
     // SQLite: this thread's statements, writes and reads, bind their texts
     // where they are (`switchboard_walvfs::statements`), on statements
-    // finalized when the
-    // loop ends, before the connection is dropped. (A SQLite connection is
-    // never replaced: `reconnect` is PostgreSQL's.)
+    // finalized when the loop ends, before the connection is dropped. (A
+    // SQLite connection is never replaced: `reconnect` is PostgreSQL's.)
     let _static_binds = match &conn {
         Conn::Lite(c) => Some(switchboard_walvfs::statements::StaticBinds::on(c)),
         Conn::Pg(_) => None,
