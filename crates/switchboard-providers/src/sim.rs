@@ -452,12 +452,15 @@ impl SimProvider {
                 })?
                 .collect::<Result<_, _>>()?
             };
-            {
-                let mut take = tx.prepare_cached("UPDATE sim_receipts SET due_at = ?1 WHERE id = ?2")?;
+            if !due.is_empty() {
+                // The same receipts as the read above (the same query in the
+                // same immediate transaction), taken in one statement.
                 let until = now.plus(Duration::from_secs(30)).as_millis();
-                for r in &due {
-                    take.execute(params![until, r.id])?;
-                }
+                tx.prepare_cached(
+                    "UPDATE sim_receipts SET due_at = ?3 WHERE id IN
+                         (SELECT id FROM sim_receipts WHERE reported = 0 AND due_at <= ?1 ORDER BY due_at, id LIMIT ?2)",
+                )?
+                .execute(params![now.as_millis(), limit as i64, until])?;
             }
             tx.commit()?;
             Ok(due)
@@ -481,15 +484,14 @@ impl SimProvider {
     /// Marks receipts as handed to Switchboard.
     pub async fn mark_reported(&self, ids: Vec<i64>) -> Result<(), rusqlite::Error> {
         self.with_ledger(move |c| {
-            let tx = c.transaction()?;
-            {
-                let mut mark =
-                    tx.prepare_cached("UPDATE sim_receipts SET reported = 1 WHERE id = ?1")?;
-                for id in ids {
-                    mark.execute([id])?;
-                }
-            }
-            tx.commit()
+            // One statement for the whole callback's receipts, their ids
+            // as a JSON array.
+            let list = serde_json::to_string(&ids).expect("integers serialize");
+            c.prepare_cached(
+                "UPDATE sim_receipts SET reported = 1 WHERE id IN (SELECT value FROM json_each(?1))",
+            )?
+            .execute([list])
+            .map(|_| ())
         })
         .await
     }
@@ -512,25 +514,34 @@ impl SimProvider {
             &req.idempotency_key.replace('_', "").to_lowercase()
         );
         // A first call that the behaviour accepts is stored accepted at
-        // once (one statement, where an insert and an update were two).
+        // once (one statement, where an insert and an update were two). The
+        // first call is a plain insert: an upsert with `RETURNING` made
+        // SQLite open and free a temporary B-tree for its answer on every
+        // send. Only a later call for the same key reads its row back.
         let accepted_at_once = behaviour.accepts_call(1);
-        let (calls, existing): (u32, Option<String>) = tx
+        let inserted = tx
             .prepare_cached(
                 "INSERT INTO sim_sends (key, to_phone, calls, provider_message_id, accepted_at)
                  VALUES (?1, ?2, 1, ?3, ?4)
-             ON CONFLICT (key) DO UPDATE SET calls = calls + 1,
-                 calls_after_accept = calls_after_accept + (provider_message_id IS NOT NULL)
-             RETURNING calls, provider_message_id",
+             ON CONFLICT (key) DO NOTHING",
             )?
-            .query_row(
-                params![
-                    req.idempotency_key,
-                    req.to,
-                    accepted_at_once.then_some(pmid.as_str()),
-                    accepted_at_once.then_some(now.as_millis()),
-                ],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
+            .execute(params![
+                req.idempotency_key,
+                req.to,
+                accepted_at_once.then_some(pmid.as_str()),
+                accepted_at_once.then_some(now.as_millis()),
+            ])?;
+        let (calls, existing): (u32, Option<String>) = if inserted == 1 {
+            (1, accepted_at_once.then(|| pmid.clone()))
+        } else {
+            tx.prepare_cached(
+                "UPDATE sim_sends SET calls = calls + 1,
+                     calls_after_accept = calls_after_accept + (provider_message_id IS NOT NULL)
+                 WHERE key = ?1
+                 RETURNING calls, provider_message_id",
+            )?
+            .query_row(params![req.idempotency_key], |r| Ok((r.get(0)?, r.get(1)?)))?
+        };
         if let Some(existing) = existing {
             if calls == 1 {
                 // Accepted by this first call: its receipts follow.
@@ -1055,6 +1066,60 @@ mod tests {
             assert_eq!(calls, 6, "{to}");
             assert_eq!(after, first.map_or(0, |n| 6 - n), "{to}");
         }
+    }
+
+    /// Due receipts are handed out oldest first, at most `limit`, and each
+    /// is taken for 30 s: a second pass does not see it, a pass after that
+    /// does unless it was marked reported. Marking leaves the others due.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn due_receipts_are_taken_for_a_while_and_marked_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = sim(&dir);
+        {
+            let c = sim.ledger.lock().unwrap();
+            // Eight receipts due at 1,000 to 8,000 ms, inserted out of order,
+            // one already reported and one due only later.
+            for (id, due, reported) in [
+                (5, 5_000, 0),
+                (1, 1_000, 0),
+                (3, 3_000, 1),
+                (2, 2_000, 0),
+                (4, 4_000, 0),
+                (6, 6_000, 0),
+                (7, 7_000, 0),
+                (8, 900_000, 0),
+            ] {
+                c.execute(
+                    "INSERT INTO sim_receipts (id, provider_message_id, kind, due_at, reported)
+                     VALUES (?1, 'SIMx', 'delivered', ?2, ?3)",
+                    params![id, due, reported],
+                )
+                .unwrap();
+            }
+        }
+        let ids = |r: &[SimReceipt]| r.iter().map(|r| r.id).collect::<Vec<_>>();
+        let now = Timestamp::from_millis(10_000);
+        let first = sim.due_receipts(now, 3).await.unwrap();
+        assert_eq!(ids(&first), [1, 2, 4]);
+        // Each keeps the time it fell due, not the time it was taken until.
+        assert_eq!(first[1].due_at, Timestamp::from_millis(2_000));
+        // Taken: the next pass at the same moment gets the rest.
+        assert_eq!(ids(&sim.due_receipts(now, 100).await.unwrap()), [5, 6, 7]);
+        assert!(sim.due_receipts(now, 100).await.unwrap().is_empty());
+        // Two of the first three reported (an id repeated and one unknown
+        // change nothing else); after 30 s the third falls due again, and
+        // so do the three of the second pass, all taken until the same
+        // moment (so in id order).
+        sim.mark_reported(vec![1, 4, 4, 99]).await.unwrap();
+        let later = now.plus(Duration::from_secs(31));
+        assert_eq!(
+            ids(&sim.due_receipts(later, 100).await.unwrap()),
+            [2, 5, 6, 7]
+        );
+        sim.mark_reported(vec![2, 5, 6, 7]).await.unwrap();
+        sim.mark_reported(Vec::new()).await.unwrap();
+        let much_later = now.plus(Duration::from_secs(3600));
+        assert_eq!(ids(&sim.due_receipts(much_later, 100).await.unwrap()), [8]);
     }
 
     #[test]
