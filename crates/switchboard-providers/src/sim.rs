@@ -452,15 +452,12 @@ impl SimProvider {
                 })?
                 .collect::<Result<_, _>>()?
             };
-            if !due.is_empty() {
-                // The same receipts as the read above (the same query in the
-                // same immediate transaction), taken in one statement.
+            {
+                let mut take = tx.prepare_cached("UPDATE sim_receipts SET due_at = ?1 WHERE id = ?2")?;
                 let until = now.plus(Duration::from_secs(30)).as_millis();
-                tx.prepare_cached(
-                    "UPDATE sim_receipts SET due_at = ?3 WHERE id IN
-                         (SELECT id FROM sim_receipts WHERE reported = 0 AND due_at <= ?1 ORDER BY due_at, id LIMIT ?2)",
-                )?
-                .execute(params![now.as_millis(), limit as i64, until])?;
+                for r in &due {
+                    take.execute(params![until, r.id])?;
+                }
             }
             tx.commit()?;
             Ok(due)
@@ -484,14 +481,15 @@ impl SimProvider {
     /// Marks receipts as handed to Switchboard.
     pub async fn mark_reported(&self, ids: Vec<i64>) -> Result<(), rusqlite::Error> {
         self.with_ledger(move |c| {
-            // One statement for the whole callback's receipts, their ids
-            // as a JSON array.
-            let list = serde_json::to_string(&ids).expect("integers serialize");
-            c.prepare_cached(
-                "UPDATE sim_receipts SET reported = 1 WHERE id IN (SELECT value FROM json_each(?1))",
-            )?
-            .execute([list])
-            .map(|_| ())
+            let tx = c.transaction()?;
+            {
+                let mut mark =
+                    tx.prepare_cached("UPDATE sim_receipts SET reported = 1 WHERE id = ?1")?;
+                for id in ids {
+                    mark.execute([id])?;
+                }
+            }
+            tx.commit()
         })
         .await
     }
@@ -1077,8 +1075,8 @@ mod tests {
         let sim = sim(&dir);
         {
             let c = sim.ledger.lock().unwrap();
-            // Eight receipts due at 1,000 to 8,000 ms, inserted out of order,
-            // one already reported and one due only later.
+            // Eight receipts, inserted out of order: seven due by 7,000 ms
+            // (one of them already reported) and one due much later.
             for (id, due, reported) in [
                 (5, 5_000, 0),
                 (1, 1_000, 0),
