@@ -512,10 +512,10 @@ impl SimProvider {
             &req.idempotency_key.replace('_', "").to_lowercase()
         );
         // A first call that the behaviour accepts is stored accepted at
-        // once (one statement, where an insert and an update were two). The
-        // first call is a plain insert: an upsert with `RETURNING` made
-        // SQLite open and free a temporary B-tree for its answer on every
-        // send. Only a later call for the same key reads its row back.
+        // once, by the insert itself. It is a plain insert that reads
+        // nothing back: an upsert with `RETURNING` made SQLite open and free
+        // a temporary B-tree for its answer at every send. Only a repeated
+        // call (nothing inserted) reads its row, as it counts itself.
         let accepted_at_once = behaviour.accepts_call(1);
         let inserted = tx
             .prepare_cached(
