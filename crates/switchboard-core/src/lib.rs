@@ -10,6 +10,7 @@
 pub mod clock;
 pub mod error_class;
 pub mod ids;
+pub mod json_text;
 pub mod keywords;
 pub mod message;
 pub mod netpolicy;

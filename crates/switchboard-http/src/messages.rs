@@ -118,6 +118,30 @@ impl From<Accepted> for AcceptedResponse {
     }
 }
 
+impl AcceptedResponse {
+    /// The 202's body: what serde_json writes for this struct (its fields
+    /// in the order declared), written by hand (`switchboard_core::json_text`;
+    /// a test holds the two together).
+    fn json(&self) -> String {
+        use switchboard_core::json_text::{push_int, push_opt_str, push_str};
+        let mut out = String::with_capacity(160);
+        out.push_str("{\"id\":");
+        push_str(&mut out, &self.id);
+        out.push_str(",\"status\":");
+        push_str(&mut out, &self.status);
+        out.push_str(",\"client_ref\":");
+        push_opt_str(&mut out, self.client_ref.as_deref());
+        out.push_str(",\"segments\":");
+        push_int(&mut out, i64::from(self.segments));
+        out.push_str(",\"encoding\":");
+        push_str(&mut out, &self.encoding);
+        out.push_str(",\"created_at\":");
+        push_str(&mut out, &self.created_at);
+        out.push('}');
+        out
+    }
+}
+
 /// One timeline entry.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EventResponse {
@@ -458,7 +482,11 @@ async fn accept(
     body: &Value,
 ) -> Result<Response, ApiError> {
     let (accepted, replayed) = submit_json(state, ctx, idempotency_header(headers)?, body).await?;
-    let mut resp = (StatusCode::ACCEPTED, Json(accepted)).into_response();
+    let json = [(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    )];
+    let mut resp = (StatusCode::ACCEPTED, json, accepted.json()).into_response();
     if replayed {
         resp.headers_mut()
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
@@ -686,6 +714,29 @@ pub async fn cancel(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_202_written_by_hand_is_what_serde_json_writes() {
+        for (client_ref, segments) in [
+            (None, 1),
+            (Some("crm-77"), 10),
+            (
+                Some("quote \" backslash \\ nl \n ctl \u{1} del \u{7f} ✓ 🎉"),
+                u32::MAX,
+            ),
+            (Some(""), 0),
+        ] {
+            let a = AcceptedResponse {
+                id: "msg_01JD0000000000000000000000".into(),
+                status: "queued".into(),
+                client_ref: client_ref.map(str::to_owned),
+                segments,
+                encoding: "UCS-2".into(),
+                created_at: "2026-12-06T19:53:26.123Z".into(),
+            };
+            assert_eq!(a.json(), serde_json::to_string(&a).unwrap());
+        }
+    }
 
     #[test]
     fn the_request_hash_ignores_field_order_and_the_key() {

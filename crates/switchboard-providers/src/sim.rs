@@ -27,6 +27,7 @@
 //! under a secret made fresh by every process. A receipt is marked reported
 //! only after a 2xx; otherwise it is posted again.
 
+use std::borrow::Cow;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,6 +37,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use switchboard_core::{Clock, ErrorClass, Timestamp};
 
 use hmac::{Hmac, Mac};
+use serde_json::value::RawValue;
 use sha2::Sha256;
 use switchboard_core::ReceiptKind;
 
@@ -388,20 +390,27 @@ impl SimProvider {
         })
     }
 
-    /// The body of a receipt callback, as the simulator's network sends it.
+    /// The body of a receipt callback, as the simulator's network sends it:
+    /// `{"receipts":[{"at","id","status"}…]}`, written by hand as
+    /// serde_json writes the same `Value` (a test holds the two together).
     pub fn callback_body(receipts: &[SimReceipt]) -> Vec<u8> {
-        let items: Vec<serde_json::Value> = receipts
-            .iter()
-            .map(|r| {
-                serde_json::json!({
-                    "id": r.provider_message_id,
-                    "status": r.kind,
-                    "at": r.due_at.to_rfc3339(),
-                })
-            })
-            .collect();
-        serde_json::to_vec(&serde_json::json!({ "receipts": items }))
-            .expect("JSON values serialize")
+        use switchboard_core::json_text::push_str;
+        let mut out = String::with_capacity(16 + receipts.len() * 96);
+        out.push_str("{\"receipts\":[");
+        for (i, r) in receipts.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str("{\"at\":");
+            push_str(&mut out, &r.due_at.to_rfc3339());
+            out.push_str(",\"id\":");
+            push_str(&mut out, &r.provider_message_id);
+            out.push_str(",\"status\":");
+            push_str(&mut out, &r.kind);
+            out.push('}');
+        }
+        out.push_str("]}");
+        out.into_bytes()
     }
 
     /// The `X-Sim-Signature` header for `body` sent at `at`:
@@ -678,29 +687,42 @@ impl CallbackHandler for SimProvider {
             return Err(forbidden("the signature's time is too far from now"));
         }
         let malformed = |m: String| CallbackError::Malformed(m);
-        let doc: serde_json::Value = serde_json::from_slice(req.body)
-            .map_err(|e| malformed(format!("the body is not JSON: {e}")))?;
-        let empty = Vec::new();
-        let list = match doc.get("receipts") {
-            None => &empty,
-            Some(v) => v
-                .as_array()
-                .ok_or_else(|| malformed("`receipts` must be an array".into()))?,
-        };
-        let inbound = match doc.get("inbound") {
-            None => &empty,
-            Some(v) => v
-                .as_array()
-                .ok_or_else(|| malformed("`inbound` must be an array".into()))?,
-        };
+        // A derived struct would also read an array as its fields in order.
+        if !req.body.trim_ascii_start().starts_with(b"{") {
+            return Err(malformed(
+                match serde_json::from_slice::<serde::de::IgnoredAny>(req.body) {
+                    Ok(_) => "the body must be a JSON object with `receipts` or `inbound` arrays"
+                        .to_owned(),
+                    Err(e) => format!("the body is not JSON: {e}"),
+                },
+            ));
+        }
+        let doc: CallbackDoc<'_> = serde_json::from_slice(req.body).map_err(|e| {
+            malformed(if e.is_data() {
+                format!("the body must be a JSON object with `receipts` or `inbound` arrays: {e}")
+            } else {
+                format!("the body is not JSON: {e}")
+            })
+        })?;
+        fn items<'a>(
+            list: Option<&'a RawValue>,
+            name: &str,
+        ) -> Result<Vec<&'a RawValue>, CallbackError> {
+            match list {
+                None => Ok(Vec::new()),
+                Some(raw) => serde_json::from_str(raw.get())
+                    .map_err(|_| CallbackError::Malformed(format!("`{name}` must be an array"))),
+            }
+        }
+        let list = items(doc.receipts, "receipts")?;
+        let inbound = items(doc.inbound, "inbound")?;
         if list.len() + inbound.len() > MAX_CALLBACK_RECEIPTS {
             return Err(malformed(format!(
                 "at most {MAX_CALLBACK_RECEIPTS} items per callback"
             )));
         }
-        let text = |v: &serde_json::Value, i: usize, f: &str, max: usize| {
-            v.get(f)
-                .and_then(serde_json::Value::as_str)
+        let text = |v: &Option<Cow<'_, str>>, i: usize, f: &str, max: usize| {
+            v.as_deref()
                 .filter(|s| !s.is_empty() && s.chars().count() <= max)
                 .map(str::to_owned)
                 .ok_or_else(|| {
@@ -709,31 +731,28 @@ impl CallbackHandler for SimProvider {
                     ))
                 })
         };
-        let inbound = inbound.iter().enumerate().map(|(i, m)| {
+        let inbound = inbound.iter().enumerate().map(|(i, raw)| {
+            let m: SimInbound<'_> = item(raw, "inbound", i)?;
             Ok(CallbackItem::Inbound(InboundItem {
-                from: text(m, i, "from", 32)?,
-                to: text(m, i, "to", 64)?,
-                channel: m
-                    .get("channel")
-                    .and_then(serde_json::Value::as_str)
-                    .unwrap_or("sms")
-                    .to_owned(),
-                text: text(m, i, "text", 1600)?,
+                from: text(&m.from, i, "from", 32)?,
+                to: text(&m.to, i, "to", 64)?,
+                channel: m.channel.as_deref().unwrap_or("sms").to_owned(),
+                text: text(&m.text, i, "text", 1600)?,
                 media_urls: Vec::new(),
-                provider_message_id: Some(text(m, i, "id", 200)?),
+                provider_message_id: Some(text(&m.id, i, "id", 200)?),
             }))
         });
         list.iter()
             .enumerate()
-            .map(|(i, r)| {
-                let id = r
-                    .get("id")
-                    .and_then(serde_json::Value::as_str)
-                    .filter(|id| !id.is_empty() && id.len() <= 200)
-                    .ok_or_else(|| malformed(format!("receipts[{i}].id must be a string")))?;
+            .map(|(i, raw)| {
+                let r: SimReceiptItem<'_> = item(raw, "receipts", i)?;
+                let id =
+                    r.id.as_deref()
+                        .filter(|id| !id.is_empty() && id.len() <= 200)
+                        .ok_or_else(|| malformed(format!("receipts[{i}].id must be a string")))?;
                 let kind = r
-                    .get("status")
-                    .and_then(serde_json::Value::as_str)
+                    .status
+                    .as_deref()
                     .and_then(ReceiptKind::parse)
                     .ok_or_else(|| {
                         malformed(format!(
@@ -744,12 +763,71 @@ impl CallbackHandler for SimProvider {
                     provider_message_id: id.to_owned(),
                     kind,
                     error_code: None,
-                    raw: r.to_string(),
+                    // The item as it was sent: the simulator's own are
+                    // compact with their keys in order, as serde_json
+                    // writes them.
+                    raw: raw.get().to_owned(),
                 })
             })
             .chain(inbound)
             .collect()
     }
+}
+
+/// A simulator callback's body. Each list is kept as its text until it is
+/// read as an array, and each item as its text, which a receipt keeps as
+/// it came (`CallbackItem::Receipt::raw`): the callback is not parsed into
+/// a `Value` and written out again. A field given twice is refused, as
+/// is a body that is not an object.
+#[derive(serde::Deserialize)]
+struct CallbackDoc<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    receipts: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    inbound: Option<&'a RawValue>,
+}
+
+/// The `i`th item of the list `name`, which must be an object (a derived
+/// struct would also read an array as its fields in order).
+fn item<'a, T: serde::Deserialize<'a>>(
+    raw: &'a RawValue,
+    name: &str,
+    i: usize,
+) -> Result<T, CallbackError> {
+    let malformed = |m: String| CallbackError::Malformed(m);
+    if !raw.get().starts_with('{') {
+        return Err(malformed(format!("{name}[{i}] must be an object")));
+    }
+    serde_json::from_str(raw.get()).map_err(|e| malformed(format!("{name}[{i}]: {e}")))
+}
+
+/// A field that is there, `null` included (which is then not an array).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    serde::Deserialize::deserialize(d).map(Some)
+}
+
+/// A receipt in a simulator callback; other fields (`at`) are ignored.
+#[derive(serde::Deserialize)]
+struct SimReceiptItem<'a> {
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    status: Option<Cow<'a, str>>,
+}
+
+/// An inbound message in a simulator callback.
+#[derive(serde::Deserialize)]
+struct SimInbound<'a> {
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    from: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    to: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    channel: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
 }
 
 #[cfg(test)]
@@ -998,6 +1076,121 @@ mod tests {
         let big = SimProvider::callback_body(&many);
         let r = open(&sim, &big, &sim.sign_callback(&big, now), now);
         assert!(matches!(r, Err(CallbackError::Malformed(_))), "{r:?}");
+    }
+
+    #[test]
+    fn callback_bodies_are_what_serde_json_writes_and_items_are_kept_as_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = sim(&dir);
+        let now = Timestamp::from_millis(1_790_000_000_123);
+        let receipts: Vec<SimReceipt> = ["delivered", "read", "undelivered"]
+            .iter()
+            .enumerate()
+            .map(|(i, kind)| SimReceipt {
+                id: i as i64,
+                provider_message_id: format!("SIM{i}-\"odd\"\\\n"),
+                kind: (*kind).into(),
+                due_at: now.plus(Duration::from_millis(i as u64)),
+            })
+            .collect();
+        for n in [0, 1, 3] {
+            let list = &receipts[..n];
+            let body = SimProvider::callback_body(list);
+            let items: Vec<serde_json::Value> = list
+                .iter()
+                .map(|r| {
+                    serde_json::json!({"id": r.provider_message_id, "status": r.kind, "at": r.due_at.to_rfc3339()})
+                })
+                .collect();
+            let value = serde_json::json!({ "receipts": items });
+            assert_eq!(body, serde_json::to_vec(&value).unwrap());
+            // Read back: each receipt keeps its item's text, which is the
+            // item's JSON as serde_json writes it.
+            let opened = open(&sim, &body, &sim.sign_callback(&body, now), now).unwrap();
+            assert_eq!(opened.len(), n);
+            for (item, (r, v)) in opened.iter().zip(list.iter().zip(&items)) {
+                let CallbackItem::Receipt {
+                    provider_message_id,
+                    raw,
+                    ..
+                } = item
+                else {
+                    panic!("{item:?}");
+                };
+                assert_eq!(provider_message_id, &r.provider_message_id);
+                assert_eq!(raw, &v.to_string());
+            }
+        }
+        // A hand-written callback's item is kept as it was sent, spacing
+        // and unknown fields included; an escaped id is read unescaped.
+        let body = br#"{"receipts": [ {"status": "read",  "id": "SIM\u0031", "carrier": {"x": [1]}} ], "extra": 1}"#;
+        let items = open(&sim, body, &sim.sign_callback(body, now), now).unwrap();
+        assert!(
+            matches!(
+                &items[..],
+                [CallbackItem::Receipt { provider_message_id, kind: ReceiptKind::Read, raw, .. }]
+                    if provider_message_id == "SIM1"
+                        && raw == r#"{"status": "read",  "id": "SIM\u0031", "carrier": {"x": [1]}}"#
+            ),
+            "{items:?}"
+        );
+        // Empty lists, or none, are an empty callback.
+        for body in [&br#"{}"#[..], br#"{"receipts": [], "inbound": []}"#] {
+            assert_eq!(
+                open(&sim, body, &sim.sign_callback(body, now), now).unwrap(),
+                []
+            );
+        }
+        // Bodies that are JSON but not a callback, and items that are not
+        // receipts or messages: each a clear refusal that names the part.
+        for (bad, says) in [
+            (&br#"[{"id": "SIM1", "status": "read"}]"#[..], "must be a JSON object"),
+            (br#""receipts""#, "must be a JSON object"),
+            (br#"null"#, "must be a JSON object"),
+            (br#"{"receipts": null}"#, "`receipts` must be an array"),
+            (br#"{"inbound": "hi"}"#, "`inbound` must be an array"),
+            (
+                br#"{"receipts": [], "receipts": [{"id": "SIM1", "status": "read"}]}"#,
+                "duplicate field `receipts`",
+            ),
+            (br#"{"receipts": ["SIM1"]}"#, "receipts[0] must be an object"),
+            (br#"{"receipts": [["SIM1", "read"]]}"#, "receipts[0] must be an object"),
+            (
+                br#"{"receipts": [{"id": "SIM1", "status": "read"}, {"id": "SIM2", "id": "SIM3", "status": "read"}]}"#,
+                "receipts[1]: duplicate field `id`",
+            ),
+            (br#"{"receipts": [{"id": "SIM1"}]}"#, "receipts[0].status must be"),
+            (br#"{"receipts": [{"id": null, "status": "read"}]}"#, "receipts[0].id must be a string"),
+            (br#"{"inbound": [7]}"#, "inbound[0] must be an object"),
+            (
+                br#"{"inbound": [{"id": "x", "from": "+14155550100", "to": "SIM", "text": "hi", "channel": 5}]}"#,
+                "inbound[0]: invalid type",
+            ),
+            (br#"{"receipts": [{"id": "SIM1", "status": "read"}"#, "the body is not JSON"),
+            (br#"[{"id": "SIM1""#, "the body is not JSON"),
+            (b"", "the body is not JSON"),
+        ] {
+            match open(&sim, bad, &sim.sign_callback(bad, now), now) {
+                Err(CallbackError::Malformed(m)) => {
+                    assert!(m.contains(says), "{}: {m}", String::from_utf8_lossy(bad))
+                }
+                r => panic!("{}: {r:?}", String::from_utf8_lossy(bad)),
+            }
+        }
+        // An inbound message's fields, and its channel by default.
+        let body = br#"{"inbound": [{"id": "SIMin1", "from": "+14155550100", "to": "Switchboard", "text": "Stop \"now\""}]}"#;
+        let items = open(&sim, body, &sim.sign_callback(body, now), now).unwrap();
+        assert_eq!(
+            items,
+            [CallbackItem::Inbound(InboundItem {
+                from: "+14155550100".into(),
+                to: "Switchboard".into(),
+                channel: "sms".into(),
+                text: "Stop \"now\"".into(),
+                media_urls: Vec::new(),
+                provider_message_id: Some("SIMin1".into()),
+            })]
+        );
     }
 
     /// Each behaviour, called again and again for one send: accepted

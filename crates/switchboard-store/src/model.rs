@@ -700,55 +700,66 @@ struct MessageEventData {
 }
 
 impl MessageEventData {
-    /// Written straight from the row's values: the fields are declared in
-    /// key order, so the text is what the same data as a `Value` object
-    /// writes (a test holds the two together).
+    /// Written by hand from the row's values, in key order, so the text is
+    /// what the same data as a `Value` object writes (a test holds the two
+    /// together): a derived `Serialize` escaped every key again for every
+    /// event (`switchboard_core::json_text`).
     fn write(&self) -> String {
-        #[derive(serde::Serialize)]
-        struct MessageData<'a> {
-            body: &'a str,
-            category: &'a str,
-            channel: &'a str,
-            client_ref: Option<&'a str>,
-            created_at: String,
-            detail: Option<&'a str>,
-            encoding: &'a str,
-            error_code: Option<&'a str>,
-            from: Option<&'a str>,
-            id: &'a str,
-            media_urls: &'a [String],
-            metadata: Option<&'a Map<String, Value>>,
-            object: &'static str,
-            priority: &'static str,
-            provider_id: Option<&'a str>,
-            provider_message_id: Option<&'a str>,
-            segments: i64,
-            status: &'a str,
-            to: &'a str,
-        }
+        use switchboard_core::json_text::{push_int, push_opt_str, push_str};
         let m = &self.message;
-        serde_json::to_string(&MessageData {
-            body: &m.body,
-            category: &m.category,
-            channel: &m.channel,
-            client_ref: m.client_ref.as_deref(),
-            created_at: Timestamp::from_millis(m.created_at).to_rfc3339(),
-            detail: self.detail.as_deref(),
-            encoding: &m.encoding,
-            error_code: self.error_code.as_deref(),
-            from: m.from.as_deref(),
-            id: &m.id,
-            media_urls: &m.media_urls,
-            metadata: m.metadata.as_ref(),
-            object: "message",
-            priority: if m.priority > 0 { "high" } else { "normal" },
-            provider_id: m.provider_id.as_deref(),
-            provider_message_id: m.provider_message_id.as_deref(),
-            segments: m.segments,
-            status: &self.status,
-            to: &m.to,
-        })
-        .expect("message data serializes")
+        let mut out = String::with_capacity(448 + m.body.len());
+        out.push_str("{\"body\":");
+        push_str(&mut out, &m.body);
+        out.push_str(",\"category\":");
+        push_str(&mut out, &m.category);
+        out.push_str(",\"channel\":");
+        push_str(&mut out, &m.channel);
+        out.push_str(",\"client_ref\":");
+        push_opt_str(&mut out, m.client_ref.as_deref());
+        out.push_str(",\"created_at\":");
+        push_str(&mut out, &Timestamp::from_millis(m.created_at).to_rfc3339());
+        out.push_str(",\"detail\":");
+        push_opt_str(&mut out, self.detail.as_deref());
+        out.push_str(",\"encoding\":");
+        push_str(&mut out, &m.encoding);
+        out.push_str(",\"error_code\":");
+        push_opt_str(&mut out, self.error_code.as_deref());
+        out.push_str(",\"from\":");
+        push_opt_str(&mut out, m.from.as_deref());
+        out.push_str(",\"id\":");
+        push_str(&mut out, &m.id);
+        out.push_str(",\"media_urls\":[");
+        for (i, url) in m.media_urls.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            push_str(&mut out, url);
+        }
+        out.push_str("],\"metadata\":");
+        match &m.metadata {
+            Some(map) => {
+                out.push_str(&serde_json::to_string(map).expect("a JSON object serializes"))
+            }
+            None => out.push_str("null"),
+        }
+        out.push_str(",\"object\":\"message\",\"priority\":");
+        out.push_str(if m.priority > 0 {
+            "\"high\""
+        } else {
+            "\"normal\""
+        });
+        out.push_str(",\"provider_id\":");
+        push_opt_str(&mut out, m.provider_id.as_deref());
+        out.push_str(",\"provider_message_id\":");
+        push_opt_str(&mut out, m.provider_message_id.as_deref());
+        out.push_str(",\"segments\":");
+        push_int(&mut out, m.segments);
+        out.push_str(",\"status\":");
+        push_str(&mut out, &self.status);
+        out.push_str(",\"to\":");
+        push_str(&mut out, &m.to);
+        out.push('}');
+        out
     }
 }
 

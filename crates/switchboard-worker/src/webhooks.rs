@@ -163,21 +163,23 @@ fn envelope_value(event: &WebhookEvent, endpoint_id: &str) -> Value {
 /// order), with the event's data copied in as the text it already is
 /// (`EventData`).
 fn envelope_json(event: &WebhookEvent, endpoint_id: &str) -> Vec<u8> {
+    use switchboard_core::json_text::push_str;
     let data = event.data.json();
-    let mut out = Vec::with_capacity(data.len() + 192);
-    let field = |out: &mut Vec<u8>, head: &[u8], text: &str| {
-        out.extend_from_slice(head);
-        serde_json::to_writer(&mut *out, text).expect("strings serialize");
-    };
-    field(&mut out, b"{\"account_id\":", event.workspace_id.as_str());
-    out.extend_from_slice(b",\"data\":");
-    out.extend_from_slice(data.as_bytes());
-    field(&mut out, b",\"event\":", &event.event_type);
-    field(&mut out, b",\"id\":", &event.id);
-    field(&mut out, b",\"timestamp\":", &event.created_at.to_rfc3339());
-    field(&mut out, b",\"webhook_id\":", endpoint_id);
-    out.push(b'}');
-    out
+    let mut out = String::with_capacity(data.len() + 192);
+    out.push_str("{\"account_id\":");
+    push_str(&mut out, event.workspace_id.as_str());
+    out.push_str(",\"data\":");
+    out.push_str(data);
+    out.push_str(",\"event\":");
+    push_str(&mut out, &event.event_type);
+    out.push_str(",\"id\":");
+    push_str(&mut out, &event.id);
+    out.push_str(",\"timestamp\":");
+    push_str(&mut out, &event.created_at.to_rfc3339());
+    out.push_str(",\"webhook_id\":");
+    push_str(&mut out, endpoint_id);
+    out.push('}');
+    out.into_bytes()
 }
 
 fn form_encode(v: &Value) -> String {
@@ -584,6 +586,18 @@ mod tests {
             envelope_json(&event, "we_1"),
             envelope_value(&event, "we_1").to_string().into_bytes()
         );
+        // Texts that JSON escapes, in every field written by hand.
+        let odd = WebhookEvent {
+            id: "evt_\"1\"\\".into(),
+            event_type: "message.\u{1}\n\t🎉".into(),
+            ..event
+        };
+        for endpoint in ["we_1", "we_\"x\"\r", ""] {
+            assert_eq!(
+                envelope_json(&odd, endpoint),
+                envelope_value(&odd, endpoint).to_string().into_bytes()
+            );
+        }
     }
 
     #[test]

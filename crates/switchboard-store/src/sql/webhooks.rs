@@ -1238,7 +1238,10 @@ mod tests {
             from: Some("Switchboard \"HQ\"".into()),
             channel: "whatsapp".into(),
             body: "Quote \" backslash \\ newline \n tab \t ✓ 🎉 \u{1}".into(),
-            media_urls: vec!["https://example.com/a.png?x=1&y=2".into()],
+            media_urls: vec![
+                "https://example.com/a.png?x=1&y=2".into(),
+                "https://example.com/\"b\"\\c.png".into(),
+            ],
             encoding: "UCS-2".into(),
             segments: 3,
             client_ref: Some("crm-77".into()),
@@ -1264,7 +1267,31 @@ mod tests {
             provider_message_id: None,
             ..full.clone()
         };
+        // Every text field with what JSON escapes in it.
+        let odd = |s: &str| format!("{s} \" \\ \n \u{0} \u{1f} \u{7f} / é 🎉");
+        let hostile = MessagePayload {
+            id: odd("msg"),
+            to: odd("+1"),
+            from: Some(odd("from")),
+            channel: odd("sms"),
+            media_urls: vec![odd("u1"), String::new(), odd("u3")],
+            encoding: odd("GSM-7"),
+            segments: -1,
+            client_ref: Some(odd("ref")),
+            category: odd("transactional"),
+            provider_id: Some(odd("pr")),
+            provider_message_id: Some(odd("pm")),
+            created_at: 0,
+            ..full.clone()
+        };
+        let hostile_status = odd("sent");
         for (m, status, code, detail) in [
+            (
+                &hostile,
+                hostile_status.as_str(),
+                Some("\"code\""),
+                Some("tab\tand\r"),
+            ),
             (
                 &full,
                 "failed",

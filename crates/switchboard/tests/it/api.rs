@@ -16,8 +16,37 @@ async fn a_message_is_accepted_with_its_encoding_and_segments() {
         )
         .await;
     assert_eq!(resp.status(), 202);
+    assert_eq!(resp.headers()["content-type"], "application/json");
     let v: Value = resp.json().await.unwrap();
     assert!(v["id"].as_str().unwrap().starts_with("msg_"));
+    // Exactly the six fields, with `client_ref` null when none was given.
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "client_ref",
+            "created_at",
+            "encoding",
+            "id",
+            "segments",
+            "status"
+        ]
+    );
+    let quoted = app
+        .post_message(
+            &key,
+            &json!({"to": "+14155550123", "body": "x", "client_ref": "q\"uote\\d\n"}),
+        )
+        .await;
+    let quoted: Value = quoted.json().await.unwrap();
+    assert_eq!(quoted["client_ref"], "q\"uote\\d\n");
+    let bare = app
+        .post_message(&key, &json!({"to": "+14155550123", "body": "x"}))
+        .await;
+    assert_eq!(
+        bare.json::<Value>().await.unwrap()["client_ref"],
+        Value::Null
+    );
     assert_eq!(
         (
             v["status"].as_str(),
