@@ -59,7 +59,10 @@ impl WebhookSecret {
         mac.update(timestamp.to_string().as_bytes());
         mac.update(b".");
         mac.update(body);
-        format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+        let mut header = String::with_capacity(48);
+        header.push_str("v1,");
+        STANDARD.encode_string(mac.finalize().into_bytes(), &mut header);
+        header
     }
 }
 
