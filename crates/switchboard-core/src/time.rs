@@ -66,25 +66,30 @@ impl Timestamp {
             };
         }
         let secs = self.0.div_euclid(1000);
-        let millis = self.0.rem_euclid(1000);
+        // In range, each part fits a u32 (the year is 0..=9998).
+        let part = |n: i64| u32::try_from(n).unwrap_or(0);
+        let millis = part(self.0.rem_euclid(1000));
         let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
-        let second_of_day = secs.rem_euclid(86_400);
+        let second_of_day = part(secs.rem_euclid(86_400));
         let mut text = *b"0000-00-00T00:00:00.000Z";
-        let mut put = |at: usize, width: usize, mut n: i64| {
-            for i in (at..at + width).rev() {
-                // `n` is 0..=9999 here, so each digit is 0..=9.
-                text[i] = b'0' + (n % 10) as u8;
-                n /= 10;
-            }
+        let mut two = |at: usize, n: u32| {
+            text[at] = b'0' + (n / 10) as u8;
+            text[at + 1] = b'0' + (n % 10) as u8;
         };
-        put(0, 4, year);
-        put(5, 2, month);
-        put(8, 2, day);
-        put(11, 2, second_of_day / 3600);
-        put(14, 2, second_of_day / 60 % 60);
-        put(17, 2, second_of_day % 60);
-        put(20, 3, millis);
-        text.iter().map(|&b| char::from(b)).collect()
+        let year = part(year);
+        two(0, year / 100);
+        two(2, year % 100);
+        two(5, part(month));
+        two(8, part(day));
+        two(11, second_of_day / 3600);
+        two(14, second_of_day / 60 % 60);
+        two(17, second_of_day % 60);
+        text[20] = b'0' + (millis / 100) as u8;
+        text[21] = b'0' + (millis / 10 % 10) as u8;
+        text[22] = b'0' + (millis % 10) as u8;
+        std::str::from_utf8(&text)
+            .expect("digits and separators are ASCII")
+            .to_owned()
     }
 }
 
