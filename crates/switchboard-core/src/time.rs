@@ -159,9 +159,9 @@ mod tests {
             i64::MIN,
             i64::MAX,
         ];
-        // Every day of four centuries around now and of a span around
-        // 1970, each at a changing time of day, and a spread over the
-        // whole range.
+        // Every day of 1,600 around 1970 and every seventh of four
+        // centuries from 2000, each at a changing time of day, and a
+        // spread over the whole range.
         for d in -800..800 {
             cases.push(d * DAY + (d * 7_777_777).rem_euclid(DAY));
         }
