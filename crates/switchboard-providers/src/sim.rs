@@ -687,8 +687,7 @@ impl CallbackHandler for SimProvider {
             return Err(forbidden("the signature's time is too far from now"));
         }
         let malformed = |m: String| CallbackError::Malformed(m);
-        // A derived struct would also read an array as its fields in order.
-        if !req.body.trim_ascii_start().starts_with(b"{") {
+        if !is_object(req.body) {
             return Err(malformed(
                 match serde_json::from_slice::<serde::de::IgnoredAny>(req.body) {
                     Ok(_) => "the body must be a JSON object with `receipts` or `inbound` arrays"
@@ -787,15 +786,20 @@ struct CallbackDoc<'a> {
     inbound: Option<&'a RawValue>,
 }
 
-/// The `i`th item of the list `name`, which must be an object (a derived
-/// struct would also read an array as its fields in order).
+/// Whether the JSON `text` is an object: checked before a derived struct
+/// reads it, which would also read an array as its fields in order.
+fn is_object(text: &[u8]) -> bool {
+    text.trim_ascii_start().starts_with(b"{")
+}
+
+/// The `i`th item of the list `name`, which must be an object.
 fn item<'a, T: serde::Deserialize<'a>>(
     raw: &'a RawValue,
     name: &str,
     i: usize,
 ) -> Result<T, CallbackError> {
     let malformed = |m: String| CallbackError::Malformed(m);
-    if !raw.get().starts_with('{') {
+    if !is_object(raw.get().as_bytes()) {
         return Err(malformed(format!("{name}[{i}] must be an object")));
     }
     serde_json::from_str(raw.get()).map_err(|e| malformed(format!("{name}[{i}]: {e}")))

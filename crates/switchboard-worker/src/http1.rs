@@ -243,13 +243,15 @@ impl Client {
         let port = url
             .port_or_known_default()
             .unwrap_or(if tls { 443 } else { 80 });
-        // The pool's key, `scheme://host:port` (without `format!`: once a
-        // delivery).
-        let host_str = url.host_str().unwrap_or("");
-        let mut origin = String::with_capacity(url.scheme().len() + host_str.len() + 9);
-        for part in [url.scheme(), "://", host_str, ":", &port.to_string()] {
-            origin.push_str(part);
-        }
+        // The pool's key, `scheme://host:port`.
+        let origin = [
+            url.scheme(),
+            "://",
+            url.host_str().unwrap_or(""),
+            ":",
+            &port.to_string(),
+        ]
+        .concat();
         let request = self.request_bytes(req)?;
         if let Some(mut kept) = self.checkout(&origin) {
             match round_trip(&mut kept, &request, req.keep).await {
