@@ -829,8 +829,9 @@ pub struct WebhookJob {
     pub attempt: u32,
     /// `scheduled`, `manual` or `test`.
     pub trigger: String,
-    /// Where to.
-    pub endpoint: EndpointRecord,
+    /// Where to: shared by the jobs of one claim that go to the same
+    /// endpoint.
+    pub endpoint: std::sync::Arc<EndpointRecord>,
     /// What.
     pub event: WebhookEvent,
 }

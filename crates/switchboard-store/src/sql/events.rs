@@ -161,36 +161,46 @@ fn event_set<'p>(c: &Db<'_>, first: usize, chunk: &'p [Pending]) -> RowSet<'p> {
 /// (`insert_deliveries`): most events of a message (`sending`, `sent`)
 /// usually have no subscriber, and a fan-out statement joined each of them
 /// to the workspace's endpoints only to find none.
-fn write(c: &Db<'_>, mut events: Vec<Pending>) -> Result<(), StoreError> {
+fn write(c: &Db<'_>, events: Vec<Pending>) -> Result<(), StoreError> {
     if c.is_pg() {
         return write_pg(c, &events);
     }
     let subscribed = Subscribed::ask(c, &events)?;
-    // An implied event nobody subscribes to is left to its message's row.
-    events.retain(|p| !p.implied || subscribed.of(p));
+    // Each event's endpoints, looked up once. An implied event nobody
+    // subscribes to is left to its message's row.
+    let (events, subs): (Vec<Pending>, Vec<&[String]>) = events
+        .into_iter()
+        .map(|p| {
+            let endpoints = subscribed.endpoints(&p);
+            (p, endpoints)
+        })
+        .filter(|(p, endpoints)| !p.implied || !endpoints.is_empty())
+        .unzip();
     if events.is_empty() {
         return Ok(());
     }
-    let mut seq_of: HashMap<String, i64> = HashMap::with_capacity(events.len());
+    // The numbers of the subscribed events, in the events' order.
+    let mut seqs: Vec<Option<i64>> = vec![None; events.len()];
+    let mut at = 0;
     for chunk in c.chunks(&events) {
+        let run = at..at + chunk.len();
+        at = run.end;
         let set = event_set(c, 1, chunk);
         let sql = set.sql([0; 8], || insert_sql(c, &set, false));
         let inserted = c.execute(&sql, set.params())?;
-        number(c, chunk, inserted, &subscribed, &mut seq_of)?;
+        number(c, chunk, &subs[run.clone()], inserted, &mut seqs[run])?;
     }
     // The deliveries, one per event and subscribed endpoint, stored as
     // rows: the endpoints are known (`Subscribed`), so no statement joins
     // the events to them again.
     let mut deliveries = Vec::new();
-    for p in &events {
-        let endpoints = subscribed.endpoints(p);
+    for ((p, endpoints), seq) in events.iter().zip(&subs).zip(&seqs) {
         if endpoints.is_empty() {
             continue;
         }
-        let seq = *seq_of
-            .get(&p.id)
-            .ok_or_else(|| StoreError::Corrupt(format!("event {} was not inserted", p.id)))?;
-        for endpoint in endpoints {
+        let seq =
+            seq.ok_or_else(|| StoreError::Corrupt(format!("event {} was not inserted", p.id)))?;
+        for endpoint in *endpoints {
             deliveries.push(NewDelivery {
                 endpoint_id: endpoint,
                 event: Fan {
@@ -207,8 +217,10 @@ fn write(c: &Db<'_>, mut events: Vec<Pending>) -> Result<(), StoreError> {
     insert_deliveries(c, &deliveries)
 }
 
-/// Finds the sequence numbers of a run's subscribed events, just inserted
-/// (SQLite), which their deliveries carry. SQLite numbers the rows of one
+/// Finds the sequence numbers of a run's subscribed events (those whose
+/// `subs`, their endpoints, are not empty), just inserted (SQLite), which
+/// their deliveries carry, into `seqs` (in the run's order; the others are
+/// left as they are). SQLite numbers the rows of one
 /// multi-row insert one after another in the order they are listed (the
 /// table is `AUTOINCREMENT` and this connection its only writer; the
 /// events' order of recording rests on the same), so they are counted back
@@ -219,11 +231,11 @@ fn write(c: &Db<'_>, mut events: Vec<Pending>) -> Result<(), StoreError> {
 fn number(
     c: &Db<'_>,
     run: &[Pending],
+    subs: &[&[String]],
     inserted: usize,
-    subscribed: &Subscribed,
-    seq_of: &mut HashMap<String, i64>,
+    seqs: &mut [Option<i64>],
 ) -> Result<bool, StoreError> {
-    if !run.iter().any(|p| subscribed.of(p)) {
+    if subs.iter().all(|s| s.is_empty()) {
         return Ok(true);
     }
     let last: i64 = c.query_row("SELECT last_insert_rowid()", &[], |r| r.get(0))?;
@@ -236,18 +248,17 @@ fn number(
     let counted = inserted == run.len()
         && head.as_deref() == run.first().map(|p| p.id.as_str())
         && tail.as_deref() == run.last().map(|p| p.id.as_str());
-    for (seq, p) in (first..).zip(run) {
-        if !subscribed.of(p) {
+    for (((seq, p), endpoints), out) in (first..).zip(run).zip(subs).zip(seqs) {
+        if endpoints.is_empty() {
             continue;
         }
-        let seq = if counted {
+        *out = Some(if counted {
             seq
         } else {
             c.query_row("SELECT seq FROM events WHERE id = ?1", p![p.id], |r| {
                 r.get(0)
             })?
-        };
-        seq_of.insert(p.id.clone(), seq);
+        });
     }
     Ok(counted)
 }
@@ -294,11 +305,6 @@ impl Subscribed {
     /// The endpoints subscribed to `p` (one of the events asked about).
     fn endpoints(&self, p: &Pending) -> &[String] {
         self.known(p).unwrap_or_default()
-    }
-
-    /// Whether `p` (one of the events asked about) is subscribed to.
-    fn of(&self, p: &Pending) -> bool {
-        !self.endpoints(p).is_empty()
     }
 }
 
@@ -487,16 +493,34 @@ mod tests {
         (subscribed, inserted)
     }
 
+    /// `number` on a run as `write` calls it: the ids of its subscribed
+    /// events with the numbers it found, and whether it counted them.
+    fn numbered(
+        c: &Db<'_>,
+        events: &[Pending],
+        subscribed: &Subscribed,
+        inserted: usize,
+    ) -> (bool, Vec<(String, i64)>) {
+        let subs: Vec<&[String]> = events.iter().map(|p| subscribed.endpoints(p)).collect();
+        let mut seqs = vec![None; events.len()];
+        let counted = number(c, events, &subs, inserted, &mut seqs).unwrap();
+        let mut got: Vec<(String, i64)> = events
+            .iter()
+            .zip(seqs)
+            .filter_map(|(p, seq)| Some((p.id.clone(), seq?)))
+            .collect();
+        got.sort();
+        (counted, got)
+    }
+
     #[test]
     fn events_just_inserted_are_counted_back_from_the_last_row() {
         let conn = events_db();
         let c = Db::Lite(&conn);
         let events = run(0, 32);
         let (subscribed, inserted) = insert(&c, &events);
-        let mut seq_of = HashMap::new();
-        assert!(number(&c, &events, inserted, &subscribed, &mut seq_of).unwrap());
-        let mut got: Vec<(String, i64)> = seq_of.into_iter().collect();
-        got.sort();
+        let (counted, got) = numbered(&c, &events, &subscribed, inserted);
+        assert!(counted);
         assert_eq!(got, stored_seqs(&conn, &events));
     }
 
@@ -513,10 +537,8 @@ mod tests {
             [],
         )
         .unwrap();
-        let mut seq_of = HashMap::new();
-        assert!(!number(&c, &events, inserted, &subscribed, &mut seq_of).unwrap());
-        let mut got: Vec<(String, i64)> = seq_of.into_iter().collect();
-        got.sort();
+        let (counted, got) = numbered(&c, &events, &subscribed, inserted);
+        assert!(!counted);
         assert_eq!(got, stored_seqs(&conn, &events));
     }
 }

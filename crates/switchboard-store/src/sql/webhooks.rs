@@ -7,6 +7,7 @@
 //! is not claimed while an earlier one of the same message is pending.
 
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::db::{Db, Row, RowSet, V, p};
@@ -778,15 +779,18 @@ pub fn claim(
     let leading = [V::Int(now.plus(lease).as_millis()), V::Int(now.as_millis())];
     let ids = due.iter().map(|d| d.0.as_str());
     update_read(c, "webhook_deliveries", LEASE, &leading, ids, &rows)?;
-    let mut endpoints: HashMap<String, EndpointRecord> = HashMap::new();
+    // Each endpoint read once and shared by its jobs.
+    let mut endpoints: HashMap<String, Arc<EndpointRecord>> = HashMap::new();
     let mut jobs = Vec::with_capacity(due.len());
     for (delivery_id, endpoint_id, attempts, trigger, event) in due {
         let endpoint = match endpoints.get(&endpoint_id) {
-            Some(e) => e.clone(),
+            Some(e) => Arc::clone(e),
             None => {
-                let e = load_endpoint(c, None, &endpoint_id)?
-                    .ok_or_else(|| corrupt("endpoint", &endpoint_id))?;
-                endpoints.insert(endpoint_id.clone(), e.clone());
+                let e = Arc::new(
+                    load_endpoint(c, None, &endpoint_id)?
+                        .ok_or_else(|| corrupt("endpoint", &endpoint_id))?,
+                );
+                endpoints.insert(endpoint_id, Arc::clone(&e));
                 e
             }
         };
@@ -1165,7 +1169,7 @@ pub fn test_job(
         delivery_id,
         attempt: 1,
         trigger: "test".into(),
-        endpoint,
+        endpoint: Arc::new(endpoint),
         event,
     }))
 }
