@@ -58,8 +58,9 @@ fn setup(path: &str, n: i64) -> Connection {
     c
 }
 
-#[inline(never)]
-fn run_from(c: &Connection, n: i64, per: usize, assignments: &str) {
+/// Moves rows 1..=n in runs of `per`, ten runs a transaction, `run`
+/// given each run's first row and length.
+fn in_runs(c: &Connection, n: i64, per: usize, mut run: impl FnMut(i64, usize)) {
     let mut i = 1i64;
     while i <= n {
         c.execute_batch("BEGIN").unwrap();
@@ -68,23 +69,7 @@ fn run_from(c: &Connection, n: i64, per: usize, assignments: &str) {
             if k == 0 {
                 break;
             }
-            let values: Vec<String> = (0..k)
-                .map(|j| format!("(?{}, ?{}, ?{})", 3 * j + 1, 3 * j + 2, 3 * j + 3))
-                .collect();
-            let sql = format!(
-                "UPDATE messages SET {assignments} FROM (VALUES {}) AS v WHERE messages.rowid = v.column1",
-                values.join(", ")
-            );
-            let mut params: Vec<Value> = Vec::new();
-            for r in 0..k as i64 {
-                params.push(Value::Integer(i + r));
-                params.push(Value::Text(format!("SIMmsg{:020}", i + r)));
-                params.push(Value::Integer(2_000_000 + i + r));
-            }
-            c.prepare_cached(&sql)
-                .unwrap()
-                .execute(params_from_iter(params))
-                .unwrap();
+            run(i, k);
             i += k as i64;
         }
         c.execute_batch("COMMIT").unwrap();
@@ -92,29 +77,42 @@ fn run_from(c: &Connection, n: i64, per: usize, assignments: &str) {
 }
 
 #[inline(never)]
+fn run_from(c: &Connection, n: i64, per: usize, assignments: &str) {
+    in_runs(c, n, per, |i, k| {
+        let values: Vec<String> = (0..k)
+            .map(|j| format!("(?{}, ?{}, ?{})", 3 * j + 1, 3 * j + 2, 3 * j + 3))
+            .collect();
+        let sql = format!(
+            "UPDATE messages SET {assignments} FROM (VALUES {}) AS v WHERE messages.rowid = v.column1",
+            values.join(", ")
+        );
+        let mut params: Vec<Value> = Vec::new();
+        for r in 0..k as i64 {
+            params.push(Value::Integer(i + r));
+            params.push(Value::Text(format!("SIMmsg{:020}", i + r)));
+            params.push(Value::Integer(2_000_000 + i + r));
+        }
+        c.prepare_cached(&sql)
+            .unwrap()
+            .execute(params_from_iter(params))
+            .unwrap();
+    });
+}
+
+#[inline(never)]
 fn run_one(c: &Connection, n: i64, per: usize) {
     let sql = format!("UPDATE messages SET {SENT_ONE} WHERE rowid = ?1");
-    let mut i = 1i64;
-    while i <= n {
-        c.execute_batch("BEGIN").unwrap();
-        for _ in 0..10 {
-            let k = per.min((n - i + 1) as usize);
-            if k == 0 {
-                break;
-            }
-            let mut s = c.prepare_cached(&sql).unwrap();
-            for r in 0..k as i64 {
-                s.execute(rusqlite::params![
-                    i + r,
-                    format!("SIMmsg{:020}", i + r),
-                    2_000_000 + i + r
-                ])
-                .unwrap();
-            }
-            i += k as i64;
+    in_runs(c, n, per, |i, k| {
+        let mut s = c.prepare_cached(&sql).unwrap();
+        for r in 0..k as i64 {
+            s.execute(rusqlite::params![
+                i + r,
+                format!("SIMmsg{:020}", i + r),
+                2_000_000 + i + r
+            ])
+            .unwrap();
         }
-        c.execute_batch("COMMIT").unwrap();
-    }
+    });
 }
 
 fn main() {
